@@ -1,0 +1,8 @@
+"""Command-line interface ``cggpr`` (click), a thin layer over the Python API.
+
+Each command module registers its commands on the :func:`main` group when imported.
+"""
+
+from ._group import main
+
+# command modules (one line each; importing registers the commands)

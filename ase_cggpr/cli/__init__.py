@@ -5,4 +5,6 @@ Each command module registers its commands on the :func:`main` group when import
 
 from ._group import main
 
+__all__ = ["main"]
+
 # command modules (one line each; importing registers the commands)

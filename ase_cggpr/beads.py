@@ -1,0 +1,339 @@
+"""Atoms -> beads: find metal nodes and imidazolate linkers under periodic boundaries.
+
+A ZIF is a tetrahedral AB2 net: metal nodes (A, e.g. Zn2+) joined by imidazolate-type linkers (B).
+:func:`find_topology` finds, by bonded connectivity (ASE's neighbour list, periodic), every metal, every
+linker (a connected group of non-metal atoms), the linker's five-membered ring (the two donor N and the
+atoms between them) and the two metals each linker bridges. :func:`coarse_grain` then builds the
+structure the descriptor sees, in one of three representations:
+
+``atomistic``  all atoms; SOAP centres on the metals.
+``AB2``        A bead (element Si) on each metal, B bead (element O) at the geometric centroid of each
+               linker's ring atoms (C and N, no H), unwrapped across the cell.
+``A``          A beads (Si) only.
+
+Si/O follows the hZIF convention, so already coarse-grained input (Si = A site, O = B bead) is accepted
+too. The atom <-> bead correspondence is kept (:class:`Topology`) so results can be reported per atom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, deque
+
+import numpy as np
+from ase import Atoms
+from ase.formula import Formula
+from ase.geometry import find_mic
+from ase.neighborlist import neighbor_list
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .errors import StructureError
+from .spec import canonical_representation
+
+#: Elements never treated as metal nodes.
+NON_METALS = frozenset("H He B C N O F Ne Si P S Cl Ar Se Br Kr I Xe".split())
+
+#: Linkers the mapper recognises, by Hill formula. Anything else is an error naming the formula.
+KNOWN_LINKERS = {
+    "C3H3N2": "Im (imidazolate)",
+    "C4H5N2": "mIm (2-methylimidazolate)",
+    "C5H7N2": "eIm (2-ethylimidazolate)",
+    "C7H5N2": "bIm (benzimidazolate)",
+}
+
+#: Bond cut-offs (Å) between non-metal elements; metal-N bonds use METAL_N_CUTOFF.
+COVALENT_CUTOFFS = {("C", "C"): 1.75, ("C", "N"): 1.75, ("N", "N"): 1.6, ("C", "H"): 1.3,
+                    ("H", "N"): 1.3, ("C", "O"): 1.6, ("N", "O"): 1.6, ("H", "O"): 1.2}
+METAL_N_CUTOFF = 2.6
+#: A-site to B-bead cut-off (Å) for already coarse-grained input (Zn to ring centroid is ~3.24 Å).
+CG_AB_CUTOFF = 4.2
+
+#: Element symbols of A sites and B beads in bead structures (hZIF convention).
+A_SYMBOL, B_SYMBOL = "Si", "O"
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """Connectivity of a framework: which atoms form which bead. Positions are not stored.
+
+    Attributes:
+        name: structure name used in error messages.
+        coarse_grained_input: True when the input was already Si/O beads.
+        metal_indices: atom index of each metal node (the A sites), in atom order.
+        metal_symbols: chemical symbol of each metal node ("Si" for coarse-grained input).
+        linkers: atom indices of each linker (all its atoms, H included).
+        rings: atom indices of each linker's ring atoms (the B bead is their centroid).
+        linker_formulas: Hill formula of each linker ("" for coarse-grained input).
+        linker_metals: (n_linkers, 2) positions in ``metal_indices`` of the two metals each linker bridges.
+    """
+
+    name: str
+    coarse_grained_input: bool
+    metal_indices: np.ndarray
+    metal_symbols: tuple[str, ...]
+    linkers: tuple[np.ndarray, ...]
+    rings: tuple[np.ndarray, ...]
+    linker_formulas: tuple[str, ...]
+    linker_metals: np.ndarray
+
+    @property
+    def n_metals(self) -> int:
+        return len(self.metal_indices)
+
+
+@dataclasses.dataclass(frozen=True)
+class BeadMap:
+    """A structure in one representation, ready for the descriptor.
+
+    Attributes:
+        topology: the :class:`Topology` it was built from.
+        representation: ``"atomistic"``, ``"AB2"`` or ``"A"``.
+        structure: the ASE Atoms the descriptor sees (all atoms, or Si/O beads).
+        centre_indices: indices in ``structure`` of the SOAP centres, one per metal, in metal order.
+    """
+
+    topology: Topology
+    representation: str
+    structure: Atoms
+    centre_indices: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+
+def structure_name(atoms: Atoms, fallback: str = "structure") -> str:
+    """A human-readable name for error messages (info 'name', 'structure_id' or the formula)."""
+    for key in ("name", "structure_name", "structure_id", "refcode"):
+        if key in atoms.info:
+            return str(atoms.info[key])
+    return f"{fallback} {atoms.get_chemical_formula()}"
+
+
+def check_cell(atoms: Atoms, name: str) -> None:
+    """Raise StructureError unless the structure is fully periodic with finite positions and cell."""
+    if len(atoms) == 0:
+        raise StructureError("the structure has no atoms", structure=name)
+    if not np.all(atoms.pbc):
+        raise StructureError(f"the structure must be periodic in all three directions (pbc={atoms.pbc.tolist()})",
+                             structure=name)
+    positions = atoms.positions
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+    if bad.size:
+        raise StructureError(f"non-finite (NaN or inf) positions at atom indices {bad[:10].tolist()}",
+                             structure=name)
+    cell = np.asarray(atoms.cell)
+    if not np.isfinite(cell).all() or abs(np.linalg.det(cell)) < 1e-6:
+        raise StructureError("the cell is degenerate or not finite", structure=name)
+
+
+def is_coarse_grained(atoms: Atoms) -> bool:
+    """True for hZIF-style bead structures: only Si (A sites) and O (B beads)."""
+    symbols = set(atoms.get_chemical_symbols())
+    return bool(symbols) and symbols <= {A_SYMBOL, B_SYMBOL} and A_SYMBOL in symbols
+
+
+def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:
+    """Find metals, linkers, rings and metal-linker bridges from bonded connectivity (periodic).
+
+    Raises:
+        StructureError: naming the structure, the offending atom indices and what was found, when there is
+            no metal, a linker is broken or unrecognised, or a metal is not 4-connected / a linker not
+            2-connected.
+    """
+    name = name or structure_name(atoms)
+    check_cell(atoms, name)
+    if is_coarse_grained(atoms):
+        return _coarse_grained_topology(atoms, name)
+
+    symbols = np.array(atoms.get_chemical_symbols())
+    is_metal = np.array([s not in NON_METALS for s in symbols])
+    metal_indices = np.flatnonzero(is_metal)
+    if metal_indices.size == 0:
+        raise StructureError(f"no metal atoms found (elements: {sorted(set(symbols))}); a ZIF needs metal "
+                             "nodes such as Zn", structure=name)
+
+    cutoffs = dict(COVALENT_CUTOFFS)
+    for metal in set(symbols[is_metal]):
+        cutoffs[(metal, "N")] = METAL_N_CUTOFF
+    present = set(symbols)
+    cutoffs = {pair: c for pair, c in cutoffs.items() if pair[0] in present and pair[1] in present}
+    i, j = neighbor_list("ij", atoms, cutoffs) if cutoffs else (np.empty(0, int), np.empty(0, int))
+
+    # metal - donor bonds (one entry per metal-N bond, periodic images counted separately)
+    metal_bond = is_metal[i] & ~is_metal[j]
+    mb_i, mb_j = i[metal_bond], j[metal_bond]
+    # covalent graph of the non-metal atoms
+    organic = ~is_metal[i] & ~is_metal[j]
+    n = len(atoms)
+    graph = coo_matrix((np.ones(organic.sum()), (i[organic], j[organic])), shape=(n, n)).tocsr()
+    _, component = connected_components(graph, directed=False)
+
+    linker_ids = sorted({component[a] for a in np.flatnonzero(~is_metal)})
+    linker_of_component = {c: k for k, c in enumerate(linker_ids)}
+    members: dict[int, list[int]] = {c: [] for c in linker_ids}
+    for a in np.flatnonzero(~is_metal):
+        members[component[a]].append(a)
+
+    metal_position = {m: k for k, m in enumerate(metal_indices)}
+    coordination = Counter(mb_i.tolist())
+    wrong = [(m, coordination.get(m, 0)) for m in metal_indices if coordination.get(m, 0) != 4]
+    if wrong:
+        detail = ", ".join(f"{symbols[m]} {m}: {c} N neighbours" for m, c in wrong[:8])
+        raise StructureError(f"wrong metal coordination: every metal must bind 4 linker N atoms within "
+                             f"{METAL_N_CUTOFF} Å; found {detail}" + (" ..." if len(wrong) > 8 else ""),
+                             structure=name)
+
+    bridges: dict[int, list[tuple[int, int]]] = {c: [] for c in linker_ids}  # component -> (metal, donor)
+    for m, d in zip(mb_i.tolist(), mb_j.tolist(), strict=True):
+        bridges[component[d]].append((m, d))
+
+    linkers, rings, formulas, linker_metals = [], [], [], []
+    neighbours = _adjacency(i[organic], j[organic])
+    for c in linker_ids:
+        atom_ids = np.array(sorted(members[c]))
+        formula = Formula.from_list(symbols[atom_ids].tolist()).format("hill")
+        if formula not in KNOWN_LINKERS:
+            raise StructureError(
+                f"unrecognised or broken linker {formula} (atom indices {atom_ids[:12].tolist()}"
+                f"{' ...' if atom_ids.size > 12 else ''}); recognised linkers: "
+                + ", ".join(f"{f} {d}" for f, d in KNOWN_LINKERS.items()), structure=name)
+        bonds = bridges[c]
+        if len(bonds) != 2:
+            raise StructureError(f"linker {formula} (atom indices {atom_ids.tolist()}) binds {len(bonds)} "
+                                 "metal atoms; every linker must bridge exactly 2", structure=name)
+        donors = [d for _, d in bonds]
+        ring = _ring_through(donors[0], donors[1], neighbours, symbols)
+        if ring is None:
+            raise StructureError(f"linker {formula} (atom indices {atom_ids.tolist()}): no ring joins its "
+                                 f"donor atoms {donors}", structure=name)
+        linkers.append(atom_ids)
+        rings.append(np.array(sorted(ring)))
+        formulas.append(formula)
+        linker_metals.append([metal_position[m] for m, _ in bonds])
+    del linker_of_component
+
+    return Topology(name=name, coarse_grained_input=False, metal_indices=metal_indices,
+                    metal_symbols=tuple(symbols[metal_indices].tolist()), linkers=tuple(linkers),
+                    rings=tuple(rings), linker_formulas=tuple(formulas),
+                    linker_metals=np.array(linker_metals, dtype=int).reshape(-1, 2))
+
+
+def _adjacency(i: np.ndarray, j: np.ndarray) -> dict[int, set[int]]:
+    neighbours: dict[int, set[int]] = {}
+    for a, b in zip(i.tolist(), j.tolist(), strict=True):
+        neighbours.setdefault(a, set()).add(b)
+    return neighbours
+
+
+def _shortest_path(start: int, goal: int, neighbours: dict[int, set[int]], allowed) -> list[int] | None:
+    parent = {start: start}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        if node == goal:
+            path = [goal]
+            while path[-1] != start:
+                path.append(parent[path[-1]])
+            return path[::-1]
+        for nxt in neighbours.get(node, ()):
+            if nxt not in parent and allowed(nxt):
+                parent[nxt] = node
+                queue.append(nxt)
+    return None
+
+
+def _ring_through(d1: int, d2: int, neighbours: dict[int, set[int]], symbols: np.ndarray) -> set[int] | None:
+    """Smallest ring of heavy atoms containing both donors: two internally disjoint shortest paths."""
+    heavy = lambda a: symbols[a] != "H"  # noqa: E731
+    first = _shortest_path(d1, d2, neighbours, heavy)
+    if first is None:
+        return None
+    interior = set(first[1:-1])
+    second = _shortest_path(d1, d2, neighbours, lambda a: heavy(a) and a not in interior)
+    if second is None:
+        return None
+    return set(first) | set(second)
+
+
+def _coarse_grained_topology(atoms: Atoms, name: str) -> Topology:
+    symbols = np.array(atoms.get_chemical_symbols())
+    a_sites = np.flatnonzero(symbols == A_SYMBOL)
+    b_sites = np.flatnonzero(symbols == B_SYMBOL)
+    i, j = neighbor_list("ij", atoms, {(A_SYMBOL, B_SYMBOL): CG_AB_CUTOFF})
+    ab = symbols[i] == A_SYMBOL
+    coordination = Counter(i[ab].tolist())
+    wrong = [(a, coordination.get(a, 0)) for a in a_sites if coordination.get(a, 0) != 4]
+    if wrong:
+        detail = ", ".join(f"Si {a}: {c} B beads" for a, c in wrong[:8])
+        raise StructureError(f"wrong A-site coordination in coarse-grained input: every A site (Si) needs 4 B "
+                             f"beads (O) within {CG_AB_CUTOFF} Å; found {detail}", structure=name)
+    position = {a: k for k, a in enumerate(a_sites)}
+    bridged: dict[int, list[int]] = {b: [] for b in b_sites}
+    for a, b in zip(i[ab].tolist(), j[ab].tolist(), strict=True):
+        bridged[b].append(position[a])
+    bad = [(b, len(v)) for b, v in bridged.items() if len(v) != 2]
+    if bad:
+        detail = ", ".join(f"O {b}: {c} A sites" for b, c in bad[:8])
+        raise StructureError(f"every B bead (O) must bridge exactly 2 A sites; found {detail}", structure=name)
+    singletons = tuple(np.array([b]) for b in b_sites)
+    return Topology(name=name, coarse_grained_input=True, metal_indices=a_sites,
+                    metal_symbols=tuple(symbols[a_sites].tolist()), linkers=singletons, rings=singletons,
+                    linker_formulas=tuple("" for _ in b_sites),
+                    linker_metals=np.array([bridged[b] for b in b_sites], dtype=int).reshape(-1, 2))
+
+
+def bead_positions(atoms: Atoms, topology: Topology) -> np.ndarray:
+    """B-bead positions (Å): centroid of each linker's ring atoms, unwrapped across the cell, then wrapped."""
+    positions = atoms.positions
+    if topology.coarse_grained_input:
+        return positions[[r[0] for r in topology.rings]].copy()
+    centres = np.empty((len(topology.rings), 3))
+    for k, ring in enumerate(topology.rings):
+        anchor = positions[ring[0]]
+        offsets, _ = find_mic(positions[ring] - anchor, atoms.cell, pbc=True)
+        centres[k] = anchor + offsets.mean(axis=0)
+    fractional = np.linalg.solve(np.asarray(atoms.cell).T, centres.T).T
+    return (fractional % 1.0) @ np.asarray(atoms.cell)
+
+
+def coarse_grain(atoms: Atoms, representation: str = "AB2", *, name: str | None = None,
+                 topology: Topology | None = None) -> BeadMap:
+    """Map a ZIF onto the representation the descriptor sees.
+
+    Args:
+        atoms: periodic Zn imidazolate framework (atomistic) or Si/O bead structure (coarse-grained).
+        representation: ``"atomistic"``, ``"AB2"`` or ``"A"``.
+        name: structure name for error messages (default: from ``atoms.info`` or the formula).
+        topology: a :class:`Topology` found earlier for the same atoms (re-used when only positions moved).
+
+    Returns:
+        A :class:`BeadMap`; its ``structure`` is a new Atoms object (the input is not modified).
+    """
+    representation = canonical_representation(representation)
+    if topology is None:
+        topology = find_topology(atoms, name=name)
+    else:
+        check_cell(atoms, topology.name)
+    metals = topology.metal_indices
+    if representation == "atomistic":
+        if topology.coarse_grained_input:
+            raise StructureError("the atomistic representation needs atomistic input, but this structure is "
+                                 "already coarse-grained (Si/O beads)", structure=topology.name)
+        structure = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
+        centres = metals.copy()
+    else:
+        a_positions = atoms.positions[metals]
+        if representation == "AB2":
+            b_positions = bead_positions(atoms, topology)
+            symbols = [A_SYMBOL] * len(metals) + [B_SYMBOL] * len(b_positions)
+            positions = np.vstack([a_positions, b_positions])
+        else:
+            symbols = [A_SYMBOL] * len(metals)
+            positions = a_positions
+        structure = Atoms(symbols=symbols, positions=positions, cell=atoms.cell, pbc=True)
+        centres = np.arange(len(metals))
+    structure.info["name"] = topology.name
+    return BeadMap(topology=topology, representation=representation, structure=structure,
+                   centre_indices=centres)

@@ -1,0 +1,98 @@
+"""Per-atom energies -> per-metal local-environment energies (the learning target).
+
+For metal i with linkers j (four of them):
+
+    e_local(i) = e_Zn(i) + 1/2 * sum_j e_Im(j)
+
+where e_Im(j) is the sum of the per-atom energies (eV) of all atoms of linker j (C, N, H). Each linker is
+shared by two metals, so summing e_local over a cell gives the cell energy. The Zn-only target is e_Zn(i).
+
+Label arrays can be
+* per-atom energies on every atom (e.g. MOF-FF ``energies``): local energies are formed here;
+* per-metal values already (e.g. ``e_local`` on Zn or on Si A sites in coarse-grained files, NaN or
+  anything on the other atoms is ignored as long as every non-metal entry is NaN).
+ASE moves a per-atom extxyz column named ``energy`` (or ``energies``) into ``atoms.calc.results``; both
+places are searched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+
+from .beads import Topology, find_topology, structure_name
+from .errors import LabelError, StructureError
+
+TARGETS = ("local", "metal")
+
+
+def per_atom_array(atoms: Atoms, key: str, *, name: str | None = None) -> np.ndarray:
+    """The per-atom float array ``key`` from ``atoms.arrays`` or ``atoms.calc.results`` (eV).
+
+    Raises:
+        LabelError: when no per-atom array of that name exists; the message lists what does.
+    """
+    name = name or structure_name(atoms)
+    if key in atoms.arrays:
+        values = np.asarray(atoms.arrays[key], dtype=float)
+    else:
+        results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+        values = np.asarray(results[key], dtype=float) if key in results else None
+        if values is None or values.shape != (len(atoms),):
+            available = sorted(k for k in atoms.arrays if k not in ("numbers", "positions"))
+            available += sorted(k for k, v in results.items() if np.shape(v) == (len(atoms),))
+            raise LabelError(f"structure {name!r}: no per-atom label array {key!r}; per-atom arrays present: "
+                             f"{available or 'none'}")
+    if values.shape != (len(atoms),):
+        raise LabelError(f"structure {name!r}: label array {key!r} has shape {values.shape}, expected "
+                         f"({len(atoms)},): one value per atom")
+    return values
+
+
+def local_energies(atoms: Atoms, *, key: str = "energies", target: str = "local",
+                   topology: Topology | None = None, name: str | None = None) -> np.ndarray:
+    """Per-metal labels (eV), in the order of ``topology.metal_indices``.
+
+    Args:
+        atoms: atomistic structure with per-atom energies, or a structure carrying per-metal values.
+        key: name of the per-atom array.
+        target: ``"local"`` (e_local, the default) or ``"metal"`` (e_Zn only).
+        topology: connectivity found earlier (found here when omitted).
+    """
+    if target not in TARGETS:
+        raise LabelError(f"unknown label target {target!r}; choose one of {TARGETS}")
+    topology = topology or find_topology(atoms, name=name)
+    values = per_atom_array(atoms, key, name=topology.name)
+    metals = topology.metal_indices
+    others = np.setdiff1d(np.arange(len(atoms)), metals)
+    per_metal_array = topology.coarse_grained_input or (others.size > 0 and np.isnan(values[others]).all())
+    if not np.isfinite(values[metals]).all():
+        bad = metals[~np.isfinite(values[metals])]
+        raise LabelError(f"structure {topology.name!r}: label array {key!r} is not finite on metal/A-site "
+                         f"atoms {bad[:10].tolist()}")
+    if per_metal_array:
+        if target == "metal":
+            raise LabelError(f"structure {topology.name!r}: {key!r} holds per-site values, so the metal-only "
+                             "target cannot be formed; give a per-atom energy array")
+        return values[metals].copy()
+    if not np.isfinite(values).all():
+        bad = np.flatnonzero(~np.isfinite(values))
+        raise LabelError(f"structure {topology.name!r}: per-atom energies {key!r} not finite at atoms "
+                         f"{bad[:10].tolist()}")
+    e_metal = values[metals]
+    if target == "metal":
+        return e_metal.copy()
+    e_linker = np.array([values[atoms_j].sum() for atoms_j in topology.linkers])
+    shared = np.zeros(len(metals))
+    np.add.at(shared, topology.linker_metals.ravel(), np.repeat(e_linker, 2))
+    return e_metal + 0.5 * shared
+
+
+def reference_energy(structures: list[Atoms], *, key: str = "energies") -> float:
+    """Mean local energy per metal (eV) over reference structures (e.g. relaxed zni).
+
+    Subtract it from labels to express energies relative to the reference polymorph.
+    """
+    if not structures:
+        raise StructureError("no reference structures given")
+    return float(np.mean(np.concatenate([local_energies(a, key=key) for a in structures])))

@@ -1,0 +1,368 @@
+"""Fast SOAP backend: featomic with a radial basis that reproduces quippy's vectors element by element.
+
+quippy's ``soap`` descriptor expands the Gaussian-smeared neighbour density (width ``atom_sigma``) in
+GAP's equispaced-Gaussian radial basis:
+
+* ``n_max`` Gaussians ``g_a(r) = exp(-alpha (r - r_a)**2)`` with ``alpha = 1 / (2 atom_sigma**2)`` and
+  centres ``r_a = a (cutoff + atom_sigma sqrt(20 ln 10)) / n_max``, ``a = 0 .. n_max-1``;
+* the radial part of a neighbour at distance ``r`` in channel ``l`` is sampled on the centres,
+  ``f_la(r) = exp(-alpha (r**2 + r_a**2)) i_l(2 alpha r r_a)`` (``i_l``: modified spherical Bessel
+  function of the first kind), interpolated by the Gaussians (``Cov^-1 f``, ``Cov_ab = g_a(r_b)``) and
+  rewritten in the orthonormal basis ``L^-1 g`` where ``L L^T`` is the Cholesky factorisation of the
+  overlap ``S_ab = int_0^inf g_a g_b r**2 dr``: coefficients ``L^T Cov^-1 f_l(r)``.
+
+featomic reproduces this with an ``Explicit`` basis holding, per ``l``, a cubic Hermite spline of those
+``n_max`` functions of ``r``, a ``DiracDelta`` density with centre weight 1 (the centre's own Gaussian is
+exactly ``g_0``), and a ``ShiftedCosine`` cutoff of the same width as quippy's transition. The power
+spectrum is formed here, in quippy's feature order: (species, n) pairs ``ia >= jb`` with ``ia`` outer,
+the radial index fastest within a species, ``l`` innermost; off-diagonal pairs scaled by ``sqrt(2)`` and
+each ``l`` by ``1/sqrt(2l+1)``; rows normalised to unit length.
+
+Position gradients are available through :func:`compute_gradients`, which keeps them in the compact
+form of the spherical-expansion gradients and contracts them with ``dE/dx`` per centre (see
+:class:`SoapGradients`), so a force evaluation never materialises the (n_centres, n_atoms, 3, D) array.
+
+featomic is an optional dependency: ``pip install 'ase-cggpr[featomic]'``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+from ase import Atoms
+
+INSTALL_HINT = "pip install 'ase-cggpr[featomic]'"
+
+#: Largest number of centres expanded in one featomic call by :func:`compute` (bounds memory).
+CENTRES_PER_BATCH = 512
+
+#: Target accuracy of the radial splines, relative to the largest value of the splined functions.
+SPLINE_RELATIVE_ACCURACY = 1e-8
+
+
+def _import_featomic():
+    try:
+        import featomic
+        import metatensor
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(f"the featomic SOAP backend needs featomic: {INSTALL_HINT}") from error
+    return featomic, metatensor
+
+
+# ---------------------------------------------------------------------------------------------
+# GAP's equispaced-Gaussian radial basis
+# ---------------------------------------------------------------------------------------------
+
+def gap_radial_basis(cutoff: float, atom_sigma: float, n_max: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """(alpha, Gaussian centres r_a, transform Cov^-1 L) of quippy's default SOAP radial basis."""
+    from scipy.special import erf
+
+    alpha = 0.5 / atom_sigma**2
+    basis_cutoff = cutoff + atom_sigma * math.sqrt(20.0 * math.log(10.0))
+    centres = np.arange(n_max) * (basis_cutoff / n_max)
+    ri, rj = centres[None, :], centres[:, None]
+    covariance = np.exp(-alpha * (ri - rj) ** 2)
+    # int_0^inf exp(-alpha (r - ri)^2) exp(-alpha (r - rj)^2) r^2 dr, closed form
+    overlap = (np.exp(-alpha * (ri**2 + rj**2)) * math.sqrt(2.0) * alpha**1.5 * (ri + rj)
+               + alpha * np.exp(-0.5 * alpha * (ri - rj) ** 2) * math.sqrt(math.pi)
+               * (1.0 + alpha * (ri + rj) ** 2) * (1.0 + erf(math.sqrt(alpha / 2.0) * (ri + rj))))
+    overlap /= math.sqrt(128.0 * alpha**5)
+    chol = np.linalg.cholesky(overlap)
+    transform = np.linalg.solve(covariance, chol)
+    return alpha, centres, transform
+
+
+def _scaled_bessel(order: int, z: np.ndarray) -> np.ndarray:
+    """exp(-z) i_order(z) for z >= 0, without overflow."""
+    from scipy.special import ive
+
+    safe = np.where(z == 0.0, 1.0, z)
+    value = np.sqrt(0.5 * math.pi / safe) * ive(order + 0.5, safe)
+    return np.where(z == 0.0, 1.0 if order == 0 else 0.0, value)
+
+
+def gap_radial_functions(ell: int, r: np.ndarray, alpha: float, centres: np.ndarray, transform: np.ndarray,
+                         *, derivative: bool = False) -> np.ndarray:
+    """The n_max orthonormalised radial functions of channel ``l`` (or their r-derivatives): (len(r), n_max)."""
+    r = np.asarray(r, dtype=float)[:, None]
+    ra = centres[None, :]
+    z = 2.0 * alpha * r * ra
+    # exp(-alpha (r^2 + ra^2)) i_l(z) = exp(-alpha (r - ra)^2) * exp(-z) i_l(z)
+    gauss = np.exp(-alpha * (r - ra) ** 2)
+    bessel = _scaled_bessel(ell, z)
+    if not derivative:
+        return (gauss * bessel) @ transform
+    # i_l'(z) = i_{l+1}(z) + l i_l(z) / z  (limit 1/3 at z = 0 for l = 1, 0 otherwise)
+    safe = np.where(z == 0.0, 1.0, z)
+    dbessel = _scaled_bessel(ell + 1, z) + np.where(z == 0.0, 0.0, ell / safe) * bessel
+    if ell == 1:
+        dbessel = np.where(z == 0.0, 1.0 / 3.0, dbessel)
+    values = gauss * (-2.0 * alpha * (r - ra) * bessel + 2.0 * alpha * ra * (dbessel - bessel))
+    return values @ transform
+
+
+def _spline_points(ell: int, cutoff: float, alpha: float, centres: np.ndarray, transform: np.ndarray):
+    """Equispaced spline knots on [0, cutoff], doubled until cubic Hermite interpolation is accurate."""
+    from featomic.splines import Spline
+
+    n_intervals = 64
+    while True:
+        positions = np.linspace(0.0, cutoff, n_intervals + 1)
+        values = gap_radial_functions(ell, positions, alpha, centres, transform)
+        derivatives = gap_radial_functions(ell, positions, alpha, centres, transform, derivative=True)
+        spline = Spline(0.0, cutoff)
+        spline.add_points(positions, values, derivatives)
+        middles = 0.5 * (positions[1:] + positions[:-1])
+        error = np.abs(spline.compute(middles) - gap_radial_functions(ell, middles, alpha, centres, transform)).max()
+        scale = max(np.abs(values).max(), 1e-300)
+        if error <= SPLINE_RELATIVE_ACCURACY * scale or n_intervals >= 32768:
+            return spline
+        n_intervals *= 2
+
+
+def featomic_hypers(*, cutoff: float, atom_sigma: float, n_max: int, l_max: int,
+                    cutoff_transition_width: float = 0.5) -> dict:
+    """Hyperparameters of a featomic ``SphericalExpansion`` matching quippy's SOAP expansion."""
+    featomic, _ = _import_featomic()
+    from featomic.basis import Explicit
+    from featomic.cutoff import Cutoff, ShiftedCosine
+    from featomic.density import DiracDelta
+    from featomic.splines import SplinedRadialBasis
+
+    alpha, centres, transform = gap_radial_basis(cutoff, atom_sigma, n_max)
+    by_angular = {
+        ell: SplinedRadialBasis(spline=_spline_points(ell, cutoff, alpha, centres, transform),
+                              max_radial=n_max - 1, radius=cutoff)
+        for ell in range(l_max + 1)
+    }
+    return {
+        "cutoff": Cutoff(radius=cutoff, smoothing=ShiftedCosine(width=cutoff_transition_width)),
+        "density": DiracDelta(center_atom_weight=1.0),
+        "basis": Explicit(by_angular=by_angular, spline_accuracy=None),
+    }
+
+
+@lru_cache(maxsize=8)
+def _calculator(cutoff: float, atom_sigma: float, n_max: int, l_max: int, cutoff_transition_width: float):
+    featomic, _ = _import_featomic()
+    return featomic.SphericalExpansion(**featomic_hypers(
+        cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max, l_max=l_max,
+        cutoff_transition_width=cutoff_transition_width))
+
+
+# ---------------------------------------------------------------------------------------------
+# Power spectrum in quippy's order
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=8)
+def _pair_layout(n_species: int, n_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """quippy's (ia, jb) radial-species pairs (ia outer, jb <= ia) and their sqrt(2) weights."""
+    ia, jb = np.tril_indices(n_species * n_max)
+    weights = np.where(ia == jb, 1.0, math.sqrt(2.0))
+    return ia, jb, weights
+
+
+def soap_dimension(n_species: int, n_max: int, l_max: int) -> int:
+    """Length of a SOAP vector: (n_species n_max)(n_species n_max + 1)/2 (l_max + 1)."""
+    n = n_species * n_max
+    return n * (n + 1) // 2 * (l_max + 1)
+
+
+def _centre_rows(structures: Sequence[Atoms], centre_species: tuple[int, ...]):
+    """Per structure, an array mapping atom index -> row among all centres (-1 if not a centre)."""
+    maps, row = [], 0
+    for structure in structures:
+        is_centre = np.isin(structure.numbers, centre_species)
+        rows = np.full(len(structure), -1, dtype=np.int64)
+        rows[is_centre] = np.arange(row, row + int(is_centre.sum()))
+        row += int(is_centre.sum())
+        maps.append(rows)
+    return maps, row
+
+
+def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_species: tuple[int, ...],
+            hypers: tuple, gradients: bool = False):
+    """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None).
+
+    ``coefficients[l]`` has shape (n_centres, n_species * n_max, 2l+1), rows in quippy's order.
+    """
+    _, metatensor = _import_featomic()
+    cutoff, atom_sigma, n_max, l_max, width = hypers
+    row_maps, n_centres = _centre_rows(structures, centre_species)
+    n_species = len(species)
+    coefficients = [np.zeros((n_centres, n_species * n_max, 2 * ell + 1)) for ell in range(l_max + 1)]
+    present = sorted({int(z) for s in structures for z in s.numbers if int(z) in centre_species})
+    if not present:
+        return coefficients, row_maps, n_centres, None
+    calculator = _calculator(cutoff, atom_sigma, n_max, l_max, width)
+    selected = metatensor.Labels(["center_type"], np.array([[z] for z in present], dtype=np.int32))
+    expansion = calculator.compute(list(structures), selected_keys=selected,
+                                   gradients=["positions"] if gradients else None)
+    species_index = {int(z): k for k, z in enumerate(species)}
+    all_rows = np.concatenate(row_maps)
+    first_atom = np.concatenate([[0], np.cumsum([len(s) for s in structures])[:-1]]).astype(np.int64)
+    for key, block in expansion.items():
+        k = species_index.get(int(key["neighbor_type"]))
+        if k is None:
+            continue
+        ell = int(key["o3_lambda"])
+        samples = block.samples.values  # (system, atom)
+        rows = all_rows[first_atom[samples[:, 0]] + samples[:, 1]]
+        # values (sample, m, n) -> (sample, n, m)
+        coefficients[ell][rows, k * n_max:(k + 1) * n_max, :] = block.values.transpose(0, 2, 1)
+    return coefficients, row_maps, n_centres, expansion
+
+
+def _power_spectrum(coefficients: list[np.ndarray], n_species: int, n_max: int) -> np.ndarray:
+    """Unnormalised power spectrum in quippy's order: (n_centres, D)."""
+    ia, jb, weights = _pair_layout(n_species, n_max)
+    l_max = len(coefficients) - 1
+    n_centres = coefficients[0].shape[0]
+    out = np.empty((n_centres, len(ia), l_max + 1))
+    for ell, c in enumerate(coefficients):
+        products = np.matmul(c, c.transpose(0, 2, 1))
+        out[:, :, ell] = products[:, ia, jb] * (weights / math.sqrt(2 * ell + 1))
+    return out.reshape(n_centres, -1)
+
+
+def _normalise(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    norms = np.linalg.norm(p, axis=1)
+    safe = np.where(norms > 0.0, norms, 1.0)
+    return p / safe[:, None], norms
+
+
+def _hypers(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width) -> tuple:
+    return (float(cutoff), float(atom_sigma), int(n_max), int(l_max), float(cutoff_transition_width))
+
+
+def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_species: tuple[int, ...],
+            cutoff: float, atom_sigma: float, n_max: int, l_max: int,
+            cutoff_transition_width: float = 0.5,
+            progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """SOAP vectors (n_centres, D) of the atoms whose Z is in ``centre_species``, frame by frame.
+
+    Equal to quippy's ``soap`` vectors (trailing element dropped) element by element, normalised rows.
+    ``progress(k)`` is called after each batch of structures with the number of structures finished.
+    """
+    species, centre_species = tuple(int(z) for z in species), tuple(int(z) for z in centre_species)
+    hypers = _hypers(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width)
+    structures = list(structures)
+    counts = [int(np.isin(s.numbers, centre_species).sum()) for s in structures]
+    out = np.empty((sum(counts), soap_dimension(len(species), n_max, l_max)))
+    row = start = 0
+    while start < len(structures):
+        stop, batch_centres = start, 0
+        while stop < len(structures) and (stop == start or batch_centres + counts[stop] <= CENTRES_PER_BATCH):
+            batch_centres += counts[stop]
+            stop += 1
+        if batch_centres:
+            coefficients, _, n_centres, _ = _expand(structures[start:stop], species, centre_species, hypers)
+            out[row:row + n_centres] = _normalise(_power_spectrum(coefficients, len(species), n_max))[0]
+            row += n_centres
+        if progress is not None:
+            progress(stop - start)
+        start = stop
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients
+# ---------------------------------------------------------------------------------------------
+
+class SoapGradients:
+    """Normalised SOAP vectors of one structure with their position gradients, kept compact.
+
+    Attributes:
+        vectors: (n_centres, D) normalised SOAP vectors (identical to :func:`compute`).
+        centres: (n_centres,) atom indices of the centres, in row order.
+        n_atoms: number of atoms in the structure.
+
+    :meth:`contract` turns ``dE/dx`` per centre into ``dE/dr`` per atom, using the chain rule through
+    the normalisation and the power spectrum down to the spherical-expansion gradients, so the
+    (n_centres, n_atoms, 3, D) Jacobian is never built.
+    """
+
+    def __init__(self, structure: Atoms, species: tuple[int, ...], centre_species: tuple[int, ...],
+                 hypers: tuple):
+        self._species = species
+        self._n_max = hypers[2]
+        coefficients, row_maps, n_centres, expansion = _expand([structure], species, centre_species, hypers,
+                                                               gradients=True)
+        self._coefficients = coefficients
+        self._expansion = expansion
+        self._row_map = row_maps[0]
+        self.n_atoms = len(structure)
+        self.centres = np.flatnonzero(self._row_map >= 0)
+        self.vectors, self._norms = _normalise(_power_spectrum(coefficients, len(species), self._n_max))
+
+    def contract(self, dE_dx: np.ndarray) -> np.ndarray:
+        """dE/dr (n_atoms, 3) for dE/dx given per centre as (n_centres, D) (derivative w.r.t. normalised x)."""
+        dE_dx = np.asarray(dE_dx, dtype=float)
+        if dE_dx.shape != self.vectors.shape:
+            raise ValueError(f"dE_dx has shape {dE_dx.shape}, expected {self.vectors.shape}")
+        out = np.zeros((self.n_atoms, 3))
+        if self._expansion is None:
+            return out
+        # through the normalisation: dE/dp = (g - (g.x) x) / |p|
+        x = self.vectors
+        safe = np.where(self._norms > 0.0, self._norms, 1.0)
+        dE_dp = (dE_dx - np.sum(dE_dx * x, axis=1)[:, None] * x) / safe[:, None]
+        n_centres = x.shape[0]
+        ia, jb, weights = _pair_layout(len(self._species), self._n_max)
+        size = len(self._species) * self._n_max
+        l_count = len(self._coefficients)
+        dE_dp = dE_dp.reshape(n_centres, len(ia), l_count)
+        # p_ab,l = w_ab / sqrt(2l+1) sum_m c_alm c_blm over pairs a >= b. With the symmetric matrix
+        # H_ab = w_ab dE/dp_ab / 2 (a != b), H_aa = dE/dp_aa, the chain rule gives dE/dc_l = 2 H c_l / sqrt(2l+1).
+        dE_dc = []
+        half = np.where(ia == jb, 1.0, 0.5) * weights
+        for ell, c in enumerate(self._coefficients):
+            h = np.zeros((n_centres, size, size))
+            h[:, ia, jb] = dE_dp[:, :, ell] * half
+            h[:, jb, ia] = dE_dp[:, :, ell] * half
+            dE_dc.append(2.0 / math.sqrt(2 * ell + 1) * np.matmul(h, c))  # (n_centres, size, 2l+1)
+        species_index = {int(z): k for k, z in enumerate(self._species)}
+        n_max = self._n_max
+        for key, block in self._expansion.items():
+            k = species_index.get(int(key["neighbor_type"]))
+            if k is None:
+                continue
+            ell = int(key["o3_lambda"])
+            gradient = block.gradient("positions")
+            if gradient.values.shape[0] == 0:
+                continue
+            grad_samples = gradient.samples.values  # (sample, system, atom)
+            sample_rows = self._row_map[block.samples.values[:, 1]]
+            rows = sample_rows[grad_samples[:, 0]]
+            weights_gmn = dE_dc[ell][rows, k * n_max:(k + 1) * n_max, :].transpose(0, 2, 1)  # (g, m, n)
+            contribution = np.einsum("gxmn,gmn->gx", gradient.values, weights_gmn, optimize=True)
+            np.add.at(out, grad_samples[:, 2], contribution)
+        return out
+
+
+def compute_gradients(structure: Atoms, *, species: tuple[int, ...], centre_species: tuple[int, ...],
+                      cutoff: float, atom_sigma: float, n_max: int, l_max: int,
+                      cutoff_transition_width: float = 0.5) -> SoapGradients:
+    """SOAP vectors of one structure's centres and their position gradients (see :class:`SoapGradients`)."""
+    return SoapGradients(structure, tuple(int(z) for z in species), tuple(int(z) for z in centre_species),
+                         _hypers(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width))
+
+
+def contract_gradients(structure: Atoms, *, dE_dx: np.ndarray | Callable[[np.ndarray], np.ndarray],
+                       species: tuple[int, ...], centre_species: tuple[int, ...], cutoff: float,
+                       atom_sigma: float, n_max: int, l_max: int,
+                       cutoff_transition_width: float = 0.5) -> np.ndarray:
+    """dE/dr (n_atoms, 3) of one structure, given dE/dx per centre.
+
+    ``dE_dx`` is either an (n_centres, D) array or a function of the (n_centres, D) normalised SOAP
+    vectors returning it (so that kernel derivatives can be evaluated at this structure's vectors).
+    Forces are ``-contract_gradients(...)``.
+    """
+    gradients = compute_gradients(structure, species=species, centre_species=centre_species, cutoff=cutoff,
+                                  atom_sigma=atom_sigma, n_max=n_max, l_max=l_max,
+                                  cutoff_transition_width=cutoff_transition_width)
+    values = dE_dx(gradients.vectors) if callable(dE_dx) else dE_dx
+    return gradients.contract(values)

@@ -114,6 +114,13 @@ class CGGPRModel:
         if labels is None:
             labels = [local_energies(a, key=label_key, target=target, topology=m.topology)
                       for a, m in zip(structures, maps, strict=True)]
+        return self.fit_maps(maps, labels, n_train=n_train, seed=seed, progress=progress)
+
+    def fit_maps(self, maps: Sequence[BeadMap], labels: Sequence[np.ndarray], *, n_train: int | None = None,
+                 seed: int = 0, progress: bool = False) -> CGGPRModel:
+        """Fit to bead maps (from :meth:`bead_map` or :func:`~ase_cggpr.beads.coarse_grain`) and labels (eV)."""
+        if not len(maps):
+            raise ModelError("no training structures given")
         y = _stack_labels(maps, labels)
         rows = np.arange(len(y))
         if n_train is not None:

@@ -8,3 +8,4 @@ from ._group import main
 __all__ = ["main"]
 
 # command modules (one line each; importing registers the commands)
+from . import core  # noqa: F401,E402

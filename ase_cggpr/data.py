@@ -1,0 +1,140 @@
+"""Structure files in and out: names, folders and globs, labelled training sets, the built-in dataset.
+
+Conventions of the labelled extxyz files this package reads and writes:
+
+* atomistic frames carry per-atom MOF-FF energies ``energies`` (eV) and per-metal ``e_local`` (eV, NaN on
+  the other atoms); coarse-grained frames (Si = A site, O = B bead) carry ``e_local`` on Si (NaN on O);
+* ``info``: ``structure_id`` (all rattled copies of one parent net share it: the group for CV), ``net``,
+  ``batch``, ``rattle``, ``order`` and ``reference_energy`` (mean local energy per Zn of relaxed zni, eV).
+
+ASE moves a per-atom column named ``energy`` or ``energies`` into ``atoms.calc.results``; the label
+functions look there too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.io import read
+
+from .beads import BeadMap, coarse_grain
+from .errors import CGGPRError, LabelError, StructureError
+from .labels import local_energies
+
+STRUCTURE_SUFFIXES = (".xyz", ".extxyz", ".cif", ".traj", ".vasp", ".json", ".gz")
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+def default_dataset_path(kind: str = "atomistic") -> Path:
+    """Path of the built-in dataset shipped with the package: ``kind`` is ``"atomistic"`` or ``"cg"``."""
+    if kind not in ("atomistic", "cg"):
+        raise ValueError(f"kind must be 'atomistic' or 'cg', got {kind!r}")
+    path = DATA_DIR / f"default_{kind}.extxyz.gz"
+    if not path.exists():
+        raise FileNotFoundError(f"the built-in dataset {path.name} is missing from this installation ({DATA_DIR})")
+    return path
+
+
+def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files named by paths, folders (their structure files, sorted) and glob patterns, in order."""
+    files: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir()
+                                if p.is_file() and p.name.lower().endswith(STRUCTURE_SUFFIXES)))
+        elif path.exists():
+            files.append(path)
+        else:
+            matches = sorted(glob.glob(str(pattern)))
+            if not matches:
+                raise FileNotFoundError(f"no such file, folder or glob match: {pattern}")
+            files.extend(Path(m) for m in matches)
+    return files
+
+
+def iter_structures(patterns: Iterable[str | os.PathLike], *, index: str = ":") -> Iterator[Atoms]:
+    """Stream structures from files, folders and globs; each gets ``info['name']`` (file, or file@frame).
+
+    Frames are read one at a time, so memory stays flat in the number of structures.
+    """
+    import warnings
+
+    for path in expand_paths(patterns):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # ASE's CIF setting warnings for P1 cells
+            try:
+                frames = read(path, index=index)
+            except Exception as error:  # ASE raises many kinds for unreadable files
+                raise CGGPRError(f"cannot read structures from {path}: {error}") from error
+        frames = frames if isinstance(frames, list) else [frames]
+        for k, atoms in enumerate(frames):
+            if "name" not in atoms.info:
+                atoms.info["name"] = path.name if len(frames) == 1 else f"{path.name}@{k}"
+            yield atoms
+
+
+def read_structures(patterns: Iterable[str | os.PathLike], *, index: str = ":") -> list[Atoms]:
+    """All structures of :func:`iter_structures` in a list."""
+    return list(iter_structures(patterns, index=index))
+
+
+@dataclasses.dataclass
+class LabelledSet:
+    """Structures with their bead maps and per-metal labels (eV) for one representation."""
+
+    frames: list[Atoms]
+    maps: list[BeadMap]
+    labels: list[np.ndarray]
+    groups: np.ndarray  # one group id per structure (structure_id, else the structure's name)
+
+    @property
+    def n_environments(self) -> int:
+        return int(sum(len(lab) for lab in self.labels))
+
+    def subset(self, indices: Sequence[int]) -> LabelledSet:
+        return LabelledSet([self.frames[i] for i in indices], [self.maps[i] for i in indices],
+                           [self.labels[i] for i in indices], self.groups[list(indices)])
+
+
+def load_labelled(structures: Iterable[Atoms], *, representation: str, label_key: str = "energies",
+                  target: str = "local") -> LabelledSet:
+    """Map structures and read their per-metal labels; errors name the structure and the problem."""
+    frames, maps, labels, groups = [], [], [], []
+    for atoms in structures:
+        bead_map = coarse_grain(atoms, representation)
+        labels.append(local_energies(atoms, key=label_key, target=target, topology=bead_map.topology))
+        frames.append(atoms)
+        maps.append(bead_map)
+        groups.append(str(atoms.info.get("structure_id", bead_map.name)))
+    if not frames:
+        raise StructureError("no structures to train on")
+    return LabelledSet(frames, maps, labels, np.array(groups))
+
+
+def split_by_group(groups: np.ndarray, test_fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) with whole groups held out: about ``test_fraction`` of the structures in test."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie between 0 and 1, got {test_fraction}")
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        raise LabelError("a held-out test set needs at least two structure groups (structure_id)")
+    rng = np.random.default_rng(seed)
+    n_test = min(max(1, round(test_fraction * len(unique))), len(unique) - 1)
+    test_groups = rng.choice(unique, size=n_test, replace=False)
+    is_test = np.isin(groups, test_groups)
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def reference_energy_from_info(frames: Sequence[Atoms]) -> float | None:
+    """The ``reference_energy`` recorded in the frames' info, if all frames that have one agree."""
+    values = {float(a.info["reference_energy"]) for a in frames if "reference_energy" in a.info}
+    if len(values) > 1:
+        raise LabelError(f"frames disagree on reference_energy: {sorted(values)}")
+    return values.pop() if values else None

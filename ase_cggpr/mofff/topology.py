@@ -1,0 +1,281 @@
+"""MOF-FF atom typing and bonded topology of Zn(Im)2 (H-imidazolate) from connectivity.
+
+Atom types (``parameters.ATOM_TYPES``): Zn (``zn4_n4``); N bonded to Zn (``n3_c2zn1``); the C between the two
+N (``c3_h1n2``) and its H (``h1_c1S``); the other two C (``c3_c1h1n1``) and their H (``h1_c1``).
+Angles: every pair of neighbours of every atom.  Dihedrals: every proper i-j-k-l over every bond j-k,
+including those through Zn.  Impropers: centre first, on every 3-coordinate C and N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+from ase import Atoms
+
+from ..errors import StructureError
+from . import parameters as P
+
+#: distance cut-offs (Å) used to infer bonds when no explicit bond list is given
+BOND_CUTOFFS: dict[tuple[str, str], float] = {
+    ("Zn", "N"): 2.6,
+    ("C", "N"): 1.7,
+    ("C", "C"): 1.7,
+    ("C", "H"): 1.3,
+}
+
+_MAX_LISTED = 8
+
+
+class TopologyError(StructureError):
+    """A Zn(Im)2 structure cannot be typed for MOF-FF (unknown element, wrong coordination, ...)."""
+
+
+@dataclass(frozen=True, eq=False)
+class MOFFFTopology:
+    """MOF-FF typing of one structure; all atom indices are 0-based, type ids follow ``ZIF8_H.data``."""
+
+    types: np.ndarray  #: (n_atoms,) atom type ids 1..6
+    charges: np.ndarray  #: (n_atoms,) partial charges, e
+    bonds: np.ndarray  #: (n_bonds, 2)
+    bond_types: np.ndarray
+    angles: np.ndarray  #: (n_angles, 3), centre in the middle
+    angle_types: np.ndarray
+    dihedrals: np.ndarray  #: (n_dihedrals, 4)
+    dihedral_types: np.ndarray
+    impropers: np.ndarray  #: (n_impropers, 4), centre first
+    improper_types: np.ndarray
+    name: str = ""
+    shifts: np.ndarray | None = field(default=None, repr=False)  #: (n_bonds, 3) image shifts if known
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.types)
+
+    @property
+    def type_names(self) -> list[str]:
+        return [P.ATOM_TYPES[t - 1] for t in self.types]
+
+    def signature(self) -> bytes:
+        """Bytes identifying the topology (two frames with equal signatures can share a LAMMPS instance)."""
+        parts = [self.types, self.bonds, self.bond_types, self.angles, self.angle_types,
+                 self.dihedrals, self.dihedral_types, self.impropers, self.improper_types]
+        return b"|".join(np.ascontiguousarray(p, dtype=np.int64).tobytes() for p in parts)
+
+
+def _structure_name(atoms: Atoms, name: str | None) -> str:
+    if name:
+        return name
+    for key in ("name", "structure_id", "id", "refcode", "topology", "net"):
+        if key in atoms.info:
+            return str(atoms.info[key])
+    return atoms.get_chemical_formula()
+
+
+def _listed(items: list[str]) -> str:
+    more = len(items) - _MAX_LISTED
+    return "; ".join(items[:_MAX_LISTED]) + (f"; ... and {more} more" if more > 0 else "")
+
+
+def infer_bonds(atoms: Atoms, cutoffs: dict[tuple[str, str], float] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Bonds (i < j, or i == j across images) and image shifts from interatomic distances (Å cut-offs)."""
+    from ase.neighborlist import neighbor_list
+
+    cutoffs = dict(BOND_CUTOFFS if cutoffs is None else cutoffs)
+    present = set(atoms.get_chemical_symbols())
+    cut = {k: v for k, v in cutoffs.items() if k[0] in present and k[1] in present}
+    if not cut:
+        return np.zeros((0, 2), int), np.zeros((0, 3), int)
+    i, j, S = neighbor_list("ijS", atoms, cut, self_interaction=False)
+    keep = (i < j) | ((i == j) & _positive_shift(S))
+    return np.stack([i[keep], j[keep]], axis=1), S[keep]
+
+
+def _positive_shift(S: np.ndarray) -> np.ndarray:
+    """True for the first non-zero component of each shift positive (to keep one of each +/- pair)."""
+    out = np.zeros(len(S), bool)
+    for n, s in enumerate(S):
+        nz = np.nonzero(s)[0]
+        out[n] = len(nz) > 0 and s[nz[0]] > 0
+    return out
+
+
+def _check_images(atoms: Atoms, bonds: np.ndarray, shifts: np.ndarray, name: str) -> None:
+    """LAMMPS evaluates bonded terms between closest images: explicit images must be the closest ones."""
+    if len(bonds) == 0 or not atoms.pbc.any():
+        return
+    pos = atoms.positions
+    cell = atoms.cell.array
+    vec = pos[bonds[:, 1]] + shifts @ cell - pos[bonds[:, 0]]
+    from ase.geometry import find_mic
+
+    mic, _ = find_mic(vec, atoms.cell, atoms.pbc)
+    bad = np.nonzero(np.linalg.norm(vec - mic, axis=1) > 1e-6)[0]
+    if len(bad):
+        items = [f"{bonds[b, 0]}-{bonds[b, 1]} (image {tuple(int(x) for x in shifts[b])})" for b in bad]
+        raise TopologyError(
+            "bonds that are not between closest periodic images (the cell is too small for the "
+            f"bonded terms; use a supercell): {_listed(items)}", structure=name)
+
+
+def mofff_topology(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.ndarray | None = None,
+                   name: str | None = None) -> MOFFFTopology:
+    """Type a Zn(Im)2 structure for MOF-FF and list its bonds, angles, dihedrals and impropers.
+
+    ``bonds`` is an optional ``(n_bonds, 2)`` integer array of 0-based atom pairs from a caller that
+    knows the connectivity (e.g. the linker decorator); ``shifts`` the matching ``(n_bonds, 3)`` integer
+    image shifts of the second atom.  Without ``bonds``, they are inferred from distances
+    (:data:`BOND_CUTOFFS`).  Raises :class:`TopologyError` naming the structure and atoms that cannot be
+    typed.
+    """
+    name = _structure_name(atoms, name)
+    symbols = np.array(atoms.get_chemical_symbols())
+    n = len(atoms)
+    unknown = [f"{k} ({s})" for k, s in enumerate(symbols) if s not in ("Zn", "N", "C", "H")]
+    if unknown:
+        raise TopologyError(f"MOF-FF for Zn(Im)2 knows Zn, N, C, H only; other atoms: {_listed(unknown)}",
+                            structure=name)
+    if bonds is None:
+        if shifts is not None:
+            raise ValueError("shifts given without bonds")
+        bonds, shifts = infer_bonds(atoms)
+    else:
+        bonds = np.asarray(bonds, dtype=int).reshape(-1, 2)
+        if len(bonds) and (bonds.min() < 0 or bonds.max() >= n):
+            raise TopologyError(f"bond list refers to atoms outside 0..{n - 1}", structure=name)
+        if shifts is not None:
+            shifts = np.asarray(shifts, dtype=int).reshape(-1, 3)
+            if len(shifts) != len(bonds):
+                raise ValueError(f"{len(shifts)} shifts for {len(bonds)} bonds")
+    if shifts is not None:
+        _check_images(atoms, bonds, shifts, name)
+    selfb = [f"{i}" for i, j in bonds if i == j]
+    if selfb:
+        raise TopologyError(f"atoms bonded to their own periodic image: {_listed(selfb)}", structure=name)
+
+    # adjacency (sets: a pair listed twice, e.g. through two images, would be a broken topology)
+    nbrs: list[list[int]] = [[] for _ in range(n)]
+    seen: set[tuple[int, int]] = set()
+    dup = []
+    for i, j in bonds:
+        key = (min(i, j), max(i, j))
+        if key in seen:
+            dup.append(f"{key[0]}-{key[1]}")
+            continue
+        seen.add(key)
+        nbrs[i].append(int(j))
+        nbrs[j].append(int(i))
+    if dup:
+        raise TopologyError(f"atom pairs bonded more than once (through several periodic images?): "
+                            f"{_listed(dup)}", structure=name)
+    nbrs = [sorted(x) for x in nbrs]
+    nsym = [sorted(symbols[x]) for x in nbrs]
+
+    types = np.zeros(n, int)
+    errors: list[str] = []
+
+    def env(k: int) -> str:
+        return f"{k} ({symbols[k]}, bonded to {''.join(nsym[k]) or 'nothing'})"
+
+    for k in range(n):  # heavy atoms first; H after their C is known
+        s = symbols[k]
+        if s == "Zn":
+            if nsym[k] == ["N"] * 4:
+                types[k] = P.ATOM_TYPE_ID["zn4_n4"]
+            else:
+                errors.append(env(k) + ": Zn needs 4 N")
+        elif s == "N":
+            if nsym[k] == ["C", "C", "Zn"]:
+                types[k] = P.ATOM_TYPE_ID["n3_c2zn1"]
+            else:
+                errors.append(env(k) + ": N needs 2 C + 1 Zn")
+        elif s == "C":
+            if nsym[k] == ["H", "N", "N"]:
+                types[k] = P.ATOM_TYPE_ID["c3_h1n2"]
+            elif nsym[k] == ["C", "H", "N"]:
+                types[k] = P.ATOM_TYPE_ID["c3_c1h1n1"]
+            else:
+                errors.append(env(k) + ": C needs H + 2 N or H + C + N")
+    for k in range(n):
+        if symbols[k] == "H":
+            if nsym[k] == ["C"] and types[nbrs[k][0]]:
+                c = P.ATOM_TYPES[types[nbrs[k][0]] - 1]
+                types[k] = P.ATOM_TYPE_ID["h1_c1S" if c == "c3_h1n2" else "h1_c1"]
+            elif nsym[k] != ["C"]:
+                errors.append(env(k) + ": H needs 1 C")
+            # H on an untypeable C: that C is already reported
+    if errors:
+        raise TopologyError(f"cannot type {len(errors)} atom(s) for MOF-FF: {_listed(errors)}", structure=name)
+
+    names = [P.ATOM_TYPES[t - 1] for t in types]
+    tname = np.array(names)
+
+    def table(spec: dict, symmetric_outer: bool = False) -> dict:
+        out = {}
+        for tid, (key, _) in spec.items():
+            if symmetric_outer:
+                out[(key[0], *sorted(key[1:]))] = tid
+            else:
+                out[tuple(key)] = tid
+                out[tuple(key[::-1])] = tid
+        return out
+
+    bond_tab, angle_tab, dih_tab = table(P.BONDS), table(P.ANGLES), table(P.DIHEDRALS)
+    imp_tab = table(P.IMPROPERS, symmetric_outer=True)
+    missing: list[str] = []
+
+    def lookup(tab: dict, idx: tuple[int, ...], key: tuple[str, ...]) -> int:
+        tid = tab.get(key)
+        if tid is None:
+            missing.append(f"{'-'.join(map(str, idx))} ({'-'.join(key)})")
+            return 0
+        return tid
+
+    bond_list = np.array(sorted(seen), dtype=int).reshape(-1, 2)
+    bond_types = [lookup(bond_tab, (i, j), (names[i], names[j])) for i, j in bond_list]
+    angles, angle_types = [], []
+    for j in range(n):
+        for i, k in combinations(nbrs[j], 2):
+            angles.append((i, j, k))
+            angle_types.append(lookup(angle_tab, (i, j, k), (names[i], names[j], names[k])))
+    dihedrals, dihedral_types = [], []
+    for j, k in bond_list:
+        for i in nbrs[j]:
+            if i == k:
+                continue
+            for m in nbrs[k]:
+                if m == j or m == i:
+                    continue
+                dihedrals.append((i, j, k, m))
+                dihedral_types.append(lookup(dih_tab, (i, j, k, m), (names[i], names[j], names[k], names[m])))
+    impropers, improper_types = [], []
+    for c in range(n):
+        if symbols[c] in ("C", "N") and len(nbrs[c]) == 3:
+            outer = nbrs[c]
+            impropers.append((c, *outer))
+            improper_types.append(lookup(imp_tab, (c, *outer), (names[c], *sorted(tname[outer]))))
+    if missing:
+        raise TopologyError(f"no MOF-FF parameters for {len(missing)} term(s): {_listed(missing)}",
+                            structure=name)
+
+    charges = np.array([P.CHARGE[x] for x in names])
+
+    def arr(x: list, width: int) -> np.ndarray:
+        return np.array(x, dtype=int).reshape(-1, width)
+
+    if shifts is not None:  # keep the shift of each kept bond, oriented i < j
+        smap = {}
+        for (i, j), s in zip(bonds, shifts, strict=True):
+            smap[(i, j)] = s
+            smap[(j, i)] = -s
+        shifts = np.array([smap[(i, j)] for i, j in bond_list], dtype=int).reshape(-1, 3)
+    return MOFFFTopology(
+        types=types, charges=charges,
+        bonds=bond_list, bond_types=np.array(bond_types, int),
+        angles=arr(angles, 3), angle_types=np.array(angle_types, int),
+        dihedrals=arr(dihedrals, 4), dihedral_types=np.array(dihedral_types, int),
+        impropers=arr(impropers, 4), improper_types=np.array(improper_types, int),
+        name=name, shifts=shifts,
+    )

@@ -1,0 +1,106 @@
+"""Bead mapping and local-energy labels against the dataset authors' reference frames."""
+
+import warnings
+
+import numpy as np
+import pytest
+from ase.geometry import get_distances
+from ase.io import read
+
+from ase_cggpr import StructureError, coarse_grain, find_topology, local_energies
+from ase_cggpr.errors import LabelError
+
+
+@pytest.fixture(scope="module")
+def reference_frames(shared_data):
+    atomistic = read(shared_data / "mofff-reference" / "cag_pressure_atomistic_3frames.xyz", ":")
+    cg = read(shared_data / "mofff-reference" / "cag_pressure_cg_3frames.xyz", ":")
+    return atomistic, cg
+
+
+def read_cif(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        atoms = read(path)
+    atoms.info["name"] = path.name
+    return atoms
+
+
+def test_beads_match_authors_coarse_graining(reference_frames):
+    atomistic, cg = reference_frames
+    for atoms, ref in zip(atomistic, cg, strict=True):
+        beads = coarse_grain(atoms, "AB2").structure
+        assert beads.get_chemical_formula() == ref.get_chemical_formula()
+        for symbol in ("Si", "O"):
+            mine = beads.positions[beads.symbols == symbol]
+            theirs = ref.positions[ref.symbols == symbol]
+            _, d = get_distances(mine, theirs, cell=ref.cell, pbc=True)
+            assert np.all(d.argmin(axis=1) == np.arange(len(mine)))  # same order as the authors
+            assert d.min(axis=1).max() < 1e-3
+
+
+def test_local_energies_match_authors_and_sum_to_cell_energy(reference_frames):
+    atomistic, cg = reference_frames
+    for atoms, ref in zip(atomistic, cg, strict=True):
+        e_local = local_energies(atoms, key="energy")  # ASE moved the column into calc.results
+        assert np.abs(e_local - local_energies(ref, key="e_local_mofff")).max() < 1e-4
+        assert e_local.sum() == pytest.approx(atoms.calc.results["energy"].sum(), abs=1e-8)
+        e_zn = local_energies(atoms, key="energy", target="metal")
+        assert np.abs(e_zn - ref.arrays["energies_mofff"][ref.symbols == "Si"]).max() < 1e-6
+
+
+def test_representations_and_cg_input(reference_frames):
+    atomistic, cg = reference_frames
+    atoms = atomistic[0]
+    full = coarse_grain(atoms, "atomistic")
+    assert len(full.structure) == 272 and np.all(full.structure.symbols[full.centre_indices] == "Zn")
+    only_a = coarse_grain(atoms, "A")
+    assert set(only_a.structure.symbols) == {"Si"} and len(only_a.structure) == 16
+    from_cg = coarse_grain(cg[0], "AB2")
+    assert from_cg.topology.coarse_grained_input and len(from_cg.centre_indices) == 16
+    with pytest.raises(StructureError, match="already coarse-grained"):
+        coarse_grain(cg[0], "atomistic")
+    top = find_topology(atoms)
+    assert all(len(r) == 5 for r in top.rings) and all(len(lk) == 8 for lk in top.linkers)
+    assert np.bincount(top.linker_metals.ravel()).tolist() == [4] * 16
+
+
+def test_real_zif_structures_map(shared_data):
+    for path in sorted((shared_data / "zif-structures").glob("*.cif")):
+        top = find_topology(read_cif(path))
+        assert top.n_metals > 0 and len(top.rings) == 2 * top.n_metals
+        expected = {"C4H5N2"} if "CH3" in path.name else {"C3H3N2"}
+        assert set(top.linker_formulas) == expected
+
+
+@pytest.fixture()
+def zni(shared_data):
+    return read_cif(shared_data / "zif-structures" / "zni.cif")
+
+
+def test_bad_structures_give_clear_errors(zni):
+    with pytest.raises(StructureError, match="no metal atoms"):
+        find_topology(zni[~(zni.symbols == "Zn")])
+    h = np.flatnonzero(zni.symbols == "H")[0]
+    broken = zni.copy()
+    del broken[h]
+    with pytest.raises(StructureError, match=r"zni.cif.*unrecognised or broken linker C3H2N2"):
+        find_topology(broken)
+    top = find_topology(zni)
+    no_linker = zni.copy()
+    del no_linker[top.linkers[0].tolist()]
+    with pytest.raises(StructureError, match="wrong metal coordination.*3 N neighbours"):
+        find_topology(no_linker)
+    nan = zni.copy()
+    nan.positions[5, 1] = np.nan
+    with pytest.raises(StructureError, match=r"non-finite .* \[5\]"):
+        find_topology(nan)
+    slab = zni.copy()
+    slab.pbc = (True, True, False)
+    with pytest.raises(StructureError, match="periodic"):
+        find_topology(slab)
+
+
+def test_missing_label_array(zni):
+    with pytest.raises(LabelError, match="zni.cif.*no per-atom label array 'energies'"):
+        local_energies(zni)

@@ -1,0 +1,139 @@
+"""Model fitting, persistence, the ASE calculator and the plugin, on real SOAP and real linear algebra."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from ase.io import read
+from scipy.linalg import cho_factor, cho_solve
+
+from ase_cggpr import CGGPRCalculator, CGGPRModel, ModelError, ModelSpec, local_energies
+from ase_cggpr.regression import ExactGPR
+
+
+@pytest.fixture(scope="module")
+def frames(shared_data):
+    atomistic = read(shared_data / "mofff-reference" / "cag_pressure_atomistic_3frames.xyz", ":")
+    for k, atoms in enumerate(atomistic):
+        atoms.info["structure_id"] = f"cag-{k}"
+    return atomistic
+
+
+@pytest.fixture(scope="module")
+def ab2_model(frames):
+    return CGGPRModel(representation="AB2").fit(frames[:2], label_key="energy")
+
+
+def test_exact_gpr_matches_dense_solve():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 30))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = rng.normal(size=120)
+    gpr = ExactGPR(block_size=17).fit(X, y)
+    K = (1 + X @ X.T) ** 4 + 0.04 * np.eye(120)
+    alpha = cho_solve(cho_factor(K), y - y.mean())
+    assert np.abs(gpr.alpha_ - alpha).max() < 1e-10
+    Xt = X[:5] + 0.01
+    k = (1 + Xt @ X.T) ** 4
+    mean, std = gpr.predict(Xt, return_std=True)
+    assert np.abs(mean - (y.mean() + k @ alpha)).max() < 1e-10
+    prior = (1 + np.einsum("ij,ij->i", Xt, Xt)) ** 4
+    var = prior - np.einsum("ij,ji->i", k, cho_solve(cho_factor(K), k.T))
+    assert np.abs(std - np.sqrt(var)).max() < 1e-8
+    # offset matters: the paper's Poly(d=4) has offset 1, (x.x')^4 gives different weights
+    assert np.abs(ExactGPR(offset=0.0).fit(X, y).alpha_ - alpha).max() > 1e-3
+
+
+@pytest.mark.parametrize("representation,bound", [("atomistic", 0.1), ("AB2", 0.1), ("A", 0.1)])
+def test_train_on_two_frames_predict_third(frames, representation, bound):
+    model = CGGPRModel(representation=representation).fit(frames[:2], label_key="energy")
+    predicted, std = model.predict(frames[2], return_std=True)
+    truth = local_energies(frames[2], key="energy")
+    rmse = np.sqrt(np.mean((predicted - truth) ** 2))
+    assert rmse < bound and rmse < 2 * truth.std() + 0.05
+    assert np.all(std > 0) and np.all(std < 4.0)
+    assert model.training_["n_environments"] == 32
+
+
+def test_save_load_roundtrip_without_pickle(ab2_model, frames, tmp_path):
+    path = ab2_model.save(tmp_path / "model")
+    assert path.name == "model.npz"
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["metadata"]))
+        assert set(data.files) >= {"X", "alpha", "L", "metadata"}
+    assert meta["spec"] == ModelSpec(representation="AB2").to_dict()
+    assert meta["format_version"] == 1 and meta["package_version"] and meta["regression"]["offset"] == 1.0
+    loaded = CGGPRModel.load(path)
+    assert np.array_equal(loaded.predict(frames[2]), ab2_model.predict(frames[2]))
+    with pytest.raises(FileExistsError):
+        ab2_model.save(path)
+    no_factor = ab2_model.save(tmp_path / "nofactor.npz", include_factor=False)
+    m, s = CGGPRModel.load(no_factor).predict(frames[2], return_std=True)
+    assert np.allclose(s, ab2_model.predict(frames[2], return_std=True)[1], atol=1e-10)
+
+
+def test_n_train_subsampling_is_seeded(frames):
+    a = CGGPRModel(representation="A").fit(frames[:2], label_key="energy", n_train=10, seed=3)
+    b = CGGPRModel(representation="A").fit(frames[:2], label_key="energy", n_train=10, seed=3)
+    assert a.training_["n_environments"] == 10
+    assert np.array_equal(a.predict(frames[2]), b.predict(frames[2]))
+
+
+def test_calculator_results_and_mapping_cache(ab2_model, frames):
+    atoms = frames[2].copy()
+    atoms.calc = CGGPRCalculator(ab2_model)
+    energy = atoms.get_potential_energy()
+    results = atoms.calc.results
+    zn = np.flatnonzero(atoms.symbols == "Zn")
+    assert results["energies"][zn] == pytest.approx(results["local_energies"])
+    assert results["energies"].sum() == pytest.approx(energy)
+    assert np.all(results["energies"][~(atoms.symbols == "Zn")] == 0)
+    assert results["local_energy_std"].shape == (16,)
+    topology = atoms.calc._topology
+    atoms.positions += 0.02
+    atoms.get_potential_energy()
+    assert atoms.calc._topology is topology  # mapping reused when only positions change
+
+
+def test_calculator_from_path_and_on_real_zifs(ab2_model, shared_data, tmp_path):
+    path = ab2_model.save(tmp_path / "m.npz")
+    for cif in sorted((shared_data / "zif-structures").glob("*.cif")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atoms = read(cif)
+        atoms.info["name"] = cif.name
+        atoms.calc = CGGPRCalculator(model_path=path)
+        if "CH3" in cif.name:
+            with pytest.raises(ModelError, match="ZIF8_CH3.cif.*unsupported linker.*C4H5N2"):
+                atoms.get_potential_energy()
+            continue
+        energies = atoms.calc.get_property("energies", atoms)
+        assert np.isfinite(atoms.get_potential_energy())
+        assert np.isfinite(atoms.calc.results["local_energies"]).all()
+        assert energies.sum() == pytest.approx(atoms.get_potential_energy())
+
+
+def test_other_metal_rejected(ab2_model, frames):
+    atoms = frames[2].copy()
+    atoms.symbols[atoms.symbols == "Zn"] = "Co"
+    atoms.calc = CGGPRCalculator(ab2_model)
+    with pytest.raises(ModelError, match=r"metal\(s\) \['Co'\].*trained on \['Zn'\]"):
+        atoms.get_potential_energy()
+
+
+def test_spec_validation():
+    with pytest.raises(ModelError, match="cutoff"):
+        ModelSpec(representation="AB2", cutoff=-1.0)
+    with pytest.raises(ModelError, match="representation"):
+        ModelSpec(representation="beads")
+    assert ModelSpec(representation="a-only").cutoff == 13.5
+    assert ModelSpec.from_dict(ModelSpec(representation="atomistic").to_dict()).atom_sigma == 0.5
+
+
+def test_ase_plugin_lists_calculator():
+    plugins = pytest.importorskip("ase._4.plugins", reason="this ASE has no experimental plugin API")
+    names = {p.name for p in plugins.plugins.calculators}
+    assert "cggpr" in names
+    plugin = next(p for p in plugins.plugins.calculators if p.name == "cggpr")
+    assert plugin.implementation is CGGPRCalculator

@@ -138,6 +138,24 @@ def test_rows_follow_frames_and_atoms_including_frames_without_centres():
     assert sum(calls) == 3
 
 
+def test_atoms_outside_the_species_are_ignored_like_quippy():
+    # A-only vectors of Si/O frames: O is not a species, so it must not matter (quippy ignores it too)
+    kwargs = soap_kwargs("A")
+    frames = [relabelled_rocksalt(seed) for seed in (8, 9)]
+    with_o = fb.compute(frames, **kwargs)
+    np.testing.assert_array_equal(with_o, fb.compute([a[a.numbers == 14] for a in frames], **kwargs))
+    np.testing.assert_allclose(with_o, qb.compute(frames, **kwargs), atol=VECTOR_MAX_DIFF)
+    gradients = fb.compute_gradients(frames[0], **kwargs)
+    np.testing.assert_array_equal(gradients.centres, np.flatnonzero(frames[0].numbers == 14))
+    dE_dr = gradients.contract(np.ones_like(gradients.vectors))
+    assert dE_dr.shape == (len(frames[0]), 3)
+    np.testing.assert_array_equal(dE_dr[frames[0].numbers == 8], 0.0)
+    si_only = frames[0][frames[0].numbers == 14]
+    np.testing.assert_allclose(dE_dr[frames[0].numbers == 14],
+                               fb.compute_gradients(si_only, **kwargs).contract(np.ones_like(gradients.vectors)),
+                               atol=1e-12)
+
+
 def test_small_batches_give_the_same_vectors(monkeypatch):
     kwargs = soap_kwargs("AB2")
     frames = [relabelled_rocksalt(seed) for seed in range(3)]

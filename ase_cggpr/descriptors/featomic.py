@@ -185,18 +185,28 @@ def _centre_rows(structures: Sequence[Atoms], centre_species: tuple[int, ...]):
 
 def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_species: tuple[int, ...],
             hypers: tuple, gradients: bool = False):
-    """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None).
+    """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None, kept).
 
-    ``coefficients[l]`` has shape (n_centres, n_species * n_max, 2l+1), rows in quippy's order.
+    ``coefficients[l]`` has shape (n_centres, n_species * n_max, 2l+1), rows in quippy's order. Atoms of
+    other elements than ``species`` and ``centre_species`` cannot change the vectors (quippy ignores them
+    as neighbours), so they are left out of the expansion; ``kept[k]`` holds the original indices of
+    structure k's remaining atoms, to which the row maps and the expansion's atom indices refer.
     """
     _, metatensor = _import_featomic()
     cutoff, atom_sigma, n_max, l_max, width = hypers
+    relevant = sorted(set(species) | set(centre_species))
+    kept, reduced = [], []
+    for structure in structures:
+        mask = np.isin(structure.numbers, relevant)
+        kept.append(np.flatnonzero(mask))
+        reduced.append(structure if mask.all() else structure[mask])
+    structures = reduced
     row_maps, n_centres = _centre_rows(structures, centre_species)
     n_species = len(species)
     coefficients = [np.zeros((n_centres, n_species * n_max, 2 * ell + 1)) for ell in range(l_max + 1)]
     present = sorted({int(z) for s in structures for z in s.numbers if int(z) in centre_species})
     if not present:
-        return coefficients, row_maps, n_centres, None
+        return coefficients, row_maps, n_centres, None, kept
     calculator = _calculator(cutoff, atom_sigma, n_max, l_max, width)
     selected = metatensor.Labels(["center_type"], np.array([[z] for z in present], dtype=np.int32))
     expansion = calculator.compute(list(structures), selected_keys=selected,
@@ -213,7 +223,7 @@ def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_specie
         rows = all_rows[first_atom[samples[:, 0]] + samples[:, 1]]
         # values (sample, m, n) -> (sample, n, m)
         coefficients[ell][rows, k * n_max:(k + 1) * n_max, :] = block.values.transpose(0, 2, 1)
-    return coefficients, row_maps, n_centres, expansion
+    return coefficients, row_maps, n_centres, expansion, kept
 
 
 def _power_spectrum(coefficients: list[np.ndarray], n_species: int, n_max: int) -> np.ndarray:
@@ -259,7 +269,7 @@ def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_spe
             batch_centres += counts[stop]
             stop += 1
         if batch_centres:
-            coefficients, _, n_centres, _ = _expand(structures[start:stop], species, centre_species, hypers)
+            coefficients, _, n_centres, _, _ = _expand(structures[start:stop], species, centre_species, hypers)
             out[row:row + n_centres] = _normalise(_power_spectrum(coefficients, len(species), n_max))[0]
             row += n_centres
         if progress is not None:
@@ -289,13 +299,14 @@ class SoapGradients:
                  hypers: tuple):
         self._species = species
         self._n_max = hypers[2]
-        coefficients, row_maps, n_centres, expansion = _expand([structure], species, centre_species, hypers,
-                                                               gradients=True)
+        coefficients, row_maps, _, expansion, kept = _expand([structure], species, centre_species, hypers,
+                                                             gradients=True)
         self._coefficients = coefficients
         self._expansion = expansion
         self._row_map = row_maps[0]
+        self._kept = kept[0]
         self.n_atoms = len(structure)
-        self.centres = np.flatnonzero(self._row_map >= 0)
+        self.centres = self._kept[np.flatnonzero(self._row_map >= 0)]
         self.vectors, self._norms = _normalise(_power_spectrum(coefficients, len(species), self._n_max))
 
     def contract(self, dE_dx: np.ndarray) -> np.ndarray:
@@ -339,7 +350,7 @@ class SoapGradients:
             rows = sample_rows[grad_samples[:, 0]]
             weights_gmn = dE_dc[ell][rows, k * n_max:(k + 1) * n_max, :].transpose(0, 2, 1)  # (g, m, n)
             contribution = np.einsum("gxmn,gmn->gx", gradient.values, weights_gmn, optimize=True)
-            np.add.at(out, grad_samples[:, 2], contribution)
+            np.add.at(out, self._kept[grad_samples[:, 2]], contribution)
         return out
 
 

@@ -13,7 +13,16 @@ Results:
     ``energies``: per atom (eV); each metal carries its local energy, every other atom 0, so they sum to
         the total. For already coarse-grained input (Si/O beads) the A sites carry them.
     ``local_energies``: per metal, in metal (atom-index) order (eV).
-    ``local_energy_std``: GP predictive standard deviation per metal (eV).
+    ``local_energy_std``: GP predictive standard deviation per metal (eV; latent function, no noise term).
+    ``forces`` (eV/Å, computed only when asked for): minus the gradient of the *learned* energy E with
+        respect to the atom positions, by the chain rule through the SOAP descriptor (:mod:`ase_cggpr.forces`).
+        Atomistic models: a force on every atom. Coarse-grained models: the energy depends only on the metal
+        positions (A beads) and, for AB2, on the linker-ring centroids (B beads); a B-bead force is shared
+        equally among the ring atoms (C and N), an A-bead force acts on the metal, and H atoms and internal
+        linker motions that keep the ring centroid fixed carry no force. They drive the coarse-grained
+        degrees of freedom down the learned energy surface; they are not atomistic MOF-FF forces.
+
+Stress is not implemented (it would need the descriptor's strain derivatives, the virial).
 
 The atom -> bead mapping is found once and reused while only positions and cell change.
 """
@@ -38,13 +47,15 @@ class CGGPRCalculator(Calculator):
         model: a fitted model, or
         model_path: path of a model saved with :meth:`CGGPRModel.save` (exactly one of the two).
         return_std: also compute per-metal standard deviations (default True; a little slower).
+        gradient_backend: descriptor used for forces, ``"auto"`` (featomic when installed, else quippy),
+            ``"featomic"`` or ``"quippy"``. Both give the same vectors; featomic is 3-5x faster.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces"]
     default_parameters: dict = {}
 
     def __init__(self, model: CGGPRModel | None = None, *, model_path: str | os.PathLike | None = None,
-                 return_std: bool = True, **kwargs):
+                 return_std: bool = True, gradient_backend: str = "auto", **kwargs):
         super().__init__(**kwargs)
         if (model is None) == (model_path is None):
             raise ModelError("give exactly one of model= or model_path=")
@@ -52,6 +63,7 @@ class CGGPRCalculator(Calculator):
         if not self.model.is_fitted:
             raise ModelError("CGGPRCalculator needs a fitted model")
         self.return_std = return_std
+        self.gradient_backend = gradient_backend
         self._topology: Topology | None = None
 
     def topology(self, atoms: Atoms) -> Topology:
@@ -66,12 +78,24 @@ class CGGPRCalculator(Calculator):
         if {"numbers", "pbc"} & set(system_changes) or self._topology is None:
             self._topology = None
         bead_map = self.model.bead_map(atoms, topology=self.topology(atoms))
-        result = self.model.predict_maps([bead_map], return_std=self.return_std)
-        local = result[0][0] if self.return_std else result[0]
+        forces = std = None
+        if "forces" in properties:
+            from .forces import predict_with_forces
+
+            out = predict_with_forces(self.model, atoms, bead_map, return_std=self.return_std,
+                                      backend=self.gradient_backend)
+            local, forces = out[0], out[1]
+            std = out[2] if self.return_std else None
+        else:
+            result = self.model.predict_maps([bead_map], return_std=self.return_std)
+            local = result[0][0] if self.return_std else result[0]
+            std = result[1][0] if self.return_std else None
         energies = np.zeros(len(atoms))
         energies[bead_map.topology.metal_indices] = local
         total = float(local.sum())
         self.results = {"energy": total, "free_energy": total, "energies": energies,
                         "local_energies": local}
-        if self.return_std:
-            self.results["local_energy_std"] = result[1][0]
+        if std is not None:
+            self.results["local_energy_std"] = std
+        if forces is not None:
+            self.results["forces"] = forces

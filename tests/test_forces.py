@@ -1,0 +1,117 @@
+"""Forces of the learned energy: finite differences of the model's own energy, invariances, calculator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.io import read
+from scipy.spatial.transform import Rotation
+
+from ase_cggpr.calculator import CGGPRCalculator
+from ase_cggpr.forces import predict_with_forces
+from ase_cggpr.model import CGGPRModel
+
+# small SOAP bases keep the file fast; the chain rule does not depend on basis size
+SMALL = {"atomistic": dict(n_max=5, l_max=3, cutoff=5.0), "AB2": dict(n_max=6, l_max=3), "A": dict(n_max=6, l_max=3)}
+
+
+@pytest.fixture(scope="module")
+def frames(shared_data):
+    return read(shared_data / "mofff-reference" / "cag_pressure_atomistic_3frames.xyz", ":")
+
+
+@pytest.fixture(scope="module")
+def models(frames):
+    out = {}
+    for rep, hypers in SMALL.items():
+        out[rep] = CGGPRModel(representation=rep, backend="featomic", **hypers).fit(frames[:2], label_key="energy")
+    return out
+
+
+def _test_atoms(frames, seed=0):
+    atoms = frames[2].copy()
+    atoms.calc = None
+    atoms.rattle(0.02, seed=seed)
+    return atoms
+
+
+def _fd_force(model, atoms, i, c, h=1e-4):
+    plus, minus = atoms.copy(), atoms.copy()
+    plus.positions[i, c] += h
+    minus.positions[i, c] -= h
+    return -(model.predict(plus).sum() - model.predict(minus).sum()) / (2 * h)
+
+
+@pytest.mark.parametrize("rep", ["AB2", "A", "atomistic"])
+def test_forces_match_finite_differences(models, frames, rep):
+    model = models[rep]
+    atoms = _test_atoms(frames)
+    _, forces = predict_with_forces(model, atoms)
+    topology = model.bead_map(atoms).topology
+    h_atom = int(np.flatnonzero(atoms.numbers == 1)[0])
+    probe = [int(topology.metal_indices[0]), int(topology.metal_indices[5]), int(topology.rings[0][0]),
+             int(topology.rings[3][2]), h_atom]
+    errors = [abs(_fd_force(model, atoms, i, c) - forces[i, c]) for i in probe for c in range(3)]
+    scale = np.abs(forces).max()
+    assert scale > 1e-3  # the test is not vacuous
+    assert max(errors) < 1e-6 + 1e-5 * scale, (rep, max(errors), scale)
+    if rep != "atomistic":  # H atoms carry no force in coarse-grained representations
+        assert np.all(forces[h_atom] == 0)
+    np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-9)
+
+
+def test_quippy_and_featomic_gradients_agree(models, frames):
+    atoms = _test_atoms(frames, seed=1)
+    e1, f1 = predict_with_forces(models["AB2"], atoms, backend="featomic")
+    e2, f2 = predict_with_forces(models["AB2"], atoms, backend="quippy")
+    np.testing.assert_allclose(e1, e2, atol=1e-7)
+    np.testing.assert_allclose(f1, f2, atol=1e-6)
+
+
+def test_ring_atoms_share_the_bead_force_equally(models, frames):
+    atoms = _test_atoms(frames)
+    model = models["AB2"]
+    _, forces = predict_with_forces(model, atoms)
+    topology = model.bead_map(atoms).topology
+    for ring in topology.rings[:4]:
+        np.testing.assert_allclose(forces[ring], np.broadcast_to(forces[ring[0]], (len(ring), 3)), atol=1e-12)
+
+
+@pytest.mark.parametrize("rep", ["AB2", "atomistic"])
+def test_forces_rotate_and_translate_with_the_cell(models, frames, rep):
+    model = models[rep]
+    atoms = _test_atoms(frames)
+    energies, forces = predict_with_forces(model, atoms)
+    R = Rotation.from_euler("zyx", [31.0, -17.0, 53.0], degrees=True).as_matrix()
+    moved = atoms.copy()
+    moved.set_cell(atoms.cell.array @ R.T, scale_atoms=False)
+    moved.positions = atoms.positions @ R.T + np.array([0.7, -1.3, 2.1])
+    moved_energies, moved_forces = predict_with_forces(model, moved)
+    np.testing.assert_allclose(moved_energies, energies, atol=1e-8)
+    np.testing.assert_allclose(moved_forces, forces @ R.T, atol=1e-7)
+
+
+def test_calculator_forces_and_results(models, frames):
+    atoms = _test_atoms(frames)
+    atoms.calc = CGGPRCalculator(models["AB2"])
+    assert "forces" in CGGPRCalculator.implemented_properties
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    assert forces.shape == (len(atoms), 3)
+    for key in ("energy", "free_energy", "energies", "local_energies", "local_energy_std", "forces"):
+        assert key in atoms.calc.results
+    assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-7)
+    assert atoms.calc.results["energies"].sum() == pytest.approx(energy, abs=1e-9)
+
+
+def test_coarse_grained_input_forces(shared_data):
+    beads = read(shared_data / "mofff-reference" / "cag_pressure_cg_3frames.xyz", ":")
+    model = CGGPRModel(representation="AB2", backend="featomic", n_max=6, l_max=3)
+    model.fit(beads[:2], label_key="e_local_mofff")
+    atoms = beads[2].copy()
+    atoms.calc = None
+    atoms.rattle(0.02, seed=3)
+    _, forces = predict_with_forces(model, atoms)
+    for i in (0, len(atoms) - 1):
+        for c in range(3):
+            assert abs(_fd_force(model, atoms, i, c) - forces[i, c]) < 1e-6 + 1e-5 * np.abs(forces).max()

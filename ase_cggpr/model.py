@@ -31,7 +31,7 @@ from .descriptors import soap_vectors
 from .errors import ModelError
 from .labels import local_energies
 from .progress import progress_bar
-from .regression import ExactGPR, solver_from_state
+from .regression import SOLVERS, solver_from_state
 from .spec import ModelSpec
 
 FORMAT_NAME = "ase-cggpr-model"
@@ -57,16 +57,24 @@ class CGGPRModel:
         spec: the :class:`~ase_cggpr.spec.ModelSpec`; keyword hyperparameters (``representation``,
             ``cutoff``, ``atom_sigma``, ``noise``, ...) override its fields or build one.
         reference_energy: energy per metal (eV) subtracted from labels; predictions are relative to it.
+        solver: regression solver, a key of :data:`ase_cggpr.regression.SOLVERS` (``"exact"`` or
+            ``"sparse"``); ``solver_options`` are passed to it (e.g. ``precision="mixed"`` for the exact
+            solver, ``n_inducing=4000`` for the sparse one).
 
     Fitted attributes (after :meth:`fit`): ``regressor_``, ``metals_``, ``linkers_``, ``training_``.
     """
 
-    def __init__(self, spec: ModelSpec | None = None, *, reference_energy: float = 0.0, **hypers: Any):
+    def __init__(self, spec: ModelSpec | None = None, *, reference_energy: float = 0.0, solver: str = "exact",
+                 solver_options: dict[str, Any] | None = None, **hypers: Any):
         spec = spec or ModelSpec(**hypers)
         self.spec = spec.replace(**hypers) if hypers else spec
         if not np.isfinite(reference_energy):
             raise ModelError(f"reference_energy must be finite, got {reference_energy!r}")
         self.reference_energy = float(reference_energy)
+        if solver not in SOLVERS:
+            raise ModelError(f"unknown regression solver {solver!r}; choose one of {sorted(SOLVERS)}")
+        self.solver = solver
+        self.solver_options = dict(solver_options or {})
 
     def __repr__(self) -> str:
         state = f"fitted on {self.training_['n_environments']} environments" if self.is_fitted else "not fitted"
@@ -145,7 +153,8 @@ class CGGPRModel:
                     progress: bool = False) -> CGGPRModel:
         """Fit to precomputed SOAP vectors X (N, D) and raw per-metal labels y (N,) in eV."""
         y = np.asarray(y, dtype=float) - self.reference_energy
-        regressor = ExactGPR(zeta=self.spec.zeta, offset=self.spec.offset, noise=self.spec.noise)
+        regressor = SOLVERS[self.solver](zeta=self.spec.zeta, offset=self.spec.offset, noise=self.spec.noise,
+                                         **self.solver_options)
         n = len(y)
         with progress_bar(n, "kernel", enabled=progress and n > 2000) as update:
             regressor.fit(X, y, progress=update)
@@ -240,6 +249,7 @@ class CGGPRModel:
                              f"({__version__}) reads up to version {FORMAT_VERSION}: please upgrade")
         model = cls(ModelSpec.from_dict(meta["spec"]), reference_energy=meta["reference_energy"])
         model.regressor_ = solver_from_state(meta["regression"], arrays)
+        model.solver = model.regressor_.kind
         model.metals_ = tuple(meta["metals"])
         model.linkers_ = tuple(meta["linkers"])
         model.training_ = meta["training"]

@@ -104,6 +104,33 @@ class CGGPRModel:
         with progress_bar(len(maps), "SOAP", enabled=progress) as update:
             return soap_vectors(maps, self.spec, progress=update)
 
+    def selected_vectors(self, maps: Sequence[BeadMap], rows: np.ndarray, *, chunk: int = 64,
+                         progress: bool = False) -> np.ndarray:
+        """SOAP vectors of the environments ``rows`` (sorted global centre indices) only.
+
+        Structures are described in chunks and only the selected rows kept, so memory is the output plus one
+        chunk, whatever the number of environments; structures with no selected row are skipped.
+        """
+        counts = np.array([len(m.centre_indices) for m in maps])
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        owner = np.searchsorted(starts[1:], rows, side="right")
+        needed = np.unique(owner)
+        out = None
+        filled = 0
+        with progress_bar(len(needed), "SOAP", enabled=progress) as update:
+            for begin in range(0, len(needed), chunk):
+                block = needed[begin:begin + chunk]
+                X = soap_vectors([maps[k] for k in block], self.spec, progress=update)
+                if out is None:
+                    out = np.empty((len(rows), X.shape[1]))
+                local_start = np.concatenate([[0], np.cumsum(counts[block])[:-1]])
+                in_block = np.isin(owner, block)
+                position = np.searchsorted(block, owner[in_block])
+                local_rows = local_start[position] + rows[in_block] - starts[owner[in_block]]
+                out[filled:filled + local_rows.size] = X[local_rows]
+                filled += local_rows.size
+        return out
+
     # -- fitting -----------------------------------------------------------------------------------------
     def fit(self, structures: Sequence[Atoms], labels: Sequence[np.ndarray] | None = None, *,
             label_key: str = "energies", target: str = "local", n_train: int | None = None, seed: int = 0,
@@ -136,17 +163,16 @@ class CGGPRModel:
                 raise ModelError(f"n_train must be at least 1, got {n_train}")
             if n_train < len(y):
                 rows = np.sort(np.random.default_rng(seed).choice(len(y), size=n_train, replace=False))
-        chosen = _maps_for_rows(maps, rows)
-        X = self.vectors([maps[k] for k in chosen], progress=progress)
-        row_of = _row_index(maps, chosen)
-        X = X[row_of(rows)]
+        X = self.selected_vectors(maps, rows, progress=progress)
+        n_structures = len(np.unique(np.searchsorted(np.cumsum([len(m.centre_indices) for m in maps]), rows,
+                                                     side="right")))
         metals, linkers = set(), set()
         for m in maps:
             m_metals, m_linkers = _species(m.topology)
             metals |= m_metals
             linkers |= m_linkers
         return self.fit_vectors(X, y[rows], metals=sorted(metals), linkers=sorted(linkers),
-                                n_structures=len(chosen), progress=progress)
+                                n_structures=n_structures, progress=progress)
 
     def fit_vectors(self, X: np.ndarray, y: np.ndarray, *, metals: Sequence[str] = CG_INPUT_METALS,
                     linkers: Sequence[str] = CG_INPUT_LINKERS, n_structures: int | None = None,
@@ -269,24 +295,3 @@ def _stack_labels(maps: Sequence[BeadMap], labels: Sequence[np.ndarray]) -> np.n
             raise ModelError(f"structure {m.name!r}: labels contain NaN or inf")
         out.append(lab)
     return np.concatenate(out)
-
-
-def _maps_for_rows(maps: Sequence[BeadMap], rows: np.ndarray) -> np.ndarray:
-    """Indices of the structures that own the given environment rows."""
-    ends = np.cumsum([len(m.centre_indices) for m in maps])
-    return np.unique(np.searchsorted(ends, rows, side="right"))
-
-
-def _row_index(maps: Sequence[BeadMap], chosen: np.ndarray):
-    """Map global environment rows to rows of the vectors computed for the chosen structures only."""
-    counts = np.array([len(m.centre_indices) for m in maps])
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    local_start = np.concatenate([[0], np.cumsum(counts[chosen])[:-1]])
-    offset = dict(zip(chosen.tolist(), (local_start - starts[chosen]).tolist(), strict=True))
-    ends = np.cumsum(counts)
-
-    def rows_to_local(rows: np.ndarray) -> np.ndarray:
-        owner = np.searchsorted(ends, rows, side="right")
-        return rows + np.array([offset[o] for o in owner.tolist()], dtype=int)
-
-    return rows_to_local

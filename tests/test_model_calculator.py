@@ -137,3 +137,14 @@ def test_ase_plugin_lists_calculator():
     assert "cggpr" in names
     plugin = next(p for p in plugins.plugins.calculators if p.name == "cggpr")
     assert plugin.implementation is CGGPRCalculator
+
+
+def test_selected_vectors_equal_full_computation(frames):
+    from ase_cggpr import coarse_grain
+
+    model = CGGPRModel(representation="A")
+    maps = [coarse_grain(a, "A") for a in frames]
+    rows = np.array([0, 3, 15, 20, 40, 47])
+    full = model.vectors(maps)
+    assert np.array_equal(model.selected_vectors(maps, rows, chunk=1), full[rows])
+    assert np.array_equal(model.selected_vectors(maps, rows[3:], chunk=2), full[rows[3:]])

@@ -197,15 +197,25 @@ class CGGPRModel:
         if not self.is_fitted:
             raise ModelError("this model is not fitted yet; call fit() or load a saved model")
 
-    def predict_maps(self, maps: Sequence[BeadMap], *, return_std: bool = False, progress: bool = False):
-        """Per-structure arrays of local energies (eV, relative to the reference) [and std devs]."""
+    def predict_maps(self, maps: Sequence[BeadMap], *, return_std: bool = False, progress: bool = False,
+                     chunk: int = 64):
+        """Per-structure arrays of local energies (eV, relative to the reference) [and std devs].
+
+        Structures are described and predicted ``chunk`` at a time, so memory does not grow with their number.
+        """
         self._check_fitted()
-        X = self.vectors(maps, progress=progress)
-        out = self.regressor_.predict(X, return_std=return_std)
-        mean, std = out if return_std else (out, None)
-        splits = np.cumsum([len(m.centre_indices) for m in maps])[:-1]
-        means = np.split(mean, splits)
-        return (means, np.split(std, splits)) if return_std else means
+        means, stds = [], []
+        with progress_bar(len(maps), "predict", enabled=progress) as update:
+            for begin in range(0, len(maps), chunk):
+                block = maps[begin:begin + chunk]
+                X = soap_vectors(block, self.spec, progress=update)
+                out = self.regressor_.predict(X, return_std=return_std)
+                mean, std = out if return_std else (out, None)
+                splits = np.cumsum([len(m.centre_indices) for m in block])[:-1]
+                means.extend(np.split(mean, splits))
+                if return_std:
+                    stds.extend(np.split(std, splits))
+        return (means, stds) if return_std else means
 
     def predict(self, structures: Atoms | Sequence[Atoms], *, return_std: bool = False,
                 progress: bool = False):

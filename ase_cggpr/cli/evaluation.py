@@ -1,0 +1,346 @@
+"""Evaluation commands: cv, learning-curve, grid-search, cross-hyper, report (see :mod:`ase_cggpr.evaluation`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+from ._group import main
+from .core import fail_on_errors
+
+REPRESENTATION = click.Choice(["atomistic", "AB2", "A"], case_sensitive=False)
+
+
+def _floats(text: str) -> list[float]:
+    """'3,4.5,6' or 'start:stop:step' (inclusive stop) -> floats."""
+    text = text.strip()
+    if ":" in text:
+        start, stop, step = (float(v) for v in text.split(":"))
+        count = int(round((stop - start) / step)) + 1
+        return [round(start + k * step, 10) for k in range(count)]
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def data_options(function):
+    """Options shared by every command that reads a training set and runs a CV."""
+    options = [
+        click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)),
+        click.option("--representation", type=REPRESENTATION, default="AB2", show_default=True),
+        click.option("--cutoff", type=float, help="SOAP cutoff (Å); default: the paper's optimum."),
+        click.option("--atom-sigma", type=float, help="SOAP Gaussian width (Å); default: the paper's optimum."),
+        click.option("--n-max", type=int, default=16, show_default=True),
+        click.option("--l-max", type=int, default=8, show_default=True),
+        click.option("--noise", type=float, default=0.2, show_default=True, help="GP noise sigma (eV)."),
+        click.option("--descriptor-backend", type=click.Choice(["quippy", "featomic"]), default="quippy",
+                     show_default=True),
+        click.option("--target", type=click.Choice(["local", "metal"]), default="local", show_default=True,
+                     help="Local-environment energy or Zn-only energy."),
+        click.option("--label-key", help="Per-atom energies or per-metal labels (default: first of energies, "
+                     "energy, e_local, e_local_mofff)."),
+        click.option("--group-key", help="atoms.info key of the CV group (default: structure_id, net or name)."),
+        click.option("--folds", type=int, default=5, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--solver", type=click.Choice(["exact", "sparse"]), default="exact", show_default=True),
+        click.option("--precision", type=click.Choice(["float64", "mixed"]), default="float64", show_default=True,
+                     help="Exact solver: float64, or float32 Cholesky refined to float64 accuracy."),
+        click.option("--inducing", type=int, default=4000, show_default=True,
+                     help="Sparse solver: number of inducing environments M."),
+        click.option("--selection", type=click.Choice(["fps", "cur", "random"]), default="fps", show_default=True,
+                     help="Sparse solver: how inducing environments are chosen."),
+        click.option("--cache-dir", type=click.Path(path_type=Path),
+                     help="Keep SOAP vectors on disk here (keyed by structures and SOAP hyperparameters)."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress output."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+class Setup:
+    """Parsed shared options: environments, spec, solver settings, cache."""
+
+    def __init__(self, data, representation, cutoff, atom_sigma, n_max, l_max, noise, descriptor_backend, target,
+                 label_key, group_key, folds, seed, solver, precision, inducing, selection, cache_dir, quiet):
+        from ..evaluation import SoapCache, read_environments
+        from ..spec import ModelSpec
+
+        self.quiet = quiet
+        self.spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
+                              l_max=l_max, noise=noise, backend=descriptor_backend)
+        self.env = read_environments(list(data), label_key=label_key, target=target, group_key=group_key)
+        self.folds, self.seed, self.solver = folds, seed, solver
+        if solver == "exact":
+            self.solver_options = {"precision": precision}
+        else:
+            self.solver_options = {"n_inducing": inducing, "selection": selection, "seed": seed}
+        self.cache = SoapCache(cache_dir, progress=not quiet)
+        self.log(f"{len(self.env)} environments in {len(self.env.structures)} structures, "
+                 f"{self.env.n_groups} groups; target {target}")
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(message, err=True)
+
+    def cv_kwargs(self) -> dict:
+        return {"n_folds": self.folds, "seed": self.seed, "solver": self.solver,
+                "solver_options": self.solver_options}
+
+
+def with_setup(function):
+    names = ("data", "representation", "cutoff", "atom_sigma", "n_max", "l_max", "noise", "descriptor_backend",
+             "target", "label_key", "group_key", "folds", "seed", "solver", "precision", "inducing", "selection",
+             "cache_dir", "quiet")
+
+    @functools.wraps(function)
+    def wrapper(**kwargs):
+        setup = Setup(**{k: kwargs.pop(k) for k in names})
+        return function(setup, **kwargs)
+
+    return wrapper
+
+
+@main.command()
+@data_options
+@click.option("--n-train", type=int, help="Cap on training environments per fold (drawn at random, seeded).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("cv.json"), show_default=True,
+              help="JSON summary (per-fold and mean train/test RMSE).")
+@click.option("--predictions", type=click.Path(path_type=Path), help="CSV of out-of-fold predictions.")
+@fail_on_errors
+@with_setup
+def cv(setup, n_train, output, predictions):
+    """Grouped k-fold cross-validation of one model on DATA (extxyz files)."""
+    from ..evaluation import cross_validate
+
+    X = setup.cache.vectors(setup.env, setup.spec)
+    result = cross_validate(X, setup.env.labels, setup.env.groups, setup.spec, n_train=n_train,
+                            target=setup.env.target, log=setup.log, **setup.cv_kwargs())
+    result.save(output, predictions=predictions or output.with_suffix(".predictions.csv"))
+    click.echo(f"{setup.spec.representation}: test RMSE {result.mean_test_rmse:.4f} eV, train "
+               f"{result.mean_train_rmse:.4f} eV ({result.n_folds} folds, N = {max(result.n_train)}, "
+               f"{result.seconds:.1f} s) -> {output}")
+
+
+@main.command("learning-curve")
+@data_options
+@click.option("--sizes", default=None, help="Comma-separated training sizes (default: the paper's 7 ... 32000).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("learning_curve.csv"),
+              show_default=True)
+@fail_on_errors
+@with_setup
+def learning_curve_command(setup, sizes, output):
+    """RMSE vs number of training environments (grouped k-fold CV per size)."""
+    from ..evaluation import LC_FIELDS, PAPER_SIZES, learning_curve, write_csv
+
+    sizes = [int(s) for s in sizes.split(",")] if sizes else list(PAPER_SIZES)
+    X = setup.cache.vectors(setup.env, setup.spec)
+    rows = learning_curve(X, setup.env.labels, setup.env.groups, setup.spec, sizes=sizes, log=setup.log,
+                          **setup.cv_kwargs())
+    write_csv(output, rows, LC_FIELDS)
+    last = rows[-1]
+    click.echo(f"{setup.spec.representation}: N = {last['numb_training_atoms']} test RMSE "
+               f"{last['av_test_rmse']:.4f} eV ({len(rows)} sizes) -> {output}")
+
+
+@main.command("grid-search")
+@data_options
+@click.option("--cutoffs", required=True, help="Cutoffs (Å): '3,4,5' or 'start:stop:step'.")
+@click.option("--sigmas", required=True, help="atom_sigma values (Å): '0.2,0.5' or 'start:stop:step'.")
+@click.option("--noises", help="Noise values (eV), default the --noise value.")
+@click.option("--n-train", type=int, help="Cap on training environments per fold.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("grid.csv"), show_default=True,
+              help="CSV, appended point by point; existing points are not recomputed (resumable).")
+@fail_on_errors
+@with_setup
+def grid_search_command(setup, cutoffs, sigmas, noises, n_train, output):
+    """Grid search over cutoff x atom_sigma (x noise), resumable, results as CSV; prints the optimum."""
+    from ..evaluation import grid_search, optimum
+
+    rows = grid_search(setup.env, setup.spec, cutoffs=_floats(cutoffs), atom_sigmas=_floats(sigmas),
+                       noises=_floats(noises) if noises else None, csv_path=output, n_train=n_train,
+                       cache=setup.cache, log=setup.log, **setup.cv_kwargs())
+    best = optimum(rows)
+    click.echo(f"{setup.spec.representation} optimum: cutoff {best['cutoff']} Å, atom_sigma {best['atom_sigma']} Å, "
+               f"noise {best['noise']} eV: test RMSE {best['test_rmse']:.4f} eV ({len(rows)} points) -> {output}")
+
+
+@main.command("cross-hyper")
+@data_options
+@click.option("--optimum", "optima", multiple=True,
+              help="REP=CUTOFF,SIGMA (repeatable); default the paper's optima, or from --grid files.")
+@click.option("--grid", "grids", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Grid-search CSVs to take each representation's optimum from.")
+@click.option("--diagonal-only", is_flag=True, help="Each representation with its own optimum only.")
+@click.option("--n-train", type=int, help="Cap on training environments per fold.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("table1.csv"), show_default=True)
+@fail_on_errors
+@with_setup
+def cross_hyper(setup, optima, grids, diagonal_only, n_train, output):
+    """The paper's Table 1: each representation with each representation's optimal hyperparameters."""
+    from ..evaluation import cross_hyper_table, optimum, read_csv, write_csv
+    from ..spec import PAPER_OPTIMUM, canonical_representation
+
+    chosen = dict(PAPER_OPTIMUM)
+    for path in grids:
+        rows = read_csv(path)
+        for rep in {str(r["representation"]) for r in rows}:
+            best = optimum([r for r in rows if str(r["representation"]) == rep])
+            chosen[canonical_representation(rep)] = (best["cutoff"], best["atom_sigma"])
+    for item in optima:
+        rep, _, values = item.partition("=")
+        cutoff, sigma = (float(v) for v in values.split(","))
+        chosen[canonical_representation(rep)] = (cutoff, sigma)
+    rows = cross_hyper_table(setup.env, chosen, base=setup.spec, n_train=n_train, cache=setup.cache,
+                             diagonal_only=diagonal_only, log=setup.log, **setup.cv_kwargs())
+    write_csv(output, rows)
+    for r in rows:
+        click.echo(f"{r['representation']:>9} with {r['hypers_of']:>9} hypers ({r['cutoff']}, {r['atom_sigma']}): "
+                   f"test {r['test_rmse']:.4f} eV")
+    click.echo(f"-> {output}")
+
+
+@main.command()
+@click.option("--cv", "cv_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="cv JSON summaries (from `cggpr cv`); parity plots from their predictions.")
+@click.option("--learning-curve", "lc_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="learning-curve CSVs.")
+@click.option("--grid", "grid_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="grid-search CSVs.")
+@click.option("--table", "table_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="cross-hyper CSVs (Table 1).")
+@click.option("--paper", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The paper's data folder (new_learning_curve/, new_grid_search/) to show beside.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.md"), show_default=True,
+              help="report.md or report.html; figures go to a folder beside it.")
+@fail_on_errors
+def report(cv_files, lc_files, grid_files, table_files, paper, output):
+    """One markdown or HTML page with the tables and figures of earlier cv/learning-curve/grid runs."""
+    path = build_report(output, cv_files=cv_files, lc_files=lc_files, grid_files=grid_files,
+                        table_files=table_files, paper=paper)
+    click.echo(f"report -> {path}")
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table_files=(),
+                 paper: Path | None = None) -> Path:
+    """Write a markdown (or, for a .html output, HTML) page with tables and figures of evaluation runs."""
+    from .. import plots
+    from ..evaluation import optimum, paper_grid, paper_learning_curve, read_csv, read_predictions
+
+    output = Path(output)
+    figures = output.with_name(output.stem + "_figures")
+    figures.mkdir(parents=True, exist_ok=True)
+    parts = ["# ase-cggpr evaluation report", ""]
+
+    if table_files:
+        parts += ["## Cross-hyper table (Table 1)", ""]
+        rows = [r for path in table_files for r in read_csv(path)]
+        parts += [_md_table(["representation", "hypers of", "cutoff (Å)", "atom_sigma (Å)", "N train",
+                             "train RMSE (eV)", "test RMSE (eV)"],
+                            [[r["representation"], r["hypers_of"], r["cutoff"], r["atom_sigma"], r["n_train"],
+                              f"{r['train_rmse']:.4f}", f"{r['test_rmse']:.4f}"] for r in rows]), ""]
+
+    if cv_files:
+        parts += ["## Cross-validation", ""]
+        summaries = [json.loads(Path(p).read_text()) for p in cv_files]
+        parts += [_md_table(["representation", "target", "cutoff", "atom_sigma", "noise", "folds", "N train",
+                             "train RMSE (eV)", "test RMSE (eV)", "time (s)"],
+                            [[s["representation"], s["target"], s["spec"]["cutoff"], s["spec"]["atom_sigma"],
+                              s["spec"]["noise"], s["n_folds"], max(s["n_train"]), f"{s['mean_train_rmse']:.4f}",
+                              f"{s['mean_test_rmse']:.4f}", f"{s['seconds']:.1f}"] for s in summaries]), ""]
+        parity = {}
+        for s in summaries:
+            if s.get("predictions_file") and Path(s["predictions_file"]).exists():
+                y, p, _ = read_predictions(s["predictions_file"])
+                parity[s["representation"]] = (y, p)
+        if parity:
+            plots.parity(parity, path=figures / "parity.png")
+            parts += [f"![parity]({figures.name}/parity.png)", ""]
+
+    if lc_files:
+        parts += ["## Learning curves", ""]
+        curves: dict[str, list] = {}
+        for path in lc_files:
+            for r in read_csv(path):
+                curves.setdefault(str(r["representation"]), []).append(r)
+        reference = {}
+        if paper is not None:
+            reference = {rep: paper_learning_curve(paper, rep) for rep in curves}
+        table = []
+        for rep, rows in curves.items():
+            ref = {int(r["numb_training_atoms"]): r["av_test_rmse"] for r in reference.get(rep, [])}
+            for r in rows:
+                n = int(r["numb_training_atoms"])
+                table.append([rep, n, f"{r['av_train_rmse']:.4f}", f"{r['av_test_rmse']:.4f}",
+                              f"{ref[n]:.4f}" if n in ref else ""])
+        parts += [_md_table(["representation", "N", "train RMSE (eV)", "test RMSE (eV)", "paper test RMSE (eV)"],
+                            table), ""]
+        plots.learning_curves(curves, paper=reference, path=figures / "learning_curves.png")
+        parts += [f"![learning curves]({figures.name}/learning_curves.png)", ""]
+
+    if grid_files:
+        parts += ["## Grid searches", ""]
+        grids: dict[str, list] = {}
+        for path in grid_files:
+            for r in read_csv(path):
+                grids.setdefault(str(r["representation"]), []).append(r)
+        for rep, rows in grids.items():
+            best = optimum(rows)
+            line = (f"**{rep}**: optimum cutoff {best['cutoff']} Å, atom_sigma {best['atom_sigma']} Å, noise "
+                    f"{best['noise']} eV, test RMSE {best['test_rmse']:.4f} eV ({len(rows)} points)")
+            if paper is not None:
+                ref = optimum(paper_grid(paper, rep))
+                line += (f"; paper: {ref['cutoff']} Å, {ref['atom_sigma']} Å, {ref['test_rmse']:.4f} eV")
+            name = f"grid_{rep}.png"
+            plots.grid_heatmap(rows, title=f"{rep} grid search", path=figures / name)
+            parts += [line, "", f"![{rep} grid]({figures.name}/{name})", ""]
+
+    text = "\n".join(parts)
+    if output.suffix.lower() in (".html", ".htm"):
+        text = _markdown_to_html(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    return output
+
+
+def _markdown_to_html(text: str) -> str:
+    """Minimal markdown -> HTML for the report's own output (headings, tables, images, paragraphs)."""
+    import html
+    import re
+
+    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>ase-cggpr report</title>",
+           "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}</style></head><body>"]
+    lines = text.splitlines()
+    k = 0
+    while k < len(lines):
+        line = lines[k]
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif line.startswith("|"):
+            rows = []
+            while k < len(lines) and lines[k].startswith("|"):
+                if not lines[k].startswith("|---"):
+                    rows.append([html.escape(c.strip()) for c in lines[k].strip("|").split("|")])
+                k += 1
+            out.append("<table>" + "".join(
+                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{c}</{'th' if i == 0 else 'td'}>" for c in row)
+                + "</tr>" for i, row in enumerate(rows)) + "</table>")
+            continue
+        elif line.startswith("!["):
+            match = re.match(r"!\[(.*)\]\((.*)\)", line)
+            if match:
+                out.append(f"<p><img src='{html.escape(match.group(2))}' alt='{html.escape(match.group(1))}'></p>")
+        elif line.strip():
+            bold = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
+            out.append(f"<p>{bold}</p>")
+        k += 1
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -1,0 +1,570 @@
+"""Evaluation layer: grouped k-fold CV, learning curves, grid searches and the cross-hyper table.
+
+Everything here is built on the core API: :func:`~ase_cggpr.beads.coarse_grain` for the
+representations, :func:`~ase_cggpr.labels.local_energies` for the labels,
+:func:`~ase_cggpr.descriptors.soap_vectors` for SOAP and :class:`~ase_cggpr.model.CGGPRModel` (and so
+the solvers of :mod:`ase_cggpr.regression`) for the regression.
+
+Typical use::
+
+    from ase.io import read
+    from ase_cggpr.evaluation import Environments, SoapCache, cross_validate
+    from ase_cggpr.spec import ModelSpec
+
+    env = Environments.from_structures(read("train.extxyz", ":"))       # labels + groups
+    spec = ModelSpec(representation="AB2")
+    X = SoapCache("soap-cache").vectors(env, spec)                       # computed once, on disk
+    result = cross_validate(X, env.labels, env.groups, spec, n_train=20000)
+    print(result.test_rmse, result.train_rmse)
+
+Folds are grouped: every environment of one group (``atoms.info['structure_id']``: all rattled copies
+of one net) is in the same fold. Groups are shuffled with ``seed`` and dealt to the fold with the fewest
+environments so far, so folds are balanced and reproducible. When ``n_train`` is given, that many
+training environments are drawn (seeded, per fold) from the training folds, as in the paper.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from .beads import BeadMap, Topology, coarse_grain, find_topology, structure_name
+from .descriptors import soap_vectors
+from .errors import LabelError, ModelError
+from .labels import TARGETS, local_energies
+from .model import CGGPRModel
+from .progress import progress_bar
+from .spec import PAPER_OPTIMUM, REPRESENTATIONS, ModelSpec, canonical_representation
+
+#: The paper's learning-curve training sizes (7 ... 32,000, doubling).
+PAPER_SIZES = (7, 15, 31, 62, 125, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000)
+
+#: Structure-info keys tried, in order, for the CV group of a structure.
+GROUP_KEYS = ("structure_id", "net", "name")
+
+Log = Callable[[str], None] | None
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    """Root-mean-square difference (same units as the inputs)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.sqrt(np.mean((a - b) ** 2))) if a.size else math.nan
+
+
+# -- data: environments, labels, groups --------------------------------------------------------------------
+@dataclasses.dataclass
+class Environments:
+    """Labelled metal environments of a set of structures, with their CV groups.
+
+    Attributes:
+        structures: the input structures (atomistic, or Si/O beads for the CG representations only).
+        topologies: one :class:`~ase_cggpr.beads.Topology` per structure (found once, reused for every
+            representation).
+        labels: (n_env,) per-metal labels (eV), structure by structure in metal order.
+        groups: (n_env,) CV group of each environment (str).
+        owner: (n_env,) index of the structure each environment belongs to.
+        target: ``"local"`` or ``"metal"``.
+    """
+
+    structures: list[Atoms]
+    topologies: list[Topology]
+    labels: np.ndarray
+    groups: np.ndarray
+    owner: np.ndarray
+    target: str = "local"
+
+    @classmethod
+    def from_structures(cls, structures: Iterable[Atoms], *, label_key: str | None = None,
+                        target: str = "local", group_key: str | None = None,
+                        labels: Sequence[np.ndarray] | None = None) -> Environments:
+        """Find topologies, form labels and read CV groups.
+
+        Args:
+            label_key: per-atom energies (``energies``, ``energy``; local energies are formed) or
+                per-metal values (``e_local``, ``e_local_mofff``). Default: the first of ``energies``,
+                ``energy``, ``e_local``, ``e_local_mofff`` present (per-atom energies first, as the
+                Zn-only target needs them).
+            target: ``"local"`` (default) or ``"metal"`` (Zn-only energy).
+            group_key: ``atoms.info`` key naming the group; default the first of ``structure_id``,
+                ``net``, ``name`` present; structures without any form a group each.
+            labels: per-structure label arrays, instead of ``label_key``.
+        """
+        if target not in TARGETS:
+            raise LabelError(f"unknown label target {target!r}; choose one of {TARGETS}")
+        structures = list(structures)
+        if not structures:
+            raise ModelError("no structures given")
+        topologies, label_arrays, groups = [], [], []
+        for k, atoms in enumerate(structures):
+            name = structure_name(atoms, fallback=f"structure {k}")
+            topology = find_topology(atoms, name=name)
+            if labels is not None:
+                lab = np.asarray(labels[k], dtype=float).ravel()
+            else:
+                key = label_key or _default_label_key(atoms)
+                lab = local_energies(atoms, key=key, target=target, topology=topology)
+            if lab.shape != (topology.n_metals,):
+                raise LabelError(f"structure {name!r}: {lab.size} labels for {topology.n_metals} metal sites")
+            if not np.isfinite(lab).all():
+                raise LabelError(f"structure {name!r}: labels contain NaN or inf")
+            topologies.append(topology)
+            label_arrays.append(lab)
+            groups.append(_group_of(atoms, k, group_key))
+        counts = np.array([t.n_metals for t in topologies])
+        return cls(structures=structures, topologies=topologies, labels=np.concatenate(label_arrays),
+                   groups=np.repeat(np.array(groups, dtype=str), counts),
+                   owner=np.repeat(np.arange(len(structures)), counts), target=target)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_groups(self) -> int:
+        return len(np.unique(self.groups))
+
+    def maps(self, representation: str) -> list[BeadMap]:
+        """Bead maps of every structure in ``representation`` (topologies reused)."""
+        rep = canonical_representation(representation)
+        return [coarse_grain(a, rep, topology=t) for a, t in zip(self.structures, self.topologies, strict=True)]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the structures (numbers, positions, cell, pbc, in order): the cache's data key."""
+        digest = hashlib.sha256()
+        for atoms in self.structures:
+            digest.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
+            digest.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+            digest.update(np.ascontiguousarray(np.asarray(atoms.cell), dtype=np.float64).tobytes())
+            digest.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+        return digest.hexdigest()
+
+
+def _default_label_key(atoms: Atoms) -> str:
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    for key in ("energies", "energy", "e_local", "e_local_mofff"):
+        if key in atoms.arrays or np.shape(results.get(key)) == (len(atoms),):
+            return key
+    raise LabelError(f"structure {structure_name(atoms)!r}: no label array found (looked for energies, energy, "
+                     "e_local, e_local_mofff); pass label_key")
+
+
+def _group_of(atoms: Atoms, index: int, group_key: str | None) -> str:
+    keys = (group_key,) if group_key else GROUP_KEYS
+    for key in keys:
+        if key in atoms.info:
+            return str(atoms.info[key])
+    if group_key:
+        raise ModelError(f"structure {index} has no info[{group_key!r}] to group it by")
+    return f"#{index}"
+
+
+def read_environments(paths: str | os.PathLike | Sequence[str | os.PathLike], **kwargs: Any) -> Environments:
+    """Read every frame of one or more structure files (any ASE format) into :class:`Environments`."""
+    from ase.io import read
+
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    frames: list[Atoms] = []
+    for path in paths:
+        frames.extend(read(str(path), index=":"))
+    return Environments.from_structures(frames, **kwargs)
+
+
+# -- SOAP cache -------------------------------------------------------------------------------------------
+class SoapCache:
+    """SOAP vectors computed once per (structure set, descriptor hyperparameters), kept on disk.
+
+    The file name holds the representation and a SHA-256 of the structures' fingerprint and
+    ``spec.descriptor_key()``, so any change of structures or SOAP hyperparameters gives a new entry
+    and kernel or noise changes reuse it. ``directory=None`` keeps vectors in memory only.
+    ``hits`` and ``misses`` count lookups.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None, *, progress: bool = False):
+        self.directory = Path(directory) if directory is not None else None
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.hits = 0
+        self.misses = 0
+        self._memory: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def key(env: Environments, spec: ModelSpec) -> str:
+        payload = json.dumps({"structures": env.fingerprint(), "descriptor": spec.descriptor_key()},
+                             sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def path(self, env: Environments, spec: ModelSpec) -> Path | None:
+        if self.directory is None:
+            return None
+        return self.directory / f"soap-{spec.representation}-{self.key(env, spec)}.npy"
+
+    def vectors(self, env: Environments, spec: ModelSpec) -> np.ndarray:
+        """(n_env, D) normalised SOAP vectors of ``env`` for ``spec`` (loaded or computed)."""
+        key = self.key(env, spec)
+        if key in self._memory:
+            self.hits += 1
+            return self._memory[key]
+        path = self.path(env, spec)
+        if path is not None and path.exists():
+            X = np.load(path, allow_pickle=False)
+            if X.shape[0] == len(env):
+                self.hits += 1
+                self._memory[key] = X
+                return X
+        self.misses += 1
+        maps = env.maps(spec.representation)
+        with progress_bar(len(maps), f"SOAP {spec.representation}", enabled=self.progress) as update:
+            X = soap_vectors(maps, spec, progress=update)
+        if path is not None:
+            tmp = path.with_name(path.stem + f".part{os.getpid()}.npy")
+            np.save(tmp, X)
+            os.replace(tmp, path)
+        self._memory = {key: X}  # keep one set in memory (atomistic vectors are large)
+        return X
+
+
+# -- folds --------------------------------------------------------------------------------------------------
+def group_folds(groups: Sequence[str] | np.ndarray, n_folds: int = 5, *, seed: int = 0) -> np.ndarray:
+    """Fold index (0 .. n_folds-1) of every environment; all environments of a group share a fold.
+
+    Groups are shuffled with ``seed`` and each is given to the fold holding the fewest environments.
+    """
+    groups = np.asarray(groups)
+    unique, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    if n_folds < 2:
+        raise ModelError(f"need at least 2 folds, got {n_folds}")
+    if len(unique) < n_folds:
+        raise ModelError(f"only {len(unique)} structure groups for {n_folds} folds; every fold needs one")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of_group = np.empty(len(unique), dtype=int)
+    sizes = np.zeros(n_folds, dtype=int)
+    for g in order:
+        k = int(np.argmin(sizes))
+        fold_of_group[g] = k
+        sizes[k] += counts[g]
+    return fold_of_group[inverse.ravel()]
+
+
+def _training_rows(folds: np.ndarray, k: int, n_train: int | None, seed: int) -> np.ndarray:
+    rows = np.flatnonzero(folds != k)
+    if n_train is not None:
+        if n_train < 1:
+            raise ModelError(f"n_train must be at least 1, got {n_train}")
+        if n_train < len(rows):
+            rng = np.random.default_rng([seed, k, n_train])
+            rows = np.sort(rng.choice(rows, size=n_train, replace=False))
+    return rows
+
+
+# -- cross-validation ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class CVResult:
+    """Outcome of one grouped k-fold CV (RMSE in eV per environment).
+
+    ``train_rmse`` / ``test_rmse``: per fold; ``predictions``: (n_env,) out-of-fold predictions
+    (eV), ``folds``: fold of each environment; ``n_train``: training environments per fold.
+    """
+
+    spec: ModelSpec
+    n_folds: int
+    seed: int
+    n_train: list[int]
+    train_rmse: list[float]
+    test_rmse: list[float]
+    labels: np.ndarray
+    predictions: np.ndarray
+    folds: np.ndarray
+    seconds: float
+    solver: str = "exact"
+    target: str = "local"
+
+    @property
+    def mean_train_rmse(self) -> float:
+        return float(np.mean(self.train_rmse))
+
+    @property
+    def mean_test_rmse(self) -> float:
+        return float(np.mean(self.test_rmse))
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary (no per-environment arrays)."""
+        return {"representation": self.spec.representation, "spec": self.spec.to_dict(), "target": self.target,
+                "solver": self.solver, "n_folds": self.n_folds, "seed": self.seed, "n_train": self.n_train,
+                "n_environments": int(len(self.labels)), "train_rmse": self.train_rmse,
+                "test_rmse": self.test_rmse, "mean_train_rmse": self.mean_train_rmse,
+                "mean_test_rmse": self.mean_test_rmse, "seconds": self.seconds}
+
+    def save(self, path: str | os.PathLike, predictions: str | os.PathLike | None = None) -> Path:
+        """Write the summary as JSON and (optionally) per-environment predictions as CSV."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        summary = self.summary()
+        if predictions is not None:
+            summary["predictions_file"] = str(predictions)
+            save_predictions(predictions, self.labels, self.predictions, self.folds)
+        _atomic_write(path, json.dumps(summary, indent=1))
+        return path
+
+
+def save_predictions(path: str | os.PathLike, labels: np.ndarray, predictions: np.ndarray,
+                     folds: np.ndarray, groups: np.ndarray | None = None) -> Path:
+    """CSV of out-of-fold predictions: row, fold, label, prediction (eV)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "fold", "label_eV", "prediction_eV"])
+        for row, (k, y, p) in enumerate(zip(folds.tolist(), labels.tolist(), predictions.tolist(), strict=True)):
+            writer.writerow([row, k, repr(y), repr(p)])
+    return path
+
+
+def read_predictions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, predictions, folds) from a file written by :func:`save_predictions`."""
+    data = np.genfromtxt(path, delimiter=",", names=True)
+    return data["label_eV"], data["prediction_eV"], data["fold"].astype(int)
+
+
+def fit_fold(X: np.ndarray, y: np.ndarray, train: np.ndarray, spec: ModelSpec, *, solver: str = "exact",
+             solver_options: dict | None = None) -> CGGPRModel:
+    """A :class:`CGGPRModel` fitted on rows ``train`` of precomputed vectors (through ``fit_vectors``)."""
+    model = CGGPRModel(spec, solver=solver, solver_options=solver_options or {})
+    return model.fit_vectors(X[train], y[train])
+
+
+def cross_validate(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndarray, spec: ModelSpec, *,
+                   n_folds: int = 5, n_train: int | None = None, seed: int = 0, solver: str = "exact",
+                   solver_options: dict | None = None, folds: np.ndarray | None = None,
+                   target: str = "local", log: Log = None) -> CVResult:
+    """Grouped k-fold CV of a GPR on precomputed SOAP vectors X (n_env, D) and labels y (eV).
+
+    Every environment is predicted once, by the model of the fold that holds it out. The training
+    RMSE is that of each fold's model on its own training environments.
+    """
+    y = np.asarray(y, dtype=float)
+    if X.shape[0] != len(y) or len(groups) != len(y):
+        raise ModelError(f"{X.shape[0]} vectors, {len(y)} labels and {len(groups)} groups: lengths differ")
+    folds = group_folds(groups, n_folds, seed=seed) if folds is None else np.asarray(folds)
+    n_folds = int(folds.max()) + 1
+    predictions = np.full(len(y), np.nan)
+    n_used, train_rmse, test_rmse = [], [], []
+    start = time.perf_counter()
+    for k in range(n_folds):
+        t0 = time.perf_counter()
+        train = _training_rows(folds, k, n_train, seed)
+        test = np.flatnonzero(folds == k)
+        model = fit_fold(X, y, train, spec, solver=solver, solver_options=solver_options)
+        fitted = model.regressor_.fitted_values() + model.reference_energy
+        predictions[test] = model.regressor_.predict(X[test]) + model.reference_energy
+        n_used.append(int(len(train)))
+        train_rmse.append(rmse(fitted, y[train]))
+        test_rmse.append(rmse(predictions[test], y[test]))
+        if log:
+            log(f"{spec.representation} fold {k + 1}/{n_folds}: N={len(train)} train {train_rmse[-1]:.4f} "
+                f"test {test_rmse[-1]:.4f} eV ({time.perf_counter() - t0:.1f} s)")
+        del model
+    return CVResult(spec=spec, n_folds=n_folds, seed=seed, n_train=n_used, train_rmse=train_rmse,
+                    test_rmse=test_rmse, labels=y, predictions=predictions, folds=folds,
+                    seconds=time.perf_counter() - start, solver=solver, target=target)
+
+
+# -- learning curves -----------------------------------------------------------------------------------------
+LC_FIELDS = ("representation", "soap_cutoff", "atom_sigma", "noise", "numb_training_atoms", "av_train_rmse",
+             "av_test_rmse", "std_test_rmse", "n_folds", "seconds")
+
+
+def learning_curve(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndarray, spec: ModelSpec, *,
+                   sizes: Sequence[int] = PAPER_SIZES, n_folds: int = 5, seed: int = 0, solver: str = "exact",
+                   solver_options: dict | None = None, log: Log = None) -> list[dict[str, Any]]:
+    """RMSE vs number of training environments, one grouped k-fold CV per size (same folds).
+
+    Sizes larger than the smallest training split are dropped except one final point at that
+    size. Rows use the paper's column names (``numb_training_atoms``, ``av_train_rmse``,
+    ``av_test_rmse``) plus the representation, the spread over folds and the time.
+    """
+    folds = group_folds(groups, n_folds, seed=seed)
+    largest = min(int((folds != k).sum()) for k in range(n_folds))
+    usable = sorted({min(int(s), largest) for s in sizes})
+    rows = []
+    for size in usable:
+        result = cross_validate(X, y, groups, spec, n_train=size, seed=seed, solver=solver,
+                                solver_options=solver_options, folds=folds)
+        rows.append({"representation": spec.representation, "soap_cutoff": spec.cutoff,
+                     "atom_sigma": spec.atom_sigma, "noise": spec.noise, "numb_training_atoms": size,
+                     "av_train_rmse": result.mean_train_rmse, "av_test_rmse": result.mean_test_rmse,
+                     "std_test_rmse": float(np.std(result.test_rmse)), "n_folds": n_folds,
+                     "seconds": result.seconds})
+        if log:
+            log(f"{spec.representation} N={size}: train {result.mean_train_rmse:.4f} test "
+                f"{result.mean_test_rmse:.4f} eV ({result.seconds:.1f} s)")
+    return rows
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:
+    """Write rows (dicts) as CSV, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(fields or (rows[0].keys() if rows else []))
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a CSV file, numbers converted to float/int where they parse."""
+    with open(path, newline="") as handle:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _number(value: str):
+    if value is None:
+        return value
+    try:
+        as_float = float(value)
+    except ValueError:
+        return value
+    return int(as_float) if value.strip().lstrip("-").isdigit() else as_float
+
+
+# -- grid search -------------------------------------------------------------------------------------------------
+GRID_FIELDS = ("representation", "cutoff", "atom_sigma", "noise", "n_train", "n_folds", "seed",
+               "train_rmse", "test_rmse", "seconds")
+
+
+def _grid_key(cutoff: float, atom_sigma: float, noise: float) -> tuple[str, str, str]:
+    return (f"{float(cutoff):.6g}", f"{float(atom_sigma):.6g}", f"{float(noise):.6g}")
+
+
+def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float], atom_sigmas: Sequence[float],
+                noises: Sequence[float] | None = None, csv_path: str | os.PathLike, n_folds: int = 5,
+                n_train: int | None = None, seed: int = 0, cache: SoapCache | None = None,
+                solver: str = "exact", solver_options: dict | None = None,
+                log: Log = None) -> list[dict[str, Any]]:
+    """Grouped-CV RMSE over cutoff x atom_sigma (x noise), appended to ``csv_path`` point by point.
+
+    Resumable: points already in the CSV (same representation, cutoff, atom_sigma, noise, n_train,
+    n_folds, seed) are not recomputed. SOAP vectors are computed once per (cutoff, atom_sigma) and
+    shared by the noise values. Points whose ``cutoff_transition_width`` would not fit are skipped.
+    Returns every row of the CSV for this representation and setting.
+    """
+    csv_path = Path(csv_path)
+    cache = cache or SoapCache(None)
+    noises = list(noises) if noises else [spec.noise]
+    done = set()
+    setting = (spec.representation, str(n_train or ""), str(n_folds), str(seed))
+    if csv_path.exists():
+        for row in read_csv(csv_path):
+            if (str(row["representation"]), str(row["n_train"] if row["n_train"] != "" else ""),
+                    str(row["n_folds"]), str(row["seed"])) == setting:
+                done.add(_grid_key(row["cutoff"], row["atom_sigma"], row["noise"]))
+    else:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_path, "w", newline="") as handle:
+            csv.writer(handle).writerow(GRID_FIELDS)
+    folds = group_folds(env.groups, n_folds, seed=seed)
+    for cutoff in cutoffs:
+        for sigma in atom_sigmas:
+            todo = [n for n in noises if _grid_key(cutoff, sigma, n) not in done]
+            if not todo:
+                continue
+            if float(cutoff) <= spec.cutoff_transition_width:
+                continue
+            point = spec.replace(cutoff=float(cutoff), atom_sigma=float(sigma))
+            X = cache.vectors(env, point)
+            for noise in todo:
+                result = cross_validate(X, env.labels, env.groups, point.replace(noise=float(noise)),
+                                        n_folds=n_folds, n_train=n_train, seed=seed, solver=solver,
+                                        solver_options=solver_options, folds=folds, target=env.target)
+                row = {"representation": spec.representation, "cutoff": float(cutoff), "atom_sigma": float(sigma),
+                       "noise": float(noise), "n_train": n_train or "", "n_folds": n_folds, "seed": seed,
+                       "train_rmse": result.mean_train_rmse, "test_rmse": result.mean_test_rmse,
+                       "seconds": round(result.seconds, 3)}
+                with open(csv_path, "a", newline="") as handle:
+                    csv.DictWriter(handle, fieldnames=GRID_FIELDS).writerow(row)
+                done.add(_grid_key(cutoff, sigma, noise))
+                if log:
+                    log(f"{spec.representation} cutoff {cutoff} sigma {sigma} noise {noise}: "
+                        f"test {result.mean_test_rmse:.4f} eV ({result.seconds:.1f} s)")
+    return [r for r in read_csv(csv_path) if str(r["representation"]) == spec.representation]
+
+
+def optimum(rows: Sequence[dict[str, Any]], *, key: str = "test_rmse") -> dict[str, Any]:
+    """The grid row with the lowest ``key`` (mean test RMSE)."""
+    finite = [r for r in rows if isinstance(r.get(key), float) and math.isfinite(r[key])]
+    if not finite:
+        raise ModelError("no finite grid-search results")
+    return min(finite, key=lambda r: r[key])
+
+
+# -- cross-hyper table (the paper's Table 1) -----------------------------------------------------------------------
+def cross_hyper_table(env: Environments, optima: dict[str, tuple[float, float]] | None = None, *,
+                      representations: Sequence[str] = REPRESENTATIONS, base: ModelSpec | None = None,
+                      n_folds: int = 5, n_train: int | None = None, seed: int = 0,
+                      cache: SoapCache | None = None, solver: str = "exact", solver_options: dict | None = None,
+                      diagonal_only: bool = False, log: Log = None) -> list[dict[str, Any]]:
+    """Each representation evaluated with each representation's optimal (cutoff, atom_sigma).
+
+    ``optima`` maps representation -> (cutoff, atom_sigma) (default: the paper's). With
+    ``diagonal_only`` each representation is evaluated with its own optimum only. Rows:
+    representation, hypers_of, cutoff, atom_sigma, train/test RMSE (eV), n_train, seconds.
+    """
+    optima = {canonical_representation(k): v for k, v in (optima or PAPER_OPTIMUM).items()}
+    base = base or ModelSpec()
+    cache = cache or SoapCache(None)
+    folds = group_folds(env.groups, n_folds, seed=seed)
+    rows = []
+    for rep in map(canonical_representation, representations):
+        for hypers_of in map(canonical_representation, representations):
+            if diagonal_only and hypers_of != rep:
+                continue
+            cutoff, sigma = optima[hypers_of]
+            spec = base.replace(representation=rep, cutoff=cutoff, atom_sigma=sigma)
+            X = cache.vectors(env, spec)
+            result = cross_validate(X, env.labels, env.groups, spec, n_folds=n_folds, n_train=n_train, seed=seed,
+                                    solver=solver, solver_options=solver_options, folds=folds,
+                                    target=env.target, log=log)
+            rows.append({"representation": rep, "hypers_of": hypers_of, "cutoff": cutoff, "atom_sigma": sigma,
+                         "noise": spec.noise, "n_train": max(result.n_train), "train_rmse": result.mean_train_rmse,
+                         "test_rmse": result.mean_test_rmse, "seconds": round(result.seconds, 2),
+                         "target": env.target})
+    return rows
+
+
+# -- the paper's own numbers -------------------------------------------------------------------------------------
+PAPER_FILE_TAG = {"atomistic": "atomistic", "AB2": "cg", "A": "A_cg"}
+
+
+def paper_learning_curve(root: str | os.PathLike, representation: str, *, l_max: int = 8) -> list[dict[str, Any]]:
+    """The paper's learning curve (``new_learning_curve/lc_lMax{l}_{tag}_H_new.csv``) for a representation."""
+    tag = PAPER_FILE_TAG[canonical_representation(representation)]
+    return read_csv(Path(root) / "new_learning_curve" / f"lc_lMax{l_max}_{tag}_H_new.csv")
+
+
+def paper_grid(root: str | os.PathLike, representation: str) -> list[dict[str, Any]]:
+    """The paper's grid search for a representation, in this module's column names."""
+    tag = PAPER_FILE_TAG[canonical_representation(representation)]
+    rows = read_csv(Path(root) / "new_grid_search" / f"{tag}_H_new" / "results.csv")
+    return [{"representation": canonical_representation(representation), "cutoff": r["config.cutoff"],
+             "atom_sigma": r["config.sigma"], "noise": r["config.noise"], "train_rmse": r["result.av_train_rmse"],
+             "test_rmse": r["result.av_test_rmse"]} for r in rows]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text)
+    os.replace(tmp, path)

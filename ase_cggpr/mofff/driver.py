@@ -255,6 +255,35 @@ class MOFFFEngine:
         cell = L @ self.Q.T
         return frac @ cell, cell
 
+    def box(self) -> np.ndarray:
+        """Current LAMMPS cell (lower-triangular rows, Å)."""
+        boxlo, boxhi, xy, yz, xz, _, _ = self.lmp.extract_box()
+        lo, hi = np.array(boxlo), np.array(boxhi)
+        return np.array([[hi[0] - lo[0], 0, 0], [xy, hi[1] - lo[1], 0], [xz, yz, hi[2] - lo[2]]])
+
+    def set_box(self, L: np.ndarray) -> None:
+        """Deform the LAMMPS cell to ``L`` (lower triangular), carrying the atoms along homogeneously."""
+        self.lmp.command(
+            f"change_box all x final 0 {L[0, 0]:.17g} y final 0 {L[1, 1]:.17g} z final 0 {L[2, 2]:.17g} "
+            f"xy final {L[1, 0]:.17g} xz final {L[2, 0]:.17g} yz final {L[2, 1]:.17g} remap units box")
+        self._ready = False
+
+    def minimize(self, ftol_kcal: float, *, maxiter: int = 20000, box_relax: bool = False,
+                 vmax: float = 0.001) -> None:
+        """LAMMPS CG minimisation to a max force component ``ftol_kcal`` (kcal/mol/Å); with ``box_relax``
+        the box lengths relax too (``fix box/relax aniso 0.0``)."""
+        cmds = ["min_style cg", "min_modify norm max line quadratic"]
+        if box_relax:
+            cmds.append(f"fix cggpr_br all box/relax aniso 0.0 vmax {vmax}")
+        cmds.append(f"minimize 0.0 {ftol_kcal:.6g} {maxiter} {10 * maxiter}")
+        if box_relax:
+            cmds.append("unfix cggpr_br")
+        self.lmp.commands_list(cmds)
+        self._ready = False
+
+    def n_steps(self) -> int:
+        return int(self.lmp.extract_global("ntimestep"))
+
     # -- results ------------------------------------------------------------------------------------
     def _per_atom(self, compute_id: str) -> np.ndarray:
         lm = self._lmp_mod

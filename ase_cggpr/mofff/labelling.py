@@ -1,0 +1,123 @@
+"""Label many Zn(Im)2 structures with MOF-FF per-atom energies (LAMMPS), in parallel across processes."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from ase import Atoms
+
+from ..errors import StructureError
+
+_ENGINE_CACHE_SIZE = 4
+_engines: OrderedDict[bytes, Any] = OrderedDict()
+
+
+def _label_one(job: tuple) -> tuple[int, np.ndarray | None, float | None, str | None]:
+    """Worker: type one structure, evaluate it with a cached engine of its topology."""
+    from .driver import MOFFFEngine
+    from .topology import mofff_topology
+
+    index, numbers, positions, cell, info_name, bonds, shifts, errors = job
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+    try:
+        top = mofff_topology(atoms, bonds=bonds, shifts=shifts, name=info_name)
+    except StructureError as exc:
+        if errors == "skip":
+            return index, None, None, str(exc)
+        raise
+    sig = top.signature()
+    eng = _engines.get(sig)
+    if eng is None:
+        eng = MOFFFEngine(top, positions, cell)
+        _engines[sig] = eng
+        while len(_engines) > _ENGINE_CACHE_SIZE:
+            _engines.popitem(last=False)[1].close()
+    else:
+        _engines.move_to_end(sig)
+    res = eng.evaluate(positions, cell)
+    return index, res["energies"], float(res["energy"]), None
+
+
+def _label_chunk(jobs: list[tuple]) -> list[tuple]:
+    return [_label_one(job) for job in jobs]
+
+
+def _worker_init() -> None:
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[key] = "1"
+
+
+def _name(atoms: Atoms, index: int) -> str:
+    for key in ("name", "structure_id", "id", "refcode"):
+        if key in atoms.info:
+            return f"{atoms.info[key]} (frame {index})"
+    return f"frame {index} ({atoms.get_chemical_formula()})"
+
+
+def label_structures(frames: Sequence[Atoms], *, workers: int = 1, key: str = "energies",
+                     bonds: Sequence[np.ndarray | None] | None = None,
+                     shifts: Sequence[np.ndarray | None] | None = None,
+                     errors: Literal["raise", "skip"] = "raise",
+                     progress: Callable[[int], None] | None = None, chunk_size: int = 8) -> list[Atoms]:
+    """Attach MOF-FF per-atom energies to each frame, in place, and return the frames.
+
+    Each labelled frame gets ``atoms.arrays[key]`` (per-atom energies, eV) and ``atoms.info["energy"]``
+    (total, eV).  Connectivity is inferred from distances unless ``bonds`` (and ``shifts``) give it per
+    frame.  One LAMMPS instance is reused for consecutive frames of the same topology; ``workers > 1``
+    spreads chunks of consecutive frames over processes (the pair style is not threaded).  With
+    ``errors="skip"`` a structure that cannot be typed is left unlabelled and gets
+    ``info["mofff_error"]``; otherwise :class:`~ase_cggpr.errors.StructureError` is raised.
+    ``progress(n)`` is called with the number of frames finished since the last call.
+    """
+    from .driver import load_lammps
+
+    load_lammps()  # fail early, with the install hint, if LAMMPS is missing
+    n = len(frames)
+    if bonds is not None and len(bonds) != n:
+        raise ValueError(f"{len(bonds)} bond lists for {n} frames")
+    if shifts is not None and len(shifts) != n:
+        raise ValueError(f"{len(shifts)} shift lists for {n} frames")
+    jobs = []
+    for i, atoms in enumerate(frames):
+        if not atoms.pbc.all():
+            raise StructureError("MOF-FF labelling needs periodic cells", structure=_name(atoms, i))
+        jobs.append((i, atoms.numbers.copy(), atoms.positions.copy(), atoms.cell.array.copy(), _name(atoms, i),
+                     None if bonds is None else bonds[i], None if shifts is None else shifts[i], errors))
+
+    def attach(result: tuple) -> None:
+        i, energies, energy, error = result
+        atoms = frames[i]
+        if error is not None:
+            atoms.info["mofff_error"] = error
+            return
+        atoms.arrays[key] = energies
+        atoms.info["energy"] = energy
+        atoms.info.pop("mofff_error", None)
+
+    workers = max(1, int(workers))
+    if workers == 1 or n <= 1:
+        for job in jobs:
+            attach(_label_one(job))
+            if progress:
+                progress(1)
+        return list(frames)
+
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    chunk_size = max(1, min(chunk_size, -(-n // workers)))
+    chunks = [jobs[k:k + chunk_size] for k in range(0, n, chunk_size)]
+    ctx = mp.get_context("spawn")  # LAMMPS/MPI state must not be forked
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = [pool.submit(_label_chunk, c) for c in chunks]
+        for fut in as_completed(futures):
+            results = fut.result()
+            for r in results:
+                attach(r)
+            if progress:
+                progress(len(results))
+    return list(frames)

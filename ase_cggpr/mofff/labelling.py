@@ -69,7 +69,7 @@ def label_structures(frames: Sequence[Atoms], *, workers: int = 1, key: str = "e
                      bonds: Sequence[np.ndarray | None] | None = None,
                      shifts: Sequence[np.ndarray | None] | None = None,
                      errors: Literal["raise", "skip"] = "raise",
-                     progress: Callable[[int], None] | None = None, chunk_size: int = 8) -> list[Atoms]:
+                     progress: Callable[[int], None] | None = None, chunk_size: int | None = None) -> list[Atoms]:
     """Attach MOF-FF per-atom energies to each frame, in place, and return the frames.
 
     Each labelled frame gets ``atoms.arrays[key]`` (per-atom energies, eV) and ``atoms.info["energy"]``
@@ -78,7 +78,9 @@ def label_structures(frames: Sequence[Atoms], *, workers: int = 1, key: str = "e
     spreads chunks of consecutive frames over processes (the pair style is not threaded).  With
     ``errors="skip"`` a structure that cannot be typed is left unlabelled and gets
     ``info["mofff_error"]``; otherwise :class:`~ase_cggpr.errors.StructureError` is raised.
-    ``progress(n)`` is called with the number of frames finished since the last call.
+    ``progress(n)`` is called with the number of frames finished since the last call.  Worker processes
+    are started with "spawn": as usual with multiprocessing, call this from a script under
+    ``if __name__ == "__main__":`` (or a notebook), not from code piped to the interpreter.
     """
     from .driver import load_lammps
 
@@ -116,6 +118,8 @@ def label_structures(frames: Sequence[Atoms], *, workers: int = 1, key: str = "e
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    if chunk_size is None:  # about four chunks per worker, for load balance and progress
+        chunk_size = min(32, -(-n // (4 * workers)))
     chunk_size = max(1, min(chunk_size, -(-n // workers)))
     chunks = [jobs[k:k + chunk_size] for k in range(0, n, chunk_size)]
     ctx = mp.get_context("spawn")  # LAMMPS/MPI state must not be forked

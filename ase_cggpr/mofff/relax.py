@@ -35,12 +35,15 @@ class RelaxResult:
 
 def relax(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm: float = 50.0,
           max_cycles: int = 12, bonds: np.ndarray | None = None, shifts: np.ndarray | None = None,
-          max_strain_step: float = 0.01, verbose: bool = False) -> RelaxResult:
+          max_strain_step: float = 0.02, box_relax_maxiter: int = 3000,
+          verbose: bool = False) -> RelaxResult:
     """Relax a Zn(Im)2 structure with MOF-FF: positions, and with ``cell=True`` the cell lengths at zero pressure.
 
     ``fmax``: force criterion (eV/Å, atom force norm); ``pmax_atm``: pressure criterion on the diagonal
     pressure components (atm); ``max_cycles``: cycles of each stage; ``bonds``/``shifts``: explicit
-    connectivity (see :func:`~ase_cggpr.mofff.topology.mofff_topology`).  The input is not modified.
+    connectivity (see :func:`~ase_cggpr.mofff.topology.mofff_topology`); ``max_strain_step``: largest
+    diagonal strain per quasi-Newton step; ``box_relax_maxiter``: iterations per ``box/relax`` minimisation.
+    The input is not modified; ``RelaxResult.converged`` comes from a final single-point check.
     """
     from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -83,7 +86,7 @@ def relax(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm: floa
             if f < fmax and p < pmax_atm:
                 break
             p_before = p
-            eng.minimize(ftol, box_relax=True)
+            eng.minimize(ftol, box_relax=True, maxiter=box_relax_maxiter)
             f = relax_atoms()
             f, p = check()
             say(f"box/relax cycle {cycle}: max force {f:.2e} eV/Å, max |P_ii| {p:.0f} atm")

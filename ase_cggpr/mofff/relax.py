@@ -35,7 +35,7 @@ class RelaxResult:
 
 def relax(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm: float = 50.0,
           max_cycles: int = 12, bonds: np.ndarray | None = None, shifts: np.ndarray | None = None,
-          max_strain_step: float = 0.02, box_relax_maxiter: int = 3000,
+          max_strain_step: float = 0.02, box_relax_maxiter: int = 500,
           verbose: bool = False) -> RelaxResult:
     """Relax a Zn(Im)2 structure with MOF-FF: positions, and with ``cell=True`` the cell lengths at zero pressure.
 

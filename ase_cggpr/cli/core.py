@@ -52,7 +52,7 @@ def echo(message: str, quiet: bool) -> None:
 @click.option("--n-max", type=int, default=16, show_default=True)
 @click.option("--l-max", type=int, default=8, show_default=True)
 @click.option("--noise", type=float, default=0.2, show_default=True, help="GP noise sigma (eV).")
-@click.option("--descriptor-backend", type=click.Choice(["quippy", "featomic"]), default="quippy",
+@click.option("--descriptor-backend", type=click.Choice(["featomic", "quippy"]), default="featomic",
               show_default=True)
 @click.option("--reference", default="auto", show_default=True,
               help="Reference energy per metal (eV): a number, 'none', or 'auto' (the data's reference_energy).")

@@ -11,3 +11,4 @@ __all__ = ["main"]
 from . import core  # noqa: F401,E402
 from . import evaluation  # noqa: F401,E402
 from . import label  # noqa: F401,E402
+from . import screening  # noqa: F401,E402

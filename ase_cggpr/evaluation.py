@@ -371,8 +371,10 @@ def cross_validate(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndar
         train_rmse.append(rmse(fitted, y[train]))
         test_rmse.append(rmse(predictions[test], y[test]))
         if log:
+            phases = getattr(model.regressor_, "timings_", {})
+            detail = ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
             log(f"{spec.representation} fold {k + 1}/{n_folds}: N={len(train)} train {train_rmse[-1]:.4f} "
-                f"test {test_rmse[-1]:.4f} eV ({time.perf_counter() - t0:.1f} s)")
+                f"test {test_rmse[-1]:.4f} eV ({time.perf_counter() - t0:.1f} s{'; ' + detail if detail else ''})")
         del model
     return CVResult(spec=spec, n_folds=n_folds, seed=seed, n_train=n_used, train_rmse=train_rmse,
                     test_rmse=test_rmse, labels=y, predictions=predictions, folds=folds,

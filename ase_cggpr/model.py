@@ -61,7 +61,9 @@ class CGGPRModel:
             ``"sparse"``); ``solver_options`` are passed to it (e.g. ``precision="mixed"`` for the exact
             solver, ``n_inducing=4000`` for the sparse one).
 
-    Fitted attributes (after :meth:`fit`): ``regressor_``, ``metals_``, ``linkers_``, ``training_``.
+    Fitted attributes (after :meth:`fit`): ``regressor_``, ``metals_``, ``linkers_``, ``training_`` and
+    ``calibration_`` (held-out uncertainty calibration, a dict, when one was made; see
+    :func:`ase_cggpr.screening.calibrate`).
     """
 
     def __init__(self, spec: ModelSpec | None = None, *, reference_energy: float = 0.0, solver: str = "exact",
@@ -185,6 +187,7 @@ class CGGPRModel:
         with progress_bar(n, "kernel", enabled=progress and n > 2000) as update:
             regressor.fit(X, y, progress=update)
         self.regressor_ = regressor
+        self.calibration_ = None
         self.metals_ = tuple(metals)
         self.linkers_ = tuple(linkers)
         self.training_ = {"n_structures": n_structures, "n_environments": n,
@@ -240,7 +243,8 @@ class CGGPRModel:
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "spec": self.spec.to_dict(), "regression": params,
                 "reference_energy": self.reference_energy, "metals": list(self.metals_),
-                "linkers": list(self.linkers_), "training": self.training_}
+                "linkers": list(self.linkers_), "training": self.training_,
+                "calibration": getattr(self, "calibration_", None)}
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False,
              include_factor: bool | None = None) -> Path:
@@ -289,6 +293,7 @@ class CGGPRModel:
         model.metals_ = tuple(meta["metals"])
         model.linkers_ = tuple(meta["linkers"])
         model.training_ = meta["training"]
+        model.calibration_ = meta.get("calibration")
         model.metadata_ = meta
         return model
 

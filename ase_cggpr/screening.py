@@ -138,8 +138,7 @@ def calibrate(model, maps: Sequence[BeadMap], labels: Sequence[np.ndarray], *, p
 
 def default_threshold(model) -> tuple[float, str]:
     """(threshold in eV, where it came from): the model's stored calibration if any, else its noise sigma."""
-    meta = getattr(model, "metadata_", None) or {}
-    stored = (meta.get("calibration") or {}).get("threshold")
+    stored = (getattr(model, "calibration_", None) or {}).get("threshold")
     if stored is not None:
         return float(stored), "model calibration"
     return float(model.spec.noise), "model noise sigma (no calibration given)"

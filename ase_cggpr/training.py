@@ -40,7 +40,8 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
     """Train a model on labelled structure files; optionally hold out whole structure groups.
 
     Returns the fitted model and a summary (numbers of structures and environments, label statistics in
-    eV, and the held-out RMSE in eV per metal when ``test_fraction`` is given).
+    eV, and the held-out RMSE in eV per metal when ``test_fraction`` is given; the held-out uncertainty
+    calibration is then stored in the model, where ``cggpr screen`` takes its trust threshold from).
     """
     spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                      l_max=l_max, noise=noise, backend=backend)
@@ -58,10 +59,17 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
     model.fit_maps(train_set.maps, train_set.labels, n_train=n_train, seed=seed, progress=progress)
     report["training environments"] = model.training_["n_environments"]
     if test_set is not None:
-        predicted = np.concatenate(model.predict_maps(test_set.maps, progress=progress))
-        truth = np.concatenate(test_set.labels) - model.reference_energy
+        from .screening import calibration_from_errors
+
+        means, stds = model.predict_maps(test_set.maps, return_std=True, progress=progress)
+        predicted, truth = np.concatenate(means), np.concatenate(test_set.labels) - model.reference_energy
+        calibration = calibration_from_errors(predicted - truth, np.concatenate(stds), model.spec.noise)
+        model.calibration_ = calibration.to_dict()
         report["test structures"] = len(test_set.frames)
         report["test environments"] = int(truth.size)
         report["test RMSE (eV/metal)"] = round(rmse(predicted, truth), 5)
         report["test label std (eV)"] = round(float(truth.std()), 5)
+        report["errors within 1/2 std"] = (f"{calibration.within_1sigma_with_noise:.0%} / "
+                                           f"{calibration.within_2sigma_with_noise:.0%} (std incl. noise)")
+        report["trust threshold (eV)"] = round(calibration.threshold, 4)
     return model, report

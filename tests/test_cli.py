@@ -30,6 +30,10 @@ def test_train_predict_end_to_end(labelled_files):
     result = run(["train", folder / "train.xyz", folder / "test.xyz", "-o", model, "--label-key", "energy",
                   "--test-fraction", "0.34", "--quiet"])
     assert result.exit_code == 0, result.output
+    from ase_cggpr import CGGPRModel
+
+    calibration = CGGPRModel.load(model).calibration_  # held-out calibration stored for screening
+    assert calibration["n_environments"] == 16 and calibration["threshold"] > 0
     result = run(["train", folder / "train.xyz", "-o", model, "--label-key", "energy"])
     assert result.exit_code == 1 and "exists" in result.output  # never overwrite silently
     result = run(["train", folder / "train.xyz", "-o", model, "--label-key", "energy", "--force"])

@@ -171,7 +171,6 @@ def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:
     _, component = connected_components(graph, directed=False)
 
     linker_ids = sorted({component[a] for a in np.flatnonzero(~is_metal)})
-    linker_of_component = {c: k for k, c in enumerate(linker_ids)}
     members: dict[int, list[int]] = {c: [] for c in linker_ids}
     for a in np.flatnonzero(~is_metal):
         members[component[a]].append(a)
@@ -212,7 +211,6 @@ def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:
         rings.append(np.array(sorted(ring)))
         formulas.append(formula)
         linker_metals.append([metal_position[m] for m, _ in bonds])
-    del linker_of_component
 
     return Topology(name=name, coarse_grained_input=False, metal_indices=metal_indices,
                     metal_symbols=tuple(symbols[metal_indices].tolist()), linkers=tuple(linkers),

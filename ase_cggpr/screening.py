@@ -24,10 +24,9 @@ Symmetry-equivalent Zn sites have identical environments, hence identical SOAP v
 With ``symmetry=True`` spglib's ``equivalent_atoms`` (tolerance ``symprec``, Å) is found for the structure
 the descriptor sees (atoms, or Si/O beads: bead structures can be more symmetric than the atoms), SOAP
 vectors and predictions are computed for one representative per orbit only, and copied to the others.
-Both backends compute only the representatives: featomic through ``selected_samples``, quippy through
-its ``atom_mask_name`` option (a logical per-atom mask selecting the centres; the neighbour density,
-species and hence the descriptor are unchanged). Within the tolerance, results equal the unreduced
-computation (exactly, for exactly symmetric structures).
+Only the representatives are computed (:func:`~ase_cggpr.descriptors.soap_vectors` with ``centres``:
+featomic's ``selected_samples``, quippy's ``atom_mask_name``). Within the tolerance, results equal the
+unreduced computation (exactly, for exactly symmetric structures).
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ import numpy as np
 from ase import Atoms
 
 from .beads import BeadMap
-from .descriptors import SPECIES
+from .descriptors import soap_dimension
 from .errors import CGGPRError
 
 #: Default spglib tolerance (Å) for symmetry-equivalent Zn sites.
@@ -187,64 +186,16 @@ def equivalent_centres(bead_map: BeadMap, symprec: float = SYMPREC) -> tuple[np.
 def centre_vectors(spec, bead_map: BeadMap, positions: np.ndarray | None = None) -> np.ndarray:
     """Normalised SOAP vectors of the centres at ``positions`` (in metal order; all when None): (k, D).
 
-    Only the selected centres are computed (featomic: ``selected_samples``; quippy: ``atom_mask_name``).
+    Only the selected centres are computed (``soap_vectors(..., centres=...)``).
     """
     from .descriptors import soap_vectors
 
     if positions is None or np.array_equal(positions, np.arange(len(bead_map.centre_indices))):
         return soap_vectors([bead_map], spec)
     atoms = np.asarray(bead_map.centre_indices)[np.asarray(positions)]
-    species, centre_species = SPECIES[spec.representation]
-    kwargs = dict(cutoff=spec.cutoff, atom_sigma=spec.atom_sigma, n_max=spec.n_max, l_max=spec.l_max,
-                  cutoff_transition_width=spec.cutoff_transition_width)
-    if spec.backend == "featomic":
-        return _featomic_selected(bead_map.structure, atoms, species, centre_species, kwargs)
-    return _quippy_selected(bead_map.structure, atoms, species, centre_species, kwargs)
-
-
-def _featomic_selected(structure: Atoms, atoms: np.ndarray, species, centre_species, kwargs) -> np.ndarray:
-    from .descriptors import featomic as backend
-
-    _, metatensor = backend._import_featomic()
-    hypers = backend._hypers(**kwargs)
-    n_max = hypers[2]
-    # atoms of other elements cannot change the vectors; leave them out as the backend does
-    keep = np.flatnonzero(np.isin(structure.numbers, sorted(set(species) | set(centre_species))))
-    reduced = structure if len(keep) == len(structure) else structure[keep]
-    new_index = np.full(len(structure), -1)
-    new_index[keep] = np.arange(len(keep))
-    selected = new_index[atoms]
-    row_of = {int(a): k for k, a in enumerate(selected)}
-    types = sorted({int(z) for z in reduced.numbers[selected]})
-    expansion = backend._calculator(*hypers).compute(
-        [reduced], selected_keys=metatensor.Labels(["center_type"], np.array([[z] for z in types], np.int32)),
-        selected_samples=metatensor.Labels(["atom"], selected.reshape(-1, 1).astype(np.int32)))
-    index = {int(z): k for k, z in enumerate(species)}
-    coefficients = [np.zeros((len(atoms), len(species) * n_max, 2 * ell + 1)) for ell in range(hypers[3] + 1)]
-    for key, block in expansion.items():
-        k = index.get(int(key["neighbor_type"]))
-        if k is None or block.values.shape[0] == 0:
-            continue
-        rows = [row_of[int(a)] for a in block.samples.values[:, 1]]
-        coefficients[int(key["o3_lambda"])][rows, k * n_max:(k + 1) * n_max, :] = block.values.transpose(0, 2, 1)
-    return backend._normalise(backend._power_spectrum(coefficients, len(species), n_max))[0]
-
-
-def _quippy_selected(structure: Atoms, atoms: np.ndarray, species, centre_species, kwargs) -> np.ndarray:
-    from .descriptors.quippy import _descriptor, descriptor_string
-
-    descriptor = _descriptor(descriptor_string(species=tuple(species), centre_species=tuple(centre_species),
-                                               **kwargs))
-    masked = Atoms(numbers=structure.numbers, positions=structure.positions, cell=structure.cell, pbc=True)
-    mask = np.zeros(len(masked), dtype=bool)
-    mask[atoms] = True
-    masked.arrays["cggpr_centre_mask"] = mask
-    data = descriptor.calc(masked, args_str="atom_mask_name=cggpr_centre_mask")["data"]
-    order = np.argsort(atoms, kind="stable")  # quippy returns centres in atom order
-    if data.shape[0] != len(atoms):
-        raise RuntimeError(f"quippy returned {data.shape[0]} SOAP vectors for {len(atoms)} selected centres")
-    out = np.empty((len(atoms), descriptor.dimensions() - 1))
-    out[order] = data[:, :out.shape[1]]
+    order = np.argsort(atoms, kind="stable")  # the descriptors return centres in atom order
+    out = np.empty((len(atoms), soap_dimension(spec)))
+    out[order] = soap_vectors([bead_map], spec, centres=[atoms[order]])
     return out
 
 

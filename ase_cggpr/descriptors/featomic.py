@@ -34,6 +34,8 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 
+from . import check_centres
+
 INSTALL_HINT = "pip install 'ase-cggpr[featomic]'"
 
 #: Largest number of centres expanded in one featomic call by :func:`compute` (bounds memory).
@@ -171,45 +173,56 @@ def soap_dimension(n_species: int, n_max: int, l_max: int) -> int:
     return n * (n + 1) // 2 * (l_max + 1)
 
 
-def _centre_rows(structures: Sequence[Atoms], centre_species: tuple[int, ...]):
-    """Per structure, an array mapping atom index -> row among all centres (-1 if not a centre)."""
+def _centre_rows(structures: Sequence[Atoms], selected: Sequence[np.ndarray]):
+    """Per structure, an array mapping atom index -> row among the selected centres (-1 if not selected)."""
     maps, row = [], 0
-    for structure in structures:
-        is_centre = np.isin(structure.numbers, centre_species)
+    for structure, atoms in zip(structures, selected, strict=True):
         rows = np.full(len(structure), -1, dtype=np.int64)
-        rows[is_centre] = np.arange(row, row + int(is_centre.sum()))
-        row += int(is_centre.sum())
+        rows[atoms] = np.arange(row, row + len(atoms))
+        row += len(atoms)
         maps.append(rows)
     return maps, row
 
 
 def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_species: tuple[int, ...],
-            hypers: tuple, gradients: bool = False):
+            hypers: tuple, gradients: bool = False, centres: Sequence[np.ndarray] | None = None):
     """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None, kept).
 
     ``coefficients[l]`` has shape (n_centres, n_species * n_max, 2l+1), rows in quippy's order. Atoms of
     other elements than ``species`` and ``centre_species`` cannot change the vectors (quippy ignores them
     as neighbours), so they are left out of the expansion; ``kept[k]`` holds the original indices of
     structure k's remaining atoms, to which the row maps and the expansion's atom indices refer.
+    ``centres`` (per structure, sorted original atom indices of centre-species atoms; None for all)
+    restricts the expansion to those centres through featomic's ``selected_samples``.
     """
     _, metatensor = _import_featomic()
     cutoff, atom_sigma, n_max, l_max, width = hypers
     relevant = sorted(set(species) | set(centre_species))
-    kept, reduced = [], []
-    for structure in structures:
+    kept, reduced, selected = [], [], []
+    for k, structure in enumerate(structures):
         mask = np.isin(structure.numbers, relevant)
         kept.append(np.flatnonzero(mask))
         reduced.append(structure if mask.all() else structure[mask])
+        if centres is None:
+            selected.append(np.flatnonzero(np.isin(reduced[-1].numbers, centre_species)))
+        else:  # original -> reduced indices (centre species are always kept, order is preserved)
+            selected.append(np.searchsorted(kept[-1], np.asarray(centres[k], dtype=np.int64)))
     structures = reduced
-    row_maps, n_centres = _centre_rows(structures, centre_species)
+    row_maps, n_centres = _centre_rows(structures, selected)
     n_species = len(species)
     coefficients = [np.zeros((n_centres, n_species * n_max, 2 * ell + 1)) for ell in range(l_max + 1)]
-    present = sorted({int(z) for s in structures for z in s.numbers if int(z) in centre_species})
+    present = sorted({int(z) for s, atoms in zip(structures, selected, strict=True) for z in s.numbers[atoms]})
     if not present:
         return coefficients, row_maps, n_centres, None, kept
     calculator = _calculator(cutoff, atom_sigma, n_max, l_max, width)
-    selected = metatensor.Labels(["center_type"], np.array([[z] for z in present], dtype=np.int32))
-    expansion = calculator.compute(list(structures), selected_keys=selected,
+    selected_keys = metatensor.Labels(["center_type"], np.array([[z] for z in present], dtype=np.int32))
+    selected_samples = None
+    if centres is not None:
+        pairs = np.concatenate([np.column_stack([np.full(len(atoms), k), atoms])
+                                for k, atoms in enumerate(selected)])
+        selected_samples = metatensor.Labels(["system", "atom"], pairs.astype(np.int32))
+    expansion = calculator.compute(list(structures), selected_keys=selected_keys,
+                                   selected_samples=selected_samples,
                                    gradients=["positions"] if gradients else None)
     species_index = {int(z): k for k, z in enumerate(species)}
     all_rows = np.concatenate(row_maps)
@@ -250,17 +263,23 @@ def _hypers(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width) -> tuple:
 
 def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_species: tuple[int, ...],
             cutoff: float, atom_sigma: float, n_max: int, l_max: int,
-            cutoff_transition_width: float = 0.5,
+            cutoff_transition_width: float = 0.5, centres: Sequence[np.ndarray] | None = None,
             progress: Callable[[int], None] | None = None) -> np.ndarray:
     """SOAP vectors (n_centres, D) of the atoms whose Z is in ``centre_species``, frame by frame.
 
     Equal to quippy's ``soap`` vectors (trailing element dropped) element by element, normalised rows.
+    ``centres``, if given, holds per structure the sorted indices of the centre-species atoms whose
+    vectors are wanted (None: all of them); only those are expanded (featomic's ``selected_samples``).
+    Rows are in structure order, then atom order.
     ``progress(k)`` is called after each batch of structures with the number of structures finished.
     """
     species, centre_species = tuple(int(z) for z in species), tuple(int(z) for z in centre_species)
     hypers = _hypers(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width)
     structures = list(structures)
-    counts = [int(np.isin(s.numbers, centre_species).sum()) for s in structures]
+    if centres is not None:
+        centres = check_centres(structures, centre_species, centres)
+    counts = ([int(np.isin(s.numbers, centre_species).sum()) for s in structures] if centres is None
+              else [len(c) for c in centres])
     out = np.empty((sum(counts), soap_dimension(len(species), n_max, l_max)))
     row = start = 0
     while start < len(structures):
@@ -269,7 +288,9 @@ def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_spe
             batch_centres += counts[stop]
             stop += 1
         if batch_centres:
-            coefficients, _, n_centres, _, _ = _expand(structures[start:stop], species, centre_species, hypers)
+            coefficients, _, n_centres, _, _ = _expand(
+                structures[start:stop], species, centre_species, hypers,
+                centres=None if centres is None else centres[start:stop])
             out[row:row + n_centres] = _normalise(_power_spectrum(coefficients, len(species), n_max))[0]
             row += n_centres
         if progress is not None:

@@ -92,6 +92,7 @@ class ExactGPR:
     """
 
     kind = "exact"
+    cheap_fitted_values = True
     PRECISIONS = ("float64", "mixed")
 
     def __init__(self, *, zeta: int = 4, offset: float = 1.0, noise: float = 0.2, block_size: int = 2048,

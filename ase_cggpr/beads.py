@@ -105,7 +105,7 @@ class BeadMap:
 
 def structure_name(atoms: Atoms, fallback: str = "structure") -> str:
     """A human-readable name for error messages (info 'name', 'structure_id' or the formula)."""
-    for key in ("name", "structure_name", "structure_id", "refcode"):
+    for key in ("name", "structure_name", "refcode", "net", "structure_id"):
         if key in atoms.info:
             return str(atoms.info[key])
     return f"{fallback} {atoms.get_chemical_formula()}"

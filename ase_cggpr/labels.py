@@ -41,8 +41,12 @@ def per_atom_array(atoms: Atoms, key: str, *, name: str | None = None) -> np.nda
         if values is None or values.shape != (len(atoms),):
             available = sorted(k for k in atoms.arrays if k not in ("numbers", "positions"))
             available += sorted(k for k, v in results.items() if np.shape(v) == (len(atoms),))
+            hint = ""
+            if key in ("energy", "energies") and atoms.calc is None:
+                hint = (" (ASE keeps a per-atom extxyz column of this name in atoms.calc.results, which "
+                        "Atoms.copy() does not carry over)")
             raise LabelError(f"structure {name!r}: no per-atom label array {key!r}; per-atom arrays present: "
-                             f"{available or 'none'}")
+                             f"{available or 'none'}{hint}")
     if values.shape != (len(atoms),):
         raise LabelError(f"structure {name!r}: label array {key!r} has shape {values.shape}, expected "
                          f"({len(atoms)},): one value per atom")

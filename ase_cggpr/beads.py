@@ -151,7 +151,8 @@ def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:
     is_metal = np.array([s not in NON_METALS for s in symbols])
     metal_indices = np.flatnonzero(is_metal)
     if metal_indices.size == 0:
-        raise StructureError(f"no metal atoms found (elements: {sorted(set(symbols))}); a ZIF needs metal "
+        raise StructureError(f"no metal atoms found (elements: {sorted(set(atoms.get_chemical_symbols()))}); "
+                             "a ZIF needs metal "
                              "nodes such as Zn", structure=name)
 
     cutoffs = dict(COVALENT_CUTOFFS)

@@ -43,8 +43,8 @@ def per_atom_array(atoms: Atoms, key: str, *, name: str | None = None) -> np.nda
             available += sorted(k for k, v in results.items() if np.shape(v) == (len(atoms),))
             hint = ""
             if key in ("energy", "energies") and atoms.calc is None:
-                hint = (" (ASE keeps a per-atom extxyz column of this name in atoms.calc.results, which "
-                        "Atoms.copy() does not carry over)")
+                hint = (" (if these atoms came from an extxyz file: ASE keeps a per-atom column of this name "
+                        "in atoms.calc.results, and Atoms.copy() drops it)")
             raise LabelError(f"structure {name!r}: no per-atom label array {key!r}; per-atom arrays present: "
                              f"{available or 'none'}{hint}")
     if values.shape != (len(atoms),):

@@ -273,5 +273,7 @@ def test_cli_end_to_end(dataset, shared_data, tmp_path):
     assert "Table 1" in text and "parity.png" in text and "grid_A.png" in text
     assert (tmp_path / "report_figures" / "learning_curves.png").stat().st_size > 1000
     assert "<table>" in (tmp_path / "report.html").read_text()
+    again = runner.invoke(main, ["cv", *common, "-o", str(tmp_path / "cv_AB2.json")])
+    assert again.exit_code == 1 and "exists; pass --force" in again.output  # never overwrite silently
     bad = runner.invoke(main, ["cv", str(dataset), "--folds", "50", "-q"])
     assert bad.exit_code != 0 and "groups" in bad.output

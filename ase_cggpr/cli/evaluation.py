@@ -34,7 +34,7 @@ def data_options(function):
         click.option("--n-max", type=int, default=16, show_default=True),
         click.option("--l-max", type=int, default=8, show_default=True),
         click.option("--noise", type=float, default=0.2, show_default=True, help="GP noise sigma (eV)."),
-        click.option("--descriptor-backend", type=click.Choice(["quippy", "featomic"]), default="quippy",
+        click.option("--descriptor-backend", type=click.Choice(["featomic", "quippy"]), default="featomic",
                      show_default=True),
         click.option("--target", type=click.Choice(["local", "metal"]), default="local", show_default=True,
                      help="Local-environment energy or Zn-only energy."),
@@ -102,6 +102,20 @@ def with_setup(function):
     return wrapper
 
 
+def protect_output(function):
+    """Add ``--force``; refuse to overwrite an existing ``--output`` without it (checked before any work)."""
+
+    @functools.wraps(function)
+    def wrapper(**kwargs):
+        force = kwargs.pop("force")
+        output = kwargs.get("output")
+        if output is not None and Path(output).exists() and not force:
+            raise click.ClickException(f"{output} exists; pass --force to overwrite it")
+        return function(**kwargs)
+
+    return click.option("--force", is_flag=True, help="Overwrite an existing output file.")(wrapper)
+
+
 @main.command()
 @data_options
 @click.option("--n-train", type=int, help="Cap on training environments per fold (drawn at random, seeded).")
@@ -109,6 +123,7 @@ def with_setup(function):
               help="JSON summary (per-fold and mean train/test RMSE).")
 @click.option("--predictions", type=click.Path(path_type=Path), help="CSV of out-of-fold predictions.")
 @fail_on_errors
+@protect_output
 @with_setup
 def cv(setup, n_train, output, predictions):
     """Grouped k-fold cross-validation of one model on DATA (extxyz files)."""
@@ -129,6 +144,7 @@ def cv(setup, n_train, output, predictions):
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("learning_curve.csv"),
               show_default=True)
 @fail_on_errors
+@protect_output
 @with_setup
 def learning_curve_command(setup, sizes, output):
     """RMSE vs number of training environments (grouped k-fold CV per size)."""
@@ -176,6 +192,7 @@ def grid_search_command(setup, cutoffs, sigmas, noises, n_train, output):
 @click.option("--n-train", type=int, help="Cap on training environments per fold.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("table1.csv"), show_default=True)
 @fail_on_errors
+@protect_output
 @with_setup
 def cross_hyper(setup, optima, grids, diagonal_only, n_train, output):
     """The paper's Table 1: each representation with each representation's optimal hyperparameters."""
@@ -215,6 +232,7 @@ def cross_hyper(setup, optima, grids, diagonal_only, n_train, output):
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.md"), show_default=True,
               help="report.md or report.html; figures go to a folder beside it.")
 @fail_on_errors
+@protect_output
 def report(cv_files, lc_files, grid_files, table_files, paper, output):
     """One markdown or HTML page with the tables and figures of earlier cv/learning-curve/grid runs."""
     path = build_report(output, cv_files=cv_files, lc_files=lc_files, grid_files=grid_files,

@@ -28,15 +28,6 @@ POLYMORPHS = {"zni": "zni", "coi": "coi", "nog": "nog", "ZIF1": "crb", "ZIF4": "
               "ZIF8_H": "sod"}
 
 
-def rigid_rattle(atoms, topology, sigma, rng, atomic=0.003):
-    out = atoms.copy()
-    out.positions[topology.metal_indices] += rng.normal(0.0, sigma, (topology.n_metals, 3))
-    for linker in topology.linkers:
-        out.positions[linker] += rng.normal(0.0, sigma, 3)
-    out.positions += rng.normal(0.0, atomic, out.positions.shape)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--train-copies", type=int, default=20)
@@ -50,6 +41,7 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     from ase_cggpr.beads import coarse_grain, find_topology
+    from ase_cggpr.build.rattle import rigid_rattle
     from ase_cggpr.labels import local_energies
     from ase_cggpr.model import CGGPRModel
     from ase_cggpr.mofff import MOFFFCalculator, relax

@@ -29,16 +29,6 @@ import numpy as np
 DEFAULT_CIFS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "zif-structures"
 
 
-def rigid_rattle(atoms, topology, sigma: float, rng, atomic: float = 0.003):
-    """Copy with each metal and each whole linker displaced by N(0, sigma) Å (plus tiny atomic noise)."""
-    out = atoms.copy()
-    out.positions[topology.metal_indices] += rng.normal(0.0, sigma, (topology.n_metals, 3))
-    for linker in topology.linkers:
-        out.positions[linker] += rng.normal(0.0, sigma, 3)
-    out.positions += rng.normal(0.0, atomic, out.positions.shape)
-    return out
-
-
 def mofff_per_zn(atoms, calc) -> float:
     return calc.get_potential_energy(atoms) / int((atoms.numbers == 30).sum())
 
@@ -58,6 +48,7 @@ def main(argv=None) -> int:
     from ase.optimize import BFGS
 
     from ase_cggpr.beads import coarse_grain, find_topology
+    from ase_cggpr.build.rattle import rigid_rattle
     from ase_cggpr.calculator import CGGPRCalculator
     from ase_cggpr.labels import local_energies
     from ase_cggpr.model import CGGPRModel

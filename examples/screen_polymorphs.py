@@ -55,23 +55,10 @@ def relaxed_polymorphs(cif_dir: Path, names, *, fmax: float):
     return out
 
 
-def rigid_rattle(atoms, topology, sigma: float, rng, atomic: float = 0.003):
-    """Copy with each metal and each whole linker displaced by N(0, sigma) Å (plus tiny atomic noise).
-
-    Rattling beads rather than atoms keeps linkers intact, so the energies stay in the range of
-    coarse-grained distortions rather than of stretched C-H bonds.
-    """
-    out = atoms.copy()
-    out.positions[topology.metal_indices] += rng.normal(0.0, sigma, (topology.n_metals, 3))
-    for linker in topology.linkers:
-        out.positions[linker] += rng.normal(0.0, sigma, 3)
-    out.positions += rng.normal(0.0, atomic, out.positions.shape)
-    return out
-
-
 def train_on_rattled(polymorphs, *, copies: int, reference: float, small: bool, seed: int = 0):
     """AB2 model trained on rattled, MOF-FF-labelled copies of the relaxed polymorphs."""
     from ase_cggpr.beads import coarse_grain, find_topology
+    from ase_cggpr.build.rattle import rigid_rattle
     from ase_cggpr.labels import local_energies
     from ase_cggpr.model import CGGPRModel
     from ase_cggpr.mofff import MOFFFCalculator

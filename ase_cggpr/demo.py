@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from pathlib import Path
 
@@ -60,29 +61,17 @@ def run_demo(output_dir: str | os.PathLike = "cggpr-demo", *, data: list[str] | 
         predictions[rep], scores[rep] = predicted, rmse(predicted, truth)
         sizes = (model.training_["n_environments"], truth.size)
         model.save(output_dir / f"model_{rep}.npz", overwrite=overwrite)
-    plot_path = _parity_plot(output_dir / "parity.png", truth, predictions, scores, overwrite=overwrite)
+    plot_path = _parity_plot(output_dir / "parity.png", truth, predictions, overwrite=overwrite)
     return DemoResult(scores, truth, predictions, sizes[0], sizes[1], plot_path)
 
 
-def _parity_plot(path: Path, truth, predictions, scores, *, overwrite: bool) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+def _parity_plot(path: Path, truth, predictions, *, overwrite: bool) -> Path | None:
+    """Parity plot of the three models (None when matplotlib is not installed)."""
+    if importlib.util.find_spec("matplotlib") is None:
         return None
+    from .plots import parity
+
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --force (overwrite=True) to replace it")
-    fig, axes = plt.subplots(1, len(predictions), figsize=(4 * len(predictions), 4), sharex=True, sharey=True)
-    low, high = truth.min(), truth.max()
-    for ax, (rep, predicted) in zip(np.atleast_1d(axes), predictions.items(), strict=True):
-        ax.plot([low, high], [low, high], color="grey", lw=1)
-        ax.scatter(truth, predicted, s=6, alpha=0.6)
-        ax.set_title(f"{rep}: RMSE {scores[rep] * 1000:.0f} meV")
-        ax.set_xlabel("MOF-FF local energy (eV)")
-    np.atleast_1d(axes)[0].set_ylabel("GPR prediction (eV)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    parity({rep: (truth, predicted) for rep, predicted in predictions.items()}, path=path)
     return path

@@ -171,6 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="paper,exact,mixed,sparse")
     parser.add_argument("--gap-fit", action="store_true", help="also run gap_fit")
     parser.add_argument("--inducing", type=int, default=4000)
+    parser.add_argument("--selection", default="fps", choices=["fps", "cur", "random"],
+                        help="how the sparse solver picks inducing environments")
     parser.add_argument("--gap-max", type=int, default=2000, help="largest N for gap_fit")
     parser.add_argument("--gap-sparse", type=int, default=2000, help="gap_fit sparse points")
     parser.add_argument("--folds", type=int, default=5)
@@ -210,7 +212,8 @@ def main(argv=None) -> int:
                                                    n_sparse=min(n, args.gap_sparse))
             else:
                 X = SoapCache(None).vectors(env, spec)  # SOAP once, inside the timing
-                solver, options = (("sparse", {"n_inducing": args.inducing}) if method == "sparse"
+                solver, options = (("sparse", {"n_inducing": args.inducing, "selection": args.selection})
+                                   if method == "sparse"
                                    else ("exact", {"precision": "mixed" if method == "mixed" else "float64"}))
                 result = cross_validate(X, env.labels, env.groups, spec, n_train=n, seed=args.seed,
                                         folds=folds, solver=solver, solver_options=options)

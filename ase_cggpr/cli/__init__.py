@@ -8,8 +8,10 @@ from ._group import main
 __all__ = ["main"]
 
 # command modules (one line each; importing registers the commands)
-from . import core  # noqa: F401,E402
-from . import evaluation  # noqa: F401,E402
-from . import label  # noqa: F401,E402
-from . import screening  # noqa: F401,E402
-from . import dataset  # noqa: F401,E402
+from . import (
+    core,  # noqa: F401,E402
+    dataset,  # noqa: F401,E402
+    evaluation,  # noqa: F401,E402
+    label,  # noqa: F401,E402
+    screening,  # noqa: F401,E402
+)

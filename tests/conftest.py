@@ -18,3 +18,16 @@ def shared_data() -> Path:
         pytest.skip(f"shared reference data not available at {SHARED_DATA} "
                     "(only developer checkouts and CI have ../shared/data)")
     return SHARED_DATA
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(name: str, *args: str, timeout: float = 120):
+    """Run ``examples/<name>`` in its small mode (``CGGPR_EXAMPLE_SMALL=1``); the finished process."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "CGGPR_EXAMPLE_SMALL": "1"})

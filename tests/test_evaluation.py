@@ -30,6 +30,7 @@ from ase_cggpr.evaluation import (
     read_csv,
     read_environments,
     read_predictions,
+    shared_kernel_cv,
 )
 from ase_cggpr.model import CGGPRModel
 from ase_cggpr.regression import ExactGPR, SparseGPR
@@ -173,6 +174,43 @@ def test_soap_cache_hit_on_second_call(env, tmp_path):
     assert cache.path(env, spec.replace(cutoff=7.0)) != cache.path(env, spec)
 
 
+def test_soap_cache_on_disk_is_chunked_and_memory_mapped(env, tmp_path):
+    spec = ModelSpec(representation="A", **SMALL)
+    cache = SoapCache(tmp_path)
+    cache.CHUNK = 4  # 21 structures -> 6 chunks written into one file
+    X = cache.vectors(env, spec)
+    assert isinstance(X, np.memmap) and not X.flags.writeable
+    np.testing.assert_array_equal(X, SoapCache(None).vectors(env, spec))
+    assert not list(tmp_path.glob("*.part*"))
+
+
+@pytest.mark.parametrize("precision", ["mixed", "float64"])
+def test_shared_kernel_cv_equals_separate_exact_fits(env, ab2_vectors, precision):
+    spec = ModelSpec(representation="AB2", **SMALL, noise=0.05)
+    X, y = ab2_vectors, env.labels
+    results = shared_kernel_cv(X, y, env.groups, spec, sizes=[37, 120], n_folds=4, seed=2, precision=precision)
+    small, large = results
+    assert small.n_train == [37] * 4 and large.n_train == [120] * 4
+    np.testing.assert_array_equal(np.isfinite(small.predictions), np.isfinite(large.predictions))  # same tests
+    tested = np.isfinite(large.predictions)
+    assert 0 < tested.sum() < len(y)  # a sample of each fold: 120 / 3 = 40 per fold
+    for result in results:
+        for k, train in enumerate(result.train_rows):
+            assert not np.any(result.folds[train] == k)  # grouped: no environment of the held-out fold
+            test = np.flatnonzero(tested & (result.folds == k))
+            direct = ExactGPR(noise=0.05).fit(X[train], y[train])
+            np.testing.assert_allclose(result.predictions[test], direct.predict(X[test]), rtol=0, atol=1e-9)
+            assert result.test_rmse[k] == pytest.approx(np.sqrt(np.mean((direct.predict(X[test]) - y[test]) ** 2)))
+            assert result.train_rmse[k] == pytest.approx(np.sqrt(np.mean((direct.fitted_values() - y[train]) ** 2)))
+    for k in range(4):  # nested training sets across sizes
+        assert set(small.train_rows[k]) <= set(large.train_rows[k])
+    single = cross_validate(X, y, env.groups, spec, n_folds=4, seed=2, n_train=120, shared_kernel=True,
+                            solver_options={"precision": precision})
+    assert single.test_rmse == pytest.approx(large.test_rmse, rel=1e-12)  # same seeded sample, same fits
+    with pytest.raises(ValueError, match="n_train"):
+        cross_validate(X, y, env.groups, spec, shared_kernel=True)
+
+
 def test_mixed_precision_equals_float64(env, ab2_vectors):
     X, y = ab2_vectors, env.labels
     exact = ExactGPR(noise=0.05, block_size=64).fit(X[:200], y[:200])
@@ -254,6 +292,14 @@ def test_cli_end_to_end(dataset, shared_data, tmp_path):
     run("learning-curve", *common, "--representation", "AB2", "--sizes", "7,31,100", "--precision", "mixed",
         "-o", str(tmp_path / "lc.csv"))
     assert [r["numb_training_atoms"] for r in read_csv(tmp_path / "lc.csv")] == [7, 31, 100]
+    run("learning-curve", *common, "--representation", "AB2", "--sizes", "7,31,100", "--shared-kernel",
+        "-o", str(tmp_path / "lc_shared.csv"))
+    assert [r["numb_training_atoms"] for r in read_csv(tmp_path / "lc_shared.csv")] == [7, 31, 100]
+    out = run("cv", *common, "--representation", "AB2", "--shared-kernel", "--n-train", "100", "--precision",
+              "mixed", "-o", str(tmp_path / "cv_shared.json"))
+    assert json.loads((tmp_path / "cv_shared.json").read_text())["n_train"] == [100] * 3
+    needs_n = runner.invoke(main, ["cv", *common, "--shared-kernel", "-o", str(tmp_path / "x.json")])
+    assert needs_n.exit_code != 0 and "--n-train" in needs_n.output
     grid = ["grid-search", *common, "--representation", "A", "--cutoffs", "5:7:2", "--sigmas", "0.5,1.0",
             "-o", str(tmp_path / "grid.csv")]
     out = run(*grid)

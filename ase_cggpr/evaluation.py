@@ -429,6 +429,24 @@ def _split_evenly(n: int, parts: int) -> list[int]:
     return [n // parts + (1 if a < n % parts else 0) for a in range(parts)]
 
 
+def fold_samples(folds: np.ndarray, largest: int, *, seed: int = 0) -> list[np.ndarray]:
+    """Per fold, a seeded random sample of ``ceil(largest / (n_folds - 1))`` of its environment rows.
+
+    The samples of :func:`shared_kernel_cv`: fold k's is its test set, the others' first rows its training set.
+    """
+    n_folds = int(folds.max()) + 1
+    per_fold = math.ceil(largest / (n_folds - 1))
+    rng = np.random.default_rng([seed, n_folds, largest])
+    return [rng.permutation(np.flatnonzero(folds == k))[:per_fold] for k in range(n_folds)]
+
+
+def sample_training_rows(samples: Sequence[np.ndarray], k: int, size: int) -> tuple[list[int], list[int], np.ndarray]:
+    """(other folds, rows taken from each, training rows) of fold ``k`` at ``size`` from :func:`fold_samples`."""
+    others = [j for j in range(len(samples)) if j != k]
+    counts = [min(c, len(samples[j])) for c, j in zip(_split_evenly(size, len(others)), others, strict=True)]
+    return others, counts, np.concatenate([samples[j][:c] for j, c in zip(others, counts, strict=True)])
+
+
 def shared_kernel_cv(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndarray, spec: ModelSpec, *,
                      sizes: Sequence[int], n_folds: int = 5, seed: int = 0, folds: np.ndarray | None = None,
                      precision: str = "mixed", target: str = "local", log: Log = None,
@@ -453,9 +471,7 @@ def shared_kernel_cv(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.nd
         raise ModelError(f"training sizes must be positive, got {sizes}")
     folds = group_folds(groups, n_folds, seed=seed) if folds is None else np.asarray(folds)
     n_folds = int(folds.max()) + 1
-    per_fold = math.ceil(sizes[-1] / (n_folds - 1))
-    rng = np.random.default_rng([seed, n_folds, sizes[-1]])
-    samples = [rng.permutation(np.flatnonzero(folds == k))[:per_fold] for k in range(n_folds)]
+    samples = fold_samples(folds, sizes[-1], seed=seed)
     start = time.perf_counter()
     n_tiles = n_folds * (n_folds + 1) // 2
     with progress_bar(n_tiles, "kernel tiles", enabled=progress) as update:
@@ -472,10 +488,7 @@ def shared_kernel_cv(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.nd
         n_used, train_rmse, test_rmse, train_rows = [], [], [], []
         for k in range(n_folds):
             t0 = time.perf_counter()
-            others = [j for j in range(n_folds) if j != k]
-            counts = [min(c, len(samples[j])) for c, j in zip(_split_evenly(size, n_folds - 1), others,
-                                                               strict=True)]
-            train = np.concatenate([samples[j][:c] for j, c in zip(others, counts, strict=True)])
+            others, counts, train = sample_training_rows(samples, k, size)
             gpr = kernel.fit(others, counts, y[train], noise=spec.noise, precision=precision)
             predictions[samples[k]] = kernel.predict(gpr, others, counts, target=k)
             n_used.append(int(len(train)))

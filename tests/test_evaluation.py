@@ -98,6 +98,16 @@ def test_group_folds_keep_groups_together_and_are_seeded():
         group_folds(groups[:3], 5)
 
 
+def test_select_and_exclude_frames_by_info(dataset):
+    only = read_environments(dataset, select={"structure_id": ["zni", "coi"]}, exclude={"rattle": [0]})
+    assert set(only.groups) == {"zni", "coi"} and len(only.structures) == 4
+    assert all(a.info["rattle"] != 0 for a in only.structures)
+    with pytest.raises(ValueError, match="no structure has info key 'order'"):
+        read_environments(dataset, exclude={"order": ["d-r"]})
+    with pytest.raises(ValueError, match="no structure left"):
+        read_environments(dataset, select={"structure_id": ["nonexistent"]})
+
+
 def test_environments_labels_groups_targets(env, dataset):
     assert len(env) == 3 * (16 + 16 + 20 + 16 + 8 + 8 + 6)
     assert env.n_groups == len(NETS)
@@ -298,6 +308,9 @@ def test_cli_end_to_end(dataset, shared_data, tmp_path):
     out = run("cv", *common, "--representation", "AB2", "--shared-kernel", "--n-train", "100", "--precision",
               "mixed", "-o", str(tmp_path / "cv_shared.json"))
     assert json.loads((tmp_path / "cv_shared.json").read_text())["n_train"] == [100] * 3
+    run("cv", *common, "--representation", "A", "--exclude", "rattle=0", "--select", "structure_id=zni,coi,nog",
+        "-o", str(tmp_path / "cv_subset.json"))
+    assert json.loads((tmp_path / "cv_subset.json").read_text())["n_environments"] == 2 * (16 + 16 + 20)
     needs_n = runner.invoke(main, ["cv", *common, "--shared-kernel", "-o", str(tmp_path / "x.json")])
     assert needs_n.exit_code != 0 and "--n-train" in needs_n.output
     grid = ["grid-search", *common, "--representation", "A", "--cutoffs", "5:7:2", "--sigmas", "0.5,1.0",

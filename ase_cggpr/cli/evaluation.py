@@ -25,6 +25,17 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def _info_filter(items: tuple[str, ...], option: str) -> dict[str, list[str]]:
+    """('order=d,r-d', ...) -> {'order': ['d', 'r-d']}."""
+    chosen: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise click.BadParameter(f"expected KEY=V1[,V2...], got {item!r}", param_hint=option)
+        chosen.setdefault(key, []).extend(v for v in values.split(",") if v)
+    return chosen
+
+
 def data_options(function):
     """Options shared by every command that reads a training set and runs a CV."""
     options = [
@@ -42,6 +53,10 @@ def data_options(function):
         click.option("--label-key", help="Per-atom energies or per-metal labels (default: first of energies, "
                      "energy, e_local, e_local_mofff)."),
         click.option("--group-key", help="atoms.info key of the CV group (default: structure_id, net or name)."),
+        click.option("--select", multiple=True, metavar="KEY=V1[,V2]",
+                     help="Use only frames whose atoms.info[KEY] is one of the values (repeatable)."),
+        click.option("--exclude", multiple=True, metavar="KEY=V1[,V2]",
+                     help="Leave out frames whose atoms.info[KEY] is one of the values, e.g. order=d-r."),
         click.option("--folds", type=int, default=5, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--solver", type=click.Choice(["exact", "sparse"]), default="exact", show_default=True),
@@ -67,15 +82,17 @@ class Setup:
     """Parsed shared options: environments, spec, solver settings, cache."""
 
     def __init__(self, data, representation, cutoff, atom_sigma, n_max, l_max, noise, descriptor_backend, target,
-                 label_key, group_key, folds, seed, solver, precision, inducing, selection, shared_kernel, cache_dir,
-                 quiet):
+                 label_key, group_key, select, exclude, folds, seed, solver, precision, inducing, selection,
+                 shared_kernel, cache_dir, quiet):
         from ..evaluation import SoapCache, read_environments
         from ..spec import ModelSpec
 
         self.quiet = quiet
         self.spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                               l_max=l_max, noise=noise, backend=descriptor_backend)
-        self.env = read_environments(list(data), label_key=label_key, target=target, group_key=group_key)
+        self.env = read_environments(list(data), label_key=label_key, target=target, group_key=group_key,
+                                     select=_info_filter(select, "--select"),
+                                     exclude=_info_filter(exclude, "--exclude"))
         self.folds, self.seed, self.solver = folds, seed, solver
         if shared_kernel and solver != "exact":
             raise click.UsageError("--shared-kernel needs --solver exact")
@@ -99,8 +116,8 @@ class Setup:
 
 def with_setup(function):
     names = ("data", "representation", "cutoff", "atom_sigma", "n_max", "l_max", "noise", "descriptor_backend",
-             "target", "label_key", "group_key", "folds", "seed", "solver", "precision", "inducing", "selection",
-             "shared_kernel", "cache_dir", "quiet")
+             "target", "label_key", "group_key", "select", "exclude", "folds", "seed", "solver", "precision",
+             "inducing", "selection", "shared_kernel", "cache_dir", "quiet")
 
     @functools.wraps(function)
     def wrapper(**kwargs):

@@ -40,7 +40,7 @@ import numpy as np
 from ase import Atoms
 
 from .beads import BeadMap, Topology, coarse_grain, find_topology, structure_name
-from .descriptors import soap_vectors
+from .descriptors import SPECIES, soap_dimension, soap_vectors
 from .errors import LabelError, ModelError
 from .labels import TARGETS, local_energies
 from .model import CGGPRModel
@@ -244,13 +244,19 @@ class SoapCache:
             return None
         return self.directory / f"soap-{spec.representation}-{self.key(env, spec)}.npy"
 
-    def vectors(self, env: Environments, spec: ModelSpec) -> np.ndarray:
+    def vectors(self, env: Environments, spec: ModelSpec, *, rows: np.ndarray | None = None) -> np.ndarray:
         """(n_env, D) normalised SOAP vectors of ``env`` for ``spec`` (loaded or computed).
 
         With a cache directory the vectors are written ``CHUNK`` structures at a time into a ``.npy``
         file and returned memory-mapped (read-only), so memory does not grow with the number of
         environments (80,000 atomistic environments are 12 GB on disk, not in RAM).
+
+        ``rows`` (sorted environment indices) asks for those environments only, (len(rows), D): they are
+        taken from the full set when it is cached, and otherwise computed for the selected centres alone
+        (kept in memory, not on disk), so a CV on a sample of 4,000 of 80,000 environments describes 4,000.
         """
+        if rows is not None:
+            return self._subset(env, spec, rows)
         key = self.key(env, spec)
         if key in self._memory:
             self.hits += 1
@@ -286,6 +292,46 @@ class SoapCache:
                 os.replace(tmp, path)
                 X = np.load(path, mmap_mode="r", allow_pickle=False)
         self._memory = {key: X}  # keep one set (atomistic vectors are large)
+        return X
+
+    def _subset(self, env: Environments, spec: ModelSpec, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or (rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= len(env))):
+            raise ModelError(f"rows must be sorted, unique environment indices in 0..{len(env) - 1}")
+        key = self.key(env, spec)
+        digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+        subset_key = f"{key}-rows-{digest}"
+        if subset_key in self._memory:
+            self.hits += 1
+            return self._memory[subset_key]
+        path = self.path(env, spec)
+        if key in self._memory or (path is not None and path.exists()):
+            full = self.vectors(env, spec)
+            if full.shape[0] == len(env):
+                return np.asarray(full[rows])
+        self.misses += 1
+        rep = spec.representation
+        centre_species = SPECIES[rep][1]
+        first_row = np.concatenate([[0], np.cumsum(np.bincount(env.owner, minlength=len(env.structures)))])
+        row_owner = env.owner[rows]  # non-decreasing: environments are stored structure by structure
+        owners = np.unique(row_owner)
+        with progress_bar(len(owners), f"SOAP {rep} ({len(rows)} of {len(env)})", enabled=self.progress) as update:
+            parts = []
+            for begin in range(0, len(owners), self.CHUNK):
+                chunk = owners[begin:begin + self.CHUNK]
+                maps, centres = [], []
+                for s in chunk:
+                    bead_map = coarse_grain(env.structures[s], rep, topology=env.topologies[s])
+                    lo, hi = np.searchsorted(row_owner, [s, s + 1])
+                    local = rows[lo:hi] - first_row[s]
+                    atoms = np.flatnonzero(np.isin(bead_map.structure.numbers, centre_species))
+                    maps.append(bead_map)
+                    centres.append(atoms[local])
+                parts.append(soap_vectors(maps, spec, centres=centres, progress=update))
+        X = np.concatenate(parts) if parts else np.zeros((0, soap_dimension(spec)))
+        if X.shape[0] != len(rows):
+            raise ModelError(f"SOAP gave {X.shape[0]} vectors for {len(rows)} environments")
+        self._memory = {subset_key: X}
         return X
 
 
@@ -612,40 +658,70 @@ def _number(value: str):
 
 # -- grid search -------------------------------------------------------------------------------------------------
 GRID_FIELDS = ("representation", "cutoff", "atom_sigma", "noise", "n_train", "n_folds", "seed",
-               "train_rmse", "test_rmse", "seconds")
+               "train_rmse", "test_rmse", "seconds", "protocol")
+
+#: How a grid point is cross-validated: every fold's own fit on its training folds, tested on the whole fold
+#: (``per-fold``), or :func:`shared_kernel_cv` on seeded per-fold samples (``shared``).
+GRID_PROTOCOLS = ("per-fold", "shared")
 
 
 def _grid_key(cutoff: float, atom_sigma: float, noise: float) -> tuple[str, str, str]:
     return (f"{float(cutoff):.6g}", f"{float(atom_sigma):.6g}", f"{float(noise):.6g}")
 
 
+def _grid_setting(row: dict[str, Any]) -> tuple[str, ...]:
+    return (str(row["representation"]), str(row["n_train"] if row["n_train"] != "" else ""), str(row["n_folds"]),
+            str(row["seed"]), str(row.get("protocol") or "per-fold"))
+
+
 def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float], atom_sigmas: Sequence[float],
                 noises: Sequence[float] | None = None, csv_path: str | os.PathLike, n_folds: int = 5,
                 n_train: int | None = None, seed: int = 0, cache: SoapCache | None = None,
-                solver: str = "exact", solver_options: dict | None = None,
+                solver: str = "exact", solver_options: dict | None = None, shared_kernel: bool = False,
                 log: Log = None) -> list[dict[str, Any]]:
     """Grouped-CV RMSE over cutoff x atom_sigma (x noise), appended to ``csv_path`` point by point.
 
     Resumable: points already in the CSV (same representation, cutoff, atom_sigma, noise, n_train,
-    n_folds, seed) are not recomputed. SOAP vectors are computed once per (cutoff, atom_sigma) and
-    shared by the noise values. Points whose ``cutoff_transition_width`` would not fit are skipped.
+    n_folds, seed, protocol) are not recomputed. SOAP vectors are computed once per (cutoff, atom_sigma)
+    and shared by the noise values. Points whose ``cutoff_transition_width`` would not fit are skipped.
+
+    ``shared_kernel=True`` (exact solver, ``n_train`` given) draws the seeded per-fold samples of
+    :func:`shared_kernel_cv` once and evaluates every point on the same environments, describing only
+    those: ``n_train * n_folds / (n_folds - 1)`` SOAP vectors per point instead of all of them, so wide
+    grids (cutoff to 15 Å, atom_sigma to 2 Å) of large data sets stay affordable, and the points differ
+    by their hyperparameters alone.
     Returns every row of the CSV for this representation and setting.
     """
     csv_path = Path(csv_path)
     cache = cache or SoapCache(None)
     noises = list(noises) if noises else [spec.noise]
+    if shared_kernel and (n_train is None or solver != "exact"):
+        raise ModelError("the shared-kernel grid search needs the exact solver and a training size (n_train)")
+    protocol = "shared" if shared_kernel else "per-fold"
+    setting = (spec.representation, str(n_train or ""), str(n_folds), str(seed), protocol)
     done = set()
-    setting = (spec.representation, str(n_train or ""), str(n_folds), str(seed))
+    fields = list(GRID_FIELDS)
     if csv_path.exists():
+        with open(csv_path, newline="") as handle:
+            fields = next(csv.reader(handle), None) or list(GRID_FIELDS)
+        if "protocol" not in fields and shared_kernel:
+            raise ModelError(f"{csv_path} holds per-fold grid results (no protocol column); write the "
+                             "shared-kernel grid to another file")
         for row in read_csv(csv_path):
-            if (str(row["representation"]), str(row["n_train"] if row["n_train"] != "" else ""),
-                    str(row["n_folds"]), str(row["seed"])) == setting:
+            if _grid_setting(row) == setting:
                 done.add(_grid_key(row["cutoff"], row["atom_sigma"], row["noise"]))
     else:
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         with open(csv_path, "w", newline="") as handle:
             csv.writer(handle).writerow(GRID_FIELDS)
     folds = group_folds(env.groups, n_folds, seed=seed)
+    rows = None
+    if shared_kernel:
+        rows = np.sort(np.concatenate(fold_samples(folds, n_train, seed=seed)))
+        if log:
+            log(f"{spec.representation}: every grid point on the same {len(rows)} sampled environments "
+                f"(of {len(env)})")
+    options = dict(solver_options or {})
     for cutoff in cutoffs:
         for sigma in atom_sigmas:
             todo = [n for n in noises if _grid_key(cutoff, sigma, n) not in done]
@@ -654,22 +730,31 @@ def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float],
             if float(cutoff) <= spec.cutoff_transition_width:
                 continue
             point = spec.replace(cutoff=float(cutoff), atom_sigma=float(sigma))
-            X = cache.vectors(env, point)
+            t0 = time.perf_counter()
+            X = cache.vectors(env, point, rows=rows)
+            soap_seconds = time.perf_counter() - t0
             for noise in todo:
-                result = cross_validate(X, env.labels, env.groups, point.replace(noise=float(noise)),
-                                        n_folds=n_folds, n_train=n_train, seed=seed, solver=solver,
-                                        solver_options=solver_options, folds=folds, target=env.target)
+                point_n = point.replace(noise=float(noise))
+                if shared_kernel:
+                    result = shared_kernel_cv(X, env.labels[rows], env.groups[rows], point_n, sizes=[n_train],
+                                              folds=folds[rows], seed=seed, target=env.target,
+                                              precision=options.get("precision", "mixed"))[0]
+                else:
+                    result = cross_validate(X, env.labels, env.groups, point_n, n_folds=n_folds, n_train=n_train,
+                                            seed=seed, solver=solver, solver_options=solver_options, folds=folds,
+                                            target=env.target)
                 row = {"representation": spec.representation, "cutoff": float(cutoff), "atom_sigma": float(sigma),
                        "noise": float(noise), "n_train": n_train or "", "n_folds": n_folds, "seed": seed,
                        "train_rmse": result.mean_train_rmse, "test_rmse": result.mean_test_rmse,
-                       "seconds": round(result.seconds, 3)}
+                       "seconds": round(result.seconds + soap_seconds, 3), "protocol": protocol}
+                soap_seconds = 0.0
                 with open(csv_path, "a", newline="") as handle:
-                    csv.DictWriter(handle, fieldnames=GRID_FIELDS).writerow(row)
+                    csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore").writerow(row)
                 done.add(_grid_key(cutoff, sigma, noise))
                 if log:
                     log(f"{spec.representation} cutoff {cutoff} sigma {sigma} noise {noise}: "
-                        f"test {result.mean_test_rmse:.4f} eV ({result.seconds:.1f} s)")
-    return [r for r in read_csv(csv_path) if str(r["representation"]) == spec.representation]
+                        f"test {result.mean_test_rmse:.4f} eV ({row['seconds']:.1f} s)")
+    return [r for r in read_csv(csv_path) if _grid_setting(r) == setting]
 
 
 def optimum(rows: Sequence[dict[str, Any]], *, key: str = "test_rmse") -> dict[str, Any]:

@@ -169,6 +169,48 @@ def test_grid_search_csv_optimum_and_resume(env, tmp_path):
     assert fresh.misses == 1 and len(more) == 9  # only the new point
 
 
+@pytest.mark.parametrize("representation", ["atomistic", "AB2", "A"])
+def test_soap_of_selected_environments_equals_rows_of_all(env, representation):
+    spec = ModelSpec(representation=representation, **SMALL)
+    rows = np.sort(np.random.default_rng(3).choice(len(env), size=40, replace=False))
+    cache = SoapCache(None)
+    X_rows = cache.vectors(env, spec, rows=rows)  # computed for the 40 centres only
+    assert X_rows.shape[0] == 40 and cache.misses == 1
+    assert cache.vectors(env, spec, rows=rows) is X_rows and cache.hits == 1
+    X_all = SoapCache(None).vectors(env, spec)
+    np.testing.assert_allclose(X_rows, X_all[rows], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="sorted"):
+        cache.vectors(env, spec, rows=rows[::-1])
+
+
+def test_shared_kernel_grid_search_describes_only_the_samples(env, tmp_path):
+    spec = ModelSpec(representation="A", **SMALL)
+    csv_path = tmp_path / "grid.csv"
+    cache = SoapCache(None)
+    rows = grid_search(env, spec, cutoffs=[5.0, 7.0], atom_sigmas=[0.5], csv_path=csv_path, n_folds=3,
+                       n_train=60, seed=1, cache=cache, shared_kernel=True)
+    assert len(rows) == 2 and {r["protocol"] for r in rows} == {"shared"}
+    assert all(r["n_train"] == 60 for r in rows)
+    # the same point by the shared-kernel CV on all vectors: same samples, same fits, same RMSE
+    point = spec.replace(cutoff=7.0, atom_sigma=0.5)
+    full = shared_kernel_cv(SoapCache(None).vectors(env, point), env.labels, env.groups, point, sizes=[60],
+                            n_folds=3, seed=1)[0]
+    row = next(r for r in rows if r["cutoff"] == 7.0)
+    assert row["test_rmse"] == pytest.approx(full.mean_test_rmse, rel=1e-9)
+    assert row["train_rmse"] == pytest.approx(full.mean_train_rmse, rel=1e-9)
+    assert np.isfinite(full.predictions).sum() == 90 < len(env)  # 60 * 3 / 2 sampled environments
+    assert cache.misses == 2 and [len(X) for X in cache._memory.values()] == [90]  # only those described
+    fresh = SoapCache(None)
+    grid_search(env, spec, cutoffs=[5.0, 7.0], atom_sigmas=[0.5], csv_path=csv_path, n_folds=3, n_train=60,
+                seed=1, cache=fresh, shared_kernel=True)
+    assert fresh.misses == 0  # resumed: nothing recomputed
+    per_fold = grid_search(env, spec, cutoffs=[5.0], atom_sigmas=[0.5], csv_path=csv_path, n_folds=3,
+                           n_train=60, seed=1, cache=fresh)
+    assert len(per_fold) == 1 and per_fold[0]["protocol"] == "per-fold"  # another protocol, another point
+    with pytest.raises(ValueError, match="n_train"):
+        grid_search(env, spec, cutoffs=[5.0], atom_sigmas=[0.5], csv_path=tmp_path / "g2.csv", shared_kernel=True)
+
+
 def test_soap_cache_hit_on_second_call(env, tmp_path):
     spec = ModelSpec(representation="AB2", **SMALL)
     cache = SoapCache(tmp_path)

@@ -199,14 +199,18 @@ def learning_curve_command(setup, sizes, output):
 @fail_on_errors
 @with_setup
 def grid_search_command(setup, cutoffs, sigmas, noises, n_train, output):
-    """Grid search over cutoff x atom_sigma (x noise), resumable, results as CSV; prints the optimum."""
+    """Grid search over cutoff x atom_sigma (x noise), resumable, results as CSV; prints the optimum.
+
+    With --shared-kernel and --n-train every point is evaluated on the same seeded per-fold samples and
+    only their SOAP vectors are computed (fast for wide grids on large data).
+    """
     from ..evaluation import grid_search, optimum
 
-    if setup.shared_kernel:
-        raise click.UsageError("--shared-kernel is not available for grid-search (each point has its own kernel)")
+    if setup.shared_kernel and n_train is None:
+        raise click.UsageError("--shared-kernel needs --n-train")
     rows = grid_search(setup.env, setup.spec, cutoffs=_floats(cutoffs), atom_sigmas=_floats(sigmas),
                        noises=_floats(noises) if noises else None, csv_path=output, n_train=n_train,
-                       cache=setup.cache, log=setup.log, **setup.cv_kwargs())
+                       cache=setup.cache, shared_kernel=setup.shared_kernel, log=setup.log, **setup.cv_kwargs())
     best = optimum(rows)
     click.echo(f"{setup.spec.representation} optimum: cutoff {best['cutoff']} Å, atom_sigma {best['atom_sigma']} Å, "
                f"noise {best['noise']} eV: test RMSE {best['test_rmse']:.4f} eV ({len(rows)} points) -> {output}")

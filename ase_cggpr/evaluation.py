@@ -669,7 +669,8 @@ def _grid_key(cutoff: float, atom_sigma: float, noise: float) -> tuple[str, str,
     return (f"{float(cutoff):.6g}", f"{float(atom_sigma):.6g}", f"{float(noise):.6g}")
 
 
-def _grid_setting(row: dict[str, Any]) -> tuple[str, ...]:
+def grid_setting(row: dict[str, Any]) -> tuple[str, ...]:
+    """(representation, n_train, n_folds, seed, protocol) of a grid-search CSV row: the points of one grid."""
     return (str(row["representation"]), str(row["n_train"] if row["n_train"] != "" else ""), str(row["n_folds"]),
             str(row["seed"]), str(row.get("protocol") or "per-fold"))
 
@@ -708,7 +709,7 @@ def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float],
             raise ModelError(f"{csv_path} holds per-fold grid results (no protocol column); write the "
                              "shared-kernel grid to another file")
         for row in read_csv(csv_path):
-            if _grid_setting(row) == setting:
+            if grid_setting(row) == setting:
                 done.add(_grid_key(row["cutoff"], row["atom_sigma"], row["noise"]))
     else:
         csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -754,7 +755,7 @@ def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float],
                 if log:
                     log(f"{spec.representation} cutoff {cutoff} sigma {sigma} noise {noise}: "
                         f"test {result.mean_test_rmse:.4f} eV ({row['seconds']:.1f} s)")
-    return [r for r in read_csv(csv_path) if _grid_setting(r) == setting]
+    return [r for r in read_csv(csv_path) if grid_setting(r) == setting]
 
 
 def optimum(rows: Sequence[dict[str, Any]], *, key: str = "test_rmse") -> dict[str, Any]:

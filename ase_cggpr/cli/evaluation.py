@@ -287,7 +287,7 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
                  paper: Path | None = None) -> Path:
     """Write a markdown (or, for a .html output, HTML) page with tables and figures of evaluation runs."""
     from .. import plots
-    from ..evaluation import optimum, paper_grid, paper_learning_curve, read_csv, read_predictions
+    from ..evaluation import grid_setting, optimum, paper_grid, paper_learning_curve, read_csv, read_predictions
 
     output = Path(output)
     figures = output.with_name(output.stem + "_figures")
@@ -343,19 +343,23 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
 
     if grid_files:
         parts += ["## Grid searches", ""]
-        grids: dict[str, list] = {}
+        grids: dict[tuple, list] = {}
         for path in grid_files:
-            for r in read_csv(path):
-                grids.setdefault(str(r["representation"]), []).append(r)
-        for rep, rows in grids.items():
+            for r in read_csv(path):  # one heatmap per representation and CV setting
+                grids.setdefault(grid_setting(r), []).append(r)
+        for setting, rows in grids.items():
+            rep, n_train, n_folds, _, protocol = setting
             best = optimum(rows)
+            detail = f"{len(rows)} points, {n_folds} folds, N = {n_train or 'all'}, {protocol}"
             line = (f"**{rep}**: optimum cutoff {best['cutoff']} Å, atom_sigma {best['atom_sigma']} Å, noise "
-                    f"{best['noise']} eV, test RMSE {best['test_rmse']:.4f} eV ({len(rows)} points)")
+                    f"{best['noise']} eV, test RMSE {best['test_rmse']:.4f} eV ({detail})")
             if paper is not None:
                 ref = optimum(paper_grid(paper, rep))
                 line += (f"; paper: {ref['cutoff']} Å, {ref['atom_sigma']} Å, {ref['test_rmse']:.4f} eV")
-            name = f"grid_{rep}.png"
-            plots.grid_heatmap(rows, title=f"{rep} grid search", path=figures / name)
+            same_rep = [s for s in grids if s[0] == rep]
+            name = f"grid_{rep}.png" if len(same_rep) == 1 else f"grid_{rep}_{same_rep.index(setting) + 1}.png"
+            plots.grid_heatmap(rows, title=f"{rep} grid search (N = {n_train or 'all'}, {protocol})",
+                               path=figures / name)
             parts += [line, "", f"![{rep} grid]({figures.name}/{name})", ""]
 
     text = "\n".join(parts)

@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--reuse-relaxed", type=Path, default=None)
     parser.add_argument("--zni", type=Path, default=None)
     parser.add_argument("--merge-only", action="store_true",
-                        help="only merge the nets finished so far (e.g. while a build runs)")
+                        help="only merge the nets finished so far (e.g. while a build runs), in build order")
     parser.add_argument("--store", type=Path, default=ROOT / "datasets" / "full-build",
                         help="folder of gzipped relaxed structures kept between runs")
     parser.add_argument("--no-store", action="store_true", help="neither restore nor store relaxations")
@@ -126,6 +126,13 @@ def main() -> int:
     config = BuildConfig(batches=args.batches, seed=args.seed, max_zn=args.max_zn)
     if args.store_only:
         print(f"stored {store_relaxed(args.output, args.store, config)} new relaxations in {args.store}")
+        return 0
+    if args.merge_only:  # the finished nets, in build order, without re-reading the CIFs
+        finished = [json.loads(p.read_text()) for p in (args.output / "frames").glob("*.json")]
+        finished.sort(key=lambda s: (s["n_zn"], s["net"]))
+        summary = merge(args.output, [s["net"] for s in finished])
+        summary.pop("nets")
+        print(json.dumps(summary, indent=1))
         return 0
     t0 = time.perf_counter()
     nets, rejected = read_nets(args.nets)
@@ -146,12 +153,8 @@ def main() -> int:
         print(f"restored {restore_relaxed(args.store, args.output, config)} relaxations from {args.store}",
               flush=True)
     t1 = time.perf_counter()
-    if args.merge_only:
-        summary = merge(args.output, [n.name for n in nets])
-    else:
-        with progress_bar(len(nets), "nets") as update:
-            summary = build_dataset(nets, args.output, config, workers=args.workers,
-                                    progress=update)
+    with progress_bar(len(nets), "nets") as update:
+        summary = build_dataset(nets, args.output, config, workers=args.workers, progress=update)
     wall = time.perf_counter() - t1
     if not args.no_store:
         print(f"stored {store_relaxed(args.output, args.store, config)} new relaxations in {args.store}",

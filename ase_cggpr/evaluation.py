@@ -253,7 +253,8 @@ class SoapCache:
 
         ``rows`` (sorted environment indices) asks for those environments only, (len(rows), D): they are
         taken from the full set when it is cached, and otherwise computed for the selected centres alone
-        (kept in memory, not on disk), so a CV on a sample of 4,000 of 80,000 environments describes 4,000.
+        (and cached under a key that adds the rows), so a CV on a sample of 4,000 of 80,000 environments
+        describes 4,000.
         """
         if rows is not None:
             return self._subset(env, spec, rows)
@@ -309,6 +310,13 @@ class SoapCache:
             full = self.vectors(env, spec)
             if full.shape[0] == len(env):
                 return np.asarray(full[rows])
+        subset_path = None if path is None else path.with_name(f"{path.stem}-rows-{digest}.npy")
+        if subset_path is not None and subset_path.exists():
+            X = np.load(subset_path, allow_pickle=False)
+            if X.shape[0] == len(rows):
+                self.hits += 1
+                self._memory = {subset_key: X}
+                return X
         self.misses += 1
         rep = spec.representation
         centre_species = SPECIES[rep][1]
@@ -331,6 +339,10 @@ class SoapCache:
         X = np.concatenate(parts) if parts else np.zeros((0, soap_dimension(spec)))
         if X.shape[0] != len(rows):
             raise ModelError(f"SOAP gave {X.shape[0]} vectors for {len(rows)} environments")
+        if subset_path is not None:
+            tmp = subset_path.with_name(subset_path.stem + f".part{os.getpid()}.npy")
+            np.save(tmp, X)
+            os.replace(tmp, subset_path)
         self._memory = {subset_key: X}
         return X
 
@@ -514,6 +526,54 @@ def fold_samples(folds: np.ndarray, largest: int, *, seed: int = 0) -> list[np.n
     return [rng.permutation(np.flatnonzero(folds == k))[:per_fold] for k in range(n_folds)]
 
 
+class SampledRows:
+    """SOAP vectors of selected rows of an (n, D) set, indexed by the full set's row numbers.
+
+    What the shared-kernel CV needs of X is ``X[rows]`` for rows of its samples; this holds only those
+    (``vectors``, one per entry of the sorted ``rows``) and refuses any other row.
+    """
+
+    def __init__(self, vectors: np.ndarray, rows: np.ndarray, n: int):
+        self.vectors, self.rows = vectors, np.asarray(rows)
+        if self.vectors.shape[0] != len(self.rows):
+            raise ModelError(f"{self.vectors.shape[0]} vectors for {len(self.rows)} rows")
+        self.shape = (int(n), self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = np.asarray(index)
+        where = np.minimum(np.searchsorted(self.rows, index), len(self.rows) - 1)
+        if not np.array_equal(self.rows[where], index):
+            raise ModelError("asked for SOAP vectors of environments outside the sampled rows")
+        return self.vectors[where]
+
+
+def shared_kernel_rows(groups: Sequence[str] | np.ndarray, largest: int, *, n_folds: int = 5,
+                       seed: int = 0) -> np.ndarray:
+    """Sorted rows of every environment :func:`shared_kernel_cv` uses for sizes up to ``largest``."""
+    folds = group_folds(groups, n_folds, seed=seed)
+    return np.sort(np.concatenate(fold_samples(folds, largest, seed=seed)))
+
+
+def sampled_vectors(env: Environments, spec: ModelSpec, cache: SoapCache, largest: int, *, n_folds: int = 5,
+                    seed: int = 0) -> SampledRows:
+    """The SOAP vectors a shared-kernel CV of ``env`` up to ``largest`` training environments needs (only those
+    are described); pass the result as X to :func:`shared_kernel_cv`, :func:`cross_validate` or
+    :func:`learning_curve` (with ``shared_kernel=True``)."""
+    rows = shared_kernel_rows(env.groups, largest, n_folds=n_folds, seed=seed)
+    return SampledRows(cache.vectors(env, spec, rows=rows), rows, len(env))
+
+
+def usable_sizes(groups: Sequence[str] | np.ndarray, sizes: Sequence[int], *, n_folds: int = 5,
+                 seed: int = 0) -> list[int]:
+    """Training sizes a learning curve can use: each capped at the smallest training split."""
+    folds = group_folds(groups, n_folds, seed=seed)
+    largest = min(int((folds != k).sum()) for k in range(n_folds))
+    return sorted({min(int(s), largest) for s in sizes})
+
+
 def sample_training_rows(samples: Sequence[np.ndarray], k: int, size: int) -> tuple[list[int], list[int], np.ndarray]:
     """(other folds, rows taken from each, training rows) of fold ``k`` at ``size`` from :func:`fold_samples`."""
     others = [j for j in range(len(samples)) if j != k]
@@ -602,8 +662,7 @@ def learning_curve(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndar
     ``av_test_rmse``) plus the representation, the spread over folds and the time.
     """
     folds = group_folds(groups, n_folds, seed=seed)
-    largest = min(int((folds != k).sum()) for k in range(n_folds))
-    usable = sorted({min(int(s), largest) for s in sizes})
+    usable = usable_sizes(groups, sizes, n_folds=n_folds, seed=seed)
     rows = []
     if shared_kernel:
         if solver != "exact":
@@ -718,7 +777,7 @@ def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float],
     folds = group_folds(env.groups, n_folds, seed=seed)
     rows = None
     if shared_kernel:
-        rows = np.sort(np.concatenate(fold_samples(folds, n_train, seed=seed)))
+        rows = shared_kernel_rows(env.groups, n_train, n_folds=n_folds, seed=seed)
         if log:
             log(f"{spec.representation}: every grid point on the same {len(rows)} sampled environments "
                 f"(of {len(env)})")
@@ -732,13 +791,14 @@ def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float],
                 continue
             point = spec.replace(cutoff=float(cutoff), atom_sigma=float(sigma))
             t0 = time.perf_counter()
-            X = cache.vectors(env, point, rows=rows)
+            X = cache.vectors(env, point) if rows is None else \
+                SampledRows(cache.vectors(env, point, rows=rows), rows, len(env))
             soap_seconds = time.perf_counter() - t0
             for noise in todo:
                 point_n = point.replace(noise=float(noise))
                 if shared_kernel:
-                    result = shared_kernel_cv(X, env.labels[rows], env.groups[rows], point_n, sizes=[n_train],
-                                              folds=folds[rows], seed=seed, target=env.target,
+                    result = shared_kernel_cv(X, env.labels, env.groups, point_n, sizes=[n_train], folds=folds,
+                                              seed=seed, target=env.target,
                                               precision=options.get("precision", "mixed"))[0]
                 else:
                     result = cross_validate(X, env.labels, env.groups, point_n, n_folds=n_folds, n_train=n_train,
@@ -790,7 +850,10 @@ def cross_hyper_table(env: Environments, optima: dict[str, tuple[float, float]] 
                 continue
             cutoff, sigma = optima[hypers_of]
             spec = base.replace(representation=rep, cutoff=cutoff, atom_sigma=sigma)
-            X = cache.vectors(env, spec)
+            if shared_kernel and n_train is not None:
+                X = sampled_vectors(env, spec, cache, n_train, n_folds=n_folds, seed=seed)
+            else:
+                X = cache.vectors(env, spec)
             result = cross_validate(X, env.labels, env.groups, spec, n_folds=n_folds, n_train=n_train, seed=seed,
                                     solver=solver, solver_options=solver_options, folds=folds,
                                     target=env.target, shared_kernel=shared_kernel, log=log)

@@ -30,6 +30,7 @@ from ase_cggpr.evaluation import (
     read_csv,
     read_environments,
     read_predictions,
+    sampled_vectors,
     shared_kernel_cv,
 )
 from ase_cggpr.model import CGGPRModel
@@ -261,6 +262,24 @@ def test_shared_kernel_cv_equals_separate_exact_fits(env, ab2_vectors, precision
     assert single.test_rmse == pytest.approx(large.test_rmse, rel=1e-12)  # same seeded sample, same fits
     with pytest.raises(ValueError, match="n_train"):
         cross_validate(X, y, env.groups, spec, shared_kernel=True)
+
+
+def test_sampled_vectors_give_the_same_shared_kernel_results(env, ab2_vectors, tmp_path):
+    spec = ModelSpec(representation="AB2", **SMALL, noise=0.05)
+    cache = SoapCache(tmp_path)
+    X = sampled_vectors(env, spec, cache, 120, n_folds=4, seed=2)  # SOAP of the 160 sampled environments
+    assert X.vectors.shape[0] == 160 and len(X) == len(env) and not cache.path(env, spec).exists()
+    assert len(list(tmp_path.glob("*-rows-*.npy"))) == 1  # the sample's vectors are cached on disk
+    np.testing.assert_allclose(X.vectors, ab2_vectors[X.rows], rtol=0, atol=1e-12)
+    sampled = learning_curve(X, env.labels, env.groups, spec, sizes=[37, 120], n_folds=4, seed=2,
+                             shared_kernel=True)
+    full = learning_curve(ab2_vectors, env.labels, env.groups, spec, sizes=[37, 120], n_folds=4, seed=2,
+                          shared_kernel=True)
+    for a, b in zip(sampled, full, strict=True):  # same samples, same nested training sets, same fits
+        assert a["av_test_rmse"] == pytest.approx(b["av_test_rmse"], rel=1e-9)
+        assert a["av_train_rmse"] == pytest.approx(b["av_train_rmse"], rel=1e-9)
+    with pytest.raises(ValueError, match="outside the sampled rows"):
+        X[np.setdiff1d(np.arange(len(env)), X.rows)[:3]]
 
 
 def test_mixed_precision_equals_float64(env, ab2_vectors):

@@ -109,6 +109,15 @@ class Setup:
         if not self.quiet:
             click.echo(message, err=True)
 
+    def vectors(self, largest: int | None):
+        """SOAP vectors for a CV up to ``largest`` training environments: with --shared-kernel only those of
+        the sampled environments, otherwise all (cached)."""
+        from ..evaluation import sampled_vectors
+
+        if self.shared_kernel and largest is not None:
+            return sampled_vectors(self.env, self.spec, self.cache, largest, n_folds=self.folds, seed=self.seed)
+        return self.cache.vectors(self.env, self.spec)
+
     def cv_kwargs(self) -> dict:
         return {"n_folds": self.folds, "seed": self.seed, "solver": self.solver,
                 "solver_options": self.solver_options}
@@ -154,9 +163,9 @@ def cv(setup, n_train, output, predictions):
     """Grouped k-fold cross-validation of one model on DATA (extxyz files)."""
     from ..evaluation import cross_validate
 
-    X = setup.cache.vectors(setup.env, setup.spec)
     if setup.shared_kernel and n_train is None:
         raise click.UsageError("--shared-kernel needs --n-train")
+    X = setup.vectors(n_train)
     result = cross_validate(X, setup.env.labels, setup.env.groups, setup.spec, n_train=n_train,
                             target=setup.env.target, shared_kernel=setup.shared_kernel, log=setup.log,
                             **setup.cv_kwargs())
@@ -176,10 +185,10 @@ def cv(setup, n_train, output, predictions):
 @with_setup
 def learning_curve_command(setup, sizes, output):
     """RMSE vs number of training environments (grouped k-fold CV per size)."""
-    from ..evaluation import LC_FIELDS, PAPER_SIZES, learning_curve, write_csv
+    from ..evaluation import LC_FIELDS, PAPER_SIZES, learning_curve, usable_sizes, write_csv
 
     sizes = [int(s) for s in sizes.split(",")] if sizes else list(PAPER_SIZES)
-    X = setup.cache.vectors(setup.env, setup.spec)
+    X = setup.vectors(usable_sizes(setup.env.groups, sizes, n_folds=setup.folds, seed=setup.seed)[-1])
     rows = learning_curve(X, setup.env.labels, setup.env.groups, setup.spec, sizes=sizes, log=setup.log,
                           shared_kernel=setup.shared_kernel, **setup.cv_kwargs())
     write_csv(output, rows, LC_FIELDS)

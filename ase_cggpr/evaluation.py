@@ -244,6 +244,11 @@ class SoapCache:
             return None
         return self.directory / f"soap-{spec.representation}-{self.key(env, spec)}.npy"
 
+    def has(self, env: Environments, spec: ModelSpec) -> bool:
+        """Whether the vectors of every environment of ``env`` are cached (in memory or on disk)."""
+        path = self.path(env, spec)
+        return self.key(env, spec) in self._memory or (path is not None and path.exists())
+
     def vectors(self, env: Environments, spec: ModelSpec, *, rows: np.ndarray | None = None) -> np.ndarray:
         """(n_env, D) normalised SOAP vectors of ``env`` for ``spec`` (loaded or computed).
 
@@ -256,95 +261,78 @@ class SoapCache:
         (and cached under a key that adds the rows), so a CV on a sample of 4,000 of 80,000 environments
         describes 4,000.
         """
-        if rows is not None:
-            return self._subset(env, spec, rows)
         key = self.key(env, spec)
+        path = self.path(env, spec)
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or (rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0
+                                                  or rows[-1] >= len(env))):
+                raise ModelError(f"rows must be sorted, unique environment indices in 0..{len(env) - 1}")
+            if self.has(env, spec):
+                return np.asarray(self.vectors(env, spec)[rows])
+            digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+            key = f"{key}-rows-{digest}"
+            path = None if path is None else path.with_name(f"{path.stem}-rows-{digest}.npy")
+        n = len(env) if rows is None else len(rows)
         if key in self._memory:
             self.hits += 1
             return self._memory[key]
-        path = self.path(env, spec)
         if path is not None and path.exists():
             X = np.load(path, mmap_mode="r", allow_pickle=False)
-            if X.shape[0] == len(env):
+            if X.shape[0] == n:
                 self.hits += 1
                 self._memory = {key: X}
                 return X
             del X
         self.misses += 1
-        maps = env.maps(spec.representation)
-        with progress_bar(len(maps), f"SOAP {spec.representation}", enabled=self.progress) as update:
-            if path is None:
-                X = soap_vectors(maps, spec, progress=update)
-            else:
-                tmp = path.with_name(path.stem + f".part{os.getpid()}.npy")
-                X = None
-                row = 0
-                for begin in range(0, len(maps), self.CHUNK):
-                    rows = soap_vectors(maps[begin:begin + self.CHUNK], spec, progress=update)
-                    if X is None:
-                        X = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64,
-                                                      shape=(len(env), rows.shape[1]))
-                    X[row:row + len(rows)] = rows
-                    row += len(rows)
-                if row != len(env):
-                    raise ModelError(f"SOAP gave {row} vectors for {len(env)} environments")
-                X.flush()
-                del X
-                os.replace(tmp, path)
-                X = np.load(path, mmap_mode="r", allow_pickle=False)
+        X = self._compute(env, spec, rows, path)
+        if X.shape[0] != n:
+            raise ModelError(f"SOAP gave {X.shape[0]} vectors for {n} environments")
         self._memory = {key: X}  # keep one set (atomistic vectors are large)
         return X
 
-    def _subset(self, env: Environments, spec: ModelSpec, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows)
-        if rows.ndim != 1 or (rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= len(env))):
-            raise ModelError(f"rows must be sorted, unique environment indices in 0..{len(env) - 1}")
-        key = self.key(env, spec)
-        digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
-        subset_key = f"{key}-rows-{digest}"
-        if subset_key in self._memory:
-            self.hits += 1
-            return self._memory[subset_key]
-        path = self.path(env, spec)
-        if key in self._memory or (path is not None and path.exists()):
-            full = self.vectors(env, spec)
-            if full.shape[0] == len(env):
-                return np.asarray(full[rows])
-        subset_path = None if path is None else path.with_name(f"{path.stem}-rows-{digest}.npy")
-        if subset_path is not None and subset_path.exists():
-            X = np.load(subset_path, allow_pickle=False)
-            if X.shape[0] == len(rows):
-                self.hits += 1
-                self._memory = {subset_key: X}
-                return X
-        self.misses += 1
+    def _compute(self, env: Environments, spec: ModelSpec, rows: np.ndarray | None, path: Path | None) -> np.ndarray:
+        """SOAP of all environments (``rows`` None) or of ``rows``, ``CHUNK`` structures per call, written into
+        a memory-mapped ``path`` (or kept in memory without one)."""
         rep = spec.representation
-        centre_species = SPECIES[rep][1]
-        first_row = np.concatenate([[0], np.cumsum(np.bincount(env.owner, minlength=len(env.structures)))])
-        row_owner = env.owner[rows]  # non-decreasing: environments are stored structure by structure
-        owners = np.unique(row_owner)
-        with progress_bar(len(owners), f"SOAP {rep} ({len(rows)} of {len(env)})", enabled=self.progress) as update:
-            parts = []
+        if rows is None:
+            owners, centres_of = np.arange(len(env.structures)), None
+        else:
+            centre_species = SPECIES[rep][1]
+            first_row = np.concatenate([[0], np.cumsum(np.bincount(env.owner, minlength=len(env.structures)))])
+            row_owner = env.owner[rows]  # non-decreasing: environments are stored structure by structure
+            owners = np.unique(row_owner)
+
+            def centres_of(s: int, structure: Atoms) -> np.ndarray:
+                lo, hi = np.searchsorted(row_owner, [s, s + 1])
+                return np.flatnonzero(np.isin(structure.numbers, centre_species))[rows[lo:hi] - first_row[s]]
+
+        n = len(env) if rows is None else len(rows)
+        label = f"SOAP {rep}" + ("" if rows is None else f" ({n} of {len(env)} environments)")
+        tmp = None if path is None else path.with_name(path.stem + f".part{os.getpid()}.npy")
+        X, parts, filled = None, [], 0
+        with progress_bar(len(owners), label, enabled=self.progress) as update:
             for begin in range(0, len(owners), self.CHUNK):
                 chunk = owners[begin:begin + self.CHUNK]
-                maps, centres = [], []
-                for s in chunk:
-                    bead_map = coarse_grain(env.structures[s], rep, topology=env.topologies[s])
-                    lo, hi = np.searchsorted(row_owner, [s, s + 1])
-                    local = rows[lo:hi] - first_row[s]
-                    atoms = np.flatnonzero(np.isin(bead_map.structure.numbers, centre_species))
-                    maps.append(bead_map)
-                    centres.append(atoms[local])
-                parts.append(soap_vectors(maps, spec, centres=centres, progress=update))
-        X = np.concatenate(parts) if parts else np.zeros((0, soap_dimension(spec)))
-        if X.shape[0] != len(rows):
-            raise ModelError(f"SOAP gave {X.shape[0]} vectors for {len(rows)} environments")
-        if subset_path is not None:
-            tmp = subset_path.with_name(subset_path.stem + f".part{os.getpid()}.npy")
-            np.save(tmp, X)
-            os.replace(tmp, subset_path)
-        self._memory = {subset_key: X}
-        return X
+                maps = [coarse_grain(env.structures[s], rep, topology=env.topologies[s]) for s in chunk]
+                centres = None if centres_of is None else \
+                    [centres_of(s, m.structure) for s, m in zip(chunk, maps, strict=True)]
+                block = soap_vectors(maps, spec, centres=centres, progress=update)
+                if tmp is None:
+                    parts.append(block)
+                    continue
+                if X is None:
+                    X = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(n, block.shape[1]))
+                X[filled:filled + len(block)] = block[: max(0, n - filled)]
+                filled += len(block)
+        if tmp is None:
+            return np.concatenate(parts) if parts else np.zeros((0, soap_dimension(spec)))
+        if X is None or filled != n:
+            raise ModelError(f"SOAP gave {filled} vectors for {n} environments")
+        X.flush()
+        del X
+        os.replace(tmp, path)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 # -- folds --------------------------------------------------------------------------------------------------
@@ -558,10 +546,12 @@ def shared_kernel_rows(groups: Sequence[str] | np.ndarray, largest: int, *, n_fo
 
 
 def sampled_vectors(env: Environments, spec: ModelSpec, cache: SoapCache, largest: int, *, n_folds: int = 5,
-                    seed: int = 0) -> SampledRows:
+                    seed: int = 0) -> SampledRows | np.ndarray:
     """The SOAP vectors a shared-kernel CV of ``env`` up to ``largest`` training environments needs (only those
     are described); pass the result as X to :func:`shared_kernel_cv`, :func:`cross_validate` or
     :func:`learning_curve` (with ``shared_kernel=True``)."""
+    if cache.has(env, spec):  # all vectors at hand (memory-mapped): use them as they are
+        return cache.vectors(env, spec)
     rows = shared_kernel_rows(env.groups, largest, n_folds=n_folds, seed=seed)
     return SampledRows(cache.vectors(env, spec, rows=rows), rows, len(env))
 

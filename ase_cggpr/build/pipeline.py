@@ -406,13 +406,12 @@ def store_relaxed(out_dir: str | Path, store: str | Path, config: BuildConfig) -
     number of structures added.
     """
     out_dir, store = Path(out_dir), Path(store)
-    settings = {k: getattr(config, k) for k in RELAX_SETTINGS}
     manifest = store / STORE_MANIFEST
     if manifest.exists():
         _check_store(store, config)
     else:
         store.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps({"relax_settings": settings}, indent=1) + "\n")
+        manifest.write_text(json.dumps({"relax_settings": _relax_settings(config)}, indent=1) + "\n")
     (store / "relaxed").mkdir(parents=True, exist_ok=True)
     added = 0
     for path in sorted((out_dir / "relaxed").glob("*.extxyz")):
@@ -450,8 +449,12 @@ def restore_relaxed(store: str | Path, out_dir: str | Path, config: BuildConfig)
     return restored
 
 
+def _relax_settings(config: BuildConfig) -> dict:
+    return {k: getattr(config, k) for k in RELAX_SETTINGS}
+
+
 def _check_store(store: Path, config: BuildConfig) -> None:
-    wanted = {k: getattr(config, k) for k in RELAX_SETTINGS}
+    wanted = _relax_settings(config)
     stored = json.loads((store / STORE_MANIFEST).read_text()).get("relax_settings")
     if stored != json.loads(json.dumps(wanted)):
         raise ValueError(f"{store} holds relaxations made with {stored}; this build uses {wanted}")

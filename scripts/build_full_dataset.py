@@ -3,7 +3,7 @@
 Not a test: it takes hours for all nets. It is resumable (re-run the same command) and writes
 ``OUT/atomistic.extxyz``, ``OUT/cg.extxyz``, ``OUT/summary.json`` and ``OUT/report.txt``.
 
-    python scripts/build_full_dataset.py -o /work/runs/full --workers 2 --seed 0 \
+    python scripts/build_full_dataset.py -o /work/runs/full --workers 2 --seed 0 [--stop-after 160] \
         [--reuse-relaxed /work/runs/default] [--max-zn 96] [--zni ../shared/data/zif-structures/zni.cif]
 
 ``--reuse-relaxed`` copies relaxed structures of another build with the same seed (the
@@ -17,6 +17,9 @@ with the settings they were made with (``store.json``). Each run first restores 
 relaxations into the output folder (when the settings match) and, at the end (or with
 ``--store-only``), adds the new ones to the store. Labelling the frames of a net whose
 relaxation is stored takes seconds, so the build advances from one session to the next.
+Each new relaxation is stored as soon as its net is finished, and ``--stop-after MINUTES`` makes
+a run end (merged, stored, reported) before a deadline instead of being cut off in the middle of
+a relaxation: a net is only started if its estimated relaxation time fits in what is left.
 """
 
 from __future__ import annotations
@@ -65,7 +68,11 @@ def main() -> int:
     parser.add_argument("--no-store", action="store_true", help="neither restore nor store relaxations")
     parser.add_argument("--store-only", action="store_true",
                         help="only add the relaxations finished so far to the store (e.g. while a build runs)")
+    parser.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
+                        help="end within this many minutes of the start: a net is relaxed only if its estimated "
+                             "time fits in what is left; the rest are deferred to the next run")
     args = parser.parse_args()
+    t_start = time.perf_counter()
 
     from ase_cggpr.build import BuildConfig, build_dataset, merge, read_nets, restore_relaxed, store_relaxed
     from ase_cggpr.progress import progress_bar
@@ -102,10 +109,19 @@ def main() -> int:
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
         print(f"restored {n} relaxations from {args.store}", flush=True)
+    def keep(net_summary: dict) -> None:  # store each new relaxation as soon as its net is finished
+        if not args.no_store and net_summary.get("relax_seconds") is not None:
+            store_relaxed(args.output, args.store, config)
+
+    budget = None if args.stop_after is None else args.stop_after * 60 - (time.perf_counter() - t_start)
     t1 = time.perf_counter()
     with progress_bar(len(nets), "nets") as update:
-        summary = build_dataset(nets, args.output, config, workers=args.workers, progress=update)
+        summary = build_dataset(nets, args.output, config, workers=args.workers, progress=update,
+                                time_budget=None if budget is None else max(budget, 0.0),
+                                on_net_done=keep)
     wall = time.perf_counter() - t1
+    if summary["deferred"]:
+        print(f"{len(summary['deferred'])} nets deferred to the next run (--stop-after)", flush=True)
     if not args.no_store:
         print(f"stored {store_relaxed(args.output, args.store, config)} new relaxations in {args.store}",
               flush=True)

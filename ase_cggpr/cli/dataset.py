@@ -34,16 +34,24 @@ def dataset() -> None:
               help="Write the merged files as .extxyz.gz.")
 @click.option("--relaxed-store", type=click.Path(file_okay=False),
               help="Folder of gzipped relaxed structures kept between builds: restored into OUTPUT before the "
-                   "build, new ones added after it (relaxation is nearly all of the cost).")
+                   "build, each new one added as soon as its net is done (relaxation is nearly all of the cost).")
+@click.option("--stop-after", type=click.FloatRange(min=0), metavar="MINUTES",
+              help="End within this many minutes: a net is relaxed only if its estimated time fits in what is "
+                   "left; the others are deferred to the next run of the same command.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, relaxed_store, quiet) -> None:
+def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, relaxed_store, stop_after,
+          quiet) -> None:
     """Build a labelled dataset from AB2 net files NETS (CIFs or folders of them).
 
     Writes OUTPUT/atomistic.extxyz and OUTPUT/cg.extxyz (per-atom MOF-FF 'energies' and
     per-Zn 'e_local', eV) plus per-net files under OUTPUT/relaxed and OUTPUT/frames.
     """
+    import time
+
     from ..build import BuildConfig, build_dataset, read_nets, restore_relaxed, store_relaxed
     from ..progress import progress_bar
+
+    t_start = time.perf_counter()
 
     try:
         config = BuildConfig(batches=batches, levels=_split(levels), orders=_split(orders),
@@ -62,13 +70,24 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
             restored = restore_relaxed(relaxed_store, out_dir, config)
             if not quiet:
                 click.echo(f"restored {restored} relaxed structures from {relaxed_store}", err=True)
+        stored = 0
+
+        def keep(net_summary: dict) -> None:  # store each new relaxation at once
+            nonlocal stored
+            if relaxed_store and net_summary.get("relax_seconds") is not None:
+                stored += store_relaxed(out_dir, relaxed_store, config)
+
+        budget = None if stop_after is None else max(stop_after * 60 - (time.perf_counter() - t_start), 0.0)
         with progress_bar(len(nets_ok), "nets", enabled=not quiet) as update:
             summary = build_dataset(nets_ok, out_dir, config, workers=workers, progress=update,
-                                    compress=compress)
+                                    compress=compress, time_budget=budget, on_net_done=keep)
         if relaxed_store:
-            stored = store_relaxed(out_dir, relaxed_store, config)
+            stored += store_relaxed(out_dir, relaxed_store, config)
             if not quiet:
                 click.echo(f"stored {stored} new relaxed structures in {relaxed_store}", err=True)
+        if summary["deferred"] and not quiet:
+            click.echo(f"{len(summary['deferred'])} nets deferred (--stop-after): run the same command again "
+                       "to build them", err=True)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if not quiet:

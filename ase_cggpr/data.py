@@ -4,8 +4,9 @@ Conventions of the labelled extxyz files this package reads and writes:
 
 * atomistic frames carry per-atom MOF-FF energies ``energies`` (eV) and per-metal ``e_local`` (eV, NaN on
   the other atoms); coarse-grained frames (Si = A site, O = B bead) carry ``e_local`` on Si (NaN on O);
-* ``info``: ``structure_id`` (all rattled copies of one parent net share it: the group for CV), ``net``,
-  ``batch``, ``rattle``, ``order`` and ``reference_energy`` (mean local energy per Zn of relaxed zni, eV).
+* ``info``: ``structure_id`` (all rattled copies of one parent net share it), ``topology`` (all cells of one
+  framework share it: the group for CV and held-out sets; ``structure_id`` when absent), ``net``, ``batch``,
+  ``rattle``, ``order`` and ``reference_energy`` (mean local energy per Zn of relaxed zni, eV).
 
 ASE moves a per-atom column named ``energy`` or ``energies`` into ``atoms.calc.results``; the label
 functions look there too.
@@ -92,7 +93,7 @@ class LabelledSet:
     frames: list[Atoms]
     maps: list[BeadMap]
     labels: list[np.ndarray]
-    groups: np.ndarray  # one group id per structure (structure_id, else the structure's name)
+    groups: np.ndarray  # one group id per structure (topology, else structure_id, else the structure's name)
 
     @property
     def n_environments(self) -> int:
@@ -104,15 +105,24 @@ class LabelledSet:
 
 
 def load_labelled(structures: Iterable[Atoms], *, representation: str, label_key: str = "energies",
-                  target: str = "local") -> LabelledSet:
-    """Map structures and read their per-metal labels; errors name the structure and the problem."""
+                  target: str = "local", group_key: str | None = None) -> LabelledSet:
+    """Map structures and read their per-metal labels; errors name the structure and the problem.
+
+    ``group_key``: ``atoms.info`` key of each structure's group (held-out sets keep groups whole); default
+    ``topology``, else ``structure_id``, else the structure's name.
+    """
     frames, maps, labels, groups = [], [], [], []
     for atoms in structures:
         bead_map = coarse_grain(atoms, representation)
         labels.append(local_energies(atoms, key=label_key, target=target, topology=bead_map.topology))
         frames.append(atoms)
         maps.append(bead_map)
-        groups.append(str(atoms.info.get("structure_id", bead_map.name)))
+        if group_key is not None:
+            if group_key not in atoms.info:
+                raise LabelError(f"structure {bead_map.name!r}: no info[{group_key!r}] to group it by")
+            groups.append(str(atoms.info[group_key]))
+        else:
+            groups.append(str(atoms.info.get("topology", atoms.info.get("structure_id", bead_map.name))))
     if not frames:
         raise StructureError("no structures to train on")
     return LabelledSet(frames, maps, labels, np.array(groups))
@@ -124,7 +134,8 @@ def split_by_group(groups: np.ndarray, test_fraction: float, *, seed: int = 0) -
         raise ValueError(f"test_fraction must lie between 0 and 1, got {test_fraction}")
     unique = np.unique(groups)
     if len(unique) < 2:
-        raise LabelError("a held-out test set needs at least two structure groups (structure_id)")
+        raise LabelError("a held-out test set needs at least two structure groups (info 'topology' or "
+                         "'structure_id'; see group_key)")
     rng = np.random.default_rng(seed)
     n_test = min(max(1, round(test_fraction * len(unique))), len(unique) - 1)
     test_groups = rng.choice(unique, size=n_test, replace=False)

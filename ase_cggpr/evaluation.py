@@ -17,10 +17,14 @@ Typical use::
     result = cross_validate(X, env.labels, env.groups, spec, n_train=20000)
     print(result.test_rmse, result.train_rmse)
 
-Folds are grouped: every environment of one group (``atoms.info['structure_id']``: all rattled copies
-of one net) is in the same fold. Groups are shuffled with ``seed`` and dealt to the fold with the fewest
-environments so far, so folds are balanced and reproducible. When ``n_train`` is given, that many
-training environments are drawn (seeded, per fold) from the training folds, as in the paper.
+Folds are grouped: every environment of one group is in the same fold. The group is
+``atoms.info['topology']`` when present (the build's topology key: every cell of one framework, e.g. an IZA
+net and its CHIC-1 copy, whose environments are nearly the same; grouping by net instead let them leak
+across folds and lowered the AB2 test RMSE from 0.083 to 0.059 eV on the full build's first 238 nets),
+else ``structure_id`` (all rattled copies of one net), ``net`` or ``name``. Groups are shuffled with
+``seed`` and dealt to the fold with the fewest environments so far, so folds are balanced and reproducible.
+When ``n_train`` is given, that many training environments are drawn (seeded, per fold) from the training
+folds, as in the paper.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ PAPER_SIZES = (7, 15, 31, 62, 125, 250, 500, 1000, 2000, 4000, 8000, 16000, 3200
 TRAIN_RMSE_SAMPLE = 4000
 
 #: Structure-info keys tried, in order, for the CV group of a structure.
-GROUP_KEYS = ("structure_id", "net", "name")
+GROUP_KEYS = ("topology", "structure_id", "net", "name")
 
 Log = Callable[[str], None] | None
 
@@ -100,8 +104,8 @@ class Environments:
                 ``energy``, ``e_local``, ``e_local_mofff`` present (per-atom energies first, as the
                 Zn-only target needs them).
             target: ``"local"`` (default) or ``"metal"`` (Zn-only energy).
-            group_key: ``atoms.info`` key naming the group; default the first of ``structure_id``,
-                ``net``, ``name`` present; structures without any form a group each.
+            group_key: ``atoms.info`` key naming the group; default the first of ``topology``,
+                ``structure_id``, ``net``, ``name`` present; structures without any form a group each.
             labels: per-structure label arrays, instead of ``label_key``.
         """
         if target not in TARGETS:

@@ -35,9 +35,10 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
                 target: str = "local", cutoff: float | None = None, atom_sigma: float | None = None,
                 n_max: int = 16, l_max: int = 8, noise: float = 0.2, backend: str = "featomic",
                 reference: str | float | None = "auto", n_train: int | None = None,
-                test_fraction: float | None = None, seed: int = 0,
+                test_fraction: float | None = None, group_key: str | None = None, seed: int = 0,
                 progress: bool = False) -> tuple[CGGPRModel, dict[str, Any]]:
-    """Train a model on labelled structure files; optionally hold out whole structure groups.
+    """Train a model on labelled structure files; optionally hold out whole structure groups
+    (``group_key``: their ``atoms.info`` key; default ``topology``, else ``structure_id``).
 
     Returns the fitted model and a summary (numbers of structures and environments, label statistics in
     eV, and the held-out RMSE in eV per metal when ``test_fraction`` is given; the held-out uncertainty
@@ -46,7 +47,7 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
     spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                      l_max=l_max, noise=noise, backend=backend)
     labelled = load_labelled(iter_structures(data), representation=spec.representation, label_key=label_key,
-                             target=target)
+                             target=target, group_key=group_key)
     model = CGGPRModel(spec, reference_energy=parse_reference(reference, labelled.frames))
     report: dict[str, Any] = {"representation": spec.representation, "cutoff (Å)": spec.cutoff,
                               "atom_sigma (Å)": spec.atom_sigma, "structures": len(labelled.frames),

@@ -109,6 +109,19 @@ def test_select_and_exclude_frames_by_info(dataset):
         read_environments(dataset, select={"structure_id": ["nonexistent"]})
 
 
+def test_topology_groups_cells_of_one_framework_together(dataset, tmp_path):
+    """Frames with info['topology'] (the dataset build's key) are grouped by it before structure_id."""
+    frames = read(dataset, ":")
+    for atoms in frames:  # pretend zni and coi are two cells of one framework
+        if atoms.info["structure_id"] in ("zni", "coi"):
+            atoms.info["topology"] = "same-framework"
+    path = tmp_path / "topology.extxyz"
+    write(path, frames, format="extxyz")
+    env = read_environments(path)
+    assert env.n_groups == len(NETS) - 1 and "same-framework" in set(env.groups)
+    assert read_environments(path, group_key="structure_id").n_groups == len(NETS)
+
+
 def test_environments_labels_groups_targets(env, dataset):
     assert len(env) == 3 * (16 + 16 + 20 + 16 + 8 + 8 + 6)
     assert env.n_groups == len(NETS)

@@ -58,12 +58,14 @@ def echo(message: str, quiet: bool) -> None:
               help="Reference energy per metal (eV): a number, 'none', or 'auto' (the data's reference_energy).")
 @click.option("--n-train", type=int, help="Train on this many environments, drawn at random.")
 @click.option("--test-fraction", type=float, help="Hold out this fraction of structure groups; report test RMSE.")
+@click.option("--group-key", help="atoms.info key of the structure groups held out whole (default: topology, else "
+                                  "structure_id).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing model file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or summaries.")
 @fail_on_errors
 def train(data, output, representation, label_key, target, cutoff, atom_sigma, n_max, l_max, noise,
-          descriptor_backend, reference, n_train, test_fraction, seed, force, quiet):
+          descriptor_backend, reference, n_train, test_fraction, group_key, seed, force, quiet):
     """Train a model on DATA (extxyz files, folders or globs) and save it to OUTPUT."""
     from ..training import train_model
 
@@ -73,7 +75,8 @@ def train(data, output, representation, label_key, target, cutoff, atom_sigma, n
     model, report = train_model(
         data, representation=representation, label_key=label_key, target=target, cutoff=cutoff,
         atom_sigma=atom_sigma, n_max=n_max, l_max=l_max, noise=noise, backend=descriptor_backend,
-        reference=reference, n_train=n_train, test_fraction=test_fraction, seed=seed, progress=not quiet)
+        reference=reference, n_train=n_train, test_fraction=test_fraction, group_key=group_key, seed=seed,
+        progress=not quiet)
     model.save(output, overwrite=True)
     if not quiet:
         for key, value in report.items():

@@ -52,7 +52,8 @@ def data_options(function):
                      help="Local-environment energy or Zn-only energy."),
         click.option("--label-key", help="Per-atom energies or per-metal labels (default: first of energies, "
                      "energy, e_local, e_local_mofff)."),
-        click.option("--group-key", help="atoms.info key of the CV group (default: structure_id, net or name)."),
+        click.option("--group-key", help="atoms.info key of the CV group (default: the first of topology, "
+                                         "structure_id, net, name present)."),
         click.option("--select", multiple=True, metavar="KEY=V1[,V2]",
                      help="Use only frames whose atoms.info[KEY] is one of the values (repeatable)."),
         click.option("--exclude", multiple=True, metavar="KEY=V1[,V2]",

@@ -83,6 +83,8 @@ class Environments:
         groups: (n_env,) CV group of each environment (str).
         owner: (n_env,) index of the structure each environment belongs to.
         target: ``"local"`` or ``"metal"``.
+        group_by: the ``atoms.info`` key(s) the groups came from, e.g. ``"topology"`` ("+"-joined if the
+            structures differ; ``"#index"`` for structures grouped alone).
     """
 
     structures: list[Atoms]
@@ -91,6 +93,7 @@ class Environments:
     groups: np.ndarray
     owner: np.ndarray
     target: str = "local"
+    group_by: str = ""
 
     @classmethod
     def from_structures(cls, structures: Iterable[Atoms], *, label_key: str | None = None,
@@ -113,7 +116,7 @@ class Environments:
         structures = list(structures)
         if not structures:
             raise ModelError("no structures given")
-        topologies, label_arrays, groups = [], [], []
+        topologies, label_arrays, groups, used = [], [], [], []
         for k, atoms in enumerate(structures):
             name = structure_name(atoms, fallback=f"structure {k}")
             topology = find_topology(atoms, name=name)
@@ -128,11 +131,14 @@ class Environments:
                 raise LabelError(f"structure {name!r}: labels contain NaN or inf")
             topologies.append(topology)
             label_arrays.append(lab)
-            groups.append(_group_of(atoms, k, group_key))
+            group, key = _group_of(atoms, k, group_key)
+            groups.append(group)
+            if key not in used:
+                used.append(key)
         counts = np.array([t.n_metals for t in topologies])
         return cls(structures=structures, topologies=topologies, labels=np.concatenate(label_arrays),
                    groups=np.repeat(np.array(groups, dtype=str), counts),
-                   owner=np.repeat(np.arange(len(structures)), counts), target=target)
+                   owner=np.repeat(np.arange(len(structures)), counts), target=target, group_by="+".join(used))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -166,14 +172,15 @@ def _default_label_key(atoms: Atoms) -> str:
                      "e_local, e_local_mofff); pass label_key")
 
 
-def _group_of(atoms: Atoms, index: int, group_key: str | None) -> str:
+def _group_of(atoms: Atoms, index: int, group_key: str | None) -> tuple[str, str]:
+    """(group, info key it came from) of one structure."""
     keys = (group_key,) if group_key else GROUP_KEYS
     for key in keys:
         if key in atoms.info:
-            return str(atoms.info[key])
+            return str(atoms.info[key]), key
     if group_key:
         raise ModelError(f"structure {index} has no info[{group_key!r}] to group it by")
-    return f"#{index}"
+    return f"#{index}", "#index"
 
 
 def select_structures(structures: Sequence[Atoms], *, select: dict[str, Iterable[str]] | None = None,

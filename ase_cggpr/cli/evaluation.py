@@ -104,7 +104,7 @@ class Setup:
             self.solver_options = {"n_inducing": inducing, "selection": selection, "seed": seed}
         self.cache = SoapCache(cache_dir, progress=not quiet)
         self.log(f"{len(self.env)} environments in {len(self.env.structures)} structures, "
-                 f"{self.env.n_groups} groups; target {target}")
+                 f"{self.env.n_groups} groups (by {self.env.group_by}); target {target}")
 
     def log(self, message: str) -> None:
         if not self.quiet:

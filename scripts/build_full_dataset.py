@@ -5,11 +5,11 @@ Not a test: it takes hours for all nets. It is resumable (re-run the same comman
 ``OUT/atomistic.extxyz``, ``OUT/cg.extxyz``, ``OUT/summary.json`` and ``OUT/report.txt``.
 
     python scripts/build_full_dataset.py -o /work/runs/full --workers 2 --seed 0 [--stop-after 160] \
-        [--reuse-relaxed /work/runs/default] [--max-zn 96] [--zni ../shared/data/zif-structures/zni.cif]
+        [--max-zn 96] [--zni ../shared/data/zif-structures/zni.cif]
 
-``--reuse-relaxed`` copies relaxed structures of another build with the same seed (the
-relaxation depends only on the net, the seed and the relaxation settings), and ``--zni``
-re-derives the zni reference energy (mean MOF-FF local energy per Zn of relaxed zni).
+``--zni`` re-derives the zni reference energy (mean MOF-FF local energy per Zn of relaxed zni).
+Relaxations of another build folder are taken over through the store, which checks that they were
+made with the same settings: ``--store-only -o OTHER_BUILD`` adds them, the next run restores them.
 
 The MOF-FF relaxations are 98% of the build's cost (about 14 hours of 2-core time for all
 566 nets) and a session's run folder does not outlive the session, so the relaxed structures
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -60,7 +59,6 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--max-zn", type=int, default=None)
-    parser.add_argument("--reuse-relaxed", type=Path, default=None)
     parser.add_argument("--zni", type=Path, default=None)
     parser.add_argument("--merge-only", action="store_true",
                         help="only merge the nets finished so far (e.g. while a build runs), smallest first, "
@@ -107,12 +105,6 @@ def main() -> int:
     (args.output / "rejected_nets.json").write_text(json.dumps(rejected, indent=1))
     if args.zni:
         print(f"zni reference: {zni_reference(args.zni):.6f} eV per Zn", flush=True)
-    if args.reuse_relaxed:
-        target = args.output / "relaxed"
-        target.mkdir(parents=True, exist_ok=True)
-        for path in (args.reuse_relaxed / "relaxed").glob("*.extxyz"):
-            if not (target / path.name).exists():
-                shutil.copy2(path, target / path.name)
     if not args.no_store:
         try:
             n = restore_relaxed(args.store, args.output, config)

@@ -223,6 +223,8 @@ def test_build_end_to_end_and_resume(sod_net, tmp_path, monkeypatch):
                                at[0].arrays["e_local"][:12], atol=1e-7)
     with pytest.raises(ValueError, match="relaxations made with"):
         restore_relaxed(store, tmp_path / "other", BuildConfig(batches=1, seed=8))
+    with pytest.raises(ValueError, match="built with relaxation settings"):  # a folder made with seed 7
+        store_relaxed(tmp_path, tmp_path / "store-seed-8", BuildConfig(batches=1, seed=8))
 
     # a time budget defers the nets that still need relaxing and labels those whose relaxation exists,
     # in worker processes too (relax_net stays forbidden in this process; workers would not see the patch,

@@ -510,6 +510,12 @@ def store_relaxed(out_dir: str | Path, store: str | Path, config: BuildConfig) -
     number of structures added.
     """
     out_dir, store = Path(out_dir), Path(store)
+    built = out_dir / "manifest.json"
+    if built.exists():
+        made_with = {k: json.loads(built.read_text())["config"].get(k) for k in RELAX_SETTINGS}
+        if made_with != json.loads(json.dumps(_relax_settings(config))):
+            raise ValueError(f"{out_dir} was built with relaxation settings {made_with}, not "
+                             f"{_relax_settings(config)}")
     manifest = store / STORE_MANIFEST
     if manifest.exists():
         _check_store(store, config)

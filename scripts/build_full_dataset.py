@@ -112,7 +112,7 @@ def main() -> int:
             raise SystemExit(str(exc)) from None
         print(f"restored {n} relaxations from {args.store}", flush=True)
     def keep(net_summary: dict) -> None:  # store each new relaxation as soon as its net is finished
-        if not args.no_store and net_summary.get("relax_seconds") is not None:
+        if not args.no_store and net_summary["relaxed_in_this_run"]:
             store_relaxed(args.output, args.store, config)
 
     budget = None if args.stop_after is None else args.stop_after * 60 - (time.perf_counter() - t_start)

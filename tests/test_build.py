@@ -165,6 +165,7 @@ def test_build_end_to_end_and_resume(sod_net, tmp_path, monkeypatch):
     summary = build_dataset([sod_net], tmp_path, config, on_net_done=finished.append)
     assert summary["n_done"] == 1 and summary["frames_generated"] == 5 and summary["deferred"] == []
     assert [s["net"] for s in finished] == ["SOD"] and finished[0]["relax_seconds"] > 0
+    assert finished[0]["relaxed_in_this_run"]
     kept = summary["frames_kept"]
     at = read(tmp_path / "atomistic.extxyz", index=":")
     cg = read(tmp_path / "cg.extxyz", index=":")
@@ -197,8 +198,9 @@ def test_build_end_to_end_and_resume(sod_net, tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "relax_net", forbidden)
     monkeypatch.setattr(pipeline, "_build_net_frames", forbidden)
-    again = build_dataset([sod_net], tmp_path, config)
+    again = build_dataset([sod_net], tmp_path, config, on_net_done=finished.append)
     assert again["frames_kept"] == kept
+    assert finished[-1]["net"] == "SOD" and not finished[-1]["relaxed_in_this_run"]  # finished earlier
     assert len(read(tmp_path / "atomistic.extxyz", index=":")) == kept
 
     # an interrupted net (marker removed, relaxed file kept) resumes without relaxing again

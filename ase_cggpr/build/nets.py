@@ -14,6 +14,7 @@ imidazolate ring-centroid distance of Zn(Im)2, :data:`ZN_CENTROID` (Å).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import re
 import warnings
@@ -71,6 +72,11 @@ class Net:
     def n_a(self) -> int:
         """Number of A (Zn) sites."""
         return int(np.sum(self.atoms.numbers == 14))
+
+    @functools.cached_property
+    def topology(self) -> str:
+        """:func:`topology_key` of the net, computed once (a net is not modified after it is read)."""
+        return topology_key(self)
 
 
 class NetError(StructureError):

@@ -42,7 +42,7 @@ from ase import Atoms
 from ase.io import read, write
 
 from .decorate import Decorated, coarse_grain_decorated, decorate
-from .nets import Net, topology_key
+from .nets import Net
 from .rattle import ORDERS, RattleLevel, get_level, rattle
 from .screen import shortest_contact
 
@@ -112,6 +112,23 @@ class BuildConfig:
 def safe_name(name: str) -> str:
     """A file-name-safe version of a net name."""
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetFiles:
+    """Where a build folder keeps one net's files."""
+
+    marker: Path  #: the net's summary (``frames/<net>.json``); its presence means "finished"
+    relaxed: Path  #: its relaxed decorated structure (``relaxed/<net>.extxyz``)
+    atomistic: Path  #: its kept atomistic frames
+    cg: Path  #: its kept coarse-grained frames
+
+    @classmethod
+    def of(cls, out_dir: Path, name: str) -> NetFiles:
+        stem = safe_name(name)
+        frames = Path(out_dir) / "frames"
+        return cls(marker=frames / f"{stem}.json", relaxed=Path(out_dir) / "relaxed" / f"{stem}.extxyz",
+                   atomistic=frames / f"{stem}.atomistic.extxyz", cg=frames / f"{stem}.cg.extxyz")
 
 
 def frame_seed(seed: int, net: str, batch: int, level: str, order: str) -> int:
@@ -227,8 +244,8 @@ def build_net(net: Net, out_dir: str | Path, config: BuildConfig) -> dict:
     facts and per-level label statistics.
     """
     out_dir = Path(out_dir)
-    stem = safe_name(net.name)
-    marker = out_dir / "frames" / f"{stem}.json"
+    files = NetFiles.of(out_dir, net.name)
+    marker = files.marker
     if marker.exists():
         return json.loads(marker.read_text())
     t0 = time.perf_counter()
@@ -237,7 +254,7 @@ def build_net(net: Net, out_dir: str | Path, config: BuildConfig) -> dict:
         if config.max_zn is not None and net.n_a > config.max_zn:
             summary.update(status="skipped", reason=f"{net.n_a} Zn > max_zn {config.max_zn}")
             return _finish(marker, summary, t0)
-        summary.update(_build_net_frames(net, out_dir, config, stem))
+        summary.update(_build_net_frames(net, config, files))
     except Exception as exc:  # noqa: BLE001 - one net failing must not stop the build
         summary.update(status="failed", reason=f"{type(exc).__name__}: {exc}",
                        traceback=traceback.format_exc(limit=4))
@@ -253,10 +270,10 @@ def _finish(marker: Path, summary: dict, t0: float) -> dict:
     return summary
 
 
-def _build_net_frames(net: Net, out_dir: Path, config: BuildConfig, stem: str) -> dict:
+def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
     from ..mofff import MOFFFCalculator
 
-    relaxed_path = out_dir / "relaxed" / f"{stem}.extxyz"
+    relaxed_path = files.relaxed
     info: dict = {}
     if relaxed_path.exists():
         relaxed = read(relaxed_path)
@@ -326,10 +343,8 @@ def _build_net_frames(net: Net, out_dir: Path, config: BuildConfig, stem: str) -
             counts["kept"] += 1
     finally:
         calc.close()
-    frames_dir = out_dir / "frames"
-    frames_dir.mkdir(parents=True, exist_ok=True)
-    for suffix, images in (("atomistic", kept_at), ("cg", kept_cg)):
-        path = frames_dir / f"{stem}.{suffix}.extxyz"
+    files.marker.parent.mkdir(parents=True, exist_ok=True)
+    for path, images in ((files.atomistic, kept_at), (files.cg, kept_cg)):
         tmp = path.with_suffix(".tmp")
         write(tmp, images, format="extxyz")
         tmp.replace(path)
@@ -375,7 +390,7 @@ def unique_topologies_first(nets: Sequence[Net]) -> list[Net]:
     seen: set[str] = set()
     first, repeats = [], []
     for net in ordered:
-        key = topology_key(net)
+        key = net.topology
         (repeats if key in seen else first).append(net)
         seen.add(key)
     return first + repeats
@@ -401,8 +416,8 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
             Nets whose relaxation exists are always labelled (seconds). ``None``: no limit.
         seconds_per_zn: first estimate of a relaxation's wall time per Zn site (s); replaced by the
             mean rate of this run's relaxations once three have finished.
-        on_net_done: called in the main process with each finished net's summary (e.g. to store its
-            relaxation at once).
+        on_net_done: called in the main process with each finished net's summary, which has
+            ``relaxed_in_this_run`` True if its relaxation is new (e.g. to store it at once).
 
     Returns:
         The merge summary (see :func:`merge`), with per-net summaries under ``"nets"`` and the names of
@@ -429,8 +444,7 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
         return False
 
     def finished(summary: dict) -> None:
-        clock.record(summary)
-        on_net_done(summary)
+        on_net_done({**summary, "relaxed_in_this_run": clock.record(summary)})
         progress(1)
 
     if workers <= 1:
@@ -457,7 +471,7 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
                     running.discard(fut)
                     finished(fut.result())
                 fill()
-    summary = merge(out_dir, names, compress=compress, topologies={n.name: topology_key(n) for n in nets})
+    summary = merge(out_dir, names, compress=compress, topologies={n.name: n.topology for n in nets})
     summary["deferred"] = deferred
     return summary
 
@@ -477,10 +491,10 @@ class _RelaxClock:
         return self.relax_seconds / self.relax_zn if self.n_relaxed >= 3 else self.default_rate
 
     def fits(self, net: Net, out_dir: Path) -> bool:
-        stem = safe_name(net.name)
         if self.max_zn is not None and net.n_a > self.max_zn:
             return True  # build_net marks it skipped at once
-        if (out_dir / "frames" / f"{stem}.json").exists() or (out_dir / "relaxed" / f"{stem}.extxyz").exists():
+        files = NetFiles.of(out_dir, net.name)
+        if files.marker.exists() or files.relaxed.exists():
             return True
         left = None if self.budget is None else self.budget - (time.perf_counter() - self.start)
         if left is not None and self.SAFETY * self.rate() * net.n_a > left:
@@ -488,12 +502,15 @@ class _RelaxClock:
         self.to_relax.add(net.name)
         return True
 
-    def record(self, summary: dict) -> None:
+    def record(self, summary: dict) -> bool:
+        """Count a finished net; True if it was relaxed in this run."""
         seconds = summary.get("relax_seconds")
         if summary["net"] in self.to_relax and seconds is not None:
             self.relax_seconds += float(seconds)
             self.relax_zn += int(summary["n_zn"])
             self.n_relaxed += 1
+            return True
+        return False
 
 
 #: BuildConfig fields that decide a net's relaxed structure (recorded with stored relaxations).
@@ -586,17 +603,16 @@ def merge(out_dir: str | Path, names: Sequence[str], *, compress: bool = False,
     all_at, all_cg = [], []
     sid = 0
     for name in names:
-        stem = safe_name(name)
-        marker = out_dir / "frames" / f"{stem}.json"
-        if not marker.exists():
+        files = NetFiles.of(out_dir, name)
+        if not files.marker.exists():
             summaries.append(dict(net=name, status="missing"))
             continue
-        s = json.loads(marker.read_text())
+        s = json.loads(files.marker.read_text())
         summaries.append(s)
         if s.get("status") != "done" or not s.get("kept"):
             continue
-        at = read(out_dir / "frames" / f"{stem}.atomistic.extxyz", index=":")
-        cg = read(out_dir / "frames" / f"{stem}.cg.extxyz", index=":")
+        at = read(files.atomistic, index=":")
+        cg = read(files.cg, index=":")
         for a in (*at, *cg):
             a.info["structure_id"] = sid
             if topologies is not None:

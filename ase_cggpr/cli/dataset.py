@@ -74,7 +74,7 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
 
         def keep(net_summary: dict) -> None:  # store each new relaxation at once
             nonlocal stored
-            if relaxed_store and net_summary.get("relax_seconds") is not None:
+            if relaxed_store and net_summary["relaxed_in_this_run"]:
                 stored += store_relaxed(out_dir, relaxed_store, config)
 
         budget = None if stop_after is None else max(stop_after * 60 - (time.perf_counter() - t_start), 0.0)

@@ -7,6 +7,7 @@ Not a test: it takes hours for all nets. It is resumable (re-run the same comman
     python scripts/build_full_dataset.py -o /work/runs/full --workers 2 --seed 0 [--stop-after 160] \
         [--max-zn 96] [--zni ../shared/data/zif-structures/zni.cif]
 
+``--status -o OUT`` reports how far the build in OUT has come (without reading the nets again).
 ``--zni`` re-derives the zni reference energy (mean MOF-FF local energy per Zn of relaxed zni).
 Relaxations of another build folder are taken over through the store, which checks that they were
 made with the same settings: ``--store-only -o OTHER_BUILD`` adds them, the next run restores them.
@@ -50,6 +51,47 @@ def zni_reference(path: Path) -> float:
     return float(np.mean(local_energies(result.atoms)))
 
 
+def build_status(out_dir: Path) -> dict:
+    """Progress of a build folder, from its ``nets.json`` (written by each run) and its finished-net markers:
+    nets and Zn sites done, topologies covered, what is left (first cells of topologies, repeat cells) and
+    the relaxation rate so far (worker-seconds per Zn site)."""
+    listing = out_dir / "nets.json"
+    if not listing.exists():
+        raise SystemExit(f"{listing} not found: run the build once (it writes the list of nets it read)")
+    nets = json.loads(listing.read_text())
+    markers = {}
+    for path in (out_dir / "frames").glob("*.json"):
+        marker = json.loads(path.read_text())
+        markers[marker["net"]] = marker
+    seen: set[str] = set()
+    left = {"first_cells": [], "repeat_cells": []}
+    for net in nets:  # build order: the first net of a topology is its smallest cell
+        first = net["topology"] not in seen
+        seen.add(net["topology"])
+        if net["name"] not in markers:
+            left["first_cells" if first else "repeat_cells"].append(net)
+    done = [m for m in markers.values() if m.get("status") == "done"]
+    # relaxation times of all finished nets, including those relaxed in earlier runs
+    seconds = [(m["n_zn"], float(r.group(1))) for m in done
+               if (r := re.search(r" in ([0-9.]+) s:", m.get("relax_message", "")))]
+    rate = sum(t for _, t in seconds) / max(sum(z for z, _ in seconds), 1)
+    topology = {n["name"]: n["topology"] for n in nets}
+    status = dict(
+        nets=len(nets), nets_done=len(done),
+        nets_failed=sorted(m["net"] for m in markers.values() if m.get("status") == "failed"),
+        zn=sum(n["n_zn"] for n in nets), zn_done=sum(m["n_zn"] for m in done),
+        topologies=len(seen), topologies_done=len({topology.get(m["net"]) for m in done}),
+        relax_seconds_per_zn=round(rate, 2),
+        not_converged=sum(not m.get("relax_converged", True) for m in done),
+    )
+    for kind, todo in left.items():
+        zn = sum(n["n_zn"] for n in todo)
+        status[kind + "_left"] = dict(nets=len(todo), zn=zn, worker_hours=round(zn * rate / 3600, 1),
+                                      largest=[f"{n['name']} ({n['n_zn']} Zn)" for n in
+                                               sorted(todo, key=lambda n: n["n_zn"])[-5:]])
+    return status
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-o", "--output", required=True, type=Path)
@@ -60,6 +102,9 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--max-zn", type=int, default=None)
     parser.add_argument("--zni", type=Path, default=None)
+    parser.add_argument("--status", action="store_true",
+                        help="only report the progress of the build in --output (nets, Zn sites, topologies "
+                             "done and left, relaxation rate) and exit")
     parser.add_argument("--merge-only", action="store_true",
                         help="only merge the nets finished so far (e.g. while a build runs), smallest first, "
                              "without topology keys")
@@ -73,6 +118,9 @@ def main() -> int:
                              "time fits in what is left; the rest are deferred to the next run")
     args = parser.parse_args()
     t_start = time.perf_counter()
+    if args.status:
+        print(json.dumps(build_status(args.output), indent=1))
+        return 0
 
     from ase_cggpr.build import (
         BuildConfig,
@@ -103,6 +151,8 @@ def main() -> int:
           f"(read in {time.perf_counter() - t0:.0f} s)", flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "rejected_nets.json").write_text(json.dumps(rejected, indent=1))
+    (args.output / "nets.json").write_text(json.dumps(  # build order, for --status
+        [dict(name=n.name, n_zn=n.n_a, topology=n.topology, source=n.source) for n in nets], indent=0))
     if args.zni:
         print(f"zni reference: {zni_reference(args.zni):.6f} eV per Zn", flush=True)
     if not args.no_store:

@@ -302,3 +302,25 @@ def test_dataset_build_command_store_and_deadline(tmp_path):
     late = read(tmp_path / "late" / "atomistic.extxyz", index=":")
     assert len(first) == len(late) > 0
     np.testing.assert_allclose(late[0].arrays["e_local"], first[0].arrays["e_local"], atol=1e-7)
+
+
+def test_full_build_script_status(tmp_path):
+    """`build_full_dataset.py --status` counts done and left nets from the folder's nets.json and markers."""
+    import subprocess
+    import sys
+
+    nets = [dict(name=name, n_zn=n_zn, topology=topology, source=f"{name}.cif")  # in build order
+            for name, n_zn, topology in (("A1", 12, "t1"), ("B1", 24, "t2"), ("A2", 1800, "t1"), ("C1", 48, "t3"))]
+    (tmp_path / "nets.json").write_text(json.dumps(nets))
+    (tmp_path / "frames").mkdir()
+    for name, n_zn, message in (("A1", 12, "converged in 24.0 s: ..."), ("B1", 24, "not converged in 48.0 s: ...")):
+        marker = dict(net=name, n_zn=n_zn, status="done", relax_message=message, relax_converged="not" not in message)
+        (tmp_path / "frames" / f"{name}.json").write_text(json.dumps(marker))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_full_dataset.py"
+    out = subprocess.run([sys.executable, str(script), "-o", str(tmp_path), "--status"], capture_output=True,
+                         text=True, check=True).stdout
+    status = json.loads(out)
+    assert (status["nets_done"], status["zn_done"], status["topologies_done"], status["topologies"]) == (2, 36, 2, 3)
+    assert status["relax_seconds_per_zn"] == pytest.approx(2.0) and status["not_converged"] == 1
+    assert status["first_cells_left"]["largest"] == ["C1 (48 Zn)"]
+    assert status["repeat_cells_left"] == dict(nets=1, zn=1800, worker_hours=1.0, largest=["A2 (1800 Zn)"])

@@ -51,6 +51,13 @@ def zni_reference(path: Path) -> float:
     return float(np.mean(local_energies(result.atoms)))
 
 
+def relax_seconds(marker: dict) -> float | None:
+    """Wall time (s) of a finished net's MOF-FF relaxation, from its ``relax_message``; unlike
+    ``relax_seconds`` (set only by the run that relaxed it) this survives later runs."""
+    found = re.search(r" in ([0-9.]+) s:", marker.get("relax_message", ""))
+    return float(found.group(1)) if found else None
+
+
 def build_status(out_dir: Path) -> dict:
     """Progress of a build folder, from its ``nets.json`` (written by each run) and its finished-net markers:
     nets and Zn sites done, topologies covered, what is left (first cells of topologies, repeat cells) and
@@ -72,8 +79,7 @@ def build_status(out_dir: Path) -> dict:
             left["first_cells" if first else "repeat_cells"].append(net)
     done = [m for m in markers.values() if m.get("status") == "done"]
     # relaxation times of all finished nets, including those relaxed in earlier runs
-    seconds = [(m["n_zn"], float(r.group(1))) for m in done
-               if (r := re.search(r" in ([0-9.]+) s:", m.get("relax_message", "")))]
+    seconds = [(m["n_zn"], t) for m in done if (t := relax_seconds(m)) is not None]
     rate = sum(t for _, t in seconds) / max(sum(z for z, _ in seconds), 1)
     topology = {n["name"]: n["topology"] for n in nets}
     status = dict(
@@ -180,9 +186,7 @@ def main() -> int:
     per_net = summary.pop("nets")
     summary["wall_seconds"] = round(wall, 1)
     # relaxation time of every finished net, including those relaxed in earlier runs
-    relax_s = [float(m.group(1)) for s in per_net
-               if (m := re.search(r" in ([0-9.]+) s:", s.get("relax_message", "")))]
-    summary["relax_seconds_all_runs"] = round(sum(relax_s), 1)
+    summary["relax_seconds_all_runs"] = round(sum(t for s in per_net if (t := relax_seconds(s)) is not None), 1)
     summary["rejected_nets"] = rejected
     text = json.dumps(summary, indent=1)
     (args.output / "report.txt").write_text(text)

@@ -58,6 +58,20 @@ def relax_seconds(marker: dict) -> float | None:
     return float(found.group(1)) if found else None
 
 
+def relax_rate(markers: list[dict]) -> float | None:
+    """Relaxation worker-seconds per Zn site over finished nets (including those relaxed in earlier
+    runs); None if none of them records its relaxation time."""
+    seconds = [(m["n_zn"], t) for m in markers if (t := relax_seconds(m)) is not None]
+    zn = sum(z for z, _ in seconds)
+    return sum(t for _, t in seconds) / zn if zn else None
+
+
+def finished_markers(out_dir: Path) -> list[dict]:
+    """The markers of the nets finished in build folder ``out_dir``."""
+    markers = [json.loads(p.read_text()) for p in (out_dir / "frames").glob("*.json")]
+    return [m for m in markers if m.get("status") == "done"]
+
+
 def build_status(out_dir: Path) -> dict:
     """Progress of a build folder, from its ``nets.json`` (written by each run) and its finished-net markers:
     nets and Zn sites done, topologies covered, what is left (first cells of topologies, repeat cells) and
@@ -78,9 +92,7 @@ def build_status(out_dir: Path) -> dict:
         if net["name"] not in markers:
             left["first_cells" if first else "repeat_cells"].append(net)
     done = [m for m in markers.values() if m.get("status") == "done"]
-    # relaxation times of all finished nets, including those relaxed in earlier runs
-    seconds = [(m["n_zn"], t) for m in done if (t := relax_seconds(m)) is not None]
-    rate = sum(t for _, t in seconds) / max(sum(z for z, _ in seconds), 1)
+    rate = relax_rate(done) or 0.0
     topology = {n["name"]: n["topology"] for n in nets}
     status = dict(
         nets=len(nets), nets_done=len(done),
@@ -137,6 +149,7 @@ def main() -> int:
         store_relaxed,
         unique_topologies_first,
     )
+    from ase_cggpr.build.pipeline import DEFAULT_SECONDS_PER_ZN
     from ase_cggpr.progress import progress_bar
 
     config = BuildConfig(batches=args.batches, seed=args.seed, max_zn=args.max_zn)
@@ -172,11 +185,15 @@ def main() -> int:
             store_relaxed(args.output, args.store, config)
 
     budget = None if args.stop_after is None else args.stop_after * 60 - (time.perf_counter() - t_start)
+    # admit nets by the rate measured in earlier runs, not the generic first guess (with it, the ninth
+    # session deferred ZSM-25: 1.5 x 4.0 s x 1,440 Zn did not fit, at 2.9 s per Zn it did)
+    rate = relax_rate(finished_markers(args.output)) or DEFAULT_SECONDS_PER_ZN
+    print(f"relaxation rate for --stop-after: {rate:.2f} worker-s per Zn", flush=True)
     t1 = time.perf_counter()
     with progress_bar(len(nets), "nets") as update:
         summary = build_dataset(nets, args.output, config, workers=args.workers, progress=update,
                                 time_budget=None if budget is None else max(budget, 0.0),
-                                on_net_done=keep)
+                                on_net_done=keep, seconds_per_zn=rate)
     wall = time.perf_counter() - t1
     if summary["deferred"]:
         print(f"{len(summary['deferred'])} nets deferred to the next run (--stop-after)", flush=True)

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ase_cggpr.build.pipeline import read_markers, relax_rate, relax_wall_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -51,27 +52,6 @@ def zni_reference(path: Path) -> float:
     return float(np.mean(local_energies(result.atoms)))
 
 
-def relax_seconds(marker: dict) -> float | None:
-    """Wall time (s) of a finished net's MOF-FF relaxation, from its ``relax_message``; unlike
-    ``relax_seconds`` (set only by the run that relaxed it) this survives later runs."""
-    found = re.search(r" in ([0-9.]+) s:", marker.get("relax_message", ""))
-    return float(found.group(1)) if found else None
-
-
-def relax_rate(markers: list[dict]) -> float | None:
-    """Relaxation worker-seconds per Zn site over finished nets (including those relaxed in earlier
-    runs); None if none of them records its relaxation time."""
-    seconds = [(m["n_zn"], t) for m in markers if (t := relax_seconds(m)) is not None]
-    zn = sum(z for z, _ in seconds)
-    return sum(t for _, t in seconds) / zn if zn else None
-
-
-def finished_markers(out_dir: Path) -> list[dict]:
-    """The markers of the nets finished in build folder ``out_dir``."""
-    markers = [json.loads(p.read_text()) for p in (out_dir / "frames").glob("*.json")]
-    return [m for m in markers if m.get("status") == "done"]
-
-
 def build_status(out_dir: Path) -> dict:
     """Progress of a build folder, from its ``nets.json`` (written by each run) and its finished-net markers:
     nets and Zn sites done, topologies covered, what is left (first cells of topologies, repeat cells) and
@@ -80,10 +60,7 @@ def build_status(out_dir: Path) -> dict:
     if not listing.exists():
         raise SystemExit(f"{listing} not found: run the build once (it writes the list of nets it read)")
     nets = json.loads(listing.read_text())
-    markers = {}
-    for path in (out_dir / "frames").glob("*.json"):
-        marker = json.loads(path.read_text())
-        markers[marker["net"]] = marker
+    markers = {m["net"]: m for m in read_markers(out_dir)}
     seen: set[str] = set()
     left = {"first_cells": [], "repeat_cells": []}
     for net in nets:  # build order: the first net of a topology is its smallest cell
@@ -92,7 +69,7 @@ def build_status(out_dir: Path) -> dict:
         if net["name"] not in markers:
             left["first_cells" if first else "repeat_cells"].append(net)
     done = [m for m in markers.values() if m.get("status") == "done"]
-    rate = relax_rate(done) or 0.0
+    rate = relax_rate(done) or 0.0  # including nets relaxed in earlier runs
     topology = {n["name"]: n["topology"] for n in nets}
     status = dict(
         nets=len(nets), nets_done=len(done),
@@ -149,7 +126,6 @@ def main() -> int:
         store_relaxed,
         unique_topologies_first,
     )
-    from ase_cggpr.build.pipeline import DEFAULT_SECONDS_PER_ZN
     from ase_cggpr.progress import progress_bar
 
     config = BuildConfig(batches=args.batches, seed=args.seed, max_zn=args.max_zn)
@@ -157,7 +133,7 @@ def main() -> int:
         print(f"stored {store_relaxed(args.output, args.store, config)} new relaxations in {args.store}")
         return 0
     if args.merge_only:  # the finished nets, in build order, without re-reading the CIFs
-        finished = [json.loads(p.read_text()) for p in (args.output / "frames").glob("*.json")]
+        finished = read_markers(args.output)
         finished.sort(key=lambda s: (s["n_zn"], s["net"]))
         summary = merge(args.output, [s["net"] for s in finished])
         summary.pop("nets")
@@ -185,15 +161,11 @@ def main() -> int:
             store_relaxed(args.output, args.store, config)
 
     budget = None if args.stop_after is None else args.stop_after * 60 - (time.perf_counter() - t_start)
-    # admit nets by the rate measured in earlier runs, not the generic first guess (with it, the ninth
-    # session deferred ZSM-25: 1.5 x 4.0 s x 1,440 Zn did not fit, at 2.9 s per Zn it did)
-    rate = relax_rate(finished_markers(args.output)) or DEFAULT_SECONDS_PER_ZN
-    print(f"relaxation rate for --stop-after: {rate:.2f} worker-s per Zn", flush=True)
     t1 = time.perf_counter()
     with progress_bar(len(nets), "nets") as update:
         summary = build_dataset(nets, args.output, config, workers=args.workers, progress=update,
                                 time_budget=None if budget is None else max(budget, 0.0),
-                                on_net_done=keep, seconds_per_zn=rate)
+                                on_net_done=keep)
     wall = time.perf_counter() - t1
     if summary["deferred"]:
         print(f"{len(summary['deferred'])} nets deferred to the next run (--stop-after)", flush=True)
@@ -203,7 +175,7 @@ def main() -> int:
     per_net = summary.pop("nets")
     summary["wall_seconds"] = round(wall, 1)
     # relaxation time of every finished net, including those relaxed in earlier runs
-    summary["relax_seconds_all_runs"] = round(sum(t for s in per_net if (t := relax_seconds(s)) is not None), 1)
+    summary["relax_seconds_all_runs"] = round(sum(t for s in per_net if (t := relax_wall_seconds(s)) is not None), 1)
     summary["rejected_nets"] = rejected
     text = json.dumps(summary, indent=1)
     (args.output / "report.txt").write_text(text)

@@ -257,6 +257,15 @@ def test_time_budget_estimate(sod_net, tmp_path):
     assert clock.rate() == pytest.approx(10.0) and not clock.fits(sod_net, tmp_path)
     assert pipeline._RelaxClock(None, 1e9, None).fits(sod_net, tmp_path)  # no budget: always
     assert pipeline._RelaxClock(0.0, 4.0, 8).fits(sod_net, tmp_path)  # over max_zn: skipped, not deferred
+    # without seconds_per_zn, the rate of relaxations finished in the folder by earlier runs is used:
+    # 10 s per Zn needs 180 s (deferred), where the generic 4.0 s would have started SOD (72 s < 100 s)
+    earlier = tmp_path / "earlier"
+    (earlier / "frames").mkdir(parents=True)
+    (earlier / "frames" / "X.json").write_text(json.dumps(dict(
+        net="X", n_zn=30, status="done", relax_message="converged after box/relax in 300.0 s: max force ...")))
+    assert pipeline.relax_rate(pipeline.read_markers(earlier)) == pytest.approx(10.0)
+    summary = build_dataset([sod_net], earlier, config, time_budget=100.0)
+    assert summary["deferred"] == ["SOD"] and summary["n_done"] == 0
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")

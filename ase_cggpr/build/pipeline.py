@@ -34,7 +34,7 @@ import re
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +379,27 @@ def _check_manifest(out_dir: Path, config: BuildConfig) -> None:
 DEFAULT_SECONDS_PER_ZN = 4.0
 
 
+def relax_wall_seconds(marker: Mapping) -> float | None:
+    """Wall time (s) of a finished net's MOF-FF relaxation, read from its ``relax_message``; unlike
+    ``relax_seconds`` (set only by the run that relaxed it) this survives later runs."""
+    found = re.search(r" in ([0-9.]+) s:", marker.get("relax_message", ""))
+    return float(found.group(1)) if found else None
+
+
+def relax_rate(markers: Iterable[Mapping]) -> float | None:
+    """Relaxation wall seconds per Zn site (one core each) over the finished nets among ``markers``
+    (net summaries), including those relaxed in earlier runs; None if none records its time."""
+    seconds = [(m["n_zn"], t) for m in markers
+               if m.get("status") == "done" and (t := relax_wall_seconds(m)) is not None]
+    zn = sum(z for z, _ in seconds)
+    return sum(t for _, t in seconds) / zn if zn else None
+
+
+def read_markers(out_dir: str | Path) -> list[dict]:
+    """The summaries (markers) of every net a build folder has finished, failed or skipped."""
+    return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "frames").glob("*.json"))]
+
+
 def unique_topologies_first(nets: Sequence[Net]) -> list[Net]:
     """``nets`` reordered for a long build: the smallest cell of every topology first (by Zn sites, then
     name), then the other cells of topologies already present (same order).
@@ -399,7 +420,7 @@ def unique_topologies_first(nets: Sequence[Net]) -> list[Net]:
 def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig | None = None, *,
                   workers: int = 1, progress: Callable[[int], None] | None = None,
                   compress: bool = False, time_budget: float | None = None,
-                  seconds_per_zn: float = DEFAULT_SECONDS_PER_ZN,
+                  seconds_per_zn: float | None = None,
                   on_net_done: Callable[[dict], None] | None = None) -> dict:
     """Build (or resume) a labelled dataset from ``nets`` into ``out_dir``.
 
@@ -415,7 +436,8 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
             left; the others are *deferred*: not started, and built by a later run of the same command.
             Nets whose relaxation exists are always labelled (seconds). ``None``: no limit.
         seconds_per_zn: first estimate of a relaxation's wall time per Zn site (s); replaced by the
-            mean rate of this run's relaxations once three have finished.
+            mean rate of this run's relaxations once three have finished. ``None``: the rate of the
+            relaxations already finished in ``out_dir`` (earlier runs), else ``DEFAULT_SECONDS_PER_ZN``.
         on_net_done: called in the main process with each finished net's summary, which has
             ``relaxed_in_this_run`` True if its relaxation is new (e.g. to store it at once).
 
@@ -433,6 +455,9 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
         raise ValueError("net names must be unique")
     if time_budget is not None and time_budget < 0:
         raise ValueError(f"time_budget must be >= 0 s, got {time_budget}")
+    if seconds_per_zn is None:  # only a time budget needs the rate
+        measured = None if time_budget is None else relax_rate(read_markers(out_dir))
+        seconds_per_zn = measured or DEFAULT_SECONDS_PER_ZN
     clock = _RelaxClock(time_budget, seconds_per_zn, config.max_zn)
     deferred: list[str] = []
 

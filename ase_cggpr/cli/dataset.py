@@ -36,8 +36,9 @@ def dataset() -> None:
               help="Folder of gzipped relaxed structures kept between builds: restored into OUTPUT before the "
                    "build, each new one added as soon as its net is done (relaxation is nearly all of the cost).")
 @click.option("--stop-after", type=click.FloatRange(min=0), metavar="MINUTES",
-              help="End within this many minutes: a net is relaxed only if its estimated time fits in what is "
-                   "left; the others are deferred to the next run of the same command.")
+              help="End within this many minutes: a net is relaxed only if its estimated time (from the relaxations "
+                   "already finished in the output folder) fits in what is left; the others are deferred to the "
+                   "next run of the same command.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, relaxed_store, stop_after,
           quiet) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .data import default_dataset_path, iter_structures, load_labelled, reference_energy_from_info, split_by_group
 from .model import CGGPRModel
+from .outputs import atomic_output, check_output
 from .spec import REPRESENTATIONS
 from .training import rmse
 
@@ -46,6 +47,8 @@ def run_demo(output_dir: str | os.PathLike = "cggpr-demo", *, data: list[str] | 
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    for path in demo_outputs(output_dir):  # refuse before any training, not after it
+        check_output(path, force=overwrite)
     frames = list(iter_structures(data or [default_dataset_path("atomistic")]))
     reference = reference_energy_from_info(frames) or 0.0
     predictions, scores = {}, {}
@@ -60,9 +63,19 @@ def run_demo(output_dir: str | os.PathLike = "cggpr-demo", *, data: list[str] | 
         truth = np.concatenate(test.labels) - reference
         predictions[rep], scores[rep] = predicted, rmse(predicted, truth)
         sizes = (model.training_["n_environments"], truth.size)
-        model.save(output_dir / f"model_{rep}.npz", overwrite=overwrite)
+        with atomic_output(output_dir / f"model_{rep}.npz", force=overwrite) as tmp:
+            model.save(tmp, overwrite=True)
     plot_path = _parity_plot(output_dir / "parity.png", truth, predictions, overwrite=overwrite)
     return DemoResult(scores, truth, predictions, sizes[0], sizes[1], plot_path)
+
+
+def demo_outputs(output_dir: str | os.PathLike) -> list[Path]:
+    """The files :func:`run_demo` writes into ``output_dir`` (three models, the parity plot)."""
+    output_dir = Path(output_dir)
+    paths = [output_dir / f"model_{rep}.npz" for rep in REPRESENTATIONS]
+    if importlib.util.find_spec("matplotlib") is not None:
+        paths.append(output_dir / "parity.png")
+    return paths
 
 
 def _parity_plot(path: Path, truth, predictions, *, overwrite: bool) -> Path | None:
@@ -71,7 +84,6 @@ def _parity_plot(path: Path, truth, predictions, *, overwrite: bool) -> Path | N
         return None
     from .plots import parity
 
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --force (overwrite=True) to replace it")
-    parity({rep: (truth, predicted) for rep, predicted in predictions.items()}, path=path)
+    with atomic_output(path, force=overwrite) as tmp:
+        parity({rep: (truth, predicted) for rep, predicted in predictions.items()}, path=tmp)
     return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -11,27 +13,29 @@ import numpy as np
 
 from ..errors import CGGPRError
 from ._group import main
+from .options import (
+    REPRESENTATION,
+    FiniteFloat,
+    check_folder,
+    claim_outputs,
+    cli_errors,
+    force_option,
+    label_key_option,
+    quiet_option,
+    spec_options,
+)
 
-REPRESENTATION = click.Choice(["atomistic", "AB2", "A"], case_sensitive=False)
+__all__ = ["REPRESENTATION", "cli_errors", "echo", "fail_on_errors", "refuse_overwrite"]
 
-
-def fail_on_errors(function):
-    """Turn package errors into a one-line click error (exit code 1), never a traceback."""
-    import functools
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except (CGGPRError, FileNotFoundError, FileExistsError) as error:
-            raise click.ClickException(str(error)) from None
-
-    return wrapper
+#: the old name of :func:`.options.cli_errors` (kept for modules not yet moved over)
+fail_on_errors = cli_errors
 
 
 def refuse_overwrite(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise click.ClickException(f"{path} exists; pass --force to overwrite it")
+    """Refuse an output that cannot be written (see :func:`ase_cggpr.outputs.check_output`), before any work."""
+    from ..outputs import check_output
+
+    check_output(path, force=force)
 
 
 def echo(message: str, quiet: bool) -> None:
@@ -39,45 +43,70 @@ def echo(message: str, quiet: bool) -> None:
         click.echo(message)
 
 
+def save_model(model, output: Path, *, force: bool) -> Path:
+    """Write ``model`` to ``output`` through a temporary file published atomically (nothing left on failure)."""
+    from ..outputs import atomic_output
+
+    with atomic_output(output, force=force) as tmp:
+        try:
+            model.save(tmp, overwrite=True)
+        finally:  # model.save's own temporary name, if it was interrupted
+            with contextlib.suppress(FileNotFoundError):
+                tmp.with_name(tmp.name + ".part.npz").unlink()
+    return output
+
+
+def _train_solver_kwargs(solver, inducing, precision) -> dict:
+    """Solver options for train_model, passed only when given (and refused if train_model lacks them)."""
+    from ..training import train_model
+
+    given = {k: v for k, v in (("solver", solver), ("inducing", inducing), ("precision", precision))
+             if v is not None}
+    accepted = inspect.signature(train_model).parameters
+    missing = [k for k in given if k not in accepted]
+    if missing:
+        raise click.UsageError(f"this version of train cannot take --{', --'.join(missing)}")
+    return given
+
+
 @main.command()
 @click.argument("data", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write (.npz).")
-@click.option("--representation", type=REPRESENTATION, default="AB2", show_default=True)
-@click.option("--label-key", default="energies", show_default=True,
-              help="Per-atom energy array (local energies are formed) or per-site local-energy array.")
+@spec_options
+@label_key_option()
 @click.option("--target", type=click.Choice(["local", "metal"]), default="local", show_default=True,
               help="Local-environment energy, or the metal-only energy.")
-@click.option("--cutoff", type=float, help="SOAP cutoff (Å); default: the paper's optimum.")
-@click.option("--atom-sigma", type=float, help="SOAP Gaussian width (Å); default: the paper's optimum.")
-@click.option("--n-max", type=int, default=16, show_default=True)
-@click.option("--l-max", type=int, default=8, show_default=True)
-@click.option("--noise", type=float, default=0.2, show_default=True, help="GP noise sigma (eV).")
-@click.option("--descriptor-backend", type=click.Choice(["featomic", "quippy"]), default="featomic",
-              show_default=True)
 @click.option("--reference", default="auto", show_default=True,
               help="Reference energy per metal (eV): a number, 'none', or 'auto' (the data's reference_energy).")
-@click.option("--n-train", type=int, help="Train on this many environments, drawn at random.")
-@click.option("--test-fraction", type=float, help="Hold out this fraction of structure groups; report test RMSE.")
+@click.option("--n-train", type=click.IntRange(min=1), help="Train on this many environments, drawn at random.")
+@click.option("--test-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True),
+              help="Hold out this fraction (0 < f < 1) of structure groups; report test RMSE.")
 @click.option("--group-key", help="atoms.info key of the structure groups held out whole (default: topology, else "
                                   "structure_id).")
+@click.option("--solver", type=click.Choice(["exact", "sparse"]),
+              help="Regression solver (default: exact).")
+@click.option("--inducing", type=click.IntRange(min=1), metavar="M",
+              help="Sparse solver: number of inducing environments M.")
+@click.option("--precision", type=click.Choice(["float64", "mixed"]),
+              help="Exact solver: float64 (default), or float32 Cholesky refined to float64 accuracy.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--force", is_flag=True, help="Overwrite an existing model file.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summaries.")
-@fail_on_errors
-def train(data, output, representation, label_key, target, cutoff, atom_sigma, n_max, l_max, noise,
-          descriptor_backend, reference, n_train, test_fraction, group_key, seed, force, quiet):
+@force_option
+@quiet_option
+@cli_errors
+def train(data, output, representation, cutoff, atom_sigma, n_max, l_max, noise, descriptor_backend, label_key,
+          target, reference, n_train, test_fraction, group_key, solver, inducing, precision, seed, force, quiet):
     """Train a model on DATA (extxyz files, folders or globs) and save it to OUTPUT."""
     from ..training import train_model
 
     if output.suffix != ".npz":
         output = output.with_name(output.name + ".npz")
-    refuse_overwrite(output, force)
+    claim_outputs(output, force=force)
     model, report = train_model(
         data, representation=representation, label_key=label_key, target=target, cutoff=cutoff,
         atom_sigma=atom_sigma, n_max=n_max, l_max=l_max, noise=noise, backend=descriptor_backend,
         reference=reference, n_train=n_train, test_fraction=test_fraction, group_key=group_key, seed=seed,
-        progress=not quiet)
-    model.save(output, overwrite=True)
+        progress=not quiet, **_train_solver_kwargs(solver, inducing, precision))
+    save_model(model, output, force=force)
     if not quiet:
         for key, value in report.items():
             click.echo(f"{key:>24}: {value}")
@@ -88,9 +117,9 @@ def train(data, output, representation, label_key, target, cutoff, atom_sigma, n
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("structures", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="extxyz file with per-metal predictions.")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or table.")
-@fail_on_errors
+@force_option
+@quiet_option
+@cli_errors
 def predict(model_path, structures, output, force, quiet):
     """Predict per-metal local energies (and std) of STRUCTURES with MODEL.
 
@@ -101,14 +130,15 @@ def predict(model_path, structures, output, force, quiet):
 
     from ..data import iter_structures
     from ..model import CGGPRModel
+    from ..outputs import atomic_output
+    from ..progress import progress_bar
 
-    if output is not None:
-        refuse_overwrite(output, force)
+    claim_outputs(output, force=force)
     model = CGGPRModel.load(model_path)
     rows = []
     frames = list(iter_structures(structures))
-    from ..progress import progress_bar
-
+    if not frames:
+        raise CGGPRError(f"no structures in {', '.join(structures)}: nothing to predict")
     with progress_bar(len(frames), "predict", enabled=not quiet) as update:
         for atoms in frames:
             bead_map = model.bead_map(atoms)
@@ -124,7 +154,8 @@ def predict(model_path, structures, output, force, quiet):
             rows.append((bead_map.name, len(metals), mean.sum(), mean.mean(), std.max()))
             update(1)
     if output is not None:
-        write(output, frames, format="extxyz")
+        with atomic_output(output, force=force) as tmp:
+            write(tmp, frames, format="extxyz")
     if not quiet:
         click.echo(f"{'structure':<32} {'n_metal':>7} {'E (eV)':>12} {'E/metal (eV)':>13} {'max std':>8}")
         for name, n, total, per, smax in rows:
@@ -136,44 +167,64 @@ def predict(model_path, structures, output, force, quiet):
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="extxyz file of beads.")
 @click.option("--representation", type=click.Choice(["AB2", "A"], case_sensitive=False), default="AB2",
               show_default=True)
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@fail_on_errors
-def coarse_grain_command(inputs, output, representation, force):
+@force_option
+@quiet_option
+@cli_errors
+def coarse_grain_command(inputs, output, representation, force, quiet):
     """Write bead structures of INPUTS (Si = metal site, O = linker bead) for inspection."""
     from ase.io import write
 
     from ..beads import coarse_grain
     from ..data import iter_structures
+    from ..outputs import atomic_output
 
-    refuse_overwrite(output, force)
+    claim_outputs(output, force=force)
     beads = [coarse_grain(a, representation).structure for a in iter_structures(inputs)]
-    write(output, beads, format="extxyz")
-    click.echo(f"wrote {len(beads)} bead structure(s) to {output}")
+    if not beads:
+        raise CGGPRError(f"no structures in {', '.join(inputs)}: nothing to coarse-grain")
+    with atomic_output(output, force=force) as tmp:
+        write(tmp, beads, format="extxyz")
+    if not quiet:
+        click.echo(f"wrote {len(beads)} bead structure(s) to {output}")
 
 
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@fail_on_errors
-def info(model_path):
-    """Print a saved model's metadata (JSON)."""
+@quiet_option
+@cli_errors
+def info(model_path, quiet):
+    """Print a saved model's metadata (JSON); with -q print nothing (the exit code says whether MODEL loads)."""
     from ..model import CGGPRModel
 
-    click.echo(json.dumps(CGGPRModel.load(model_path).metadata_, indent=1))
+    metadata = CGGPRModel.load(model_path).metadata_
+    if not quiet:
+        click.echo(json.dumps(metadata, indent=1))
 
 
 @main.command()
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=Path("cggpr-demo"), show_default=True,
               help="Folder for the parity plot and the three models.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--n-train", type=int, help="Cap on training environments per model.")
+@click.option("--n-train", type=click.IntRange(min=1), help="Cap on training environments per model.")
 @click.option("--force", is_flag=True, help="Overwrite files in an existing output folder.")
-@click.option("-q", "--quiet", is_flag=True)
-@fail_on_errors
+@quiet_option
+@cli_errors
 def demo(output_dir, seed, n_train, force, quiet):
     """Train atomistic, AB2 and A-only models on the built-in dataset; compare held-out RMSE."""
-    from ..demo import run_demo
+    from ..demo import demo_outputs, run_demo
 
-    result = run_demo(output_dir, seed=seed, n_train=n_train, overwrite=force, progress=not quiet)
+    check_folder(output_dir)
+    created = not output_dir.exists()
+    output_dir.mkdir(exist_ok=True)
+    try:
+        for path in demo_outputs(output_dir):
+            refuse_overwrite(path, force)  # run_demo locks each while writing it
+        result = run_demo(output_dir, seed=seed, n_train=n_train, overwrite=force, progress=not quiet)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                output_dir.rmdir()  # only if still empty
+        raise
     click.echo(result.table())
     if result.plot_path:
         click.echo(f"parity plot: {result.plot_path}")

@@ -1,0 +1,347 @@
+"""Shared pieces of every ``cggpr`` command: the error handler, option decorators and output claims.
+
+Errors (:func:`cli_errors`, also applied once to the whole group in :mod:`._group`):
+
+- a user error (:class:`~ase_cggpr.errors.CGGPRError`, a missing/existing/unreadable file, an ``OSError``
+  naming a file, a missing optional extra, memory exhausted) is one line ``Error: ...`` naming the file or
+  structure and the problem, exit code 1; click's usage errors keep exit code 2;
+- Ctrl-C (and SIGTERM, turned into the same) prints ``Error: interrupted``, exit code 130, after every
+  ``finally`` ran (temporary output files of :mod:`ase_cggpr.outputs` are removed);
+- anything else is a bug: the traceback is printed, then one line saying so, with the version, exit 1.
+
+Outputs (:func:`claim_outputs`): every file a command will write is checked before any work (folder exists
+and is writable, not a directory, not an existing file unless ``--force``) and locked for the command's
+duration, so a second command writing the same file fails at once instead of after its work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import math
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import CGGPRError
+
+# -- errors -------------------------------------------------------------------------------------------------------
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C or SIGTERM: exit code 130 (128 + SIGINT), as shells report an interrupted command."""
+
+    exit_code = 130
+
+
+class InternalError(click.ClickException):
+    """An exception that is not a user error: a bug in ase-cggpr (the traceback was printed)."""
+
+    exit_code = 1
+
+
+#: ``OSError`` codes that describe the user's system, not a bug, even without a file name
+_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE}
+
+
+def one_line(text: str) -> str:
+    """Collapse a message to one line (the CLI prints one line per error)."""
+    parts = [p.strip() for p in str(text).splitlines() if p.strip()]
+    return "; ".join(parts)
+
+
+def user_message(error: BaseException) -> str | None:
+    """The one-line message of a user error, or None if ``error`` is a bug."""
+    if isinstance(error, CGGPRError):
+        return one_line(str(error)) or type(error).__name__
+    if isinstance(error, OSError):
+        filename = getattr(error, "filename", None)
+        reason = error.strerror or (str(error.args[0]) if error.args else "") or type(error).__name__
+        if filename is not None:
+            second = getattr(error, "filename2", None)
+            where = f"{filename} -> {second}" if second is not None else f"{filename}"
+            return one_line(f"{where}: {reason}")
+        if isinstance(error, FileNotFoundError | FileExistsError | PermissionError | IsADirectoryError
+                      | NotADirectoryError) or error.errno in _SYSTEM_ERRNOS:
+            return one_line(str(error)) or type(error).__name__
+        return None
+    if isinstance(error, MemoryError):
+        detail = str(error) or "an array did not fit"
+        return one_line(f"out of memory ({detail}); use fewer environments (--n-train) or smaller descriptors")
+    if isinstance(error, ImportError) and "pip install" in str(error):  # an optional extra is missing
+        return one_line(str(error))
+    return None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises KeyboardInterrupt (so ``finally`` blocks clean up)."""
+    if threading.current_thread() is not threading.main_thread() or getattr(_sigterm_as_interrupt, "active", False):
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not settable here (embedded interpreter)
+        yield
+        return
+    _sigterm_as_interrupt.active = True
+    try:
+        yield
+    finally:
+        _sigterm_as_interrupt.active = False
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def error_handler() -> Iterator[None]:
+    """Turn every exception of a command into click's one-line error with the right exit code."""
+    with _sigterm_as_interrupt():
+        try:
+            yield
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt as error:
+            how = " (SIGTERM)" if error.args == ("SIGTERM",) else ""
+            raise Interrupted(f"interrupted{how}; no output was written or completed") from None
+        except Exception as error:
+            message = user_message(error)
+            if message is not None:
+                raise click.ClickException(message) from None
+            traceback.print_exc(file=sys.stderr)
+            raise InternalError(
+                f"internal error {type(error).__name__}: {one_line(str(error))[:300]}; this is a bug in "
+                f"ase-cggpr {__version__}, please report it with the traceback above") from None
+
+
+def cli_errors(function):
+    """Decorator for a click command callback: the one error handler of every ``cggpr`` command."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with error_handler():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+# -- outputs ------------------------------------------------------------------------------------------------------
+
+
+def claim_outputs(*paths: Path | str | None, force: bool = False) -> list[Path]:
+    """Check every output a command will write (before any work) and lock it until the command ends.
+
+    Returns the paths (``None`` entries dropped). Needs a click context (the locks are released when the
+    command's context closes, on any exit).
+    """
+    from ..outputs import check_output, output_lock
+
+    chosen = [Path(p) for p in paths if p is not None]
+    seen = set()
+    for path in chosen:
+        key = os.path.abspath(path)
+        if key in seen:
+            raise click.UsageError(f"{path} is given for two outputs")
+        seen.add(key)
+        check_output(path, force=force)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        for path in chosen:
+            ctx.with_resource(output_lock(path))
+    return chosen
+
+
+def check_folder(path: Path | str, what: str = "output folder") -> Path:
+    """An output folder: an existing writable directory, or a new one whose parent exists and is writable."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise CGGPRError(f"{what} {path} is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise CGGPRError(f"{what} {path} is not writable")
+        return path
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CGGPRError(f"cannot create {what} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CGGPRError(f"cannot create {what} {path}: folder {parent} is not writable")
+    return path
+
+
+# -- parameter types ----------------------------------------------------------------------------------------------
+
+
+class FiniteFloat(click.ParamType):
+    """A finite float within optional bounds (click's FloatRange lets NaN through)."""
+
+    name = "float"
+
+    def __init__(self, min: float | None = None, max: float | None = None, *, min_open: bool = False,
+                 max_open: bool = False):
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def describe(self) -> str:
+        low = "" if self.min is None else f"{self.min}{' <' if self.min_open else ' <='} "
+        high = "" if self.max is None else f"{' <' if self.max_open else ' <='} {self.max}"
+        return f"{low}x{high}" if (low or high) else "a finite number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) and math.isfinite(value):
+            number = value
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number", param, ctx)
+            if not math.isfinite(number):
+                self.fail(f"{value!r} is not a finite number", param, ctx)
+        too_low = self.min is not None and (number <= self.min if self.min_open else number < self.min)
+        too_high = self.max is not None and (number >= self.max if self.max_open else number > self.max)
+        if too_low or too_high:
+            self.fail(f"{value} is not in the range {self.describe()}", param, ctx)
+        return number
+
+
+POSITIVE = FiniteFloat(0, min_open=True)
+
+
+class FloatList(click.ParamType):
+    """'3,4.5,6' or 'start:stop:step' (stop included) -> a list of finite floats (``positive``: all > 0)."""
+
+    name = "values"
+    max_points = 10_000
+
+    def __init__(self, *, positive: bool = True):
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        text = str(value).strip()
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                self.fail(f"{text!r}: a range is 'start:stop:step' (three numbers)", param, ctx)
+            try:
+                start, stop, step = (float(v) for v in parts)
+            except ValueError:
+                self.fail(f"{text!r}: 'start:stop:step' must be three numbers", param, ctx)
+            if not all(math.isfinite(v) for v in (start, stop, step)):
+                self.fail(f"{text!r}: start, stop and step must be finite", param, ctx)
+            if step <= 0:
+                self.fail(f"{text!r}: the step must be > 0", param, ctx)
+            if stop < start:
+                self.fail(f"{text!r}: stop is below start", param, ctx)
+            count = int(math.floor((stop - start) / step + 1e-9)) + 1
+            if count > self.max_points:
+                self.fail(f"{text!r} has {count} values (at most {self.max_points})", param, ctx)
+            values = [round(start + k * step, 10) for k in range(count)]
+        else:
+            values = []
+            for item in text.split(","):
+                if not item.strip():
+                    continue
+                try:
+                    number = float(item)
+                except ValueError:
+                    self.fail(f"{item.strip()!r} is not a number (expected '3,4.5,6' or 'start:stop:step')",
+                              param, ctx)
+                if not math.isfinite(number):
+                    self.fail(f"{item.strip()!r} is not a finite number", param, ctx)
+                values.append(number)
+            if not values:
+                self.fail(f"{text!r} holds no values", param, ctx)
+        if self.positive and any(v <= 0 for v in values):
+            self.fail(f"{text!r}: every value must be > 0", param, ctx)
+        return values
+
+
+#: per-atom array names that ASE manages itself: never a label
+RESERVED_ARRAYS = frozenset({"positions", "numbers", "momenta", "masses", "initial_charges", "initial_magmoms",
+                             "tags", "species", "pos", "Z"})
+
+
+def _label_key(ctx, param, value):
+    """Validate a label array name (non-empty, one extxyz word)."""
+    if value is None:
+        return value
+    if not value.strip() or value != value.strip() or any(c in value for c in " \t\"'=,"):
+        raise click.BadParameter(f"{value!r} is not a usable array name (non-empty, no spaces, quotes, "
+                                 "'=' or ',')", ctx=ctx, param=param)
+    return value
+
+
+def _deprecated_key(ctx, param, value):
+    if value is not None:
+        click.echo("warning: --key is deprecated; use --label-key", err=True)
+    return value
+
+
+# -- option decorators --------------------------------------------------------------------------------------------
+
+REPRESENTATION = click.Choice(["atomistic", "AB2", "A"], case_sensitive=False)
+
+
+def _apply(function, options):
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def spec_options(function):
+    """The model specification: --representation, --cutoff, --atom-sigma, --n-max, --l-max, --noise,
+    --descriptor-backend (the same for train and every evaluation command)."""
+    return _apply(function, [
+        click.option("--representation", type=REPRESENTATION, default="AB2", show_default=True,
+                     help="atomistic, AB2 (metal + linker beads) or A (metal sites only)."),
+        click.option("--cutoff", type=POSITIVE, help="SOAP cutoff (Å); default: the paper's optimum."),
+        click.option("--atom-sigma", type=POSITIVE, help="SOAP Gaussian width (Å); default: the paper's optimum."),
+        click.option("--n-max", type=click.IntRange(min=1), default=16, show_default=True),
+        click.option("--l-max", type=click.IntRange(min=0), default=8, show_default=True),
+        click.option("--noise", type=POSITIVE, default=0.2, show_default=True, help="GP noise sigma (eV)."),
+        click.option("--descriptor-backend", type=click.Choice(["featomic", "quippy"]), default="featomic",
+                     show_default=True),
+    ])
+
+
+def solver_options(function):
+    """--solver, --precision, --inducing (the regression solver's settings)."""
+    return _apply(function, [
+        click.option("--solver", type=click.Choice(["exact", "sparse"]), default="exact", show_default=True),
+        click.option("--precision", type=click.Choice(["float64", "mixed"]), default="float64", show_default=True,
+                     help="Exact solver: float64, or float32 Cholesky refined to float64 accuracy."),
+        click.option("--inducing", type=click.IntRange(min=1), default=4000, show_default=True,
+                     help="Sparse solver: number of inducing environments M."),
+    ])
+
+
+def label_key_option(default: str | None = "energies", help: str | None = None):
+    """--label-key (one name for every command; ``--key`` stays as a hidden deprecated alias where it existed)."""
+    return click.option("--label-key", "label_key", default=default, show_default=default is not None,
+                        callback=_label_key,
+                        help=help or "Per-atom energy array (local energies are formed) or per-site local-energy "
+                                     "array.")
+
+
+def quiet_option(function):
+    return click.option("-q", "--quiet", is_flag=True, help="No progress output or summary.")(function)
+
+
+def force_option(function):
+    return click.option("--force", is_flag=True, help="Overwrite existing output files.")(function)
+
+
+def workers_option(default: int = 1, help: str = "Worker processes."):
+    return click.option("-j", "--workers", type=click.IntRange(min=1), default=default, show_default=True,
+                        help=help)

@@ -419,24 +419,33 @@ class CVResult:
                 "test_rmse": self.test_rmse, "mean_train_rmse": self.mean_train_rmse,
                 "mean_test_rmse": self.mean_test_rmse, "seconds": self.seconds}
 
-    def save(self, path: str | os.PathLike, predictions: str | os.PathLike | None = None) -> Path:
-        """Write the summary as JSON and (optionally) per-environment predictions as CSV."""
+    def save(self, path: str | os.PathLike, predictions: str | os.PathLike | None = None, *,
+             overwrite: bool = True) -> Path:
+        """Write the summary as JSON and (optionally) per-environment predictions as CSV.
+
+        Both are checked before either is written, and written atomically (:mod:`ase_cggpr.outputs`);
+        ``overwrite=False`` refuses existing files."""
+        from .outputs import check_output
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_output(path, force=overwrite)
         summary = self.summary()
         if predictions is not None:
             summary["predictions_file"] = str(predictions)
-            save_predictions(predictions, self.labels, self.predictions, self.folds)
-        _atomic_write(path, json.dumps(summary, indent=1))
+            save_predictions(predictions, self.labels, self.predictions, self.folds, overwrite=overwrite)
+        _atomic_write(path, json.dumps(summary, indent=1), overwrite=overwrite)
         return path
 
 
 def save_predictions(path: str | os.PathLike, labels: np.ndarray, predictions: np.ndarray,
-                     folds: np.ndarray, groups: np.ndarray | None = None) -> Path:
-    """CSV of out-of-fold predictions: row, fold, label, prediction (eV)."""
+                     folds: np.ndarray, groups: np.ndarray | None = None, *, overwrite: bool = True) -> Path:
+    """CSV of out-of-fold predictions: row, fold, label, prediction (eV), written atomically."""
+    from .outputs import atomic_output
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    with atomic_output(path, force=overwrite) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "fold", "label_eV", "prediction_eV"])
         for row, (k, y, p) in enumerate(zip(folds.tolist(), labels.tolist(), predictions.tolist(), strict=True)):
@@ -686,17 +695,18 @@ def learning_curve(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndar
     return rows
 
 
-def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:
-    """Write rows (dicts) as CSV, atomically."""
+def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None, *,
+              overwrite: bool = True) -> Path:
+    """Write rows (dicts) as CSV, atomically (:func:`ase_cggpr.outputs.atomic_output`)."""
+    from .outputs import atomic_output
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(fields or (rows[0].keys() if rows else []))
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_output(path, force=overwrite) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 
@@ -762,8 +772,7 @@ def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float],
     done = set()
     fields = list(GRID_FIELDS)
     if csv_path.exists():
-        with open(csv_path, newline="") as handle:
-            fields = next(csv.reader(handle), None) or list(GRID_FIELDS)
+        fields = grid_csv_fields(csv_path)
         if "protocol" not in fields and shared_kernel:
             raise ModelError(f"{csv_path} holds per-fold grid results (no protocol column); write the "
                              "shared-kernel grid to another file")
@@ -810,6 +819,21 @@ def grid_search(env: Environments, spec: ModelSpec, *, cutoffs: Sequence[float],
                     log(f"{spec.representation} cutoff {cutoff} sigma {sigma} noise {noise}: "
                         f"test {result.mean_test_rmse:.4f} eV ({row['seconds']:.1f} s)")
     return [r for r in read_csv(csv_path) if grid_setting(r) == setting]
+
+
+def grid_csv_fields(path: str | os.PathLike) -> list[str]:
+    """The header of an existing grid-search CSV; ModelError if ``path`` is not one (another file, binary)."""
+    try:
+        with open(path, newline="") as handle:
+            fields = next(csv.reader(handle), None) or []
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ModelError(f"{path} is not a grid-search CSV ({error}); choose another output file") from None
+    missing = [f for f in GRID_FIELDS if f != "protocol" and f not in fields]
+    if missing:
+        raise ModelError(f"{path} is not a grid-search CSV (no column {', '.join(missing)}); choose another "
+                         "output file") if fields else ModelError(f"{path} is empty, not a grid-search CSV; "
+                                                                  "remove it or choose another output file")
+    return fields
 
 
 def optimum(rows: Sequence[dict[str, Any]], *, key: str = "test_rmse") -> dict[str, Any]:
@@ -877,7 +901,8 @@ def paper_grid(root: str | os.PathLike, representation: str) -> list[dict[str, A
              "test_rmse": r["result.av_test_rmse"]} for r in rows]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _atomic_write(path: Path, text: str, *, overwrite: bool = True) -> None:
+    from .outputs import atomic_output
+
+    with atomic_output(path, force=overwrite) as tmp:
+        tmp.write_text(text)

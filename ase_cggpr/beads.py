@@ -30,6 +30,10 @@ from scipy.sparse.csgraph import connected_components
 
 from .errors import StructureError
 from .spec import canonical_representation
+from .structure_checks import MIN_DISTANCE, MIN_DISTANCE_H, check_cell, check_structure, contact_message, worst_contact
+
+__all__ = ["A_SYMBOL", "B_SYMBOL", "BeadMap", "Bonds", "Topology", "bead_positions", "check_cell", "check_input",
+           "coarse_grain", "find_bonds", "find_topology", "is_coarse_grained", "structure_name", "topology_from_bonds"]
 
 #: Elements never treated as metal nodes.
 NON_METALS = frozenset("H He B C N O F Ne Si P S Cl Ar Se Br Kr I Xe".split())
@@ -48,6 +52,10 @@ COVALENT_CUTOFFS = {("C", "C"): 1.75, ("C", "N"): 1.75, ("N", "N"): 1.6, ("C", "
 METAL_N_CUTOFF = 2.6
 #: A-site to B-bead cut-off (Å) for already coarse-grained input (Zn to ring centroid is ~3.24 Å).
 CG_AB_CUTOFF = 4.2
+#: Shortest accepted A-B bond (Å) in coarse-grained input. Zn to imidazolate-ring centroid is 3.11-3.22 Å in
+#: the DFT structures of real ZIFs and 2.85-3.65 Å over the built-in (rattled) bead set; Si-O in an atomistic
+#: SiO2 (quartz, a raw IZA net) is 1.6 Å, which is not bead input.
+CG_AB_MIN = 2.4
 #: In coarse-grained input an A site bonds its 4 nearest B beads; a 5th within CG_AB_CUTOFF must be at least
 #: this factor farther than the 4th (dense nets put non-bonded beads at ~4.1 Å, bonded ones stay below ~3.4 Å).
 CG_GAP_FACTOR = 1.1
@@ -114,56 +122,119 @@ def structure_name(atoms: Atoms, fallback: str = "structure") -> str:
     return f"{fallback} {atoms.get_chemical_formula()}"
 
 
-def check_cell(atoms: Atoms, name: str) -> None:
-    """Raise StructureError unless the structure is fully periodic with finite positions and cell."""
-    if len(atoms) == 0:
-        raise StructureError("the structure has no atoms", structure=name)
-    if not np.all(atoms.pbc):
-        raise StructureError(f"the structure must be periodic in all three directions (pbc={atoms.pbc.tolist()})",
-                             structure=name)
-    positions = atoms.positions
-    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
-    if bad.size:
-        raise StructureError(f"non-finite (NaN or inf) positions at atom indices {bad[:10].tolist()}",
-                             structure=name)
-    cell = np.asarray(atoms.cell)
-    if not np.isfinite(cell).all() or abs(np.linalg.det(cell)) < 1e-6:
-        raise StructureError("the cell is degenerate or not finite", structure=name)
-
-
 def is_coarse_grained(atoms: Atoms) -> bool:
     """True for hZIF-style bead structures: only Si (A sites) and O (B beads)."""
     symbols = set(atoms.get_chemical_symbols())
     return bool(symbols) and symbols <= {A_SYMBOL, B_SYMBOL} and A_SYMBOL in symbols
 
 
+@dataclasses.dataclass(frozen=True)
+class Bonds:
+    """The bonded pairs of a structure, from one periodic neighbour search.
+
+    Directed pairs (both (i, j) and (j, i)), one entry per periodic image, sorted by (i, j, d): atomistic
+    input holds the covalent and metal-N bonds, coarse-grained input every A-B pair within
+    :data:`CG_AB_CUTOFF`. :func:`topology_from_bonds` turns them into a :class:`Topology`; for atomistic
+    input the topology is a function of ``numbers`` and the pairs (i, j) alone (see :meth:`same_connectivity`).
+    """
+
+    i: np.ndarray
+    j: np.ndarray
+    d: np.ndarray
+    numbers: np.ndarray
+    coarse_grained: bool
+
+    def same_connectivity(self, other: Bonds | None) -> bool:
+        """True when ``other`` has the same atoms and bonded pairs, so it gives the same :class:`Topology`.
+
+        Always False for coarse-grained input, whose topology also depends on the A-B distances.
+        """
+        return (other is not None and not self.coarse_grained and not other.coarse_grained
+                and np.array_equal(self.numbers, other.numbers) and np.array_equal(self.i, other.i)
+                and np.array_equal(self.j, other.j))
+
+
+def _cutoff_table(atoms: Atoms) -> tuple[np.ndarray, bool]:
+    """(119 x 119 table of bond cut-offs (Å) by atomic numbers, 0 = never bonded; coarse-grained input?)."""
+    from ase.data import atomic_numbers
+
+    table = np.zeros((119, 119))
+    coarse = is_coarse_grained(atoms)
+    if coarse:
+        pairs = {(A_SYMBOL, B_SYMBOL): CG_AB_CUTOFF}
+    else:
+        pairs = dict(COVALENT_CUTOFFS)
+        for metal in set(atoms.get_chemical_symbols()) - NON_METALS:
+            pairs[(metal, "N")] = METAL_N_CUTOFF
+    for (a, b), cutoff in pairs.items():
+        za, zb = atomic_numbers[a], atomic_numbers[b]
+        table[za, zb] = table[zb, za] = cutoff
+    return table, coarse
+
+
+def find_bonds(atoms: Atoms, *, name: str | None = None) -> Bonds:
+    """Bonded pairs of ``atoms`` from one neighbour search, after the short-contact check.
+
+    Call :func:`~ase_cggpr.structure_checks.check_structure` first (:func:`find_topology` does): a
+    degenerate cell makes the neighbour search itself explode.
+
+    Raises:
+        StructureError: when two atoms are closer than the screen's limits
+            (:data:`~ase_cggpr.structure_checks.MIN_DISTANCE`, ``MIN_DISTANCE_H`` with H).
+    """
+    name = name or structure_name(atoms)
+    table, coarse = _cutoff_table(atoms)
+    numbers = atoms.numbers
+    present = np.unique(numbers)
+    radius = max(float(table[np.ix_(present, present)].max()), MIN_DISTANCE, MIN_DISTANCE_H)
+    i, j, d = neighbor_list("ijd", atoms, radius)
+    contact = worst_contact(numbers, i, j, d)
+    if contact is not None:
+        raise StructureError(contact_message(atoms, contact), structure=name)
+    keep = d < table[numbers[i], numbers[j]]
+    i, j, d = i[keep], j[keep], d[keep]
+    order = np.lexsort((d, j, i))
+    return Bonds(i=i[order], j=j[order], d=d[order], numbers=numbers.copy(), coarse_grained=coarse)
+
+
 def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:
     """Find metals, linkers, rings and metal-linker bridges from bonded connectivity (periodic).
 
     Raises:
-        StructureError: naming the structure, the offending atom indices and what was found, when there is
-            no metal, a linker is broken or unrecognised, or a metal is not 4-connected / a linker not
-            2-connected.
+        StructureError: naming the structure, the offending atom indices and what was found, when the cell
+            or occupancies are unphysical (:func:`~ase_cggpr.structure_checks.check_structure`), two atoms are
+            too close, there is no metal, a linker is broken or unrecognised, or a metal is not 4-connected /
+            a linker not 2-connected; for coarse-grained input, when the beads do not look like ZIF beads.
     """
     name = name or structure_name(atoms)
-    check_cell(atoms, name)
-    if is_coarse_grained(atoms):
-        return _coarse_grained_topology(atoms, name)
+    check_input(atoms, name)
+    return topology_from_bonds(atoms, find_bonds(atoms, name=name), name=name)
 
-    symbols = np.array(atoms.get_chemical_symbols())
-    is_metal = np.array([s not in NON_METALS for s in symbols])
-    metal_indices = np.flatnonzero(is_metal)
-    if metal_indices.size == 0:
+
+def check_input(atoms: Atoms, name: str) -> None:
+    """Every check that needs no neighbour search: cell, occupancies, and a metal in atomistic input."""
+    check_structure(atoms, name)
+    if not is_coarse_grained(atoms):
+        _metal_mask(atoms, name)
+
+
+def _metal_mask(atoms: Atoms, name: str) -> np.ndarray:
+    is_metal = np.array([s not in NON_METALS for s in atoms.get_chemical_symbols()])
+    if not is_metal.any():
         raise StructureError(f"no metal atoms found (elements: {sorted(set(atoms.get_chemical_symbols()))}); "
-                             "a ZIF needs metal "
-                             "nodes such as Zn", structure=name)
+                             "a ZIF needs metal nodes such as Zn", structure=name)
+    return is_metal
 
-    cutoffs = dict(COVALENT_CUTOFFS)
-    for metal in set(symbols[is_metal]):
-        cutoffs[(metal, "N")] = METAL_N_CUTOFF
-    present = set(symbols)
-    cutoffs = {pair: c for pair, c in cutoffs.items() if pair[0] in present and pair[1] in present}
-    i, j = neighbor_list("ij", atoms, cutoffs) if cutoffs else (np.empty(0, int), np.empty(0, int))
+
+def topology_from_bonds(atoms: Atoms, bonds: Bonds, *, name: str | None = None) -> Topology:
+    """The :class:`Topology` of ``atoms`` from its :class:`Bonds` (see :func:`find_topology`)."""
+    name = name or structure_name(atoms)
+    if bonds.coarse_grained:
+        return _coarse_grained_topology(atoms, name, bonds)
+    symbols = np.array(atoms.get_chemical_symbols())
+    is_metal = _metal_mask(atoms, name)
+    metal_indices = np.flatnonzero(is_metal)
+    i, j = bonds.i, bonds.j
 
     # metal - donor bonds (one entry per metal-N bond, periodic images counted separately)
     metal_bond = is_metal[i] & ~is_metal[j]
@@ -202,11 +273,11 @@ def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:
                 f"unrecognised or broken linker {formula} (atom indices {atom_ids[:12].tolist()}"
                 f"{' ...' if atom_ids.size > 12 else ''}); recognised linkers: "
                 + ", ".join(f"{f} {d}" for f, d in KNOWN_LINKERS.items()), structure=name)
-        bonds = bridges[c]
-        if len(bonds) != 2:
-            raise StructureError(f"linker {formula} (atom indices {atom_ids.tolist()}) binds {len(bonds)} "
+        metal_bonds = bridges[c]
+        if len(metal_bonds) != 2:
+            raise StructureError(f"linker {formula} (atom indices {atom_ids.tolist()}) binds {len(metal_bonds)} "
                                  "metal atoms; every linker must bridge exactly 2", structure=name)
-        donors = [d for _, d in bonds]
+        donors = [d for _, d in metal_bonds]
         ring = _ring_through(donors[0], donors[1], neighbours, symbols)
         if ring is None:
             raise StructureError(f"linker {formula} (atom indices {atom_ids.tolist()}): no ring joins its "
@@ -214,7 +285,7 @@ def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:
         linkers.append(atom_ids)
         rings.append(np.array(sorted(ring)))
         formulas.append(formula)
-        linker_metals.append([metal_position[m] for m, _ in bonds])
+        linker_metals.append([metal_position[m] for m, _ in metal_bonds])
 
     return Topology(name=name, coarse_grained_input=False, metal_indices=metal_indices,
                     metal_symbols=tuple(symbols[metal_indices].tolist()), linkers=tuple(linkers),
@@ -259,15 +330,23 @@ def _ring_through(d1: int, d2: int, neighbours: dict[int, set[int]], symbols: np
     return set(first) | set(second)
 
 
-def _coarse_grained_topology(atoms: Atoms, name: str) -> Topology:
+def _coarse_grained_topology(atoms: Atoms, name: str, bonds: Bonds) -> Topology:
     symbols = np.array(atoms.get_chemical_symbols())
     a_sites = np.flatnonzero(symbols == A_SYMBOL)
     b_sites = np.flatnonzero(symbols == B_SYMBOL)
-    i, j, d = neighbor_list("ijd", atoms, {(A_SYMBOL, B_SYMBOL): CG_AB_CUTOFF})
-    ab = symbols[i] == A_SYMBOL
-    i, j, d = i[ab], j[ab], d[ab]
+    ab = symbols[bonds.i] == A_SYMBOL
+    i, j, d = bonds.i[ab], bonds.j[ab], bonds.d[ab]
     order = np.lexsort((d, i))  # by A site, nearest bead first
     i, j, d = i[order], j[order], d[order]
+    if d.size and d.min() < CG_AB_MIN:
+        k = int(np.argmin(d))
+        n_short = int(np.count_nonzero(d < CG_AB_MIN))
+        raise StructureError(f"not coarse-grained ZIF beads: A site Si {i[k]} is {d[k]:.2f} Å from B bead O {j[k]} "
+                             f"({n_short} A-B pairs shorter than {CG_AB_MIN:g} Å); bead input (Si = metal site, "
+                             f"O = linker-ring centroid) needs A-B distances near the Zn to ring-centroid distance "
+                             f"(~3.2 Å; accepted {CG_AB_MIN:g}-{CG_AB_CUTOFF:g} Å). An atomistic SiO2 (Si-O ~1.6 Å: "
+                             "quartz, a raw IZA net) is not bead input; scale a bare net to A-B ~3.2 Å first",
+                             structure=name)
     first = np.searchsorted(i, a_sites)
     count = np.searchsorted(i, a_sites, side="right") - first
     wrong = [(a, int(c)) for a, c in zip(a_sites, count, strict=True) if c < 4]
@@ -291,7 +370,8 @@ def _coarse_grained_topology(atoms: Atoms, name: str) -> Topology:
     bad = [(b, len(v)) for b, v in bridged.items() if len(v) != 2]
     if bad:
         detail = ", ".join(f"O {b}: {c} A sites" for b, c in bad[:8])
-        raise StructureError(f"every B bead (O) must bridge exactly 2 A sites; found {detail}", structure=name)
+        raise StructureError(f"every B bead (O) must bridge exactly 2 A sites (bead input is a net of 4-connected "
+                             f"A and 2-connected B); found {detail}", structure=name)
     singletons = tuple(np.array([b]) for b in b_sites)
     return Topology(name=name, coarse_grained_input=True, metal_indices=a_sites,
                     metal_symbols=tuple(symbols[a_sites].tolist()), linkers=singletons, rings=singletons,

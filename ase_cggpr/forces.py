@@ -180,6 +180,12 @@ def predict_with_forces(model, atoms: Atoms, bead_map: BeadMap | None = None, *,
     bead_gradient, vectors = bead_energy_gradient(model, bead_map, backend=backend)
     forces = -bead_to_atom_gradient(bead_map, bead_gradient, len(atoms))
     prediction = model.regressor_.predict(vectors, return_std=return_std)
+    from .model import check_prediction  # a NaN energy, std or force is an error naming the structure
+
+    check_prediction(bead_map.name, prediction[0] if return_std else prediction,
+                     prediction[1] if return_std else None)
+    if not np.isfinite(forces).all():
+        raise ModelError(f"structure {bead_map.name!r}: the model predicted non-finite forces (NaN or inf)")
     if return_std:
         return prediction[0], forces, prediction[1]
     return prediction, forces

@@ -362,6 +362,14 @@ def test_nan_prediction_is_an_error_naming_the_structure(good, frames):
     model.regressor_.alpha_[5] = np.nan  # corrupted in memory after the load checks
     with pytest.raises(ModelError, match=r"structure '.*': the model predicted a non-finite energy"):
         model.predict(frames[22])
+    from ase_cggpr import CGGPRCalculator
+
+    atoms = frames[22].copy()
+    atoms.calc = CGGPRCalculator(model=model)
+    with pytest.raises(ModelError, match="non-finite energy"):
+        atoms.get_potential_energy()
+    with pytest.raises(ModelError, match="non-finite energy"):  # the forces path predicts on its own
+        atoms.get_forces()
     overflowing = CGGPRModel.load(good[1])
     overflowing.regressor_.zeta = 2000  # (1 + x.x')^2000 overflows float64: inf - inf = NaN
     with pytest.raises(ModelError, match="non-finite"):

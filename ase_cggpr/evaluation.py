@@ -29,6 +29,7 @@ folds, as in the paper.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -36,6 +37,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -289,18 +291,43 @@ class SoapCache:
             self.hits += 1
             return self._memory[key]
         if path is not None and path.exists():
-            X = np.load(path, mmap_mode="r", allow_pickle=False)
-            if X.shape[0] == n:
+            X = self._load(path, n, soap_dimension(spec))
+            if X is not None:
                 self.hits += 1
                 self._memory = {key: X}
                 return X
-            del X
         self.misses += 1
-        X = self._compute(env, spec, rows, path)
+        try:
+            X = self._compute(env, spec, rows, path)
+        except BaseException:  # no half-written entry is left behind (error, Ctrl-C)
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.with_name(path.stem + f".part{os.getpid()}.npy").unlink()
+            raise
         if X.shape[0] != n:
             raise ModelError(f"SOAP gave {X.shape[0]} vectors for {n} environments")
         self._memory = {key: X}  # keep one set (atomistic vectors are large)
         return X
+
+    @staticmethod
+    def _load(path: Path, n: int, d: int) -> np.ndarray | None:
+        """The cached (n, d) float64 vectors at ``path``, or None (with a warning) if the entry is unusable:
+        truncated, not a ``.npy`` array, pickled data, another shape or dtype. It is then computed again."""
+        try:
+            X = np.load(path, mmap_mode="r", allow_pickle=False)
+            ok = isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype == np.float64 and X.shape == (n, d)
+        except (OSError, ValueError, EOFError) as error:  # mmap past the end, bad header, pickled objects
+            reason = " ".join(str(error).split()) or type(error).__name__
+            ok, X = False, None
+        else:
+            reason = f"holds a {getattr(X, 'dtype', '?')} array of shape {getattr(X, 'shape', '?')}, not ({n}, {d})"
+        if ok:
+            return X
+        del X
+        warnings.warn(f"SOAP cache entry {path} is unusable ({reason}); computing it again", stacklevel=3)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
 
     def _compute(self, env: Environments, spec: ModelSpec, rows: np.ndarray | None, path: Path | None) -> np.ndarray:
         """SOAP of all environments (``rows`` None) or of ``rows``, ``CHUNK`` structures per call, written into

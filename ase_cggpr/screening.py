@@ -27,6 +27,20 @@ vectors and predictions are computed for one representative per orbit only, and 
 Only the representatives are computed (:func:`~ase_cggpr.descriptors.soap_vectors` with ``centres``:
 featomic's ``selected_samples``, quippy's ``atom_mask_name``). Within the tolerance, results equal the
 unreduced computation (exactly, for exactly symmetric structures).
+
+Robustness
+----------
+Options are checked before any work (a threshold must be a finite number >= 0 eV, ``symprec`` finite in
+(0, 1) Å: spglib crashes on a negative tolerance; ``workers`` >= 1), and so is a calibration file. Every
+input structure gets a row: a file that cannot be read, holds no atoms, or whose structure cannot be
+mapped gives an error row naming the file and the reason, and a prediction that is not finite (NaN energy
+or std) is an error row too, never ranked or trusted. Parallel screens run in worker processes that die
+with the screen; a worker that dies (e.g. killed by the out-of-memory killer) turns the structure it held
+into an error row ("worker died (signal 9 ...)") and is replaced, so the other structures are screened.
+With a progress file (:func:`screen_to_csv` keeps one beside the output: ``OUTPUT.progress.jsonl``) every
+finished row is appended and flushed to disk at once, so an interrupted screen resumes (``resume=True``,
+``cggpr screen --resume``) without computing those structures again; the CSV itself is written atomically
+at the end and the progress file removed.
 """
 
 from __future__ import annotations
@@ -34,13 +48,15 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
+import signal
 import time
+import traceback
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +65,7 @@ from ase import Atoms
 
 from .beads import BeadMap
 from .descriptors import soap_dimension
-from .errors import CGGPRError
+from .errors import CGGPRError, ModelError
 
 #: Default spglib tolerance (Å) for symmetry-equivalent Zn sites.
 SYMPREC = 1e-3
@@ -59,6 +75,40 @@ THRESHOLD_QUANTILE = 0.99
 
 CSV_COLUMNS = ("rank", "id", "topology", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "space_group",
                "n_unique_Zn", "source", "error")
+#: Largest accepted spglib tolerance (Å): beyond it every structure looks symmetric.
+MAX_SYMPREC = 1.0
+
+
+class ScreenOptionError(CGGPRError, ValueError):
+    """An option of a screen (threshold, symprec, workers, calibration, progress file) is invalid."""
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def check_threshold(value, what: str = "threshold") -> float:
+    """``value`` as a float if it is a finite number >= 0 (eV); otherwise :class:`ScreenOptionError`.
+
+    NaN or a negative threshold would silently trust nothing; 0 says so explicitly (every std is above it).
+    """
+    if not _is_number(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise ScreenOptionError(f"{what} must be a finite number >= 0 (eV), got {value!r}: a structure is "
+                                "trusted when every per-Zn std is at most the threshold")
+    return float(value)
+
+
+def check_symprec(value) -> float:
+    """``value`` as a float if it is a usable spglib tolerance: finite, 0 < symprec < 1 Å."""
+    if not _is_number(value) or not math.isfinite(float(value)) or not 0 < float(value) < MAX_SYMPREC:
+        raise ScreenOptionError(f"symprec must be a finite tolerance in (0, {MAX_SYMPREC:g}) Å, got {value!r}")
+    return float(value)
+
+
+def check_workers(value) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
+        raise ScreenOptionError(f"workers must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -88,14 +138,56 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the calibration JSON (atomically; never over an existing file unless ``overwrite``)."""
+        from .outputs import atomic_output
+
+        with atomic_output(path, force=overwrite) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:
-        return cls(**json.loads(Path(path).read_text()))
+        """Read a calibration written by :meth:`save`; anything else is one :class:`ScreenOptionError`."""
+        path = Path(path)
+        where = f"calibration file {path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ScreenOptionError(f"{where} is not a text (JSON) file") from None
+        except OSError as error:
+            raise ScreenOptionError(f"cannot read {where}: {error.strerror or error}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ScreenOptionError(f"{where} is not JSON ({error.msg} at line {error.lineno}); write one "
+                                    "with 'cggpr calibrate -o'") from None
+        if not isinstance(data, dict):
+            raise ScreenOptionError(f"{where} holds a JSON {type(data).__name__}, not the object written by "
+                                    "'cggpr calibrate -o'")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        missing = [name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING]
+        if missing:
+            raise ScreenOptionError(f"{where} lacks {', '.join(missing)}; write it with 'cggpr calibrate -o'")
+        values = {}
+        for name in fields:
+            if name not in data:
+                continue
+            value = data[name]
+            if name == "threshold_rule":
+                if not isinstance(value, str):
+                    raise ScreenOptionError(f"{where}: threshold_rule must be a string, got {value!r}")
+            elif name == "n_environments":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ScreenOptionError(f"{where}: n_environments must be an integer >= 1, got {value!r}")
+            elif name == "threshold":
+                value = check_threshold(value, f"{where}: threshold")
+            elif not _is_number(value) or not math.isfinite(value) or value < 0 or \
+                    (name.startswith("within") and value > 1):
+                raise ScreenOptionError(f"{where}: {name} must be a finite number"
+                                        f"{' in [0, 1]' if name.startswith('within') else ' >= 0'}, got {value!r}")
+            values[name] = value
+        return cls(**values)
 
     def table(self) -> str:
         return "\n".join([
@@ -137,10 +229,14 @@ def calibrate(model, maps: Sequence[BeadMap], labels: Sequence[np.ndarray], *, p
 
 def default_threshold(model) -> tuple[float, str]:
     """(threshold in eV, where it came from): the model's stored calibration if any, else its noise sigma."""
-    stored = (getattr(model, "calibration_", None) or {}).get("threshold")
+    calibration = getattr(model, "calibration_", None) or {}
+    stored = calibration.get("threshold") if isinstance(calibration, dict) else None
     if stored is not None:
-        return float(stored), "model calibration"
-    return float(model.spec.noise), "model noise sigma (no calibration given)"
+        try:
+            return check_threshold(stored, "the model's stored calibration threshold"), "model calibration"
+        except ScreenOptionError as error:
+            raise ModelError(f"{error}; give --threshold or --calibration") from None
+    return check_threshold(model.spec.noise, "the model's noise sigma"), "model noise sigma (no calibration given)"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,6 +245,8 @@ def default_threshold(model) -> tuple[float, str]:
 
 def _spglib_dataset(atoms: Atoms, symprec: float):
     import spglib
+
+    symprec = check_symprec(symprec)  # spglib segfaults on a negative tolerance
 
     cell = (np.asarray(atoms.cell), atoms.get_scaled_positions(wrap=True), atoms.numbers)
     with warnings.catch_warnings():
@@ -247,9 +345,21 @@ def _topology_label(atoms: Atoms) -> str:
     return ""
 
 
+def _error_text(error: BaseException) -> str:
+    """One line: a package error's own message, else the exception type and its message."""
+    message = " ".join(str(error).split())
+    if isinstance(error, CGGPRError) and message:
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = True, symprec: float = SYMPREC,
                      id: str | None = None, source: str = "") -> ScreenRow:
-    """Screen one structure; any error becomes the row's ``error`` (never raised)."""
+    """Screen one structure; any error becomes the row's ``error`` (never raised).
+
+    A prediction that is not finite (NaN or infinite energy or std of any Zn) is an error row: it is never
+    ranked or trusted.
+    """
     name = id or str(atoms.info.get("name") or atoms.info.get("structure_id") or atoms.get_chemical_formula())
     row = ScreenRow(id=name, source=source, topology=_topology_label(atoms))
     try:
@@ -259,20 +369,47 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
             with contextlib.suppress(Exception):
                 row.space_group = space_group(atoms, symprec)
             mean, std, n_unique = predict_symmetric(model, bead_map, symmetry=symmetry, symprec=symprec)
+        mean, std = np.asarray(mean, float), np.asarray(std, float)
+        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if mean.size == 0 or bad.any():
+            raise ModelError(f"structure {name!r}: the prediction is not finite (NaN or infinite energy or std "
+                             f"for {int(bad.sum())} of {mean.size} Zn); the model file may be corrupt; not "
+                             "ranked, not trusted")
         row.n_Zn, row.n_unique_Zn = len(mean), int(n_unique)
         row.energy_per_Zn, row.max_std = float(mean.mean()), float(std.max())
         row.trusted = bool(row.max_std <= threshold)
     except Exception as error:  # one bad structure never stops a screen
-        message = str(error) or type(error).__name__
-        row.error = f"{type(error).__name__}: {message}".replace("\n", " ")
+        row.error = _error_text(error)
     return row
+
+
+def _read_failure(path: Path, error: BaseException) -> CGGPRError:
+    """A one-line error naming ``path`` and a real reason (ASE's readers often raise bare assertions)."""
+    message = " ".join(str(error).split())
+    if isinstance(error, AssertionError) or not message:
+        reason = ""
+        if path.suffix.lower() == ".cif":
+            with contextlib.suppress(OSError):
+                with open(path, "rb") as handle:
+                    head = handle.read(1 << 16).lower()
+                if b"data_" not in head:
+                    reason = "not a CIF file (no 'data_' block)"
+        if not reason:
+            frames = traceback.extract_tb(error.__traceback__)
+            where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+            reason = f"malformed file (ASE's reader failed with {type(error).__name__}{where})"
+        message = reason
+    elif not isinstance(error, CGGPRError):
+        message = f"{type(error).__name__}: {message}"
+    return CGGPRError(f"cannot read {path}: {message}")
 
 
 def iter_sources(patterns: Iterable[str | os.PathLike], *, file_done=None
                  ) -> Iterator[tuple[str, str, Atoms | Exception]]:
     """Stream (id, source file, Atoms or the error reading it) from files, folders and globs, frame by frame.
 
-    ``file_done()`` is called after each file (or unmatched pattern) has been read.
+    Every file gives at least one item: a file without any structure (e.g. a CIF with a cell and no atom
+    sites) gives an error. ``file_done()`` is called after each file (or unmatched pattern) has been read.
     """
     from ase.io import iread
 
@@ -294,8 +431,11 @@ def iter_sources(patterns: Iterable[str | os.PathLike], *, file_done=None
                     for atoms in iread(path, index=":"):
                         yield f"{path.name}@{k}", str(path), atoms
                         k += 1
+                if k == 0:
+                    yield path.name, str(path), CGGPRError(
+                        f"no structure in {path}: the file holds no atoms (a cell without atom sites?)")
             except Exception as error:  # unreadable file or frame: one error row, go on with the next file
-                yield (f"{path.name}@{k}" if k else path.name), str(path), error
+                yield (f"{path.name}@{k}" if k else path.name), str(path), _read_failure(path, error)
             if file_done is not None:
                 file_done()
 
@@ -305,17 +445,95 @@ def _structure_id(default: str, atoms: Atoms) -> str:
     return str(name) if name else default
 
 
-# worker-process state
-_WORKER: dict[str, Any] = {}
+def structure_key(atoms: Atoms) -> str:
+    """A digest of a structure's numbers, positions, cell and pbc: the key of its row in a progress file."""
+    digest = hashlib.sha256()
+    for array in (atoms.numbers.astype(np.int64), np.asarray(atoms.positions, np.float64),
+                  np.asarray(atoms.cell.array, np.float64), np.asarray(atoms.pbc, np.int8)):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:20]
 
 
-def _init_worker(model, kwargs: dict) -> None:
-    _WORKER["model"], _WORKER["kwargs"] = model, kwargs
+# -- worker processes -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Task:
+    key: str
+    name: str
+    source: str
+    atoms: Atoms | None = None  # None: ``row`` is ready (an unreadable input or a resumed row)
+    row: ScreenRow | None = None
+    resumed: bool = False
 
 
-def _work(item: tuple[str, str, Atoms]) -> ScreenRow:
-    name, source, atoms = item
-    return screen_structure(_WORKER["model"], atoms, id=name, source=source, **_WORKER["kwargs"])
+def _worker_main(conn, model, kwargs: dict, parent: int) -> None:
+    """A screen worker: dies with its parent, screens one structure per message until told to stop."""
+    from .worker_lifeline import die_with_parent
+
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        key, name, source, atoms = message
+        conn.send((key, screen_structure(model, atoms, id=name, source=source, **kwargs)))
+
+
+def _death_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        number = -exitcode
+        try:
+            label = signal.Signals(number).name
+        except ValueError:
+            label = "unknown signal"
+        hint = ", e.g. by the out-of-memory killer" if number == signal.SIGKILL else ""
+        return f"worker died (signal {number}: {label}{hint}) while screening this structure"
+    return f"worker died (exit code {exitcode}) while screening this structure"
+
+
+class _Worker:
+    def __init__(self, ctx, model, kwargs: dict):
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, model, kwargs, os.getpid()), daemon=True,
+                                   name="cggpr-screen-worker")
+        self.process.start()
+        child.close()
+        self.task: _Task | None = None
+
+    def send(self, task: _Task) -> bool:
+        try:
+            self.conn.send((task.key, task.name, task.source, task.atoms))
+        except (BrokenPipeError, ConnectionError, EOFError, OSError):
+            return False
+        self.task = task
+        return True
+
+    def receive(self) -> ScreenRow | None:
+        """The finished row, or None if the worker died before sending it."""
+        if self.conn.poll():
+            with contextlib.suppress(EOFError, OSError, ConnectionError):
+                key, row = self.conn.recv()
+                if key == self.task.key:
+                    return row
+        return None
+
+    def exitcode(self) -> int | None:
+        self.process.join(timeout=5)
+        return self.process.exitcode
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.send(None)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=2)
 
 
 @contextlib.contextmanager
@@ -334,40 +552,183 @@ def _single_threaded_children():
                 os.environ[k] = v
 
 
-def _rows(model, items: Iterator[tuple[str, str, Atoms | Exception]], kwargs: dict, workers: int,
-          ) -> Iterator[ScreenRow]:
-    """Screen rows as they finish (serial in order; parallel with a bounded window of pending structures)."""
-    def error_row(name, source, error):
-        return ScreenRow(id=name, source=source, error=f"{type(error).__name__}: {error}".replace("\n", " "))
+def _serial_rows(model, tasks: Iterable[_Task], kwargs: dict) -> Iterator[_Task]:
+    for task in tasks:
+        if task.row is None:
+            task.row = screen_structure(model, task.atoms, id=task.name, source=task.source, **kwargs)
+        yield task
 
-    if workers <= 1:
-        for name, source, atoms in items:
-            if isinstance(atoms, Exception):
-                yield error_row(name, source, atoms)
-            else:
-                yield screen_structure(model, atoms, id=_structure_id(name, atoms), source=source, **kwargs)
-        return
+
+def _parallel_rows(model, tasks: Iterable[_Task], kwargs: dict, workers: int) -> Iterator[_Task]:
+    """Tasks with their rows, as they finish, from ``workers`` processes holding one structure each.
+
+    A worker that dies turns its structure into an error row and is replaced; many deaths in a row (no
+    structure finished between them) mean the workers cannot run at all, and stop the screen.
+    """
     import multiprocessing
+    from multiprocessing.connection import wait
 
-    # spawn (not fork): featomic's thread pool and BLAS threads do not survive a fork safely. The
-    # environment is set while the pool lives, since workers are started on first submit.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(model, kwargs))
-    window = 4 * workers
-    with _single_threaded_children(), pool:
-        pending: set = set()
-        for name, source, atoms in items:
-            if isinstance(atoms, Exception):
-                yield error_row(name, source, atoms)
-                continue
-            pending.add(pool.submit(_work, (_structure_id(name, atoms), source, atoms)))
-            if len(pending) >= window:  # bounded: memory stays flat in the number of structures
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
-        for future in pending:
-            yield future.result()
+    # spawn (not fork): featomic's thread pool and BLAS threads do not survive a fork safely
+    ctx = multiprocessing.get_context("spawn")
+    pool: list[_Worker] = []
+    todo = iter(tasks)
+    exhausted, deaths, max_deaths = False, 0, max(5, 2 * workers)
 
+    def died(worker: _Worker, task: _Task) -> _Task:
+        nonlocal deaths
+        pool.remove(worker)
+        code = worker.exitcode()
+        worker.stop()
+        deaths += 1
+        if deaths > max_deaths:
+            raise CGGPRError(f"{deaths} screen workers died in a row (last: {_death_message(code)}); "
+                             "run with --workers 1 to see why")
+        task.row = ScreenRow(id=task.name, source=task.source, topology=_topology_label(task.atoms),
+                             error=_death_message(code))
+        return task
+
+    def start(task: _Task) -> None:
+        """Give ``task`` to an idle worker (replacing one found dead)."""
+        nonlocal deaths
+        worker = next(w for w in pool if w.task is None)
+        while not worker.send(task):  # it died while idle: replace it and send again
+            code = worker.exitcode()
+            pool.remove(worker)
+            worker.stop()
+            deaths += 1
+            if deaths > max_deaths:
+                raise CGGPRError(f"{deaths} screen workers died in a row (last: {_death_message(code)}); "
+                                 "run with --workers 1 to see why")
+            worker = _Worker(ctx, model, kwargs)
+            pool.append(worker)
+
+    try:
+        with _single_threaded_children():
+            out: list[_Task] = []
+            while True:
+                # first keep every worker busy, then hand back what finished (so no worker waits for the caller)
+                while not exhausted:
+                    if all(w.task is not None for w in pool):
+                        if len(pool) >= workers:
+                            break
+                        pool.append(_Worker(ctx, model, kwargs))
+                    task = next(todo, None)
+                    if task is None:
+                        exhausted = True
+                    elif task.row is not None:
+                        out.append(task)  # ready (unreadable input, resumed row)
+                    else:
+                        start(task)
+                yield from out
+                out = []
+                busy = [w for w in pool if w.task is not None]
+                if not busy:
+                    return
+                ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+                for worker in busy:
+                    if worker.conn not in ready and worker.process.sentinel not in ready:
+                        continue
+                    task, row = worker.task, worker.receive()
+                    worker.task = None
+                    if row is None:
+                        out.append(died(worker, task))
+                    else:
+                        deaths = 0
+                        task.row = row
+                        out.append(task)
+    finally:
+        for worker in pool:
+            worker.stop()
+
+
+# -- progress file (resume) -----------------------------------------------------------------------------
+
+PROGRESS_FORMAT = "cggpr-screen-progress"
+#: rows with this error prefix are computed again on resume (the worker's death may have been transient)
+WORKER_DIED = "worker died"
+
+
+def progress_path(output: str | os.PathLike) -> Path:
+    """The progress file kept beside a screen's CSV while it runs: ``OUTPUT.progress.jsonl``."""
+    output = Path(output)
+    return output.with_name(output.name + ".progress.jsonl")
+
+
+def model_fingerprint(model) -> str:
+    """A digest of what decides a model's predictions (spec, reference, training facts, weights)."""
+    digest = hashlib.sha256(json.dumps({"spec": model.spec.to_dict(), "reference": model.reference_energy,
+                                        "training": getattr(model, "training_", None)},
+                                       sort_keys=True, default=str).encode())
+    for name in ("alpha_", "mean_"):
+        value = getattr(model.regressor_, name, None)
+        if value is not None:
+            digest.update(np.ascontiguousarray(np.asarray(value, np.float64)).tobytes())
+    return digest.hexdigest()[:24]
+
+
+class ProgressLog:
+    """Append-only JSON-lines record of a screen's finished rows (flushed and fsync'd per row).
+
+    The first line holds the screen's settings; a resume with other settings is refused. A last line cut
+    short by a kill is dropped.
+    """
+
+    def __init__(self, path: str | os.PathLike, settings: dict, *, resume: bool):
+        self.path = Path(path)
+        self.settings = json.loads(json.dumps(settings))
+        self.rows: dict[str, ScreenRow] = {}
+        if resume and self.path.exists():
+            self._read()
+            self.handle = open(self.path, "a", encoding="utf-8")
+        else:
+            self.handle = open(self.path, "w", encoding="utf-8")
+            self._write({"format": PROGRESS_FORMAT, "settings": self.settings})
+
+    def _read(self) -> None:
+        data = self.path.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        if cut < len(data):  # a line cut short by a kill: drop it
+            with open(self.path, "r+b") as handle:
+                handle.truncate(cut)
+            data = data[:cut]
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != PROGRESS_FORMAT:
+            raise ScreenOptionError(f"{self.path} is not a screen progress file; remove it or choose another "
+                                    "output")
+        if header.get("settings") != self.settings:
+            old = header.get("settings") or {}
+            diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in self.settings.items() if old.get(k) != v]
+            raise ScreenOptionError(f"cannot resume from {self.path}: it was written with other settings "
+                                    f"({'; '.join(diff)}); resume with the same model and options, or pass "
+                                    "--force without --resume to start over")
+        fields = {f.name for f in dataclasses.fields(ScreenRow)}
+        for line in lines[1:]:
+            with contextlib.suppress(json.JSONDecodeError, TypeError, KeyError):
+                entry = json.loads(line)
+                row = ScreenRow(**{k: v for k, v in entry["row"].items() if k in fields})
+                if row.error.startswith(WORKER_DIED):
+                    continue  # computed again
+                self.rows[str(entry["key"])] = row
+
+    def _write(self, entry: dict) -> None:
+        self.handle.write(json.dumps(entry) + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def add(self, key: str, row: ScreenRow) -> None:
+        record = dataclasses.asdict(row)
+        record.pop("rank", None)
+        self._write({"key": key, "row": record})
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+# -- the screen -------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class ScreenResult:
@@ -377,6 +738,8 @@ class ScreenResult:
     seconds: float
     threshold: float
     threshold_source: str
+    n_resumed: int = 0  #: rows taken from an interrupted screen's progress file (not computed again)
+    n_worker_deaths: int = 0  #: structures whose worker process died
 
     @property
     def n_ok(self) -> int:
@@ -388,7 +751,13 @@ class ScreenResult:
 
 
 def sort_rows(rows: list[ScreenRow]) -> list[ScreenRow]:
-    """Trusted rows by energy per Zn (ranked 1, 2, ...), then untrusted by energy (unranked), then errors."""
+    """Trusted rows by energy per Zn (ranked 1, 2, ...), then untrusted by energy (unranked), then errors.
+
+    A row without an error but with a non-finite energy or std becomes an error row (never ranked).
+    """
+    for row in rows:
+        if not row.error and not (math.isfinite(row.energy_per_Zn) and math.isfinite(row.max_std)):
+            row.error, row.trusted = "the prediction is not finite (NaN energy or std); not ranked", False
     rows = sorted(rows, key=lambda r: (bool(r.error), not r.trusted, r.energy_per_Zn if not r.error else 0.0,
                                        r.id))
     rank = 0
@@ -401,8 +770,8 @@ def sort_rows(rows: list[ScreenRow]) -> list[ScreenRow]:
 
 
 def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold: float | None = None,
-           symmetry: bool = True, symprec: float = SYMPREC, workers: int = 1, progress: bool = False
-           ) -> ScreenResult:
+           symmetry: bool = True, symprec: float = SYMPREC, workers: int = 1, progress: bool = False,
+           progress_file: str | os.PathLike | None = None, resume: bool = False) -> ScreenResult:
     """Screen structures with a fitted model (or a model path) and rank them by predicted energy per Zn.
 
     Args:
@@ -410,18 +779,26 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
         threshold: per-Zn latent std (eV) above which a structure is not trusted; default
             :func:`default_threshold` (the model's calibration, else its noise sigma).
         symmetry: compute once per set of symmetry-equivalent Zn sites (spglib, tolerance ``symprec`` Å).
-        workers: processes (1: in this process).
+        workers: processes (1: in this process). A worker that dies makes its structure an error row.
         progress: progress bar on stderr (over input files).
+        progress_file: append every finished row to this file as it finishes (see :class:`ProgressLog`);
+            it is left in place (remove it once the result is saved: :func:`screen_to_csv` does).
+        resume: take the rows already in ``progress_file`` instead of computing them again (the file must
+            come from a screen with the same model and options).
     """
     from .model import CGGPRModel
     from .progress import progress_bar
 
+    workers = check_workers(workers)
+    symprec = check_symprec(symprec)
+    if threshold is not None:
+        threshold = check_threshold(threshold)
     if not isinstance(model, CGGPRModel):
         model = CGGPRModel.load(model)
     source = "given"
     if threshold is None:
         threshold, source = default_threshold(model)
-    kwargs = dict(threshold=float(threshold), symmetry=symmetry, symprec=symprec)
+    kwargs = dict(threshold=float(threshold), symmetry=bool(symmetry), symprec=symprec)
     inputs = list(structures)
     n_files = 0
     for item in inputs:
@@ -435,40 +812,102 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
             except Exception:
                 n_files += 1
 
+    log = None
+    if progress_file is not None:
+        log = ProgressLog(progress_file, dict(model=model_fingerprint(model), **kwargs), resume=resume)
     start = time.perf_counter()
-    with progress_bar(n_files, "screen", enabled=progress) as update:
-        def items():
-            for k, item in enumerate(inputs):
-                if isinstance(item, Atoms):
-                    yield _structure_id(f"structure {k}", item), "", item
-                    update(1)
-                else:
-                    yield from iter_sources([item], file_done=lambda: update(1))
+    rows: list[ScreenRow] = []
+    n_resumed = n_deaths = 0
+    try:
+        with progress_bar(n_files, "screen", enabled=progress) as update:
+            def tasks() -> Iterator[_Task]:
+                for k, item in enumerate(inputs):
+                    if isinstance(item, Atoms):
+                        found: Iterable = [(_structure_id(f"structure {k}", item), "", item)]
+                    else:
+                        found = iter_sources([item], file_done=lambda: update(1))
+                    for name, src, atoms in found:
+                        if isinstance(atoms, Exception):
+                            yield _Task(key="", name=name, source=src,
+                                        row=ScreenRow(id=name, source=src, error=_error_text(atoms)))
+                            continue
+                        name = _structure_id(name, atoms)
+                        key = f"{structure_key(atoms)}:{name}"
+                        if log is not None and key in log.rows:
+                            yield _Task(key=key, name=name, source=src, row=log.rows[key], resumed=True)
+                        else:
+                            yield _Task(key=key, name=name, source=src, atoms=atoms)
+                    if isinstance(item, Atoms):
+                        update(1)
 
-        rows = list(_rows(model, items(), kwargs, workers))
-    return ScreenResult(sort_rows(rows), time.perf_counter() - start, float(threshold), source)
+            run = _serial_rows(model, tasks(), kwargs) if workers == 1 else \
+                _parallel_rows(model, tasks(), kwargs, workers)
+            for task in run:
+                rows.append(task.row)
+                n_resumed += task.resumed
+                n_deaths += task.row.error.startswith(WORKER_DIED)
+                if log is not None and task.key and not task.resumed:
+                    log.add(task.key, task.row)
+    finally:
+        if log is not None:
+            log.close()
+    return ScreenResult(sort_rows(rows), time.perf_counter() - start, float(threshold), source,
+                        n_resumed=n_resumed, n_worker_deaths=n_deaths)
 
 
-def write_csv(rows: Sequence[ScreenRow], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write the ranking (columns :data:`CSV_COLUMNS`); never overwrites unless asked."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; choose another name or pass overwrite=True (--force)")
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", newline="") as handle:
+def _write_rows(path: Path, rows: Sequence[ScreenRow]) -> None:
+    with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow(row.csv_row())
-    os.replace(tmp, path)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_csv(rows: Sequence[ScreenRow], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write the ranking (columns :data:`CSV_COLUMNS`) atomically; never overwrites unless asked."""
+    from .outputs import atomic_output
+
+    path = Path(path)
+    if path.exists() and not overwrite and not path.is_dir():
+        raise FileExistsError(f"{path} exists; choose another name or pass overwrite=True (--force)")
+    with atomic_output(path, force=overwrite) as tmp:
+        _write_rows(tmp, rows)
     return path
+
+
+def screen_to_csv(model, structures: Iterable[str | os.PathLike | Atoms], output: str | os.PathLike, *,
+                  force: bool = False, resume: bool = False, **options) -> ScreenResult:
+    """:func:`screen` into the CSV ``output``, resumable: rows are streamed to :func:`progress_path` as they
+    finish; the CSV is published atomically at the end and the progress file removed.
+
+    ``output`` is checked and locked before any work (an existing file needs ``force``). An existing progress
+    file (an interrupted screen) needs ``resume=True`` (continue it) or ``force=True`` (start over).
+    ``options`` are those of :func:`screen`.
+    """
+    from .outputs import atomic_output, check_output
+
+    for name, check in (("threshold", check_threshold), ("symprec", check_symprec), ("workers", check_workers)):
+        if options.get(name) is not None:
+            check(options[name])
+    output = check_output(output, force=force)
+    log_path = progress_path(output)
+    if log_path.exists() and not resume and not force:
+        raise ScreenOptionError(f"{log_path} holds the rows of an interrupted screen into {output}; pass "
+                                "--resume (resume=True) to continue it, or --force to start over")
+    with atomic_output(output, force=force) as tmp:
+        result = screen(model, structures, progress_file=log_path, resume=resume, **options)
+        _write_rows(tmp, result.rows)
+    log_path.unlink(missing_ok=True)
+    return result
 
 
 def format_table(rows: Sequence[ScreenRow], top: int = 10) -> str:
     """The first ``top`` rows as a fixed-width table (energies in eV per Zn)."""
     lines = [f"{'rank':>4} {'id':<28} {'topology':<9} {'n_Zn':>4} {'E/Zn (eV)':>10} {'max std':>8} "
              f"{'trusted':>7} {'space group':<16} error"]
-    for row in list(rows)[:top]:
+    for row in list(rows)[:max(0, top)]:
         if row.error:
             lines.append(f"{'':>4} {row.id[:28]:<28} {row.topology[:9]:<9} {'':>4} {'':>10} {'':>8} {'':>7} "
                          f"{'':<16} {row.error[:80]}")

@@ -60,10 +60,27 @@ def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def read_error_reason(error: BaseException, path: str | os.PathLike | None = None) -> str:
+    """A readable reason for an exception raised while reading a structure file.
+
+    ASE's readers often fail with an exception whose text is empty (an ``AssertionError`` or a
+    ``StopIteration`` from the CIF parser): the reason then names the exception and says what was expected.
+    """
+    text = str(error).strip()
+    kind = type(error).__name__
+    if text and text != "None":
+        return f"{kind}: {text}"
+    suffix = Path(path).suffix.lower().lstrip(".") if path is not None else ""
+    fmt = {"cif": "CIF", "xyz": "extxyz", "extxyz": "extxyz", "traj": "ASE trajectory", "vasp": "VASP POSCAR",
+           "json": "ASE JSON database", "gz": "(gzipped) structure"}.get(suffix, "structure")
+    return f"not a readable {fmt} file (ASE's reader raised {kind} without a message)"
+
+
 def iter_structures(patterns: Iterable[str | os.PathLike], *, index: str = ":") -> Iterator[Atoms]:
     """Stream structures from files, folders and globs; each gets ``info['name']`` (file, or file@frame).
 
-    Frames are read one at a time, so memory stays flat in the number of structures.
+    Frames are read one at a time, so memory stays flat in the number of structures. A file that cannot
+    be read, or that holds no structure (e.g. a CIF with a cell but no atom sites), is an error naming it.
     """
     import warnings
 
@@ -73,8 +90,11 @@ def iter_structures(patterns: Iterable[str | os.PathLike], *, index: str = ":") 
             try:
                 frames = read(path, index=index)
             except Exception as error:  # ASE raises many kinds for unreadable files
-                raise CGGPRError(f"cannot read structures from {path}: {error}") from error
+                raise CGGPRError(f"cannot read structures from {path}: {read_error_reason(error, path)}") from error
         frames = frames if isinstance(frames, list) else [frames]
+        if not frames:
+            raise StructureError("the file holds no structure: no atoms (a CIF needs an atom-site loop, an extxyz "
+                                 "file at least one frame)", structure=str(path))
         for k, atoms in enumerate(frames):
             if "name" not in atoms.info:
                 atoms.info["name"] = path.name if len(frames) == 1 else f"{path.name}@{k}"
@@ -145,7 +165,19 @@ def split_by_group(groups: np.ndarray, test_fraction: float, *, seed: int = 0) -
 
 def reference_energy_from_info(frames: Sequence[Atoms]) -> float | None:
     """The ``reference_energy`` recorded in the frames' info, if all frames that have one agree."""
-    values = {float(a.info["reference_energy"]) for a in frames if "reference_energy" in a.info}
+    values = set()
+    for atoms in frames:
+        if "reference_energy" in atoms.info:
+            value = atoms.info["reference_energy"]
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                value = None
+            if value is None or not np.isfinite(value):
+                raise LabelError(f"structure {atoms.info.get('name', atoms.get_chemical_formula())!r}: "
+                                 f"info reference_energy {atoms.info['reference_energy']!r} is not a finite number "
+                                 "(eV per Zn)")
+            values.add(value)
     if len(values) > 1:
         raise LabelError(f"frames disagree on reference_energy: {sorted(values)}")
     return values.pop() if values else None

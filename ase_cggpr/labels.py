@@ -26,30 +26,53 @@ from .errors import LabelError, StructureError
 TARGETS = ("local", "metal")
 
 
+def as_label_array(values, *, what: str, name: str) -> np.ndarray:
+    """``values`` as a float array, or a LabelError naming the structure when they are not numbers.
+
+    ``what`` describes the values in the message (e.g. ``"label array 'energies'"``). Strings, booleans,
+    objects and complex numbers are refused rather than converted.
+    """
+    raw = np.asarray(values)
+    if raw.dtype.kind not in "iuf":
+        example = f", e.g. {raw.ravel()[:1].tolist()[0]!r}" if raw.size else ""
+        raise LabelError(f"structure {name!r}: {what} is not numeric (dtype {raw.dtype}{example}); labels must "
+                         "be energies in eV")
+    return raw.astype(float, copy=False)
+
+
 def per_atom_array(atoms: Atoms, key: str, *, name: str | None = None) -> np.ndarray:
     """The per-atom float array ``key`` from ``atoms.arrays`` or ``atoms.calc.results`` (eV).
 
     Raises:
-        LabelError: when no per-atom array of that name exists; the message lists what does.
+        LabelError: when no array of that name exists (the message lists the per-atom arrays that do), or
+            when it is not numeric or not one value per atom (the message gives its shape).
     """
     name = name or structure_name(atoms)
+    if not isinstance(key, str) or not key.strip():
+        raise LabelError(f"the label key must be a non-empty array name, got {key!r}")
+    if key in ("numbers", "positions", "momenta", "masses", "initial_magmoms", "initial_charges", "tags"):
+        raise LabelError(f"structure {name!r}: {key!r} is a property of the atoms, not a label array; give the "
+                         "name of a per-atom energy array (e.g. 'energies') or per-site local energies ('e_local')")
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
     if key in atoms.arrays:
-        values = np.asarray(atoms.arrays[key], dtype=float)
+        raw = atoms.arrays[key]
+    elif key in results:
+        raw = results[key]
     else:
-        results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-        values = np.asarray(results[key], dtype=float) if key in results else None
-        if values is None or values.shape != (len(atoms),):
-            available = sorted(k for k in atoms.arrays if k not in ("numbers", "positions"))
-            available += sorted(k for k, v in results.items() if np.shape(v) == (len(atoms),))
-            hint = ""
-            if key in ("energy", "energies") and atoms.calc is None:
-                hint = (" (if these atoms came from an extxyz file: ASE keeps a per-atom column of this name "
-                        "in atoms.calc.results, and Atoms.copy() drops it)")
-            raise LabelError(f"structure {name!r}: no per-atom label array {key!r}; per-atom arrays present: "
-                             f"{available or 'none'}{hint}")
+        available = sorted(k for k in atoms.arrays if k not in ("numbers", "positions"))
+        available += sorted(k for k, v in results.items() if np.shape(v) == (len(atoms),))
+        hint = ""
+        if key in ("energy", "energies") and atoms.calc is None:
+            hint = (" (if these atoms came from an extxyz file: ASE keeps a per-atom column of this name "
+                    "in atoms.calc.results, and Atoms.copy() drops it)")
+        raise LabelError(f"structure {name!r}: no per-atom label array {key!r}; per-atom arrays present: "
+                         f"{available or 'none'}{hint}")
+    values = as_label_array(raw, what=f"label array {key!r}", name=name)
     if values.shape != (len(atoms),):
-        raise LabelError(f"structure {name!r}: label array {key!r} has shape {values.shape}, expected "
-                         f"({len(atoms)},): one value per atom")
+        extra = " (a single number, e.g. a total energy)" if values.ndim == 0 else (
+            f" ({values.shape[1]} components per atom)" if values.ndim == 2 and len(values) == len(atoms) else "")
+        raise LabelError(f"structure {name!r}: label array {key!r} has the wrong shape {values.shape}{extra}; "
+                         f"expected ({len(atoms)},): one value per atom")
     return values
 
 

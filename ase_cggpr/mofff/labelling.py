@@ -24,6 +24,10 @@ def _label_one(job: tuple) -> tuple[int, np.ndarray | None, float | None, str | 
     index, numbers, positions, cell, info_name, bonds, shifts, errors = job
     atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
     try:
+        from ..structure_checks import check_contacts, check_structure
+
+        check_structure(atoms, info_name)  # a degenerate cell, before any neighbour search
+        check_contacts(atoms, info_name)  # the build screen's limits: no label for overlapping atoms
         top = mofff_topology(atoms, bonds=bonds, shifts=shifts, name=info_name)
     except StructureError as exc:
         if errors == "skip":

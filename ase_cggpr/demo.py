@@ -48,6 +48,8 @@ def run_demo(output_dir: str | os.PathLike = "cggpr-demo", *, data: list[str] | 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for path in demo_outputs(output_dir):  # refuse before any training, not after it
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --force (overwrite=True) to replace it")
         check_output(path, force=overwrite)
     frames = list(iter_structures(data or [default_dataset_path("atomistic")]))
     reference = reference_energy_from_info(frames) or 0.0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from ._group import main
+from .options import check_folder, cli_errors, hold, quiet_option, workers_option
 
 
 @main.group("dataset")
@@ -25,8 +27,7 @@ def dataset() -> None:
 @click.option("--orders", default="d,r-d,d-r", show_default=True,
               help="Comma-separated orders: d (ideal linkers), r-d (rattle beads, decorate), "
                    "d-r (decorate, rattle atoms).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Processes (one net per task).")
+@workers_option(help="Processes (one net per task).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Master random seed.")
 @click.option("--max-zn", default=None, type=click.IntRange(min=1),
               help="Skip nets with more Zn sites than this.")
@@ -39,7 +40,8 @@ def dataset() -> None:
               help="End within this many minutes: a net is relaxed only if its estimated time (from the relaxations "
                    "already finished in the output folder) fits in what is left; the others are deferred to the "
                    "next run of the same command.")
-@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@quiet_option
+@cli_errors
 def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, relaxed_store, stop_after,
           quiet) -> None:
     """Build a labelled dataset from AB2 net files NETS (CIFs or folders of them).
@@ -50,10 +52,15 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     import time
 
     from ..build import BuildConfig, build_dataset, read_nets, restore_relaxed, store_relaxed
+    from ..outputs import output_lock
     from ..progress import progress_bar
 
     t_start = time.perf_counter()
-
+    check_folder(out_dir)  # before any work: an existing writable folder, or a new one in a writable folder
+    if relaxed_store:
+        check_folder(relaxed_store, "relaxed store")
+    # one build per output folder at a time (the lock sits beside the folder, so it need not exist yet)
+    hold(click.get_current_context(), output_lock(Path(out_dir).resolve()), Path(out_dir))
     try:
         config = BuildConfig(batches=batches, levels=_split(levels), orders=_split(orders),
                              seed=seed, max_zn=max_zn)

@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import click
 import numpy as np
 
+from ..errors import CGGPRError
 from ._group import main
-from .core import fail_on_errors
-
-REPRESENTATION = click.Choice(["atomistic", "AB2", "A"], case_sensitive=False)
+from .options import (
+    REPRESENTATION,  # noqa: F401  (re-exported: the representation choice, defined once in options)
+    FloatList,
+    check_folder,
+    claim_outputs,
+    cli_errors,
+    force_option,
+    hold,
+    label_key_option,
+    quiet_option,
+    solver_options,
+    spec_options,
+)
 
 
 def _floats(text: str) -> list[float]:
-    """'3,4.5,6' or 'start:stop:step' (inclusive stop) -> floats."""
-    text = text.strip()
-    if ":" in text:
-        start, stop, step = (float(v) for v in text.split(":"))
-        count = int(round((stop - start) / step)) + 1
-        return [round(start + k * step, 10) for k in range(count)]
-    return [float(v) for v in text.split(",") if v.strip()]
+    """'3,4.5,6' or 'start:stop:step' (inclusive stop) -> floats (click.BadParameter when malformed)."""
+    return FloatList(positive=False).convert(text, None, None)
 
 
 def _info_filter(items: tuple[str, ...], option: str) -> dict[str, list[str]]:
@@ -36,35 +43,38 @@ def _info_filter(items: tuple[str, ...], option: str) -> dict[str, list[str]]:
     return chosen
 
 
+def _sizes(ctx, param, value):
+    """--sizes: comma-separated positive integers."""
+    if value is None:
+        return None
+    try:
+        sizes = [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers, e.g. 100,1000", ctx=ctx,
+                                 param=param) from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"{value!r}: expected positive training sizes", ctx=ctx, param=param)
+    return sizes
+
+
 def data_options(function):
     """Options shared by every command that reads a training set and runs a CV."""
     options = [
         click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)),
-        click.option("--representation", type=REPRESENTATION, default="AB2", show_default=True),
-        click.option("--cutoff", type=float, help="SOAP cutoff (Å); default: the paper's optimum."),
-        click.option("--atom-sigma", type=float, help="SOAP Gaussian width (Å); default: the paper's optimum."),
-        click.option("--n-max", type=int, default=16, show_default=True),
-        click.option("--l-max", type=int, default=8, show_default=True),
-        click.option("--noise", type=float, default=0.2, show_default=True, help="GP noise sigma (eV)."),
-        click.option("--descriptor-backend", type=click.Choice(["featomic", "quippy"]), default="featomic",
-                     show_default=True),
+        spec_options,
         click.option("--target", type=click.Choice(["local", "metal"]), default="local", show_default=True,
                      help="Local-environment energy or Zn-only energy."),
-        click.option("--label-key", help="Per-atom energies or per-metal labels (default: first of energies, "
-                     "energy, e_local, e_local_mofff)."),
+        label_key_option(None, "Per-atom energies or per-metal labels (default: first of energies, energy, "
+                               "e_local, e_local_mofff)."),
         click.option("--group-key", help="atoms.info key of the CV group (default: the first of topology, "
                                          "structure_id, net, name present)."),
         click.option("--select", multiple=True, metavar="KEY=V1[,V2]",
                      help="Use only frames whose atoms.info[KEY] is one of the values (repeatable)."),
         click.option("--exclude", multiple=True, metavar="KEY=V1[,V2]",
                      help="Leave out frames whose atoms.info[KEY] is one of the values, e.g. order=d-r."),
-        click.option("--folds", type=int, default=5, show_default=True),
+        click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--solver", type=click.Choice(["exact", "sparse"]), default="exact", show_default=True),
-        click.option("--precision", type=click.Choice(["float64", "mixed"]), default="float64", show_default=True,
-                     help="Exact solver: float64, or float32 Cholesky refined to float64 accuracy."),
-        click.option("--inducing", type=int, default=4000, show_default=True,
-                     help="Sparse solver: number of inducing environments M."),
+        solver_options,
         click.option("--selection", type=click.Choice(["fps", "cur", "random"]), default="fps", show_default=True,
                      help="Sparse solver: how inducing environments are chosen."),
         click.option("--shared-kernel", is_flag=True,
@@ -72,7 +82,7 @@ def data_options(function):
                      "test on a seeded sample of N/(folds-1) environments per fold; much faster at large N."),
         click.option("--cache-dir", type=click.Path(path_type=Path),
                      help="Keep SOAP vectors on disk here (keyed by structures and SOAP hyperparameters)."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress output."),
+        quiet_option,
     ]
     for option in reversed(options):
         function = option(function)
@@ -89,14 +99,16 @@ class Setup:
         from ..spec import ModelSpec
 
         self.quiet = quiet
+        if shared_kernel and solver != "exact":
+            raise click.UsageError("--shared-kernel needs --solver exact")
+        if cache_dir is not None:
+            check_folder(cache_dir, "cache folder")
         self.spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                               l_max=l_max, noise=noise, backend=descriptor_backend)
         self.env = read_environments(list(data), label_key=label_key, target=target, group_key=group_key,
                                      select=_info_filter(select, "--select"),
                                      exclude=_info_filter(exclude, "--exclude"))
         self.folds, self.seed, self.solver = folds, seed, solver
-        if shared_kernel and solver != "exact":
-            raise click.UsageError("--shared-kernel needs --solver exact")
         self.shared_kernel = shared_kernel
         if solver == "exact":
             self.solver_options = {"precision": precision}
@@ -124,53 +136,68 @@ class Setup:
                 "solver_options": self.solver_options}
 
 
-def with_setup(function):
-    names = ("data", "representation", "cutoff", "atom_sigma", "n_max", "l_max", "noise", "descriptor_backend",
-             "target", "label_key", "group_key", "select", "exclude", "folds", "seed", "solver", "precision",
-             "inducing", "selection", "shared_kernel", "cache_dir", "quiet")
+SETUP_NAMES = ("data", "representation", "cutoff", "atom_sigma", "n_max", "l_max", "noise", "descriptor_backend",
+               "target", "label_key", "group_key", "select", "exclude", "folds", "seed", "solver", "precision",
+               "inducing", "selection", "shared_kernel", "cache_dir", "quiet")
 
+
+def with_setup(function):
     @functools.wraps(function)
     def wrapper(**kwargs):
-        setup = Setup(**{k: kwargs.pop(k) for k in names})
+        setup = Setup(**{k: kwargs.pop(k) for k in SETUP_NAMES})
         return function(setup, **kwargs)
 
     return wrapper
 
 
-def protect_output(function):
-    """Add ``--force``; refuse to overwrite an existing ``--output`` without it (checked before any work)."""
+def protect_output(outputs=lambda kwargs: [kwargs.get("output")]):
+    """Add ``--force``; check (and lock for the command's duration) every output before any work.
 
-    @functools.wraps(function)
-    def wrapper(**kwargs):
-        force = kwargs.pop("force")
-        output = kwargs.get("output")
-        if output is not None and Path(output).exists() and not force:
-            raise click.ClickException(f"{output} exists; pass --force to overwrite it")
-        return function(**kwargs)
+    ``outputs(kwargs)`` lists the files the command will write; the command receives ``force``.
+    """
 
-    return click.option("--force", is_flag=True, help="Overwrite an existing output file.")(wrapper)
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(**kwargs):
+            claim_outputs(*outputs(kwargs), force=kwargs["force"])
+            return function(**kwargs)
+
+        return force_option(wrapper)
+
+    return decorate
+
+
+def _needs_n_train(setup, n_train) -> None:
+    if setup.shared_kernel and n_train is None:
+        raise click.UsageError("--shared-kernel needs --n-train")
+
+
+def _cv_outputs(kwargs) -> list[Path]:
+    output = kwargs["output"]
+    return [output, kwargs.get("predictions") or output.with_suffix(".predictions.csv")]
 
 
 @main.command()
 @data_options
-@click.option("--n-train", type=int, help="Cap on training environments per fold (drawn at random, seeded).")
+@click.option("--n-train", type=click.IntRange(min=1),
+              help="Cap on training environments per fold (drawn at random, seeded).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("cv.json"), show_default=True,
               help="JSON summary (per-fold and mean train/test RMSE).")
-@click.option("--predictions", type=click.Path(path_type=Path), help="CSV of out-of-fold predictions.")
-@fail_on_errors
-@protect_output
+@click.option("--predictions", type=click.Path(path_type=Path),
+              help="CSV of out-of-fold predictions (default: OUTPUT with suffix .predictions.csv).")
+@cli_errors
+@protect_output(_cv_outputs)
 @with_setup
-def cv(setup, n_train, output, predictions):
+def cv(setup, n_train, output, predictions, force):
     """Grouped k-fold cross-validation of one model on DATA (extxyz files)."""
     from ..evaluation import cross_validate
 
-    if setup.shared_kernel and n_train is None:
-        raise click.UsageError("--shared-kernel needs --n-train")
+    _needs_n_train(setup, n_train)
     X = setup.vectors(n_train)
     result = cross_validate(X, setup.env.labels, setup.env.groups, setup.spec, n_train=n_train,
                             target=setup.env.target, shared_kernel=setup.shared_kernel, log=setup.log,
                             **setup.cv_kwargs())
-    result.save(output, predictions=predictions or output.with_suffix(".predictions.csv"))
+    result.save(output, predictions=predictions or output.with_suffix(".predictions.csv"), overwrite=force)
     click.echo(f"{setup.spec.representation}: test RMSE {result.mean_test_rmse:.4f} eV, train "
                f"{result.mean_train_rmse:.4f} eV ({result.n_folds} folds, N = {max(result.n_train)}, "
                f"{result.seconds:.1f} s) -> {output}")
@@ -178,87 +205,132 @@ def cv(setup, n_train, output, predictions):
 
 @main.command("learning-curve")
 @data_options
-@click.option("--sizes", default=None, help="Comma-separated training sizes (default: the paper's 7 ... 32000).")
+@click.option("--sizes", callback=_sizes, help="Comma-separated training sizes (default: the paper's 7 ... 32000).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("learning_curve.csv"),
               show_default=True)
-@fail_on_errors
-@protect_output
+@cli_errors
+@protect_output()
 @with_setup
-def learning_curve_command(setup, sizes, output):
+def learning_curve_command(setup, sizes, output, force):
     """RMSE vs number of training environments (grouped k-fold CV per size)."""
     from ..evaluation import LC_FIELDS, PAPER_SIZES, learning_curve, usable_sizes, write_csv
 
-    sizes = [int(s) for s in sizes.split(",")] if sizes else list(PAPER_SIZES)
+    sizes = sizes or list(PAPER_SIZES)
     X = setup.vectors(usable_sizes(setup.env.groups, sizes, n_folds=setup.folds, seed=setup.seed)[-1])
     rows = learning_curve(X, setup.env.labels, setup.env.groups, setup.spec, sizes=sizes, log=setup.log,
                           shared_kernel=setup.shared_kernel, **setup.cv_kwargs())
-    write_csv(output, rows, LC_FIELDS)
+    write_csv(output, rows, LC_FIELDS, overwrite=force)
     last = rows[-1]
     click.echo(f"{setup.spec.representation}: N = {last['numb_training_atoms']} test RMSE "
                f"{last['av_test_rmse']:.4f} eV ({len(rows)} sizes) -> {output}")
 
 
+def _claim_grid_csv(path: Path) -> None:
+    """The grid CSV is appended to (resumable): a new file in a writable folder, or an existing grid CSV.
+
+    It is locked for the command's duration (two searches appending to one file would duplicate points)."""
+    from ..evaluation import grid_csv_fields
+    from ..outputs import check_output, output_lock
+
+    if path.exists() and not path.is_dir():
+        grid_csv_fields(path)
+        if not os.access(path, os.W_OK):
+            raise CGGPRError(f"cannot append to {path}: the file is not writable")
+        check_output(path, force=True)  # folder checks
+    else:
+        check_output(path)
+    hold(click.get_current_context(), output_lock(path), path)
+
+
 @main.command("grid-search")
 @data_options
-@click.option("--cutoffs", required=True, help="Cutoffs (Å): '3,4,5' or 'start:stop:step'.")
-@click.option("--sigmas", required=True, help="atom_sigma values (Å): '0.2,0.5' or 'start:stop:step'.")
-@click.option("--noises", help="Noise values (eV), default the --noise value.")
-@click.option("--n-train", type=int, help="Cap on training environments per fold.")
+@click.option("--cutoffs", required=True, type=FloatList(), help="Cutoffs (Å): '3,4,5' or 'start:stop:step'.")
+@click.option("--sigmas", required=True, type=FloatList(),
+              help="atom_sigma values (Å): '0.2,0.5' or 'start:stop:step'.")
+@click.option("--noises", type=FloatList(), help="Noise values (eV), default the --noise value.")
+@click.option("--n-train", type=click.IntRange(min=1), help="Cap on training environments per fold.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("grid.csv"), show_default=True,
               help="CSV, appended point by point; existing points are not recomputed (resumable).")
-@fail_on_errors
-@with_setup
-def grid_search_command(setup, cutoffs, sigmas, noises, n_train, output):
+@cli_errors
+def grid_search_command(output, **kwargs):
     """Grid search over cutoff x atom_sigma (x noise), resumable, results as CSV; prints the optimum.
 
     With --shared-kernel and --n-train every point is evaluated on the same seeded per-fold samples and
     only their SOAP vectors are computed (fast for wide grids on large data).
     """
+    _claim_grid_csv(output)
+    return with_setup(_grid_search)(output=output, **kwargs)
+
+
+def _grid_search(setup, cutoffs, sigmas, noises, n_train, output):
     from ..evaluation import grid_search, optimum
 
-    if setup.shared_kernel and n_train is None:
-        raise click.UsageError("--shared-kernel needs --n-train")
-    rows = grid_search(setup.env, setup.spec, cutoffs=_floats(cutoffs), atom_sigmas=_floats(sigmas),
-                       noises=_floats(noises) if noises else None, csv_path=output, n_train=n_train,
-                       cache=setup.cache, shared_kernel=setup.shared_kernel, log=setup.log, **setup.cv_kwargs())
+    _needs_n_train(setup, n_train)
+    rows = grid_search(setup.env, setup.spec, cutoffs=cutoffs, atom_sigmas=sigmas, noises=noises or None,
+                       csv_path=output, n_train=n_train, cache=setup.cache, shared_kernel=setup.shared_kernel,
+                       log=setup.log, **setup.cv_kwargs())
     best = optimum(rows)
     click.echo(f"{setup.spec.representation} optimum: cutoff {best['cutoff']} Å, atom_sigma {best['atom_sigma']} Å, "
                f"noise {best['noise']} eV: test RMSE {best['test_rmse']:.4f} eV ({len(rows)} points) -> {output}")
 
 
-@main.command("cross-hyper")
-@data_options
-@click.option("--optimum", "optima", multiple=True,
-              help="REP=CUTOFF,SIGMA (repeatable); default the paper's optima, or from --grid files.")
-@click.option("--grid", "grids", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Grid-search CSVs to take each representation's optimum from.")
-@click.option("--diagonal-only", is_flag=True, help="Each representation with its own optimum only.")
-@click.option("--n-train", type=int, help="Cap on training environments per fold.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("table1.csv"), show_default=True)
-@fail_on_errors
-@protect_output
-@with_setup
-def cross_hyper(setup, optima, grids, diagonal_only, n_train, output):
-    """The paper's Table 1: each representation with each representation's optimal hyperparameters."""
-    from ..evaluation import cross_hyper_table, optimum, read_csv, write_csv
-    from ..spec import PAPER_OPTIMUM, canonical_representation
+def _optima(ctx, param, items):
+    """--optimum REP=CUTOFF,SIGMA (repeatable) -> {representation: (cutoff, sigma)}."""
+    from ..spec import canonical_representation
 
-    chosen = dict(PAPER_OPTIMUM)
-    for path in grids:
+    chosen = {}
+    for item in items:
+        rep, _, values = item.partition("=")
+        numbers = FloatList().convert(values, param, ctx) if values else []
+        if len(numbers) != 2:
+            raise click.BadParameter(f"{item!r}: expected REP=CUTOFF,SIGMA, e.g. AB2=8.0,0.3", ctx=ctx, param=param)
+        try:
+            chosen[canonical_representation(rep)] = (numbers[0], numbers[1])
+        except (CGGPRError, ValueError, KeyError) as error:
+            raise click.BadParameter(f"{item!r}: {error}", ctx=ctx, param=param) from None
+    return chosen
+
+
+def _grid_optima(paths) -> dict:
+    """Each representation's optimum in grid-search CSVs (one line naming a file that is not one)."""
+    from ..evaluation import grid_csv_fields, optimum, read_csv
+    from ..spec import canonical_representation
+
+    chosen = {}
+    for path in paths:
+        grid_csv_fields(path)
         rows = read_csv(path)
         for rep in {str(r["representation"]) for r in rows}:
             best = optimum([r for r in rows if str(r["representation"]) == rep])
             chosen[canonical_representation(rep)] = (best["cutoff"], best["atom_sigma"])
-    for item in optima:
-        rep, _, values = item.partition("=")
-        cutoff, sigma = (float(v) for v in values.split(","))
-        chosen[canonical_representation(rep)] = (cutoff, sigma)
-    if setup.shared_kernel and n_train is None:
-        raise click.UsageError("--shared-kernel needs --n-train")
+    return chosen
+
+
+@main.command("cross-hyper")
+@data_options
+@click.option("--optimum", "optima", multiple=True, callback=_optima, metavar="REP=CUTOFF,SIGMA",
+              help="REP=CUTOFF,SIGMA (repeatable); default the paper's optima, or from --grid files.")
+@click.option("--grid", "grids", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Grid-search CSVs to take each representation's optimum from.")
+@click.option("--diagonal-only", is_flag=True, help="Each representation with its own optimum only.")
+@click.option("--n-train", type=click.IntRange(min=1), help="Cap on training environments per fold.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("table1.csv"), show_default=True)
+@cli_errors
+@protect_output()
+@with_setup
+def cross_hyper(setup, optima, grids, diagonal_only, n_train, output, force):
+    """The paper's Table 1: each representation with each representation's optimal hyperparameters."""
+    from ..evaluation import cross_hyper_table, write_csv
+    from ..spec import PAPER_OPTIMUM
+
+    chosen = dict(PAPER_OPTIMUM)
+    chosen.update(_grid_optima(grids))
+    chosen.update(optima)
+    _needs_n_train(setup, n_train)
     rows = cross_hyper_table(setup.env, chosen, base=setup.spec, n_train=n_train, cache=setup.cache,
                              diagonal_only=diagonal_only, shared_kernel=setup.shared_kernel, log=setup.log,
                              **setup.cv_kwargs())
-    write_csv(output, rows)
+    write_csv(output, rows, overwrite=force)
     for r in rows:
         click.echo(f"{r['representation']:>9} with {r['hypers_of']:>9} hypers ({r['cutoff']}, {r['atom_sigma']}): "
                    f"test {r['test_rmse']:.4f} eV")
@@ -278,13 +350,40 @@ def cross_hyper(setup, optima, grids, diagonal_only, n_train, output):
               help="The paper's data folder (new_learning_curve/, new_grid_search/) to show beside.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.md"), show_default=True,
               help="report.md or report.html; figures go to a folder beside it.")
-@fail_on_errors
-@protect_output
-def report(cv_files, lc_files, grid_files, table_files, paper, output):
-    """One markdown or HTML page with the tables and figures of earlier cv/learning-curve/grid runs."""
+@quiet_option
+@cli_errors
+@protect_output()
+def report(cv_files, lc_files, grid_files, table_files, paper, output, force, quiet):
+    """One markdown or HTML page with the tables and figures of earlier cv/learning-curve/grid runs.
+
+    The figures go to the folder OUTPUT-stem_figures beside it, which belongs to the report (report.md and
+    report.html share it): its figures are replaced by each report.
+    """
     path = build_report(output, cv_files=cv_files, lc_files=lc_files, grid_files=grid_files,
-                        table_files=table_files, paper=paper)
-    click.echo(f"report -> {path}")
+                        table_files=table_files, paper=paper, overwrite=force)
+    if not quiet:
+        click.echo(f"report -> {path}")
+
+
+def _figures_folder(output: Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.stem + "_figures")
+
+
+def _read_input(path, kind: str, reader):
+    """Read an input of the report; a file that is not what it should be is one line naming it."""
+    try:
+        return reader(path)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        raise CGGPRError(f"{path} is not a {kind} ({type(error).__name__}: {error})") from None
+
+
+def _figure(path: Path, draw, *, overwrite: bool) -> None:
+    """Draw a figure into ``path`` atomically (``draw(tmp)`` writes it)."""
+    from ..outputs import atomic_output
+
+    with atomic_output(path, force=overwrite) as tmp:
+        draw(tmp)
 
 
 def _md_table(header: list[str], rows: list[list]) -> str:
@@ -294,19 +393,29 @@ def _md_table(header: list[str], rows: list[list]) -> str:
 
 
 def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table_files=(),
-                 paper: Path | None = None) -> Path:
-    """Write a markdown (or, for a .html output, HTML) page with tables and figures of evaluation runs."""
+                 paper: Path | None = None, overwrite: bool = True) -> Path:
+    """Write a markdown (or, for a .html output, HTML) page with tables and figures of evaluation runs.
+
+    Inputs are read (and refused with one line if malformed) before anything is written; the page and
+    each figure are written atomically."""
     from .. import plots
     from ..evaluation import grid_setting, optimum, paper_grid, paper_learning_curve, read_csv, read_predictions
+    from ..outputs import atomic_output, check_output
 
     output = Path(output)
-    figures = output.with_name(output.stem + "_figures")
+    check_output(output, force=overwrite)
+    figures = _figures_folder(output)
+    tables = {p: _read_input(p, "cross-hyper CSV", read_csv) for p in table_files}
+    summaries = [_read_input(p, "cv summary (JSON from cggpr cv)", lambda q: json.loads(Path(q).read_text()))
+                 for p in cv_files]
+    lc_rows = {p: _read_input(p, "learning-curve CSV", read_csv) for p in lc_files}
+    grid_rows = {p: _read_input(p, "grid-search CSV", read_csv) for p in grid_files}
     figures.mkdir(parents=True, exist_ok=True)
     parts = ["# ase-cggpr evaluation report", ""]
 
     if table_files:
         parts += ["## Cross-hyper table (Table 1)", ""]
-        rows = [r for path in table_files for r in read_csv(path)]
+        rows = [r for path in table_files for r in tables[path]]
         parts += [_md_table(["representation", "hypers of", "cutoff (Å)", "atom_sigma (Å)", "N train",
                              "train RMSE (eV)", "test RMSE (eV)"],
                             [[r["representation"], r["hypers_of"], r["cutoff"], r["atom_sigma"], r["n_train"],
@@ -314,7 +423,6 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
 
     if cv_files:
         parts += ["## Cross-validation", ""]
-        summaries = [json.loads(Path(p).read_text()) for p in cv_files]
         parts += [_md_table(["representation", "target", "cutoff", "atom_sigma", "noise", "folds", "N train",
                              "train RMSE (eV)", "test RMSE (eV)", "time (s)"],
                             [[s["representation"], s["target"], s["spec"]["cutoff"], s["spec"]["atom_sigma"],
@@ -323,18 +431,18 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
         parity = {}
         for s in summaries:
             if s.get("predictions_file") and Path(s["predictions_file"]).exists():
-                y, p, _ = read_predictions(s["predictions_file"])
+                y, p, _ = _read_input(s["predictions_file"], "predictions CSV", read_predictions)
                 predicted = np.isfinite(p)  # shared-kernel CV predicts a sample of each fold only
                 parity[s["representation"]] = (y[predicted], p[predicted])
         if parity:
-            plots.parity(parity, path=figures / "parity.png")
+            _figure(figures / "parity.png", lambda tmp: plots.parity(parity, path=tmp), overwrite=True)
             parts += [f"![parity]({figures.name}/parity.png)", ""]
 
     if lc_files:
         parts += ["## Learning curves", ""]
         curves: dict[str, list] = {}
         for path in lc_files:
-            for r in read_csv(path):
+            for r in lc_rows[path]:
                 curves.setdefault(str(r["representation"]), []).append(r)
         reference = {}
         if paper is not None:
@@ -348,14 +456,15 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
                               f"{ref[n]:.4f}" if n in ref else ""])
         parts += [_md_table(["representation", "N", "train RMSE (eV)", "test RMSE (eV)", "paper test RMSE (eV)"],
                             table), ""]
-        plots.learning_curves(curves, paper=reference, path=figures / "learning_curves.png")
+        _figure(figures / "learning_curves.png",
+                lambda tmp: plots.learning_curves(curves, paper=reference, path=tmp), overwrite=True)
         parts += [f"![learning curves]({figures.name}/learning_curves.png)", ""]
 
     if grid_files:
         parts += ["## Grid searches", ""]
         grids: dict[tuple, list] = {}
         for path in grid_files:
-            for r in read_csv(path):  # one heatmap per representation and CV setting
+            for r in grid_rows[path]:  # one heatmap per representation and CV setting
                 grids.setdefault(grid_setting(r), []).append(r)
         for setting, rows in grids.items():
             rep, n_train, n_folds, _, protocol = setting
@@ -368,15 +477,16 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
                 line += (f"; paper: {ref['cutoff']} Å, {ref['atom_sigma']} Å, {ref['test_rmse']:.4f} eV")
             same_rep = [s for s in grids if s[0] == rep]
             name = f"grid_{rep}.png" if len(same_rep) == 1 else f"grid_{rep}_{same_rep.index(setting) + 1}.png"
-            plots.grid_heatmap(rows, title=f"{rep} grid search (N = {n_train or 'all'}, {protocol})",
-                               path=figures / name)
+            title = f"{rep} grid search (N = {n_train or 'all'}, {protocol})"
+            _figure(figures / name, lambda tmp, rows=rows, title=title: plots.grid_heatmap(rows, title=title, path=tmp),
+                    overwrite=True)
             parts += [line, "", f"![{rep} grid]({figures.name}/{name})", ""]
 
     text = "\n".join(parts)
     if output.suffix.lower() in (".html", ".htm"):
         text = _markdown_to_html(text)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    with atomic_output(output, force=overwrite) as tmp:
+        tmp.write_text(text)
     return output
 
 

@@ -158,8 +158,23 @@ def claim_outputs(*paths: Path | str | None, force: bool = False) -> list[Path]:
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         for path in chosen:
-            ctx.with_resource(output_lock(path))
+            hold(ctx, output_lock(path), path)
     return chosen
+
+
+def hold(ctx: click.Context, lock, path: Path) -> None:
+    """Enter ``lock`` (an :func:`~ase_cggpr.outputs.output_lock`) for the command's duration; creating the
+    lock file is also the real test that the folder is writable (``os.access`` says yes to root everywhere)."""
+    from ..outputs import OutputError
+
+    try:
+        ctx.with_resource(lock)
+    except OutputError:
+        raise
+    except OSError as error:
+        folder = Path(path).parent if str(Path(path).parent) else Path(".")
+        raise OutputError(f"cannot write {path}: folder {folder} is not writable "
+                          f"({error.strerror or error})") from None
 
 
 def check_folder(path: Path | str, what: str = "output folder") -> Path:

@@ -4,18 +4,25 @@ import numpy as np
 import pytest
 from ase.io import read, write
 from click.testing import CliRunner
+from conftest import methylated, net_frames
 
 from ase_cggpr.cli import main
 
 
 @pytest.fixture(scope="module")
-def labelled_files(shared_data, tmp_path_factory):
+def labelled_files(tmp_path_factory):
+    """train.xyz (2 frames) and test.xyz (1) from the built-in data: three 16-Zn frames of net YUG with one
+    info['topology'] and their own structure_id, per-atom MOF-FF energies in the array 'energy'; and
+    YUG_CH3.xyz, the test frame with 2-methylimidazolate linkers (C4H5N2, which no model here has seen)."""
     folder = tmp_path_factory.mktemp("cli")
-    frames = read(shared_data / "mofff-reference" / "cag_pressure_atomistic_3frames.xyz", ":")
-    for k, atoms in enumerate(frames):
-        atoms.info["structure_id"] = f"cag-{k}"
+    frames = net_frames("atomistic")
+    for atoms in frames:
+        atoms.arrays["energy"] = atoms.calc.results["energies"]
+        atoms.calc = None
+        del atoms.info["name"]  # structures are then named after their file
     write(folder / "train.xyz", frames[:2])
     write(folder / "test.xyz", frames[2:])
+    write(folder / "YUG_CH3.xyz", methylated(frames[2]))
     return folder
 
 
@@ -29,7 +36,7 @@ def test_train_predict_end_to_end(labelled_files):
     model = folder / "ab2.npz"
     args = ["train", folder / "train.xyz", folder / "test.xyz", "-o", model, "--label-key", "energy",
             "--test-fraction", "0.34", "--quiet"]
-    result = run(args)  # the authors' frames share info topology=cag: one group, nothing to hold out
+    result = run(args)  # the frames share info topology=YUG: one group, nothing to hold out
     assert result.exit_code == 1 and "at least two structure groups" in result.output
     result = run([*args, "--group-key", "structure_id"])
     assert result.exit_code == 0, result.output
@@ -63,7 +70,7 @@ def test_coarse_grain_command(labelled_files):
     assert beads.get_chemical_formula() == "O32Si16"
 
 
-def test_cli_errors_are_one_line(labelled_files, shared_data):
+def test_cli_errors_are_one_line(labelled_files):
     folder = labelled_files
     result = run(["train", folder / "train.xyz", "-o", folder / "x.npz", "--label-key", "nonexistent"])
     assert result.exit_code == 1
@@ -76,5 +83,5 @@ def test_cli_errors_are_one_line(labelled_files, shared_data):
     write(folder / "co.xyz", cobalt)
     result = run(["predict", model, folder / "co.xyz"])
     assert result.exit_code == 1 and "trained on ['Zn'] only" in result.output
-    result = run(["predict", model, shared_data / "zif-structures" / "ZIF8_CH3.cif"])
+    result = run(["predict", model, folder / "YUG_CH3.xyz"])
     assert result.exit_code == 1 and "unsupported linker" in result.output

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase.io import read
 from scipy.spatial.transform import Rotation
 
 from ase_cggpr.calculator import CGGPRCalculator
 from ase_cggpr.forces import predict_with_forces
 from ase_cggpr.model import CGGPRModel
 
-# small SOAP bases keep the file fast; the chain rule does not depend on basis size
-SMALL = {"atomistic": dict(n_max=5, l_max=3, cutoff=5.0), "AB2": dict(n_max=6, l_max=3), "A": dict(n_max=6, l_max=3)}
-
 
 @pytest.fixture(scope="module")
-def frames(shared_data):
-    return read(shared_data / "mofff-reference" / "cag_pressure_atomistic_3frames.xyz", ":")
-
-
-@pytest.fixture(scope="module")
-def models(frames):
-    out = {}
-    for rep, hypers in SMALL.items():
-        out[rep] = CGGPRModel(representation=rep, backend="featomic", **hypers).fit(frames[:2], label_key="energy")
-    return out
+def models(small_models):
+    """Small-basis featomic models (conftest), trained on the first two built-in YUG frames."""
+    return small_models
 
 
 def _test_atoms(frames, seed=0):
@@ -104,11 +93,10 @@ def test_calculator_forces_and_results(models, frames):
     assert atoms.calc.results["energies"].sum() == pytest.approx(energy, abs=1e-9)
 
 
-def test_coarse_grained_input_forces(shared_data):
-    beads = read(shared_data / "mofff-reference" / "cag_pressure_cg_3frames.xyz", ":")
+def test_coarse_grained_input_forces(cg_frames):
     model = CGGPRModel(representation="AB2", backend="featomic", n_max=6, l_max=3)
-    model.fit(beads[:2], label_key="e_local_mofff")
-    atoms = beads[2].copy()
+    model.fit(cg_frames[:2], label_key="e_local")
+    atoms = cg_frames[2].copy()
     atoms.calc = None
     atoms.rattle(0.02, seed=3)
     _, forces = predict_with_forces(model, atoms)
@@ -118,7 +106,8 @@ def test_coarse_grained_input_forces(shared_data):
 
 
 def test_cg_relaxation_example_runs(shared_data):
-    """examples/cg_relaxation.py in its small mode: the CG relaxation lowers the MOF-FF energy."""
+    """examples/cg_relaxation.py in its small mode: the CG relaxation of a real polymorph (the authors' ZIF-6 CIF)
+    lowers the MOF-FF energy."""
     import re
 
     from conftest import run_example

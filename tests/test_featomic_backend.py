@@ -1,7 +1,7 @@
 """The featomic SOAP backend against the quippy reference: same vectors element by element, same kernels.
 
-Everything here is a real computation with both libraries. Tests on the MOF-FF reference frames skip
-when ``shared/data`` is not next to the repository; the built-in structures always run.
+Everything here is a real computation with both libraries, on small built-in structures and on three
+MOF-FF-labelled frames of the package's built-in dataset (net YUG, atomistic and coarse-grained; conftest).
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ pytest.importorskip("quippy", reason="quippy (the reference backend) not install
 
 from ase_cggpr.descriptors import featomic as fb  # noqa: E402
 from ase_cggpr.descriptors import quippy as qb  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mofff-reference"
-CG_FILE = DATA / "cag_pressure_cg_3frames.xyz"
-ATOMISTIC_FILE = DATA / "cag_pressure_atomistic_3frames.xyz"
 
 #: (species, centre species, cutoff, atom_sigma) per representation, the paper's optima.
 HYPERS = {
@@ -205,30 +201,29 @@ def test_module_imports_without_featomic_and_explains_how_to_install():
 
 
 # ---------------------------------------------------------------------------------------------
-# MOF-FF reference frames (shared data)
+# MOF-FF-labelled frames of the built-in dataset
 # ---------------------------------------------------------------------------------------------
 
-def read_frames(path: Path) -> list[Atoms]:
-    if not path.exists():
-        pytest.skip(f"reference structures not available: {path} is absent (shared/data is not next to the repo)")
-    from ase.io import read
+def read_frames(kind: str) -> list[Atoms]:
+    """The three built-in YUG frames (``kind`` "atomistic" or "cg"; 16 Zn each)."""
+    from conftest import net_frames
 
-    return read(path, ":")
+    return net_frames(kind)
 
 
 @pytest.mark.parametrize("representation", ["atomistic", "AB2", "A"])
-def test_reference_frames_match_quippy(representation):
+def test_dataset_frames_match_quippy(representation):
     if representation == "atomistic":
-        frames = read_frames(ATOMISTIC_FILE)
+        frames = read_frames("atomistic")
     else:
-        frames = read_frames(CG_FILE)
+        frames = read_frames("cg")
         if representation == "A":
             frames = [atoms[atoms.numbers == 14] for atoms in frames]
     assert_same_soap(frames, representation)
 
 
-def test_reference_frame_gradients_match_finite_differences():
-    frame = read_frames(CG_FILE)[0]
+def test_dataset_frame_gradients_match_finite_differences():
+    frame = read_frames("cg")[0]
     kwargs = soap_kwargs("AB2")
     rng = np.random.default_rng(1)
     gradients = fb.compute_gradients(frame, **kwargs)
@@ -248,8 +243,8 @@ def test_reference_frame_gradients_match_finite_differences():
 def test_models_trained_with_either_backend_predict_the_same(representation):
     from ase_cggpr.model import CGGPRModel
 
-    frames = read_frames(ATOMISTIC_FILE if representation == "atomistic" else CG_FILE)
-    label_key = "energy" if representation == "atomistic" else "e_local_mofff"
+    frames = read_frames("atomistic" if representation == "atomistic" else "cg")
+    label_key = "energies" if representation == "atomistic" else "e_local"
     models = {backend: CGGPRModel(representation=representation, backend=backend).fit(frames[:2], label_key=label_key)
               for backend in ("quippy", "featomic")}
     predictions = {backend: model.predict(frames[2]) for backend, model in models.items()}

@@ -181,8 +181,11 @@ class CGGPRModel:
             m_metals, m_linkers = _species(m.topology)
             metals |= m_metals
             linkers |= m_linkers
-        return self.fit_vectors(X, y[rows], metals=sorted(metals), linkers=sorted(linkers),
-                                n_structures=n_structures, progress=progress)
+        self.fit_vectors(X, y[rows], metals=sorted(metals), linkers=sorted(linkers),
+                         n_structures=n_structures, progress=progress)
+        # how the training environments were drawn, so the saved model says how to reproduce it
+        self.training_.update(n_candidate_environments=int(len(y)), n_train=n_train, seed=seed)
+        return self
 
     def fit_vectors(self, X: np.ndarray, y: np.ndarray, *, metals: Sequence[str] = CG_INPUT_METALS,
                     linkers: Sequence[str] = CG_INPUT_LINKERS, n_structures: int | None = None,
@@ -249,6 +252,11 @@ class CGGPRModel:
 
     # -- persistence ---------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
+        """What a saved model records: format and package version, creation time, every hyperparameter (the
+        full spec, the regression parameters, the solver and its options), the reference energy, the species
+        seen, the training summary (numbers of structures and environments, label statistics, how the
+        environments were drawn: ``n_train``, ``seed``; from :func:`~ase_cggpr.training.train_model` also
+        the label key, target, held-out fraction and each data file's size and SHA-256) and the calibration."""
         self._check_fitted()
         params, _ = self.regressor_.get_state(include_factor=False)
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "package_version": __version__,
@@ -256,7 +264,8 @@ class CGGPRModel:
                 "spec": self.spec.to_dict(), "regression": params,
                 "reference_energy": self.reference_energy, "metals": list(self.metals_),
                 "linkers": list(self.linkers_), "training": self.training_,
-                "calibration": getattr(self, "calibration_", None)}
+                "calibration": getattr(self, "calibration_", None),
+                "solver": self.solver, "solver_options": self.solver_options}
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False,
              include_factor: bool | None = None) -> Path:
@@ -309,12 +318,28 @@ class CGGPRModel:
             raise ModelError(f"cannot load model {path}: invalid regression state "
                              f"({type(error).__name__}: {error})") from None
         model.solver = model.regressor_.kind
+        model.solver_options = dict(meta.get("solver_options") or {})
         model.metals_ = tuple(meta["metals"])
         model.linkers_ = tuple(meta["linkers"])
         model.training_ = meta["training"]
         model.calibration_ = meta.get("calibration")
         model.metadata_ = meta
         return model
+
+
+def describe_files(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """``[{"path", "bytes", "sha256"}]`` of data files, for a model's record of what it was trained on."""
+    import hashlib
+
+    out = []
+    for path in paths:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        out.append({"path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size,
+                    "sha256": digest.hexdigest()})
+    return out
 
 
 def check_prediction(name: str, energies: np.ndarray, std: np.ndarray | None = None) -> None:
@@ -476,6 +501,9 @@ def _check_metadata(path: Path, meta: Any) -> ModelSpec:
     _strings(path, _field(path, meta, "metals", "metals"), "metals", non_empty=True)
     _strings(path, _field(path, meta, "linkers", "linkers"), "linkers", non_empty=False)
     _check_training(path, _field(path, meta, "training", "training"))
+    options = meta.get("solver_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad(path, f"metadata field solver_options must be an object, got {_json_type(options)}")
     calibration = meta.get("calibration")
     if calibration is not None:
         if not isinstance(calibration, dict):

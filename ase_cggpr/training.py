@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .data import iter_structures, load_labelled, reference_energy_from_info, split_by_group
+from .data import expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
 from .errors import LabelError
-from .model import CGGPRModel
+from .model import CGGPRModel, describe_files
 from .spec import ModelSpec
 
 
@@ -46,6 +46,7 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
     """
     spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                      l_max=l_max, noise=noise, backend=backend)
+    data = list(data)
     labelled = load_labelled(iter_structures(data), representation=spec.representation, label_key=label_key,
                              target=target, group_key=group_key)
     model = CGGPRModel(spec, reference_energy=parse_reference(reference, labelled.frames))
@@ -58,6 +59,9 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
         train_idx, test_idx = split_by_group(labelled.groups, test_fraction, seed=seed)
         train_set, test_set = labelled.subset(train_idx), labelled.subset(test_idx)
     model.fit_maps(train_set.maps, train_set.labels, n_train=n_train, seed=seed, progress=progress)
+    model.training_.update(  # the saved model records what it was trained on
+        label_key=label_key, target=target, test_fraction=test_fraction, group_key=group_key,
+        files=describe_files(expand_paths(data)))
     report["training environments"] = model.training_["n_environments"]
     if test_set is not None:
         from .screening import calibration_from_errors

@@ -406,3 +406,28 @@ def test_save_refuses_non_finite_metadata(good, tmp_path):
     with pytest.raises(ModelError, match="metadata holds NaN or inf"):
         model.save(tmp_path / "inf.npz")
     assert not list(tmp_path.iterdir())
+
+
+def test_saved_model_records_hyperparameters_data_and_version(frames, tmp_path):
+    import hashlib
+
+    from ase.io import write
+
+    from ase_cggpr import __version__
+    from ase_cggpr.training import train_model
+
+    data = tmp_path / "train.extxyz"
+    write(data, frames[:20])
+    model, _ = train_model([data], representation="AB2", label_key="e_local", n_max=4, l_max=2, n_train=150,
+                           seed=3, reference="none")
+    path = model.save(tmp_path / "m.npz")
+    meta = CGGPRModel.load(path).metadata_
+    assert meta["package_version"] == __version__ and meta["format_version"] == 1
+    assert meta["spec"] == model.spec.to_dict() and meta["spec"]["n_max"] == 4
+    assert meta["regression"]["noise"] == 0.2 and meta["solver"] == "exact" and meta["solver_options"] == {}
+    training = meta["training"]
+    assert (training["n_train"], training["seed"], training["n_environments"]) == (150, 3, 150)
+    assert training["n_candidate_environments"] == sum((a.symbols == "Si").sum() for a in frames[:20])
+    assert training["label_key"] == "e_local" and training["target"] == "local"
+    assert training["files"] == [{"path": str(data.resolve()), "bytes": data.stat().st_size,
+                                  "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}]

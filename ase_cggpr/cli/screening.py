@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ._group import main
-from .core import fail_on_errors
+from .options import claim_outputs, cli_errors
 
 
 def _option(check):
@@ -59,7 +59,7 @@ def _check_symprec(value):
 @click.option("--force", is_flag=True, help="Overwrite an existing output file (and discard an interrupted "
                                             "screen's progress unless --resume).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or table.")
-@fail_on_errors
+@cli_errors
 def screen(model_path, structures, output, workers, threshold, calibration, no_symmetry, symprec, top, resume,
            force, quiet):
     """Rank STRUCTURES (CIF/extxyz files, folders, globs) by MODEL's predicted energy per Zn.
@@ -71,10 +71,9 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
     structure an error row and the screen goes on.
     """
     from ..model import CGGPRModel
-    from ..outputs import check_output
     from ..screening import Calibration, format_table, progress_path, screen_to_csv
 
-    check_output(output, force=force)
+    claim_outputs(output, force=force)  # checked and locked before any work
     if threshold is None and calibration is not None:
         threshold = Calibration.load(calibration).threshold
     model = CGGPRModel.load(model_path)
@@ -102,16 +101,14 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
               help="Per-atom energy array (local energies are formed) or per-site local-energy array.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("-q", "--quiet", is_flag=True)
-@fail_on_errors
+@cli_errors
 def calibrate(model_path, data, output, label_key, force, quiet):
     """Calibrate MODEL's per-Zn std on held-out labelled DATA: fractions within 1 and 2 sigma, threshold."""
     from ..data import iter_structures, load_labelled
     from ..model import CGGPRModel
-    from ..outputs import check_output
     from ..screening import calibrate as run_calibrate
 
-    if output is not None:
-        check_output(output, force=force)
+    claim_outputs(output, force=force)
     model = CGGPRModel.load(model_path)
     labelled = load_labelled(iter_structures(data), representation=model.spec.representation,
                              label_key=label_key)

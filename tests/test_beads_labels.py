@@ -1,4 +1,5 @@
-"""Bead mapping and local-energy labels against the dataset authors' reference frames."""
+"""Bead mapping and local-energy labels: on the built-in data, and against the dataset authors' reference frames
+(``../shared/data/mofff-reference``; those tests skip without it)."""
 
 import warnings
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 from ase.geometry import get_distances
 from ase.io import read
+from conftest import builtin_frames, methylated
 
 from ase_cggpr import StructureError, coarse_grain, find_topology, local_energies
 from ase_cggpr.errors import LabelError
@@ -49,8 +51,8 @@ def test_local_energies_match_authors_and_sum_to_cell_energy(reference_frames):
         assert np.abs(e_zn - ref.arrays["energies_mofff"][ref.symbols == "Si"]).max() < 1e-6
 
 
-def test_representations_and_cg_input(reference_frames):
-    atomistic, cg = reference_frames
+def test_representations_and_cg_input(frames, cg_frames):
+    atomistic, cg = frames, cg_frames
     atoms = atomistic[0]
     full = coarse_grain(atoms, "atomistic")
     assert len(full.structure) == 272 and np.all(full.structure.symbols[full.centre_indices] == "Zn")
@@ -73,37 +75,54 @@ def test_real_zif_structures_map(shared_data):
         assert set(top.linker_formulas) == expected
 
 
+def test_methylimidazolate_is_recognised(frames):
+    """2-methylimidazolate (ZIF-8's linker) is a known linker: mapped, and reported by its formula."""
+    atoms = methylated(frames[0], name="YUG_CH3")
+    top = find_topology(atoms)
+    assert set(top.linker_formulas) == {"C4H5N2"} and len(top.rings) == 2 * top.n_metals == 32
+    assert np.bincount(top.linker_metals.ravel()).tolist() == [4] * 16
+    beads = coarse_grain(atoms, "AB2").structure
+    reference = coarse_grain(frames[0], "AB2").structure  # the methyl group does not move the ring centroid
+    assert beads.get_chemical_formula() == reference.get_chemical_formula()
+    np.testing.assert_allclose(beads.positions, reference.positions, atol=1e-9)
+
+
 @pytest.fixture()
-def zni(shared_data):
-    return read_cif(shared_data / "zif-structures" / "zni.cif")
+def yug():
+    """An ideal built-in frame (net YUG, 16 Zn) without labels, named like a file."""
+    (atoms,) = builtin_frames(net="YUG", order="d")
+    atoms.calc = None
+    del atoms.arrays["e_local"]
+    atoms.info["name"] = "YUG.cif"
+    return atoms
 
 
-def test_bad_structures_give_clear_errors(zni):
+def test_bad_structures_give_clear_errors(yug):
     with pytest.raises(StructureError, match="no metal atoms"):
-        find_topology(zni[~(zni.symbols == "Zn")])
-    h = np.flatnonzero(zni.symbols == "H")[0]
-    broken = zni.copy()
+        find_topology(yug[~(yug.symbols == "Zn")])
+    h = np.flatnonzero(yug.symbols == "H")[0]
+    broken = yug.copy()
     del broken[h]
-    with pytest.raises(StructureError, match=r"zni.cif.*unrecognised or broken linker C3H2N2"):
+    with pytest.raises(StructureError, match=r"YUG.cif.*unrecognised or broken linker C3H2N2"):
         find_topology(broken)
-    top = find_topology(zni)
-    no_linker = zni.copy()
+    top = find_topology(yug)
+    no_linker = yug.copy()
     del no_linker[top.linkers[0].tolist()]
     with pytest.raises(StructureError, match="wrong metal coordination.*3 N neighbours"):
         find_topology(no_linker)
-    nan = zni.copy()
+    nan = yug.copy()
     nan.positions[5, 1] = np.nan
     with pytest.raises(StructureError, match=r"non-finite .* \[5\]"):
         find_topology(nan)
-    slab = zni.copy()
+    slab = yug.copy()
     slab.pbc = (True, True, False)
     with pytest.raises(StructureError, match="periodic"):
         find_topology(slab)
 
 
-def test_missing_label_array(zni):
-    with pytest.raises(LabelError, match="zni.cif.*no per-atom label array 'energies'"):
-        local_energies(zni)
+def test_missing_label_array(yug):
+    with pytest.raises(LabelError, match="YUG.cif.*no per-atom label array 'energies'"):
+        local_energies(yug)
 
 
 def test_dense_coarse_grained_input_bonds_the_four_nearest_beads():

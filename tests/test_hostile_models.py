@@ -431,3 +431,43 @@ def test_saved_model_records_hyperparameters_data_and_version(frames, tmp_path):
     assert training["label_key"] == "e_local" and training["target"] == "local"
     assert training["files"] == [{"path": str(data.resolve()), "bytes": data.stat().st_size,
                                   "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}]
+
+
+def test_sigint_during_repeated_saves_leaves_only_complete_models(good, tmp_path):
+    """A real Ctrl-C (SIGINT) at an arbitrary moment of a save loop: every file left is a complete model."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "saver.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from ase_cggpr import CGGPRModel\n"
+        "model = CGGPRModel.load(sys.argv[1])\n"
+        "out = Path(sys.argv[2])\n"
+        "model.save(out / 'm0.npz')\n"
+        "print('ready', flush=True)\n"
+        "for k in range(1, 10**6):\n"
+        "    model.save(out / f'm{k}.npz')\n")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(script), str(good[1]), str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0 and "KeyboardInterrupt" in stderr
+    left = sorted(out.iterdir())
+    assert [p.name for p in left if p.name.startswith(".") or "part" in p.name] == []  # no temporary, no lock
+    assert len(left) >= 2
+    for path in left:
+        assert CGGPRModel.load(path).training_["n_environments"] == N_TRAIN

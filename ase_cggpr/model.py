@@ -307,7 +307,7 @@ class CGGPRModel:
         """
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"no model file at {path}")
+            raise ModelFileNotFoundError(f"cannot load model {path}: no such file")
         meta, spec, arrays = _read_model_file(path)
         model = cls(spec, reference_energy=meta["reference_energy"])
         try:
@@ -357,6 +357,10 @@ def check_prediction(name: str, energies: np.ndarray, std: np.ndarray | None = N
 
 
 # -- reading model files: everything is checked before it is used ---------------------------------------------
+class ModelFileNotFoundError(ModelError, FileNotFoundError):
+    """A model path that does not exist (both a ModelError and a FileNotFoundError)."""
+
+
 def _bad(path: Path, problem: str) -> ModelError:
     return ModelError(f"cannot load model {path}: {problem}")
 

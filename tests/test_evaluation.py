@@ -1,20 +1,19 @@
 """Evaluation layer: grouped CV, learning curves, grid search, cache, solvers, CLI (real SOAP, real files).
 
-The data set: rattled copies of the shared Zn(Im)2 crystal structures, one CV group per net, with a
-synthetic but geometric per-atom energy (harmonic Zn-N bonds on Zn, a small ring term on N) so that the
-local-energy and Zn-only targets both exist.
+The data set: 7 nets of the package's built-in dataset, 3 frames each (the ideal `d` frame and a small `r-d`
+and `d-r` rattle: info ``rattle`` none / small / small), labelled with their MOF-FF per-atom ``energies``;
+``structure_id`` is the net's name, so there is one CV group per net.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 from ase.io import read, write
-from ase.neighborlist import neighbor_list
 from click.testing import CliRunner
+from conftest import builtin_frames
 
 from ase_cggpr.cli import main
 from ase_cggpr.evaluation import (
@@ -37,36 +36,24 @@ from ase_cggpr.model import CGGPRModel
 from ase_cggpr.regression import ExactGPR, SparseGPR
 from ase_cggpr.spec import ModelSpec
 
-NETS = ("zni", "coi", "nog", "ZIF4", "ZIF1", "ZIF6", "ZIF8_H")
+#: built-in nets used here and their number of Zn per cell
+NETS = {"SOD": 12, "GIS": 16, "LTJ": 16, "YUG": 16, "ABW": 8, "BCT": 8, "OFF": 18}
 
 
-def synthetic_energies(atoms) -> np.ndarray:
-    """Per-atom energies (eV): 5 (d - 2.0)^2 per Zn-N bond on Zn, 0.5 (d - 1.35)^2 per C-N bond on N."""
-    i, j, d = neighbor_list("ijd", atoms, {("Zn", "N"): 2.6, ("N", "C"): 1.6})
-    symbols = np.array(atoms.get_chemical_symbols())
-    energies = np.zeros(len(atoms))
-    zn = (symbols[i] == "Zn") & (symbols[j] == "N")
-    np.add.at(energies, i[zn], 5.0 * (d[zn] - 2.0) ** 2)
-    nc = (symbols[i] == "N") & (symbols[j] == "C")
-    np.add.at(energies, i[nc], 0.5 * (d[nc] - 1.35) ** 2)
-    return energies
+def dataset_frames() -> list:
+    frames = []
+    for name in NETS:
+        for atoms in builtin_frames(net=name, order=("d", "r-d", "d-r"), rattle=("none", "small"), batch=(0, 1)):
+            atoms.info["structure_id"] = name
+            frames.append(atoms)
+    return frames
 
 
 @pytest.fixture(scope="session")
-def dataset(shared_data, tmp_path_factory):
-    """extxyz file of 3 rattled copies of 7 nets (21 structures, 270 Zn environments, 7 groups)."""
-    frames = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for k, name in enumerate(NETS):
-            base = read(shared_data / "zif-structures" / f"{name}.cif")
-            for copy in range(3):
-                atoms = base.copy()
-                atoms.rattle(0.02, seed=100 * k + copy)
-                atoms.arrays["energies"] = synthetic_energies(atoms)
-                atoms.info["structure_id"] = name
-                atoms.info["rattle"] = copy
-                frames.append(atoms)
+def dataset(tmp_path_factory):
+    """extxyz file of 3 frames of each of 7 built-in nets (21 structures, 282 Zn environments, 7 groups)."""
+    frames = dataset_frames()
+    assert len(frames) == 3 * len(NETS)
     path = tmp_path_factory.mktemp("evaluation") / "train.extxyz"
     write(path, frames, format="extxyz")
     return path
@@ -100,11 +87,11 @@ def test_group_folds_keep_groups_together_and_are_seeded():
 
 
 def test_select_and_exclude_frames_by_info(dataset):
-    only = read_environments(dataset, select={"structure_id": ["zni", "coi"]}, exclude={"rattle": [0]})
-    assert set(only.groups) == {"zni", "coi"} and len(only.structures) == 4
-    assert all(a.info["rattle"] != 0 for a in only.structures)
-    with pytest.raises(ValueError, match="no structure has info key 'order'"):
-        read_environments(dataset, exclude={"order": ["d-r"]})
+    only = read_environments(dataset, select={"structure_id": ["SOD", "GIS"]}, exclude={"rattle": ["none"]})
+    assert set(only.groups) == {"SOD", "GIS"} and len(only.structures) == 4
+    assert all(a.info["rattle"] != "none" for a in only.structures)
+    with pytest.raises(ValueError, match="no structure has info key 'pressure'"):
+        read_environments(dataset, exclude={"pressure": ["1 GPa"]})
     with pytest.raises(ValueError, match="no structure left"):
         read_environments(dataset, select={"structure_id": ["nonexistent"]})
 
@@ -112,8 +99,8 @@ def test_select_and_exclude_frames_by_info(dataset):
 def test_topology_groups_cells_of_one_framework_together(dataset, tmp_path):
     """Frames with info['topology'] (the dataset build's key) are grouped by it before structure_id."""
     frames = read(dataset, ":")
-    for atoms in frames:  # pretend zni and coi are two cells of one framework
-        if atoms.info["structure_id"] in ("zni", "coi"):
+    for atoms in frames:  # pretend SOD and GIS are two cells of one framework
+        if atoms.info["structure_id"] in ("SOD", "GIS"):
             atoms.info["topology"] = "same-framework"
     path = tmp_path / "topology.extxyz"
     write(path, frames, format="extxyz")
@@ -125,14 +112,18 @@ def test_topology_groups_cells_of_one_framework_together(dataset, tmp_path):
 
 
 def test_environments_labels_groups_targets(env, dataset):
-    assert len(env) == 3 * (16 + 16 + 20 + 16 + 8 + 8 + 6)
+    assert len(env) == 3 * sum(NETS.values()) == 282
     assert env.n_groups == len(NETS)
     assert set(np.unique(env.groups)) == set(NETS)
-    assert np.isfinite(env.labels).all()
+    frames = dataset_frames()
+    # labels in file order, Zn by Zn: the local energy (Zn + half of each of its 4 linkers) and the Zn-only one
+    np.testing.assert_allclose(env.labels, np.concatenate([a.arrays["e_local"][a.symbols == "Zn"] for a in frames]),
+                               rtol=0, atol=1e-6)  # the dataset's own stored local energies
     metal = read_environments(dataset, target="metal")
     assert metal.target == "metal" and len(metal) == len(env)
-    assert np.all(env.labels >= metal.labels - 1e-12)  # local adds the (non-negative) linker shares
-    assert not np.allclose(env.labels, metal.labels)
+    np.testing.assert_allclose(metal.labels, np.concatenate([a.calc.results["energies"][a.symbols == "Zn"]
+                                                             for a in frames]), rtol=0, atol=1e-12)
+    assert np.abs(env.labels - metal.labels).min() > 1e-3  # the linker shares are never zero
 
 
 def test_cross_validation_finite_reproducible_and_grouped(env, ab2_vectors, tmp_path):
@@ -359,7 +350,7 @@ def test_paper_numbers_readable(shared_data):
     assert (best["cutoff"], best["atom_sigma"]) == (6.75, 0.5)
 
 
-def test_cli_end_to_end(dataset, shared_data, tmp_path):
+def test_cli_end_to_end(dataset, tmp_path):
     pytest.importorskip("matplotlib")
     runner = CliRunner()
     common = [str(dataset), "--n-max", "6", "--l-max", "4", "--folds", "3", "-q",
@@ -384,9 +375,9 @@ def test_cli_end_to_end(dataset, shared_data, tmp_path):
     out = run("cv", *common, "--representation", "AB2", "--shared-kernel", "--n-train", "100", "--precision",
               "mixed", "-o", str(tmp_path / "cv_shared.json"))
     assert json.loads((tmp_path / "cv_shared.json").read_text())["n_train"] == [100] * 3
-    run("cv", *common, "--representation", "A", "--exclude", "rattle=0", "--select", "structure_id=zni,coi,nog",
+    run("cv", *common, "--representation", "A", "--exclude", "rattle=none", "--select", "structure_id=SOD,GIS,OFF",
         "-o", str(tmp_path / "cv_subset.json"))
-    assert json.loads((tmp_path / "cv_subset.json").read_text())["n_environments"] == 2 * (16 + 16 + 20)
+    assert json.loads((tmp_path / "cv_subset.json").read_text())["n_environments"] == 2 * (12 + 16 + 18)
     needs_n = runner.invoke(main, ["cv", *common, "--shared-kernel", "-o", str(tmp_path / "x.json")])
     assert needs_n.exit_code != 0 and "--n-train" in needs_n.output
     grid = ["grid-search", *common, "--representation", "A", "--cutoffs", "5:7:2", "--sigmas", "0.5,1.0",
@@ -402,8 +393,7 @@ def test_cli_end_to_end(dataset, shared_data, tmp_path):
     for name in ("report.md", "report.html"):
         out = run("report", "--cv", str(tmp_path / "cv_AB2.json"), "--cv", str(tmp_path / "cv_A.json"),
                   "--learning-curve", str(tmp_path / "lc.csv"), "--grid", str(tmp_path / "grid.csv"),
-                  "--table", str(tmp_path / "table1.csv"), "--paper", str(shared_data / "paper"),
-                  "-o", str(tmp_path / name))
+                  "--table", str(tmp_path / "table1.csv"), "-o", str(tmp_path / name))
     text = (tmp_path / "report.md").read_text()
     assert "Table 1" in text and "parity.png" in text and "grid_A.png" in text
     assert (tmp_path / "report_figures" / "learning_curves.png").stat().st_size > 1000
@@ -412,3 +402,25 @@ def test_cli_end_to_end(dataset, shared_data, tmp_path):
     assert again.exit_code == 1 and "exists; pass --force" in again.output  # never overwrite silently
     bad = runner.invoke(main, ["cv", str(dataset), "--folds", "50", "-q"])
     assert bad.exit_code != 0 and "groups" in bad.output
+
+
+def test_report_beside_the_paper_numbers(dataset, shared_data, tmp_path):
+    """``cggpr report --paper``: the learning curve and grid optimum beside the authors' published ones."""
+    pytest.importorskip("matplotlib")
+    runner = CliRunner()
+    common = [str(dataset), "--n-max", "6", "--l-max", "4", "--folds", "3", "-q"]
+
+    def run(*args):
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("learning-curve", *common, "--representation", "AB2", "--sizes", "7,31", "-o", str(tmp_path / "lc.csv"))
+    run("grid-search", *common, "--representation", "A", "--cutoffs", "5:7:2", "--sigmas", "0.5",
+        "-o", str(tmp_path / "grid.csv"))
+    run("report", "--learning-curve", str(tmp_path / "lc.csv"), "--grid", str(tmp_path / "grid.csv"),
+        "--paper", str(shared_data / "paper"), "-o", str(tmp_path / "report.md"))
+    text = (tmp_path / "report.md").read_text()
+    assert "paper test RMSE" in text
+    best = optimum(paper_grid(shared_data / "paper", "A"))
+    assert f"paper: {best['cutoff']} Å, {best['atom_sigma']} Å, {best['test_rmse']:.4f} eV" in text

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from .data import expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
-from .errors import LabelError
+from .errors import LabelError, ModelError
 from .model import CGGPRModel, describe_files
+from .regression import MAX_LABEL_DEVIATION, SOLVERS, ExactGPR, check_memory, exact_fit_bytes
 from .spec import ModelSpec
 
 
@@ -26,6 +27,73 @@ def parse_reference(reference: str | float | None, frames) -> float:
         raise LabelError(f"reference must be a number, 'none' or 'auto', got {reference!r}") from None
 
 
+def check_test_fraction(test_fraction: Any) -> float | None:
+    """None (no hold-out) or a finite number strictly between 0 and 1; ModelError otherwise."""
+    if test_fraction is None:
+        return None
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.integer, np.floating)) \
+            or not 0 < float(test_fraction) < 1:
+        raise ModelError(f"test_fraction must be a number strictly between 0 and 1 (the fraction of structure "
+                         f"groups held out), got {test_fraction!r}; leave it unset to hold out nothing")
+    return float(test_fraction)
+
+
+def solver_options_for(solver: str, precision: str = "float64", inducing: int | None = None) -> dict[str, Any]:
+    """The regressor options of ``solver`` ("exact" with ``precision``, "sparse" with ``inducing`` points)."""
+    if solver == "exact":
+        if inducing is not None:
+            raise ModelError("inducing (the number of inducing environments) applies to the sparse solver only")
+        if precision not in ExactGPR.PRECISIONS:
+            raise ModelError(f"unknown precision {precision!r}; choose one of {ExactGPR.PRECISIONS}")
+        return {} if precision == "float64" else {"precision": precision}
+    if solver == "sparse":
+        if precision != "float64":
+            raise ModelError(f"precision {precision!r} applies to the exact solver only; the sparse solver "
+                             "works in float64")
+        return {} if inducing is None else {"n_inducing": inducing}
+    raise ModelError(f"unknown regression solver {solver!r}; choose one of {sorted(SOLVERS)}")
+
+
+def check_training_labels(labelled) -> None:
+    """Refuse non-finite labels and labels more than MAX_LABEL_DEVIATION eV per metal from the mean, naming
+    the structure (a unit or sign error; such labels also overflow the label statistics)."""
+    for frame, lab in zip(labelled.frames, labelled.labels, strict=True):
+        if not np.isfinite(lab).all():
+            raise LabelError(f"structure {frame.info.get('name', '?')!r}: labels contain NaN or inf")
+    if not labelled.labels:
+        return
+    mean = float(np.mean(np.concatenate(labelled.labels)))
+    worst, where = 0.0, None
+    for frame, lab in zip(labelled.frames, labelled.labels, strict=True):
+        deviation = float(np.abs(lab - mean).max()) if lab.size else 0.0
+        if not np.isfinite(deviation) or deviation > worst:
+            worst, where = deviation, frame
+    if where is not None and not worst <= MAX_LABEL_DEVIATION:
+        raise LabelError(f"structure {where.info.get('name', '?')!r}: a label lies {worst:.3g} eV per metal from "
+                         f"the mean of all labels (limit {MAX_LABEL_DEVIATION:g} eV; the dataset's local energies "
+                         "span about 2 eV): wrong units, or a total instead of a per-metal energy?")
+
+
+def training_bytes(n: int, d: int, solver: str, options: dict[str, Any]) -> int:
+    """Peak bytes of a fit on n environments of dimension d: the n x d descriptors plus the solver's matrices."""
+    vectors = 8 * n * d
+    if solver == "sparse":
+        m = min(int(options.get("n_inducing", 4000)), n)
+        return vectors + 8 * (3 * m * m + 2 * m * min(2048, n) + m * d)
+    return vectors + exact_fit_bytes(n, precision=options.get("precision", "float64"))
+
+
+def check_training_memory(model: CGGPRModel, first_map, n: int, *, budget: float | None = None) -> None:
+    """Refuse (ModelError) a fit whose descriptors and matrices exceed ``budget`` (default: available memory).
+
+    The descriptor length comes from the SOAP of one structure (cheap), so nothing large is allocated.
+    """
+    d = model.vectors([first_map]).shape[1]
+    need = training_bytes(n, d, model.solver, model.solver_options)
+    check_memory(need, f"training on {n} environments ({n} x {d} descriptors, {model.solver} solver)",
+                 budget=budget)
+
+
 def rmse(a: np.ndarray, b: np.ndarray) -> float:
     """Root-mean-square difference (same units as the inputs)."""
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
@@ -36,6 +104,8 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
                 n_max: int = 16, l_max: int = 8, noise: float = 0.2, backend: str = "featomic",
                 reference: str | float | None = "auto", n_train: int | None = None,
                 test_fraction: float | None = None, group_key: str | None = None, seed: int = 0,
+                solver: str = "exact", precision: str = "float64", inducing: int | None = None,
+                memory_budget: float | None = None,
                 progress: bool = False) -> tuple[CGGPRModel, dict[str, Any]]:
     """Train a model on labelled structure files; optionally hold out whole structure groups
     (``group_key``: their ``atoms.info`` key; default ``topology``, else ``structure_id``).
@@ -43,21 +113,34 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
     Returns the fitted model and a summary (numbers of structures and environments, label statistics in
     eV, and the held-out RMSE in eV per metal when ``test_fraction`` is given; the held-out uncertainty
     calibration is then stored in the model, where ``cggpr screen`` takes its trust threshold from).
+
+    ``test_fraction``: None holds out nothing; otherwise a number strictly between 0 and 1 (0 is refused,
+    not read as "no hold-out"). ``solver``: ``"exact"`` (``precision`` ``"float64"`` or ``"mixed"``) or
+    ``"sparse"`` (``inducing`` environments M, default 4,000). Labels must be finite and within
+    :data:`~ase_cggpr.regression.MAX_LABEL_DEVIATION` (100 eV) of their mean. Before any descriptor is
+    computed, the memory of the N x D descriptor matrix plus the solver's N x N (or M x M) matrices is
+    compared with ``memory_budget`` bytes (default: the memory available) and an impossible fit refused.
     """
+    test_fraction = check_test_fraction(test_fraction)
+    solver_options = solver_options_for(solver, precision, inducing)
     spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                      l_max=l_max, noise=noise, backend=backend)
     data = list(data)
     labelled = load_labelled(iter_structures(data), representation=spec.representation, label_key=label_key,
                              target=target, group_key=group_key)
-    model = CGGPRModel(spec, reference_energy=parse_reference(reference, labelled.frames))
+    check_training_labels(labelled)
+    model = CGGPRModel(spec, reference_energy=parse_reference(reference, labelled.frames), solver=solver,
+                       solver_options=solver_options)
     report: dict[str, Any] = {"representation": spec.representation, "cutoff (Å)": spec.cutoff,
                               "atom_sigma (Å)": spec.atom_sigma, "structures": len(labelled.frames),
                               "environments": labelled.n_environments,
                               "reference energy (eV)": model.reference_energy}
     train_set, test_set = labelled, None
-    if test_fraction:
+    if test_fraction is not None:
         train_idx, test_idx = split_by_group(labelled.groups, test_fraction, seed=seed)
         train_set, test_set = labelled.subset(train_idx), labelled.subset(test_idx)
+    n_fit = train_set.n_environments if n_train is None else min(int(n_train), train_set.n_environments)
+    check_training_memory(model, train_set.maps[0], n_fit, budget=memory_budget)
     model.fit_maps(train_set.maps, train_set.labels, n_train=n_train, seed=seed, progress=progress)
     model.training_.update(  # the saved model records what it was trained on
         label_key=label_key, target=target, test_fraction=test_fraction, group_key=group_key,

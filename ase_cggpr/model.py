@@ -35,15 +35,18 @@ from .errors import ModelError
 from .labels import local_energies
 from .outputs import atomic_output
 from .progress import progress_bar
-from .regression import SELECTIONS, SOLVERS, polynomial_kernel, solver_from_state
+from .regression import EXACT_VARIANCE_MAX, SELECTIONS, SOLVERS, polynomial_kernel, solver_from_state
 from .spec import ModelSpec
 
 FORMAT_NAME = "ase-cggpr-model"
 FORMAT_VERSION = 1
-#: Above this many training environments the N x N Cholesky factor is not saved (recomputed on demand).
-MAX_SAVED_FACTOR = 8000
+#: Above this many training environments the exact N x N Cholesky factor is neither kept nor saved: the
+#: exact solver keeps the small Nyström variance instead (see ase_cggpr.regression.ExactGPR).
+MAX_SAVED_FACTOR = EXACT_VARIANCE_MAX
 #: Largest metadata member read from a model file (bytes of its numpy unicode string).
 MAX_METADATA_BYTES = 64 * 2**20
+#: Most members (arrays) a model file may hold.
+MAX_MEMBERS = 64
 #: Largest ``block_size`` a model file may ask for (rows of the kernel block held at once).
 MAX_BLOCK_SIZE = 1_000_000
 
@@ -271,8 +274,11 @@ class CGGPRModel:
              include_factor: bool | None = None) -> Path:
         """Write the model to ``path`` (``.npz`` appended if missing). Never overwrites unless asked.
 
-        ``include_factor``: store the Cholesky factor for fast predictive variances (default: when the
-        training set has at most 8,000 environments; otherwise it is recomputed on first use).
+        ``include_factor``: store the exact N x N Cholesky factor for predictive variances (default: when the
+        training set has at most 8,000 environments, which is when the exact solver keeps it; above, the
+        model's variance is the projected-process one on M x M factors, always saved: the metadata's
+        ``regression.variance`` says which). A model saved without its factor gives no std above
+        2,000 environments (it is never refactored inside a prediction).
         """
         self._check_fitted()
         path = Path(path)
@@ -639,6 +645,8 @@ def _read_model_file(path: Path) -> tuple[dict, ModelSpec, dict[str, np.ndarray]
     """(metadata, spec, arrays) of a model file, every part checked before the next is read."""
     with _open_archive(path) as archive:
         members: dict[str, zipfile.ZipInfo] = {}
+        if len(archive.infolist()) > MAX_MEMBERS:
+            raise _bad(path, f"the archive holds {len(archive.infolist()):,} members; a model holds a few arrays")
         for info in archive.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else ""
             if not key.isidentifier() or key in members:

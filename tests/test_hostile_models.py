@@ -134,6 +134,12 @@ def with_member(name: str, data):
     return build
 
 
+def with_member_set(extra: dict[str, bytes]):
+    def build(src: Path, dst: Path) -> Path:
+        return write_zip(dst, {**members(src), **extra})
+    return build
+
+
 def header_claims(shape):
     """X.npy keeps its data but its header claims another shape (e.g. 10^12 rows)."""
     def data(content):
@@ -194,6 +200,9 @@ CASES = {
     "X header claims 10^12 rows": (header_claims((10**12, 108)), "its header claims shape (1000000000000, 108)"),
     "X header claims fewer rows": (header_claims((100, 108)), "its header claims shape (100, 108)"),
     "X bytes flipped (CRC)": (flip_byte_in("X.npy"), "member X.npy is corrupt (BadZipFile: Bad CRC-32"),
+    "1000 extra members": (with_member_set({f"a{k}.npy": npy(np.zeros(1)) for k in range(1000)}),
+                           "the archive holds 1,004 members"),
+    "extra member of text": (with_member("notes.npy", npy(np.array(["hello"]))), "array notes has dtype <U5"),
     "member with a path": (with_member("../evil.npy", b"x"), "unexpected member '../evil.npy'"),
     # container
     "0-byte file": (raw_bytes(lambda raw: b""), "the file is empty (0 bytes)"),

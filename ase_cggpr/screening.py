@@ -480,7 +480,11 @@ def _worker_main(conn, model, kwargs: dict, parent: int) -> None:
         if message is None:
             return
         key, name, source, atoms = message
-        conn.send((key, screen_structure(model, atoms, id=name, source=source, **kwargs)))
+        row = screen_structure(model, atoms, id=name, source=source, **kwargs)
+        try:
+            conn.send((key, row))
+        except (BrokenPipeError, ConnectionError, EOFError, OSError):  # the screen stopped meanwhile
+            return
 
 
 def _death_message(exitcode: int | None) -> str:

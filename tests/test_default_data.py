@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from ase.io import read, write
+from ase.io import write
+from conftest import builtin_frames
 
 from ase_cggpr import coarse_grain, local_energies
 from ase_cggpr.data import default_dataset_path
@@ -11,7 +12,8 @@ from ase_cggpr.demo import run_demo
 
 @pytest.fixture(scope="module")
 def default_frames():
-    return read(default_dataset_path("atomistic"), ":"), read(default_dataset_path("cg"), ":")
+    assert default_dataset_path("atomistic").name == "default_atomistic.extxyz.gz"
+    return builtin_frames("atomistic"), builtin_frames("cg")  # read once per session (conftest)
 
 
 def test_default_dataset_is_self_consistent(default_frames):

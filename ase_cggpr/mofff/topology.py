@@ -111,10 +111,19 @@ def _check_images(atoms: Atoms, bonds: np.ndarray, shifts: np.ndarray, name: str
     vec = pos[bonds[:, 1]] + shifts @ cell - pos[bonds[:, 0]]
     from ase.geometry import find_mic
 
-    mic, _ = find_mic(vec, atoms.cell, atoms.pbc)
+    mic, mic_len = find_mic(vec, atoms.cell, atoms.pbc)
     bad = np.nonzero(np.linalg.norm(vec - mic, axis=1) > 1e-6)[0]
     if len(bad):
-        items = [f"{bonds[b, 0]}-{bonds[b, 1]} (image {tuple(int(x) for x in shifts[b])})" for b in bad]
+        length = np.linalg.norm(vec, axis=1)
+        items = [f"{bonds[b, 0]}-{bonds[b, 1]} (image {tuple(int(x) for x in shifts[b])}: {length[b]:.2f} Å, "
+                 f"closest image {mic_len[b]:.2f} Å)" for b in bad]
+        # a bond longer than twice the longest bonding cut-off through its listed image is not a small cell:
+        # the positions are not in the periodic images (or cell basis) the bonds and shifts were made for
+        if (length[bad] > 2 * max(BOND_CUTOFFS.values())).any():
+            raise TopologyError(
+                "bonds that are not between closest periodic images and far longer than a bond through the "
+                "listed image: the positions are wrapped, or the cell is another basis, relative to the bond "
+                f"shifts given (not a cell too small): {_listed(items)}", structure=name)
         raise TopologyError(
             "bonds that are not between closest periodic images (the cell is too small for the "
             f"bonded terms; use a supercell): {_listed(items)}", structure=name)

@@ -12,7 +12,14 @@ structure the descriptor sees, in one of three representations:
 ``A``          A beads (Si) only.
 
 Si/O follows the hZIF convention, so already coarse-grained input (Si = A site, O = B bead) is accepted
-too. The atom <-> bead correspondence is kept (:class:`Topology`) so results can be reported per atom.
+too, if it looks like beads: every A-B bond between :data:`CG_AB_MIN` and :data:`CG_AB_CUTOFF` Å (Zn to
+ring centroid is ~3.2 Å; an atomistic SiO2 such as quartz, Si-O 1.6 Å, is refused), every A site bonded to
+4 B beads and every B bead to 2 A sites. The atom <-> bead correspondence is kept (:class:`Topology`) so
+results can be reported per atom.
+
+Before any neighbour search, :func:`find_topology` refuses unphysical cells, partial occupancies
+(:mod:`ase_cggpr.structure_checks`) and atomistic input without a metal; its one neighbour search
+(:func:`find_bonds`) also refuses atoms closer than the build screen's limits (1.0 Å, 0.6 Å with H).
 """
 
 from __future__ import annotations

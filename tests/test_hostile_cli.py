@@ -93,6 +93,17 @@ def _live_lock(name: str):
     return make
 
 
+#: a command without its -o option, to try hostile output names on
+COMMANDS = {
+    "train": lambda i, w: ["train", i / "cg.extxyz", "--label-key", "e_local"],
+    "predict": lambda i, w: ["predict", i / "m.npz", i / "cg.extxyz"],
+    "coarse-grain": lambda i, w: ["coarse-grain", i / "cg.extxyz"],
+    "cv": lambda i, w: ["cv", i / "cg.extxyz"],
+    "label": lambda i, w: ["label", i / "cg.extxyz"],
+    "grid-search": lambda i, w: ["grid-search", i / "cg.extxyz", "--cutoffs", "5", "--sigmas", "0.5"],
+    "report": lambda i, w: ["report"],
+}
+
 # (case id, setup(work) or None, args(inputs, work), exit code, words expected in the error line)
 CASES = [
     # train: option validation before any work
@@ -118,11 +129,21 @@ CASES = [
     ("train-locked-by-another-process", _live_lock("m.npz"),
      lambda i, w: ["train", i / "cg.extxyz", "-o", w / "m.npz", "--label-key", "e_local"],
      1, ["m.npz", "another process"]),
+    *[(f"{cmd}-output-{name}", None, lambda i, w, c=cmd, v=value: [*COMMANDS[c](i, w), "-o", v], 2, [words])
+      for cmd in ("train", "predict", "coarse-grain", "cv", "label", "grid-search", "report")
+      for name, value, words in (("empty", "", "empty"), ("dot", ".", "names a folder"),
+                                 ("root", "/", "names a folder"))],
+    ("cv-predictions-empty", None, lambda i, w: ["cv", i / "cg.extxyz", "-o", w / "cv.json", "--predictions", ""],
+     2, ["--predictions", "empty"]),
     ("train-missing-data", None, lambda i, w: ["train", w / "nothing.extxyz", "-o", w / "m.npz"],
      1, ["nothing.extxyz"]),
     # predict / coarse-grain
     ("predict-no-structures", None, lambda i, w: ["predict", i / "m.npz", i / "empty.extxyz", "-o",
                                                   w / "p.extxyz"], 1, ["empty.extxyz"]),
+    ("predict-empty-folder", _folder("nothing"),
+     lambda i, w: ["predict", i / "m.npz", w / "nothing", "-o", w / "p.extxyz"], 1, ["nothing", "no structures"]),
+    ("coarse-grain-empty-folder", _folder("nothing"),
+     lambda i, w: ["coarse-grain", w / "nothing", "-o", w / "b.extxyz"], 1, ["nothing", "no structures"]),
     ("predict-output-is-folder-force", _folder("p.extxyz"),
      lambda i, w: ["predict", i / "m.npz", i / "cg.extxyz", "-o", w / "p.extxyz", "--force"],
      1, ["p.extxyz", "is a directory"]),
@@ -234,6 +255,11 @@ CASES = [
      1, ["missing_dir", "does not exist"]),
     ("dataset-output-is-file", _existing("out"), lambda i, w: ["dataset", "build", i / "cg.extxyz", "-o", w / "out"],
      2, ["out", "file"]),
+    ("dataset-folder-with-other-files", lambda w: (w / "out").mkdir() or (w / "out" / "cg.extxyz").write_text("x"),
+     lambda i, w: ["dataset", "build", i / "cg.extxyz", "-o", w / "out"], 1, ["out", "not a dataset build"]),
+    ("dataset-cwd-with-other-files", None, lambda i, w: ["dataset", "build", i / "cg.extxyz", "-o", i],
+     1, ["not a dataset build"]),
+    ("dataset-empty-name", None, lambda i, w: ["dataset", "build", i / "cg.extxyz", "-o", ""], 2, ["empty"]),
     ("dataset-workers-0", None, lambda i, w: ["dataset", "build", i / "cg.extxyz", "-o", w / "out", "-j", "0"],
      2, ["--workers"]),
     # demo: refuses before training

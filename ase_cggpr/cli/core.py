@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import CGGPRError
 from ._group import main
 from .options import (
+    OUTPUT_FILE,
     REPRESENTATION,
     FiniteFloat,
     check_folder,
@@ -71,7 +72,7 @@ def _train_solver_kwargs(solver, inducing, precision) -> dict:
 
 @main.command()
 @click.argument("data", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Model file to write (.npz).")
+@click.option("-o", "--output", required=True, type=OUTPUT_FILE, help="Model file to write (.npz).")
 @spec_options
 @label_key_option()
 @click.option("--target", type=click.Choice(["local", "metal"]), default="local", show_default=True,
@@ -116,7 +117,7 @@ def train(data, output, representation, cutoff, atom_sigma, n_max, l_max, noise,
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("structures", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="extxyz file with per-metal predictions.")
+@click.option("-o", "--output", type=OUTPUT_FILE, help="extxyz file with per-metal predictions.")
 @force_option
 @quiet_option
 @cli_errors
@@ -164,7 +165,7 @@ def predict(model_path, structures, output, force, quiet):
 
 @main.command("coarse-grain")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="extxyz file of beads.")
+@click.option("-o", "--output", required=True, type=OUTPUT_FILE, help="extxyz file of beads.")
 @click.option("--representation", type=click.Choice(["AB2", "A"], case_sensitive=False), default="AB2",
               show_default=True)
 @force_option

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ._group import main
-from .options import check_folder, cli_errors, hold, quiet_option, workers_option
+from .options import check_build_folder, check_folder, cli_errors, hold, quiet_option, workers_option
 
 
 @main.group("dataset")
@@ -56,7 +56,7 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     from ..progress import progress_bar
 
     t_start = time.perf_counter()
-    check_folder(out_dir)  # before any work: an existing writable folder, or a new one in a writable folder
+    check_build_folder(out_dir)  # before any work: new, empty or an earlier build, and writable
     if relaxed_store:
         check_folder(relaxed_store, "relaxed store")
     # one build per output folder at a time (the lock sits beside the folder, so it need not exist yet)

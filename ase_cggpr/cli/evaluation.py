@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import CGGPRError
 from ._group import main
 from .options import (
+    OUTPUT_FILE,
     REPRESENTATION,  # noqa: F401  (re-exported: the representation choice, defined once in options)
     FloatList,
     check_folder,
@@ -181,9 +182,9 @@ def _cv_outputs(kwargs) -> list[Path]:
 @data_options
 @click.option("--n-train", type=click.IntRange(min=1),
               help="Cap on training environments per fold (drawn at random, seeded).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("cv.json"), show_default=True,
+@click.option("-o", "--output", type=OUTPUT_FILE, default=Path("cv.json"), show_default=True,
               help="JSON summary (per-fold and mean train/test RMSE).")
-@click.option("--predictions", type=click.Path(path_type=Path),
+@click.option("--predictions", type=OUTPUT_FILE,
               help="CSV of out-of-fold predictions (default: OUTPUT with suffix .predictions.csv).")
 @cli_errors
 @protect_output(_cv_outputs)
@@ -206,7 +207,7 @@ def cv(setup, n_train, output, predictions, force):
 @main.command("learning-curve")
 @data_options
 @click.option("--sizes", callback=_sizes, help="Comma-separated training sizes (default: the paper's 7 ... 32000).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("learning_curve.csv"),
+@click.option("-o", "--output", type=OUTPUT_FILE, default=Path("learning_curve.csv"),
               show_default=True)
 @cli_errors
 @protect_output()
@@ -249,7 +250,7 @@ def _claim_grid_csv(path: Path) -> None:
               help="atom_sigma values (Å): '0.2,0.5' or 'start:stop:step'.")
 @click.option("--noises", type=FloatList(), help="Noise values (eV), default the --noise value.")
 @click.option("--n-train", type=click.IntRange(min=1), help="Cap on training environments per fold.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("grid.csv"), show_default=True,
+@click.option("-o", "--output", type=OUTPUT_FILE, default=Path("grid.csv"), show_default=True,
               help="CSV, appended point by point; existing points are not recomputed (resumable).")
 @cli_errors
 def grid_search_command(output, **kwargs):
@@ -329,7 +330,7 @@ def _grid_optima(paths) -> dict:
               help="Grid-search CSVs to take each representation's optimum from.")
 @click.option("--diagonal-only", is_flag=True, help="Each representation with its own optimum only.")
 @click.option("--n-train", type=click.IntRange(min=1), help="Cap on training environments per fold.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("table1.csv"), show_default=True)
+@click.option("-o", "--output", type=OUTPUT_FILE, default=Path("table1.csv"), show_default=True)
 @cli_errors
 @protect_output()
 @with_setup
@@ -363,7 +364,7 @@ def cross_hyper(setup, optima, grids, diagonal_only, n_train, output, force):
               help="cross-hyper CSVs (Table 1).")
 @click.option("--paper", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The paper's data folder (new_learning_curve/, new_grid_search/) to show beside.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.md"), show_default=True,
+@click.option("-o", "--output", type=OUTPUT_FILE, default=Path("report.md"), show_default=True,
               help="report.md or report.html; figures go to a folder beside it.")
 @quiet_option
 @cli_errors

@@ -11,6 +11,7 @@ import click
 from ..errors import CGGPRError
 from ._group import main
 from .options import (
+    OUTPUT_FILE,
     RESERVED_ARRAYS,
     _deprecated_key,
     claim_outputs,
@@ -36,7 +37,7 @@ def _output_key(label_key: str | None, key: str | None) -> str:
 @main.command()
 @click.argument("input_path", metavar="IN.extxyz", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "output_path", metavar="OUT.extxyz", required=True,
-              type=click.Path(path_type=Path), help="labelled extxyz file to write")
+              type=OUTPUT_FILE, help="labelled extxyz file to write")
 @workers_option(help="Processes (one LAMMPS instance each).")
 @label_key_option(None, "Per-atom array name for the energies (eV)  [default: energies]")
 @click.option("--key", "key", hidden=True, callback=_deprecated_key, help="Deprecated name of --label-key.")

@@ -194,6 +194,21 @@ def check_folder(path: Path | str, what: str = "output folder") -> Path:
     return path
 
 
+def check_build_folder(path: Path | str, marker: str = "manifest.json") -> Path:
+    """A dataset build's output folder: new, empty, or an earlier build (holding ``marker``) to resume.
+
+    An existing folder with other files is refused: the build writes atomistic.extxyz, cg.extxyz, ... into it
+    and would replace files that are not its own."""
+    if not str(path).strip():
+        raise click.BadParameter("the folder name is empty", param_hint="'-o' / '--output'")
+    path = check_folder(path)
+    own = {"relaxed", "frames"}  # restored relaxations may precede the manifest
+    if path.is_dir() and not (path / marker).is_file() and any(p.name not in own for p in path.iterdir()):
+        raise CGGPRError(f"output folder {path} holds other files and no {marker} (it is not a dataset build to "
+                         "resume); give a new or empty folder")
+    return path
+
+
 # -- parameter types ----------------------------------------------------------------------------------------------
 
 
@@ -229,6 +244,26 @@ class FiniteFloat(click.ParamType):
 
 
 POSITIVE = FiniteFloat(0, min_open=True)
+
+
+class OutputFile(click.ParamType):
+    """An output file name (a Path): refuses '', '.', '..' and paths ending in '/' at parse time."""
+
+    name = "file"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path):
+            value = str(value)
+        text = str(value)
+        path = Path(text)
+        if not text.strip():
+            self.fail("the file name is empty", param, ctx)
+        if text.endswith(("/", os.sep)) or path.name in ("", ".", ".."):
+            self.fail(f"{text!r} names a folder, not a file", param, ctx)
+        return path
+
+
+OUTPUT_FILE = OutputFile()
 
 
 class FloatList(click.ParamType):

@@ -207,37 +207,62 @@ def unwrap_like(atoms: Atoms, reference: Atoms) -> Atoms:
     return out
 
 
-def align_restored(atoms: Atoms, reference: Atoms, name: str = "") -> Atoms:
-    """A restored relaxation in the cell basis and periodic images of ``reference`` (the net decorated now).
+def align_restored(atoms: Atoms, dec: Decorated, name: str = "") -> Atoms:
+    """A restored relaxation of ``dec`` (the net decorated now) in the net's cell basis and periodic images.
 
-    The net's image shifts (``b_shifts``, hence every Zn-N bond's shift) hold only if each relaxed atom lies
-    at the image nearest its decorated position and the cell vectors are the net's (strained). A stored file
-    that is wrapped, or written in another basis of the same lattice (e.g. b -> b + a, Niggli-reduced), is
-    brought back: basis first (the integer matrix relating the cells), then whole cell vectors per atom. An
-    already aligned file (every one the build stores) comes back bit for bit. Raises ``StructureError`` if the
-    cells are not two bases of one (strained) lattice.
+    The frames are decorated on the relaxed beads with the net's image shifts (``b_shifts``), which hold only
+    if each Zn and each ring centroid lies at the image nearest its net site and the cell vectors are the net's
+    (strained). A stored file that is wrapped, or written in another basis of the same lattice (b -> b + a,
+    Niggli-reduced, ...), is brought back: the basis first (the integer matrix relating the two cells), then
+    each linker made whole along its bonds, then each Zn and each whole linker moved by cell vectors to the
+    image of its net site. Beads are matched, not atoms: a relaxation moves an H atom up to half a cell in a
+    small cell, a bead at most a quarter. An aligned file (every one the build stores) comes back bit for bit.
+    Raises ``StructureError`` if the atom counts differ or the cells are not bases of one (strained) lattice.
     """
     from ..errors import StructureError
+    from .decorate import LINKER_BONDS
 
+    reference = dec.atoms
     if len(atoms) != len(reference):
         raise StructureError(f"the stored relaxation has {len(atoms)} atoms, the decorated net {len(reference)}",
                              structure=name or None)
-    cell, ref_cell = atoms.cell.array, reference.cell.array
-    m = cell @ np.linalg.inv(ref_cell)  # rows: the stored cell vectors in the reference basis (~ integer)
-    basis = np.round(m)
-    if abs(abs(np.linalg.det(basis)) - 1) > 1e-9 or np.abs(m - basis).max() > 0.3:
+    cell = atoms.cell.array
+    m = cell @ np.linalg.inv(reference.cell.array)  # rows: the stored cell vectors in the net's basis
+    basis = np.round(m)  # the identity for any strain below 50 % (relaxations reach 32 %)
+    if abs(abs(np.linalg.det(basis)) - 1) > 1e-9:
         raise StructureError(f"the stored relaxation's cell {np.round(atoms.cell.cellpar(), 2).tolist()} is not "
                              f"a strained cell of the net's lattice {np.round(reference.cell.cellpar(), 2).tolist()}",
                              structure=name or None)
     out = atoms.copy()
     if (basis != np.eye(3)).any():
         out.set_cell(np.linalg.solve(basis, cell), scale_atoms=False)
-    frac = np.linalg.solve(out.cell.array.T, out.positions.T).T
-    ref = np.linalg.solve(ref_cell.T, reference.positions.T).T
-    k = np.round(frac - ref)
-    moved = k.any(axis=1)
-    if moved.any():  # only the atoms that move get new coordinates (the others keep their bits)
-        out.positions[moved] = out.positions[moved] - k[moved] @ out.cell.array
+    cell = out.cell.array
+    pos = out.positions  # edited in place; an atom whose shift is zero keeps its bits
+
+    def frac(v: np.ndarray) -> np.ndarray:
+        return np.linalg.solve(cell.T, v.reshape(-1, 3).T).T.reshape(v.shape)
+
+    def move(idx: np.ndarray, k: np.ndarray) -> None:
+        moved = k.any(axis=-1)
+        pos[idx[moved]] -= k[moved] @ cell
+
+    n_b = len(dec.linker_zn)
+    base = dec.n_zn + 8 * np.arange(n_b)
+    done, todo = {0}, list(LINKER_BONDS)  # whole linkers: each atom at the image of a bonded, placed atom
+    while todo:
+        for bond in list(todo):
+            placed = [a for a in bond if a in done]
+            if placed:
+                p, c = placed[0], bond[1] if placed[0] == bond[0] else bond[0]
+                if c not in done:
+                    move(base + c, np.round(frac(pos[base + c] - pos[base + p])))
+                    done.add(c)
+                todo.remove(bond)
+    beads, sites = coarse_grain_decorated(dec, out), coarse_grain_decorated(dec)
+    k = np.round(frac(beads.positions) - np.linalg.solve(sites.cell.array.T, sites.positions.T).T)
+    move(np.arange(dec.n_zn), k[:dec.n_zn])
+    for j in range(8):  # each linker moves as a whole with its bead
+        move(base + j, k[dec.n_zn:])
     return out
 
 
@@ -332,7 +357,7 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             info["relax_unreadable"] = f"{relaxed_path.name} moved to {aside.name}: {_reason(error)}"
     if relaxed is not None:
         dec = decorate(net)
-        relaxed = align_restored(relaxed, dec.atoms, net.name)
+        relaxed = align_restored(relaxed, dec, net.name)
         info["relax_reused"] = True
     else:
         t_relax = time.perf_counter()

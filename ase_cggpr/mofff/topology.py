@@ -122,8 +122,8 @@ def _check_images(atoms: Atoms, bonds: np.ndarray, shifts: np.ndarray, name: str
         if (length[bad] > 2 * max(BOND_CUTOFFS.values())).any():
             raise TopologyError(
                 "bonds that are not between closest periodic images and far longer than a bond through the "
-                "listed image: the positions are wrapped, or the cell is another basis, relative to the bond "
-                f"shifts given (not a cell too small): {_listed(items)}", structure=name)
+                "listed image: the positions do not fit the bond shifts given (wrapped, in another cell basis, "
+                f"or another atom order; not a cell too small): {_listed(items)}", structure=name)
         raise TopologyError(
             "bonds that are not between closest periodic images (the cell is too small for the "
             f"bonded terms; use a supercell): {_listed(items)}", structure=name)

@@ -32,7 +32,7 @@ from . import __version__
 from .beads import BeadMap, Topology, coarse_grain
 from .descriptors import soap_dimension, soap_vectors
 from .errors import ModelError
-from .labels import local_energies
+from .labels import as_label_array, local_energies
 from .outputs import atomic_output
 from .progress import progress_bar
 from .regression import EXACT_VARIANCE_MAX, SELECTIONS, SOLVERS, polynomial_kernel, solver_from_state
@@ -711,7 +711,7 @@ def _stack_labels(maps: Sequence[BeadMap], labels: Sequence[np.ndarray]) -> np.n
         raise ModelError(f"{len(labels)} label arrays for {len(maps)} structures")
     out = []
     for m, lab in zip(maps, labels, strict=True):
-        lab = np.asarray(lab, dtype=float).ravel()
+        lab = as_label_array(lab, what="the label array", name=m.name).ravel()
         if lab.shape != (len(m.centre_indices),):
             raise ModelError(f"structure {m.name!r}: {lab.size} labels for {len(m.centre_indices)} metal sites")
         if not np.isfinite(lab).all():

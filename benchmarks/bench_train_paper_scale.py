@@ -3,7 +3,8 @@
 Run with two BLAS threads (the setting in which LAPACK's own dpotrf used to segfault at N >= 16,000-24,000)::
 
     OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 python benchmarks/bench_train_paper_scale.py \\
-        --data /work/runs/full/cg.extxyz -o /work/runs/bench32k [--n-envs 32000] [--compare-exact]
+        --data /work/runs/full/cg.extxyz -o /work/runs/bench32k [--n-envs 32000] [--precision mixed] \
+        [--compare-exact]
 
 ``--data`` is the coarse-grained file of the full build (``scripts/build_full_dataset.py -o DIR`` writes
 ``DIR/cg.extxyz``; see ``datasets/full-build/README.md``). The script
@@ -43,6 +44,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--n-envs", type=int, default=32000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=["float64", "mixed"], default="float64")
     parser.add_argument("--compare-exact", action="store_true")
     args = parser.parse_args()
 
@@ -86,8 +88,9 @@ def main() -> int:
 
     t = clock()
     model, report = train_model([subset], representation="AB2", label_key="e_local", n_train=args.n_envs,
-                                seed=args.seed, progress=False)
+                                seed=args.seed, precision=args.precision, progress=False)
     result["train_s"] = round(clock() - t, 1)
+    result["precision"] = args.precision
     result["train_phases_s"] = {k: round(v, 1) for k, v in model.regressor_.timings_.items()}
     result["train_peak_rss_gb"] = round(peak_rss_gb(), 2)
     result["variance"] = model.regressor_.variance_

@@ -7,7 +7,7 @@ Public API::
 
 __version__ = "0.1.0"
 
-from .beads import BeadMap, Topology, coarse_grain, find_topology  # noqa: E402
+from .beads import BeadMap, Connectivity, coarse_grain, find_connectivity  # noqa: E402
 from .calculator import CGGPRCalculator  # noqa: E402
 from .errors import CGGPRError, LabelError, ModelError, StructureError  # noqa: E402
 from .labels import local_energies  # noqa: E402
@@ -15,4 +15,4 @@ from .model import CGGPRModel  # noqa: E402
 from .spec import ModelSpec  # noqa: E402
 
 __all__ = ["BeadMap", "CGGPRCalculator", "CGGPRError", "CGGPRModel", "LabelError", "ModelError", "ModelSpec",
-           "StructureError", "Topology", "coarse_grain", "find_topology", "local_energies", "__version__"]
+           "StructureError", "Connectivity", "coarse_grain", "find_connectivity", "local_energies", "__version__"]

@@ -1,7 +1,7 @@
 """Atoms -> beads: find metal nodes and imidazolate linkers under periodic boundaries.
 
 A ZIF is a tetrahedral AB2 net: metal nodes (A, e.g. Zn2+) joined by imidazolate-type linkers (B).
-:func:`find_topology` finds, by bonded connectivity (ASE's neighbour list, periodic), every metal, every
+:func:`find_connectivity` finds, by bonded connectivity (ASE's neighbour list, periodic), every metal, every
 linker (a connected group of non-metal atoms), the linker's five-membered ring (the two donor N and the
 atoms between them) and the two metals each linker bridges. :func:`coarse_grain` then builds the
 structure the descriptor sees, in one of three representations:
@@ -14,10 +14,10 @@ structure the descriptor sees, in one of three representations:
 Si/O follows the hZIF convention, so already coarse-grained input (Si = A site, O = B bead) is accepted
 too, if it looks like beads: every A-B bond between :data:`CG_AB_MIN` and :data:`CG_AB_CUTOFF` Å (Zn to
 ring centroid is ~3.2 Å; an atomistic SiO2 such as quartz, Si-O 1.6 Å, is refused), every A site bonded to
-4 B beads and every B bead to 2 A sites. The atom <-> bead correspondence is kept (:class:`Topology`) so
+4 B beads and every B bead to 2 A sites. The atom <-> bead correspondence is kept (:class:`Connectivity`) so
 results can be reported per atom.
 
-Before any neighbour search, :func:`find_topology` refuses unphysical cells, partial occupancies
+Before any neighbour search, :func:`find_connectivity` refuses unphysical cells, partial occupancies
 (:mod:`ase_cggpr.structure_checks`) and atomistic input without a metal; its one neighbour search
 (:func:`find_bonds`) also refuses atoms closer than the build screen's limits (1.0 Å, 0.6 Å with H).
 """
@@ -39,9 +39,9 @@ from .errors import StructureError
 from .spec import canonical_representation
 from .structure_checks import MIN_DISTANCE, MIN_DISTANCE_H, check_cell, check_structure, contact_message, worst_contact
 
-__all__ = ["A_SYMBOL", "B_SYMBOL", "BeadMap", "Bonds", "Topology", "bead_positions", "check_cell", "check_input",
+__all__ = ["A_SYMBOL", "B_SYMBOL", "BeadMap", "Bonds", "Connectivity", "bead_positions", "check_cell", "check_input",
            "coarse_grain", "BondTracker", "find_bonds",
-           "find_topology", "is_coarse_grained", "structure_name", "topology_from_bonds"]
+           "find_connectivity", "is_coarse_grained", "structure_name", "connectivity_from_bonds"]
 
 #: Elements never treated as metal nodes.
 NON_METALS = frozenset("H He B C N O F Ne Si P S Cl Ar Se Br Kr I Xe".split())
@@ -73,7 +73,7 @@ A_SYMBOL, B_SYMBOL = "Si", "O"
 
 
 @dataclasses.dataclass(frozen=True)
-class Topology:
+class Connectivity:
     """Connectivity of a framework: which atoms form which bead. Positions are not stored.
 
     Attributes:
@@ -106,20 +106,20 @@ class BeadMap:
     """A structure in one representation, ready for the descriptor.
 
     Attributes:
-        topology: the :class:`Topology` it was built from.
+        connectivity: the :class:`Connectivity` it was built from.
         representation: ``"atomistic"``, ``"AB2"`` or ``"A"``.
         structure: the ASE Atoms the descriptor sees (all atoms, or Si/O beads).
         centre_indices: indices in ``structure`` of the SOAP centres, one per metal, in metal order.
     """
 
-    topology: Topology
+    connectivity: Connectivity
     representation: str
     structure: Atoms
     centre_indices: np.ndarray
 
     @property
     def name(self) -> str:
-        return self.topology.name
+        return self.connectivity.name
 
 
 def structure_name(atoms: Atoms, fallback: str = "structure") -> str:
@@ -142,8 +142,8 @@ class Bonds:
 
     Directed pairs (both (i, j) and (j, i)), one entry per periodic image, sorted by (i, j, d): atomistic
     input holds the covalent and metal-N bonds, coarse-grained input every A-B pair within
-    :data:`CG_AB_CUTOFF`. :func:`topology_from_bonds` turns them into a :class:`Topology`; for atomistic
-    input the topology is a function of ``numbers`` and the pairs (i, j) alone (see :meth:`same_connectivity`).
+    :data:`CG_AB_CUTOFF`. :func:`connectivity_from_bonds` turns them into a :class:`Connectivity`; for atomistic
+    input the connectivity is a function of ``numbers`` and the pairs (i, j) alone (see :meth:`same_connectivity`).
     """
 
     i: np.ndarray
@@ -153,9 +153,9 @@ class Bonds:
     coarse_grained: bool
 
     def same_connectivity(self, other: Bonds | None) -> bool:
-        """True when ``other`` has the same atoms and bonded pairs, so it gives the same :class:`Topology`.
+        """True when ``other`` has the same atoms and bonded pairs, so it gives the same :class:`Connectivity`.
 
-        Always False for coarse-grained input, whose topology also depends on the A-B distances.
+        Always False for coarse-grained input, whose connectivity also depends on the A-B distances.
         """
         return (other is not None and not self.coarse_grained and not other.coarse_grained
                 and np.array_equal(self.numbers, other.numbers) and np.array_equal(self.i, other.i)
@@ -200,7 +200,7 @@ def _select_bonds(atoms: Atoms, name: str, i: np.ndarray, j: np.ndarray, d: np.n
 def find_bonds(atoms: Atoms, *, name: str | None = None) -> Bonds:
     """Bonded pairs of ``atoms`` from one neighbour search, after the short-contact check.
 
-    Call :func:`~ase_cggpr.structure_checks.check_structure` first (:func:`find_topology` does): a
+    Call :func:`~ase_cggpr.structure_checks.check_structure` first (:func:`find_connectivity` does): a
     degenerate cell makes the neighbour search itself explode.
 
     Raises:
@@ -260,7 +260,7 @@ class BondTracker:
         return bonds
 
 
-def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:
+def find_connectivity(atoms: Atoms, *, name: str | None = None) -> Connectivity:
     """Find metals, linkers, rings and metal-linker bridges from bonded connectivity (periodic).
 
     Raises:
@@ -271,7 +271,7 @@ def find_topology(atoms: Atoms, *, name: str | None = None) -> Topology:
     """
     name = name or structure_name(atoms)
     check_input(atoms, name)
-    return topology_from_bonds(atoms, find_bonds(atoms, name=name), name=name)
+    return connectivity_from_bonds(atoms, find_bonds(atoms, name=name), name=name)
 
 
 def check_input(atoms: Atoms, name: str) -> None:
@@ -289,11 +289,11 @@ def _metal_mask(atoms: Atoms, name: str) -> np.ndarray:
     return is_metal
 
 
-def topology_from_bonds(atoms: Atoms, bonds: Bonds, *, name: str | None = None) -> Topology:
-    """The :class:`Topology` of ``atoms`` from its :class:`Bonds` (see :func:`find_topology`)."""
+def connectivity_from_bonds(atoms: Atoms, bonds: Bonds, *, name: str | None = None) -> Connectivity:
+    """The :class:`Connectivity` of ``atoms`` from its :class:`Bonds` (see :func:`find_connectivity`)."""
     name = name or structure_name(atoms)
     if bonds.coarse_grained:
-        return _coarse_grained_topology(atoms, name, bonds)
+        return _coarse_grained_connectivity(atoms, name, bonds)
     symbols = np.array(atoms.get_chemical_symbols())
     is_metal = _metal_mask(atoms, name)
     metal_indices = np.flatnonzero(is_metal)
@@ -350,7 +350,7 @@ def topology_from_bonds(atoms: Atoms, bonds: Bonds, *, name: str | None = None) 
         formulas.append(formula)
         linker_metals.append([metal_position[m] for m, _ in metal_bonds])
 
-    return Topology(name=name, coarse_grained_input=False, metal_indices=metal_indices,
+    return Connectivity(name=name, coarse_grained_input=False, metal_indices=metal_indices,
                     metal_symbols=tuple(symbols[metal_indices].tolist()), linkers=tuple(linkers),
                     rings=tuple(rings), linker_formulas=tuple(formulas),
                     linker_metals=np.array(linker_metals, dtype=int).reshape(-1, 2))
@@ -393,7 +393,7 @@ def _ring_through(d1: int, d2: int, neighbours: dict[int, set[int]], symbols: np
     return set(first) | set(second)
 
 
-def _coarse_grained_topology(atoms: Atoms, name: str, bonds: Bonds) -> Topology:
+def _coarse_grained_connectivity(atoms: Atoms, name: str, bonds: Bonds) -> Connectivity:
     symbols = np.array(atoms.get_chemical_symbols())
     a_sites = np.flatnonzero(symbols == A_SYMBOL)
     b_sites = np.flatnonzero(symbols == B_SYMBOL)
@@ -436,19 +436,19 @@ def _coarse_grained_topology(atoms: Atoms, name: str, bonds: Bonds) -> Topology:
         raise StructureError(f"every B bead (O) must bridge exactly 2 A sites (bead input is a net of 4-connected "
                              f"A and 2-connected B); found {detail}", structure=name)
     singletons = tuple(np.array([b]) for b in b_sites)
-    return Topology(name=name, coarse_grained_input=True, metal_indices=a_sites,
+    return Connectivity(name=name, coarse_grained_input=True, metal_indices=a_sites,
                     metal_symbols=tuple(symbols[a_sites].tolist()), linkers=singletons, rings=singletons,
                     linker_formulas=tuple("" for _ in b_sites),
                     linker_metals=np.array([bridged[b] for b in b_sites], dtype=int).reshape(-1, 2))
 
 
-def bead_positions(atoms: Atoms, topology: Topology) -> np.ndarray:
+def bead_positions(atoms: Atoms, connectivity: Connectivity) -> np.ndarray:
     """B-bead positions (Å): centroid of each linker's ring atoms, unwrapped across the cell, then wrapped."""
     positions = atoms.positions
-    if topology.coarse_grained_input:
-        return positions[[r[0] for r in topology.rings]].copy()
-    centres = np.empty((len(topology.rings), 3))
-    for k, ring in enumerate(topology.rings):
+    if connectivity.coarse_grained_input:
+        return positions[[r[0] for r in connectivity.rings]].copy()
+    centres = np.empty((len(connectivity.rings), 3))
+    for k, ring in enumerate(connectivity.rings):
         anchor = positions[ring[0]]
         offsets, _ = find_mic(positions[ring] - anchor, atoms.cell, pbc=True)
         centres[k] = anchor + offsets.mean(axis=0)
@@ -457,34 +457,34 @@ def bead_positions(atoms: Atoms, topology: Topology) -> np.ndarray:
 
 
 def coarse_grain(atoms: Atoms, representation: str = "AB2", *, name: str | None = None,
-                 topology: Topology | None = None) -> BeadMap:
+                 connectivity: Connectivity | None = None) -> BeadMap:
     """Map a ZIF onto the representation the descriptor sees.
 
     Args:
         atoms: periodic Zn imidazolate framework (atomistic) or Si/O bead structure (coarse-grained).
         representation: ``"atomistic"``, ``"AB2"`` or ``"A"``.
         name: structure name for error messages (default: from ``atoms.info`` or the formula).
-        topology: a :class:`Topology` found earlier for the same atoms (re-used when only positions moved).
+        connectivity: a :class:`Connectivity` found earlier for the same atoms (re-used when only positions moved).
 
     Returns:
         A :class:`BeadMap`; its ``structure`` is a new Atoms object (the input is not modified).
     """
     representation = canonical_representation(representation)
-    if topology is None:
-        topology = find_topology(atoms, name=name)
+    if connectivity is None:
+        connectivity = find_connectivity(atoms, name=name)
     else:
-        check_cell(atoms, topology.name)
-    metals = topology.metal_indices
+        check_cell(atoms, connectivity.name)
+    metals = connectivity.metal_indices
     if representation == "atomistic":
-        if topology.coarse_grained_input:
+        if connectivity.coarse_grained_input:
             raise StructureError("the atomistic representation needs atomistic input, but this structure is "
-                                 "already coarse-grained (Si/O beads)", structure=topology.name)
+                                 "already coarse-grained (Si/O beads)", structure=connectivity.name)
         structure = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
         centres = metals.copy()
     else:
         a_positions = atoms.positions[metals]
         if representation == "AB2":
-            b_positions = bead_positions(atoms, topology)
+            b_positions = bead_positions(atoms, connectivity)
             symbols = [A_SYMBOL] * len(metals) + [B_SYMBOL] * len(b_positions)
             positions = np.vstack([a_positions, b_positions])
         else:
@@ -492,6 +492,6 @@ def coarse_grain(atoms: Atoms, representation: str = "AB2", *, name: str | None 
             positions = a_positions
         structure = Atoms(symbols=symbols, positions=positions, cell=atoms.cell, pbc=True)
         centres = np.arange(len(metals))
-    structure.info["name"] = topology.name
-    return BeadMap(topology=topology, representation=representation, structure=structure,
+    structure.info["name"] = connectivity.name
+    return BeadMap(connectivity=connectivity, representation=representation, structure=structure,
                    centre_indices=centres)

@@ -42,7 +42,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from .beads import Bonds, BondTracker, Topology, check_input, structure_name, topology_from_bonds
+from .beads import Bonds, BondTracker, Connectivity, check_input, connectivity_from_bonds, structure_name
 from .errors import ModelError
 from .model import CGGPRModel
 
@@ -71,12 +71,12 @@ class CGGPRCalculator(Calculator):
             raise ModelError("CGGPRCalculator needs a fitted model")
         self.return_std = return_std
         self.gradient_backend = gradient_backend
-        self._topology: Topology | None = None
+        self._connectivity: Connectivity | None = None
         self._bonds: Bonds | None = None
         self._tracker = BondTracker()
 
-    def topology(self, atoms: Atoms) -> Topology:
-        """The atom -> bead mapping of ``atoms``, always equal to :func:`~ase_cggpr.beads.find_topology`'s.
+    def connectivity(self, atoms: Atoms) -> Connectivity:
+        """The atom -> bead mapping of ``atoms``, always equal to :func:`~ase_cggpr.beads.find_connectivity`'s.
 
         The structure is checked and its bonds recomputed on every call; the cached mapping is reused only
         when ``numbers`` and the bonded pairs are unchanged (for coarse-grained input, whose mapping also
@@ -85,20 +85,20 @@ class CGGPRCalculator(Calculator):
         name = structure_name(atoms)
         check_input(atoms, name)
         bonds = self._tracker.bonds(atoms, name=name)
-        if self._topology is not None and bonds.same_connectivity(self._bonds):
-            topology = self._topology
-            if topology.name != name:
-                topology = dataclasses.replace(topology, name=name)
+        if self._connectivity is not None and bonds.same_connectivity(self._bonds):
+            connectivity = self._connectivity
+            if connectivity.name != name:
+                connectivity = dataclasses.replace(connectivity, name=name)
         else:
-            self._topology = self._bonds = None
-            topology = topology_from_bonds(atoms, bonds, name=name)
-        self._topology, self._bonds = topology, bonds
-        return topology
+            self._connectivity = self._bonds = None
+            connectivity = connectivity_from_bonds(atoms, bonds, name=name)
+        self._connectivity, self._bonds = connectivity, bonds
+        return connectivity
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        bead_map = self.model.bead_map(atoms, topology=self.topology(atoms))
+        bead_map = self.model.bead_map(atoms, connectivity=self.connectivity(atoms))
         forces = std = None
         if "forces" in properties:
             from .forces import predict_with_forces
@@ -112,7 +112,7 @@ class CGGPRCalculator(Calculator):
             local = result[0][0] if self.return_std else result[0]
             std = result[1][0] if self.return_std else None
         energies = np.zeros(len(atoms))
-        energies[bead_map.topology.metal_indices] = local
+        energies[bead_map.connectivity.metal_indices] = local
         total = float(local.sum())
         self.results = {"energy": total, "free_energy": total, "energies": energies,
                         "local_energies": local}

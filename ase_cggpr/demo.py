@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import default_dataset_path, iter_structures, load_labelled, reference_energy_from_info, split_by_group
+from .io import default_dataset_path, iter_structures, load_labelled, reference_energy_from_info, split_by_group
 from .model import CGGPRModel
 from .outputs import atomic_output, check_output
 from .spec import REPRESENTATIONS

@@ -23,3 +23,7 @@ class LabelError(CGGPRError, KeyError):
 
 class ModelError(CGGPRError, ValueError):
     """A model file or specification is invalid, or a structure holds what the model never saw."""
+
+
+class OptionError(CGGPRError, ValueError):
+    """An option value is invalid (a screen's threshold, symprec or workers, a calibration file, ...)."""

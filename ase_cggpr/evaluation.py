@@ -18,7 +18,7 @@ Typical use::
     print(result.test_rmse, result.train_rmse)
 
 Folds are grouped: every environment of one group is in the same fold. The group is
-``atoms.info['topology']`` when present (the build's topology key: every cell of one framework, e.g. an IZA
+``atoms.info['topology']`` when present (the build's connectivity key: every cell of one framework, e.g. an IZA
 net and its CHIC-1 copy, whose environments are nearly the same; grouping by net instead let them leak
 across folds and lowered the AB2 test RMSE from 0.083 to 0.059 eV on the full build's first 238 nets),
 else ``structure_id`` (all rattled copies of one net), ``net`` or ``name``. Groups are shuffled with
@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from .beads import BeadMap, Topology, coarse_grain, find_topology, structure_name
+from .beads import BeadMap, Connectivity, coarse_grain, find_connectivity, structure_name
 from .descriptors import SPECIES, soap_dimension, soap_vectors
 from .errors import LabelError, ModelError
 from .labels import TARGETS, local_energies
@@ -61,7 +61,7 @@ PAPER_SIZES = (7, 15, 31, 62, 125, 250, 500, 1000, 2000, 4000, 8000, 16000, 3200
 TRAIN_RMSE_SAMPLE = 4000
 
 #: Structure-info keys tried, in order, for the CV group of a structure.
-GROUP_KEYS = ("topology", "structure_id", "net", "name")
+GROUP_KEYS = ("framework_type", "topology", "structure_id", "net", "name")
 
 Log = Callable[[str], None] | None
 
@@ -79,18 +79,18 @@ class Environments:
 
     Attributes:
         structures: the input structures (atomistic, or Si/O beads for the CG representations only).
-        topologies: one :class:`~ase_cggpr.beads.Topology` per structure (found once, reused for every
+        connectivities: one :class:`~ase_cggpr.beads.Connectivity` per structure (found once, reused for every
             representation).
         labels: (n_env,) per-metal labels (eV), structure by structure in metal order.
         groups: (n_env,) CV group of each environment (str).
         owner: (n_env,) index of the structure each environment belongs to.
         target: ``"local"`` or ``"metal"``.
-        group_by: the ``atoms.info`` key(s) the groups came from, e.g. ``"topology"`` ("+"-joined if the
+        group_by: the ``atoms.info`` key(s) the groups came from, e.g. ``"connectivity"`` ("+"-joined if the
             structures differ; ``"#index"`` for structures grouped alone).
     """
 
     structures: list[Atoms]
-    topologies: list[Topology]
+    connectivities: list[Connectivity]
     labels: np.ndarray
     groups: np.ndarray
     owner: np.ndarray
@@ -101,7 +101,7 @@ class Environments:
     def from_structures(cls, structures: Iterable[Atoms], *, label_key: str | None = None,
                         target: str = "local", group_key: str | None = None,
                         labels: Sequence[np.ndarray] | None = None) -> Environments:
-        """Find topologies, form labels and read CV groups.
+        """Find connectivities, form labels and read CV groups.
 
         Args:
             label_key: per-atom energies (``energies``, ``energy``; local energies are formed) or
@@ -109,7 +109,7 @@ class Environments:
                 ``energy``, ``e_local``, ``e_local_mofff`` present (per-atom energies first, as the
                 Zn-only target needs them).
             target: ``"local"`` (default) or ``"metal"`` (Zn-only energy).
-            group_key: ``atoms.info`` key naming the group; default the first of ``topology``,
+            group_key: ``atoms.info`` key naming the group; default the first of ``connectivity``,
                 ``structure_id``, ``net``, ``name`` present; structures without any form a group each.
             labels: per-structure label arrays, instead of ``label_key``.
         """
@@ -118,27 +118,27 @@ class Environments:
         structures = list(structures)
         if not structures:
             raise ModelError("no structures given")
-        topologies, label_arrays, groups, used = [], [], [], []
+        connectivities, label_arrays, groups, used = [], [], [], []
         for k, atoms in enumerate(structures):
             name = structure_name(atoms, fallback=f"structure {k}")
-            topology = find_topology(atoms, name=name)
+            connectivity = find_connectivity(atoms, name=name)
             if labels is not None:
                 lab = np.asarray(labels[k], dtype=float).ravel()
             else:
                 key = label_key or _default_label_key(atoms)
-                lab = local_energies(atoms, key=key, target=target, topology=topology)
-            if lab.shape != (topology.n_metals,):
-                raise LabelError(f"structure {name!r}: {lab.size} labels for {topology.n_metals} metal sites")
+                lab = local_energies(atoms, key=key, target=target, connectivity=connectivity)
+            if lab.shape != (connectivity.n_metals,):
+                raise LabelError(f"structure {name!r}: {lab.size} labels for {connectivity.n_metals} metal sites")
             if not np.isfinite(lab).all():
                 raise LabelError(f"structure {name!r}: labels contain NaN or inf")
-            topologies.append(topology)
+            connectivities.append(connectivity)
             label_arrays.append(lab)
             group, key = _group_of(atoms, k, group_key)
             groups.append(group)
             if key not in used:
                 used.append(key)
-        counts = np.array([t.n_metals for t in topologies])
-        return cls(structures=structures, topologies=topologies, labels=np.concatenate(label_arrays),
+        counts = np.array([t.n_metals for t in connectivities])
+        return cls(structures=structures, connectivities=connectivities, labels=np.concatenate(label_arrays),
                    groups=np.repeat(np.array(groups, dtype=str), counts),
                    owner=np.repeat(np.arange(len(structures)), counts), target=target, group_by="+".join(used))
 
@@ -150,9 +150,9 @@ class Environments:
         return len(np.unique(self.groups))
 
     def maps(self, representation: str) -> list[BeadMap]:
-        """Bead maps of every structure in ``representation`` (topologies reused)."""
+        """Bead maps of every structure in ``representation`` (connectivities reused)."""
         rep = canonical_representation(representation)
-        return [coarse_grain(a, rep, topology=t) for a, t in zip(self.structures, self.topologies, strict=True)]
+        return [coarse_grain(a, rep, connectivity=t) for a, t in zip(self.structures, self.connectivities, strict=True)]
 
     def fingerprint(self) -> str:
         """SHA-256 of the structures (numbers, positions, cell, pbc, in order): the cache's data key."""
@@ -352,7 +352,7 @@ class SoapCache:
         with progress_bar(len(owners), label, enabled=self.progress) as update:
             for begin in range(0, len(owners), self.CHUNK):
                 chunk = owners[begin:begin + self.CHUNK]
-                maps = [coarse_grain(env.structures[s], rep, topology=env.topologies[s]) for s in chunk]
+                maps = [coarse_grain(env.structures[s], rep, connectivity=env.connectivities[s]) for s in chunk]
                 centres = None if centres_of is None else \
                     [centres_of(s, m.structure) for s, m in zip(chunk, maps, strict=True)]
                 block = soap_vectors(maps, spec, centres=centres, progress=update)

@@ -155,15 +155,15 @@ def bead_to_atom_gradient(bead_map: BeadMap, bead_gradient: np.ndarray, n_atoms:
     atomistic: identity. AB2: A beads -> metals; each B bead's gradient split equally over its ring atoms
     (the bead is their centroid). A: A beads -> metals. Already coarse-grained input maps bead to bead.
     """
-    topology = bead_map.topology
+    connectivity = bead_map.connectivity
     out = np.zeros((n_atoms, 3))
     if bead_map.representation == "atomistic":
         out[:] = bead_gradient
         return out
-    n_metals = topology.n_metals
-    out[topology.metal_indices] += bead_gradient[:n_metals]
+    n_metals = connectivity.n_metals
+    out[connectivity.metal_indices] += bead_gradient[:n_metals]
     if bead_map.representation == "AB2":
-        for k, ring in enumerate(topology.rings):
+        for k, ring in enumerate(connectivity.rings):
             out[ring] += bead_gradient[n_metals + k] / len(ring)
     return out
 

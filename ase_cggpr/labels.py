@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from .beads import Topology, find_topology, structure_name
+from .beads import Connectivity, find_connectivity, structure_name
 from .errors import LabelError, StructureError
 
 TARGETS = ("local", "metal")
@@ -77,41 +77,41 @@ def per_atom_array(atoms: Atoms, key: str, *, name: str | None = None) -> np.nda
 
 
 def local_energies(atoms: Atoms, *, key: str = "energies", target: str = "local",
-                   topology: Topology | None = None, name: str | None = None) -> np.ndarray:
-    """Per-metal labels (eV), in the order of ``topology.metal_indices``.
+                   connectivity: Connectivity | None = None, name: str | None = None) -> np.ndarray:
+    """Per-metal labels (eV), in the order of ``connectivity.metal_indices``.
 
     Args:
         atoms: atomistic structure with per-atom energies, or a structure carrying per-metal values.
         key: name of the per-atom array.
         target: ``"local"`` (e_local, the default) or ``"metal"`` (e_Zn only).
-        topology: connectivity found earlier (found here when omitted).
+        connectivity: connectivity found earlier (found here when omitted).
     """
     if target not in TARGETS:
         raise LabelError(f"unknown label target {target!r}; choose one of {TARGETS}")
-    topology = topology or find_topology(atoms, name=name)
-    values = per_atom_array(atoms, key, name=topology.name)
-    metals = topology.metal_indices
+    connectivity = connectivity or find_connectivity(atoms, name=name)
+    values = per_atom_array(atoms, key, name=connectivity.name)
+    metals = connectivity.metal_indices
     others = np.setdiff1d(np.arange(len(atoms)), metals)
-    per_metal_array = topology.coarse_grained_input or (others.size > 0 and np.isnan(values[others]).all())
+    per_metal_array = connectivity.coarse_grained_input or (others.size > 0 and np.isnan(values[others]).all())
     if not np.isfinite(values[metals]).all():
         bad = metals[~np.isfinite(values[metals])]
-        raise LabelError(f"structure {topology.name!r}: label array {key!r} is not finite on metal/A-site "
+        raise LabelError(f"structure {connectivity.name!r}: label array {key!r} is not finite on metal/A-site "
                          f"atoms {bad[:10].tolist()}")
     if per_metal_array:
         if target == "metal":
-            raise LabelError(f"structure {topology.name!r}: {key!r} holds per-site values, so the metal-only "
+            raise LabelError(f"structure {connectivity.name!r}: {key!r} holds per-site values, so the metal-only "
                              "target cannot be formed; give a per-atom energy array")
         return values[metals].copy()
     if not np.isfinite(values).all():
         bad = np.flatnonzero(~np.isfinite(values))
-        raise LabelError(f"structure {topology.name!r}: per-atom energies {key!r} not finite at atoms "
+        raise LabelError(f"structure {connectivity.name!r}: per-atom energies {key!r} not finite at atoms "
                          f"{bad[:10].tolist()}")
     e_metal = values[metals]
     if target == "metal":
         return e_metal.copy()
-    e_linker = np.array([values[atoms_j].sum() for atoms_j in topology.linkers])
+    e_linker = np.array([values[atoms_j].sum() for atoms_j in connectivity.linkers])
     shared = np.zeros(len(metals))
-    np.add.at(shared, topology.linker_metals.ravel(), np.repeat(e_linker, 2))
+    np.add.at(shared, connectivity.linker_metals.ravel(), np.repeat(e_linker, 2))
     return e_metal + 0.5 * shared
 
 

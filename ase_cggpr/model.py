@@ -29,7 +29,7 @@ import numpy as np
 from ase import Atoms
 
 from . import __version__
-from .beads import BeadMap, Topology, coarse_grain
+from .beads import BeadMap, Connectivity, coarse_grain
 from .descriptors import soap_dimension, soap_vectors
 from .errors import ModelError
 from .labels import as_label_array, local_energies
@@ -55,10 +55,10 @@ CG_INPUT_METALS = ("Zn",)
 CG_INPUT_LINKERS = ("C3H3N2",)
 
 
-def _species(topology: Topology) -> tuple[set[str], set[str]]:
-    if topology.coarse_grained_input:
+def _species(connectivity: Connectivity) -> tuple[set[str], set[str]]:
+    if connectivity.coarse_grained_input:
         return set(CG_INPUT_METALS), set(CG_INPUT_LINKERS)
-    return set(topology.metal_symbols), set(topology.linker_formulas)
+    return set(connectivity.metal_symbols), set(connectivity.linker_formulas)
 
 
 class CGGPRModel:
@@ -98,11 +98,11 @@ class CGGPRModel:
         return hasattr(self, "regressor_")
 
     # -- structures -> bead maps -> vectors ------------------------------------------------------------
-    def bead_map(self, atoms: Atoms, *, topology: Topology | None = None, name: str | None = None) -> BeadMap:
+    def bead_map(self, atoms: Atoms, *, connectivity: Connectivity | None = None, name: str | None = None) -> BeadMap:
         """Map a structure onto the model's representation, checking it holds only species the model saw."""
-        bead_map = coarse_grain(atoms, self.spec.representation, topology=topology, name=name)
+        bead_map = coarse_grain(atoms, self.spec.representation, connectivity=connectivity, name=name)
         if self.is_fitted:
-            metals, linkers = _species(bead_map.topology)
+            metals, linkers = _species(bead_map.connectivity)
             if not metals <= set(self.metals_):
                 raise ModelError(f"structure {bead_map.name!r} contains metal(s) {sorted(metals - set(self.metals_))}"
                                  f" but the model was trained on {list(self.metals_)} only")
@@ -160,7 +160,7 @@ class CGGPRModel:
             raise ModelError("no training structures given")
         maps = [coarse_grain(a, self.spec.representation) for a in structures]
         if labels is None:
-            labels = [local_energies(a, key=label_key, target=target, topology=m.topology)
+            labels = [local_energies(a, key=label_key, target=target, connectivity=m.connectivity)
                       for a, m in zip(structures, maps, strict=True)]
         return self.fit_maps(maps, labels, n_train=n_train, seed=seed, progress=progress)
 
@@ -181,7 +181,7 @@ class CGGPRModel:
                                                      side="right")))
         metals, linkers = set(), set()
         for m in maps:
-            m_metals, m_linkers = _species(m.topology)
+            m_metals, m_linkers = _species(m.connectivity)
             metals |= m_metals
             linkers |= m_linkers
         self.fit_vectors(X, y[rows], metals=sorted(metals), linkers=sorted(linkers),

@@ -65,42 +65,34 @@ from ase import Atoms
 
 from .beads import BeadMap
 from .descriptors import soap_dimension
-from .errors import CGGPRError, ModelError
+from .errors import CGGPRError, ModelError, OptionError
+from .uncertainty import (  # noqa: F401  (re-exported: the screen's trust threshold)
+    THRESHOLD_QUANTILE,
+    THRESHOLD_RULE,
+    Calibration,
+    calibrate,
+    calibration_from_errors,
+    check_threshold,
+    default_threshold,
+    is_number,
+)
 
 #: Default spglib tolerance (Å) for symmetry-equivalent Zn sites.
 SYMPREC = 1e-3
 #: How the trust threshold is chosen from a calibration.
-THRESHOLD_RULE = "99th percentile of the held-out per-Zn latent std (GP, no noise term)"
-THRESHOLD_QUANTILE = 0.99
 
-CSV_COLUMNS = ("rank", "id", "topology", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "space_group",
+CSV_COLUMNS = ("rank", "id", "framework_type", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "space_group",
                "n_unique_Zn", "source", "error")
 #: Largest accepted spglib tolerance (Å): beyond it every structure looks symmetric.
 MAX_SYMPREC = 1.0
 
 
-class ScreenOptionError(CGGPRError, ValueError):
-    """An option of a screen (threshold, symprec, workers, calibration, progress file) is invalid."""
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
-
-
-def check_threshold(value, what: str = "threshold") -> float:
-    """``value`` as a float if it is a finite number >= 0 (eV); otherwise :class:`ScreenOptionError`.
-
-    NaN or a negative threshold would silently trust nothing; 0 says so explicitly (every std is above it).
-    """
-    if not _is_number(value) or not math.isfinite(float(value)) or float(value) < 0:
-        raise ScreenOptionError(f"{what} must be a finite number >= 0 (eV), got {value!r}: a structure is "
-                                "trusted when every per-Zn std is at most the threshold")
-    return float(value)
+ScreenOptionError = OptionError  # an invalid screen option (threshold, symprec, workers, calibration, progress file)
 
 
 def check_symprec(value) -> float:
     """``value`` as a float if it is a usable spglib tolerance: finite, 0 < symprec < 1 Å."""
-    if not _is_number(value) or not math.isfinite(float(value)) or not 0 < float(value) < MAX_SYMPREC:
+    if not is_number(value) or not math.isfinite(float(value)) or not 0 < float(value) < MAX_SYMPREC:
         raise ScreenOptionError(f"symprec must be a finite tolerance in (0, {MAX_SYMPREC:g}) Å, got {value!r}")
     return float(value)
 
@@ -109,134 +101,6 @@ def check_workers(value) -> int:
     if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
         raise ScreenOptionError(f"workers must be an integer >= 1, got {value!r}")
     return int(value)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Calibration of the predictive uncertainty
-# ---------------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Calibration:
-    """Calibration of per-Zn predictive std on held-out data (energies in eV per Zn environment).
-
-    ``within_1sigma`` / ``within_2sigma``: fraction of |error| <= 1 / 2 latent std; ``*_with_noise``: with the
-    noise variance added to the latent variance. Ideal: about 0.68 / 0.95.
-    """
-
-    n_environments: int
-    rmse: float
-    within_1sigma: float
-    within_2sigma: float
-    within_1sigma_with_noise: float
-    within_2sigma_with_noise: float
-    std_median: float
-    std_q99: float
-    noise: float
-    threshold: float
-    threshold_rule: str = THRESHOLD_RULE
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the calibration JSON (atomically; never over an existing file unless ``overwrite``)."""
-        from .outputs import atomic_output
-
-        with atomic_output(path, force=overwrite) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Calibration:
-        """Read a calibration written by :meth:`save`; anything else is one :class:`ScreenOptionError`."""
-        path = Path(path)
-        where = f"calibration file {path}"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ScreenOptionError(f"{where} is not a text (JSON) file") from None
-        except OSError as error:
-            raise ScreenOptionError(f"cannot read {where}: {error.strerror or error}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ScreenOptionError(f"{where} is not JSON ({error.msg} at line {error.lineno}); write one "
-                                    "with 'cggpr calibrate -o'") from None
-        if not isinstance(data, dict):
-            raise ScreenOptionError(f"{where} holds a JSON {type(data).__name__}, not the object written by "
-                                    "'cggpr calibrate -o'")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        missing = [name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING]
-        if missing:
-            raise ScreenOptionError(f"{where} lacks {', '.join(missing)}; write it with 'cggpr calibrate -o'")
-        values = {}
-        for name in fields:
-            if name not in data:
-                continue
-            value = data[name]
-            if name == "threshold_rule":
-                if not isinstance(value, str):
-                    raise ScreenOptionError(f"{where}: threshold_rule must be a string, got {value!r}")
-            elif name == "n_environments":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ScreenOptionError(f"{where}: n_environments must be an integer >= 1, got {value!r}")
-            elif name == "threshold":
-                value = check_threshold(value, f"{where}: threshold")
-            elif not _is_number(value) or not math.isfinite(value) or value < 0 or \
-                    (name.startswith("within") and value > 1):
-                raise ScreenOptionError(f"{where}: {name} must be a finite number"
-                                        f"{' in [0, 1]' if name.startswith('within') else ' >= 0'}, got {value!r}")
-            values[name] = value
-        return cls(**values)
-
-    def table(self) -> str:
-        return "\n".join([
-            f"held-out environments: {self.n_environments}, RMSE {self.rmse:.4f} eV",
-            f"within 1 sigma: {self.within_1sigma:.1%} latent, {self.within_1sigma_with_noise:.1%} with noise"
-            " (ideal 68.3%)",
-            f"within 2 sigma: {self.within_2sigma:.1%} latent, {self.within_2sigma_with_noise:.1%} with noise"
-            " (ideal 95.4%)",
-            f"latent std: median {self.std_median:.4f} eV, 99th percentile {self.std_q99:.4f} eV; noise "
-            f"{self.noise:.4f} eV",
-            f"trust threshold: {self.threshold:.4f} eV ({self.threshold_rule})"])
-
-
-def calibration_from_errors(errors: np.ndarray, std: np.ndarray, noise: float) -> Calibration:
-    """A :class:`Calibration` from held-out errors (prediction - truth) and latent stds (eV)."""
-    errors, std = np.abs(np.asarray(errors, float)), np.asarray(std, float)
-    if errors.size == 0 or errors.shape != std.shape:
-        raise CGGPRError(f"need matching non-empty errors and std, got {errors.shape} and {std.shape}")
-    total = np.sqrt(std**2 + noise**2)
-    q99 = float(np.quantile(std, THRESHOLD_QUANTILE))
-    return Calibration(
-        n_environments=int(errors.size), rmse=float(np.sqrt(np.mean(errors**2))),
-        within_1sigma=float(np.mean(errors <= std)), within_2sigma=float(np.mean(errors <= 2 * std)),
-        within_1sigma_with_noise=float(np.mean(errors <= total)),
-        within_2sigma_with_noise=float(np.mean(errors <= 2 * total)),
-        std_median=float(np.median(std)), std_q99=q99, noise=float(noise), threshold=q99)
-
-
-def calibrate(model, maps: Sequence[BeadMap], labels: Sequence[np.ndarray], *, progress: bool = False
-              ) -> Calibration:
-    """Calibrate ``model``'s per-Zn std on held-out bead maps and their raw per-metal labels (eV).
-
-    Labels are raw (as for fitting); the model's reference energy is subtracted here.
-    """
-    means, stds = model.predict_maps(list(maps), return_std=True, progress=progress)
-    truth = np.concatenate([np.asarray(y, float).ravel() for y in labels]) - model.reference_energy
-    return calibration_from_errors(np.concatenate(means) - truth, np.concatenate(stds), model.spec.noise)
-
-
-def default_threshold(model) -> tuple[float, str]:
-    """(threshold in eV, where it came from): the model's stored calibration if any, else its noise sigma."""
-    calibration = getattr(model, "calibration_", None) or {}
-    stored = calibration.get("threshold") if isinstance(calibration, dict) else None
-    if stored is not None:
-        try:
-            return check_threshold(stored, "the model's stored calibration threshold"), "model calibration"
-        except ScreenOptionError as error:
-            raise ModelError(f"{error}; give --threshold or --calibration") from None
-    return check_threshold(model.spec.noise, "the model's noise sigma"), "model noise sigma (no calibration given)"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,7 +183,7 @@ class ScreenRow:
 
     id: str
     source: str = ""
-    topology: str = ""
+    framework_type: str = ""
     n_Zn: int = 0
     energy_per_Zn: float = math.nan
     max_std: float = math.nan
@@ -331,15 +195,15 @@ class ScreenRow:
 
     def csv_row(self) -> dict[str, Any]:
         ok = not self.error
-        return {"rank": "" if self.rank is None else self.rank, "id": self.id, "topology": self.topology,
+        return {"rank": "" if self.rank is None else self.rank, "id": self.id, "framework_type": self.framework_type,
                 "n_Zn": self.n_Zn if ok else "", "energy_per_Zn_eV": f"{self.energy_per_Zn:.6f}" if ok else "",
                 "max_std_eV": f"{self.max_std:.6f}" if ok else "", "trusted": str(self.trusted) if ok else "",
                 "space_group": self.space_group, "n_unique_Zn": self.n_unique_Zn if ok else "",
                 "source": self.source, "error": self.error}
 
 
-def _topology_label(atoms: Atoms) -> str:
-    for key in ("net", "topology"):
+def _framework_type_label(atoms: Atoms) -> str:
+    for key in ("framework_type", "net", "topology"):
         if key in atoms.info:
             return str(atoms.info[key])
     return ""
@@ -361,7 +225,7 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
     ranked or trusted.
     """
     name = id or str(atoms.info.get("name") or atoms.info.get("structure_id") or atoms.get_chemical_formula())
-    row = ScreenRow(id=name, source=source, topology=_topology_label(atoms))
+    row = ScreenRow(id=name, source=source, framework_type=_framework_type_label(atoms))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -413,7 +277,7 @@ def iter_sources(patterns: Iterable[str | os.PathLike], *, file_done=None
     """
     from ase.io import iread
 
-    from .data import expand_paths
+    from .io import expand_paths
 
     for pattern in patterns:
         try:
@@ -587,7 +451,7 @@ def _parallel_rows(model, tasks: Iterable[_Task], kwargs: dict, workers: int) ->
         if deaths > max_deaths:
             raise CGGPRError(f"{deaths} screen workers died in a row (last: {_death_message(code)}); "
                              "run with --workers 1 to see why")
-        task.row = ScreenRow(id=task.name, source=task.source, topology=_topology_label(task.atoms),
+        task.row = ScreenRow(id=task.name, source=task.source, framework_type=_framework_type_label(task.atoms),
                              error=_death_message(code))
         return task
 
@@ -810,7 +674,7 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
             n_files += 1
         else:
             try:
-                from .data import expand_paths
+                from .io import expand_paths
 
                 n_files += len(expand_paths([item]))
             except Exception:
@@ -909,15 +773,15 @@ def screen_to_csv(model, structures: Iterable[str | os.PathLike | Atoms], output
 
 def format_table(rows: Sequence[ScreenRow], top: int = 10) -> str:
     """The first ``top`` rows as a fixed-width table (energies in eV per Zn)."""
-    lines = [f"{'rank':>4} {'id':<28} {'topology':<9} {'n_Zn':>4} {'E/Zn (eV)':>10} {'max std':>8} "
+    lines = [f"{'rank':>4} {'id':<28} {'framework':<9} {'n_Zn':>4} {'E/Zn (eV)':>10} {'max std':>8} "
              f"{'trusted':>7} {'space group':<16} error"]
     for row in list(rows)[:max(0, top)]:
         if row.error:
-            lines.append(f"{'':>4} {row.id[:28]:<28} {row.topology[:9]:<9} {'':>4} {'':>10} {'':>8} {'':>7} "
+            lines.append(f"{'':>4} {row.id[:28]:<28} {row.framework_type[:9]:<9} {'':>4} {'':>10} {'':>8} {'':>7} "
                          f"{'':<16} {row.error[:80]}")
         else:
             rank = "" if row.rank is None else row.rank
-            lines.append(f"{rank!s:>4} {row.id[:28]:<28} {row.topology[:9]:<9} {row.n_Zn:>4d} "
+            lines.append(f"{rank!s:>4} {row.id[:28]:<28} {row.framework_type[:9]:<9} {row.n_Zn:>4d} "
                          f"{row.energy_per_Zn:>10.4f} {row.max_std:>8.4f} {'yes' if row.trusted else 'NO':>7} "
                          f"{row.space_group[:16]:<16}")
     return "\n".join(lines)

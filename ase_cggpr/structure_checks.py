@@ -8,7 +8,7 @@ failure is a :class:`~ase_cggpr.errors.StructureError` naming the structure and 
 * :func:`check_occupancy`: no partially occupied or mixed sites (CIF ``_atom_site_occupancy``);
 * :func:`worst_contact` / :func:`shortest_contact` / :func:`check_contacts`: no two atoms closer than
   :data:`MIN_DISTANCE` (:data:`MIN_DISTANCE_H` when one is H). The same limits screen generated structures
-  (:mod:`ase_cggpr.build.screen` re-exports them), so what the build rejects, prediction and labelling refuse.
+  (the dataset build's contact screen uses them too), so what the build rejects, prediction and labelling refuse.
 """
 
 from __future__ import annotations

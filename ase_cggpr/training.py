@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
 from .errors import LabelError, ModelError
+from .io import expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
 from .model import CGGPRModel, describe_files
 from .regression import MAX_LABEL_DEVIATION, SOLVERS, ExactGPR, check_memory, exact_fit_bytes
 from .spec import ModelSpec
@@ -147,7 +147,7 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
         files=describe_files(expand_paths(data)))
     report["training environments"] = model.training_["n_environments"]
     if test_set is not None:
-        from .screening import calibration_from_errors
+        from .uncertainty import calibration_from_errors
 
         means, stds = model.predict_maps(test_set.maps, return_std=True, progress=progress)
         predicted, truth = np.concatenate(means), np.concatenate(test_set.labels) - model.reference_energy

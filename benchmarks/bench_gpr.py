@@ -62,7 +62,7 @@ def rattled_dataset(n_environments: int, path: Path, *, seed: int = 0) -> Path:
     """Rattled, randomly strained copies of the shared crystal structures (one group per net and copy block)."""
     from ase.io import read, write
 
-    from ase_cggpr.beads import find_topology
+    from ase_cggpr.beads import find_connectivity
 
     if path.exists():
         return path
@@ -78,7 +78,7 @@ def rattled_dataset(n_environments: int, path: Path, *, seed: int = 0) -> Path:
         atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
         atoms.rattle(rng.uniform(0.005, 0.03), seed=int(rng.integers(1 << 30)))
         try:
-            topology = find_topology(atoms)
+            topology = find_connectivity(atoms)
         except ValueError:
             k += 1
             continue

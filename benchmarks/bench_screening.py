@@ -40,8 +40,8 @@ def main() -> None:
     from ase.spacegroup.symmetrize import refine_symmetry
     from scipy.stats import spearmanr
 
-    from ase_cggpr.beads import coarse_grain, find_topology
-    from ase_cggpr.build.rattle import rigid_rattle
+    from ase_cggpr.beads import coarse_grain, find_connectivity
+    from ase_cggpr.dataset.rattle import rigid_rattle
     from ase_cggpr.labels import local_energies
     from ase_cggpr.model import CGGPRModel
     from ase_cggpr.mofff import MOFFFCalculator, relax
@@ -49,14 +49,14 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
-    relaxed, mofff_energy, topologies, calcs = {}, {}, {}, {}
+    relaxed, mofff_energy, connectivities, calcs = {}, {}, {}, {}
     for name in POLYMORPHS:
         atoms = relax(read(CIFS / f"{name}.cif"), cell=True, fmax=1e-3, pmax_atm=50.0).atoms
         n_zn = int((atoms.numbers == 30).sum())
         mofff_energy[name] = atoms.get_potential_energy() / n_zn
         atoms.calc = None
         atoms.info.update(name=name, net=POLYMORPHS[name])
-        relaxed[name], topologies[name] = atoms, find_topology(atoms, name=name)
+        relaxed[name], connectivities[name] = atoms, find_connectivity(atoms, name=name)
         calcs[name] = MOFFFCalculator()
         calcs[name].get_potential_energy(atoms)
     reference = mofff_energy["zni"]
@@ -66,10 +66,10 @@ def main() -> None:
         maps, labels, frames = [], [], []
         for name, atoms in relaxed.items():
             for _ in range(n):
-                copy = rigid_rattle(atoms, topologies[name], rng.uniform(0.03, 0.2), rng)
+                copy = rigid_rattle(atoms, connectivities[name], rng.uniform(0.03, 0.2), rng)
                 copy.arrays["energies"] = calcs[name].get_potential_energies(copy)
-                maps.append(coarse_grain(copy, "AB2", topology=topologies[name]))
-                labels.append(local_energies(copy, key="energies", topology=topologies[name]))
+                maps.append(coarse_grain(copy, "AB2", connectivity=connectivities[name]))
+                labels.append(local_energies(copy, key="energies", connectivity=connectivities[name]))
                 frames.append(copy)
         return maps, labels, frames
 
@@ -93,7 +93,7 @@ def main() -> None:
         frames = []
         for name, atoms in relaxed.items():
             for k in range(args.screen_copies):
-                copy = rigid_rattle(atoms, topologies[name], rng.uniform(0.03, 0.2), rng)
+                copy = rigid_rattle(atoms, connectivities[name], rng.uniform(0.03, 0.2), rng)
                 copy.info.update(name=f"{name}-rattled-{k}", net=POLYMORPHS[name])
                 frames.append(copy)
             frames.append(atoms)

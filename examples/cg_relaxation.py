@@ -47,9 +47,9 @@ def main(argv=None) -> int:
     from ase.io import read
     from ase.optimize import BFGS
 
-    from ase_cggpr.beads import coarse_grain, find_topology
-    from ase_cggpr.build.rattle import rigid_rattle
+    from ase_cggpr.beads import coarse_grain, find_connectivity
     from ase_cggpr.calculator import CGGPRCalculator
+    from ase_cggpr.dataset.rattle import rigid_rattle
     from ase_cggpr.labels import local_energies
     from ase_cggpr.model import CGGPRModel
     from ase_cggpr.mofff import MOFFFCalculator, relax
@@ -63,10 +63,10 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     minimum = relax(read(path), cell=True, fmax=0.01 if args.small else 1e-3, pmax_atm=200.0).atoms
     minimum.calc = None
-    topology = find_topology(minimum, name=name)
+    connectivity = find_connectivity(minimum, name=name)
     mofff = MOFFFCalculator()  # typed once on the minimum; later structures only move atoms
     e_min = mofff_per_zn(minimum, mofff)
-    print(f"1. MOF-FF minimum of {name}: {len(minimum)} atoms, {topology.n_metals} Zn, {e_min:.4f} eV/Zn")
+    print(f"1. MOF-FF minimum of {name}: {len(minimum)} atoms, {connectivity.n_metals} Zn, {e_min:.4f} eV/Zn")
 
     if args.model:
         model = CGGPRModel.load(args.model)
@@ -74,21 +74,21 @@ def main(argv=None) -> int:
         copies = 8 if args.small else 40
         maps, labels = [], []
         for _ in range(copies):
-            atoms = rigid_rattle(minimum, topology, rng.uniform(0.03, 0.2), rng)
+            atoms = rigid_rattle(minimum, connectivity, rng.uniform(0.03, 0.2), rng)
             atoms.arrays["energies"] = mofff.get_potential_energies(atoms)
-            maps.append(coarse_grain(atoms, "AB2", topology=topology))
-            labels.append(local_energies(atoms, key="energies", topology=topology))
+            maps.append(coarse_grain(atoms, "AB2", connectivity=connectivity))
+            labels.append(local_energies(atoms, key="energies", connectivity=connectivity))
         hypers = dict(n_max=8, l_max=4) if args.small else {}
         model = CGGPRModel(representation="AB2", backend="featomic", reference_energy=e_min, **hypers)
         model.fit_maps(maps, labels)
         print(f"2. trained an AB2 model on {copies} bead-rattled MOF-FF-labelled copies "
               f"({model.training_['n_environments']} Zn environments)")
 
-    start = rigid_rattle(minimum, topology, args.rattle, np.random.default_rng(args.seed + 1000))
-    beads = coarse_grain(start, "AB2", topology=topology).structure
+    start = rigid_rattle(minimum, connectivity, args.rattle, np.random.default_rng(args.seed + 1000))
+    beads = coarse_grain(start, "AB2", connectivity=connectivity).structure
     initial_beads = beads.positions.copy()
     beads.calc = CGGPRCalculator(model)
-    n_zn = topology.n_metals
+    n_zn = connectivity.n_metals
     e_cg_before = beads.get_potential_energy() / n_zn
     f_before = np.linalg.norm(beads.get_forces(), axis=1).max()
     optimiser = BFGS(beads, logfile=None)
@@ -102,8 +102,8 @@ def main(argv=None) -> int:
 
     shift = beads.positions - initial_beads
     after = start.copy()
-    after.positions[topology.metal_indices] += shift[:n_zn]
-    for k, linker in enumerate(topology.linkers):
+    after.positions[connectivity.metal_indices] += shift[:n_zn]
+    for k, linker in enumerate(connectivity.linkers):
         after.positions[linker] += shift[n_zn + k]
     e_before, e_after = mofff_per_zn(start, mofff), mofff_per_zn(after, mofff)
     def rms(a):  # RMS distance from the minimum, overall translation removed

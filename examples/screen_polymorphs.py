@@ -57,8 +57,8 @@ def relaxed_polymorphs(cif_dir: Path, names, *, fmax: float):
 
 def train_on_rattled(polymorphs, *, copies: int, reference: float, small: bool, seed: int = 0):
     """AB2 model trained on rattled, MOF-FF-labelled copies of the relaxed polymorphs."""
-    from ase_cggpr.beads import coarse_grain, find_topology
-    from ase_cggpr.build.rattle import rigid_rattle
+    from ase_cggpr.beads import coarse_grain, find_connectivity
+    from ase_cggpr.dataset.rattle import rigid_rattle
     from ase_cggpr.labels import local_energies
     from ase_cggpr.model import CGGPRModel
     from ase_cggpr.mofff import MOFFFCalculator
@@ -66,16 +66,16 @@ def train_on_rattled(polymorphs, *, copies: int, reference: float, small: bool, 
     rng = np.random.default_rng(seed)
     maps, labels = [], []
     for _, relaxed, _ in polymorphs:
-        topology = find_topology(relaxed)  # connectivity of the relaxed structure, kept for its copies
+        connectivity = find_connectivity(relaxed)  # connectivity of the relaxed structure, kept for its copies
         calc = MOFFFCalculator()  # typed once on the relaxed structure; copies only move atoms
         calc.get_potential_energy(relaxed)
         for _ in range(copies):
-            atoms = rigid_rattle(relaxed, topology, rng.uniform(0.03, 0.15), rng)
+            atoms = rigid_rattle(relaxed, connectivity, rng.uniform(0.03, 0.15), rng)
             atoms.calc = calc
             atoms.arrays["energies"] = atoms.get_potential_energies()
             atoms.calc = None
-            maps.append(coarse_grain(atoms, "AB2", topology=topology))
-            labels.append(local_energies(atoms, key="energies", topology=topology))
+            maps.append(coarse_grain(atoms, "AB2", connectivity=connectivity))
+            labels.append(local_energies(atoms, key="energies", connectivity=connectivity))
         calc.close()
     hypers = dict(n_max=8, l_max=4) if small else {}
     model = CGGPRModel(representation="AB2", backend="featomic", reference_energy=reference, **hypers)

@@ -12,7 +12,7 @@ import numpy as np
 from ase.io import read
 
 from ase_cggpr import CGGPRCalculator, CGGPRModel, local_energies
-from ase_cggpr.data import default_dataset_path, split_by_group
+from ase_cggpr.io import default_dataset_path, split_by_group
 
 
 def main() -> None:

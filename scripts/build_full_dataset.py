@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_cggpr.build.pipeline import read_markers, relax_rate, relax_wall_seconds
+from ase_cggpr.dataset.pipeline import read_markers, relax_rate, relax_wall_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -70,18 +70,18 @@ def build_status(out_dir: Path) -> dict:
     seen: set[str] = set()
     left = {"first_cells": [], "repeat_cells": []}
     for net in nets:  # build order: the first net of a topology is its smallest cell
-        first = net["topology"] not in seen
-        seen.add(net["topology"])
+        first = net["framework_type"] not in seen
+        seen.add(net["framework_type"])
         if net["name"] not in markers:
             left["first_cells" if first else "repeat_cells"].append(net)
     done = [m for m in markers.values() if m.get("status") == "done"]
     rate = relax_rate(done) or 0.0  # including nets relaxed in earlier runs
-    topology = {n["name"]: n["topology"] for n in nets}
+    framework_type = {n["name"]: n["framework_type"] for n in nets}
     status = dict(
         nets=len(nets), nets_done=len(done),
         nets_failed=sorted(m["net"] for m in markers.values() if m.get("status") == "failed"),
         zn=sum(n["n_zn"] for n in nets), zn_done=sum(m["n_zn"] for m in done),
-        topologies=len(seen), topologies_done=len({topology.get(m["net"]) for m in done}),
+        topologies=len(seen), topologies_done=len({framework_type.get(m["net"]) for m in done}),
         relax_seconds_per_zn=round(rate, 2),
         not_converged=sum(not m.get("relax_converged", True) for m in done),
     )
@@ -171,7 +171,7 @@ def main() -> int:
         print(json.dumps(build_status(args.output), indent=1))
         return 0
 
-    from ase_cggpr.build import (
+    from ase_cggpr.dataset import (
         BuildConfig,
         build_dataset,
         merge,
@@ -201,7 +201,7 @@ def main() -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "rejected_nets.json").write_text(json.dumps(rejected, indent=1))
     (args.output / "nets.json").write_text(json.dumps(  # build order, for --status
-        [dict(name=n.name, n_zn=n.n_a, topology=n.topology, source=n.source) for n in nets], indent=0))
+        [dict(name=n.name, n_zn=n.n_a, framework_type=n.framework_type, source=n.source) for n in nets], indent=0))
     if args.zni:
         print(f"zni reference: {zni_reference(args.zni):.6f} eV per Zn", flush=True)
     if not args.no_store:

@@ -47,7 +47,7 @@ def _builtin(kind: str) -> tuple:
 
     from ase.io import read
 
-    from ase_cggpr.data import default_dataset_path
+    from ase_cggpr.io import default_dataset_path
 
     # decompress first: ase.io.read on the .gz path takes ~18 s for the atomistic file, this ~0.7 s
     with gzip.open(default_dataset_path(kind), "rt") as handle:

@@ -9,7 +9,7 @@ from ase.geometry import get_distances
 from ase.io import read
 from conftest import builtin_frames, methylated
 
-from ase_cggpr import StructureError, coarse_grain, find_topology, local_energies
+from ase_cggpr import StructureError, coarse_grain, find_connectivity, local_energies
 from ase_cggpr.errors import LabelError
 
 
@@ -59,17 +59,17 @@ def test_representations_and_cg_input(frames, cg_frames):
     only_a = coarse_grain(atoms, "A")
     assert set(only_a.structure.symbols) == {"Si"} and len(only_a.structure) == 16
     from_cg = coarse_grain(cg[0], "AB2")
-    assert from_cg.topology.coarse_grained_input and len(from_cg.centre_indices) == 16
+    assert from_cg.connectivity.coarse_grained_input and len(from_cg.centre_indices) == 16
     with pytest.raises(StructureError, match="already coarse-grained"):
         coarse_grain(cg[0], "atomistic")
-    top = find_topology(atoms)
+    top = find_connectivity(atoms)
     assert all(len(r) == 5 for r in top.rings) and all(len(lk) == 8 for lk in top.linkers)
     assert np.bincount(top.linker_metals.ravel()).tolist() == [4] * 16
 
 
 def test_real_zif_structures_map(shared_data):
     for path in sorted((shared_data / "zif-structures").glob("*.cif")):
-        top = find_topology(read_cif(path))
+        top = find_connectivity(read_cif(path))
         assert top.n_metals > 0 and len(top.rings) == 2 * top.n_metals
         expected = {"C4H5N2"} if "CH3" in path.name else {"C3H3N2"}
         assert set(top.linker_formulas) == expected
@@ -78,7 +78,7 @@ def test_real_zif_structures_map(shared_data):
 def test_methylimidazolate_is_recognised(frames):
     """2-methylimidazolate (ZIF-8's linker) is a known linker: mapped, and reported by its formula."""
     atoms = methylated(frames[0], name="YUG_CH3")
-    top = find_topology(atoms)
+    top = find_connectivity(atoms)
     assert set(top.linker_formulas) == {"C4H5N2"} and len(top.rings) == 2 * top.n_metals == 32
     assert np.bincount(top.linker_metals.ravel()).tolist() == [4] * 16
     beads = coarse_grain(atoms, "AB2").structure
@@ -99,25 +99,25 @@ def yug():
 
 def test_bad_structures_give_clear_errors(yug):
     with pytest.raises(StructureError, match="no metal atoms"):
-        find_topology(yug[~(yug.symbols == "Zn")])
+        find_connectivity(yug[~(yug.symbols == "Zn")])
     h = np.flatnonzero(yug.symbols == "H")[0]
     broken = yug.copy()
     del broken[h]
     with pytest.raises(StructureError, match=r"YUG.cif.*unrecognised or broken linker C3H2N2"):
-        find_topology(broken)
-    top = find_topology(yug)
+        find_connectivity(broken)
+    top = find_connectivity(yug)
     no_linker = yug.copy()
     del no_linker[top.linkers[0].tolist()]
     with pytest.raises(StructureError, match="wrong metal coordination.*3 N neighbours"):
-        find_topology(no_linker)
+        find_connectivity(no_linker)
     nan = yug.copy()
     nan.positions[5, 1] = np.nan
     with pytest.raises(StructureError, match=r"non-finite .* \[5\]"):
-        find_topology(nan)
+        find_connectivity(nan)
     slab = yug.copy()
     slab.pbc = (True, True, False)
     with pytest.raises(StructureError, match="periodic"):
-        find_topology(slab)
+        find_connectivity(slab)
 
 
 def test_missing_label_array(yug):
@@ -135,7 +135,7 @@ def test_dense_coarse_grained_input_bonds_the_four_nearest_beads():
     frames = read(Path(__file__).parent / "data" / "cg_dense_CUIMDZ03.extxyz", ":")
     assert len(frames) == 2
     for atoms in frames:
-        top = find_topology(atoms)
+        top = find_connectivity(atoms)
         assert top.n_metals == 12 and np.bincount(top.linker_metals.ravel()).tolist() == [4] * 12
         a, b = top.linker_metals[:, 0], top.linker_metals[:, 1]
         assert (a != b).all()
@@ -145,4 +145,4 @@ def test_dense_coarse_grained_input_bonds_the_four_nearest_beads():
     # a bead as near as the bonded ones makes the coordination ambiguous: an error, not a guess
     crowded = frames[0] + Atoms("O", positions=[frames[0].positions[0] + [0.0, 0.0, 3.3]])
     with pytest.raises(StructureError, match=r"clearly nearer than the rest.*Si 0: 4th at"):
-        find_topology(crowded)
+        find_connectivity(crowded)

@@ -14,7 +14,7 @@ from ase.build import make_supercell
 from ase.io import read
 from ase.spacegroup import crystal
 
-from ase_cggpr.build import (
+from ase_cggpr.dataset import (
     BuildConfig,
     NetError,
     analyse_net,
@@ -22,17 +22,17 @@ from ase_cggpr.build import (
     coarse_grain_decorated,
     coordination_sequences,
     decorate,
+    framework_type_key,
     pipeline,
     read_nets,
     restore_relaxed,
     scale_net,
     shortest_contact,
     store_relaxed,
-    topology_key,
     unique_topologies_first,
 )
-from ase_cggpr.build.decorate import D_C2N, D_C4C5, D_NC4, IDEAL_LINKER, LINKER_BONDS, RING
-from ase_cggpr.build.rattle import RATTLE_LEVELS, rattle
+from ase_cggpr.dataset.decorate import D_C2N, D_C4C5, D_NC4, IDEAL_LINKER, LINKER_BONDS, RING
+from ase_cggpr.dataset.rattle import RATTLE_LEVELS, rattle
 
 HAVE_LAMMPS = importlib.util.find_spec("lammps") is not None
 
@@ -91,18 +91,18 @@ def _check_decorated(net, cg, dec):
             assert np.linalg.norm(zn - ring) == pytest.approx(np.linalg.norm(vec[k, m]), abs=1e-6)
 
 
-def test_topology_key_is_a_net_invariant(sod_net):
+def test_framework_type_key_is_a_net_invariant(sod_net):
     """Coordination sequences (IZA: SOD 4 10 20 34 52 74 100 130 164 202) do not depend on the cell."""
     cs = coordination_sequences(sod_net)
     assert cs.shape == (12, 10) and (cs == [4, 10, 20, 34, 52, 74, 100, 130, 164, 202]).all()
     supercell = analyse_net(make_supercell(sod_sio2(), [[1, 1, 0], [0, 1, 1], [1, 0, 2]]), name="SOD-sc")
-    assert supercell.n_a == 36 and topology_key(supercell) == topology_key(sod_net)
+    assert supercell.n_a == 36 and framework_type_key(supercell) == framework_type_key(sod_net)
     small = analyse_net(Atoms("Si2O4", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25],
                                                           [0.75, 0.75, 0.25], [0.75, 0.25, 0.75],
                                                           [0.25, 0.75, 0.75]], cell=[4.3] * 3, pbc=True),
                         name="cristobalite-like")  # diamond net of Si (dia): 4 12 24 42 ...
     assert coordination_sequences(small, 4)[0].tolist() == [4, 12, 24, 42]
-    assert topology_key(small) != topology_key(sod_net)
+    assert framework_type_key(small) != framework_type_key(sod_net)
     order = unique_topologies_first([supercell, sod_net, small])
     assert [n.name for n in order][-1] == "SOD-sc" and order.index(sod_net) < order.index(supercell)
 
@@ -125,12 +125,12 @@ def test_decorate_rattled_beads(sod_net):
 
 
 def test_core_mapping_agrees_with_decorator(sod_net):
-    from ase_cggpr.beads import find_topology
-    from ase_cggpr.build.pipeline import core_topology
+    from ase_cggpr.beads import find_connectivity
+    from ase_cggpr.dataset.pipeline import core_connectivity
 
     dec = decorate(sod_net)
-    found = find_topology(dec.atoms, name="SOD")
-    ours = core_topology(dec, "SOD")
+    found = find_connectivity(dec.atoms, name="SOD")
+    ours = core_connectivity(dec, "SOD")
     assert sorted(map(tuple, map(sorted, found.linkers))) == sorted(map(tuple, ours.linkers))
     pairs = lambda t: sorted(tuple(sorted(p)) for p in t.linker_metals)  # noqa: E731
     assert pairs(found) == pairs(ours)
@@ -180,17 +180,17 @@ def test_build_end_to_end_and_resume(sod_net, tmp_path, monkeypatch):
         assert np.allclose(c.arrays["e_local"][:12], e_local[zn])
         assert np.isnan(c.arrays["e_local"][12:]).all()
         for key in ("structure_id", "net", "batch", "rattle", "order", "seed", "relax_converged",
-                    "reference_energy", "topology"):
+                    "reference_energy", "framework_type"):
             assert key in a.info and a.info[key] == c.info[key]
         assert a.info["structure_id"] == 0 and a.info["net"] == "SOD"
-        assert a.info["topology"] == topology_key(sod_net)
+        assert a.info["framework_type"] == framework_type_key(sod_net)
     assert summary["n_topologies"] == 1
     d_frame = [a for a in at if a.info["order"] == "d"][0]
     assert d_frame.arrays["e_local"][:12].mean() < -0.3  # relaxed sod is ~ -0.43 eV per Zn
     assert summary["label_stats"]["small"]["mean"] < summary["label_stats"]["large"]["mean"]
 
     # a second run recomputes nothing: relaxation and labelling must not be called
-    import ase_cggpr.build.pipeline as pipeline
+    import ase_cggpr.dataset.pipeline as pipeline
 
     def forbidden(*args, **kwargs):
         raise AssertionError("recomputed a finished net")
@@ -317,8 +317,9 @@ def test_full_build_script_status(tmp_path):
     import subprocess
     import sys
 
-    nets = [dict(name=name, n_zn=n_zn, topology=topology, source=f"{name}.cif")  # in build order
-            for name, n_zn, topology in (("A1", 12, "t1"), ("B1", 24, "t2"), ("A2", 1800, "t1"), ("C1", 48, "t3"))]
+    nets = [dict(name=name, n_zn=n_zn, framework_type=framework_type, source=f"{name}.cif")  # in build order
+            for name, n_zn, framework_type in (("A1", 12, "t1"), ("B1", 24, "t2"), ("A2", 1800, "t1"),
+                                               ("C1", 48, "t3"))]
     (tmp_path / "nets.json").write_text(json.dumps(nets))
     (tmp_path / "frames").mkdir()
     for name, n_zn, message in (("A1", 12, "converged in 24.0 s: ..."), ("B1", 24, "not converged in 48.0 s: ...")):

@@ -6,8 +6,8 @@ from ase.io import write
 from conftest import builtin_frames
 
 from ase_cggpr import coarse_grain, local_energies
-from ase_cggpr.data import default_dataset_path
 from ase_cggpr.demo import run_demo
+from ase_cggpr.io import default_dataset_path
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,10 @@ def test_forces_match_finite_differences(models, frames, rep):
     model = models[rep]
     atoms = _test_atoms(frames)
     _, forces = predict_with_forces(model, atoms)
-    topology = model.bead_map(atoms).topology
+    connectivity = model.bead_map(atoms).connectivity
     h_atom = int(np.flatnonzero(atoms.numbers == 1)[0])
-    probe = [int(topology.metal_indices[0]), int(topology.metal_indices[5]), int(topology.rings[0][0]),
-             int(topology.rings[3][2]), h_atom]
+    probe = [int(connectivity.metal_indices[0]), int(connectivity.metal_indices[5]), int(connectivity.rings[0][0]),
+             int(connectivity.rings[3][2]), h_atom]
     errors = [abs(_fd_force(model, atoms, i, c) - forces[i, c]) for i in probe for c in range(3)]
     scale = np.abs(forces).max()
     assert scale > 1e-3  # the test is not vacuous
@@ -61,8 +61,8 @@ def test_ring_atoms_share_the_bead_force_equally(models, frames):
     atoms = _test_atoms(frames)
     model = models["AB2"]
     _, forces = predict_with_forces(model, atoms)
-    topology = model.bead_map(atoms).topology
-    for ring in topology.rings[:4]:
+    connectivity = model.bead_map(atoms).connectivity
+    for ring in connectivity.rings[:4]:
         np.testing.assert_allclose(forces[ring], np.broadcast_to(forces[ring[0]], (len(ring), 3)), atol=1e-12)
 
 

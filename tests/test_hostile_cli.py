@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from ase_cggpr import __version__
 from ase_cggpr.cli import main
 from ase_cggpr.cli.options import cli_errors
-from ase_cggpr.data import default_dataset_path
+from ase_cggpr.io import default_dataset_path
 
 TINY = ["--n-max", "4", "--l-max", "2"]  # a small SOAP basis: every training here takes about a second
 CLI = [sys.executable, "-c", "import sys; from ase_cggpr.cli import main; sys.exit(main())"]

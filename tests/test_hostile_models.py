@@ -23,8 +23,8 @@ from click.testing import CliRunner
 
 from ase_cggpr import CGGPRModel
 from ase_cggpr.cli import main
-from ase_cggpr.data import default_dataset_path
 from ase_cggpr.errors import ModelError
+from ase_cggpr.io import default_dataset_path
 
 N_TRAIN = 200
 

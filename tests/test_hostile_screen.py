@@ -24,7 +24,7 @@ from ase.io import read, write
 from click.testing import CliRunner
 
 from ase_cggpr.cli import main
-from ase_cggpr.data import default_dataset_path
+from ase_cggpr.io import default_dataset_path
 from ase_cggpr.model import CGGPRModel
 from ase_cggpr.outputs import OutputError
 from ase_cggpr.screening import (
@@ -360,8 +360,8 @@ def _sod_cif(folder: Path, name: str = "SOD") -> Path:
 def _unrelaxed_as_relaxed(cif: Path, out_dir: Path) -> Path:
     """Put the decorated, unrelaxed structure where the build keeps the net's relaxation (relaxing is the only
     expensive stage, and nothing here depends on the structure being relaxed)."""
-    from ase_cggpr.build import decorate, read_nets
-    from ase_cggpr.build.pipeline import NetFiles
+    from ase_cggpr.dataset import decorate, read_nets
+    from ase_cggpr.dataset.pipeline import NetFiles
 
     (net,), _ = read_nets([cif])
     files = NetFiles.of(out_dir, net.name)
@@ -377,7 +377,7 @@ def test_unreadable_relaxed_store_entries_are_set_aside(tmp_path):
     relaxed anew (here: deferred by --stop-after 0), and the store takes the next relaxation in its place."""
     import gzip
 
-    from ase_cggpr.build import BuildConfig, restore_relaxed, store_relaxed
+    from ase_cggpr.dataset import BuildConfig, restore_relaxed, store_relaxed
 
     config = BuildConfig(batches=1, levels=("small",), seed=3)
     cif = _sod_cif(tmp_path / "nets")
@@ -406,7 +406,7 @@ def test_unreadable_relaxed_store_entries_are_set_aside(tmp_path):
 
 @needs_lammps
 def test_failed_net_is_retried_by_a_rerun(tmp_path):
-    from ase_cggpr.build.pipeline import NetFiles
+    from ase_cggpr.dataset.pipeline import NetFiles
 
     cif = _sod_cif(tmp_path / "nets")
     out = tmp_path / "build"

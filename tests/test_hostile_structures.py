@@ -15,10 +15,9 @@ from ase.io import read, write
 from ase.spacegroup import crystal
 
 from ase_cggpr import CGGPRCalculator, CGGPRModel, coarse_grain, local_energies
-from ase_cggpr.beads import find_topology
-from ase_cggpr.build.screen import shortest_contact as screen_shortest_contact
-from ase_cggpr.data import default_dataset_path, iter_structures, reference_energy_from_info
+from ase_cggpr.beads import find_connectivity
 from ase_cggpr.errors import CGGPRError, LabelError, StructureError
+from ase_cggpr.io import default_dataset_path, iter_structures, reference_energy_from_info
 from ase_cggpr.structure_checks import shortest_contact
 
 
@@ -113,7 +112,7 @@ def test_hostile_cells_are_refused_before_any_neighbour_search(builtin, model, c
     atoms = make(builtin[0][0])
     start = time.perf_counter()
     with pytest.raises(StructureError, match=r"structure 'builtin-0': .*" + message):
-        find_topology(atoms)
+        find_connectivity(atoms)
     with pytest.raises(StructureError, match=message):
         model.predict(atoms)
     atoms.calc = CGGPRCalculator(model)
@@ -127,7 +126,7 @@ def test_hostile_cells_are_refused_before_any_neighbour_search(builtin, model, c
 
 def test_the_original_cells_pass(builtin):
     for atoms in (*builtin[0][:2], *builtin[1][:2]):
-        assert find_topology(atoms).n_metals == 8
+        assert find_connectivity(atoms).n_metals == 8
 
 
 # --- short contacts ---------------------------------------------------------------------------------------
@@ -154,7 +153,7 @@ def test_short_contacts_are_errors_for_prediction(builtin, model, elements, dist
     message = (rf"structure 'builtin-0': unphysically short contact: atoms {pair[0]} \(\w+\) and {pair[1]} \(\w+\) "
                rf"are {distance:g} Å apart, closer than {limit:g} Å")
     with pytest.raises(StructureError, match=message):
-        find_topology(bad)
+        find_connectivity(bad)
     with pytest.raises(StructureError, match=message):
         model.predict(bad, return_std=True)
     calc = CGGPRCalculator(model)
@@ -164,7 +163,7 @@ def test_short_contacts_are_errors_for_prediction(builtin, model, elements, dist
     atoms.positions = bad.positions
     with pytest.raises(StructureError, match=message):
         atoms.get_potential_energy()
-    assert screen_shortest_contact(bad)[0] == pytest.approx(distance)  # the screen and the checks agree
+    assert shortest_contact(bad)[0] == pytest.approx(distance)  # the build screen uses this same check
     assert shortest_contact(builtin[0][0]) is None
 
 
@@ -172,7 +171,7 @@ def test_an_atom_near_its_own_image_is_a_short_contact():
     atoms = Atoms("C", cell=[0.8, 5.0, 5.0], pbc=True)
     assert shortest_contact(atoms) == (pytest.approx(0.8), 0, 0)
     with pytest.raises(StructureError, match="far too small|nearly flat"):
-        find_topology(atoms)
+        find_connectivity(atoms)
 
 
 # --- bead input -------------------------------------------------------------------------------------------
@@ -193,17 +192,17 @@ def test_quartz_is_not_bead_input():
 
 def test_bead_input_must_have_bead_distances_and_connectivity(builtin):
     beads = builtin[1][0]
-    assert find_topology(beads).coarse_grained_input
+    assert find_connectivity(beads).coarse_grained_input
     with pytest.raises(StructureError, match=r"not coarse-grained ZIF beads: .* 1\.[4-9]\d Å"):
-        find_topology(_scaled_cell(beads, 0.5))  # a raw SiO2-like net: A-B ~1.6 Å
+        find_connectivity(_scaled_cell(beads, 0.5))  # a raw SiO2-like net: A-B ~1.6 Å
     no_bead = beads.copy()
     del no_bead[np.flatnonzero(no_bead.symbols == "O")[0]]
     with pytest.raises(StructureError, match=r"every A site \(Si\) needs 4 B beads .*3 B beads"):
-        find_topology(no_bead)
+        find_connectivity(no_bead)
     extra_a = beads.copy()  # an A site with no beads of its own, between two others
     extra_a += Atoms("Si", positions=[beads.positions[0] + [0.0, 0.0, 1.2]])
     with pytest.raises(StructureError, match=r"not coarse-grained ZIF beads|needs 4 B beads|exactly 2 A sites"):
-        find_topology(extra_a)
+        find_connectivity(extra_a)
 
 
 # --- CIF input --------------------------------------------------------------------------------------------
@@ -218,7 +217,7 @@ def test_partial_occupancy_is_refused(builtin, tmp_path):
     text = _cif_text(builtin[0][0])
     ordered = tmp_path / "ordered.cif"
     ordered.write_text(text)
-    assert find_topology(next(iter_structures([ordered]))).n_metals == 8
+    assert find_connectivity(next(iter_structures([ordered]))).n_metals == 8
     half = tmp_path / "half.cif"
     lines = [line[: line.rindex("1.0000")] + "0.5000" if line.strip().startswith("Zn ") else line
              for line in text.splitlines()]
@@ -226,7 +225,7 @@ def test_partial_occupancy_is_refused(builtin, tmp_path):
     atoms = next(iter_structures([half]))
     with pytest.raises(StructureError, match=r"structure 'half.cif': partially occupied or mixed sites .*"
                                              r"8 Zn sites with occupancy 0\.5\. Give an ordered"):
-        find_topology(atoms)
+        find_connectivity(atoms)
     with pytest.raises(StructureError, match="partially occupied"):
         coarse_grain(atoms, "AB2")
     mixed = tmp_path / "mixed.cif"  # one Zn site shared half-half with Co
@@ -236,7 +235,7 @@ def test_partial_occupancy_is_refused(builtin, tmp_path):
     lines[first:first + 1] = [zn, zn.replace("Zn  Zn1", "Co  Co1")]
     mixed.write_text("\n".join(lines) + "\n")
     with pytest.raises(StructureError, match=r"mixed\.cif': partially occupied or mixed sites .*shared by Co/Zn"):
-        find_topology(next(iter_structures([mixed])))
+        find_connectivity(next(iter_structures([mixed])))
 
 
 def test_unreadable_and_empty_files(builtin, tmp_path):
@@ -305,7 +304,7 @@ def _shuffled_within_elements(atoms, seed=0):
 
 def _swap_linker_atoms(atoms, element="C"):
     """Swap the positions of two `element` atoms of different linkers (same numbers, other mapping)."""
-    top = find_topology(atoms)
+    top = find_connectivity(atoms)
     a = next(k for k in top.linkers[0] if atoms.numbers[k] == 6 or atoms.symbols[k] == element)
     b = next(k for k in top.linkers[3] if atoms.symbols[k] == atoms.symbols[a])
     out = atoms.copy()
@@ -316,7 +315,7 @@ def _swap_linker_atoms(atoms, element="C"):
 
 
 def _move_linker(atoms, shift):
-    top = find_topology(atoms)
+    top = find_connectivity(atoms)
     out = atoms.copy()
     pos = out.positions.copy()
     pos[top.linkers[2]] += shift

@@ -84,10 +84,10 @@ def test_calculator_results_and_mapping_cache(ab2_model, frames):
     assert results["energies"].sum() == pytest.approx(energy)
     assert np.all(results["energies"][~(atoms.symbols == "Zn")] == 0)
     assert results["local_energy_std"].shape == (16,)
-    topology = atoms.calc._topology
+    connectivity = atoms.calc._connectivity
     atoms.positions += 0.02
     atoms.get_potential_energy()
-    assert atoms.calc._topology is topology  # mapping reused when only positions change
+    assert atoms.calc._connectivity is connectivity  # mapping reused when only positions change
 
 
 def test_calculator_from_path(ab2_model, tmp_path):

@@ -83,7 +83,7 @@ def test_screen_ranks_and_reports_errors(model, tmp_path):
     assert [r.rank for r in ok] == [1, 2]
     assert ok[0].energy_per_Zn <= ok[1].energy_per_Zn
     assert result.rows[-1].error and result.rows[0].error == ""
-    assert rows["GIS"].topology == "gis"
+    assert rows["GIS"].framework_type == "gis"
     path = write_csv(result.rows, tmp_path / "ranking.csv")
     with open(path) as handle:
         table = list(csv.DictReader(handle))
@@ -181,7 +181,7 @@ def test_calibration_numbers(ranking_model, tmp_path):
     # is conservative: the reason the trust threshold is a quantile of the std, not a coverage.
     held_out = builtin_frames(rattle="small", batch=2)
     maps = [ranking_model.bead_map(atoms) for atoms in held_out]
-    labels = [local_energies(atoms, key="energies", topology=m.topology) for atoms, m in zip(held_out, maps,
+    labels = [local_energies(atoms, key="energies", connectivity=m.connectivity) for atoms, m in zip(held_out, maps,
                                                                                                 strict=True)]
     result = calibrate(ranking_model, maps, labels)
     assert result.n_environments == 834

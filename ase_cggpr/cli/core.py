@@ -129,7 +129,7 @@ def predict(model_path, structures, output, force, quiet):
     """
     from ase.io import write
 
-    from ..data import iter_structures
+    from ..io import iter_structures
     from ..model import CGGPRModel
     from ..outputs import atomic_output
     from ..progress import progress_bar
@@ -144,7 +144,7 @@ def predict(model_path, structures, output, force, quiet):
         for atoms in frames:
             bead_map = model.bead_map(atoms)
             (mean,), (std,) = model.predict_maps([bead_map], return_std=True)
-            metals = bead_map.topology.metal_indices
+            metals = bead_map.connectivity.metal_indices
             for key, values in (("cggpr_local_energy", mean), ("cggpr_local_energy_std", std)):
                 column = np.full(len(atoms), np.nan)
                 column[metals] = values
@@ -176,7 +176,7 @@ def coarse_grain_command(inputs, output, representation, force, quiet):
     from ase.io import write
 
     from ..beads import coarse_grain
-    from ..data import iter_structures
+    from ..io import iter_structures
     from ..outputs import atomic_output
 
     claim_outputs(output, force=force)

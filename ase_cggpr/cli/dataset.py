@@ -51,7 +51,7 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     """
     import time
 
-    from ..build import BuildConfig, build_dataset, read_nets, restore_relaxed, store_relaxed
+    from ..dataset import BuildConfig, build_dataset, read_nets, restore_relaxed, store_relaxed
     from ..outputs import output_lock
     from ..progress import progress_bar
 

@@ -104,7 +104,7 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
 @cli_errors
 def calibrate(model_path, data, output, label_key, force, quiet):
     """Calibrate MODEL's per-Zn std on held-out labelled DATA: fractions within 1 and 2 sigma, threshold."""
-    from ..data import iter_structures, load_labelled
+    from ..io import iter_structures, load_labelled
     from ..model import CGGPRModel
     from ..screening import calibrate as run_calibrate
 

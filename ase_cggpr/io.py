@@ -4,9 +4,10 @@ Conventions of the labelled extxyz files this package reads and writes:
 
 * atomistic frames carry per-atom MOF-FF energies ``energies`` (eV) and per-metal ``e_local`` (eV, NaN on
   the other atoms); coarse-grained frames (Si = A site, O = B bead) carry ``e_local`` on Si (NaN on O);
-* ``info``: ``structure_id`` (all rattled copies of one parent net share it), ``topology`` (all cells of one
-  framework share it: the group for CV and held-out sets; ``structure_id`` when absent), ``net``, ``batch``,
-  ``rattle``, ``order`` and ``reference_energy`` (mean local energy per Zn of relaxed zni, eV).
+* ``info``: ``structure_id`` (all rattled copies of one parent net share it), ``framework_type`` (legacy
+  name ``topology``: all cells of one framework share it: the group for CV and held-out sets;
+  ``structure_id`` when absent), ``net``, ``batch``, ``rattle``, ``order`` and ``reference_energy`` (mean
+  local energy per Zn of relaxed zni, eV).
 
 ASE moves a per-atom column named ``energy`` or ``energies`` into ``atoms.calc.results``; the label
 functions look there too.
@@ -40,6 +41,13 @@ def default_dataset_path(kind: str = "atomistic") -> Path:
     if not path.exists():
         raise FileNotFoundError(f"the built-in dataset {path.name} is missing from this installation ({DATA_DIR})")
     return path
+
+
+def framework_type_of(atoms: Atoms) -> str | None:
+    """The framework type of a structure (``info['framework_type']``, a net's coordination-sequence key written
+    by ``cggpr dataset build``; files from before version 0.2 call it ``topology``), or None."""
+    value = atoms.info.get("framework_type", atoms.info.get("topology"))
+    return None if value is None else str(value)
 
 
 def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
@@ -113,7 +121,7 @@ class LabelledSet:
     frames: list[Atoms]
     maps: list[BeadMap]
     labels: list[np.ndarray]
-    groups: np.ndarray  # one group id per structure (topology, else structure_id, else the structure's name)
+    groups: np.ndarray  # one group id per structure (framework type, else structure_id, else the structure's name)
 
     @property
     def n_environments(self) -> int:
@@ -129,12 +137,12 @@ def load_labelled(structures: Iterable[Atoms], *, representation: str, label_key
     """Map structures and read their per-metal labels; errors name the structure and the problem.
 
     ``group_key``: ``atoms.info`` key of each structure's group (held-out sets keep groups whole); default
-    ``topology``, else ``structure_id``, else the structure's name.
+    ``framework_type`` (or the legacy ``topology``), else ``structure_id``, else the structure's name.
     """
     frames, maps, labels, groups = [], [], [], []
     for atoms in structures:
         bead_map = coarse_grain(atoms, representation)
-        labels.append(local_energies(atoms, key=label_key, target=target, topology=bead_map.topology))
+        labels.append(local_energies(atoms, key=label_key, target=target, connectivity=bead_map.connectivity))
         frames.append(atoms)
         maps.append(bead_map)
         if group_key is not None:
@@ -142,7 +150,7 @@ def load_labelled(structures: Iterable[Atoms], *, representation: str, label_key
                 raise LabelError(f"structure {bead_map.name!r}: no info[{group_key!r}] to group it by")
             groups.append(str(atoms.info[group_key]))
         else:
-            groups.append(str(atoms.info.get("topology", atoms.info.get("structure_id", bead_map.name))))
+            groups.append(str(framework_type_of(atoms) or atoms.info.get("structure_id", bead_map.name)))
     if not frames:
         raise StructureError("no structures to train on")
     return LabelledSet(frames, maps, labels, np.array(groups))
@@ -154,7 +162,7 @@ def split_by_group(groups: np.ndarray, test_fraction: float, *, seed: int = 0) -
         raise ValueError(f"test_fraction must lie between 0 and 1, got {test_fraction}")
     unique = np.unique(groups)
     if len(unique) < 2:
-        raise LabelError("a held-out test set needs at least two structure groups (info 'topology' or "
+        raise LabelError("a held-out test set needs at least two structure groups (info 'framework_type' or "
                          "'structure_id'; see group_key)")
     rng = np.random.default_rng(seed)
     n_test = min(max(1, round(test_fraction * len(unique))), len(unique) - 1)

@@ -130,7 +130,7 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None) -> D
     Returns:
         A :class:`Decorated` structure: Zn exactly on the A sites, every ring centroid
         exactly on its B site. Distances are not rescaled here (see
-        :func:`ase_cggpr.build.nets.scale_net`).
+        :func:`ase_cggpr.dataset.nets.scale_net`).
     """
     name = name or net.name
     cg = net.atoms if cg is None else cg

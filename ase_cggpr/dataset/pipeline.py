@@ -20,7 +20,7 @@ For each clean AB2 net:
    Worker processes die with the build (:func:`ase_cggpr.worker_lifeline.die_with_parent`).
 
 :func:`merge` finally collects every finished net into ``atomistic.extxyz`` and ``cg.extxyz``
-with a ``structure_id`` per net (in input order) and the net's ``topology`` key.
+with a ``structure_id`` per net (in input order) and the net's ``framework_type`` key.
 :func:`unique_topologies_first` orders a long build so that every topology is built before any
 second cell of it (most CHIC-1 zeolite nets repeat IZA frameworks).
 """
@@ -47,10 +47,10 @@ from ase import Atoms
 from ase.io import read, write
 
 from ..errors import CGGPRError
+from ..structure_checks import shortest_contact
 from .decorate import Decorated, coarse_grain_decorated, decorate
 from .nets import Net
 from .rattle import ORDERS, RattleLevel, get_level, rattle
-from .screen import shortest_contact
 
 #: Mean MOF-FF local energy per Zn (eV) of relaxed zni Zn(Im)2: the reference polymorph.
 #: Computed with this package: ``relax()`` (positions + cell, max force < 1e-3 eV/Å,
@@ -71,7 +71,7 @@ class BuildConfig:
 
     Attributes:
         batches: rattled batches per level and order (different seeds).
-        levels: rattle level names (see :data:`~ase_cggpr.build.rattle.RATTLE_LEVELS`).
+        levels: rattle level names (see :data:`~ase_cggpr.dataset.rattle.RATTLE_LEVELS`).
         orders: rattle orders among ``"d"``, ``"r-d"``, ``"d-r"``.
         seed: master seed; every frame's own seed derives from it, the net name, batch,
             level and order (recorded in ``info['seed']``).
@@ -81,7 +81,7 @@ class BuildConfig:
         reference_energy: zni mean local energy per Zn (eV) written to every frame's info.
         max_zn: nets with more Zn sites are skipped (None: no limit).
         rattle_levels: widths per level name (default:
-            :data:`~ase_cggpr.build.rattle.RATTLE_LEVELS`); carried with the config so that
+            :data:`~ase_cggpr.dataset.rattle.RATTLE_LEVELS`); carried with the config so that
             worker processes use the same values.
     """
 
@@ -153,30 +153,30 @@ def frame_seed(seed: int, net: str, batch: int, level: str, order: str) -> int:
 # the decorator's connectivity so nothing is guessed from (possibly rattled) distances
 
 
-def core_topology(dec: Decorated, name: str):
-    """The core's :class:`ase_cggpr.beads.Topology` built from the decorator's connectivity."""
-    from ..beads import Topology
+def core_connectivity(dec: Decorated, name: str):
+    """The core's :class:`ase_cggpr.beads.Connectivity` built from the decorator's connectivity."""
+    from ..beads import Connectivity
 
     n_b = len(dec.linker_zn)
     linkers = tuple(dec.linker_atoms(k) for k in range(n_b))
-    return Topology(name=name, coarse_grained_input=False,
+    return Connectivity(name=name, coarse_grained_input=False,
                     metal_indices=np.arange(dec.n_zn), metal_symbols=("Zn",) * dec.n_zn,
                     linkers=linkers, rings=tuple(lk[:5] for lk in linkers),
                     linker_formulas=("C3H3N2",) * n_b, linker_metals=dec.linker_zn.copy())
 
 
-def local_energies_of(atoms: Atoms, topology) -> np.ndarray:
+def local_energies_of(atoms: Atoms, connectivity) -> np.ndarray:
     """Per-Zn local energies (eV) from per-atom ``energies`` (core :func:`local_energies`)."""
     from ..labels import local_energies
 
-    return local_energies(atoms, key="energies", topology=topology)
+    return local_energies(atoms, key="energies", connectivity=connectivity)
 
 
-def coarse_grained_of(atoms: Atoms, topology) -> Atoms:
+def coarse_grained_of(atoms: Atoms, connectivity) -> Atoms:
     """Si/O bead structure (core :func:`coarse_grain`, representation AB2)."""
     from ..beads import coarse_grain
 
-    return coarse_grain(atoms, "AB2", topology=topology).structure
+    return coarse_grain(atoms, "AB2", connectivity=connectivity).structure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
     relaxed_cg = coarse_grain_decorated(dec, relaxed)
 
     frames = make_frames(net, relaxed_cg, config)
-    topology = core_topology(dec, net.name)
+    connectivity = core_connectivity(dec, net.name)
     calc = MOFFFCalculator(bonds=dec.bonds, shifts=bond_shifts(dec, net))
     kept_at, kept_cg = [], []
     counts = dict(generated=len(frames), screened_out=0, energy_filtered=0, kept=0)
@@ -398,14 +398,14 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             energies = np.array(atoms.get_potential_energies(), dtype=float)
             atoms.calc = None
             atoms.arrays["energies"] = energies
-            e_local = local_energies_of(atoms, topology)
+            e_local = local_energies_of(atoms, connectivity)
             all_stats.setdefault(meta["rattle"], []).extend(e_local.tolist())
             if e_local.max() > config.max_local_energy:
                 counts["energy_filtered"] += 1
                 continue
             stats.setdefault(meta["rattle"], []).extend(e_local.tolist())
             per_atom = np.full(len(atoms), np.nan)
-            per_atom[topology.metal_indices] = e_local
+            per_atom[connectivity.metal_indices] = e_local
             atoms.arrays["e_local"] = per_atom
             frame_info = dict(net=net.name, batch=meta["batch"], rattle=meta["rattle"],
                               order=meta["order"], seed=meta["seed"],
@@ -413,7 +413,7 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
                               reference_energy=config.reference_energy,
                               mofff_energy=float(energies.sum()))
             atoms.info.update(frame_info)
-            cg = coarse_grained_of(atoms, topology)
+            cg = coarse_grained_of(atoms, connectivity)
             cg_local = np.full(len(cg), np.nan)
             cg_local[: dec.n_zn] = e_local
             cg.info = dict(frame_info)
@@ -509,7 +509,7 @@ def unique_topologies_first(nets: Sequence[Net]) -> list[Net]:
     seen: set[str] = set()
     first, repeats = [], []
     for net in ordered:
-        key = net.topology
+        key = net.framework_type
         (repeats if key in seen else first).append(net)
         seen.add(key)
     return first + repeats
@@ -523,7 +523,7 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
     """Build (or resume) a labelled dataset from ``nets`` into ``out_dir``.
 
     Args:
-        nets: validated, scaled nets (:func:`ase_cggpr.build.nets.read_nets`).
+        nets: validated, scaled nets (:func:`ase_cggpr.dataset.nets.read_nets`).
         out_dir: output folder; per-net files go to ``relaxed/`` and ``frames/``.
         config: build settings; a folder keeps the settings it was started with.
         workers: processes (one net per task); LAMMPS runs serially inside each.
@@ -613,7 +613,7 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
                                          f"{out_dir}: run the same command again to continue") from None
                     finished(result)
                 fill()
-    summary = merge(out_dir, names, compress=compress, topologies={n.name: n.topology for n in nets})
+    summary = merge(out_dir, names, compress=compress, framework_types={n.name: n.framework_type for n in nets})
     summary["deferred"] = deferred
     summary["retried"] = retried
     return summary
@@ -763,13 +763,13 @@ def _check_store(store: Path, config: BuildConfig) -> None:
 
 
 def merge(out_dir: str | Path, names: Sequence[str], *, compress: bool = False,
-          topologies: Mapping[str, str] | None = None) -> dict:
+          framework_types: Mapping[str, str] | None = None) -> dict:
     """Collect the finished nets ``names`` (in order) into ``atomistic.extxyz`` and ``cg.extxyz``.
 
     Each net gets ``structure_id`` = its position in ``names`` among nets with frames, and with
-    ``topologies`` (net name -> :func:`~ase_cggpr.build.nets.topology_key`) ``info['topology']``, so
+    ``framework_types`` (net name -> :func:`~ase_cggpr.dataset.nets.framework_type_key`) ``info['framework_type']``, so
     that cross-validation can keep nets of one topology from different sources in one fold
-    (``--group-key topology``). Returns a summary: counts, per-level label statistics (eV, raw local
+    (``--group-key framework_type``, the default). Returns a summary: counts, per-level label statistics (eV, raw local
     energies of kept frames) and per-net summaries; it is also written to ``summary.json``.
     """
     out_dir = Path(out_dir)
@@ -790,16 +790,16 @@ def merge(out_dir: str | Path, names: Sequence[str], *, compress: bool = False,
         cg = read(files.cg, index=":")
         for a in (*at, *cg):
             a.info["structure_id"] = sid
-            if topologies is not None:
-                a.info["topology"] = topologies[name]
+            if framework_types is not None:
+                a.info["framework_type"] = framework_types[name]
         all_at.extend(at)
         all_cg.extend(cg)
         sid += 1
     _write_all(out_dir / f"atomistic{suffix}", all_at)
     _write_all(out_dir / f"cg{suffix}", all_cg)
     summary = summarise(summaries)
-    if topologies is not None:
-        summary["n_topologies"] = len({topologies[s["net"]] for s in summaries if s.get("kept")})
+    if framework_types is not None:
+        summary["n_topologies"] = len({framework_types[s["net"]] for s in summaries if s.get("kept")})
     summary["files"] = [f"atomistic{suffix}", f"cg{suffix}"]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -86,17 +86,17 @@ def rattle(atoms: Atoms, sigma: float, length: float, angle: float,
     return out
 
 
-def rigid_rattle(atoms: Atoms, topology, sigma: float, rng: np.random.Generator, *, atomic: float = 0.003) -> Atoms:
+def rigid_rattle(atoms: Atoms, connectivity, sigma: float, rng: np.random.Generator, *, atomic: float = 0.003) -> Atoms:
     """Copy of ``atoms`` with every metal and every whole linker displaced as a rigid body.
 
-    Each metal and each linker (all its atoms together, per ``topology`` from
-    :func:`ase_cggpr.beads.find_topology`) moves by a Gaussian of std ``sigma`` (Å per Cartesian
+    Each metal and each linker (all its atoms together, per ``connectivity`` from
+    :func:`ase_cggpr.beads.find_connectivity`) moves by a Gaussian of std ``sigma`` (Å per Cartesian
     component), then every atom by a small Gaussian of std ``atomic`` (Å): coarse-grained distortions,
     not stretched bonds. The cell is unchanged.
     """
     out = atoms.copy()
-    out.positions[topology.metal_indices] += rng.normal(0.0, sigma, (topology.n_metals, 3))
-    for linker in topology.linkers:
+    out.positions[connectivity.metal_indices] += rng.normal(0.0, sigma, (connectivity.n_metals, 3))
+    for linker in connectivity.linkers:
         out.positions[linker] += rng.normal(0.0, sigma, 3)
     out.positions += rng.normal(0.0, atomic, out.positions.shape)
     return out

@@ -74,9 +74,9 @@ class Net:
         return int(np.sum(self.atoms.numbers == 14))
 
     @functools.cached_property
-    def topology(self) -> str:
-        """:func:`topology_key` of the net, computed once (a net is not modified after it is read)."""
-        return topology_key(self)
+    def framework_type(self) -> str:
+        """:func:`framework_type_key` of the net, computed once (a net is not modified after it is read)."""
+        return framework_type_key(self)
 
 
 class NetError(StructureError):
@@ -218,7 +218,7 @@ def coordination_sequences(net: Net, depth: int = 10) -> np.ndarray:
     return out
 
 
-def topology_key(net: Net, depth: int = 10) -> str:
+def framework_type_key(net: Net, depth: int = 10) -> str:
     """A short key that is equal for nets of the same topology (their distinct A-site coordination
     sequences and the fraction of sites with each), whatever cell or geometry they come in.
 

@@ -1,0 +1,169 @@
+"""Uncertainty of the predicted local energies: calibration on held-out data and the trust threshold.
+
+The per-Zn standard deviation is the GP's latent (noise-free) predictive std. :func:`calibrate` measures, on
+held-out labelled data, the fraction of errors within 1 and 2 predicted sigma, with the latent std and with
+the noise term added (an ideal Gaussian model gives about 68% and 95%), and picks the trust threshold by
+the rule :data:`THRESHOLD_RULE`: the 99th percentile of the held-out environments' latent std. A structure
+is *trusted* when none of its Zn environments has a std above the threshold, i.e. none is less covered by
+the training data than 99% of the environments the model was validated on. Without a calibration the
+threshold is the model's noise sigma (an environment whose latent uncertainty exceeds the label noise is
+one the model is guessing about).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .beads import BeadMap
+from .errors import CGGPRError, ModelError, OptionError
+
+THRESHOLD_RULE = "99th percentile of the held-out per-Zn latent std (GP, no noise term)"
+THRESHOLD_QUANTILE = 0.99
+
+
+def is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def check_threshold(value, what: str = "threshold") -> float:
+    """``value`` as a float if it is a finite number >= 0 (eV); otherwise :class:`OptionError`.
+
+    NaN or a negative threshold would silently trust nothing; 0 says so explicitly (every std is above it).
+    """
+    if not is_number(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise OptionError(f"{what} must be a finite number >= 0 (eV), got {value!r}: a structure is "
+                                "trusted when every per-Zn std is at most the threshold")
+    return float(value)
+
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Calibration of per-Zn predictive std on held-out data (energies in eV per Zn environment).
+
+    ``within_1sigma`` / ``within_2sigma``: fraction of |error| <= 1 / 2 latent std; ``*_with_noise``: with the
+    noise variance added to the latent variance. Ideal: about 0.68 / 0.95.
+    """
+
+    n_environments: int
+    rmse: float
+    within_1sigma: float
+    within_2sigma: float
+    within_1sigma_with_noise: float
+    within_2sigma_with_noise: float
+    std_median: float
+    std_q99: float
+    noise: float
+    threshold: float
+    threshold_rule: str = THRESHOLD_RULE
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the calibration JSON (atomically; never over an existing file unless ``overwrite``)."""
+        from .outputs import atomic_output
+
+        with atomic_output(path, force=overwrite) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Calibration:
+        """Read a calibration written by :meth:`save`; anything else is one :class:`OptionError`."""
+        path = Path(path)
+        where = f"calibration file {path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise OptionError(f"{where} is not a text (JSON) file") from None
+        except OSError as error:
+            raise OptionError(f"cannot read {where}: {error.strerror or error}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise OptionError(f"{where} is not JSON ({error.msg} at line {error.lineno}); write one "
+                                    "with 'cggpr calibrate -o'") from None
+        if not isinstance(data, dict):
+            raise OptionError(f"{where} holds a JSON {type(data).__name__}, not the object written by "
+                                    "'cggpr calibrate -o'")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        missing = [name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING]
+        if missing:
+            raise OptionError(f"{where} lacks {', '.join(missing)}; write it with 'cggpr calibrate -o'")
+        values = {}
+        for name in fields:
+            if name not in data:
+                continue
+            value = data[name]
+            if name == "threshold_rule":
+                if not isinstance(value, str):
+                    raise OptionError(f"{where}: threshold_rule must be a string, got {value!r}")
+            elif name == "n_environments":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise OptionError(f"{where}: n_environments must be an integer >= 1, got {value!r}")
+            elif name == "threshold":
+                value = check_threshold(value, f"{where}: threshold")
+            elif not is_number(value) or not math.isfinite(value) or value < 0 or \
+                    (name.startswith("within") and value > 1):
+                raise OptionError(f"{where}: {name} must be a finite number"
+                                        f"{' in [0, 1]' if name.startswith('within') else ' >= 0'}, got {value!r}")
+            values[name] = value
+        return cls(**values)
+
+    def table(self) -> str:
+        return "\n".join([
+            f"held-out environments: {self.n_environments}, RMSE {self.rmse:.4f} eV",
+            f"within 1 sigma: {self.within_1sigma:.1%} latent, {self.within_1sigma_with_noise:.1%} with noise"
+            " (ideal 68.3%)",
+            f"within 2 sigma: {self.within_2sigma:.1%} latent, {self.within_2sigma_with_noise:.1%} with noise"
+            " (ideal 95.4%)",
+            f"latent std: median {self.std_median:.4f} eV, 99th percentile {self.std_q99:.4f} eV; noise "
+            f"{self.noise:.4f} eV",
+            f"trust threshold: {self.threshold:.4f} eV ({self.threshold_rule})"])
+
+
+def calibration_from_errors(errors: np.ndarray, std: np.ndarray, noise: float) -> Calibration:
+    """A :class:`Calibration` from held-out errors (prediction - truth) and latent stds (eV)."""
+    errors, std = np.abs(np.asarray(errors, float)), np.asarray(std, float)
+    if errors.size == 0 or errors.shape != std.shape:
+        raise CGGPRError(f"need matching non-empty errors and std, got {errors.shape} and {std.shape}")
+    total = np.sqrt(std**2 + noise**2)
+    q99 = float(np.quantile(std, THRESHOLD_QUANTILE))
+    return Calibration(
+        n_environments=int(errors.size), rmse=float(np.sqrt(np.mean(errors**2))),
+        within_1sigma=float(np.mean(errors <= std)), within_2sigma=float(np.mean(errors <= 2 * std)),
+        within_1sigma_with_noise=float(np.mean(errors <= total)),
+        within_2sigma_with_noise=float(np.mean(errors <= 2 * total)),
+        std_median=float(np.median(std)), std_q99=q99, noise=float(noise), threshold=q99)
+
+
+def calibrate(model, maps: Sequence[BeadMap], labels: Sequence[np.ndarray], *, progress: bool = False
+              ) -> Calibration:
+    """Calibrate ``model``'s per-Zn std on held-out bead maps and their raw per-metal labels (eV).
+
+    Labels are raw (as for fitting); the model's reference energy is subtracted here.
+    """
+    means, stds = model.predict_maps(list(maps), return_std=True, progress=progress)
+    truth = np.concatenate([np.asarray(y, float).ravel() for y in labels]) - model.reference_energy
+    return calibration_from_errors(np.concatenate(means) - truth, np.concatenate(stds), model.spec.noise)
+
+
+def default_threshold(model) -> tuple[float, str]:
+    """(threshold in eV, where it came from): the model's stored calibration if any, else its noise sigma."""
+    calibration = getattr(model, "calibration_", None) or {}
+    stored = calibration.get("threshold") if isinstance(calibration, dict) else None
+    if stored is not None:
+        try:
+            return check_threshold(stored, "the model's stored calibration threshold"), "model calibration"
+        except OptionError as error:
+            raise ModelError(f"{error}; give --threshold or --calibration") from None
+    return check_threshold(model.spec.noise, "the model's noise sigma"), "model noise sigma (no calibration given)"

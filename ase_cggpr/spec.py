@@ -15,6 +15,13 @@ A              13.5        0.8
 
 with n_max = 16, l_max = 8, kernel (offset + x·x')**zeta with offset 1 and zeta 4 on
 normalised SOAP vectors, and noise sigma 0.2 eV.
+
+The descriptor's species (atomic numbers of the neighbour species, ``species``, and of the SOAP centres,
+``centre_species``) come from the training data: left ``None`` they are set by
+:meth:`~ase_cggpr.model.CGGPRModel.fit` from the elements of the training structures as the descriptor
+sees them (atoms, or the bead elements of :data:`ase_cggpr.beads.A_BEADS` / ``B_BEADS``), in descending Z.
+Until then, and for model files written before the fields existed, they are :data:`DEFAULT_SPECIES`, the
+Zn(Im)2 values the paper used.
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ PAPER_OPTIMUM = {"atomistic": (6.75, 0.5), "AB2": (9.0, 0.2), "A": (13.5, 0.8)}
 #: Descriptor backends that may be named in a spec.
 BACKENDS = ("quippy", "featomic")
 
+#: (neighbour species Z, centre species Z) per representation for Zn(Im)2, the paper's (and any spec's
+#: until fitted): atomistic Zn, N, C, H with Zn centres; AB2 the A and B beads of Zn and Im (Si, O) with
+#: Si centres; A the Si beads. Descending Z, the order of the descriptor's species channels.
+DEFAULT_SPECIES = {"atomistic": ((30, 7, 6, 1), (30,)), "AB2": ((14, 8), (14,)), "A": ((14,), (14,))}
+
+#: Largest atomic number accepted in ``species`` / ``centre_species``.
+MAX_Z = 118
+
 
 #: Bounds on the hyperparameters (``ModelSpec`` refuses values outside, with the reason): the paper's
 #: optima are cutoff 6.75-13.5 Å, atom_sigma 0.2-0.8 Å, n_max 16, l_max 8, zeta 4, offset 1, noise 0.2 eV.
@@ -52,6 +67,24 @@ def _as_float(name: str, value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ModelError(f"{name} must be a number, got {value!r}") from None
+
+
+def _as_species(name: str, value: Any) -> tuple[int, ...] | None:
+    """None, or a non-empty tuple of distinct atomic numbers (plain ints), in the order given."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ModelError(f"{name} must be a list of atomic numbers, got {value!r}")
+    out = []
+    for z in value:
+        if isinstance(z, bool) or not isinstance(z, numbers.Integral) or not 1 <= int(z) <= MAX_Z:
+            raise ModelError(f"{name} must hold atomic numbers 1..{MAX_Z}, got {z!r} in {list(value)!r}")
+        out.append(int(z))
+    if not out:
+        raise ModelError(f"{name} must name at least one element (atomic number)")
+    if len(set(out)) != len(out):
+        raise ModelError(f"{name} lists an element twice: {out}")
+    return tuple(out)
 
 
 def canonical_representation(name: str) -> str:
@@ -78,11 +111,16 @@ class ModelSpec:
         noise: GP noise standard deviation sigma (eV); ``sigma**2`` goes on the kernel diagonal.
         backend: descriptor backend, ``"featomic"`` (default: 4-6x faster) or ``"quippy"`` (the reference);
             both give the same vectors element by element, so a model predicts the same with either.
+        species: atomic numbers of the descriptor's neighbour species, in channel order; None (default):
+            from the training data at fit time (:data:`DEFAULT_SPECIES` until then).
+        centre_species: atomic numbers of the SOAP centres (the metals, or their A beads), a subset of the
+            species; None (default): from the training data at fit time.
+        Use :attr:`effective_species` / :attr:`effective_centre_species` for the values in force.
 
     Bounds (anything else is a ModelError giving the reason): cutoff in (0, 20] Å (neighbour counts grow
     as cutoff^3; the paper's optima are 6.75-13.5 Å), atom_sigma in (0, cutoff/2], cutoff_transition_width
     in (0, cutoff), n_max 1..20, l_max 0..12, zeta an integer 1..16, offset in [0, 1000], noise in (0, 10] eV;
-    every number finite.
+    every number finite; species and centre species distinct atomic numbers 1..118, the centres among the species.
     """
 
     representation: str = "AB2"
@@ -95,11 +133,13 @@ class ModelSpec:
     offset: float = 1.0
     noise: float = 0.2
     backend: str = "featomic"
+    species: tuple[int, ...] | None = None
+    centre_species: tuple[int, ...] | None = None
 
     def __init__(self, *, representation: str = "AB2", cutoff: float | None = None,
                  atom_sigma: float | None = None, n_max: int = 16, l_max: int = 8,
                  cutoff_transition_width: float = 0.5, zeta: int = 4, offset: float = 1.0,
-                 noise: float = 0.2, backend: str = "featomic"):
+                 noise: float = 0.2, backend: str = "featomic", species: Any = None, centre_species: Any = None):
         rep = canonical_representation(representation)
         default_cutoff, default_sigma = PAPER_OPTIMUM[rep]
         values = dict(
@@ -109,6 +149,7 @@ class ModelSpec:
             n_max=n_max, l_max=l_max,
             cutoff_transition_width=_as_float("cutoff_transition_width", cutoff_transition_width),
             zeta=zeta, offset=_as_float("offset", offset), noise=_as_float("noise", noise), backend=str(backend),
+            species=_as_species("species", species), centre_species=_as_species("centre_species", centre_species),
         )
         for key, value in values.items():
             object.__setattr__(self, key, value)
@@ -157,6 +198,22 @@ class ModelSpec:
                              "standard deviation (paper: 0.2 eV; local energies span about 2 eV)")
         if self.backend not in BACKENDS:
             raise ModelError(f"unknown descriptor backend {self.backend!r}; choose one of {BACKENDS}")
+        missing = sorted(set(self.effective_centre_species) - set(self.effective_species))
+        if missing:
+            raise ModelError(f"centre_species {list(self.effective_centre_species)} must be among the species "
+                             f"{list(self.effective_species)} (a centre's own atom is part of its environment); "
+                             f"missing {missing}")
+
+    @property
+    def effective_species(self) -> tuple[int, ...]:
+        """The neighbour species Z in force: ``species``, or the representation's Zn(Im)2 default."""
+        return self.species if self.species is not None else DEFAULT_SPECIES[self.representation][0]
+
+    @property
+    def effective_centre_species(self) -> tuple[int, ...]:
+        """The centre species Z in force: ``centre_species``, or the representation's Zn(Im)2 default."""
+        return (self.centre_species if self.centre_species is not None
+                else DEFAULT_SPECIES[self.representation][1])
 
     def replace(self, **changes: Any) -> ModelSpec:
         """A copy with some fields changed (validated again)."""
@@ -165,13 +222,22 @@ class ModelSpec:
     def descriptor_key(self) -> dict[str, Any]:
         """The fields that determine SOAP vectors (for caching): everything but the kernel and noise.
 
-        The backend is deliberately left out: both backends give the same vectors.
+        The backend is deliberately left out: both backends give the same vectors. The species are included
+        only when they differ from the Zn(Im)2 defaults, so the keys of default specs are those of before.
         """
-        return {k: getattr(self, k) for k in ("representation", "cutoff", "atom_sigma", "n_max",
-                                              "l_max", "cutoff_transition_width")}
+        key = {k: getattr(self, k) for k in ("representation", "cutoff", "atom_sigma", "n_max",
+                                             "l_max", "cutoff_transition_width")}
+        if (self.effective_species, self.effective_centre_species) != DEFAULT_SPECIES[self.representation]:
+            key.update(species=list(self.effective_species), centre_species=list(self.effective_centre_species))
+        return key
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, JSON-ready (species as lists, or None)."""
+        out = dataclasses.asdict(self)
+        for key in ("species", "centre_species"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:

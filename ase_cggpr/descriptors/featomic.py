@@ -22,6 +22,9 @@ Position gradients are available through :func:`compute_gradients`, which keeps 
 form of the spherical-expansion gradients and contracts them with ``dE/dx`` per centre (see
 :class:`SoapGradients`), so a force evaluation never materialises the (n_centres, n_atoms, 3, D) array.
 
+:class:`FeatomicBackend` is the :class:`~ase_cggpr.descriptors.DescriptorBackend` over these functions: it
+builds the ``SphericalExpansion`` calculator (and its splines) once and uses it for every call.
+
 featomic is an optional dependency: ``pip install 'ase-cggpr[featomic]'``.
 """
 
@@ -34,7 +37,7 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 
-from . import check_centres
+from . import DescriptorBackend, check_centres
 
 INSTALL_HINT = "pip install 'ase-cggpr[featomic]'"
 
@@ -185,7 +188,8 @@ def _centre_rows(structures: Sequence[Atoms], selected: Sequence[np.ndarray]):
 
 
 def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_species: tuple[int, ...],
-            hypers: tuple, gradients: bool = False, centres: Sequence[np.ndarray] | None = None):
+            hypers: tuple, gradients: bool = False, centres: Sequence[np.ndarray] | None = None,
+            calculator=None):
     """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None, kept).
 
     ``coefficients[l]`` has shape (n_centres, n_species * n_max, 2l+1), rows in quippy's order. Atoms of
@@ -193,7 +197,8 @@ def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_specie
     as neighbours), so they are left out of the expansion; ``kept[k]`` holds the original indices of
     structure k's remaining atoms, to which the row maps and the expansion's atom indices refer.
     ``centres`` (per structure, sorted original atom indices of centre-species atoms; None for all)
-    restricts the expansion to those centres through featomic's ``selected_samples``.
+    restricts the expansion to those centres through featomic's ``selected_samples``. ``calculator``: the
+    ``SphericalExpansion`` to use (default: the cached one for ``hypers``).
     """
     _, metatensor = _import_featomic()
     cutoff, atom_sigma, n_max, l_max, width = hypers
@@ -214,7 +219,8 @@ def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_specie
     present = sorted({int(z) for s, atoms in zip(structures, selected, strict=True) for z in s.numbers[atoms]})
     if not present:
         return coefficients, row_maps, n_centres, None, kept
-    calculator = _calculator(cutoff, atom_sigma, n_max, l_max, width)
+    if calculator is None:
+        calculator = _calculator(cutoff, atom_sigma, n_max, l_max, width)
     selected_keys = metatensor.Labels(["center_type"], np.array([[z] for z in present], dtype=np.int32))
     selected_samples = None
     if centres is not None:
@@ -275,6 +281,14 @@ def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_spe
     """
     species, centre_species = tuple(int(z) for z in species), tuple(int(z) for z in centre_species)
     hypers = _hypers(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width)
+    return _compute(structures, species, centre_species, hypers, centres, progress)
+
+
+def _compute(structures: Sequence[Atoms], species: tuple[int, ...], centre_species: tuple[int, ...], hypers: tuple,
+             centres: Sequence[np.ndarray] | None, progress: Callable[[int], None] | None,
+             calculator=None) -> np.ndarray:
+    """:func:`compute` with normalised arguments and an optional calculator."""
+    n_max, l_max = hypers[2], hypers[3]
     structures = list(structures)
     if centres is not None:
         centres = check_centres(structures, centre_species, centres)
@@ -290,7 +304,7 @@ def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_spe
         if batch_centres:
             coefficients, _, n_centres, _, _ = _expand(
                 structures[start:stop], species, centre_species, hypers,
-                centres=None if centres is None else centres[start:stop])
+                centres=None if centres is None else centres[start:stop], calculator=calculator)
             out[row:row + n_centres] = _normalise(_power_spectrum(coefficients, len(species), n_max))[0]
             row += n_centres
         if progress is not None:
@@ -313,15 +327,19 @@ class SoapGradients:
 
     :meth:`contract` turns ``dE/dx`` per centre into ``dE/dr`` per atom, using the chain rule through
     the normalisation and the power spectrum down to the spherical-expansion gradients, so the
-    (n_centres, n_atoms, 3, D) Jacobian is never built.
+    (n_centres, n_atoms, 3, D) Jacobian is never built. ``centres`` (sorted atom indices of centre-species
+    atoms; None for all) restricts the centres.
     """
 
     def __init__(self, structure: Atoms, species: tuple[int, ...], centre_species: tuple[int, ...],
-                 hypers: tuple):
+                 hypers: tuple, centres: np.ndarray | None = None, calculator=None):
         self._species = species
         self._n_max = hypers[2]
+        if centres is not None:
+            centres = check_centres([structure], centre_species, [centres])
         coefficients, row_maps, _, expansion, kept = _expand([structure], species, centre_species, hypers,
-                                                             gradients=True)
+                                                             gradients=True, centres=centres,
+                                                             calculator=calculator)
         self._coefficients = coefficients
         self._expansion = expansion
         self._row_map = row_maps[0]
@@ -398,3 +416,37 @@ def contract_gradients(structure: Atoms, *, dE_dx: np.ndarray | Callable[[np.nda
                                   cutoff_transition_width=cutoff_transition_width)
     values = dE_dx(gradients.vectors) if callable(dE_dx) else dE_dx
     return gradients.contract(values)
+
+
+class FeatomicBackend(DescriptorBackend):
+    """featomic SOAP (quippy's vectors element by element), one ``SphericalExpansion`` per instance.
+
+    The calculator and its radial splines are built on first use (about 0.5-2 s at the paper's basis) and
+    kept, so a calculator or a screen that calls :func:`~ase_cggpr.descriptors.backend_for` gets them once.
+    """
+
+    name = "featomic"
+
+    def __init__(self, **hypers):
+        super().__init__(**hypers)
+        self._key = _hypers(self.cutoff, self.atom_sigma, self.n_max, self.l_max, self.cutoff_transition_width)
+        self._expansion_calculator = None
+
+    def calculator(self):
+        """featomic's ``SphericalExpansion`` for these hyperparameters (built once)."""
+        if self._expansion_calculator is None:
+            self._expansion_calculator = _calculator(*self._key)
+        return self._expansion_calculator
+
+    def vectors(self, structures: Sequence[Atoms], centres: Sequence[np.ndarray] | None = None, *,
+                progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return _compute(structures, self.species, self.centre_species, self._key, centres, progress,
+                        calculator=self.calculator())
+
+    def gradients(self, structure: Atoms, centres: np.ndarray | None = None) -> SoapGradients:
+        return SoapGradients(structure, self.species, self.centre_species, self._key, centres=centres,
+                             calculator=self.calculator())
+
+
+#: The backend class of this module (see :func:`ase_cggpr.descriptors.backend_class`).
+BACKEND = FeatomicBackend

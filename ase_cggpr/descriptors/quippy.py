@@ -1,10 +1,18 @@
 """Reference SOAP backend: quippy's ``soap`` descriptor (GAP's equispaced-Gaussian radial basis).
 
+Uses quippy's public :class:`quippy.descriptors.Descriptor` (quippy-ase 0.10): ``Descriptor(args)``,
+``.dimensions()`` and ``.calc(atoms, grad=..., args_str=...)`` returning ``data`` (one row per centre),
+``ci`` (1-based centre atoms) and, with ``grad=True``, ``grad_data`` (n_pairs, 3, dim) and
+``grad_index_0based`` (n_pairs, 2: centre atom, neighbour atom, one pair per periodic image of a neighbour).
+
 quippy appends one trailing element (the covariance sigma0 slot, always 0 here); it is dropped so that
 vectors have the textbook dimension. Rows come out normalised to unit length.
 
 A subset of the centres is computed with quippy's ``atom_mask_name`` option: a logical per-atom array
 selecting the centres; the neighbour density, species and hence the descriptor are unchanged.
+
+:class:`QuippyBackend` is the :class:`~ase_cggpr.descriptors.DescriptorBackend` over quippy; its gradients
+(:class:`QuippyGradients`) contract quippy's per-pair rows with ``dE/dx`` block by block and sum them per atom.
 """
 
 from __future__ import annotations
@@ -15,17 +23,25 @@ from functools import lru_cache
 import numpy as np
 from ase import Atoms
 
-from . import check_centres
+from . import DescriptorBackend, check_centres
 
 #: Name of the per-atom array holding the centre mask passed to quippy.
 MASK_NAME = "cggpr_centre_mask"
 
+#: Gradient rows (centre-neighbour pairs) contracted at once by :meth:`QuippyGradients.contract`.
+PAIR_BLOCK = 2048
 
-@lru_cache(maxsize=16)
-def _descriptor(args: str):
+
+def _new_descriptor(args: str):
     from quippy.descriptors import Descriptor
 
     return Descriptor(args)
+
+
+@lru_cache(maxsize=16)
+def _descriptor(args: str):
+    """A cached quippy descriptor for ``args`` (used by :func:`compute`)."""
+    return _new_descriptor(args)
 
 
 def descriptor_string(*, species: tuple[int, ...], centre_species: tuple[int, ...], cutoff: float,
@@ -35,6 +51,14 @@ def descriptor_string(*, species: tuple[int, ...], centre_species: tuple[int, ..
             f"atom_sigma={atom_sigma!r} n_max={n_max} l_max={l_max} normalise=T "
             f"n_species={len(species)} species_Z={{{' '.join(map(str, species))}}} "
             f"n_Z={len(centre_species)} Z={{{' '.join(map(str, centre_species))}}}")
+
+
+def _masked(structure: Atoms, atoms: np.ndarray) -> Atoms:
+    masked = structure.copy()
+    mask = np.zeros(len(masked), dtype=bool)
+    mask[atoms] = True
+    masked.arrays[MASK_NAME] = mask
+    return masked
 
 
 def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_species: tuple[int, ...],
@@ -49,6 +73,11 @@ def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_spe
     descriptor = _descriptor(descriptor_string(
         species=tuple(species), centre_species=tuple(centre_species), cutoff=cutoff, atom_sigma=atom_sigma,
         n_max=n_max, l_max=l_max, cutoff_transition_width=cutoff_transition_width))
+    return _compute(descriptor, structures, centre_species, centres, progress)
+
+
+def _compute(descriptor, structures: Sequence[Atoms], centre_species: Sequence[int],
+             centres: Sequence[np.ndarray] | None, progress: Callable[[int], None] | None) -> np.ndarray:
     dimension = descriptor.dimensions() - 1
     structures = list(structures)
     selected = check_centres(structures, centre_species, centres)
@@ -60,11 +89,7 @@ def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_spe
             if centres is None:
                 data = descriptor.calc(structure)["data"]
             else:
-                masked = structure.copy()
-                mask = np.zeros(len(masked), dtype=bool)
-                mask[atoms] = True
-                masked.arrays[MASK_NAME] = mask
-                data = descriptor.calc(masked, args_str=f"atom_mask_name={MASK_NAME}")["data"]
+                data = descriptor.calc(_masked(structure, atoms), args_str=f"atom_mask_name={MASK_NAME}")["data"]
             if data.shape[0] != count:
                 raise RuntimeError(f"quippy returned {data.shape[0]} SOAP vectors for {count} centres")
             out[row:row + count] = data[:, :dimension]
@@ -72,3 +97,87 @@ def compute(structures: Sequence[Atoms], *, species: tuple[int, ...], centre_spe
         if progress is not None:
             progress(1)
     return out
+
+
+class QuippyGradients:
+    """quippy's SOAP vectors of one structure with their per-pair position gradients.
+
+    Attributes: ``vectors`` (n_centres, D), ``centres`` (atom indices, row order), ``n_atoms``.
+    :meth:`contract` forms ``dE/dr_j = sum_i (dx_i/dr_j)^T dE/dx_i`` over quippy's (centre, neighbour image)
+    pairs, :data:`PAIR_BLOCK` pairs at a time, summed per atom.
+    """
+
+    def __init__(self, result: dict, centres: np.ndarray, n_atoms: int, dimension: int):
+        self.n_atoms = int(n_atoms)
+        self.centres = np.asarray(centres, dtype=np.int64)
+        self._dimension = dimension
+        if len(self.centres):
+            self.vectors = np.asarray(result["data"])[:, :dimension]
+            self._index = np.asarray(result["grad_index_0based"])
+            self._grad = result["grad_data"]
+        else:
+            self.vectors = np.zeros((0, dimension))
+            self._index = np.zeros((0, 2), dtype=np.int64)
+            self._grad = None
+        if self.vectors.shape[0] != len(self.centres):
+            raise RuntimeError(f"quippy returned {self.vectors.shape[0]} SOAP vectors for {len(self.centres)} "
+                               "centres")
+
+    def contract(self, dE_dx: np.ndarray) -> np.ndarray:
+        """dE/dr (n_atoms, 3) for dE/dx given per centre as (n_centres, D) (derivative w.r.t. normalised x)."""
+        dE_dx = np.asarray(dE_dx, dtype=float)
+        if dE_dx.shape != self.vectors.shape:
+            raise ValueError(f"dE_dx has shape {dE_dx.shape}, expected {self.vectors.shape}")
+        out = np.zeros((self.n_atoms, 3))
+        if self._grad is None:
+            return out
+        row_of_atom = np.full(self.n_atoms, -1)
+        row_of_atom[self.centres] = np.arange(len(self.centres))
+        index = self._index
+        for start in range(0, index.shape[0], PAIR_BLOCK):
+            rows = slice(start, start + PAIR_BLOCK)
+            g = np.asarray(self._grad[rows])[:, :, :self._dimension]  # d x_centre / d r_neighbour
+            contribution = np.einsum("gxd,gd->gx", g, dE_dx[row_of_atom[index[rows, 0]]], optimize=True)
+            np.add.at(out, index[rows, 1], contribution)
+        return out
+
+
+class QuippyBackend(DescriptorBackend):
+    """quippy's ``soap`` descriptor (the reference), one ``quippy.descriptors.Descriptor`` per instance."""
+
+    name = "quippy"
+
+    def __init__(self, **hypers):
+        super().__init__(**hypers)
+        self.args = descriptor_string(**self.hypers())
+        self._quippy_descriptor = None
+
+    def descriptor(self):
+        """The ``quippy.descriptors.Descriptor`` for these hyperparameters (built once)."""
+        if self._quippy_descriptor is None:
+            self._quippy_descriptor = _new_descriptor(self.args)
+        return self._quippy_descriptor
+
+    def vectors(self, structures: Sequence[Atoms], centres: Sequence[np.ndarray] | None = None, *,
+                progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return _compute(self.descriptor(), structures, self.centre_species, centres, progress)
+
+    def gradients(self, structure: Atoms, centres: np.ndarray | None = None) -> QuippyGradients:
+        descriptor = self.descriptor()
+        dimension = descriptor.dimensions() - 1
+        (selected,) = check_centres([structure], self.centre_species, None if centres is None else [centres])
+        if not len(selected):
+            return QuippyGradients({}, selected, len(structure), dimension)
+        if centres is None:
+            result = descriptor.calc(structure, grad=True)
+        else:
+            result = descriptor.calc(_masked(structure, selected), grad=True, args_str=f"atom_mask_name={MASK_NAME}")
+        described = np.asarray(result["ci"], dtype=np.int64).ravel() - 1
+        if not np.array_equal(described, selected):
+            raise RuntimeError(f"quippy described centres {described.tolist()[:8]}, expected "
+                               f"{selected.tolist()[:8]}")
+        return QuippyGradients(result, selected, len(structure), dimension)
+
+
+#: The backend class of this module (see :func:`ase_cggpr.descriptors.backend_class`).
+BACKEND = QuippyBackend

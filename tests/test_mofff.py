@@ -13,7 +13,7 @@ from ase.io import read
 from conftest import builtin_frames
 
 from ase_cggpr.errors import StructureError
-from ase_cggpr.mofff import MOFFFCalculator, TopologyError, mofff_topology
+from ase_cggpr.mofff import MOFFFCalculator, TypingError, mofff_typing
 
 
 def _lammps_or_skip():
@@ -127,7 +127,7 @@ def test_typing_reproduces_authors_topology(shared_data):
     symbol = {1: "Zn", 2: "H", 3: "H", 4: "C", 5: "C", 6: "N"}
     atoms = Atoms([symbol[int(t)] for t in atoms_tab[:, 2]], positions=atoms_tab[:, 4:7],
                   cell=[[lx, 0, 0], [xy, ly, 0], [xz, yz, lz]], pbc=True)
-    top = mofff_topology(atoms, name="ZIF8_H")
+    top = mofff_typing(atoms, name="ZIF8_H")
     assert np.array_equal(top.types, atoms_tab[:, 2].astype(int))
     assert np.allclose(top.charges, atoms_tab[:, 3], atol=1e-12)
 
@@ -159,8 +159,8 @@ def test_typing_errors_name_structure_and_atoms():
     atoms = _ideal()
     h = [a.index for a in atoms if a.symbol == "H"][0]
     del atoms[h]
-    with pytest.raises(TopologyError) as err:
-        mofff_topology(atoms, name="YUG-minus-H")
+    with pytest.raises(TypingError) as err:
+        mofff_typing(atoms, name="YUG-minus-H")
     assert isinstance(err.value, StructureError)
     msg = str(err.value)
     assert "YUG-minus-H" in msg and "C needs" in msg
@@ -191,17 +191,17 @@ def test_forces_and_stress_match_finite_differences(lammps_available):
 
 
 def test_explicit_bonds_give_the_same_topology():
-    from ase_cggpr.mofff.topology import infer_bonds
+    from ase_cggpr.mofff.atom_types import infer_bonds
 
     atoms = _ideal()
     bonds, shifts = infer_bonds(atoms)
-    inferred = mofff_topology(atoms)
-    explicit = mofff_topology(atoms, bonds=bonds[::-1, ::-1], shifts=-shifts[::-1])
+    inferred = mofff_typing(atoms)
+    explicit = mofff_typing(atoms, bonds=bonds[::-1, ::-1], shifts=-shifts[::-1])
     assert explicit.signature() == inferred.signature()
     wrong = shifts.copy()
     wrong[0] += (1, 0, 0)  # a bond to a far periodic image: LAMMPS would use the closest one
-    with pytest.raises(TopologyError, match="closest periodic images"):
-        mofff_topology(atoms, bonds=bonds, shifts=wrong, name="YUG")
+    with pytest.raises(TypingError, match="closest periodic images"):
+        mofff_typing(atoms, bonds=bonds, shifts=wrong, name="YUG")
 
 
 # --- relaxation --------------------------------------------------------------------------------------------

@@ -5,15 +5,15 @@ Importing this package does not import LAMMPS; it is loaded when a calculation f
 Force field: Dürholt, Fraux, Coudert, Schmid, J. Chem. Theory Comput. 2019, 15, 2420 (CC BY 4.0).
 
 - :class:`MOFFFCalculator`: ASE calculator (energy, forces, per-atom ``energies``, stress; eV, Å).
-- :func:`mofff_topology`: atom types, charges, bonds/angles/dihedrals/impropers from connectivity.
+- :func:`mofff_typing`: atom types, charges, bonds/angles/dihedrals/impropers from connectivity.
 - :func:`relax`: positions (+ cell lengths) relaxation with an explicit convergence check.
 - :func:`label_structures`: per-atom MOF-FF energies for many frames, parallel over processes.
 """
 
+from .atom_types import MOFFFTyping, TypingError, mofff_typing
 from .calculator import MOFFFCalculator
 from .labelling import label_structures
 from .relax import RelaxResult, relax
-from .topology import MOFFFTopology, TopologyError, mofff_topology
 
-__all__ = ["MOFFFCalculator", "MOFFFTopology", "RelaxResult", "TopologyError", "label_structures",
-           "mofff_topology", "relax"]
+__all__ = ["MOFFFCalculator", "MOFFFTyping", "RelaxResult", "TypingError", "label_structures",
+           "mofff_typing", "relax"]

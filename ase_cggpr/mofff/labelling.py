@@ -17,9 +17,9 @@ _engines: OrderedDict[bytes, Any] = OrderedDict()
 
 
 def _label_one(job: tuple) -> tuple[int, np.ndarray | None, float | None, str | None]:
-    """Worker: type one structure, evaluate it with a cached engine of its topology."""
+    """Worker: type one structure, evaluate it with a cached engine of its typing."""
+    from .atom_types import mofff_typing
     from .driver import MOFFFEngine
-    from .topology import mofff_topology
 
     index, numbers, positions, cell, info_name, bonds, shifts, errors = job
     atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
@@ -28,7 +28,7 @@ def _label_one(job: tuple) -> tuple[int, np.ndarray | None, float | None, str | 
 
         check_structure(atoms, info_name)  # a degenerate cell, before any neighbour search
         check_contacts(atoms, info_name)  # the build screen's limits: no label for overlapping atoms
-        top = mofff_topology(atoms, bonds=bonds, shifts=shifts, name=info_name)
+        top = mofff_typing(atoms, bonds=bonds, shifts=shifts, name=info_name)
     except StructureError as exc:
         if errors == "skip":
             return index, None, None, str(exc)
@@ -78,7 +78,7 @@ def label_structures(frames: Sequence[Atoms], *, workers: int = 1, key: str = "e
 
     Each labelled frame gets ``atoms.arrays[key]`` (per-atom energies, eV) and ``atoms.info["energy"]``
     (total, eV).  Connectivity is inferred from distances unless ``bonds`` (and ``shifts``) give it per
-    frame.  One LAMMPS instance is reused for consecutive frames of the same topology; ``workers > 1``
+    frame.  One LAMMPS instance is reused for consecutive frames of the same typing; ``workers > 1``
     spreads chunks of consecutive frames over processes (the pair style is not threaded).  With
     ``errors="skip"`` a structure that cannot be typed is left unlabelled and gets
     ``info["mofff_error"]``; otherwise :class:`~ase_cggpr.errors.StructureError` is raised.

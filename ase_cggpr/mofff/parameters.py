@@ -6,7 +6,7 @@ Imidazolate Frameworks: MOF-FF for ZIFs", J. Chem. Theory Comput. 2019, 15, 2420
 ``ZIF8_H.data`` (charges); published under CC BY 4.0. The numbers below are those published values.
 
 Type numbers (atoms, bonds, angles, dihedrals, impropers) follow the authors' ``ZIF8_H.data`` so that a
-topology built by :mod:`ase_cggpr.mofff.topology` can be compared with theirs one to one.
+topology built by :mod:`ase_cggpr.mofff.atom_types` can be compared with theirs one to one.
 
 Functional forms (LAMMPS styles): ``pair_style buck6d/coul/gauss/dsf 0.9 12.0``, ``bond_style class2``
 (MM3-like quartic), ``angle_style class2/p6`` (sixth-order, bond-bond and bond-angle cross terms zero),

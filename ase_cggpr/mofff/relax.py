@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from .topology import mofff_topology
+from .atom_types import mofff_typing
 
 
 @dataclass
@@ -41,7 +41,7 @@ def relax(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm: floa
 
     ``fmax``: force criterion (eV/Å, atom force norm); ``pmax_atm``: pressure criterion on the diagonal
     pressure components (atm); ``max_cycles``: cycles of each stage; ``bonds``/``shifts``: explicit
-    connectivity (see :func:`~ase_cggpr.mofff.topology.mofff_topology`); ``max_strain_step``: largest
+    connectivity (see :func:`~ase_cggpr.mofff.atom_types.mofff_typing`); ``max_strain_step``: largest
     diagonal strain per quasi-Newton step; ``box_relax_maxiter``: iterations per ``box/relax`` minimisation.
     The input is not modified; ``RelaxResult.converged`` comes from a final single-point check.
     """
@@ -50,7 +50,7 @@ def relax(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm: floa
     from .driver import KCAL_MOL, MOFFFEngine
 
     t0 = time.perf_counter()
-    top = mofff_topology(atoms, bonds=bonds, shifts=shifts)
+    top = mofff_typing(atoms, bonds=bonds, shifts=shifts)
     eng = MOFFFEngine(top, atoms.positions, atoms.cell.array)
     ftol = 0.5 * fmax / KCAL_MOL / np.sqrt(3.0)  # max component, so that the force norm is < fmax
     log: list[str] = []

@@ -1,4 +1,4 @@
-"""MOF-FF atom typing and bonded topology of Zn(Im)2 (H-imidazolate) from connectivity.
+"""MOF-FF atom typing and bonded terms of Zn(Im)2 (H-imidazolate) from connectivity.
 
 Atom types (``parameters.ATOM_TYPES``): Zn (``zn4_n4``); N bonded to Zn (``n3_c2zn1``); the C between the two
 N (``c3_h1n2``) and its H (``h1_c1S``); the other two C (``c3_c1h1n1``) and their H (``h1_c1``).
@@ -28,12 +28,12 @@ BOND_CUTOFFS: dict[tuple[str, str], float] = {
 _MAX_LISTED = 8
 
 
-class TopologyError(StructureError):
+class TypingError(StructureError):
     """A Zn(Im)2 structure cannot be typed for MOF-FF (unknown element, wrong coordination, ...)."""
 
 
 @dataclass(frozen=True, eq=False)
-class MOFFFTopology:
+class MOFFFTyping:
     """MOF-FF typing of one structure; all atom indices are 0-based, type ids follow ``ZIF8_H.data``."""
 
     types: np.ndarray  #: (n_atoms,) atom type ids 1..6
@@ -58,7 +58,7 @@ class MOFFFTopology:
         return [P.ATOM_TYPES[t - 1] for t in self.types]
 
     def signature(self) -> bytes:
-        """Bytes identifying the topology (two frames with equal signatures can share a LAMMPS instance)."""
+        """Bytes identifying the typing (two frames with equal signatures can share a LAMMPS instance)."""
         parts = [self.types, self.bonds, self.bond_types, self.angles, self.angle_types,
                  self.dihedrals, self.dihedral_types, self.impropers, self.improper_types]
         return b"|".join(np.ascontiguousarray(p, dtype=np.int64).tobytes() for p in parts)
@@ -120,23 +120,23 @@ def _check_images(atoms: Atoms, bonds: np.ndarray, shifts: np.ndarray, name: str
         # a bond longer than twice the longest bonding cut-off through its listed image is not a small cell:
         # the positions are not in the periodic images (or cell basis) the bonds and shifts were made for
         if (length[bad] > 2 * max(BOND_CUTOFFS.values())).any():
-            raise TopologyError(
+            raise TypingError(
                 "bonds that are not between closest periodic images and far longer than a bond through the "
                 "listed image: the positions do not fit the bond shifts given (wrapped, in another cell basis, "
                 f"or another atom order; not a cell too small): {_listed(items)}", structure=name)
-        raise TopologyError(
+        raise TypingError(
             "bonds that are not between closest periodic images (the cell is too small for the "
             f"bonded terms; use a supercell): {_listed(items)}", structure=name)
 
 
-def mofff_topology(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.ndarray | None = None,
-                   name: str | None = None) -> MOFFFTopology:
+def mofff_typing(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.ndarray | None = None,
+                   name: str | None = None) -> MOFFFTyping:
     """Type a Zn(Im)2 structure for MOF-FF and list its bonds, angles, dihedrals and impropers.
 
     ``bonds`` is an optional ``(n_bonds, 2)`` integer array of 0-based atom pairs from a caller that
     knows the connectivity (e.g. the linker decorator); ``shifts`` the matching ``(n_bonds, 3)`` integer
     image shifts of the second atom.  Without ``bonds``, they are inferred from distances
-    (:data:`BOND_CUTOFFS`).  Raises :class:`TopologyError` naming the structure and atoms that cannot be
+    (:data:`BOND_CUTOFFS`).  Raises :class:`TypingError` naming the structure and atoms that cannot be
     typed.
     """
     name = _structure_name(atoms, name)
@@ -144,7 +144,7 @@ def mofff_topology(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.
     n = len(atoms)
     unknown = [f"{k} ({s})" for k, s in enumerate(symbols) if s not in ("Zn", "N", "C", "H")]
     if unknown:
-        raise TopologyError(f"MOF-FF for Zn(Im)2 knows Zn, N, C, H only; other atoms: {_listed(unknown)}",
+        raise TypingError(f"MOF-FF for Zn(Im)2 knows Zn, N, C, H only; other atoms: {_listed(unknown)}",
                             structure=name)
     if bonds is None:
         if shifts is not None:
@@ -153,7 +153,7 @@ def mofff_topology(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.
     else:
         bonds = np.asarray(bonds, dtype=int).reshape(-1, 2)
         if len(bonds) and (bonds.min() < 0 or bonds.max() >= n):
-            raise TopologyError(f"bond list refers to atoms outside 0..{n - 1}", structure=name)
+            raise TypingError(f"bond list refers to atoms outside 0..{n - 1}", structure=name)
         if shifts is not None:
             shifts = np.asarray(shifts, dtype=int).reshape(-1, 3)
             if len(shifts) != len(bonds):
@@ -162,9 +162,9 @@ def mofff_topology(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.
         _check_images(atoms, bonds, shifts, name)
     selfb = [f"{i}" for i, j in bonds if i == j]
     if selfb:
-        raise TopologyError(f"atoms bonded to their own periodic image: {_listed(selfb)}", structure=name)
+        raise TypingError(f"atoms bonded to their own periodic image: {_listed(selfb)}", structure=name)
 
-    # adjacency (sets: a pair listed twice, e.g. through two images, would be a broken topology)
+    # adjacency (sets: a pair listed twice, e.g. through two images, would be a broken typing)
     nbrs: list[list[int]] = [[] for _ in range(n)]
     seen: set[tuple[int, int]] = set()
     dup = []
@@ -177,7 +177,7 @@ def mofff_topology(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.
         nbrs[i].append(int(j))
         nbrs[j].append(int(i))
     if dup:
-        raise TopologyError(f"atom pairs bonded more than once (through several periodic images?): "
+        raise TypingError(f"atom pairs bonded more than once (through several periodic images?): "
                             f"{_listed(dup)}", structure=name)
     nbrs = [sorted(x) for x in nbrs]
     nsym = [sorted(symbols[x]) for x in nbrs]
@@ -216,7 +216,7 @@ def mofff_topology(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.
                 errors.append(env(k) + ": H needs 1 C")
             # H on an untypeable C: that C is already reported
     if errors:
-        raise TopologyError(f"cannot type {len(errors)} atom(s) for MOF-FF: {_listed(errors)}", structure=name)
+        raise TypingError(f"cannot type {len(errors)} atom(s) for MOF-FF: {_listed(errors)}", structure=name)
 
     names = [P.ATOM_TYPES[t - 1] for t in types]
     tname = np.array(names)
@@ -266,7 +266,7 @@ def mofff_topology(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.
             impropers.append((c, *outer))
             improper_types.append(lookup(imp_tab, (c, *outer), (names[c], *sorted(tname[outer]))))
     if missing:
-        raise TopologyError(f"no MOF-FF parameters for {len(missing)} term(s): {_listed(missing)}",
+        raise TypingError(f"no MOF-FF parameters for {len(missing)} term(s): {_listed(missing)}",
                             structure=name)
 
     charges = np.array([P.CHARGE[x] for x in names])
@@ -280,7 +280,7 @@ def mofff_topology(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.
             smap[(i, j)] = s
             smap[(j, i)] = -s
         shifts = np.array([smap[(i, j)] for i, j in bond_list], dtype=int).reshape(-1, 3)
-    return MOFFFTopology(
+    return MOFFFTyping(
         types=types, charges=charges,
         bonds=bond_list, bond_types=np.array(bond_types, int),
         angles=arr(angles, 3), angle_types=np.array(angle_types, int),

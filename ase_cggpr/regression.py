@@ -9,9 +9,11 @@ a model of more than 8,000 environments is the projected-process (Nyström) one 
 :class:`ExactGPR`), so no prediction refactors an N x N kernel.
 
 The kernel matrix is built in row blocks into one preallocated N x N array, so peak memory is one N x N
-matrix plus one block (N = 32,000 in float64: 8.2 GB). Solvers share the small interface
-``fit(X, y)``, ``predict(X, return_std=False)``, ``get_state()`` / ``from_state()`` so that a sparse
-(inducing-point) solver can slot in without changing the model.
+matrix plus one block (N = 32,000 in float64: 8.2 GB). Solvers share one typed interface,
+:class:`Regressor`: ``fit(X, y)``, ``predict(X, return_std=False)``, ``predict_gradient(X)`` (d mean / d x,
+for forces), a ``kernel`` (:class:`~ase_cggpr.kernels.PolynomialKernel`, the only place the formula is
+written) and ``get_state()`` / ``from_state()``, so that the exact and the sparse (inducing-point) solvers
+are used by the model in the same way.
 
 ``ExactGPR(precision="mixed")``: the kernel is computed in float64 and kept as float64 tiles of its lower
 triangle (half an N x N float64 matrix) while a float32 copy (the other half of the same budget) is
@@ -29,39 +31,74 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from scipy.linalg import blas, lapack
 
 from .errors import ModelError
+from .kernels import PolynomialKernel
 
 Progress = Callable[[int], None] | None
 
 
+@runtime_checkable
+class Regressor(Protocol):
+    """What the model needs of a GP solver (:class:`ExactGPR`, :class:`SparseGPR`).
+
+    The predictive mean is ``mean_ + sum_n w_n kernel(x, b_n)`` over the solver's own vectors ``b_n``
+    (training vectors for the exact solver, inducing vectors for the sparse one) and weights ``w_n``;
+    :meth:`predict_gradient` is its derivative with respect to x, through ``kernel.gradient``.
+    """
+
+    kind: str
+    kernel: PolynomialKernel
+    mean_: float
+
+    def fit(self, X: np.ndarray, y: np.ndarray, *, progress: Progress = None) -> Regressor:
+        """Fit to descriptor rows X (N, D) and labels y (N,) in eV."""
+        ...
+
+    def predict(self, X: np.ndarray, *, return_std: bool = False):
+        """Predictive mean (eV) of the rows of X (n, D), and with ``return_std`` the pair (mean, std)."""
+        ...
+
+    def predict_gradient(self, X: np.ndarray) -> np.ndarray:
+        """d mean / d x at each row of X: (n, D)."""
+        ...
+
+    def get_state(self, *, include_factor: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-able parameters, arrays) of the fitted solver, read back by :meth:`from_state`."""
+        ...
+
+    @classmethod
+    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> Regressor:
+        """Rebuild a fitted solver from :meth:`get_state` output, checking every array."""
+        ...
+
+
 def polynomial_kernel(A: np.ndarray, B: np.ndarray, *, zeta: int, offset: float) -> np.ndarray:
-    """``(offset + A @ B.T) ** zeta`` for row-vector matrices A (n, D) and B (m, D)."""
-    K = A @ B.T
-    K += offset
-    return K**zeta if zeta != 1 else K
+    """``(offset + A @ B.T) ** zeta`` for row-vector matrices A (n, D) and B (m, D).
+
+    Kept for callers of earlier versions: ``PolynomialKernel(zeta, offset)(A, B)``.
+    """
+    return PolynomialKernel(zeta, offset)(A, B)
 
 
-def kernel_matrix_blocks(X: np.ndarray, *, zeta: int, offset: float, block_size: int = 2048,
+def kernel_matrix_blocks(X: np.ndarray, kernel: PolynomialKernel, *, block_size: int = 2048,
                          out: np.ndarray | None = None, dtype=np.float64,
                          progress: Progress = None) -> np.ndarray:
     """Lower triangle (and diagonal) of the N x N kernel of X with itself, built in row blocks.
 
-    Only the lower triangle is filled (the upper holds whatever ``out`` held); ``progress(rows)`` is
-    called after each block.
+    Only the lower triangle is filled (the upper holds whatever ``out`` held); the blocks are computed in
+    ``dtype``; ``progress(rows)`` is called after each block.
     """
     n = X.shape[0]
     K = np.empty((n, n), dtype=dtype) if out is None else out
     Xc = X.astype(dtype, copy=False)
     for start in range(0, n, block_size):
         stop = min(start + block_size, n)
-        block = Xc[start:stop] @ Xc[:stop].T
-        block += offset
-        if zeta != 1:
-            np.power(block, zeta, out=block)
+        block = kernel(Xc[start:stop], Xc[:stop])
         K[start:stop, :stop] = block
         if progress is not None:
             progress(stop - start)
@@ -282,12 +319,35 @@ def _kernel_params(params: dict) -> dict:
     return {"zeta": params["zeta"], "offset": params["offset"], "noise": params["noise"]}
 
 
-def _check_kernel_hypers(zeta, offset, noise) -> tuple[int, float, float]:
-    return (_integer("zeta", zeta, 1, 16), _number("offset", offset, minimum=0.0),
-            _number("noise", noise, positive=True))
+def _check_kernel_hypers(zeta, offset, noise) -> tuple[PolynomialKernel, float]:
+    """(kernel, noise) from checked hyperparameters."""
+    kernel = PolynomialKernel(_integer("zeta", zeta, 1, 16), _number("offset", offset, minimum=0.0))
+    return kernel, _number("noise", noise, positive=True)
 
 
-def nystrom_variance_factors(X: np.ndarray, index: np.ndarray, *, zeta: int, offset: float, noise: float,
+class _KernelHypers:
+    """``zeta`` and ``offset`` of a solver, read from (and written into) its ``kernel``."""
+
+    kernel: PolynomialKernel
+
+    @property
+    def zeta(self) -> int:
+        return self.kernel.zeta
+
+    @zeta.setter
+    def zeta(self, value: int) -> None:
+        self.kernel = PolynomialKernel(value, self.kernel.offset)
+
+    @property
+    def offset(self) -> float:
+        return self.kernel.offset
+
+    @offset.setter
+    def offset(self, value: float) -> None:
+        self.kernel = PolynomialKernel(self.kernel.zeta, value)
+
+
+def nystrom_variance_factors(X: np.ndarray, index: np.ndarray, *, kernel: PolynomialKernel, noise: float,
                              block_size: int = 2048, jitter: float = 1e-10,
                              progress: Progress = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Projected-process (DTC) variance factors on the training rows ``index`` of X.
@@ -300,7 +360,7 @@ def nystrom_variance_factors(X: np.ndarray, index: np.ndarray, *, zeta: int, off
     """
     Z = np.ascontiguousarray(X[index])
     m = Z.shape[0]
-    Kmm = kernel_matrix_blocks(Z, zeta=zeta, offset=offset, block_size=block_size)
+    Kmm = kernel_matrix_blocks(Z, kernel, block_size=block_size)
     scale = float(np.mean(np.diagonal(Kmm)))
     for _ in range(5):
         trial = Kmm.copy()
@@ -315,7 +375,7 @@ def nystrom_variance_factors(X: np.ndarray, index: np.ndarray, *, zeta: int, off
     del Kmm, trial
     A = np.zeros((m, m))
     for start in range(0, X.shape[0], block_size):
-        V = _lower_solve(Lm, polynomial_kernel(Z, X[start:start + block_size], zeta=zeta, offset=offset))
+        V = _lower_solve(Lm, kernel(Z, X[start:start + block_size]))
         A += V @ V.T
         if progress is not None:
             progress(V.shape[1])
@@ -324,10 +384,11 @@ def nystrom_variance_factors(X: np.ndarray, index: np.ndarray, *, zeta: int, off
     return Lm, La, jitter
 
 
-class ExactGPR:
+class ExactGPR(_KernelHypers):
     """Exact GP regression with a polynomial dot-product kernel (in-place blocked Cholesky).
 
-    Hyperparameters (keyword-only): ``zeta``, ``offset``, ``noise`` (eV), ``block_size`` (rows per kernel
+    Hyperparameters (keyword-only): ``zeta``, ``offset`` (the :class:`~ase_cggpr.kernels.PolynomialKernel`
+    ``kernel``), ``noise`` (eV), ``block_size`` (rows per kernel
     block), ``precision``: ``"float64"`` (default) or ``"mixed"`` (float32 Cholesky, weights refined to
     float64 accuracy with the float64 kernel; ``tol`` is the relative residual at which refinement stops),
     ``cholesky_block`` (order of the diagonal blocks given to LAPACK, see :func:`blocked_cholesky`),
@@ -360,7 +421,7 @@ class ExactGPR:
                  precision: str = "float64", tol: float = 1e-12, max_iter: int = 100, variance: str = "auto",
                  n_variance: int = 2000, seed: int = 0, cholesky_block: int = CHOLESKY_BLOCK,
                  memory_budget: float | None = None):
-        self.zeta, self.offset, self.noise = _check_kernel_hypers(zeta, offset, noise)
+        self.kernel, self.noise = _check_kernel_hypers(zeta, offset, noise)
         if precision not in self.PRECISIONS:
             raise ModelError(f"unknown precision {precision!r}; choose one of {self.PRECISIONS}")
         if variance not in VARIANCES:
@@ -376,9 +437,6 @@ class ExactGPR:
         self.memory_budget = None if memory_budget is None else _number("memory_budget", memory_budget,
                                                                         positive=True)
 
-    def kernel(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        return polynomial_kernel(A, B, zeta=self.zeta, offset=self.offset)
-
     def _cholesky(self, K: np.ndarray) -> np.ndarray:
         # K is C-ordered with the matrix in its lower triangle; factored in place (blocked: LAPACK only
         # ever sees cholesky_block x cholesky_block blocks, see CHOLESKY_BLOCK).
@@ -386,8 +444,7 @@ class ExactGPR:
 
     def _factor(self, progress: Progress = None) -> np.ndarray:
         dtype = np.float32 if self.precision == "mixed" else np.float64
-        K = kernel_matrix_blocks(self.X_, zeta=self.zeta, offset=self.offset, block_size=self.block_size,
-                                 progress=progress, dtype=dtype)
+        K = kernel_matrix_blocks(self.X_, self.kernel, block_size=self.block_size, progress=progress, dtype=dtype)
         K.flat[:: K.shape[0] + 1] += self.noise**2
         return self._cholesky(K)
 
@@ -408,7 +465,7 @@ class ExactGPR:
         m = min(self.n_variance if n_variance is None else _integer("n_variance", n_variance, 1), len(self.X_))
         self.var_index_ = np.sort(farthest_point_sampling(self.X_, m, seed=self.seed)).astype(np.int64)
         self.var_Lm_, self.var_La_, self.var_jitter_ = nystrom_variance_factors(
-            self.X_, self.var_index_, zeta=self.zeta, offset=self.offset, noise=self.noise,
+            self.X_, self.var_index_, kernel=self.kernel, noise=self.noise,
             block_size=self.block_size, progress=progress)
         self.L_ = None
         self.variance_ = "nystrom"
@@ -428,10 +485,7 @@ class ExactGPR:
         tiles = {}
         for start in range(0, n, b):
             stop = min(start + b, n)
-            block = X[start:stop] @ X[:stop].T
-            block += self.offset
-            if self.zeta != 1:
-                np.power(block, self.zeta, out=block)
+            block = self.kernel(X[start:stop], X[:stop])
             K32[start:stop, :stop] = block
             for col in range(0, stop, b):
                 tiles[start, col] = np.ascontiguousarray(block[:, col:min(col + b, stop)])
@@ -503,8 +557,7 @@ class ExactGPR:
             self.alpha_ = self._refined_solve(self.L_, tiles, y - self.mean_)
             del tiles
         else:
-            K = kernel_matrix_blocks(self.X_, zeta=self.zeta, offset=self.offset, block_size=self.block_size,
-                                     progress=progress)
+            K = kernel_matrix_blocks(self.X_, self.kernel, block_size=self.block_size, progress=progress)
             K.flat[:: K.shape[0] + 1] += self.noise**2
             t1 = clock()
             self.L_ = self._cholesky(K)
@@ -601,7 +654,7 @@ class ExactGPR:
             k = self.kernel(rows, self.X_)
             mean[start:start + block] = self.mean_ + k @ self.alpha_
             if return_std:
-                prior = (self.offset + np.einsum("ij,ij->i", rows, rows)) ** self.zeta
+                prior = self.kernel.diagonal(rows)
                 if nystrom:
                     v1 = _lower_solve(self.var_Lm_, np.ascontiguousarray(k[:, self.var_index_].T))
                     v2 = _lower_solve(self.var_La_, v1)
@@ -614,6 +667,16 @@ class ExactGPR:
                     var += self.noise**2
                 std[start:start + block] = np.sqrt(var)
         return (mean, std) if return_std else mean
+
+    def predict_gradient(self, X: np.ndarray) -> np.ndarray:
+        """d mean / d x at each row of X (n, D): ``kernel.gradient(X, X_, alpha_)``."""
+        self._check_fitted()
+        if getattr(self, "X_", None) is None:
+            raise ModelError("this regressor has no training vectors (fitted from kernel tiles): no gradient")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.X_.shape[1]:
+            raise ModelError(f"descriptor vectors have shape {X.shape}; the model expects (n, {self.X_.shape[1]})")
+        return self.kernel.gradient(X, self.X_, self.alpha_)
 
     def get_state(self, *, include_factor: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
         """(JSON-able parameters, arrays) describing the fitted regressor.
@@ -694,7 +757,8 @@ class BlockKernel:
 
     def __init__(self, vectors: Callable[[int], np.ndarray], n_blocks: int, *, zeta: int = 4,
                  offset: float = 1.0, progress: Progress = None):
-        self.zeta, self.offset = int(zeta), float(offset)
+        self.kernel = PolynomialKernel(zeta, offset)
+        self.zeta, self.offset = self.kernel.zeta, self.kernel.offset
         self._tiles: dict[tuple[int, int], np.ndarray] = {}
         self.sizes = []
         for i in range(n_blocks):  # two blocks of vectors in memory at a time
@@ -702,7 +766,7 @@ class BlockKernel:
             self.sizes.append(X_i.shape[0])
             for j in range(i + 1):
                 X_j = X_i if j == i else np.ascontiguousarray(vectors(j), dtype=np.float64)
-                self._tiles[i, j] = polynomial_kernel(X_i, X_j, zeta=self.zeta, offset=self.offset)
+                self._tiles[i, j] = self.kernel(X_i, X_j)
                 del X_j
                 if progress is not None:
                     progress(1)
@@ -785,7 +849,7 @@ def cur_selection(X: np.ndarray, m: int, *, rank: int | None = None, seed: int =
 SELECTIONS = ("fps", "cur", "random")
 
 
-class SparseGPR:
+class SparseGPR(_KernelHypers):
     """Sparse GPR by the projected-process (DTC) approximation on M inducing environments.
 
     Mean ``k_m(x) . alpha_m`` with ``alpha_m = (noise^2 K_mm + K_mn K_nm)^-1 K_mn (y - mean)``; variance
@@ -799,7 +863,7 @@ class SparseGPR:
     def __init__(self, *, zeta: int = 4, offset: float = 1.0, noise: float = 0.2, n_inducing: int = 4000,
                  selection: str = "fps", seed: int = 0, jitter: float = 1e-10, block_size: int = 2048,
                  memory_budget: float | None = None):
-        self.zeta, self.offset, self.noise = _check_kernel_hypers(zeta, offset, noise)
+        self.kernel, self.noise = _check_kernel_hypers(zeta, offset, noise)
         if selection not in SELECTIONS:
             raise ModelError(f"unknown inducing-point selection {selection!r}; choose one of {SELECTIONS}")
         self.n_inducing = _integer("n_inducing", n_inducing, 1)
@@ -808,9 +872,6 @@ class SparseGPR:
         self.block_size = _integer("block_size", block_size, 1)
         self.memory_budget = None if memory_budget is None else _number("memory_budget", memory_budget,
                                                                         positive=True)
-
-    def kernel(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        return polynomial_kernel(A, B, zeta=self.zeta, offset=self.offset)
 
     def select(self, X: np.ndarray) -> np.ndarray:
         m = min(self.n_inducing, X.shape[0])
@@ -836,7 +897,7 @@ class SparseGPR:
         self.mean_ = float(y.mean())
         self.Z_ = np.ascontiguousarray(X[self.select(X)])
         m = self.Z_.shape[0]
-        Kmm = kernel_matrix_blocks(self.Z_, zeta=self.zeta, offset=self.offset, block_size=self.block_size)
+        Kmm = kernel_matrix_blocks(self.Z_, self.kernel, block_size=self.block_size)
         Kmm = np.tril(Kmm) + np.tril(Kmm, -1).T
         Kmm.flat[:: m + 1] += self.jitter * float(np.mean(np.diag(Kmm)))
         self.Lm_ = self._chol(Kmm)
@@ -890,13 +951,21 @@ class SparseGPR:
             if return_std:
                 v1 = _lower_solve(self.Lm_, k)
                 v2 = _lower_solve(self.La_, v1)
-                prior = (self.offset + np.einsum("ij,ij->i", rows, rows)) ** self.zeta
+                prior = self.kernel.diagonal(rows)
                 var = prior - np.einsum("ij,ij->j", v1, v1) + self.noise**2 * np.einsum("ij,ij->j", v2, v2)
                 var = np.maximum(var, 0.0)
                 if include_noise:
                     var += self.noise**2
                 std[start:start + block] = np.sqrt(var)
         return (mean, std) if return_std else mean
+
+    def predict_gradient(self, X: np.ndarray) -> np.ndarray:
+        """d mean / d x at each row of X (n, D): ``kernel.gradient(X, Z_, alpha_)`` over the inducing vectors."""
+        self._check_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.Z_.shape[1]:
+            raise ModelError(f"descriptor vectors have shape {X.shape}; the model expects (n, {self.Z_.shape[1]})")
+        return self.kernel.gradient(X, self.Z_, self.alpha_)
 
     def get_state(self, *, include_factor: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
         self._check_fitted()

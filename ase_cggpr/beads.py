@@ -7,14 +7,30 @@ atoms between them) and the two metals each linker bridges. :func:`coarse_grain`
 structure the descriptor sees, in one of three representations:
 
 ``atomistic``  all atoms; SOAP centres on the metals.
-``AB2``        A bead (element Si) on each metal, B bead (element O) at the geometric centroid of each
-               linker's ring atoms (C and N, no H), unwrapped across the cell.
-``A``          A beads (Si) only.
+``AB2``        A bead on each metal, B bead at the geometric centroid of each linker's ring atoms (C and
+               N, no H), unwrapped across the cell.
+``A``          A beads only.
 
-Si/O follows the hZIF convention, so already coarse-grained input (Si = A site, O = B bead) is accepted
-too, if it looks like beads: every A-B bond between :data:`CG_AB_MIN` and :data:`CG_AB_CUTOFF` Å (Zn to
-ring centroid is ~3.2 Å; an atomistic SiO2 such as quartz, Si-O 1.6 Å, is refused), every A site bonded to
-4 B beads and every B bead to 2 A sites. The atom <-> bead correspondence is kept (:class:`Connectivity`) so
+Each metal and each linker has its own bead element (:data:`A_BEADS`, :data:`B_BEADS`), so different metals
+and different linkers are different species to the descriptor:
+
+=====  ======  ===========================  ======
+metal  A bead  linker                       B bead
+=====  ======  ===========================  ======
+Zn     Si      Im (C3H3N2)                  O
+Co     Ge      mIm (C4H5N2)                 S
+Cd     Sn      eIm (C5H7N2)                 Se
+Fe     Pb      bIm (C7H5N2)                 Te
+=====  ======  ===========================  ======
+
+Zn(Im)2 is Si/O, the hZIF convention, so existing bead files and models are unchanged. A beads are group-14
+and B beads group-16 elements because a ZIF's AB2 net is a zeolite's TO2 net: the 4-connected tetrahedral
+nodes take the T atom's group (Si), the 2-connected bridges the bridging oxygen's (O). Metals beyond the four
+have no bead element (use the atomistic representation for them). Already coarse-grained input written with
+the same table is read back with it (a Ge bead is a Co site, an S bead an mIm linker), if it looks like beads:
+every A-B bond between :data:`CG_AB_MIN` and :data:`CG_AB_CUTOFF` Å (Zn to ring centroid is ~3.2 Å; an
+atomistic SiO2 such as quartz, Si-O 1.6 Å, is refused), every A site bonded to 4 B beads and every B bead to
+2 A sites. The atom <-> bead correspondence is kept (:class:`Connectivity`) so
 results can be reported per atom.
 
 Before any neighbour search, :func:`find_connectivity` refuses unphysical cells, partial occupancies
@@ -39,7 +55,8 @@ from .errors import StructureError
 from .spec import canonical_representation
 from .structure_checks import MIN_DISTANCE, MIN_DISTANCE_H, check_cell, check_structure, contact_message, worst_contact
 
-__all__ = ["A_SYMBOL", "B_SYMBOL", "BeadMap", "Bonds", "Connectivity", "bead_positions", "check_cell", "check_input",
+__all__ = ["A_BEADS", "A_SYMBOL", "B_BEADS", "B_SYMBOL", "BeadMap", "Bonds", "Connectivity", "bead_positions",
+           "check_cell", "check_input",
            "coarse_grain", "BondTracker", "find_bonds",
            "find_connectivity", "is_coarse_grained", "structure_name", "connectivity_from_bonds"]
 
@@ -68,8 +85,34 @@ CG_AB_MIN = 2.4
 #: this factor farther than the 4th (dense nets put non-bonded beads at ~4.1 Å, bonded ones stay below ~3.4 Å).
 CG_GAP_FACTOR = 1.1
 
-#: Element symbols of A sites and B beads in bead structures (hZIF convention).
-A_SYMBOL, B_SYMBOL = "Si", "O"
+#: Bead element of each metal (A beads, group 14) and of each linker by Hill formula (B beads, group 16); see
+#: the module docstring. Zn -> Si and Im -> O are the hZIF convention.
+A_BEADS = {"Zn": "Si", "Co": "Ge", "Cd": "Sn", "Fe": "Pb"}
+B_BEADS = {"C3H3N2": "O", "C4H5N2": "S", "C5H7N2": "Se", "C7H5N2": "Te"}
+assert set(B_BEADS) == set(KNOWN_LINKERS), "every known linker needs a B-bead element"
+#: The metal an A-bead element stands for, and the linker a B-bead element stands for (reading bead input).
+METAL_OF_A_BEAD = {bead: metal for metal, bead in A_BEADS.items()}
+LINKER_OF_B_BEAD = {bead: linker for linker, bead in B_BEADS.items()}
+
+#: Element symbols of the A and B beads of Zn(Im)2 (the hZIF convention).
+A_SYMBOL, B_SYMBOL = A_BEADS["Zn"], B_BEADS["C3H3N2"]
+
+
+def a_bead(metal: str, name: str) -> str:
+    """The A-bead element of ``metal``; StructureError naming the structure when it has none."""
+    if metal not in A_BEADS:
+        raise StructureError(f"metal {metal} has no bead element in the coarse-grained representations (A beads "
+                             f"are defined for {', '.join(A_BEADS)}: beads.A_BEADS); use the atomistic "
+                             "representation", structure=name)
+    return A_BEADS[metal]
+
+
+def b_bead(linker: str, name: str) -> str:
+    """The B-bead element of the linker with Hill formula ``linker``."""
+    if linker not in B_BEADS:
+        raise StructureError(f"linker {linker} has no bead element (B beads are defined for "
+                             f"{', '.join(B_BEADS)}: beads.B_BEADS)", structure=name)
+    return B_BEADS[linker]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +121,14 @@ class Connectivity:
 
     Attributes:
         name: structure name used in error messages.
-        coarse_grained_input: True when the input was already Si/O beads.
+        coarse_grained_input: True when the input was already beads (elements of A_BEADS / B_BEADS).
         metal_indices: atom index of each metal node (the A sites), in atom order.
-        metal_symbols: chemical symbol of each metal node ("Si" for coarse-grained input).
+        metal_symbols: chemical symbol of each metal node (for coarse-grained input, the metal its A bead
+            stands for: "Zn" for Si).
         linkers: atom indices of each linker (all its atoms, H included).
         rings: atom indices of each linker's ring atoms (the B bead is their centroid).
-        linker_formulas: Hill formula of each linker ("" for coarse-grained input).
+        linker_formulas: Hill formula of each linker (for coarse-grained input, the linker its B bead stands
+            for: "C3H3N2" for O).
         linker_metals: (n_linkers, 2) positions in ``metal_indices`` of the two metals each linker bridges.
     """
 
@@ -108,7 +153,7 @@ class BeadMap:
     Attributes:
         connectivity: the :class:`Connectivity` it was built from.
         representation: ``"atomistic"``, ``"AB2"`` or ``"A"``.
-        structure: the ASE Atoms the descriptor sees (all atoms, or Si/O beads).
+        structure: the ASE Atoms the descriptor sees (all atoms, or the beads of A_BEADS / B_BEADS).
         centre_indices: indices in ``structure`` of the SOAP centres, one per metal, in metal order.
     """
 
@@ -130,10 +175,15 @@ def structure_name(atoms: Atoms, fallback: str = "structure") -> str:
     return f"{fallback} {atoms.get_chemical_formula()}"
 
 
+_A_ELEMENTS = frozenset(A_BEADS.values())
+_B_ELEMENTS = frozenset(B_BEADS.values())
+_BEAD_ELEMENTS = _A_ELEMENTS | _B_ELEMENTS
+
+
 def is_coarse_grained(atoms: Atoms) -> bool:
-    """True for hZIF-style bead structures: only Si (A sites) and O (B beads)."""
+    """True for bead structures: only bead elements (A_BEADS, B_BEADS; hZIF's Si and O), at least one A bead."""
     symbols = set(atoms.get_chemical_symbols())
-    return bool(symbols) and symbols <= {A_SYMBOL, B_SYMBOL} and A_SYMBOL in symbols
+    return bool(symbols) and symbols <= _BEAD_ELEMENTS and bool(symbols & _A_ELEMENTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +219,7 @@ def _cutoff_table(atoms: Atoms) -> tuple[np.ndarray, bool]:
     table = np.zeros((119, 119))
     coarse = is_coarse_grained(atoms)
     if coarse:
-        pairs = {(A_SYMBOL, B_SYMBOL): CG_AB_CUTOFF}
+        pairs = {(a, b): CG_AB_CUTOFF for a in _A_ELEMENTS for b in _B_ELEMENTS}
     else:
         pairs = dict(COVALENT_CUTOFFS)
         for metal in set(atoms.get_chemical_symbols()) - NON_METALS:
@@ -395,18 +445,22 @@ def _ring_through(d1: int, d2: int, neighbours: dict[int, set[int]], symbols: np
 
 def _coarse_grained_connectivity(atoms: Atoms, name: str, bonds: Bonds) -> Connectivity:
     symbols = np.array(atoms.get_chemical_symbols())
-    a_sites = np.flatnonzero(symbols == A_SYMBOL)
-    b_sites = np.flatnonzero(symbols == B_SYMBOL)
-    ab = symbols[bonds.i] == A_SYMBOL
+    is_a = np.isin(symbols, sorted(_A_ELEMENTS))
+    a_sites = np.flatnonzero(is_a)
+    b_sites = np.flatnonzero(np.isin(symbols, sorted(_B_ELEMENTS)))
+    a_names = "/".join(sorted(set(symbols[a_sites])))  # "Si" for hZIF input
+    b_names = "/".join(sorted(set(symbols[b_sites]))) or B_SYMBOL
+    ab = is_a[bonds.i]
     i, j, d = bonds.i[ab], bonds.j[ab], bonds.d[ab]
     order = np.lexsort((d, i))  # by A site, nearest bead first
     i, j, d = i[order], j[order], d[order]
     if d.size and d.min() < CG_AB_MIN:
         k = int(np.argmin(d))
         n_short = int(np.count_nonzero(d < CG_AB_MIN))
-        raise StructureError(f"not coarse-grained ZIF beads: A site Si {i[k]} is {d[k]:.2f} Å from B bead O {j[k]} "
-                             f"({n_short} A-B pairs shorter than {CG_AB_MIN:g} Å); bead input (Si = metal site, "
-                             f"O = linker-ring centroid) needs A-B distances near the Zn to ring-centroid distance "
+        raise StructureError(f"not coarse-grained ZIF beads: A site {symbols[i[k]]} {i[k]} is {d[k]:.2f} Å from "
+                             f"B bead {symbols[j[k]]} {j[k]} ({n_short} A-B pairs shorter than {CG_AB_MIN:g} Å); "
+                             "bead input (A beads such as Si = metal sites, B beads such as O = linker-ring "
+                             "centroids) needs A-B distances near the Zn to ring-centroid distance "
                              f"(~3.2 Å; accepted {CG_AB_MIN:g}-{CG_AB_CUTOFF:g} Å). An atomistic SiO2 (Si-O ~1.6 Å: "
                              "quartz, a raw IZA net) is not bead input; scale a bare net to A-B ~3.2 Å first",
                              structure=name)
@@ -414,16 +468,16 @@ def _coarse_grained_connectivity(atoms: Atoms, name: str, bonds: Bonds) -> Conne
     count = np.searchsorted(i, a_sites, side="right") - first
     wrong = [(a, int(c)) for a, c in zip(a_sites, count, strict=True) if c < 4]
     if wrong:
-        detail = ", ".join(f"Si {a}: {c} B beads" for a, c in wrong[:8])
-        raise StructureError(f"wrong A-site coordination in coarse-grained input: every A site (Si) needs 4 B "
-                             f"beads (O) within {CG_AB_CUTOFF} Å; found {detail}", structure=name)
+        detail = ", ".join(f"{symbols[a]} {a}: {c} B beads" for a, c in wrong[:8])
+        raise StructureError(f"wrong A-site coordination in coarse-grained input: every A site ({a_names}) needs 4 "
+                             f"B beads ({b_names}) within {CG_AB_CUTOFF} Å; found {detail}", structure=name)
     crowded = [(a, d[f + 3], d[f + 4]) for a, f, c in zip(a_sites, first, count, strict=True)
                if c > 4 and d[f + 4] < CG_GAP_FACTOR * d[f + 3]]
     if crowded:
-        detail = ", ".join(f"Si {a}: 4th at {d4:.2f} Å, 5th at {d5:.2f} Å" for a, d4, d5 in crowded[:8])
-        raise StructureError(f"wrong A-site coordination in coarse-grained input: every A site (Si) needs 4 B "
-                             f"beads (O) clearly nearer than the rest (5th at least {CG_GAP_FACTOR:g} x farther); "
-                             f"found {detail}", structure=name)
+        detail = ", ".join(f"{symbols[a]} {a}: 4th at {d4:.2f} Å, 5th at {d5:.2f} Å" for a, d4, d5 in crowded[:8])
+        raise StructureError(f"wrong A-site coordination in coarse-grained input: every A site ({a_names}) needs 4 "
+                             f"B beads ({b_names}) clearly nearer than the rest (5th at least {CG_GAP_FACTOR:g} x "
+                             f"farther); found {detail}", structure=name)
     nearest = (first[:, None] + np.arange(4)).ravel()
     i, j = i[nearest], j[nearest]
     position = {a: k for k, a in enumerate(a_sites)}
@@ -432,13 +486,13 @@ def _coarse_grained_connectivity(atoms: Atoms, name: str, bonds: Bonds) -> Conne
         bridged[b].append(position[a])
     bad = [(b, len(v)) for b, v in bridged.items() if len(v) != 2]
     if bad:
-        detail = ", ".join(f"O {b}: {c} A sites" for b, c in bad[:8])
-        raise StructureError(f"every B bead (O) must bridge exactly 2 A sites (bead input is a net of 4-connected "
-                             f"A and 2-connected B); found {detail}", structure=name)
+        detail = ", ".join(f"{symbols[b]} {b}: {c} A sites" for b, c in bad[:8])
+        raise StructureError(f"every B bead ({b_names}) must bridge exactly 2 A sites (bead input is a net of "
+                             f"4-connected A and 2-connected B); found {detail}", structure=name)
     singletons = tuple(np.array([b]) for b in b_sites)
     return Connectivity(name=name, coarse_grained_input=True, metal_indices=a_sites,
-                    metal_symbols=tuple(symbols[a_sites].tolist()), linkers=singletons, rings=singletons,
-                    linker_formulas=tuple("" for _ in b_sites),
+                    metal_symbols=tuple(METAL_OF_A_BEAD[s] for s in symbols[a_sites].tolist()), linkers=singletons,
+                    rings=singletons, linker_formulas=tuple(LINKER_OF_B_BEAD[s] for s in symbols[b_sites].tolist()),
                     linker_metals=np.array([bridged[b] for b in b_sites], dtype=int).reshape(-1, 2))
 
 
@@ -461,7 +515,8 @@ def coarse_grain(atoms: Atoms, representation: str = "AB2", *, name: str | None 
     """Map a ZIF onto the representation the descriptor sees.
 
     Args:
-        atoms: periodic Zn imidazolate framework (atomistic) or Si/O bead structure (coarse-grained).
+        atoms: periodic metal imidazolate framework (atomistic) or bead structure (coarse-grained; elements
+            of :data:`A_BEADS` / :data:`B_BEADS`, Si/O for Zn(Im)2).
         representation: ``"atomistic"``, ``"AB2"`` or ``"A"``.
         name: structure name for error messages (default: from ``atoms.info`` or the formula).
         connectivity: a :class:`Connectivity` found earlier for the same atoms (re-used when only positions moved).
@@ -478,17 +533,17 @@ def coarse_grain(atoms: Atoms, representation: str = "AB2", *, name: str | None 
     if representation == "atomistic":
         if connectivity.coarse_grained_input:
             raise StructureError("the atomistic representation needs atomistic input, but this structure is "
-                                 "already coarse-grained (Si/O beads)", structure=connectivity.name)
+                                 "already coarse-grained (beads)", structure=connectivity.name)
         structure = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
         centres = metals.copy()
     else:
         a_positions = atoms.positions[metals]
+        symbols = [a_bead(metal, connectivity.name) for metal in connectivity.metal_symbols]
         if representation == "AB2":
             b_positions = bead_positions(atoms, connectivity)
-            symbols = [A_SYMBOL] * len(metals) + [B_SYMBOL] * len(b_positions)
+            symbols += [b_bead(linker, connectivity.name) for linker in connectivity.linker_formulas]
             positions = np.vstack([a_positions, b_positions])
         else:
-            symbols = [A_SYMBOL] * len(metals)
             positions = a_positions
         structure = Atoms(symbols=symbols, positions=positions, cell=atoms.cell, pbc=True)
         centres = np.arange(len(metals))

@@ -29,7 +29,7 @@ import numpy as np
 from ase import Atoms
 
 from . import __version__
-from .beads import BeadMap, Connectivity, coarse_grain
+from .beads import KNOWN_LINKERS, BeadMap, Connectivity, coarse_grain, find_connectivity
 from .descriptors import soap_dimension, soap_vectors
 from .errors import ModelError
 from .labels import as_label_array, local_energies
@@ -50,15 +50,43 @@ MAX_MEMBERS = 64
 #: Largest ``block_size`` a model file may ask for (rows of the kernel block held at once).
 MAX_BLOCK_SIZE = 1_000_000
 
-#: Already coarse-grained input follows the hZIF convention: Zn(Im)2 beads.
+#: Metals and linkers recorded by :meth:`CGGPRModel.fit_vectors` when not given: Zn(Im)2.
 CG_INPUT_METALS = ("Zn",)
 CG_INPUT_LINKERS = ("C3H3N2",)
 
 
 def _species(connectivity: Connectivity) -> tuple[set[str], set[str]]:
-    if connectivity.coarse_grained_input:
-        return set(CG_INPUT_METALS), set(CG_INPUT_LINKERS)
+    """(metals, linker Hill formulas) of a structure; bead input names those its bead elements stand for."""
     return set(connectivity.metal_symbols), set(connectivity.linker_formulas)
+
+
+def _linker_names(formulas) -> str:
+    return ", ".join(f"{f} = {KNOWN_LINKERS[f]}" if f in KNOWN_LINKERS else f for f in formulas)
+
+
+def _training_species(spec: ModelSpec, given: tuple, maps: Sequence[BeadMap]) -> ModelSpec:
+    """``spec`` with the descriptor species of the training maps: the elements of their descriptor structures
+    (neighbour species) and of their metal sites (centre species), in descending Z. Species given in the spec
+    by the user (``given``: its species and centre_species before the first fit) are kept, and the training
+    structures must hold no other element."""
+    from ase.data import chemical_symbols
+
+    elements, centres = set(), set()
+    for m in maps:
+        numbers = m.structure.numbers
+        elements.update(np.unique(numbers).tolist())
+        centres.update(np.unique(numbers[np.asarray(m.centre_indices, dtype=int)]).tolist())
+    found = {"species": tuple(sorted(elements, reverse=True)), "centre_species": tuple(sorted(centres, reverse=True))}
+    for key, user in zip(("species", "centre_species"), given, strict=True):
+        if user is None:
+            continue
+        extra = set(found[key]) - set(user)
+        if extra:
+            where = next(m.name for m in maps if set(np.unique(m.structure.numbers).tolist()) & extra)
+            raise ModelError(f"training structure {where!r} holds {[chemical_symbols[z] for z in sorted(extra)]}, "
+                             f"which are not in the spec's {key} {[chemical_symbols[z] for z in user]}")
+        found[key] = tuple(user)
+    return spec.replace(**found)
 
 
 class CGGPRModel:
@@ -99,18 +127,30 @@ class CGGPRModel:
 
     # -- structures -> bead maps -> vectors ------------------------------------------------------------
     def bead_map(self, atoms: Atoms, *, connectivity: Connectivity | None = None, name: str | None = None) -> BeadMap:
-        """Map a structure onto the model's representation, checking it holds only species the model saw."""
-        bead_map = coarse_grain(atoms, self.spec.representation, connectivity=connectivity, name=name)
+        """Map a structure onto the model's representation, checking it holds only metals and linkers the
+        model was trained on (:meth:`check_species`) before it is coarse-grained."""
         if self.is_fitted:
-            metals, linkers = _species(bead_map.connectivity)
-            if not metals <= set(self.metals_):
-                raise ModelError(f"structure {bead_map.name!r} contains metal(s) {sorted(metals - set(self.metals_))}"
-                                 f" but the model was trained on {list(self.metals_)} only")
-            if not linkers <= set(self.linkers_):
-                raise ModelError(f"structure {bead_map.name!r} contains unsupported linker(s) "
-                                 f"{sorted(linkers - set(self.linkers_))}; the model was trained on "
-                                 f"{list(self.linkers_)} only")
-        return bead_map
+            if connectivity is None:
+                connectivity = find_connectivity(atoms, name=name)
+            self.check_species(connectivity)
+        return coarse_grain(atoms, self.spec.representation, connectivity=connectivity, name=name)
+
+    def check_species(self, connectivity: Connectivity) -> None:
+        """Refuse a structure with a metal or linker the model was not trained on: one :class:`ModelError`
+        naming the structure, the training metals / linkers and what it has instead."""
+        self._check_fitted()
+        metals, linkers = _species(connectivity)
+        new_metals, new_linkers = sorted(metals - set(self.metals_)), sorted(linkers - set(self.linkers_))
+        if not new_metals and not new_linkers:
+            return
+        has = ([f"metal(s) {new_metals}"] if new_metals else []) + \
+              ([f"unsupported linker(s) {_linker_names(new_linkers)}"] if new_linkers else [])
+        message = (f"structure {connectivity.name!r}: the model was trained on metals {list(self.metals_)} / "
+                   f"linkers {list(self.linkers_)}; this structure has {' and '.join(has)}")
+        if new_linkers and self.spec.representation == "A":
+            message += ("; an A-only model cannot tell linkers apart (its beads are the metal sites alone): "
+                        "use an AB2 or atomistic model for other linkers")
+        raise ModelError(message)
 
     def vectors(self, maps: Sequence[BeadMap], *, progress: bool = False) -> np.ndarray:
         """SOAP vectors (n_centres, D) of the maps, with an optional progress bar."""
@@ -170,6 +210,19 @@ class CGGPRModel:
         if not len(maps):
             raise ModelError("no training structures given")
         y = _stack_labels(maps, labels)
+        metals, linkers = set(), set()
+        for m in maps:
+            m_metals, m_linkers = _species(m.connectivity)
+            metals |= m_metals
+            linkers |= m_linkers
+        if self.spec.representation == "A" and len(linkers) > 1:
+            raise ModelError(f"the training structures have linkers {_linker_names(sorted(linkers))}, but the A "
+                             "representation cannot tell linkers apart (its beads are the metal sites alone); "
+                             "train an AB2 or atomistic model on several linkers")
+        # the descriptor's species come from the training data (species a user put in the spec are kept)
+        if not hasattr(self, "_given_species"):
+            self._given_species = (self.spec.species, self.spec.centre_species)
+        self.spec = _training_species(self.spec, self._given_species, maps)
         rows = np.arange(len(y))
         if n_train is not None:
             if n_train < 1:
@@ -179,11 +232,6 @@ class CGGPRModel:
         X = self.selected_vectors(maps, rows, progress=progress)
         n_structures = len(np.unique(np.searchsorted(np.cumsum([len(m.centre_indices) for m in maps]), rows,
                                                      side="right")))
-        metals, linkers = set(), set()
-        for m in maps:
-            m_metals, m_linkers = _species(m.connectivity)
-            metals |= m_metals
-            linkers |= m_linkers
         self.fit_vectors(X, y[rows], metals=sorted(metals), linkers=sorted(linkers),
                          n_structures=n_structures, progress=progress)
         # how the training environments were drawn, so the saved model says how to reproduce it
@@ -315,6 +363,8 @@ class CGGPRModel:
         if not path.exists():
             raise ModelFileNotFoundError(f"cannot load model {path}: no such file")
         meta, spec, arrays = _read_model_file(path)
+        if spec.species is None or spec.centre_species is None:  # written before the spec recorded species
+            spec = spec.replace(species=spec.effective_species, centre_species=spec.effective_centre_species)
         model = cls(spec, reference_energy=meta["reference_energy"])
         try:
             model.regressor_ = solver_from_state(meta["regression"], arrays)

@@ -82,6 +82,6 @@ def test_cli_errors_are_one_line(labelled_files):
     cobalt.symbols[cobalt.symbols == "Zn"] = "Co"
     write(folder / "co.xyz", cobalt)
     result = run(["predict", model, folder / "co.xyz"])
-    assert result.exit_code == 1 and "trained on ['Zn'] only" in result.output
+    assert result.exit_code == 1 and "trained on metals ['Zn']" in result.output and "['Co']" in result.output
     result = run(["predict", model, folder / "YUG_CH3.xyz"])
     assert result.exit_code == 1 and "unsupported linker" in result.output

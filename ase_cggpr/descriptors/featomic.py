@@ -254,7 +254,7 @@ def _power_spectrum(coefficients: list[np.ndarray], n_species: int, n_max: int) 
     for ell, c in enumerate(coefficients):
         products = np.matmul(c, c.transpose(0, 2, 1))
         out[:, :, ell] = products[:, ia, jb] * (weights / math.sqrt(2 * ell + 1))
-    return out.reshape(n_centres, -1)
+    return out.reshape(n_centres, len(ia) * (l_max + 1))
 
 
 def _normalise(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

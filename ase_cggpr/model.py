@@ -15,6 +15,7 @@ and a training-set summary.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -30,12 +31,13 @@ from ase import Atoms
 
 from . import __version__
 from .beads import KNOWN_LINKERS, BeadMap, Connectivity, coarse_grain, find_connectivity
-from .descriptors import soap_dimension, soap_vectors
+from .descriptors import DescriptorBackend, backend_for, check_species, soap_dimension, soap_vectors
 from .errors import ModelError
+from .kernels import PolynomialKernel
 from .labels import as_label_array, local_energies
 from .outputs import atomic_output
 from .progress import progress_bar
-from .regression import EXACT_VARIANCE_MAX, SELECTIONS, SOLVERS, polynomial_kernel, solver_from_state
+from .regression import EXACT_VARIANCE_MAX, SELECTIONS, SOLVERS, solver_from_state
 from .spec import ModelSpec
 
 FORMAT_NAME = "ase-cggpr-model"
@@ -250,6 +252,7 @@ class CGGPRModel:
             regressor.fit(X, y, progress=update)
         self.regressor_ = regressor
         self.calibration_ = None
+        self.metadata_ = self.source_ = None  # a new fit is no longer the model of a file
         self.metals_ = tuple(metals)
         self.linkers_ = tuple(linkers)
         self.training_ = {"n_structures": n_structures, "n_environments": n,
@@ -301,6 +304,74 @@ class CGGPRModel:
             return (result[0][0], result[1][0]) if return_std else result[0]
         return result
 
+    def descriptor_backend(self, name: str | None = None) -> DescriptorBackend:
+        """The descriptor backend of the model's spec (``name``, ``"featomic"`` or ``"quippy"``, overrides
+        ``spec.backend``; both give the same vectors)."""
+        return backend_for(self.spec, name)
+
+    def compute(self, structure: Atoms | BeadMap, *, forces: bool = False, return_std: bool = False,
+                connectivity: Connectivity | None = None, descriptor_backend: str | None = None) -> Prediction:
+        """Local energies of one structure, and with ``forces`` their forces, in one call.
+
+        ``structure`` is an Atoms object (mapped with :meth:`bead_map`, reusing ``connectivity`` if given) or
+        a :class:`~ase_cggpr.beads.BeadMap` from it. The descriptor backend is ``spec.backend`` unless
+        ``descriptor_backend`` names the other one.
+
+        The energy of a structure is a sum over its metal environments (centres) i,
+
+            E = sum_i e(x_i),    e(x) = mean + sum_n w_n k(x, b_n),
+
+        with x_i the normalised SOAP vector of centre i, ``k`` the regressor's kernel and (b_n, w_n) its
+        vectors and weights (training vectors for the exact solver, inducing vectors for the sparse one).
+        With ``forces``, the descriptor backend gives the vectors with their position gradients, the
+        regressor ``dE/dx_i`` (:meth:`~ase_cggpr.regression.Regressor.predict_gradient`) and the backend
+        contracts them to ``dE/dr_j = sum_i (dx_i/dr_j)^T dE/dx_i`` on the descriptor structure's atoms,
+        never storing the (n_centres, n_atoms, 3, D) Jacobian; :func:`bead_to_atom_gradient` carries that
+        to the input atoms. The energies are those of the same vectors.
+
+        What the forces mean physically: minus the gradient of the *learned* energy with respect to the
+        positions of what the descriptor sees. In the atomistic representation that is every atom. In the
+        coarse-grained representations the energy depends only on the A beads (the metals) and, for AB2, on
+        the B beads at the centroids of the linkers' ring atoms; by the chain rule the force on a B bead is
+        shared equally among its ring atoms (1/n each, n ring atoms), the A-bead force acts on the metal,
+        and everything else (H atoms, substituents, and internal linker motions that leave the ring centroid
+        in place: ring deformation, rotation of the ring about its centroid) carries no force. Such forces
+        drive the coarse-grained degrees of freedom down the learned energy surface; they are not, and do
+        not approximate, the atomistic forces. They sum to zero (translation invariance of SOAP) up to
+        numerical noise. Stress is not provided (it needs the descriptor's strain derivatives).
+
+        A non-finite energy, std or force is a :class:`ModelError` naming the structure.
+        """
+        self._check_fitted()
+        if isinstance(structure, BeadMap):
+            bead_map = structure
+            n_atoms = _input_atom_count(bead_map)
+        else:
+            bead_map = self.bead_map(structure, connectivity=connectivity)
+            n_atoms = len(structure)
+        if bead_map.representation != self.spec.representation:
+            raise ModelError(f"structure {bead_map.name!r} is in the {bead_map.representation} representation but "
+                             f"the model uses {self.spec.representation}")
+        check_species(bead_map, self.spec)
+        backend = self.descriptor_backend(descriptor_backend)
+        if forces:
+            gradients = backend.gradients(bead_map.structure)
+            if not np.array_equal(np.asarray(gradients.centres), np.asarray(bead_map.centre_indices)):
+                raise ModelError(f"structure {bead_map.name!r}: descriptor centres do not match the metal sites")
+            X = gradients.vectors
+        else:
+            X = backend.vectors([bead_map.structure])
+        out = self.regressor_.predict(X, return_std=return_std)
+        energies, std = out if return_std else (out, None)
+        check_prediction(bead_map.name, energies, std)
+        atom_forces = None
+        if forces:
+            bead_gradient = gradients.contract(self.regressor_.predict_gradient(X))
+            atom_forces = -bead_to_atom_gradient(bead_map, bead_gradient, n_atoms)
+            if not np.isfinite(atom_forces).all():
+                raise ModelError(f"structure {bead_map.name!r}: the model predicted non-finite forces (NaN or inf)")
+        return Prediction(local_energies=energies, std=std, forces=atom_forces, bead_map=bead_map)
+
     # -- persistence ---------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         """What a saved model records: format and package version, creation time, every hyperparameter (the
@@ -338,13 +409,15 @@ class CGGPRModel:
             include_factor = self.training_["n_environments"] <= MAX_SAVED_FACTOR
         _, arrays = self.regressor_.get_state(include_factor=include_factor)
         try:
-            metadata = json.dumps(self.metadata(), indent=1, allow_nan=False)
+            record = self.metadata()
+            metadata = json.dumps(record, indent=1, allow_nan=False)
         except ValueError:
             raise ModelError(f"cannot save {path}: the model's metadata holds NaN or inf "
                              f"(training summary {self.training_})") from None
         # a hidden temporary file beside path, removed on any exit (error, Ctrl-C); published in one step
         with atomic_output(path, force=overwrite) as tmp:
             np.savez(tmp, metadata=np.array(metadata), **arrays)
+        self.metadata_, self.source_ = record, str(path)
         return path
 
     @classmethod
@@ -380,7 +453,20 @@ class CGGPRModel:
         model.training_ = meta["training"]
         model.calibration_ = meta.get("calibration")
         model.metadata_ = meta
+        model.source_ = str(path)
         return model
+
+    def provenance(self) -> dict[str, Any]:
+        """Which model this is, for the record of a number it predicted (no arrays): the file it was loaded
+        from or saved to (None if neither), that file's creation time and package version (None and this
+        package's version for a model only in memory), representation, descriptor backend, solver and
+        number of training environments."""
+        self._check_fitted()
+        meta = getattr(self, "metadata_", None) or {}
+        return {"path": getattr(self, "source_", None), "created": meta.get("created"),
+                "package_version": meta.get("package_version", __version__),
+                "representation": self.spec.representation, "backend": self.spec.backend,
+                "solver": self.solver, "n_environments": self.training_["n_environments"]}
 
 
 def describe_files(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -410,6 +496,57 @@ def check_prediction(name: str, energies: np.ndarray, std: np.ndarray | None = N
             raise ModelError(f"structure {name!r}: the model predicted a non-finite {what} (NaN or inf) for "
                              f"{bad} of {np.size(values)} metal site(s); the model file is corrupt or the "
                              "structure overflows its kernel")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """What :meth:`CGGPRModel.compute` predicts for one structure.
+
+    Attributes:
+        local_energies: (n_metals,) local energy per metal (eV, relative to the model's reference energy),
+            in metal (atom-index) order.
+        std: (n_metals,) GP standard deviation per metal (eV, latent function), or None if not asked for.
+        forces: (n_atoms, 3) forces on the input atoms (eV/Å), or None if not asked for.
+        bead_map: the :class:`~ase_cggpr.beads.BeadMap` the descriptor saw.
+    """
+
+    local_energies: np.ndarray
+    std: np.ndarray | None
+    forces: np.ndarray | None
+    bead_map: BeadMap
+
+    @property
+    def energy(self) -> float:
+        """Total energy (eV): the sum of the local energies."""
+        return float(np.sum(self.local_energies))
+
+
+def bead_to_atom_gradient(bead_map: BeadMap, bead_gradient: np.ndarray, n_atoms: int) -> np.ndarray:
+    """Chain rule from the descriptor structure to the input atoms: (n_atoms, 3).
+
+    atomistic: identity. AB2: A beads -> metals; each B bead's gradient split equally over its ring atoms
+    (the bead is their centroid). A: A beads -> metals. Already coarse-grained input maps bead to bead.
+    """
+    connectivity = bead_map.connectivity
+    out = np.zeros((n_atoms, 3))
+    if bead_map.representation == "atomistic":
+        out[:] = bead_gradient
+        return out
+    n_metals = connectivity.n_metals
+    out[connectivity.metal_indices] += bead_gradient[:n_metals]
+    if bead_map.representation == "AB2":
+        for k, ring in enumerate(connectivity.rings):
+            out[ring] += bead_gradient[n_metals + k] / len(ring)
+    return out
+
+
+def _input_atom_count(bead_map: BeadMap) -> int:
+    """Number of atoms of the structure a bead map was made from (every atom is a metal or in a linker)."""
+    if bead_map.representation == "atomistic":
+        return len(bead_map.structure)
+    connectivity = bead_map.connectivity
+    indices = [np.asarray(connectivity.metal_indices), *map(np.asarray, connectivity.linkers)]
+    return int(max(int(i.max()) for i in indices if i.size)) + 1
 
 
 # -- reading model files: everything is checked before it is used ---------------------------------------------
@@ -669,7 +806,7 @@ def _check_rows_normalised(path: Path, X: np.ndarray, step: int = 4096) -> None:
                              "are stored normalised to 1: the array is tampered or corrupt")
 
 
-def _check_factor(path: Path, name: str, L: np.ndarray, X: np.ndarray, *, zeta: int, offset: float,
+def _check_factor(path: Path, name: str, L: np.ndarray, X: np.ndarray, *, kernel: PolynomialKernel,
                   diagonal_shift: float | None) -> None:
     """A lower-triangular factor with a positive diagonal; with ``diagonal_shift``, a few of its rows must
     reproduce ``K(X, X) + shift I`` (that it is the factor of this model's kernel)."""
@@ -684,9 +821,9 @@ def _check_factor(path: Path, name: str, L: np.ndarray, X: np.ndarray, *, zeta: 
         if diagonal_shift is None:
             continue
         product = (L[j:, :j + 1] @ L[j, :j + 1]).astype(np.float64)
-        kernel = polynomial_kernel(X[j:], X[j:j + 1], zeta=zeta, offset=offset)[:, 0]
-        kernel[0] += diagonal_shift
-        if np.abs(product - kernel).max() > tol * np.abs(kernel).max():
+        column = kernel(X[j:], X[j:j + 1])[:, 0]
+        column[0] += diagonal_shift
+        if np.abs(product - column).max() > tol * np.abs(column).max():
             raise _bad(path, f"the Cholesky factor {name} does not factor the kernel of the training vectors "
                              f"X (column {j} differs): tampered or corrupt")
 
@@ -744,15 +881,16 @@ def _read_model_file(path: Path) -> tuple[dict, ModelSpec, dict[str, np.ndarray]
             raise _bad(path, f"array {key} contains NaN or inf")
     regression = meta["regression"]
     _check_rows_normalised(path, arrays["X"])
+    kernel = PolynomialKernel(spec.zeta, spec.offset)
     if "L" in arrays:
-        _check_factor(path, "L", arrays["L"], arrays["X"], zeta=spec.zeta, offset=spec.offset,
+        _check_factor(path, "L", arrays["L"], arrays["X"], kernel=kernel,
                       diagonal_shift=spec.noise**2)
     if "Lm" in arrays:
         Z = arrays["X"]
-        prior = float(np.mean((spec.offset + np.einsum("ij,ij->i", Z, Z)) ** spec.zeta))
-        _check_factor(path, "Lm", arrays["Lm"], Z, zeta=spec.zeta, offset=spec.offset,
+        prior = float(np.mean(kernel.diagonal(Z)))
+        _check_factor(path, "Lm", arrays["Lm"], Z, kernel=kernel,
                       diagonal_shift=float(regression.get("jitter", 1e-10)) * prior)
-        _check_factor(path, "La", arrays["La"], Z, zeta=spec.zeta, offset=spec.offset, diagonal_shift=None)
+        _check_factor(path, "La", arrays["La"], Z, kernel=kernel, diagonal_shift=None)
     return meta, spec, arrays
 
 

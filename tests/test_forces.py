@@ -7,8 +7,13 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from ase_cggpr.calculator import CGGPRCalculator
-from ase_cggpr.forces import predict_with_forces
 from ase_cggpr.model import CGGPRModel
+
+
+def predict_with_forces(model, atoms, backend=None):
+    """(local energies, forces) from the model's one prediction route."""
+    prediction = model.compute(atoms, forces=True, descriptor_backend=backend)
+    return prediction.local_energies, prediction.forces
 
 
 @pytest.fixture(scope="module")

@@ -149,6 +149,12 @@ def test_old_model_files_load_with_the_zn_defaults(small_models, yug, tmp_path):
     old = CGGPRModel.load(tmp_path / "old.npz")
     assert (old.spec.species, old.spec.centre_species) == ((14, 8), (14,)) == DEFAULT_SPECIES["AB2"]
     np.testing.assert_array_equal(old.predict(yug[2]), model.predict(yug[2]))
+    # a tampered species field is one ModelError naming the file
+    for bad, message in (("Si", "list of atomic numbers"), ([14, 14], "twice"), ([8], r"centre_species \[14\]")):
+        meta["spec"]["species"], meta["spec"]["centre_species"] = bad, [14]
+        np.savez(tmp_path / "bad.npz", metadata=np.array(json.dumps(meta)), **arrays)
+        with pytest.raises(ModelError, match=f"cannot load model .*bad.npz: metadata field spec: .*{message}"):
+            CGGPRModel.load(tmp_path / "bad.npz")
 
 
 def test_spec_species_fields():

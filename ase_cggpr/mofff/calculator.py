@@ -1,4 +1,4 @@
-"""ASE calculator for MOF-FF (Zn(Im)2, H-imidazolate) evaluated with LAMMPS."""
+"""ASE calculator for MOF-FF (Zn(Im)2, Zn(mIm)2 and mixed Im/mIm cells) evaluated with LAMMPS."""
 
 from __future__ import annotations
 

@@ -95,8 +95,8 @@ def lower_triangular(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.tril(L), Q
 
 
-def _force_field_commands(terms: bool) -> list[str]:
-    idx = P.ATOM_TYPE_ID
+def _force_field_commands(terms: bool, ff: P.ForceFieldTable | None = None) -> list[str]:
+    ff = ff or P.force_field_table(("H",))
     cmds = [
         f"pair_style buck6d/coul/gauss/dsf {P.PAIR_SMOOTHING} {P.PAIR_CUTOFF}",
         "bond_style class2",
@@ -104,22 +104,21 @@ def _force_field_commands(terms: bool) -> list[str]:
         "dihedral_style opls",
         "improper_style inversion/harmonic",
     ]
-    return cmds + _coeff_commands(idx) + _compute_commands(terms)
+    return cmds + _coeff_commands(ff) + _compute_commands(terms)
 
 
-def _coeff_commands(idx: dict[str, int]) -> list[str]:
+def _coeff_commands(ff: P.ForceFieldTable) -> list[str]:
     cmds = []
-    for (a, b), c in P.PAIR.items():
-        i, j = sorted((idx[a], idx[b]))
+    for i, j, c in ff.pair:
         cmds.append(f"pair_coeff {i} {j} " + " ".join(repr(float(x)) for x in c))
-    for t, (_, c) in P.BONDS.items():
+    for t, c in ff.bonds.items():
         cmds.append(f"bond_coeff {t} " + " ".join(repr(x) for x in c))
-    for t, (_, c) in P.ANGLES.items():
+    for t, c in ff.angles.items():
         cmds += [f"angle_coeff {t} " + " ".join(repr(x) for x in c),
                  f"angle_coeff {t} bb 0.0 1.0 1.0", f"angle_coeff {t} ba 0.0 0.0 1.0 1.0"]
-    for t, (_, c) in P.DIHEDRALS.items():
+    for t, c in ff.dihedrals.items():
         cmds.append(f"dihedral_coeff {t} " + " ".join(repr(x) for x in c))
-    for t, (_, c) in P.IMPROPERS.items():
+    for t, c in ff.impropers.items():
         cmds.append(f"improper_coeff {t} " + " ".join(repr(x) for x in c))
     lj = " ".join(repr(x) for x in P.SPECIAL_LJ)
     coul = " ".join(repr(x) for x in P.SPECIAL_COUL)
@@ -143,16 +142,17 @@ def _compute_commands(terms: bool) -> list[str]:
 
 def _write_data(path: Path, top: MOFFFTyping, L: np.ndarray, pos: np.ndarray) -> None:
     n = top.n_atoms
+    ff = top.force_field
     lines = [
         "LAMMPS data file: MOF-FF Zn(Im)2 (ase_cggpr)", "",
         f"{n} atoms", f"{len(top.bonds)} bonds", f"{len(top.angles)} angles",
         f"{len(top.dihedrals)} dihedrals", f"{len(top.impropers)} impropers",
-        f"{len(P.ATOM_TYPES)} atom types", f"{len(P.BONDS)} bond types", f"{len(P.ANGLES)} angle types",
-        f"{len(P.DIHEDRALS)} dihedral types", f"{len(P.IMPROPERS)} improper types", "",
+        f"{len(ff.atom_types)} atom types", f"{len(ff.bonds)} bond types", f"{len(ff.angles)} angle types",
+        f"{len(ff.dihedrals)} dihedral types", f"{len(ff.impropers)} improper types", "",
         f"0.0 {L[0, 0]:.17g} xlo xhi", f"0.0 {L[1, 1]:.17g} ylo yhi", f"0.0 {L[2, 2]:.17g} zlo zhi",
         f"{L[1, 0]:.17g} {L[2, 0]:.17g} {L[2, 1]:.17g} xy xz yz", "", "Masses", "",
     ]
-    lines += [f"{i + 1} {P.MASS[name]}" for i, name in enumerate(P.ATOM_TYPES)]
+    lines += [f"{i + 1} {mass}" for i, mass in enumerate(ff.masses)]
     lines += ["", "Atoms # full", ""]
     ids = np.arange(1, n + 1)
     lines += [f"{k} 1 {t} {q:.17g} {x:.17g} {y:.17g} {z:.17g}"
@@ -189,9 +189,9 @@ class MOFFFEngine:
             _write_data(data, typing, L, pos)
             self._run([
                 "units real", "atom_style full", "boundary p p p", "atom_modify map array",
-                *_force_field_commands(terms)[:5],
+                *_force_field_commands(terms, typing.force_field)[:5],
                 f"read_data {data}",
-                *_force_field_commands(terms)[5:],
+                *_force_field_commands(terms, typing.force_field)[5:],
                 # single points rebuild the list anyway: a thin skin saves ~25 %; minimise with 2.0 Å
                 f"neighbor {SKIN_SINGLE_POINT} bin", "neigh_modify delay 0 every 1 check yes",
             ])

@@ -2,6 +2,10 @@
 
 Data flows one way: structures -> :func:`~ase_cggpr.beads.coarse_grain` -> SOAP vectors
 (:mod:`ase_cggpr.descriptors`) -> GP regression (:mod:`ase_cggpr.regression`) -> per-metal local energies.
+:meth:`CGGPRModel.compute` is the one prediction route of a structure: its local energies, their standard
+deviations and its forces in one call (forces by the chain rule: the descriptor backend's ``gradients()``
+contracted with the regressor's ``predict_gradient``, which is the kernel's ``gradient``); the ASE
+calculator is a cache around it.
 
 Energies are per metal environment (eV), relative to ``reference_energy`` (eV per metal; e.g. the mean
 local energy of relaxed zni, as in the paper; 0 keeps raw force-field energies).

@@ -47,6 +47,7 @@ from ase.calculators.calculator import Calculator, all_changes, equal
 from .beads import Bonds, BondTracker, Connectivity, check_input, connectivity_from_bonds, structure_name
 from .errors import ModelError
 from .model import CGGPRModel
+from .spec import BACKENDS
 
 
 class CGGPRCalculator(Calculator):
@@ -91,15 +92,23 @@ class CGGPRCalculator(Calculator):
         """
         if isinstance(kwargs.get("model"), os.PathLike):
             kwargs["model"] = os.fspath(kwargs["model"])
+        if kwargs.get("descriptor_backend") not in (None, *BACKENDS):
+            raise ModelError(f"unknown descriptor backend {kwargs['descriptor_backend']!r}; choose None (the "
+                             f"model's own) or one of {BACKENDS}")
+        previous = self.parameters.get("model")
         changed = super().set(**kwargs)
         if "model" in changed:
             model = changed["model"]
-            if isinstance(model, str):
-                model = CGGPRModel.load(model)
-            elif not isinstance(model, CGGPRModel):
-                raise ModelError(f"model must be a CGGPRModel or a model file path, got {type(model).__name__}")
-            if not model.is_fitted:
-                raise ModelError("CGGPRCalculator needs a fitted model")
+            try:
+                if isinstance(model, str):
+                    model = CGGPRModel.load(model)
+                elif not isinstance(model, CGGPRModel):
+                    raise ModelError(f"model must be a CGGPRModel or a model file path, got {type(model).__name__}")
+                if not model.is_fitted:
+                    raise ModelError("CGGPRCalculator needs a fitted model")
+            except BaseException:
+                self.parameters["model"] = previous  # the parameters keep naming the model in use
+                raise
             self.model = model
         if changed:
             self.reset()

@@ -219,3 +219,21 @@ def test_calculator_descriptor_backend_parameter(small_models, abw):
     assert atoms.calc.results == {}
     np.testing.assert_allclose(atoms.get_forces(), quippy, atol=1e-6)
     np.testing.assert_array_equal(atoms.get_forces(), small_models["AB2"].compute(abw, forces=True).forces)
+
+
+def test_calculator_set_refuses_a_bad_model_or_backend_and_keeps_the_old(small_models, abw, tmp_path):
+    path = small_models["A"].save(tmp_path / "a.npz")
+    calc = CGGPRCalculator(model_path=path)
+    with pytest.raises(ModelError, match="no such file"):
+        calc.set(model=tmp_path / "missing.npz")
+    assert calc.parameters["model"] == str(path) and calc.todict()["model"] == str(path)
+    with pytest.raises(ModelError, match="unknown descriptor backend 'dscribe'"):
+        calc.set(descriptor_backend="dscribe")
+    atoms = abw.copy()
+    atoms.calc = calc
+    np.testing.assert_allclose(atoms.calc.get_property("local_energies", atoms), small_models["A"].predict(abw),
+                               atol=1e-12)
+    calc.set(model=small_models["AB2"])  # another model: its numbers, and the record says it is in memory
+    np.testing.assert_allclose(atoms.calc.get_property("local_energies", atoms), small_models["AB2"].predict(abw),
+                               atol=1e-12)
+    assert calc.todict()["model"] is None and calc.todict()["model_info"]["representation"] == "AB2"

@@ -57,12 +57,12 @@ def run_demo(output_dir: str | os.PathLike = "cggpr-demo", *, data: list[str] | 
     truth, sizes = None, (0, 0)
     for rep in REPRESENTATIONS:
         labelled = load_labelled(frames, representation=rep, label_key="energies")
-        train_idx, test_idx = split_by_group(labelled.groups, test_fraction, seed=seed)
+        train_idx, test_idx = split_by_group(labelled.structure_groups, test_fraction, seed=seed)
         train, test = labelled.subset(train_idx), labelled.subset(test_idx)
         model = CGGPRModel(representation=rep, reference_energy=reference)
-        model.fit_maps(train.maps, train.labels, n_train=n_train, seed=seed, progress=progress)
-        predicted = np.concatenate(model.predict_maps(test.maps, progress=progress))
-        truth = np.concatenate(test.labels) - reference
+        model.fit_maps(train.maps(), train.structure_labels, n_train=n_train, seed=seed, progress=progress)
+        predicted = np.concatenate(model.predict_maps(test.maps(), progress=progress))
+        truth = test.labels - reference
         predictions[rep], scores[rep] = predicted, rmse(predicted, truth)
         sizes = (model.training_["n_environments"], truth.size)
         with atomic_output(output_dir / f"model_{rep}.npz", force=overwrite) as tmp:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import gzip
+import hashlib
 import os
 import shutil
 import tempfile
@@ -29,9 +30,10 @@ from ase import Atoms
 from ase.io import iread
 from ase.io.formats import filetype
 
-from .beads import BeadMap, coarse_grain
-from .errors import CGGPRError, LabelError, StructureError
-from .labels import local_energies
+from .beads import BeadMap, Connectivity, coarse_grain, find_connectivity, structure_name
+from .errors import CGGPRError, LabelError, ModelError, StructureError
+from .labels import TARGETS, local_energies
+from .spec import canonical_representation
 
 STRUCTURE_SUFFIXES = (".xyz", ".extxyz", ".cif", ".traj", ".vasp", ".json", ".gz")
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -146,46 +148,200 @@ def read_structures(patterns: Iterable[str | os.PathLike], *, index: str = ":") 
     return list(iter_structures(patterns, index=index))
 
 
+#: ``atoms.info`` keys tried, in order, for the CV group of a structure (:meth:`LabelledSet.from_structures`).
+GROUP_KEYS = ("framework_type", "topology", "structure_id", "net", "name")
+
+#: per-atom energies or per-metal labels tried, in order, when no label key is given
+LABEL_KEYS = ("energies", "energy", "e_local", "e_local_mofff")
+
+
 @dataclasses.dataclass
 class LabelledSet:
-    """Structures with their bead maps and per-metal labels (eV) for one representation."""
+    """Labelled metal environments of a set of structures, with their groups: the package's one labelled-set
+    type (training, held-out sets, calibration, and the evaluation layer's ``Environments``).
 
-    frames: list[Atoms]
-    maps: list[BeadMap]
-    labels: list[np.ndarray]
-    groups: np.ndarray  # one group id per structure (framework type, else structure_id, else the structure's name)
+    Attributes:
+        structures: the input structures (atomistic, or bead structures for the CG representations only).
+        connectivities: one :class:`~ase_cggpr.beads.Connectivity` per structure (found once, reused for every
+            representation).
+        labels: (n_env,) per-metal labels (eV), structure by structure in metal order.
+        groups: (n_env,) group of each environment (str): the CV folds and held-out sets keep groups whole.
+        owner: (n_env,) index of the structure each environment belongs to.
+        target: ``"local"`` or ``"metal"``.
+        group_by: the ``atoms.info`` key(s) the groups came from, e.g. ``"framework_type"`` ("+"-joined if the
+            structures differ; ``"#index"`` for structures grouped alone, ``"name"`` for their names).
+        representation: the representation of the bead maps made while loading (:func:`load_labelled`), or None.
+        bead_maps: those bead maps (one per structure), or None; :meth:`maps` makes any representation's.
+    """
+
+    structures: list[Atoms]
+    connectivities: list[Connectivity]
+    labels: np.ndarray
+    groups: np.ndarray
+    owner: np.ndarray
+    target: str = "local"
+    group_by: str = ""
+    representation: str | None = None
+    bead_maps: list[BeadMap] | None = None
+
+    @classmethod
+    def from_structures(cls, structures: Iterable[Atoms], *, label_key: str | None = None,
+                        target: str = "local", group_key: str | None = None,
+                        labels: Sequence[np.ndarray] | None = None, representation: str | None = None,
+                        group_fallback: str = "index") -> LabelledSet:
+        """Find connectivities, form labels and read groups; errors name the structure and the problem.
+
+        Args:
+            label_key: per-atom energies (``energies``, ``energy``; local energies are formed) or
+                per-metal values (``e_local``, ``e_local_mofff``). Default: the first of :data:`LABEL_KEYS`
+                present (per-atom energies first, as the Zn-only target needs them).
+            target: ``"local"`` (default) or ``"metal"`` (Zn-only energy).
+            group_key: ``atoms.info`` key naming the group (a structure without it is a LabelError).
+                Default, with ``group_fallback="index"`` (CV): the first of :data:`GROUP_KEYS` present,
+                structures without any form a group each; with ``"name"`` (held-out sets): the framework type,
+                else ``structure_id``, else the structure's name.
+            labels: per-structure label arrays, instead of ``label_key``.
+            representation: also map every structure onto this representation (kept as ``bead_maps``).
+        """
+        if target not in TARGETS:
+            raise LabelError(f"unknown label target {target!r}; choose one of {TARGETS}")
+        if group_fallback not in ("index", "name"):
+            raise ValueError(f"group_fallback must be 'index' or 'name', got {group_fallback!r}")
+        structures = list(structures)
+        if not structures:
+            raise ModelError("no structures given")
+        rep = None if representation is None else canonical_representation(representation)
+        connectivities, label_arrays, groups, used, maps = [], [], [], [], []
+        for k, atoms in enumerate(structures):
+            name = structure_name(atoms, fallback=f"structure {k}")
+            connectivity = find_connectivity(atoms, name=name)
+            if rep is not None:
+                maps.append(coarse_grain(atoms, rep, connectivity=connectivity))
+            if labels is not None:
+                lab = np.asarray(labels[k], dtype=float).ravel()
+            else:
+                key = label_key or _default_label_key(atoms)
+                lab = local_energies(atoms, key=key, target=target, connectivity=connectivity)
+            if lab.shape != (connectivity.n_metals,):
+                raise LabelError(f"structure {name!r}: {lab.size} labels for {connectivity.n_metals} metal sites")
+            if not np.isfinite(lab).all():
+                raise LabelError(f"structure {name!r}: labels contain NaN or inf")
+            connectivities.append(connectivity)
+            label_arrays.append(lab)
+            group, key = _group_of(atoms, k, name, group_key, group_fallback)
+            groups.append(group)
+            if key not in used:
+                used.append(key)
+        counts = np.array([c.n_metals for c in connectivities])
+        return cls(structures=structures, connectivities=connectivities, labels=np.concatenate(label_arrays),
+                   groups=np.repeat(np.array(groups, dtype=str), counts),
+                   owner=np.repeat(np.arange(len(structures)), counts), target=target, group_by="+".join(used),
+                   representation=rep, bead_maps=maps if rep is not None else None)
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
     @property
     def n_environments(self) -> int:
-        return int(sum(len(lab) for lab in self.labels))
+        return len(self.labels)
+
+    @property
+    def n_groups(self) -> int:
+        return len(np.unique(self.groups))
+
+    @property
+    def frames(self) -> list[Atoms]:
+        """The structures (the name training code uses)."""
+        return self.structures
+
+    def _starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(np.bincount(self.owner, minlength=len(self.structures)))])
+
+    @property
+    def structure_labels(self) -> list[np.ndarray]:
+        """Per structure, its (n_metals,) labels (eV)."""
+        starts = self._starts()
+        return [self.labels[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+    @property
+    def structure_groups(self) -> np.ndarray:
+        """(n_structures,) group of each structure (what :func:`split_by_group` splits)."""
+        return self.groups[self._starts()[:-1]]
+
+    def maps(self, representation: str | None = None) -> list[BeadMap]:
+        """Bead maps of every structure in ``representation`` (default: the one loaded; connectivities reused)."""
+        rep = self.representation if representation is None else canonical_representation(representation)
+        if rep is None:
+            raise ModelError("no representation given and none loaded")
+        if rep == self.representation and self.bead_maps is not None:
+            return self.bead_maps
+        return [coarse_grain(a, rep, connectivity=c) for a, c in zip(self.structures, self.connectivities, strict=True)]
 
     def subset(self, indices: Sequence[int]) -> LabelledSet:
-        return LabelledSet([self.frames[i] for i in indices], [self.maps[i] for i in indices],
-                           [self.labels[i] for i in indices], self.groups[list(indices)])
+        """The set of the structures ``indices`` (in that order)."""
+        indices = [int(i) for i in indices]
+        starts = self._starts()
+        rows = [np.arange(starts[i], starts[i + 1]) for i in indices]
+        rows = np.concatenate(rows) if rows else np.zeros(0, dtype=int)
+        counts = np.diff(starts)[indices] if indices else np.zeros(0, dtype=int)
+        return LabelledSet(structures=[self.structures[i] for i in indices],
+                           connectivities=[self.connectivities[i] for i in indices], labels=self.labels[rows],
+                           groups=self.groups[rows], owner=np.repeat(np.arange(len(indices)), counts),
+                           target=self.target, group_by=self.group_by, representation=self.representation,
+                           bead_maps=None if self.bead_maps is None else [self.bead_maps[i] for i in indices])
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the structures (numbers, positions, cell, pbc, in order): the SOAP cache's data key."""
+        digest = hashlib.sha256()
+        for atoms in self.structures:
+            digest.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
+            digest.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+            digest.update(np.ascontiguousarray(np.asarray(atoms.cell), dtype=np.float64).tobytes())
+            digest.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+        return digest.hexdigest()
+
+
+def _default_label_key(atoms: Atoms) -> str:
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    for key in LABEL_KEYS:
+        if key in atoms.arrays or np.shape(results.get(key)) == (len(atoms),):
+            return key
+    raise LabelError(f"structure {structure_name(atoms)!r}: no label array found (looked for energies, energy, "
+                     "e_local, e_local_mofff); pass label_key")
+
+
+def _group_of(atoms: Atoms, index: int, name: str, group_key: str | None, fallback: str) -> tuple[str, str]:
+    """(group, info key it came from) of one structure."""
+    if group_key:
+        if group_key not in atoms.info:
+            raise LabelError(f"structure {name!r}: no info[{group_key!r}] to group it by")
+        return str(atoms.info[group_key]), group_key
+    if fallback == "name":  # held-out sets: framework type, else structure_id, else the structure's name
+        framework = framework_type_of(atoms)
+        if framework:
+            return framework, "framework_type"
+        if "structure_id" in atoms.info:
+            return str(atoms.info["structure_id"]), "structure_id"
+        return structure_name(atoms), "name"
+    for key in GROUP_KEYS:
+        if key in atoms.info:
+            return str(atoms.info[key]), key
+    return f"#{index}", "#index"
 
 
 def load_labelled(structures: Iterable[Atoms], *, representation: str, label_key: str = "energies",
                   target: str = "local", group_key: str | None = None) -> LabelledSet:
-    """Map structures and read their per-metal labels; errors name the structure and the problem.
+    """Map structures onto ``representation`` and read their per-metal labels (a :class:`LabelledSet` with its
+    ``bead_maps``); errors name the structure and the problem.
 
     ``group_key``: ``atoms.info`` key of each structure's group (held-out sets keep groups whole); default
     ``framework_type`` (or the legacy ``topology``), else ``structure_id``, else the structure's name.
     """
-    frames, maps, labels, groups = [], [], [], []
-    for atoms in structures:
-        bead_map = coarse_grain(atoms, representation)
-        labels.append(local_energies(atoms, key=label_key, target=target, connectivity=bead_map.connectivity))
-        frames.append(atoms)
-        maps.append(bead_map)
-        if group_key is not None:
-            if group_key not in atoms.info:
-                raise LabelError(f"structure {bead_map.name!r}: no info[{group_key!r}] to group it by")
-            groups.append(str(atoms.info[group_key]))
-        else:
-            groups.append(str(framework_type_of(atoms) or atoms.info.get("structure_id", bead_map.name)))
-    if not frames:
+    structures = list(structures)
+    if not structures:
         raise StructureError("no structures to train on")
-    return LabelledSet(frames, maps, labels, np.array(groups))
+    return LabelledSet.from_structures(structures, label_key=label_key, target=target, group_key=group_key,
+                                       representation=representation, group_fallback="name")
 
 
 def split_by_group(groups: np.ndarray, test_fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -95,6 +95,36 @@ def _training_species(spec: ModelSpec, given: tuple, maps: Sequence[BeadMap]) ->
     return spec.replace(**found)
 
 
+def selected_vectors(maps: Sequence[BeadMap], spec: ModelSpec, rows: np.ndarray, *, chunk: int = 64,
+                     progress=None) -> np.ndarray:
+    """SOAP vectors (len(rows), D) of the environments ``rows`` only: the package's one selected-centres helper
+    (training on a sample, the evaluation's SOAP cache, the screen's symmetry-unique centres).
+
+    ``rows`` are sorted, unique global centre indices: the centres of ``maps[0]`` in metal order, then those of
+    ``maps[1]``, ... Only the selected centres are described (``soap_vectors(..., centres=...)``; the same
+    numbers as describing every centre and keeping those rows), ``chunk`` maps per call; maps with no selected
+    row are skipped. ``progress(k)`` is called as :func:`~ase_cggpr.descriptors.soap_vectors` calls it.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    counts = np.array([len(m.centre_indices) for m in maps], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    if rows.ndim != 1 or (rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= starts[-1])):
+        raise ModelError(f"rows must be sorted, unique environment indices in 0..{starts[-1] - 1}")
+    owner = np.searchsorted(starts[1:], rows, side="right")
+    needed = np.unique(owner)
+    out = np.empty((len(rows), soap_dimension(spec)))
+    filled = 0
+    for begin in range(0, len(needed), chunk):
+        block = needed[begin:begin + chunk]
+        bounds = np.searchsorted(owner, np.append(block, block[-1] + 1))
+        centres = [np.asarray(maps[k].centre_indices)[rows[a:b] - starts[k]]
+                   for k, a, b in zip(block, bounds[:-1], bounds[1:], strict=True)]
+        X = soap_vectors([maps[k] for k in block], spec, centres=centres, progress=progress)
+        out[filled:filled + len(X)] = X
+        filled += len(X)
+    return out
+
+
 class CGGPRModel:
     """GPR model of per-metal local-environment energies (eV) on SOAP vectors.
 
@@ -165,30 +195,12 @@ class CGGPRModel:
 
     def selected_vectors(self, maps: Sequence[BeadMap], rows: np.ndarray, *, chunk: int = 64,
                          progress: bool = False) -> np.ndarray:
-        """SOAP vectors of the environments ``rows`` (sorted global centre indices) only.
-
-        Structures are described in chunks and only the selected rows kept, so memory is the output plus one
-        chunk, whatever the number of environments; structures with no selected row are skipped.
-        """
+        """SOAP vectors of the environments ``rows`` (sorted global centre indices) only
+        (:func:`selected_vectors`, with an optional progress bar)."""
         counts = np.array([len(m.centre_indices) for m in maps])
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        owner = np.searchsorted(starts[1:], rows, side="right")
-        needed = np.unique(owner)
-        out = None
-        filled = 0
+        needed = np.unique(np.searchsorted(np.cumsum(counts), np.asarray(rows), side="right"))
         with progress_bar(len(needed), "SOAP", enabled=progress) as update:
-            for begin in range(0, len(needed), chunk):
-                block = needed[begin:begin + chunk]
-                X = soap_vectors([maps[k] for k in block], self.spec, progress=update)
-                if out is None:
-                    out = np.empty((len(rows), X.shape[1]))
-                local_start = np.concatenate([[0], np.cumsum(counts[block])[:-1]])
-                in_block = np.isin(owner, block)
-                position = np.searchsorted(block, owner[in_block])
-                local_rows = local_start[position] + rows[in_block] - starts[owner[in_block]]
-                out[filled:filled + local_rows.size] = X[local_rows]
-                filled += local_rows.size
-        return out
+            return selected_vectors(maps, self.spec, rows, chunk=chunk, progress=update)
 
     # -- fitting -----------------------------------------------------------------------------------------
     def fit(self, structures: Sequence[Atoms], labels: Sequence[np.ndarray] | None = None, *,

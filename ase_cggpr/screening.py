@@ -46,7 +46,6 @@ at the end and the progress file removed.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import json
@@ -148,16 +147,17 @@ def equivalent_centres(bead_map: BeadMap, symprec: float = SYMPREC) -> tuple[np.
 def centre_vectors(spec, bead_map: BeadMap, positions: np.ndarray | None = None) -> np.ndarray:
     """Normalised SOAP vectors of the centres at ``positions`` (in metal order; all when None): (k, D).
 
-    Only the selected centres are computed (``soap_vectors(..., centres=...)``).
+    Only the selected centres are computed (:func:`ase_cggpr.model.selected_vectors`).
     """
     from .descriptors import soap_vectors
+    from .model import selected_vectors
 
     if positions is None or np.array_equal(positions, np.arange(len(bead_map.centre_indices))):
         return soap_vectors([bead_map], spec)
-    atoms = np.asarray(bead_map.centre_indices)[np.asarray(positions)]
-    order = np.argsort(atoms, kind="stable")  # the descriptors return centres in atom order
-    out = np.empty((len(atoms), soap_dimension(spec)))
-    out[order] = soap_vectors([bead_map], spec, centres=[atoms[order]])
+    positions = np.asarray(positions)
+    order = np.argsort(positions, kind="stable")  # the helper takes sorted rows (centres in metal = atom order)
+    out = np.empty((len(positions), soap_dimension(spec)))
+    out[order] = selected_vectors([bead_map], spec, positions[order])
     return out
 
 
@@ -724,25 +724,23 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
 
 
 def _write_rows(path: Path, rows: Sequence[ScreenRow]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row.csv_row())
-        handle.flush()
-        os.fsync(handle.fileno())
+    from .evaluation.tables import write_rows
+
+    write_rows(path, (row.csv_row() for row in rows), CSV_COLUMNS)
 
 
-def write_csv(rows: Sequence[ScreenRow], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write the ranking (columns :data:`CSV_COLUMNS`) atomically; never overwrites unless asked."""
-    from .outputs import atomic_output
+def write_csv(path: str | os.PathLike, rows: Sequence[ScreenRow], *, overwrite: bool = False) -> Path:
+    """Write the ranking (columns :data:`CSV_COLUMNS`) atomically; never overwrites unless asked.
 
+    Path first, then rows, as every ``write_csv`` of the package (:func:`ase_cggpr.evaluation.write_csv`)."""
+    from .evaluation.tables import write_csv as write_table
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"write_csv(path, rows, ...): the path comes first, got {type(path).__name__}")
     path = Path(path)
     if path.exists() and not overwrite and not path.is_dir():
         raise FileExistsError(f"{path} exists; choose another name or pass overwrite=True (--force)")
-    with atomic_output(path, force=overwrite) as tmp:
-        _write_rows(tmp, rows)
-    return path
+    return write_table(path, [row.csv_row() for row in rows], CSV_COLUMNS, overwrite=overwrite, make_folder=False)
 
 
 def screen_to_csv(model, structures: Iterable[str | os.PathLike | Atoms], output: str | os.PathLike, *,

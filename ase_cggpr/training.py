@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LabelError, ModelError
+from .evaluation.tables import rmse  # the package's one RMSE (re-exported: demo imports it from here)
 from .io import expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
 from .model import CGGPRModel, describe_files
 from .regression import MAX_LABEL_DEVIATION, SOLVERS, ExactGPR, check_memory, exact_fit_bytes
@@ -57,14 +58,14 @@ def solver_options_for(solver: str, precision: str = "float64", inducing: int | 
 def check_training_labels(labelled) -> None:
     """Refuse non-finite labels and labels more than MAX_LABEL_DEVIATION eV per metal from the mean, naming
     the structure (a unit or sign error; such labels also overflow the label statistics)."""
-    for frame, lab in zip(labelled.frames, labelled.labels, strict=True):
+    for frame, lab in zip(labelled.frames, labelled.structure_labels, strict=True):
         if not np.isfinite(lab).all():
             raise LabelError(f"structure {frame.info.get('name', '?')!r}: labels contain NaN or inf")
-    if not labelled.labels:
+    if not labelled.n_environments:
         return
-    mean = float(np.mean(np.concatenate(labelled.labels)))
+    mean = float(np.mean(labelled.labels))
     worst, where = 0.0, None
-    for frame, lab in zip(labelled.frames, labelled.labels, strict=True):
+    for frame, lab in zip(labelled.frames, labelled.structure_labels, strict=True):
         deviation = float(np.abs(lab - mean).max()) if lab.size else 0.0
         if not np.isfinite(deviation) or deviation > worst:
             worst, where = deviation, frame
@@ -92,11 +93,6 @@ def check_training_memory(model: CGGPRModel, first_map, n: int, *, budget: float
     need = training_bytes(n, d, model.solver, model.solver_options)
     check_memory(need, f"training on {n} environments ({n} x {d} descriptors, {model.solver} solver)",
                  budget=budget)
-
-
-def rmse(a: np.ndarray, b: np.ndarray) -> float:
-    """Root-mean-square difference (same units as the inputs)."""
-    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 
 def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2", label_key: str = "energies",
@@ -137,11 +133,11 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
                               "reference energy (eV)": model.reference_energy}
     train_set, test_set = labelled, None
     if test_fraction is not None:
-        train_idx, test_idx = split_by_group(labelled.groups, test_fraction, seed=seed)
+        train_idx, test_idx = split_by_group(labelled.structure_groups, test_fraction, seed=seed)
         train_set, test_set = labelled.subset(train_idx), labelled.subset(test_idx)
     n_fit = train_set.n_environments if n_train is None else min(int(n_train), train_set.n_environments)
-    check_training_memory(model, train_set.maps[0], n_fit, budget=memory_budget)
-    model.fit_maps(train_set.maps, train_set.labels, n_train=n_train, seed=seed, progress=progress)
+    check_training_memory(model, train_set.maps()[0], n_fit, budget=memory_budget)
+    model.fit_maps(train_set.maps(), train_set.structure_labels, n_train=n_train, seed=seed, progress=progress)
     model.training_.update(  # the saved model records what it was trained on
         label_key=label_key, target=target, test_fraction=test_fraction, group_key=group_key,
         files=describe_files(expand_paths(data)))
@@ -149,8 +145,8 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
     if test_set is not None:
         from .uncertainty import calibration_from_errors
 
-        means, stds = model.predict_maps(test_set.maps, return_std=True, progress=progress)
-        predicted, truth = np.concatenate(means), np.concatenate(test_set.labels) - model.reference_energy
+        means, stds = model.predict_maps(test_set.maps(), return_std=True, progress=progress)
+        predicted, truth = np.concatenate(means), test_set.labels - model.reference_energy
         calibration = calibration_from_errors(predicted - truth, np.concatenate(stds), model.spec.noise)
         model.calibration_ = calibration.to_dict()
         report["test structures"] = len(test_set.frames)

@@ -133,13 +133,15 @@ class Calibration:
 
 def calibration_from_errors(errors: np.ndarray, std: np.ndarray, noise: float) -> Calibration:
     """A :class:`Calibration` from held-out errors (prediction - truth) and latent stds (eV)."""
+    from .evaluation.tables import rmse as root_mean_square
+
     errors, std = np.abs(np.asarray(errors, float)), np.asarray(std, float)
     if errors.size == 0 or errors.shape != std.shape:
         raise CGGPRError(f"need matching non-empty errors and std, got {errors.shape} and {std.shape}")
     total = np.sqrt(std**2 + noise**2)
     q99 = float(np.quantile(std, THRESHOLD_QUANTILE))
     return Calibration(
-        n_environments=int(errors.size), rmse=float(np.sqrt(np.mean(errors**2))),
+        n_environments=int(errors.size), rmse=root_mean_square(errors, 0.0),
         within_1sigma=float(np.mean(errors <= std)), within_2sigma=float(np.mean(errors <= 2 * std)),
         within_1sigma_with_noise=float(np.mean(errors <= total)),
         within_2sigma_with_noise=float(np.mean(errors <= 2 * total)),

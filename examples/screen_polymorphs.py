@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     for name, relaxed, _ in polymorphs:
         write(relaxed_dir / f"{name}.extxyz", relaxed, format="extxyz")
     result = screen(model, [relaxed_dir], workers=args.workers)
-    csv_path = write_csv(result.rows, out_dir / "ranking.csv", overwrite=True)
+    csv_path = write_csv(out_dir / "ranking.csv", result.rows, overwrite=True)
     print(f"3. screen of {len(result.rows)} relaxed structures ({result.per_second:.1f} structures/s), "
           f"energies per Zn relative to the model's reference ({model.reference_energy:.4f} eV/Zn):")
     print(format_table(result.rows, top=len(result.rows)))

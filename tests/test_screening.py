@@ -84,13 +84,13 @@ def test_screen_ranks_and_reports_errors(model, tmp_path):
     assert ok[0].energy_per_Zn <= ok[1].energy_per_Zn
     assert result.rows[-1].error and result.rows[0].error == ""
     assert rows["GIS"].framework_type == "gis"
-    path = write_csv(result.rows, tmp_path / "ranking.csv")
+    path = write_csv(tmp_path / "ranking.csv", result.rows)
     with open(path) as handle:
         table = list(csv.DictReader(handle))
     assert tuple(table[0]) == CSV_COLUMNS
     assert table[0]["rank"] == "1" and table[0]["trusted"] == "True"
     with pytest.raises(FileExistsError):
-        write_csv(result.rows, path)
+        write_csv(path, result.rows)
 
 
 def test_untrusted_structures_are_not_ranked(model):

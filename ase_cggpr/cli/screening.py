@@ -112,7 +112,7 @@ def calibrate(model_path, data, output, label_key, force, quiet):
     model = CGGPRModel.load(model_path)
     labelled = load_labelled(iter_structures(data), representation=model.spec.representation,
                              label_key=label_key)
-    result = run_calibrate(model, labelled.maps, labelled.labels, progress=not quiet)
+    result = run_calibrate(model, labelled.maps(), labelled.structure_labels, progress=not quiet)
     if output is not None:
         result.save(output, overwrite=force)
     click.echo(result.table())

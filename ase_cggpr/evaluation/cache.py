@@ -15,11 +15,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms
 
 from ..beads import coarse_grain
-from ..descriptors import SPECIES, soap_dimension, soap_vectors
+from ..descriptors import soap_dimension, soap_vectors
 from ..errors import ModelError
+from ..model import selected_vectors
 from ..progress import progress_bar
 from ..spec import ModelSpec
 from .environments import Environments
@@ -133,18 +133,10 @@ class SoapCache:
         """SOAP of all environments (``rows`` None) or of ``rows``, ``CHUNK`` structures per call, written into
         a memory-mapped ``path`` (or kept in memory without one)."""
         rep = spec.representation
-        if rows is None:
-            owners, centres_of = np.arange(len(env.structures)), None
-        else:
-            centre_species = SPECIES[rep][1]
-            first_row = np.concatenate([[0], np.cumsum(np.bincount(env.owner, minlength=len(env.structures)))])
-            row_owner = env.owner[rows]  # non-decreasing: environments are stored structure by structure
-            owners = np.unique(row_owner)
-
-            def centres_of(s: int, structure: Atoms) -> np.ndarray:
-                lo, hi = np.searchsorted(row_owner, [s, s + 1])
-                return np.flatnonzero(np.isin(structure.numbers, centre_species))[rows[lo:hi] - first_row[s]]
-
+        counts = np.bincount(env.owner, minlength=len(env.structures))
+        first_row = np.concatenate([[0], np.cumsum(counts)])
+        row_owner = None if rows is None else env.owner[rows]  # non-decreasing: stored structure by structure
+        owners = np.arange(len(env.structures)) if rows is None else np.unique(row_owner)
         n = len(env) if rows is None else len(rows)
         label = f"SOAP {rep}" + ("" if rows is None else f" ({n} of {len(env)} environments)")
         tmp = None if path is None else path.with_name(path.stem + f".part{os.getpid()}.npy")
@@ -153,9 +145,13 @@ class SoapCache:
             for begin in range(0, len(owners), self.CHUNK):
                 chunk = owners[begin:begin + self.CHUNK]
                 maps = [coarse_grain(env.structures[s], rep, connectivity=env.connectivities[s]) for s in chunk]
-                centres = None if centres_of is None else \
-                    [centres_of(s, m.structure) for s, m in zip(chunk, maps, strict=True)]
-                block = soap_vectors(maps, spec, centres=centres, progress=update)
+                if rows is None:
+                    block = soap_vectors(maps, spec, progress=update)
+                else:  # the chunk's rows, renumbered over its maps: only those centres are described
+                    lo, hi = np.searchsorted(row_owner, [chunk[0], chunk[-1] + 1])
+                    offset = np.concatenate([[0], np.cumsum(counts[chunk])[:-1]])
+                    local = offset[np.searchsorted(chunk, row_owner[lo:hi])] + rows[lo:hi] - first_row[row_owner[lo:hi]]
+                    block = selected_vectors(maps, spec, local, chunk=len(maps), progress=update)
                 if tmp is None:
                     parts.append(block)
                     continue

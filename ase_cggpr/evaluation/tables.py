@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +38,32 @@ GRID_FIELDS = ("representation", "cutoff", "atom_sigma", "noise", "n_train", "n_
                "train_rmse", "test_rmse", "seconds", "protocol")
 
 
-def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None, *,
-              overwrite: bool = True) -> Path:
-    """Write rows (dicts) as CSV, atomically (:func:`ase_cggpr.outputs.atomic_output`)."""
-    from ..outputs import atomic_output
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(fields or (rows[0].keys() if rows else []))
-    with atomic_output(path, force=overwrite) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+def write_rows(path: str | os.PathLike, rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> None:
+    """Write dict rows as CSV with the header ``fields`` into ``path`` (in place, flushed to disk): the package's
+    one CSV writer (:func:`write_csv` writes through it atomically; so does the screen's ranking)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None, *,
+              overwrite: bool = True, make_folder: bool = True) -> Path:
+    """Write rows (dicts) as CSV, atomically (:func:`ase_cggpr.outputs.atomic_output`): path first, then rows.
+
+    ``fields``: the columns (default: the first row's keys); ``make_folder``: create a missing parent folder."""
+    from ..outputs import atomic_output
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"write_csv(path, rows, ...): the path comes first, got {type(path).__name__}")
+    path = Path(path)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(fields or (rows[0].keys() if rows else []))
+    with atomic_output(path, force=overwrite) as tmp:
+        write_rows(tmp, rows, fields)
     return path
 
 

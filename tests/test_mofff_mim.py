@@ -391,3 +391,107 @@ def test_zif8_cif_forces_match_finite_differences(shared_data, lammps):
            int(np.flatnonzero(names == "h1_c1@me")[0]), int(np.flatnonzero(names == "c3_c1n2")[0]),
            int(np.flatnonzero(sym == "N")[0])]
     _fd_check(cif, idx)
+
+
+# --- decoration with mIm (built-in net, no ../shared) ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sod():
+    """The SOD net of the built-in data's ideal (``d``) coarse-grained frame: the beads of a MOF-FF-relaxed
+    Zn(Im)2 sod, as in ZIF-8.  (The idealised SiO2 sodalite scaled to Zn-bead 3.24 Å, test_build's net, bends
+    its linkers so that the methyls of the two linkers across each 4-ring overlap: 0.22 Å between H.)"""
+    from ase_cggpr.dataset.nets import analyse_net
+
+    (cg,) = builtin_frames("cg", net="SOD", order="d")
+    cg.calc = None
+    return analyse_net(cg, name="SOD")
+
+
+def test_decorate_mim_geometry_and_typing(sod):
+    from ase_cggpr.dataset.decorate import (
+        ANGLE_C2CMH,
+        D_C2CM,
+        D_CMH,
+        MIM_LINKER_LABELS,
+        coarse_grain_decorated,
+        decorate,
+    )
+    from ase_cggpr.dataset.pipeline import bond_shifts
+    from ase_cggpr.mofff.atom_types import infer_bonds
+    from ase_cggpr.structure_checks import shortest_contact
+
+    dec = decorate(sod, linker="mIm")
+    atoms = dec.atoms
+    assert len(atoms) == 12 + 24 * 11 and atoms.get_chemical_formula() == "C96H120N48Zn12"
+    assert atoms.info["linker"] == "mIm" and atoms.info["mim_fraction"] == 1.0
+    assert dec.linker_formulas == ("C4H5N2",) * 24
+    assert np.abs(coarse_grain_decorated(dec).positions - sod.atoms.positions).max() < 1e-9  # bead on B site
+    lab = {x: i for i, x in enumerate(MIM_LINKER_LABELS)}
+    for k in range(24):
+        idx = dec.linker_atoms(k)
+        c2, cm = atoms.positions[idx[lab["C2"]]], atoms.positions[idx[lab["Cm"]]]
+        centroid = atoms.positions[idx[:5]].mean(axis=0)
+        u = (c2 - centroid) / np.linalg.norm(c2 - centroid)
+        assert np.linalg.norm(cm - c2) == pytest.approx(D_C2CM, abs=1e-9)
+        assert (cm - c2) / D_C2CM @ u == pytest.approx(1.0, abs=1e-9)  # along the bisector, away from the ring
+        vec = sod.bond_vectors()[k]  # the bisector of the two B->A directions
+        bis = (vec[0] / np.linalg.norm(vec[0]) + vec[1] / np.linalg.norm(vec[1]))
+        assert bis / np.linalg.norm(bis) @ u == pytest.approx(1.0, abs=1e-9)
+        for h in ("Hm1", "Hm2", "Hm3"):
+            assert atoms.get_distance(idx[lab["Cm"]], idx[lab[h]]) == pytest.approx(D_CMH, abs=1e-9)
+            assert atoms.get_angle(idx[lab["C2"]], idx[lab["Cm"]], idx[lab[h]]) == pytest.approx(ANGLE_C2CMH,
+                                                                                                abs=1e-6)
+        assert atoms.get_angle(idx[lab["Hm1"]], idx[lab["Cm"]], idx[lab["Hm2"]]) == pytest.approx(107.965,
+                                                                                                 abs=0.01)
+    assert shortest_contact(atoms) is None
+    shifts = bond_shifts(dec, sod)
+    top = mofff_typing(atoms, bonds=dec.bonds, shifts=shifts, name="SOD-mIm")
+    assert top.force_field.key == "CH3"
+    bonds, sh = infer_bonds(atoms)  # the geometry agrees with the decorator's connectivity
+    assert mofff_typing(atoms, bonds=bonds, shifts=sh).signature() == top.signature()
+
+
+def test_decorate_mixed_is_seeded_per_site_and_recorded(sod):
+    from ase_cggpr.dataset.decorate import coarse_grain_decorated, decorate, linker_assignment
+    from ase_cggpr.errors import OptionError
+
+    a = decorate(sod, linker="mixed:0.5", seed=3)
+    b = decorate(sod, sod.atoms.copy(), linker="mixed:0.5", seed=3)
+    c = decorate(sod, linker="mixed:0.5", seed=4)
+    assert a.kinds == b.kinds != c.kinds
+    assert a.kinds.count("mIm") == 12 and a.atoms.info["mim_fraction"] == 0.5
+    assert a.atoms.info["linker"] == "mixed:0.5" and a.atoms.info["linker_sites"].split(",") == list(a.kinds)
+    assert len(a.atoms) == 12 + 12 * 8 + 12 * 11
+    assert np.abs(coarse_grain_decorated(a).positions - sod.atoms.positions).max() < 1e-9
+    assert decorate(sod, linker="mixed:0").kinds == ("Im",) * 24
+    assert "linker" not in decorate(sod).atoms.info  # Im frames are unchanged
+    for bad in ("mixed:1.5", "mixed:x", "bIm"):
+        with pytest.raises(OptionError, match="SOD"):
+            linker_assignment(24, bad, name="SOD")
+
+
+def test_decorated_mixed_framework_labels_with_mofff(sod, lammps):
+    from ase_cggpr.dataset.decorate import decorate
+    from ase_cggpr.dataset.pipeline import bond_shifts
+    from ase_cggpr.mofff import label_structures
+
+    dec = decorate(sod, linker="mixed:0.5", seed=1)
+    shifts = bond_shifts(dec, sod)
+    top = mofff_typing(dec.atoms, bonds=dec.bonds, shifts=shifts, name="SOD-mixed")
+    assert top.force_field.key == "H+CH3" and top.charges.sum() == pytest.approx(0.0, abs=1e-10)
+    atoms = dec.atoms.copy()
+    atoms.calc = MOFFFCalculator(bonds=dec.bonds, shifts=shifts)
+    energy = atoms.get_potential_energy()
+    assert np.isfinite(energy) and np.isfinite(atoms.get_forces()).all()
+    (labelled,) = label_structures([dec.atoms.copy()], workers=1)
+    assert labelled.info["energy"] == pytest.approx(energy, abs=1e-6)
+    assert np.isfinite(labelled.arrays["energies"]).all()
+    # the per-Zn local energies of the core (Im and mIm linkers told apart by formula)
+    from ase_cggpr.beads import find_connectivity
+    from ase_cggpr.labels import local_energies
+
+    conn = find_connectivity(labelled, name="SOD-mixed")
+    assert sorted(set(conn.linker_formulas)) == ["C3H3N2", "C4H5N2"]
+    e_local = local_energies(labelled, key="energies")
+    assert len(e_local) == 12 and np.isfinite(e_local).all()
+    assert e_local.sum() == pytest.approx(energy, abs=1e-6)

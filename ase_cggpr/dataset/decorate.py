@@ -9,6 +9,12 @@ typing never has to guess bonds from (possibly distorted) distances.
 Ideal imidazolate geometry (facts: DFT-optimised ZIF-8(H), Dürholt et al. 2019):
 N-C2 1.357 Å, N-C4 1.389 Å, C4-C5 1.393 Å, C-H 1.098 Å (C2) and 1.097 Å (C4/C5),
 angle N-C2-N 112.6°, angle N-C4-H 121.3°.
+
+2-methylimidazolate (mIm, C4H5N2; ``linker="mIm"`` or ``"mixed:FRACTION"``): the same ring, the H on C2
+replaced by a methyl C on the C2 axis (along the bisector, away from the ring centroid) with the MOF-FF CH3
+set's geometry (:mod:`ase_cggpr.mofff.parameters`): C2-CH3 1.488754 Å and C-H 1.100 Å (bond r0), angle
+C2-C-H 110.94° (theta0; it gives H-C-H 107.97°, the set's 107.965°), one methyl H perpendicular to the ring
+plane.  The ring is the Im ring in both, so the bead (ring centroid on the B site) is placed the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +44,20 @@ LINKER_LABELS = ("Na", "Nb", "C2", "Ca", "Cb", "H2", "Ha", "Hb")
 LINKER_BONDS = ((0, 2), (1, 2), (0, 3), (1, 4), (3, 4), (2, 5), (3, 6), (4, 7))
 #: Ring atoms (C and N) whose centroid is the linker bead.
 RING = (0, 1, 2, 3, 4)
+
+# --- 2-methylimidazolate: the methyl (MOF-FF CH3 set: bond r0 and angle theta0) ---
+D_C2CM = 1.488754
+D_CMH = 1.100
+ANGLE_C2CMH = 110.94
+#: Order of the 11 atoms of one mIm linker: the Im order with H2 replaced by the methyl C, then its 3 H.
+MIM_LINKER_SYMBOLS = ("N", "N", "C", "C", "C", "C", "H", "H", "H", "H", "H")
+MIM_LINKER_LABELS = ("Na", "Nb", "C2", "Ca", "Cb", "Cm", "Ha", "Hb", "Hm1", "Hm2", "Hm3")
+MIM_LINKER_BONDS = LINKER_BONDS + ((5, 8), (5, 9), (5, 10))
+#: linker name -> (symbols, bonds, formula)
+LINKERS: dict[str, tuple[tuple[str, ...], tuple[tuple[int, int], ...], str]] = {
+    "Im": (LINKER_SYMBOLS, LINKER_BONDS, "C3H3N2"),
+    "mIm": (MIM_LINKER_SYMBOLS, MIM_LINKER_BONDS, "C4H5N2"),
+}
 
 
 def _ideal_linker() -> np.ndarray:
@@ -69,27 +89,94 @@ def _ideal_linker() -> np.ndarray:
 IDEAL_LINKER = _ideal_linker()
 
 
+def _ideal_mim_linker() -> np.ndarray:
+    """Coordinates (11, 3) of the ideal mIm in the linker frame (x, y as :func:`_ideal_linker`, z = x cross y)."""
+    xy = IDEAL_LINKER
+    c2 = np.array([*xy[2], 0.0])
+    cm = c2 + np.array([0.0, D_C2CM, 0.0])
+    phi = np.radians(180.0 - ANGLE_C2CMH)  # from the outward C2 axis
+    hs = [cm + D_CMH * np.array([np.sin(phi) * np.cos(psi), np.cos(phi), np.sin(phi) * np.sin(psi)])
+          for psi in np.radians([90.0, 210.0, 330.0])]
+    ring_h = np.column_stack([xy, np.zeros(len(xy))])
+    return np.vstack([ring_h[:5], cm, ring_h[6:8], *hs])
+
+
+#: Ideal mIm coordinates (11, 3), Å, in the linker frame; see :func:`_ideal_mim_linker`.
+IDEAL_MIM_LINKER = _ideal_mim_linker()
+
+
+def linker_assignment(n_b: int, linker: str | list[str] | tuple[str, ...] = "Im", *, seed: int = 0,
+                      name: str = "net") -> tuple[str, ...]:
+    """The linker of each of ``n_b`` B sites: ``"Im"``, ``"mIm"``, ``"mixed:FRACTION"`` (exactly
+    round(FRACTION * n_b) sites mIm, chosen by ``numpy.random.default_rng(seed)``: the same for every frame of
+    a net with the same seed) or one name per site."""
+    from ..errors import OptionError
+
+    if not isinstance(linker, str):
+        kinds = tuple(str(k) for k in linker)
+        bad = sorted(set(kinds) - set(LINKERS))
+        if len(kinds) != n_b or bad:
+            raise OptionError(f"{name}: linker list needs {n_b} names from {list(LINKERS)}; got {len(kinds)}"
+                              + (f" with unknown {bad}" if bad else ""))
+        return kinds
+    if linker in LINKERS:
+        return (linker,) * n_b
+    if linker.startswith("mixed:"):
+        try:
+            fraction = float(linker[len("mixed:"):])
+        except ValueError:
+            fraction = np.nan
+        if not 0.0 <= fraction <= 1.0:
+            raise OptionError(f"{name}: linker {linker!r}: the mIm fraction must be a number in [0, 1]")
+        n_m = int(round(fraction * n_b))
+        chosen = np.random.default_rng(seed).permutation(n_b)[:n_m]
+        kinds = np.array(["Im"] * n_b, dtype=object)
+        kinds[chosen] = "mIm"
+        return tuple(kinds)
+    raise OptionError(f"{name}: unknown linker {linker!r}; use Im, mIm or mixed:FRACTION (0..1)")
+
+
 @dataclasses.dataclass
 class Decorated:
-    """A decorated Zn(Im)2 structure and the connectivity the decorator built.
+    """A decorated Zn(Im)2 / Zn(mIm)2 / mixed structure and the connectivity the decorator built.
 
     Attributes:
-        atoms: Zn atoms (one per A site, same order) followed by 8 atoms per B site in
-            :data:`LINKER_LABELS` order.
-        bonds: (n_bonds, 2) int array of bonded atom index pairs (Zn-N and intra-linker).
+        atoms: Zn atoms (one per A site, same order) followed by the atoms of each B site's linker
+            in :data:`LINKER_LABELS` (Im, 8 atoms) or :data:`MIM_LINKER_LABELS` (mIm, 11 atoms) order.
+        bonds: (n_bonds, 2) int array of bonded atom index pairs: intra-linker bonds of every linker,
+            then the Zn-Na bond of every linker, then the Zn-Nb bonds.
         linker_zn: (n_B, 2) Zn indices bonded to each linker (Na side, Nb side).
         n_zn: number of Zn atoms.
+        linker_kinds: the linker of each B site ("Im" or "mIm"); None: all Im.
     """
 
     atoms: Atoms
     bonds: np.ndarray
     linker_zn: np.ndarray
     n_zn: int
+    linker_kinds: tuple[str, ...] | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self.linker_kinds or ("Im",) * len(self.linker_zn)
+
+    @property
+    def linker_formulas(self) -> tuple[str, ...]:
+        """Formula of each linker ("C3H3N2" for Im, "C4H5N2" for mIm)."""
+        return tuple(LINKERS[k][2] for k in self.kinds)
+
+    def linker_starts(self) -> np.ndarray:
+        """Index of the first atom (Na) of each linker."""
+        sizes = np.array([len(LINKERS[k][0]) for k in self.kinds], dtype=int)
+        return self.n_zn + (np.cumsum(sizes) - sizes).astype(int)
 
     def linker_atoms(self, k: int) -> np.ndarray:
-        """Atom indices (8,) of linker ``k``."""
-        start = self.n_zn + 8 * k
-        return np.arange(start, start + 8)
+        """Atom indices of linker ``k`` (8 for Im, 11 for mIm)."""
+        if self.linker_kinds is None:
+            start = self.n_zn + 8 * k
+            return np.arange(start, start + 8)
+        start = int(self.linker_starts()[k])
+        return np.arange(start, start + len(LINKERS[self.linker_kinds[k]][0]))
 
 
 def linker_frames(vectors: np.ndarray, name: str = "net") -> tuple[np.ndarray, np.ndarray]:
@@ -118,14 +205,20 @@ def linker_frames(vectors: np.ndarray, name: str = "net") -> tuple[np.ndarray, n
     return ex, ey
 
 
-def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None) -> Decorated:
-    """Decorate an AB2 net with Zn on A sites and ideal imidazolate on B sites.
+def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
+             linker: str | list[str] | tuple[str, ...] = "Im", seed: int = 0) -> Decorated:
+    """Decorate an AB2 net with Zn on A sites and ideal imidazolate (or 2-methylimidazolate) on B sites.
 
     Args:
         net: the net (its connectivity: ``b_neighbours`` and ``b_shifts``).
         cg: optional coarse-grained geometry (Si/O, same ordering as ``net.atoms``) to
             decorate instead of ``net.atoms``, e.g. a relaxed or rattled copy.
         name: structure name used in error messages (default: the net's name).
+        linker: ``"Im"`` (default), ``"mIm"``, ``"mixed:FRACTION"`` (that fraction of the B sites mIm,
+            seeded random per B site, see :func:`linker_assignment`) or one name per B site.  Anything but
+            ``"Im"`` records ``info["linker"]`` (this value, or "custom"), ``info["linker_sites"]`` (the
+            linker of each B site, comma-separated) and ``info["mim_fraction"]`` in ``atoms``.
+        seed: the seed of the mixed assignment (the same seed gives the same sites for every frame).
 
     Returns:
         A :class:`Decorated` structure: Zn exactly on the A sites, every ring centroid
@@ -141,6 +234,9 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None) -> D
     vec = bond_vectors(cg, net.b_neighbours, net.b_shifts)
     ex, ey = linker_frames(vec, name)
     centres = cg.positions[n_a:]
+    if not (isinstance(linker, str) and linker == "Im"):
+        return _decorate_kinds(net, cg, linker_assignment(n_b, linker, seed=seed, name=name),
+                               linker if isinstance(linker, str) else "custom", ex, ey)
     linkers = (centres[:, None, :] + IDEAL_LINKER[None, :, 0, None] * ex[:, None, :]
                + IDEAL_LINKER[None, :, 1, None] * ey[:, None, :])
     positions = np.vstack([cg.positions[:n_a], linkers.reshape(-1, 3)])
@@ -155,6 +251,34 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None) -> D
     return Decorated(atoms=atoms, bonds=bonds, linker_zn=net.b_neighbours.copy(), n_zn=n_a)
 
 
+def _decorate_kinds(net: Net, cg: Atoms, kinds: tuple[str, ...], spec: str, ex: np.ndarray,
+                    ey: np.ndarray) -> Decorated:
+    """:func:`decorate` with a linker per B site (Im and/or mIm)."""
+    n_a = net.n_a
+    ez = np.cross(ex, ey)
+    centres = cg.positions[n_a:]
+    ideal = {"Im": np.column_stack([IDEAL_LINKER, np.zeros(len(IDEAL_LINKER))]), "mIm": IDEAL_MIM_LINKER}
+    positions, symbols, intra = [cg.positions[:n_a]], ["Zn"] * n_a, []
+    start = n_a
+    starts = []
+    for k, kind in enumerate(kinds):
+        xyz = ideal[kind]
+        positions.append(centres[k] + xyz[:, :1] * ex[k] + xyz[:, 1:2] * ey[k] + xyz[:, 2:] * ez[k])
+        symbols += LINKERS[kind][0]
+        intra.append(start + np.array(LINKERS[kind][1]))
+        starts.append(start)
+        start += len(xyz)
+    starts = np.array(starts, dtype=int)
+    atoms = Atoms(symbols, positions=np.vstack(positions), cell=cg.cell.array, pbc=True)
+    atoms.info["linker"] = spec
+    atoms.info["linker_sites"] = ",".join(kinds)
+    atoms.info["mim_fraction"] = float(np.mean([k == "mIm" for k in kinds])) if kinds else 0.0
+    bonds = np.vstack([*intra, np.column_stack([net.b_neighbours[:, 0], starts + 0]),
+                       np.column_stack([net.b_neighbours[:, 1], starts + 1])]).astype(int)
+    return Decorated(atoms=atoms, bonds=bonds, linker_zn=net.b_neighbours.copy(), n_zn=n_a,
+                     linker_kinds=tuple(kinds))
+
+
 def coarse_grain_decorated(dec: Decorated, atoms: Atoms | None = None) -> Atoms:
     """Si/O coarse-grained copy of a decorated structure (same atom order as its net).
 
@@ -165,7 +289,7 @@ def coarse_grain_decorated(dec: Decorated, atoms: Atoms | None = None) -> Atoms:
     atoms = dec.atoms if atoms is None else atoms
     n_b = len(dec.linker_zn)
     pos = atoms.positions
-    ring_idx = dec.n_zn + 8 * np.arange(n_b)[:, None] + np.array(RING)[None]
+    ring_idx = dec.linker_starts()[:, None] + np.array(RING)[None]
     ring = pos[ring_idx]
     rel = ring - ring[:, :1]
     cell = atoms.cell

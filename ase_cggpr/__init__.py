@@ -5,7 +5,7 @@ Public API::
     from ase_cggpr import CGGPRCalculator, CGGPRModel, ModelSpec, coarse_grain, local_energies
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .beads import BeadMap, Connectivity, coarse_grain, find_connectivity  # noqa: E402
 from .calculator import CGGPRCalculator  # noqa: E402

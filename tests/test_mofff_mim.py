@@ -124,6 +124,14 @@ def test_mixed_cell_half_methylated(lammps):
     # Im atoms carry H-set types, mIm atoms CH3-set types; N-Zn-N between the two: the mixed angle
     assert (top.angle_types == ff.mixed_angle_id).sum() > 0
     assert {n.split("|")[-1] for n in names if n != "zn4_n4"} == {"H", "CH3"}
+    # every term has the set of its linker: bonds and impropers by their non-Zn atoms
+    linker_set = np.array([n.split("|")[-1] if n != "zn4_n4" else "" for n in names])
+    n_h = {kind: len(getattr(P.H_SET, kind)) for kind in ("bonds", "impropers")}
+    for (i, j), t in zip(top.bonds, top.bond_types, strict=True):
+        s = linker_set[j] if linker_set[i] == "" else linker_set[i]
+        assert (t <= n_h["bonds"]) == (s == "H")
+    for row, t in zip(top.impropers, top.improper_types, strict=True):
+        assert (t <= n_h["impropers"]) == (linker_set[row[0]] == "H")
     sym = np.array(mixed.get_chemical_symbols())
     idx = [int(zn[0]), int(np.flatnonzero(names == "c4_c1h3|CH3")[0]), int(np.flatnonzero(names == "h1_c1S|H")[0]),
            int(np.flatnonzero(sym == "N")[3])]

@@ -247,6 +247,13 @@ class CGGPRModel:
                 raise ModelError(f"n_train must be at least 1, got {n_train}")
             if n_train < len(y):
                 rows = np.sort(np.random.default_rng(seed).choice(len(y), size=n_train, replace=False))
+        if self.solver == "sparse":  # streamed: never all N x D descriptors at once (ase_cggpr.streaming)
+            from .streaming import fit_model_streaming
+
+            fit_model_streaming(self, maps, y, rows, metals=sorted(metals), linkers=sorted(linkers),
+                                progress=progress)
+            self.training_.update(n_candidate_environments=int(len(y)), n_train=n_train, seed=seed)
+            return self
         X = self.selected_vectors(maps, rows, progress=progress)
         n_structures = len(np.unique(np.searchsorted(np.cumsum([len(m.centre_indices) for m in maps]), rows,
                                                      side="right")))

@@ -1,0 +1,328 @@
+"""Memory-bounded (streamed) training of the projected-process sparse GPR.
+
+:class:`~ase_cggpr.regression.SparseGPR` ``.fit(X, y)`` needs every training vector in memory (N x D float64:
+723,701 AB2 environments x 4,752 = 27.5 GB). :func:`fit_sparse_stream` fits the same model from a stream of
+descriptor chunks and never holds more than one chunk:
+
+1. **inducing environments**: a seeded reservoir sample (algorithm R, :class:`Reservoir`) of at most
+   ``reservoir`` vectors (default 3 M) is kept from a first stream (all of the data, or, in
+   :func:`fit_model_streaming`, a seeded random subset of the structures holding about 4 x the reservoir);
+   the M inducing environments are chosen from it by SparseGPR's own ``select`` (FPS, CUR or random,
+   seeded);
+2. **projected-process terms**, over the whole training stream, block by block (``block_size`` rows):
+   with ``K_mm + jitter = L_m L_m^T`` and ``V = L_m^-1 K_mn`` (the whitened kernel rows), ``sum V V^T``
+   (BLAS ``syrk`` into one M x M float64 matrix), ``sum V y``, ``sum V 1`` and the label sums;
+3. **solve in M x M** (:func:`solve_projected`, through SparseGPR's blocked-Cholesky ``_chol``):
+   ``A = noise^2 I + sum V V^T = L_a L_a^T``, ``alpha = L_m^-T A^-1 sum V (y - mean)``.
+
+This is SparseGPR.fit's algebra term for term, so the result *is* a SparseGPR (built by ``from_state``:
+same ``get_state``, save/load, predict, screen) and equals SparseGPR.fit on the same vectors when the
+reservoir holds them all (predictions to ~1e-11 eV; tests/test_streaming.py). The unwhitened form
+(accumulate ``K_mn K_nm`` and solve ``(noise^2 K_mm + K_mn K_nm) alpha = K_mn y`` at the end) costs one
+triangular solve less per block but is not usable: with K_mm as ill-conditioned as FPS-chosen SOAP
+environments make it, its M x M system is indefinite to rounding (measured: predictions off by 2e-6 eV
+at M = 300, Cholesky failure at M = 1,500 of 2,000).
+
+Memory: ``reservoir x D`` (the sample pass only) + 3 M x M float64 + ``M x D`` + a ``block_size x M`` block +
+one descriptor chunk, whatever N. Time: ``N (2 M D + 2 M^2)`` flops (kernel rows, triangular solve, syrk).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from scipy.linalg import blas
+
+from .errors import ModelError
+from .regression import SparseGPR, _lower_solve, check_labels, check_memory, polynomial_kernel
+
+Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+Progress = Callable[[int], None] | None
+
+#: default reservoir size per inducing environment (the pool the M inducing points are chosen from)
+RESERVOIR_PER_INDUCING = 3
+
+
+class Reservoir:
+    """Seeded uniform sample (algorithm R) of at most ``size`` rows of a stream of (n, D) chunks.
+
+    While the stream has at most ``size`` rows, the sample is all of them in stream order.
+    """
+
+    def __init__(self, size: int, *, seed: int = 0):
+        if int(size) < 1:
+            raise ModelError(f"reservoir size must be at least 1, got {size!r}")
+        self.size = int(size)
+        self.rng = np.random.default_rng([int(seed), 0x5EED])
+        self.seen = 0
+        self.rows: np.ndarray | None = None
+
+    def add(self, X: np.ndarray) -> None:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ModelError(f"descriptor chunk must be (n, D), got shape {X.shape}")
+        if self.rows is None:
+            self.rows = np.empty((self.size, X.shape[1]))
+        elif X.shape[1] != self.rows.shape[1]:
+            raise ModelError(f"descriptor chunk has {X.shape[1]} columns, the stream had {self.rows.shape[1]}")
+        n = X.shape[0]
+        fill = max(0, min(n, self.size - self.seen))
+        if fill:
+            self.rows[self.seen:self.seen + fill] = X[:fill]
+        if fill < n:
+            t = self.seen + np.arange(fill, n)  # 0-based stream positions of the rows not stored yet
+            j = self.rng.integers(0, t + 1)
+            for k in np.flatnonzero(j < self.size):
+                self.rows[j[k]] = X[fill + k]
+        self.seen += n
+
+    def sample(self) -> np.ndarray:
+        if self.rows is None or self.seen == 0:
+            raise ModelError("no training environments in the stream")
+        return self.rows[:min(self.seen, self.size)]
+
+
+class Accumulator:
+    """Running projected-process terms of a stream against fixed inducing vectors Z (M, D)."""
+
+    def __init__(self, Z: np.ndarray, Lm: np.ndarray, *, zeta: int, offset: float, block_size: int = 2048):
+        self.Z = np.ascontiguousarray(Z, dtype=np.float64)
+        self.Lm = Lm
+        m = self.Z.shape[0]
+        self.zeta, self.offset, self.block_size = zeta, offset, int(block_size)
+        self.G = np.zeros((m, m), order="F")  # lower triangle of V V^T, V = L_m^-1 K_mn
+        self.Ky = np.zeros(m)
+        self.K1 = np.zeros(m)
+        self.n = 0
+        self.sum_y = 0.0
+        self.sum_y2 = 0.0
+        self.min_y = np.inf
+        self.max_y = -np.inf
+
+    def add(self, X: np.ndarray, y: np.ndarray, progress: Progress = None) -> None:
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[1] != self.Z.shape[1]:
+            raise ModelError(f"need a chunk X (n, {self.Z.shape[1]}) with matching y (n,), got {X.shape} and "
+                             f"{y.shape}")
+        if not np.isfinite(X).all():
+            raise ModelError("training vectors contain NaN or inf")
+        check_labels(y)
+        for start in range(0, X.shape[0], self.block_size):
+            rows, yb = X[start:start + self.block_size], y[start:start + self.block_size]
+            K = _lower_solve(self.Lm, polynomial_kernel(self.Z, rows, zeta=self.zeta, offset=self.offset))
+            K = np.ascontiguousarray(K)  # V (m, b), C order; V.T is F-ordered (b, m)
+            # syrk(trans=1) gives V V^T, added into G in place
+            self.G = blas.dsyrk(1.0, K.T, beta=1.0, c=self.G, trans=1, lower=1, overwrite_c=1)
+            self.Ky += K @ yb
+            self.K1 += K.sum(axis=1)
+            if progress is not None:
+                progress(rows.shape[0])
+        self.n += y.size
+        if y.size:
+            self.sum_y += float(y.sum())
+            self.sum_y2 += float(y @ y)
+            self.min_y = min(self.min_y, float(y.min()))
+            self.max_y = max(self.max_y, float(y.max()))
+
+    @property
+    def mean(self) -> float:
+        return self.sum_y / self.n
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(max(self.sum_y2 / self.n - self.mean**2, 0.0)))
+
+
+def sparse_stream_bytes(m: int, d: int, *, reservoir: int, block_size: int = 2048, chunk_rows: int = 8192) -> int:
+    """Peak bytes of :func:`fit_sparse_stream`: reservoir, 4 M x M matrices, the inducing vectors, a kernel block
+    and a descriptor chunk of ``chunk_rows`` rows."""
+    return 8 * (reservoir * d + 4 * m * m + m * d + block_size * m + chunk_rows * d)
+
+
+def inducing_factor(gpr: SparseGPR, Z: np.ndarray) -> np.ndarray:
+    """L_m: the lower Cholesky factor of K_mm plus SparseGPR's jitter (relative to its mean diagonal)."""
+    m = Z.shape[0]
+    Kmm = polynomial_kernel(Z, Z, zeta=gpr.zeta, offset=gpr.offset)
+    Kmm.flat[:: m + 1] += gpr.jitter * float(np.mean(np.diag(Kmm)))
+    return SparseGPR._chol(Kmm)
+
+
+def solve_projected(gpr: SparseGPR, Z: np.ndarray, acc: Accumulator) -> SparseGPR:
+    """The fitted SparseGPR (through ``from_state``) from the accumulated whitened terms, in M x M:
+    ``A = noise^2 I + sum V V^T = L_a L_a^T``, ``alpha = L_m^-T A^-1 sum V (y - mean)``, as SparseGPR.fit."""
+    m = Z.shape[0]
+    A = np.tril(acc.G)
+    acc.G = None
+    A += np.tril(A, -1).T  # full symmetric sum V V^T (C order)
+    A.flat[:: m + 1] += gpr.noise**2
+    La = SparseGPR._chol(A)
+    mean = acc.mean
+    b = (acc.Ky - mean * acc.K1)[:, None]  # L_m^-1 K_mn (y - mean)
+    w = _lower_solve(La, _lower_solve(La, b), trans=True)
+    alpha = _lower_solve(acc.Lm, w, trans=True)[:, 0]
+    params = {"kind": gpr.kind, "zeta": gpr.zeta, "offset": gpr.offset, "noise": gpr.noise, "n_inducing": int(m),
+              "selection": gpr.selection, "seed": gpr.seed, "jitter": gpr.jitter, "block_size": gpr.block_size,
+              "mean": mean}
+    return SparseGPR.from_state(params, {"X": Z, "alpha": alpha, "Lm": acc.Lm, "La": La})
+
+
+def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int = 4, offset: float = 1.0,
+                      noise: float = 0.2, n_inducing: int = 4000, selection: str = "fps", seed: int = 0,
+                      jitter: float = 1e-10, block_size: int = 2048, reservoir: int | None = None,
+                      memory_budget: float | None = None, progress: Progress = None,
+                      sample_progress: Progress = None) -> SparseGPR:
+    """Fit a :class:`~ase_cggpr.regression.SparseGPR` from a stream of (X chunk (n, D), y chunk (n,)).
+
+    ``chunks()`` is called once and must yield the whole training set; ``sample()`` (default ``chunks``)
+    yields the stream the inducing environments are drawn from (only X is used). ``reservoir`` (default
+    3 M) bounds that sample. ``progress(rows)`` after each kernel block of the training pass,
+    ``sample_progress(rows)`` after each chunk of the sample pass. The returned regressor records
+    ``timings_`` (s), ``n_train_`` and the label statistics ``label_stats_`` (raw y).
+    """
+    gpr = SparseGPR(zeta=zeta, offset=offset, noise=noise, n_inducing=n_inducing, selection=selection, seed=seed,
+                    jitter=jitter, block_size=block_size, memory_budget=memory_budget)
+    size = int(reservoir) if reservoir is not None else RESERVOIR_PER_INDUCING * gpr.n_inducing
+    size = max(size, gpr.n_inducing)
+    clock = time.perf_counter
+    timings: dict[str, float] = {}
+    t = clock()
+    pool = Reservoir(size, seed=seed)
+    checked = False
+    for item in (sample or chunks)():
+        X = item[0] if isinstance(item, tuple) else item
+        if not checked:
+            d = np.shape(X)[1]
+            check_memory(sparse_stream_bytes(gpr.n_inducing, d, reservoir=size, block_size=block_size,
+                                             chunk_rows=max(len(X), 1)),
+                         f"streamed sparse GPR with {gpr.n_inducing} inducing environments (reservoir {size})",
+                         budget=memory_budget)
+            checked = True
+        pool.add(X)
+        if sample_progress is not None:
+            sample_progress(len(X))
+    candidates = pool.sample()
+    if not np.isfinite(candidates).all():
+        raise ModelError("training vectors contain NaN or inf")
+    timings["sample"] = clock() - t
+    t = clock()
+    Z = np.ascontiguousarray(candidates[gpr.select(candidates)])
+    del candidates, pool
+    timings["select"] = clock() - t
+    t = clock()
+    acc = Accumulator(Z, inducing_factor(gpr, Z), zeta=gpr.zeta, offset=gpr.offset, block_size=block_size)
+    for X, y in chunks():
+        acc.add(X, y, progress)
+    if acc.n == 0:
+        raise ModelError("no training environments in the stream")
+    timings["accumulate"] = clock() - t
+    t = clock()
+    stats = {"n": acc.n, "mean": acc.mean, "std": acc.std, "min": acc.min_y, "max": acc.max_y}
+    fitted = solve_projected(gpr, Z, acc)
+    timings["solve"] = clock() - t
+    fitted.timings_ = timings
+    fitted.n_train_ = stats["n"]
+    fitted.label_stats_ = stats
+    fitted.memory_budget = gpr.memory_budget
+    return fitted
+
+
+def array_chunks(X: np.ndarray, y: np.ndarray, rows: int = 4096) -> Chunks:
+    """A chunk stream over in-memory arrays (tests, and callers that already hold X)."""
+    def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(y), rows):
+            yield X[start:start + rows], y[start:start + rows]
+    return gen
+
+
+def map_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, y: np.ndarray, rows: np.ndarray, *,
+               structures: Sequence[int] | None = None, chunk: int = 64,
+               progress: Progress = None) -> Chunks:
+    """A chunk stream over bead maps: ``chunk`` structures described at a time by ``describe(maps)`` ((n, D),
+    all centres in map order), keeping only the environments ``rows`` (sorted global indices; ``y`` the
+    labels of all environments). ``structures``: only these map indices (sorted), e.g. a sample."""
+    counts = np.array([len(m.centre_indices) for m in maps])
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    keep = np.zeros(starts[-1], dtype=bool)
+    keep[rows] = True
+    owners = np.unique(np.searchsorted(starts[1:], rows, side="right")) if structures is None else \
+        np.asarray(structures, dtype=int)
+
+    def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for begin in range(0, len(owners), chunk):
+            block = owners[begin:begin + chunk]
+            X = describe([maps[k] for k in block])
+            index = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in block])
+            mask = keep[index]
+            if progress is not None:
+                progress(len(block))
+            if mask.any():
+                yield (X if mask.all() else X[mask]), y[index[mask]]
+    return gen
+
+
+def sample_structures(counts: Sequence[int], n_rows: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted indices of structures drawn at random (seeded) until they hold at least ``n_rows`` rows (all
+    structures if they hold fewer)."""
+    counts = np.asarray(counts)
+    if counts.sum() <= n_rows:
+        return np.arange(len(counts))
+    order = np.random.default_rng([int(seed), 0x5A4D]).permutation(len(counts))
+    take = int(np.searchsorted(np.cumsum(counts[order]), n_rows)) + 1
+    return np.sort(order[:take])
+
+
+#: SparseGPR keyword options a model's ``solver_options`` may hold
+_SPARSE_OPTIONS = ("n_inducing", "selection", "seed", "jitter", "block_size", "memory_budget")
+
+
+def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, *, metals: Sequence[str],
+                        linkers: Sequence[str], chunk: int = 64, progress: bool = False):
+    """Fit ``model`` (a CGGPRModel with ``solver="sparse"``) to the environments ``rows`` of ``maps`` without
+    ever holding their N x D descriptors: ``chunk`` structures are described at a time, twice at most (once
+    for the reservoir sample the inducing environments come from, a seeded random subset of the structures
+    holding about 4 x the reservoir; once for the projected-process terms). Sets what
+    ``CGGPRModel.fit_vectors`` sets (``regressor_``, ``metals_``, ``linkers_``, ``training_``)."""
+    from .descriptors import soap_vectors
+    from .progress import progress_bar
+
+    options = {k: v for k, v in model.solver_options.items() if k in _SPARSE_OPTIONS}
+    unknown = sorted(set(model.solver_options) - set(_SPARSE_OPTIONS))
+    if unknown:
+        raise ModelError(f"unknown sparse solver option(s) {unknown}; known: {list(_SPARSE_OPTIONS)}")
+    template = SparseGPR(zeta=model.spec.zeta, offset=model.spec.offset, noise=model.spec.noise, **options)
+    counts = np.array([len(m.centre_indices) for m in maps])
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    owners = np.unique(np.searchsorted(starts[1:], rows, side="right"))
+    in_rows = np.zeros(starts[-1], dtype=bool)
+    in_rows[rows] = True
+    reservoir = RESERVOIR_PER_INDUCING * template.n_inducing
+    rows_per_owner = np.add.reduceat(in_rows.astype(int), starts[:-1])[owners] if len(maps) else counts
+    sample = owners[sample_structures(rows_per_owner, 4 * reservoir, seed=template.seed)]
+    y_shifted = np.asarray(y, dtype=float) - model.reference_energy
+
+    def describe(block):
+        return soap_vectors(block, model.spec)
+
+    with progress_bar(len(sample), "SOAP (inducing sample)", enabled=progress) as update_sample, \
+            progress_bar(int(len(rows)), "sparse GPR", enabled=progress) as update:
+        sample_stream = map_chunks(describe, maps, y_shifted, rows, structures=sample, chunk=chunk)
+        stream = map_chunks(describe, maps, y_shifted, rows, structures=owners, chunk=chunk)
+        regressor = fit_sparse_stream(stream, sample=sample_stream, zeta=template.zeta, offset=template.offset,
+                                      noise=template.noise, n_inducing=template.n_inducing,
+                                      selection=template.selection, seed=template.seed, jitter=template.jitter,
+                                      block_size=template.block_size, memory_budget=template.memory_budget,
+                                      reservoir=reservoir, progress=update, sample_progress=update_sample)
+    stats = regressor.label_stats_
+    model.regressor_ = regressor
+    model.calibration_ = None
+    model.metadata_ = model.source_ = None  # as CGGPRModel.fit_vectors: a new fit is no longer a file's model
+    model.metals_ = tuple(metals)
+    model.linkers_ = tuple(linkers)
+    model.training_ = {"n_structures": int(len(owners)), "n_environments": int(stats["n"]),
+                       "label_mean": stats["mean"], "label_std": stats["std"], "label_min": stats["min"],
+                       "label_max": stats["max"], "streamed": True, "reservoir": reservoir,
+                       "inducing_sample_structures": int(len(sample))}
+    return model

@@ -76,12 +76,15 @@ def check_training_labels(labelled) -> None:
 
 
 def training_bytes(n: int, d: int, solver: str, options: dict[str, Any]) -> int:
-    """Peak bytes of a fit on n environments of dimension d: the n x d descriptors plus the solver's matrices."""
-    vectors = 8 * n * d
+    """Peak bytes of a fit on n environments of dimension d: the n x d descriptors plus the solver's matrices
+    (the sparse solver streams its descriptors, :mod:`ase_cggpr.streaming`: its reservoir sample, M x M
+    matrices and one chunk instead)."""
     if solver == "sparse":
+        from .streaming import RESERVOIR_PER_INDUCING, sparse_stream_bytes
+
         m = min(int(options.get("n_inducing", 4000)), n)
-        return vectors + 8 * (3 * m * m + 2 * m * min(2048, n) + m * d)
-    return vectors + exact_fit_bytes(n, precision=options.get("precision", "float64"))
+        return sparse_stream_bytes(m, d, reservoir=min(RESERVOIR_PER_INDUCING * m, n), chunk_rows=min(n, 8192))
+    return 8 * n * d + exact_fit_bytes(n, precision=options.get("precision", "float64"))
 
 
 def check_training_memory(model: CGGPRModel, first_map, n: int, *, budget: float | None = None) -> None:
@@ -91,8 +94,10 @@ def check_training_memory(model: CGGPRModel, first_map, n: int, *, budget: float
     """
     d = model.vectors([first_map]).shape[1]
     need = training_bytes(n, d, model.solver, model.solver_options)
-    check_memory(need, f"training on {n} environments ({n} x {d} descriptors, {model.solver} solver)",
-                 budget=budget)
+    what = (f"training on {n} environments (streamed sparse solver: reservoir, M x M matrices, one chunk)"
+            if model.solver == "sparse" else f"training on {n} environments ({n} x {d} descriptors, "
+                                             f"{model.solver} solver)")
+    check_memory(need, what, budget=budget)
 
 
 def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2", label_key: str = "energies",
@@ -112,7 +117,8 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
 
     ``test_fraction``: None holds out nothing; otherwise a number strictly between 0 and 1 (0 is refused,
     not read as "no hold-out"). ``solver``: ``"exact"`` (``precision`` ``"float64"`` or ``"mixed"``) or
-    ``"sparse"`` (``inducing`` environments M, default 4,000). Labels must be finite and within
+    ``"sparse"`` (``inducing`` environments M, default 4,000; streamed, :mod:`ase_cggpr.streaming`: the
+    descriptors are computed 64 structures at a time and never held together). Labels must be finite and within
     :data:`~ase_cggpr.regression.MAX_LABEL_DEVIATION` (100 eV) of their mean. Before any descriptor is
     computed, the memory of the N x D descriptor matrix plus the solver's N x N (or M x M) matrices is
     compared with ``memory_budget`` bytes (default: the memory available) and an impossible fit refused.

@@ -62,7 +62,7 @@ def test_streamed_fit_is_seeded_and_reproducible(ab2):
     assert hits.sum() == 200 * 100
 
 
-def test_model_fit_streams_and_matches_in_memory_sparse(ab2):
+def test_model_fit_streams_and_matches_in_memory_sparse(ab2, tmp_path):
     model, frames, maps, X, y = ab2
     streamed = CGGPRModel(ModelSpec(representation="AB2", **SMALL), solver="sparse",
                           solver_options={"n_inducing": len(y) // 3 + 1})
@@ -73,6 +73,22 @@ def test_model_fit_streams_and_matches_in_memory_sparse(ab2):
     assert np.abs(streamed.regressor_.predict(test) - reference.predict(test)).max() < 1e-10
     energies = streamed.predict(frames[:3])
     assert all(np.isfinite(e).all() for e in energies)
+    # same model file as an in-memory sparse model: save / load / predict unchanged
+    path = tmp_path / "streamed.npz"
+    streamed.save(path)
+    loaded = CGGPRModel.load(path)
+    assert loaded.solver == "sparse" and type(loaded.regressor_) is SparseGPR
+    for a, b in zip(loaded.predict(frames[:3]), energies, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_train_model_sparse_memory_estimate_is_streamed():
+    from ase_cggpr.training import training_bytes
+
+    n, d, m = 723_701, 4752, 8000  # the full AB2 dataset at M = 8,000
+    streamed = training_bytes(n, d, "sparse", {"n_inducing": m})
+    assert 3e9 < streamed < 4e9 < 8 * n * d / 5  # reservoir + M x M matrices, not the 27.5 GB of N x D
+    assert training_bytes(n, d, "exact", {}) > 8 * n * d
 
 
 def test_streamed_fit_never_holds_all_descriptors():

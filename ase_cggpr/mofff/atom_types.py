@@ -82,7 +82,7 @@ class MOFFFTyping:
 def _structure_name(atoms: Atoms, name: str | None) -> str:
     if name:
         return name
-    for key in ("name", "structure_id", "id", "refcode", "topology", "net"):
+    for key in ("name", "structure_id", "id", "refcode", "framework_type", "topology", "net"):
         if key in atoms.info:
             return str(atoms.info[key])
     return atoms.get_chemical_formula()

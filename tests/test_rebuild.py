@@ -96,6 +96,21 @@ def test_wrapped_or_rebased_relaxation_is_realigned(sod, kind):
     mofff_typing(out, bonds=dec.bonds, shifts=shifts, name="SOD")  # consistent again
 
 
+def test_wrapped_mim_relaxation_is_realigned(sod):
+    """Linkers of other sizes (mIm, 11 atoms; mixed with Im) are made whole along their own bonds."""
+    net = sod[0]
+    for linker in ("mIm", "mixed:0.5"):
+        dec = decorate(net, linker=linker)
+        relaxed = dec.atoms.copy()
+        relaxed.set_cell(relaxed.cell.array * 0.97, scale_atoms=True)
+        relaxed.positions += 0.05 * np.random.default_rng(4).standard_normal(relaxed.positions.shape)
+        wrapped = relaxed.copy()
+        wrapped.wrap()
+        assert np.abs(wrapped.positions - relaxed.positions).max() > 1.0
+        out = align_restored(wrapped, dec, "SOD")
+        assert np.abs(out.positions - relaxed.positions).max() < 1e-9
+
+
 def test_a_rotated_relaxation_is_kept_and_a_foreign_one_refused(sod):
     net, dec, relaxed = sod
     turned = relaxed.copy()  # a rigid rotation (cell with it) is the same structure: nothing to undo

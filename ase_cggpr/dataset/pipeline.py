@@ -220,7 +220,7 @@ def align_restored(atoms: Atoms, dec: Decorated, name: str = "") -> Atoms:
     Raises ``StructureError`` if the atom counts differ or the cells are not bases of one (strained) lattice.
     """
     from ..errors import StructureError
-    from .decorate import LINKER_BONDS
+    from .decorate import LINKERS
 
     reference = dec.atoms
     if len(atoms) != len(reference):
@@ -246,23 +246,26 @@ def align_restored(atoms: Atoms, dec: Decorated, name: str = "") -> Atoms:
         moved = k.any(axis=-1)
         pos[idx[moved]] -= k[moved] @ cell
 
-    n_b = len(dec.linker_zn)
-    base = dec.n_zn + 8 * np.arange(n_b)
-    done, todo = {0}, list(LINKER_BONDS)  # whole linkers: each atom at the image of a bonded, placed atom
-    while todo:
-        for bond in list(todo):
-            placed = [a for a in bond if a in done]
-            if placed:
-                p, c = placed[0], bond[1] if placed[0] == bond[0] else bond[0]
-                if c not in done:
-                    move(base + c, np.round(frac(pos[base + c] - pos[base + p])))
-                    done.add(c)
-                todo.remove(bond)
     beads, sites = coarse_grain_decorated(dec, out), coarse_grain_decorated(dec)
     k = np.round(frac(beads.positions) - np.linalg.solve(sites.cell.array.T, sites.positions.T).T)
     move(np.arange(dec.n_zn), k[:dec.n_zn])
-    for j in range(8):  # each linker moves as a whole with its bead
-        move(base + j, k[dec.n_zn:])
+    kinds, starts = np.array(dec.kinds), dec.linker_starts()
+    for kind in sorted(set(dec.kinds)):  # the linkers of one kind together (Im; mIm)
+        of_kind = np.nonzero(kinds == kind)[0]
+        base = starts[of_kind]
+        symbols, bonds, _ = LINKERS[kind]
+        done, todo = {0}, list(bonds)  # whole linkers: each atom at the image of a bonded, placed atom
+        while todo:
+            for bond in list(todo):
+                placed = [a for a in bond if a in done]
+                if placed:
+                    p, c = placed[0], bond[1] if placed[0] == bond[0] else bond[0]
+                    if c not in done:
+                        move(base + c, np.round(frac(pos[base + c] - pos[base + p])))
+                        done.add(c)
+                    todo.remove(bond)
+        for j in range(len(symbols)):  # each linker moves as a whole with its bead
+            move(base + j, k[dec.n_zn + of_kind])
     return out
 
 

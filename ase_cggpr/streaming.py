@@ -237,11 +237,12 @@ def array_chunks(X: np.ndarray, y: np.ndarray, rows: int = 4096) -> Chunks:
 
 
 def map_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, y: np.ndarray, rows: np.ndarray, *,
-               structures: Sequence[int] | None = None, chunk: int = 64,
+               structures: Sequence[int] | None = None, chunk: int = 64, chunk_rows: int = 4096,
                progress: Progress = None) -> Chunks:
-    """A chunk stream over bead maps: ``chunk`` structures described at a time by ``describe(maps)`` ((n, D),
-    all centres in map order), keeping only the environments ``rows`` (sorted global indices; ``y`` the
-    labels of all environments). ``structures``: only these map indices (sorted), e.g. a sample."""
+    """A chunk stream over bead maps: up to ``chunk`` structures, and no more than ``chunk_rows``
+    environments unless one structure has more, described at a time by ``describe(maps)`` ((n, D), all
+    centres in map order), keeping only the environments ``rows`` (sorted global indices; ``y`` the labels of
+    all environments). ``structures``: only these map indices (sorted), e.g. a sample."""
     counts = np.array([len(m.centre_indices) for m in maps])
     starts = np.concatenate([[0], np.cumsum(counts)])
     keep = np.zeros(starts[-1], dtype=bool)
@@ -249,9 +250,18 @@ def map_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, y: np
     owners = np.unique(np.searchsorted(starts[1:], rows, side="right")) if structures is None else \
         np.asarray(structures, dtype=int)
 
+    blocks, begin = [], 0
+    while begin < len(owners):  # greedy: at least one structure, then while within both limits
+        stop = begin + 1
+        total = counts[owners[begin]]
+        while stop < len(owners) and stop - begin < chunk and total + counts[owners[stop]] <= chunk_rows:
+            total += counts[owners[stop]]
+            stop += 1
+        blocks.append(owners[begin:stop])
+        begin = stop
+
     def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for begin in range(0, len(owners), chunk):
-            block = owners[begin:begin + chunk]
+        for block in blocks:
             X = describe([maps[k] for k in block])
             index = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in block])
             mask = keep[index]
@@ -278,9 +288,11 @@ _SPARSE_OPTIONS = ("n_inducing", "selection", "seed", "jitter", "block_size", "m
 
 
 def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, *, metals: Sequence[str],
-                        linkers: Sequence[str], chunk: int = 64, progress: bool = False):
+                        linkers: Sequence[str], chunk: int = 64, chunk_rows: int = 4096,
+                        progress: bool = False):
     """Fit ``model`` (a CGGPRModel with ``solver="sparse"``) to the environments ``rows`` of ``maps`` without
-    ever holding their N x D descriptors: ``chunk`` structures are described at a time, twice at most (once
+    ever holding their N x D descriptors: ``chunk`` structures (at most ``chunk_rows`` environments unless
+    one structure has more) are described at a time, twice at most (once
     for the reservoir sample the inducing environments come from, a seeded random subset of the structures
     holding about 4 x the reservoir; once for the projected-process terms). Sets what
     ``CGGPRModel.fit_vectors`` sets (``regressor_``, ``metals_``, ``linkers_``, ``training_``)."""
@@ -307,8 +319,10 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
 
     with progress_bar(len(sample), "SOAP (inducing sample)", enabled=progress) as update_sample, \
             progress_bar(int(len(rows)), "sparse GPR", enabled=progress) as update:
-        sample_stream = map_chunks(describe, maps, y_shifted, rows, structures=sample, chunk=chunk)
-        stream = map_chunks(describe, maps, y_shifted, rows, structures=owners, chunk=chunk)
+        sample_stream = map_chunks(describe, maps, y_shifted, rows, structures=sample, chunk=chunk,
+                                   chunk_rows=chunk_rows)
+        stream = map_chunks(describe, maps, y_shifted, rows, structures=owners, chunk=chunk,
+                            chunk_rows=chunk_rows)
         regressor = fit_sparse_stream(stream, sample=sample_stream, zeta=template.zeta, offset=template.offset,
                                       noise=template.noise, n_inducing=template.n_inducing,
                                       selection=template.selection, seed=template.seed, jitter=template.jitter,

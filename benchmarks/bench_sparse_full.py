@@ -53,7 +53,9 @@ def main() -> int:
     parser.add_argument("--reservoir", type=int, default=None, help="default 3 x inducing")
     parser.add_argument("--n-exact", type=int, default=32000)
     parser.add_argument("--test-fraction", type=float, default=0.2)
-    parser.add_argument("--chunk", type=int, default=64, help="frames described at a time")
+    parser.add_argument("--chunk", type=int, default=64, help="frames described at a time (at most)")
+    parser.add_argument("--chunk-rows", type=int, default=4096,
+                        help="environments described at a time (at most, unless one frame has more)")
     parser.add_argument("--max-frames", type=int, default=None, help="only the first frames (smoke runs)")
     parser.add_argument("--max-test-frames", type=int, default=None,
                         help="predict a seeded random subset of this many held-out frames (of the held-out types)")
@@ -98,7 +100,7 @@ def main() -> int:
     def chunks(wanted: np.ndarray, *, with_labels: bool = True, note: str = ""):
         """(X, y) per chunk of ``args.chunk`` frames of ``wanted``."""
         batch: list = []
-        done = [0]
+        done = [0, 0]  # frames done, environments in the batch
 
         def flush():
             maps = [model.bead_map(a) for a in batch]
@@ -108,10 +110,15 @@ def main() -> int:
             if done[0] % (args.chunk * 20) < args.chunk:
                 log(f"{note}: {done[0]} / {len(wanted)} frames, peak RSS {peak_rss_gb():.2f} GB")
             batch.clear()
+            done[1] = 0
             return X, y - reference
 
         for _, atoms in frames(wanted):
+            n_atoms = int((atoms.symbols == centre).sum())
+            if batch and done[1] + n_atoms > args.chunk_rows:
+                yield flush()
             batch.append(atoms)
+            done[1] += n_atoms
             if len(batch) == args.chunk:
                 yield flush()
         if batch:

@@ -135,3 +135,13 @@ def test_streamed_fit_refuses_bad_input(ab2):
         fit_sparse_stream(lambda: iter(()), n_inducing=10)
     with pytest.raises(ModelError, match="memory"):
         fit_sparse_stream(array_chunks(X, y), n_inducing=50, memory_budget=1e5)
+
+
+def test_map_chunks_bound_environments_per_chunk(ab2):
+    model, _, maps, X, y = ab2
+    rows = np.arange(0, len(y), 2)  # every other environment
+    chunks = list(map_chunks(model.vectors, maps, y, rows, chunk=64, chunk_rows=100)())
+    largest = max(len(m.centre_indices) for m in maps)
+    assert all(len(c[0]) <= max(100, largest) for c in chunks)
+    np.testing.assert_array_equal(np.vstack([c[0] for c in chunks]), X[rows])
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), y[rows])

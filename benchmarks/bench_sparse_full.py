@@ -16,6 +16,21 @@ streamed pass (``--chunk`` frames described at a time) accumulating the projecte
 ``exact``: :class:`ase_cggpr.regression.ExactGPR` on ``--n-exact`` training environments of random whole
 training frames (as benchmarks/bench_train_paper_scale.py). Both predict every held-out environment and
 write ``OUT/<mode>.json`` (times per phase, peak RSS, load average, held-out RMSE overall and per rattle).
+
+Measured 2026-12-02 on the rebuilt dataset (11,850 frames, 723,701 environments, 249 framework types; 50
+types held out: 9,242 training frames = 596,638 environments; error on 600 seeded frames of the held-out
+types, 30,667 environments, ``--max-test-frames 600``), 2 cores shared with other jobs (load 2-12):
+
+=============================  =========  ==========  ============  ======================================
+run                            threads    train       peak RSS      held-out RMSE (none/small/medium/large)
+=============================  =========  ==========  ============  ======================================
+sparse M = 2,000, all 596,638  2          20.0 min    3.4 GB        0.187 eV (0.133/0.126/0.131/0.361)
+exact N = 32,000               1          19.5 min    9.9 GB        0.200 eV (0.146/0.133/0.137/0.390)
+=============================  =========  ==========  ============  ======================================
+
+Cost of the sparse pass: ``N (2 M D + 2 M^2)`` flops (D = 4,752): at M = 8,000 about 2e8 per environment,
+1.2e14 for the training split; measured 340-380 environments/s on the 2 cores at load 2-3 (70 GF/s), 55/s
+at load 12.
 """
 
 from __future__ import annotations

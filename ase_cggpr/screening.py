@@ -9,14 +9,9 @@ write and print the ranking.
 
 Uncertainty
 -----------
-The per-Zn standard deviation is the GP's latent (noise-free) predictive std. :func:`calibrate` measures, on
-held-out labelled data, the fraction of errors within 1 and 2 predicted sigma, with the latent std and with
-the noise term added (an ideal Gaussian model gives about 68% and 95%), and picks the trust threshold by
-the rule :data:`THRESHOLD_RULE`: the 99th percentile of the held-out environments' latent std. A structure
-is *trusted* when none of its Zn environments has a std above the threshold, i.e. none is less covered by
-the training data than 99% of the environments the model was validated on. Without a calibration the
-threshold is the model's noise sigma (an environment whose latent uncertainty exceeds the label noise is
-one the model is guessing about).
+A structure is *trusted* when every per-Zn latent std is at most the threshold: the model's stored calibration
+(:mod:`ase_cggpr.uncertainty`, the 99th percentile of held-out std), ``--threshold``/``--calibration``, or the
+model's noise sigma when none is given.
 
 Symmetry
 --------

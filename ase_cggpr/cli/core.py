@@ -82,8 +82,8 @@ def _train_solver_kwargs(solver, inducing, precision) -> dict:
 @click.option("--n-train", type=click.IntRange(min=1), help="Train on this many environments, drawn at random.")
 @click.option("--test-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True),
               help="Hold out this fraction (0 < f < 1) of structure groups; report test RMSE.")
-@click.option("--group-key", help="atoms.info key of the structure groups held out whole (default: topology, else "
-                                  "structure_id).")
+@click.option("--group-key", help="atoms.info key of the structure groups held out whole (default: framework_type, "
+                                  "else structure_id).")
 @click.option("--solver", type=click.Choice(["exact", "sparse"]),
               help="Regression solver (default: exact).")
 @click.option("--inducing", type=click.IntRange(min=1), metavar="M",

@@ -195,7 +195,7 @@ EXACT_VARIANCE_MAX = 8000
 #: this many training environments (well under a second); above it the std is refused, never a stall.
 LAZY_FACTOR_MAX = 2000
 
-VARIANCES = ("auto", "exact", "nystrom")
+VARIANCES = ("auto", "exact", "nystrom", "none")
 
 
 def _integer(name: str, value, low: int, high: int | None = None) -> int:
@@ -402,7 +402,9 @@ class ExactGPR(_KernelHypers):
       + K_mn K_nm)^-1 k_m``, from two M x M factors (``var_Lm_``, ``var_La_``; the rows ``var_index_`` of
       ``X_``); the N x N factor is freed after the fit. Its accuracy against the exact std is measured in
       ``tests/test_hostile_linalg.py`` on the built-in data;
-    - ``"auto"`` (default): exact up to :data:`EXACT_VARIANCE_MAX` (8,000) environments, Nyström above.
+    - ``"auto"`` (default): exact up to :data:`EXACT_VARIANCE_MAX` (8,000) environments, Nyström above;
+    - ``"none"``: no variance factor is kept (means only, e.g. cross-validation folds): the std is then as for a
+      model saved without its factor (below).
 
     Which one a fitted model uses is ``variance_`` (also in :meth:`get_state`'s parameters, hence in a saved
     model's metadata). A prediction never refactors a large kernel: a model without its factor (saved with
@@ -472,6 +474,9 @@ class ExactGPR(_KernelHypers):
         return self
 
     def _finish_variance(self, n: int) -> None:
+        if self.variance == "none":
+            self.L_, self.variance_ = None, "exact"  # as a model saved without its factor
+            return
         if self.variance == "exact" or (self.variance == "auto" and n <= EXACT_VARIANCE_MAX):
             self.variance_ = "exact"
         else:

@@ -97,7 +97,10 @@ class CVResult:
 def fit_fold(X: np.ndarray, y: np.ndarray, train: np.ndarray, spec: ModelSpec, *, solver: str = "exact",
              solver_options: dict | None = None) -> CGGPRModel:
     """A :class:`CGGPRModel` fitted on rows ``train`` of precomputed vectors (through ``fit_vectors``)."""
-    model = CGGPRModel(spec, solver=solver, solver_options=solver_options or {})
+    options = dict(solver_options or {})
+    if solver == "exact":
+        options.setdefault("variance", "none")  # CV needs means only: no N x N or Nyström factors kept
+    model = CGGPRModel(spec, solver=solver, solver_options=options)
     return model.fit_vectors(X[train], y[train])
 
 

@@ -119,33 +119,43 @@ def _read_lammps_data(path):
     return box, {k: np.array(v) for k, v in sections.items()}
 
 
-def test_typing_reproduces_authors_topology(shared_data):
-    box, s = _read_lammps_data(shared_data / "mofff" / "ZIF8_H.data")
-    atoms_tab = s["Atoms"][np.argsort(s["Atoms"][:, 0])]
+def authors_atoms(path, symbols):
+    """(Atoms, sorted Atoms table, sections) of an authors' LAMMPS data file; ``symbols[k]`` is type k+1's element."""
+    box, s = _read_lammps_data(path)
+    tab = s["Atoms"][np.argsort(s["Atoms"][:, 0])]
     lx, ly, lz = (box[t][1] - box[t][0] for t in ("xlo xhi", "ylo yhi", "zlo zhi"))
     xy, xz, yz = box["xy xz yz"]
-    symbol = {1: "Zn", 2: "H", 3: "H", 4: "C", 5: "C", 6: "N"}
-    atoms = Atoms([symbol[int(t)] for t in atoms_tab[:, 2]], positions=atoms_tab[:, 4:7],
+    atoms = Atoms([symbols[int(t) - 1] for t in tab[:, 2]], positions=tab[:, 4:7],
                   cell=[[lx, 0, 0], [xy, ly, 0], [xz, yz, lz]], pbc=True)
-    top = mofff_typing(atoms, name="ZIF8_H")
-    assert np.array_equal(top.types, atoms_tab[:, 2].astype(int))
-    assert np.allclose(top.charges, atoms_tab[:, 3], atol=1e-12)
+    return atoms, tab, s
 
+
+def assert_terms_match(typing, sections) -> None:
+    """Bonds, angles, dihedrals and impropers of ``typing`` equal those of the authors' data file ``sections``."""
     def chain(rows, types):  # a bond/angle/dihedral read backwards is the same term
         return {(int(t), *min(tuple(int(x) for x in r), tuple(int(x) for x in r)[::-1]))
                 for r, t in zip(rows, types, strict=True)}
 
-    for sec, rows, types in (("Bonds", top.bonds, top.bond_types), ("Angles", top.angles, top.angle_types),
-                             ("Dihedrals", top.dihedrals, top.dihedral_types)):
-        ref = s[sec]
+    for sec, rows, types in (("Bonds", typing.bonds, typing.bond_types),
+                             ("Angles", typing.angles, typing.angle_types),
+                             ("Dihedrals", typing.dihedrals, typing.dihedral_types)):
+        ref = sections[sec]
         assert len(rows) == len(ref), sec
         assert chain(rows, types) == chain(ref[:, 2:] - 1, ref[:, 1]), sec
-    ref = s["Impropers"]  # centre first; inversion/harmonic is symmetric in the three outer atoms
+    ref = sections["Impropers"]  # centre first; inversion/harmonic is symmetric in the three outer atoms
     mine = {(int(t), int(r[0]), *sorted(map(int, r[1:])))
-            for r, t in zip(top.impropers, top.improper_types, strict=True)}
+            for r, t in zip(typing.impropers, typing.improper_types, strict=True)}
     theirs = {(int(t), int(r[2]) - 1, *sorted(int(x) - 1 for x in r[3:]))
               for r, t in zip(ref, ref[:, 1], strict=True)}
-    assert len(top.impropers) == len(ref) and mine == theirs
+    assert len(typing.impropers) == len(ref) and mine == theirs
+
+
+def test_typing_reproduces_authors_topology(shared_data):
+    atoms, atoms_tab, s = authors_atoms(shared_data / "mofff" / "ZIF8_H.data", ["Zn", "H", "H", "C", "C", "N"])
+    top = mofff_typing(atoms, name="ZIF8_H")
+    assert np.array_equal(top.types, atoms_tab[:, 2].astype(int))
+    assert np.allclose(top.charges, atoms_tab[:, 3], atol=1e-12)
+    assert_terms_match(top, s)
 
 
 def _ideal(net="YUG"):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from conftest import builtin_frames, methylated
-from test_mofff import _read_lammps_data
+from test_mofff import _read_lammps_data, assert_terms_match, authors_atoms
 
 from ase_cggpr.mofff import MOFFFCalculator, TypingError, mofff_typing
 from ase_cggpr.mofff import parameters as P
@@ -225,14 +225,7 @@ def test_ch3_parameters_are_the_published_ones(shared_data):
 
 
 def _authors_atoms(shared_data):
-    box, s = _read_lammps_data(shared_data / "mofff" / "ZIF8_CH3.data")
-    tab = s["Atoms"][np.argsort(s["Atoms"][:, 0])]
-    lx, ly, lz = (box[t][1] - box[t][0] for t in ("xlo xhi", "ylo yhi", "zlo zhi"))
-    xy, xz, yz = box["xy xz yz"]
-    symbol = dict(enumerate(["Zn", "H", "H", "C", "C", "C", "N"], start=1))
-    atoms = Atoms([symbol[int(t)] for t in tab[:, 2]], positions=tab[:, 4:7],
-                  cell=[[lx, 0, 0], [xy, ly, 0], [xz, yz, lz]], pbc=True)
-    return atoms, tab, s
+    return authors_atoms(shared_data / "mofff" / "ZIF8_CH3.data", ["Zn", "H", "H", "C", "C", "C", "N"])
 
 
 def test_ch3_typing_reproduces_authors_data_file(shared_data):
@@ -241,22 +234,7 @@ def test_ch3_typing_reproduces_authors_data_file(shared_data):
     assert top.force_field.key == "CH3"
     assert np.array_equal(top.types, tab[:, 2].astype(int))
     assert np.array_equal(top.charges, tab[:, 3])
-
-    def chain(rows, types):
-        return {(int(t), *min(tuple(int(x) for x in r), tuple(int(x) for x in r)[::-1]))
-                for r, t in zip(rows, types, strict=True)}
-
-    for sec, rows, types in (("Bonds", top.bonds, top.bond_types), ("Angles", top.angles, top.angle_types),
-                             ("Dihedrals", top.dihedrals, top.dihedral_types)):
-        ref = s[sec]
-        assert len(rows) == len(ref), sec
-        assert chain(rows, types) == chain(ref[:, 2:] - 1, ref[:, 1]), sec
-    ref = s["Impropers"]
-    mine = {(int(t), int(r[0]), *sorted(map(int, r[1:])))
-            for r, t in zip(top.impropers, top.improper_types, strict=True)}
-    theirs = {(int(t), int(r[2]) - 1, *sorted(int(x) - 1 for x in r[3:]))
-              for r, t in zip(ref, ref[:, 1], strict=True)}
-    assert len(top.impropers) == len(ref) and mine == theirs
+    assert_terms_match(top, s)
 
 
 def _published_run(lammps, folder, tmp_path, positions=None):

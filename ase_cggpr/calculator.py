@@ -54,7 +54,8 @@ class CGGPRCalculator(Calculator):
     """ASE calculator predicting ZIF energies and forces with a :class:`~ase_cggpr.model.CGGPRModel`.
 
     Args:
-        model: a fitted model, or the path of a model saved with :meth:`CGGPRModel.save`.
+        model: a fitted model, the path of a model saved with :meth:`CGGPRModel.save`, or the name of a
+            model that ships with the package (``"AB2"``, ``"A"``, ``"atomistic"``; ``cggpr models``).
         model_path: the path, as a keyword (give exactly one of ``model`` and ``model_path``).
         return_std: also compute per-metal standard deviations (default True; a little slower).
         descriptor_backend: ``None`` (the model's own, ``spec.backend``), ``"featomic"`` or ``"quippy"``,
@@ -84,6 +85,15 @@ class CGGPRCalculator(Calculator):
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
         super().__init__(model=source, return_std=return_std, descriptor_backend=descriptor_backend, **kwargs)
+
+    @classmethod
+    def pretrained(cls, name: str = "AB2", **kwargs) -> CGGPRCalculator:
+        """A calculator with a shipped model (:mod:`ase_cggpr.pretrained`), e.g. ``pretrained("AB2")``."""
+        from .pretrained import available, canonical_name
+
+        if canonical_name(name) is None:
+            raise ModelError(f"no shipped model named {name!r}; shipped: {', '.join(available()) or 'none'}")
+        return cls(canonical_name(name), **kwargs)
 
     def set(self, **kwargs) -> dict:
         """Change parameters (ASE convention); a new ``model`` is loaded (a path) or checked (an object).

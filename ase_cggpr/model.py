@@ -37,11 +37,12 @@ from . import __version__
 from .beads import KNOWN_LINKERS, BeadMap, Connectivity, coarse_grain, find_connectivity
 from .descriptors import DescriptorBackend, backend_for, check_species, soap_dimension, soap_vectors
 from .errors import ModelError
+from .inducing import cluster_vectors, pack_clusters, pack_lower, unpack_clusters, unpack_lower
 from .kernels import PolynomialKernel
 from .labels import as_label_array, local_energies
 from .outputs import atomic_output
 from .progress import progress_bar
-from .regression import EXACT_VARIANCE_MAX, SELECTIONS, SOLVERS, solver_from_state
+from .regression import EXACT_VARIANCE_MAX, SELECTIONS, SOLVERS, SparseGPR, solver_from_state
 from .spec import ModelSpec
 
 FORMAT_NAME = "ase-cggpr-model"
@@ -404,6 +405,9 @@ class CGGPRModel:
         the label key, target, held-out fraction and each data file's size and SHA-256) and the calibration."""
         self._check_fitted()
         params, _ = self.regressor_.get_state(include_factor=False)
+        clusters = getattr(self, "inducing_clusters_", None)
+        if clusters:  # saved as clusters (ase_cggpr.inducing), their vectors recomputed at load
+            params.update(inducing_storage="clusters", cluster_atoms=int(sum(len(c) for c in clusters)))
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "package_version": __version__,
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "spec": self.spec.to_dict(), "regression": params,
@@ -431,6 +435,11 @@ class CGGPRModel:
         if include_factor is None:
             include_factor = self.training_["n_environments"] <= MAX_SAVED_FACTOR
         _, arrays = self.regressor_.get_state(include_factor=include_factor)
+        clusters = getattr(self, "inducing_clusters_", None)
+        if clusters:  # compact format: the inducing environments as clusters (ase_cggpr.inducing)
+            # the variance factor in float32 (std to ~1e-7 relative; the mean's weights stay float64)
+            arrays = {"alpha": arrays["alpha"], "La_packed": pack_lower(self.regressor_.La_).astype(np.float32),
+                      **pack_clusters(clusters)}
         try:
             record = self.metadata()
             metadata = json.dumps(record, indent=1, allow_nan=False)
@@ -447,6 +456,9 @@ class CGGPRModel:
     def load(cls, path: str | os.PathLike) -> CGGPRModel:
         """Read a model written by :meth:`save` (no pickle involved), checking everything before use.
 
+        ``path`` may also name a model that ships with the package (:mod:`ase_cggpr.pretrained`:
+        ``CGGPRModel.load("AB2")``; ``cggpr models`` lists them); an existing file of that name wins.
+
         The file is checked in this order, and any problem is one :class:`ModelError` naming the file: the
         zip container; every member's ``.npy`` header (dtype, shape, and that the member holds exactly the
         bytes the header claims, so nothing is read past a lie); the metadata JSON, field by field; every
@@ -455,9 +467,13 @@ class CGGPRModel:
         any array is read; then finiteness of every array and the consistency of a saved Cholesky factor
         with the training vectors (a few of its rows are recomputed).
         """
-        path = Path(path)
+        from .pretrained import available, resolve
+
+        path = resolve(path)  # a shipped model's name ("AB2", "A", "atomistic") or a path
         if not path.exists():
-            raise ModelFileNotFoundError(f"cannot load model {path}: no such file")
+            shipped = ", ".join(available()) or "none in this installation"
+            raise ModelFileNotFoundError(f"cannot load model {path}: no such file, and not the name of a shipped "
+                                         f"model ({shipped})")
         meta, spec, arrays = _read_model_file(path)
         if spec.species is None or spec.centre_species is None:  # written before the spec recorded species
             spec = spec.replace(species=spec.effective_species, centre_species=spec.effective_centre_species)
@@ -475,6 +491,7 @@ class CGGPRModel:
         model.linkers_ = tuple(meta["linkers"])
         model.training_ = meta["training"]
         model.calibration_ = meta.get("calibration")
+        model.inducing_clusters_ = arrays.get("clusters")
         model.metadata_ = meta
         model.source_ = str(path)
         return model
@@ -680,6 +697,13 @@ def _check_regression(path: Path, data: Any, spec: ModelSpec) -> dict:
                              f"got {_shown(data['selection'])}")
         if "jitter" in data:
             _number(path, data["jitter"], "regression.jitter", low=0.0)
+        storage = data.get("inducing_storage", "vectors")
+        if storage not in ("vectors", "clusters"):
+            raise _bad(path, f"metadata field regression.inducing_storage must be 'vectors' or 'clusters', "
+                             f"got {_shown(storage)}")
+        if storage == "clusters":
+            _integer(path, _field(path, data, "cluster_atoms", "regression.cluster_atoms"),
+                     "regression.cluster_atoms", low=1, high=10**9)
         if "seed" in data:
             _integer(path, data["seed"], "regression.seed")
     return data
@@ -742,6 +766,11 @@ def _expected_arrays(meta: dict, spec: ModelSpec) -> dict[str, tuple[tuple[int, 
         factor = ("<f8", "<f4") if regression.get("precision") == "mixed" else ("<f8",)
         return {"X": ((n, d), ("<f8",), True), "alpha": ((n,), ("<f8",), True), "L": ((n, n), factor, False)}
     m = regression["n_inducing"]
+    if regression.get("inducing_storage") == "clusters":
+        n = regression["cluster_atoms"]
+        return {"cluster_sizes": ((m,), ("<i8",), True), "cluster_numbers": ((n,), ("<i8",), True),
+                "cluster_positions": ((n, 3), ("<f8",), True), "alpha": ((m,), ("<f8",), True),
+                "La_packed": ((m * (m + 1) // 2,), ("<f4", "<f8"), True)}
     return {"X": ((m, d), ("<f8",), True), "alpha": ((m,), ("<f8",), True),
             "Lm": ((m, m), ("<f8",), False), "La": ((m, m), ("<f8",), False)}
 
@@ -903,6 +932,8 @@ def _read_model_file(path: Path) -> tuple[dict, ModelSpec, dict[str, np.ndarray]
         if not _all_finite(array):
             raise _bad(path, f"array {key} contains NaN or inf")
     regression = meta["regression"]
+    if regression.get("inducing_storage") == "clusters":
+        arrays = _arrays_from_clusters(path, arrays, spec, regression)
     _check_rows_normalised(path, arrays["X"])
     kernel = PolynomialKernel(spec.zeta, spec.offset)
     if "L" in arrays:
@@ -915,6 +946,23 @@ def _read_model_file(path: Path) -> tuple[dict, ModelSpec, dict[str, np.ndarray]
                       diagonal_shift=float(regression.get("jitter", 1e-10)) * prior)
         _check_factor(path, "La", arrays["La"], Z, kernel=kernel, diagonal_shift=None)
     return meta, spec, arrays
+
+
+def _arrays_from_clusters(path: Path, arrays: dict, spec: ModelSpec, regression: dict) -> dict:
+    """X (the clusters' centre vectors), Lm (recomputed from X) and La (unpacked) of a compact model file."""
+    from .streaming import inducing_factor
+
+    m = int(regression["n_inducing"])
+    try:
+        clusters = unpack_clusters(arrays, spec, m)
+        X = cluster_vectors(clusters, spec)
+        gpr = SparseGPR(zeta=spec.zeta, offset=spec.offset, noise=spec.noise,
+                        jitter=float(regression.get("jitter", 1e-10)))
+        Lm = inducing_factor(gpr, X)
+        La = unpack_lower(arrays["La_packed"], m)
+    except ModelError as error:
+        raise _bad(path, f"its inducing clusters are invalid: {error}") from None
+    return {"X": X, "alpha": arrays["alpha"], "Lm": Lm, "La": La, "clusters": clusters}
 
 
 def _stack_labels(maps: Sequence[BeadMap], labels: Sequence[np.ndarray]) -> np.ndarray:

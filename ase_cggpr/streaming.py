@@ -48,7 +48,9 @@ RESERVOIR_PER_INDUCING = 3
 class Reservoir:
     """Seeded uniform sample (algorithm R) of at most ``size`` rows of a stream of (n, D) chunks.
 
-    While the stream has at most ``size`` rows, the sample is all of them in stream order.
+    While the stream has at most ``size`` rows, the sample is all of them in stream order. ``ids``, when given
+    with a chunk, are kept with its rows (:attr:`ids`: the ids of the sampled rows), so a chosen row can be
+    traced back to its structure and centre.
     """
 
     def __init__(self, size: int, *, seed: int = 0):
@@ -58,8 +60,9 @@ class Reservoir:
         self.rng = np.random.default_rng([int(seed), 0x5EED])
         self.seen = 0
         self.rows: np.ndarray | None = None
+        self.row_ids: np.ndarray | None = None
 
-    def add(self, X: np.ndarray) -> None:
+    def add(self, X: np.ndarray, ids: np.ndarray | None = None) -> None:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
             raise ModelError(f"descriptor chunk must be (n, D), got shape {X.shape}")
@@ -68,15 +71,30 @@ class Reservoir:
         elif X.shape[1] != self.rows.shape[1]:
             raise ModelError(f"descriptor chunk has {X.shape[1]} columns, the stream had {self.rows.shape[1]}")
         n = X.shape[0]
+        if ids is not None:
+            ids = np.asarray(ids, dtype=np.int64)
+            if ids.shape != (n,):
+                raise ModelError(f"need one id per row ({n}), got shape {ids.shape}")
+            if self.row_ids is None:
+                self.row_ids = np.full(self.size, -1, dtype=np.int64)
         fill = max(0, min(n, self.size - self.seen))
         if fill:
             self.rows[self.seen:self.seen + fill] = X[:fill]
+            if ids is not None:
+                self.row_ids[self.seen:self.seen + fill] = ids[:fill]
         if fill < n:
             t = self.seen + np.arange(fill, n)  # 0-based stream positions of the rows not stored yet
             j = self.rng.integers(0, t + 1)
             for k in np.flatnonzero(j < self.size):
                 self.rows[j[k]] = X[fill + k]
+                if ids is not None:
+                    self.row_ids[j[k]] = ids[fill + k]
         self.seen += n
+
+    @property
+    def ids(self) -> np.ndarray | None:
+        """The ids of the sampled rows (None if the chunks came without ids)."""
+        return None if self.row_ids is None else self.row_ids[:min(self.seen, self.size)]
 
     def sample(self) -> np.ndarray:
         if self.rows is None or self.seen == 0:
@@ -172,7 +190,8 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
                       noise: float = 0.2, n_inducing: int = 4000, selection: str = "fps", seed: int = 0,
                       jitter: float = 1e-10, block_size: int = 2048, reservoir: int | None = None,
                       memory_budget: float | None = None, progress: Progress = None,
-                      sample_progress: Progress = None) -> SparseGPR:
+                      sample_progress: Progress = None,
+                      inducing_vectors: Callable[[np.ndarray], np.ndarray] | None = None) -> SparseGPR:
     """Fit a :class:`~ase_cggpr.regression.SparseGPR` from a stream of (X chunk (n, D), y chunk (n,)).
 
     ``chunks()`` is called once and must yield the whole training set; ``sample()`` (default ``chunks``)
@@ -180,6 +199,10 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
     3 M) bounds that sample. ``progress(rows)`` after each kernel block of the training pass,
     ``sample_progress(rows)`` after each chunk of the sample pass. The returned regressor records
     ``timings_`` (s), ``n_train_`` and the label statistics ``label_stats_`` (raw y).
+
+    A sample stream may yield (X, y, ids) with one integer id per row; the ids of the chosen inducing rows are
+    then ``inducing_ids_``, and ``inducing_vectors(ids)``, if given, replaces their vectors (e.g. by those of
+    the environments' clusters, :mod:`ase_cggpr.inducing`) before the projected-process pass.
     """
     gpr = SparseGPR(zeta=zeta, offset=offset, noise=noise, n_inducing=n_inducing, selection=selection, seed=seed,
                     jitter=jitter, block_size=block_size, memory_budget=memory_budget)
@@ -192,6 +215,7 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
     checked = False
     for item in (sample or chunks)():
         X = item[0] if isinstance(item, tuple) else item
+        ids = item[2] if isinstance(item, tuple) and len(item) > 2 else None
         if not checked:
             d = np.shape(X)[1]
             check_memory(sparse_stream_bytes(gpr.n_inducing, d, reservoir=size, block_size=block_size,
@@ -199,7 +223,7 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
                          f"streamed sparse GPR with {gpr.n_inducing} inducing environments (reservoir {size})",
                          budget=memory_budget)
             checked = True
-        pool.add(X)
+        pool.add(X, ids)
         if sample_progress is not None:
             sample_progress(len(X))
     candidates = pool.sample()
@@ -207,8 +231,14 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
         raise ModelError("training vectors contain NaN or inf")
     timings["sample"] = clock() - t
     t = clock()
-    Z = np.ascontiguousarray(candidates[gpr.select(candidates)])
+    chosen = gpr.select(candidates)
+    Z = np.ascontiguousarray(candidates[chosen])
+    inducing_ids = None if pool.ids is None else pool.ids[chosen]
     del candidates, pool
+    if inducing_vectors is not None:
+        if inducing_ids is None:
+            raise ModelError("inducing_vectors needs a sample stream that yields (X, y, ids)")
+        Z = np.ascontiguousarray(inducing_vectors(inducing_ids), dtype=np.float64)
     timings["select"] = clock() - t
     t = clock()
     acc = Accumulator(Z, inducing_factor(gpr, Z), gpr.kernel, block_size=block_size)
@@ -224,6 +254,7 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
     fitted.timings_ = timings
     fitted.n_train_ = stats["n"]
     fitted.label_stats_ = stats
+    fitted.inducing_ids_ = inducing_ids
     fitted.memory_budget = gpr.memory_budget
     return fitted
 
@@ -238,11 +269,12 @@ def array_chunks(X: np.ndarray, y: np.ndarray, rows: int = 4096) -> Chunks:
 
 def map_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, y: np.ndarray, rows: np.ndarray, *,
                structures: Sequence[int] | None = None, chunk: int = 64, chunk_rows: int = 4096,
-               progress: Progress = None) -> Chunks:
+               progress: Progress = None, with_ids: bool = False) -> Chunks:
     """A chunk stream over bead maps: up to ``chunk`` structures, and no more than ``chunk_rows``
     environments unless one structure has more, described at a time by ``describe(maps)`` ((n, D), all
     centres in map order), keeping only the environments ``rows`` (sorted global indices; ``y`` the labels of
-    all environments). ``structures``: only these map indices (sorted), e.g. a sample."""
+    all environments). ``structures``: only these map indices (sorted), e.g. a sample. ``with_ids``: yield
+    (X, y, ids), ids the global environment indices of the rows."""
     counts = np.array([len(m.centre_indices) for m in maps])
     starts = np.concatenate([[0], np.cumsum(counts)])
     keep = np.zeros(starts[-1], dtype=bool)
@@ -268,7 +300,10 @@ def map_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, y: np
             if progress is not None:
                 progress(len(block))
             if mask.any():
-                yield (X if mask.all() else X[mask]), y[index[mask]]
+                if with_ids:
+                    yield (X if mask.all() else X[mask]), y[index[mask]], index[mask]
+                else:
+                    yield (X if mask.all() else X[mask]), y[index[mask]]
     return gen
 
 
@@ -297,6 +332,7 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
     holding about 4 x the reservoir; once for the projected-process terms). Sets what
     ``CGGPRModel.fit_vectors`` sets (``regressor_``, ``metals_``, ``linkers_``, ``training_``)."""
     from .descriptors import soap_vectors
+    from .inducing import cluster_vectors, environment_clusters
     from .progress import progress_bar
 
     options = {k: v for k, v in model.solver_options.items() if k in _SPARSE_OPTIONS}
@@ -320,16 +356,33 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
     with progress_bar(len(sample), "SOAP (inducing sample)", enabled=progress) as update_sample, \
             progress_bar(int(len(rows)), "sparse GPR", enabled=progress) as update:
         sample_stream = map_chunks(describe, maps, y_shifted, rows, structures=sample, chunk=chunk,
-                                   chunk_rows=chunk_rows)
+                                   chunk_rows=chunk_rows, with_ids=True)
+        clusters: list = []
+
+        def inducing_vectors(ids: np.ndarray) -> np.ndarray:
+            # each inducing environment as its cluster of neighbours within the cutoff, kept by the model
+            # (the compact file format, ase_cggpr.inducing); Z is the clusters' own vectors (equal to rounding)
+            owner = np.searchsorted(starts[1:], ids, side="right")
+            clusters[:] = [None] * len(ids)
+            for k in np.unique(owner):
+                where = np.flatnonzero(owner == k)
+                centres = np.asarray(maps[k].centre_indices)[ids[where] - starts[k]]
+                found = environment_clusters(maps[k].structure, centres, model.spec.cutoff)
+                for p, cluster in zip(where, found, strict=True):
+                    clusters[p] = cluster
+            return cluster_vectors(clusters, model.spec)
+
         stream = map_chunks(describe, maps, y_shifted, rows, structures=owners, chunk=chunk,
                             chunk_rows=chunk_rows)
         regressor = fit_sparse_stream(stream, sample=sample_stream, zeta=template.zeta, offset=template.offset,
                                       noise=template.noise, n_inducing=template.n_inducing,
                                       selection=template.selection, seed=template.seed, jitter=template.jitter,
                                       block_size=template.block_size, memory_budget=template.memory_budget,
-                                      reservoir=reservoir, progress=update, sample_progress=update_sample)
+                                      reservoir=reservoir, progress=update, sample_progress=update_sample,
+                                      inducing_vectors=inducing_vectors)
     stats = regressor.label_stats_
     model.regressor_ = regressor
+    model.inducing_clusters_ = list(clusters)
     model.calibration_ = None
     model.metadata_ = model.source_ = None  # as CGGPRModel.fit_vectors: a new fit is no longer a file's model
     model.metals_ = tuple(metals)

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import CGGPRError
 from ._group import main
 from .options import (
+    MODEL_ARGUMENT,
     OUTPUT_FILE,
     REPRESENTATION,
     FiniteFloat,
@@ -115,7 +116,7 @@ def train(data, output, representation, cutoff, atom_sigma, n_max, l_max, noise,
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@MODEL_ARGUMENT
 @click.argument("structures", nargs=-1, required=True)
 @click.option("-o", "--output", type=OUTPUT_FILE, help="extxyz file with per-metal predictions.")
 @force_option
@@ -190,7 +191,7 @@ def coarse_grain_command(inputs, output, representation, force, quiet):
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@MODEL_ARGUMENT
 @quiet_option
 @cli_errors
 def info(model_path, quiet):
@@ -230,3 +231,25 @@ def demo(output_dir, seed, n_train, force, quiet):
     if result.plot_path:
         click.echo(f"parity plot: {result.plot_path}")
     sys.stdout.flush()
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the cards as JSON.")
+@cli_errors
+def models(names, as_json):
+    """List the models that ship with the package, with a model card each (training data, hyperparameters,
+    solver, held-out errors per frame kind, calibration, citation, licence). NAMES: only these."""
+    import json
+
+    from ..pretrained import available, card, format_card
+
+    chosen = list(names) or available()
+    if not chosen:
+        click.echo("no shipped models in this installation")
+        return
+    cards = [card(name) for name in chosen]
+    if as_json:
+        click.echo(json.dumps(cards, indent=1))
+    else:
+        click.echo("\n\n".join(format_card(c) for c in cards))

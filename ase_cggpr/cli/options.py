@@ -409,3 +409,21 @@ def force_option(function):
 def workers_option(default: int = 1, help: str = "Worker processes."):
     return click.option("-j", "--workers", type=click.IntRange(min=1), default=default, show_default=True,
                         help=help)
+
+
+class ModelSource(click.ParamType):
+    """A MODEL argument: a model file, or the name of a model that ships with the package (``AB2``, ...)."""
+
+    name = "model"
+
+    def convert(self, value, param, ctx):
+        from ..pretrained import available, resolve
+
+        path = resolve(value)
+        if path.is_file():
+            return path
+        shipped = ", ".join(available()) or "none in this installation"
+        self.fail(f"{value!r} is neither a model file nor the name of a shipped model ({shipped})", param, ctx)
+
+
+MODEL_ARGUMENT = click.argument("model_path", metavar="MODEL", type=ModelSource())

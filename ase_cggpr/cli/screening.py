@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ._group import main
-from .options import claim_outputs, cli_errors
+from .options import MODEL_ARGUMENT, claim_outputs, cli_errors
 
 
 def _option(check):
@@ -39,7 +39,7 @@ def _check_symprec(value):
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@MODEL_ARGUMENT
 @click.argument("structures", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="CSV ranking to write.")
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1),
@@ -94,7 +94,7 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@MODEL_ARGUMENT
 @click.argument("data", nargs=-1, required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Calibration JSON to write.")
 @click.option("--label-key", default="energies", show_default=True,

@@ -1,0 +1,112 @@
+"""Inducing environments stored as the atoms (or beads) that define them: the compact model format.
+
+A sparse model's prediction needs, per inducing environment n, its normalised SOAP vector z_n (D numbers:
+4,752 for AB2 and 18,720 for the atomistic representation at n_max 16, l_max 8). A SOAP vector is a function
+of the neighbours within the cutoff only, so the environment itself, the centre at the origin and its
+neighbours within ``cutoff`` (about 25 beads for AB2 at 9 Å, 60 atoms for the atomistic representation at
+6.75 Å: 0.6 kB to 1.5 kB in float64), holds the same information in a few per cent of the bytes. A model
+saved with ``inducing_storage="clusters"`` keeps these clusters; at load their vectors are recomputed once
+(one descriptor call on M non-periodic clusters, centre 0 of each) and ``L_m`` (the Cholesky factor of
+K_mm, a function of the vectors) with them, so the file holds only the clusters, the weights ``alpha`` and
+the packed lower triangle of ``L_a`` (the predictive-variance factor, which depends on the training data).
+
+The cluster of centre i of a periodic structure holds every periodic image j of every atom with
+|r_j - r_i| < cutoff (:func:`ase.neighborlist.neighbor_list`), so the cluster's centre vector equals the
+periodic structure's to rounding (1e-14; checked by :func:`environment_clusters` callers and by the tests).
+Because training uses the vectors of the clusters themselves (:func:`cluster_vectors`), the saved model
+predicts after load exactly what the trained model predicted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.neighborlist import neighbor_list
+
+from .errors import ModelError
+from .spec import ModelSpec
+
+#: Extra radius (Å) beyond the cutoff included in a cluster: the smooth cutoff is exactly 0 beyond
+#: ``cutoff``, so anything in [cutoff, cutoff + margin) contributes nothing; the margin only makes the cluster
+#: insensitive to rounding at the boundary.
+MARGIN = 0.01
+
+
+def environment_clusters(structure: Atoms, centres: Sequence[int], cutoff: float) -> list[Atoms]:
+    """One non-periodic cluster per centre index: the centre at the origin (index 0), then every periodic
+    image of every atom within ``cutoff + MARGIN`` Å of it, as positions relative to the centre."""
+    i, j, d = neighbor_list("ijD", structure, float(cutoff) + MARGIN, self_interaction=False)
+    numbers = structure.numbers
+    out = []
+    for c in centres:
+        mask = i == c
+        pos = np.vstack([np.zeros((1, 3)), d[mask]])
+        nums = np.concatenate([[numbers[c]], numbers[j[mask]]])
+        out.append(Atoms(numbers=nums, positions=pos, pbc=False))
+    return out
+
+
+def pack_clusters(clusters: Sequence[Atoms]) -> dict[str, np.ndarray]:
+    """The arrays of a model file: ``cluster_sizes`` (M,) int64, ``cluster_numbers`` (n,) int64,
+    ``cluster_positions`` (n, 3) float64 (Å, relative to each cluster's centre)."""
+    return {"cluster_sizes": np.array([len(c) for c in clusters], dtype=np.int64),
+            "cluster_numbers": np.concatenate([c.numbers for c in clusters]).astype(np.int64),
+            "cluster_positions": np.vstack([c.positions for c in clusters]).astype(np.float64)}
+
+
+def unpack_clusters(arrays: dict[str, np.ndarray], spec: ModelSpec, m: int) -> list[Atoms]:
+    """The M clusters of a model file's arrays, every array checked against the spec (ModelError)."""
+    sizes = np.asarray(arrays["cluster_sizes"])
+    numbers = np.asarray(arrays["cluster_numbers"])
+    positions = np.asarray(arrays["cluster_positions"])
+    if sizes.shape != (m,) or sizes.dtype.kind not in "iu" or (sizes < 1).any():
+        raise ModelError(f"cluster_sizes must be {m} positive integers, got shape {sizes.shape}")
+    n = int(sizes.sum())
+    if numbers.shape != (n,) or numbers.dtype.kind not in "iu":
+        raise ModelError(f"cluster_numbers must be {n} integers (the sum of cluster_sizes), got {numbers.shape}")
+    if positions.shape != (n, 3) or positions.dtype.kind != "f" or not np.isfinite(positions).all():
+        raise ModelError(f"cluster_positions must be {n} x 3 finite numbers, got {positions.shape}")
+    unknown = sorted(set(np.unique(numbers).tolist()) - set(spec.effective_species))
+    if unknown:
+        raise ModelError(f"clusters hold atomic numbers {unknown} that are not among the model's species "
+                         f"{list(spec.effective_species)}")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    centres = numbers[starts[:-1]]
+    if not np.isin(centres, spec.effective_centre_species).all():
+        raise ModelError("a cluster's first atom (its centre) is not of a centre species")
+    if np.abs(positions[starts[:-1]]).max(initial=0.0) != 0.0:
+        raise ModelError("a cluster's centre is not at the origin")
+    reach = np.linalg.norm(positions, axis=1).max(initial=0.0)
+    if reach > spec.cutoff + MARGIN + 1e-9:
+        raise ModelError(f"a cluster reaches {reach:.3f} Å from its centre, beyond the cutoff {spec.cutoff:g} Å")
+    return [Atoms(numbers=numbers[a:b], positions=positions[a:b], pbc=False)
+            for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+
+def cluster_vectors(clusters: Sequence[Atoms], spec: ModelSpec, *, chunk: int = 256) -> np.ndarray:
+    """Normalised SOAP vectors (M, D) of each cluster's centre (atom 0), in chunks of ``chunk`` clusters."""
+    from .descriptors import backend_for
+
+    backend = backend_for(spec)
+    rows = []
+    for start in range(0, len(clusters), chunk):
+        block = list(clusters[start:start + chunk])
+        rows.append(backend.vectors(block, [np.array([0])] * len(block)))
+    return np.vstack(rows) if rows else np.zeros((0, 0))
+
+
+def pack_lower(L: np.ndarray) -> np.ndarray:
+    """The lower triangle of a square matrix, row by row, as a flat float64 array of m (m + 1) / 2."""
+    return np.ascontiguousarray(L[np.tril_indices(L.shape[0])], dtype=np.float64)
+
+
+def unpack_lower(packed: np.ndarray, m: int) -> np.ndarray:
+    """Inverse of :func:`pack_lower` (ModelError if the length is not m (m + 1) / 2)."""
+    packed = np.asarray(packed)
+    if packed.shape != (m * (m + 1) // 2,):
+        raise ModelError(f"a packed {m} x {m} triangle has {m * (m + 1) // 2} entries, got shape {packed.shape}")
+    L = np.zeros((m, m))
+    L[np.tril_indices(m)] = packed.astype(np.float64)
+    return L

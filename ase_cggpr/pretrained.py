@@ -1,0 +1,122 @@
+"""Models that ship with the package, one name away (as ``mace_mp()``): ``CGGPRModel.load("AB2")``,
+``CGGPRCalculator("AB2")`` or ``CGGPRCalculator.pretrained("AB2")``, and ``cggpr screen AB2 ...``.
+
+The files live in ``ase_cggpr/models/<name>.npz`` in the compact format (inducing environments as clusters,
+:mod:`ase_cggpr.inducing`), each with its model card in the metadata (``training``: data, recipe, frame kinds,
+held-out validation; ``spec``; ``regression``; ``calibration``). ``scripts/shipped_models.py train`` made
+them; the command that made each is in its card (``training.command``). Names are case-insensitive, and
+``"A-only"`` is ``"A"``. A path that exists always wins over a shipped name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+CITATION = ("Faure Beaulieu, Z. et al., 'A coarse-grained Gaussian-process model of zeolitic imidazolate "
+            "frameworks', Chem. Commun. 2023 (method); MOF-FF for ZIFs: Dürholt et al. 2019 (labels)")
+LICENCE = "MIT (models and code, ase-cggpr); training labels computed here with MOF-FF"
+
+_ALIASES = {"ab2": "AB2", "cg": "AB2", "a": "A", "a-only": "A", "atomistic": "atomistic"}
+
+
+def available() -> list[str]:
+    """Names of the shipped models present in this installation."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in MODELS_DIR.glob("*.npz"))
+
+
+def canonical_name(name: str) -> str | None:
+    """The shipped model a name refers to (case-insensitive, aliases), or None."""
+    key = str(name).strip()
+    names = available()
+    if key in names:
+        return key
+    alias = _ALIASES.get(key.lower().replace("_", "-"))
+    if alias in names:
+        return alias
+    lower = {n.lower(): n for n in names}
+    return lower.get(key.lower())
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """The file of a model given as a path or as a shipped name (an existing path wins)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    name = canonical_name(str(name_or_path)) if isinstance(name_or_path, str) else None
+    if name is not None:
+        return MODELS_DIR / f"{name}.npz"
+    return path
+
+
+def is_shipped_name(value: str) -> bool:
+    return not Path(value).exists() and canonical_name(value) is not None
+
+
+def card(name: str) -> dict[str, Any]:
+    """The model card of a shipped model: what it is, what it was trained on, how well it does."""
+    from .model import CGGPRModel
+
+    model = CGGPRModel.load(name)
+    meta = model.metadata_
+    training = meta["training"]
+    validation = training.get("held_out_validation", {})
+    return {
+        "name": Path(model.source_).stem,
+        "file": model.source_,
+        "bytes": Path(model.source_).stat().st_size,
+        "representation": model.spec.representation,
+        "package_version": meta.get("package_version"),
+        "created": meta.get("created"),
+        "training_data": {k: training.get(k) for k in ("build", "recipe", "frame_kinds", "rattle_levels", "nets",
+                                                       "framework_types", "frames", "n_environments")},
+        "hyperparameters": meta["spec"],
+        "solver": {"kind": meta["solver"], "n_inducing": meta["regression"].get("n_inducing"),
+                   "storage": meta["regression"].get("inducing_storage", "vectors")},
+        "held_out": validation,
+        "calibration": meta.get("calibration"),
+        "reference_energy_eV_per_Zn": meta["reference_energy"],
+        "command": training.get("command"),
+        "citation": CITATION,
+        "licence": LICENCE,
+    }
+
+
+def format_card(c: dict[str, Any]) -> str:
+    """A model card as text (eV per Zn; meV in the held-out lines)."""
+    data = c["training_data"]
+    spec = c["hyperparameters"]
+    lines = [f"{c['name']}: {c['representation']} model, {c['bytes'] / 1e6:.1f} MB, ase-cggpr "
+             f"{c['package_version']} ({c['created']})",
+             f"  training data: {data['nets']} nets, {data['framework_types']} framework types, {data['frames']} "
+             f"frames, {data['n_environments']} Zn environments; recipe {data['recipe']} (frame kinds "
+             f"{', '.join(data['frame_kinds'] or [])}; rattle levels {', '.join(data['rattle_levels'] or [])})",
+             f"  SOAP cutoff {spec['cutoff']} Å, atom_sigma {spec['atom_sigma']} Å, n_max {spec['n_max']}, l_max "
+             f"{spec['l_max']}; kernel (offset {spec['offset']} + x.x')^{spec['zeta']}; noise {spec['noise']} eV; "
+             f"{c['solver']['kind']} GPR, M = {c['solver']['n_inducing']} inducing environments",
+             ]
+    held = c["held_out"] or {}
+    metrics = held.get("metrics", {})
+    if metrics:
+        lines.append(f"  held out ({held.get('framework_types')} framework types never seen in training, seed "
+                     f"{held.get('seed')}):")
+        for kind, m in metrics.items():
+            extra = ""
+            if "rmse_per_framework" in m:
+                extra = (f"; energy per Zn of each framework RMSE {1000 * m['rmse_per_framework']:.0f} meV, "
+                         f"Spearman {m['spearman']:.2f}")
+            lines.append(f"    {kind:8s} {m['frames']:5d} frames: RMSE {1000 * m['rmse']:.0f} meV per Zn, mean error "
+                         f"{1000 * m['bias']:+.0f} meV{extra}")
+    cal = c.get("calibration") or {}
+    if cal:
+        lines.append(f"  calibration (held out): trust threshold {cal.get('threshold')} eV; "
+                     f"{cal.get('within_1sigma', 0):.0%} of errors within 1 sigma, "
+                     f"{cal.get('within_2sigma', 0):.0%} within 2")
+    lines.append(f"  made by: {c['command']}")
+    lines.append(f"  cite: {c['citation']}; licence: {c['licence']}")
+    return "\n".join(lines)

@@ -141,6 +141,9 @@ def evaluate(model, frames, *, progress: bool = False) -> dict:
             pred = np.array([means[k].mean() + model.reference_energy for k in idx])
             true = np.array([site_labels(frames[k]).mean() for k in idx])
             row.update(rmse_per_framework=float(np.sqrt(np.mean((pred - true) ** 2))),
+                       median_abs_per_framework=float(np.median(np.abs(pred - true))),
+                       worst_framework=str(frames[idx[int(np.argmax(np.abs(pred - true)))]].info["net"]),
+                       worst_framework_error=float(np.max(np.abs(pred - true))),
                        spearman=float(spearmanr(pred, true).statistic))
         out[kind] = row
     return out, maps, means, stds

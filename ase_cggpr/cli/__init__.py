@@ -18,5 +18,6 @@ from . import (
     dataset,  # noqa: F401,E402
     evaluation,  # noqa: F401,E402
     label,  # noqa: F401,E402
+    relax,  # noqa: F401,E402
     screening,  # noqa: F401,E402
 )

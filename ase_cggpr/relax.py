@@ -1,0 +1,236 @@
+"""Relaxation on a CG-GPR model's energy surface: positions and (optionally) the cell, with ASE optimisers.
+
+:func:`relax` takes a structure and a model (a :class:`~ase_cggpr.model.CGGPRModel`, a model file or shipped
+name, or a :class:`~ase_cggpr.calculator.CGGPRCalculator`) and minimises the model's energy:
+
+* coarse-grained models (``AB2``, ``A``): the structure relaxed is the bead structure (Si/O, A beads on the
+  metals, B beads at the linker-ring centroids). Bead input is relaxed as it is; atomistic input is
+  coarse-grained first with the model's bead mapping (:meth:`CGGPRModel.bead_map`, always to AB2 beads: an
+  A-only model's energy ignores the B beads, which then feel no force but keep the bead net readable);
+* atomistic models: every atom (H atoms too; see :meth:`CGGPRModel.compute` for what the forces mean).
+
+Positions are moved by ``ase.optimize`` (``BFGS`` or ``FIRE``); with ``cell=True`` the cell too, through
+``ase.filters.FrechetCellFilter`` (needs ``'stress'`` in the calculator's ``implemented_properties``; a
+calculator without it is refused with a :class:`~ase_cggpr.errors.ModelError` before any work).
+
+Convergence is decided by an explicit single-point check of the final state, as in
+:func:`ase_cggpr.mofff.relax.relax`: max atomic force norm < ``fmax`` (eV/Å) and, for cell relaxations,
+max |stress component| < ``smax`` (eV/Å^3). The optimiser is run with ``fmax`` and, if it stops without the
+check passing (a cell filter's generalised forces scale stress by volume per atom), restarted with a halved
+criterion until the check passes or ``max_steps`` optimiser steps are spent.
+
+Energies are per metal (eV, relative to the model's reference energy, like every prediction of the model).
+The reported std of the energy per metal is the mean of the per-metal GP standard deviations: an upper bound
+of the std of their mean (which would need the GP covariance between sites).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+from ase import Atoms
+
+from .beads import coarse_grain, find_connectivity, is_coarse_grained, structure_name
+from .errors import CGGPRError, ModelError, StructureError
+
+__all__ = ["OPTIMIZERS", "RelaxResult", "relax"]
+
+#: Optimisers accepted by name.
+OPTIMIZERS = ("BFGS", "FIRE")
+#: Default stress criterion (eV/Å^3): 1e-4 eV/Å^3 = 16 MPa = 158 atm.
+DEFAULT_SMAX = 1e-4
+
+
+@dataclasses.dataclass
+class RelaxResult:
+    """Outcome of :func:`relax`.
+
+    Attributes:
+        name: the structure's name.
+        atoms: the relaxed structure the model sees (beads for coarse-grained models, all atoms for atomistic
+            ones), with a :class:`~ase.calculators.singlepoint.SinglePointCalculator` holding the final energy
+            (eV), forces (eV/Å) and, for cell relaxations, stress (eV/Å^3); ``info`` records the numbers below.
+        n_metals: number of metal sites.
+        energy_per_metal: final energy per metal (eV, relative to the model's reference energy).
+        energy_std: mean per-metal GP std of the final state (eV; an upper bound of the std of the mean).
+        max_site_std: largest per-metal GP std of the final state (eV).
+        initial_energy_per_metal: energy per metal of the start (eV).
+        converged: the final check passed (max force < fmax and, with ``cell``, max |stress| < smax).
+        n_steps: optimiser steps taken.
+        seconds: wall time (s).
+        max_force: largest atomic force norm of the final state (eV/Å).
+        max_stress: largest |stress component| of the final state (eV/Å^3), None for fixed-cell relaxations.
+        cell_relaxed: whether the cell was relaxed.
+        message: one line summing it up.
+    """
+
+    name: str
+    atoms: Atoms
+    n_metals: int
+    energy_per_metal: float
+    energy_std: float
+    max_site_std: float
+    initial_energy_per_metal: float
+    converged: bool
+    n_steps: int
+    seconds: float
+    max_force: float
+    max_stress: float | None
+    cell_relaxed: bool
+    message: str
+
+    @property
+    def energy_per_zn(self) -> float:
+        """The energy per metal (eV) under the name used for Zn(Im)2."""
+        return self.energy_per_metal
+
+
+def _calculator(calculator_or_model):
+    from .calculator import CGGPRCalculator
+    from .model import CGGPRModel
+
+    if isinstance(calculator_or_model, CGGPRCalculator):
+        return calculator_or_model
+    if isinstance(calculator_or_model, CGGPRModel):
+        return CGGPRCalculator(calculator_or_model, return_std=True)
+    if isinstance(calculator_or_model, str | os.PathLike):
+        return CGGPRCalculator(CGGPRModel.load(calculator_or_model), return_std=True)
+    raise ModelError(f"relax needs a CGGPRModel, a model file or a CGGPRCalculator, got "
+                     f"{type(calculator_or_model).__name__}")
+
+
+def _start_structure(atoms: Atoms, model, name: str) -> Atoms:
+    """The structure to relax: the model's beads (AB2 beads for A models) or, for atomistic models, the atoms."""
+    if not isinstance(atoms, Atoms):
+        raise StructureError(f"relax needs an ase.Atoms object, got {type(atoms).__name__}")
+    representation = model.spec.representation
+    if representation == "atomistic":
+        if is_coarse_grained(atoms):
+            raise StructureError("the model is atomistic but this structure is already coarse-grained (beads); "
+                                 "relax bead structures with an AB2 or A model", structure=name)
+        start = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
+        model.check_species(find_connectivity(start, name=name))
+    elif is_coarse_grained(atoms):
+        start = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
+        model.check_species(find_connectivity(start, name=name))
+    else:
+        connectivity = find_connectivity(atoms, name=name)
+        model.check_species(connectivity)
+        start = coarse_grain(atoms, "AB2", connectivity=connectivity).structure
+    start.info = {k: v for k, v in atoms.info.items() if isinstance(v, str | int | float | bool)}
+    start.info["name"] = name
+    return start
+
+
+def _optimizer(optimizer):
+    from ase.optimize import BFGS, FIRE
+
+    if isinstance(optimizer, str):
+        table = {"BFGS": BFGS, "FIRE": FIRE}
+        if optimizer.upper() not in table:
+            raise ModelError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        return table[optimizer.upper()]
+    return optimizer
+
+
+def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool = True, max_steps: int = 500,
+          smax: float = DEFAULT_SMAX, optimizer: str | type = "BFGS", trajectory: str | os.PathLike | None = None,
+          logfile: str | None = None, name: str | None = None) -> RelaxResult:
+    """Relax ``atoms`` on the model's energy surface; positions and, with ``cell=True``, the cell.
+
+    Args:
+        atoms: an atomistic ZIF or a bead structure (Si/O...; not modified).
+        calculator_or_model: a :class:`~ase_cggpr.model.CGGPRModel`, a model path or shipped name, or a
+            :class:`~ase_cggpr.calculator.CGGPRCalculator` (its options, e.g. the descriptor backend, are used).
+        fmax: force criterion (eV/Å, largest atomic force norm).
+        cell: also relax the cell (``FrechetCellFilter``, zero target pressure); needs a calculator with stress.
+        max_steps: most optimiser steps in total.
+        smax: stress criterion (eV/Å^3, largest |component|) of cell relaxations.
+        optimizer: ``"BFGS"`` or ``"FIRE"`` (or an ``ase.optimize`` class).
+        trajectory, logfile: passed to the optimiser (default: none, silent).
+        name: the structure's name (default: from ``atoms.info`` or the formula).
+
+    Returns:
+        a :class:`RelaxResult`; ``converged`` comes from a final single-point check (see the module docstring).
+
+    Raises:
+        ModelError / StructureError (one line naming the structure) for bad options, a structure the model cannot
+        describe, a calculator without stress for ``cell=True``, or a relaxation that breaks the bead net.
+    """
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    t0 = time.perf_counter()
+    for what, value in (("fmax", fmax), ("smax", smax)):
+        if not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
+            raise ModelError(f"{what} must be a positive number, got {value!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 0:
+        raise ModelError(f"max_steps must be a non-negative integer, got {max_steps!r}")
+    opt_class = _optimizer(optimizer)
+    calc = _calculator(calculator_or_model)
+    if cell and "stress" not in calc.implemented_properties:
+        raise ModelError("cell relaxation needs the stress of the model's energy, which this CGGPRCalculator does "
+                         "not implement; relax positions only (cell=False)")
+    name = name or (structure_name(atoms) if isinstance(atoms, Atoms) else "structure")
+    structure = _start_structure(atoms, calc.model, name)
+    structure.calc = calc
+    n_metals = find_connectivity(structure, name=name).n_metals
+
+    def state() -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float | None]:
+        forces = structure.get_forces()  # energies and std come with the forces (one descriptor call)
+        energy_local = np.asarray(calc.get_property("local_energies", structure))
+        std = np.asarray(calc.get_property("local_energy_std", structure))
+        f = float(np.linalg.norm(forces, axis=1).max()) if len(forces) else 0.0
+        s = float(np.abs(structure.get_stress()).max()) if cell else None
+        return energy_local, std, forces, f, s
+
+    steps, opt = 0, None
+    try:
+        e0 = float(np.mean(state()[0]))
+        target = structure
+        if cell:
+            from ase.filters import FrechetCellFilter
+
+            target = FrechetCellFilter(structure)
+        opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None)
+        criterion = float(fmax)
+        local, std, forces, f, s = state()
+        converged = f < fmax and (not cell or s < smax)
+        while not converged and steps < max_steps:
+            opt.run(fmax=criterion, steps=max_steps - steps)
+            taken = opt.get_number_of_steps() - steps
+            steps = opt.get_number_of_steps()
+            local, std, forces, f, s = state()
+            converged = f < fmax and (not cell or s < smax)
+            if not converged and taken == 0:
+                criterion *= 0.5  # the optimiser thinks it is done; the explicit check does not
+            if criterion < 1e-6 * fmax:
+                break
+    except CGGPRError as error:
+        steps = int(getattr(opt, "nsteps", steps)) if opt is not None else steps
+        text, named = str(error), f"structure {name!r}: "
+        text = text[len(named):] if text.startswith(named) else text
+        raise ModelError(f"{named}the relaxation stopped after {steps} optimiser steps: {text}") from None
+    finally:
+        if opt is not None and getattr(opt, "trajectory", None) is not None:
+            opt.trajectory.close()
+    e = float(np.mean(local))
+    out = structure.copy()
+    results = dict(energy=float(np.sum(local)), free_energy=float(np.sum(local)), forces=np.array(forces))
+    if cell:
+        results["stress"] = np.array(structure.get_stress())
+    out.calc = SinglePointCalculator(out, **results)
+    seconds = time.perf_counter() - t0
+    status = "converged" if converged else "NOT converged"
+    stress_text = f", max |stress| {s:.2e} eV/Å^3 (< {smax:g})" if cell else ""
+    message = (f"{status} in {steps} steps, {seconds:.1f} s: energy {e0:+.4f} -> {e:+.4f} eV per metal, "
+               f"max force {f:.2e} eV/Å (< {fmax:g}){stress_text}")
+    out.info.update(name=name, cggpr_energy_per_metal=e, cggpr_energy_std=float(np.mean(std)),
+                    relax_converged=bool(converged), relax_steps=int(steps), relax_seconds=round(seconds, 3),
+                    relax_message=message)
+    return RelaxResult(name=name, atoms=out, n_metals=n_metals, energy_per_metal=e, energy_std=float(np.mean(std)),
+                       max_site_std=float(np.max(std)), initial_energy_per_metal=e0, converged=bool(converged),
+                       n_steps=int(steps), seconds=seconds, max_force=f, max_stress=s, cell_relaxed=bool(cell),
+                       message=message)

@@ -1,0 +1,98 @@
+"""CG relaxation on a model's energy surface (ase_cggpr.relax, `cggpr relax`): real SOAP, real models."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from ase.io import read, write
+from click.testing import CliRunner
+from conftest import SMALL, builtin_frames
+
+from ase_cggpr.calculator import CGGPRCalculator
+from ase_cggpr.cli import main
+from ase_cggpr.errors import CGGPRError, ModelError
+from ase_cggpr.relax import relax
+
+
+@pytest.fixture(scope="module")
+def bound_model():
+    """An AB2 model with a minimum near the relaxed nets: the ideal-linker (d) and bead-rattled (r-d) CG frames
+    of all 32 built-in nets (178 frames; d-r frames carry linker-distortion energy the beads cannot see)."""
+    from ase_cggpr.model import CGGPRModel
+
+    frames = [a for a in builtin_frames("cg") if a.info["order"] in ("d", "r-d")]
+    return CGGPRModel(representation="AB2", backend="featomic", **SMALL).fit(frames, label_key="e_local")
+
+
+@pytest.fixture()
+def rattled():
+    (atoms,) = builtin_frames("cg", net="YUG", order="d")
+    atoms.rattle(0.05, seed=3)
+    atoms.info["name"] = "YUG-rattled"
+    return atoms
+
+
+def test_rattled_beads_relax_to_lower_energy(bound_model, rattled):
+    start = rattled.copy()
+    result = relax(rattled, bound_model, cell=False, fmax=0.01, max_steps=400)
+    assert result.converged and result.max_force < 0.01 and result.max_stress is None
+    assert result.energy_per_zn < result.initial_energy_per_metal - 0.05
+    assert result.n_metals == 16 and 0 < result.n_steps <= 400 and result.seconds > 0
+    assert np.isfinite(result.energy_std) and 0 < result.energy_std <= result.max_site_std
+    assert np.array_equal(rattled.positions, start.positions)  # the input is not modified
+    # the final state is what the model says: a fresh single point agrees
+    check = result.atoms.copy()
+    check.calc = CGGPRCalculator(bound_model)
+    assert check.get_potential_energy() / 16 == pytest.approx(result.energy_per_metal, abs=1e-9)
+    assert np.linalg.norm(check.get_forces(), axis=1).max() < 0.01
+    assert result.atoms.info["relax_converged"] and "converged" in result.message
+
+
+def test_atomistic_input_relaxes_its_beads(bound_model):
+    (atoms,) = builtin_frames("atomistic", net="YUG", order="r-d", rattle="small", batch=1)
+    result = relax(atoms, bound_model, cell=False, optimizer="FIRE", max_steps=30)
+    assert set(result.atoms.get_chemical_symbols()) == {"Si", "O"} and len(result.atoms) == 48
+    assert result.n_steps <= 30 and result.energy_per_metal < result.initial_energy_per_metal
+
+
+def test_bad_input_is_one_clear_error(bound_model, small_models, rattled):
+    atomistic_model = small_models["atomistic"]
+    with pytest.raises(CGGPRError, match="already coarse-grained"):
+        relax(rattled, atomistic_model, cell=False)
+    with pytest.raises(ModelError, match="fmax"):
+        relax(rattled, bound_model, fmax=-1, cell=False)
+    with pytest.raises(ModelError, match="optimizer"):
+        relax(rattled, bound_model, cell=False, optimizer="LBFGSX")
+    calc = CGGPRCalculator(bound_model)
+    if "stress" not in calc.implemented_properties:
+        with pytest.raises(ModelError, match="stress"):
+            relax(rattled, calc, cell=True)
+
+
+def test_cli_relax_writes_structures_and_csv(bound_model, rattled, tmp_path):
+    model_path = bound_model.save(tmp_path / "ab2.npz")
+    write(tmp_path / "start.extxyz", rattled)
+    out = tmp_path / "relaxed.extxyz"
+    result = CliRunner().invoke(main, ["relax", str(model_path), str(tmp_path / "start.extxyz"), "-o", str(out),
+                                       "--fixed-cell", "--max-steps", "400", "-q"])
+    assert result.exit_code == 0, result.output
+    (relaxed,) = read(out, ":")
+    rows = list(csv.DictReader((tmp_path / "relaxed.csv").open()))
+    assert [r["name"] for r in rows] == ["YUG-rattled"]
+    assert list(rows[0]) == ["name", "energy_per_zn", "std", "converged", "steps", "seconds"]
+    assert rows[0]["converged"] == "1" and float(rows[0]["energy_per_zn"]) == pytest.approx(
+        relaxed.info["cggpr_energy_per_metal"], abs=1e-5)
+    # bad input: one line, exit 1, no output left behind
+    (tmp_path / "junk.extxyz").write_text("not a structure\n")
+    bad = CliRunner().invoke(main, ["relax", str(model_path), str(tmp_path / "junk.extxyz"), "-o",
+                                    str(tmp_path / "bad.extxyz"), "--fixed-cell"])
+    assert bad.exit_code == 1
+    lines = [line for line in bad.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "junk.extxyz" in lines[0]
+    assert not (tmp_path / "bad.extxyz").exists() and not (tmp_path / "bad.csv").exists()
+    if "stress" not in CGGPRCalculator(bound_model).implemented_properties:
+        bad = CliRunner().invoke(main, ["relax", str(model_path), str(tmp_path / "start.extxyz"), "-o",
+                                        str(tmp_path / "cell.extxyz")])
+        assert bad.exit_code == 1 and "stress" in bad.output and len(bad.output.strip().splitlines()) == 1

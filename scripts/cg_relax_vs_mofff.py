@@ -1,0 +1,221 @@
+"""CG relaxation with a model against the stored MOF-FF relaxations, on framework types the model never saw.
+
+For N nets of ``datasets/full-build/relaxed/*.extxyz.gz`` (each with ``info`` ``energy_per_zn``, the MOF-FF
+energy per Zn of the relaxed structure, and ``relax_message`` with the time it took) whose framework type is
+held out of the model's training, start from the idealised net (``../shared/data/nets`` read with
+:func:`ase_cggpr.dataset.nets.read_nets`: Si/O beads, mean A-B distance 3.24 Å), relax it with
+:func:`ase_cggpr.relax.relax` on the model's energy surface and print a table:
+
+    net, MOF-FF relaxed E/Zn, CG prediction at the MOF-FF minimum, CG-relaxed E/Zn, error, MOF-FF time, CG time
+
+Energies are per Zn relative to the model's reference energy, like its labels (the build writes raw MOF-FF
+local energies with ``reference_energy`` = the zni mean local energy, ``ZNI_REFERENCE_ENERGY``; ``cggpr train
+--reference auto`` subtracts it), so the MOF-FF column is ``energy_per_zn - model.reference_energy``.
+
+Held-out framework types (pick one):
+
+* ``--train-data FILES``: the frames the model was trained on; every net and framework type in them
+  (``info['net']``, ``info['framework_type']``; a training net without a type is typed from its net file) is
+  excluded;
+* ``--held-out-split N_HELD:SEED``: the split of ``scripts/shipped_models.py`` (``split_types`` over the framework
+  types of every clean shared net; reads all nets, a few minutes); the default when the model card records
+  ``held_out_validation`` of the model itself (``--final validated``);
+* ``--held-out-types T1,T2,...``: explicit coordination-sequence keys.
+
+The cell is relaxed when the calculator has stress; otherwise positions only in the idealised cell (flagged in
+the table: the comparison then mixes model error with the missing cell relaxation).
+
+    python scripts/cg_relax_vs_mofff.py AB2 --n 20 --seed 0
+    python scripts/cg_relax_vs_mofff.py model.npz --train-data train_cg.extxyz --n 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+STORE = ROOT / "datasets" / "full-build" / "relaxed"
+NETS = ROOT.parent / "shared" / "data" / "nets"
+
+
+def mofff_seconds(message: str) -> float:
+    match = re.search(r"in ([0-9.]+) s", message or "")
+    return float(match.group(1)) if match else float("nan")
+
+
+def net_files(nets_dir: Path) -> dict[str, Path]:
+    """Net name -> file, without reading the files: IZA ``NAME.cif``; CHIC-1 multi-block ``stem:block``."""
+    return {p.stem: p for p in sorted(nets_dir.rglob("*.cif"))}
+
+
+def file_of(name: str, files: dict[str, Path]) -> Path | None:
+    return files.get(name.split(":")[0])
+
+
+def read_named_nets(names, files):
+    """The named nets (idealised, scaled), reading each needed file once."""
+    from ase_cggpr.dataset.nets import read_nets
+
+    by_file: dict[Path, set[str]] = {}
+    for name in names:
+        path = file_of(name, files)
+        if path is not None:
+            by_file.setdefault(path, set()).add(name)
+    out = {}
+    for path, wanted in by_file.items():
+        nets, _ = read_nets([path])
+        out.update({n.name: n for n in nets if n.name in wanted})
+    return out
+
+
+def framework_type(net) -> str:
+    from ase_cggpr.dataset.nets import framework_type_key
+
+    return str(framework_type_key(net))
+
+
+def held_out_from_split(spec: str, files) -> set[str]:
+    """scripts/shipped_models.py's split_types over every clean shared net's framework type."""
+    from ase_cggpr.dataset.nets import read_nets
+
+    n_held, seed = (int(v) for v in spec.split(":"))
+    nets, _ = read_nets(sorted(set(files.values())))
+    types = sorted({framework_type(n) for n in nets})
+    rng = np.random.default_rng(seed)
+    return set(rng.choice(types, size=min(n_held, len(types) // 5), replace=False).tolist())
+
+
+def training_exclusions(paths, files) -> tuple[set[str], set[str]]:
+    """(net names, framework types) of the training frames."""
+    from ase_cggpr.io import framework_type_of, iter_structures
+
+    names, types = set(), set()
+    for atoms in iter_structures(paths):
+        if "net" in atoms.info:
+            names.add(str(atoms.info["net"]))
+        kind = framework_type_of(atoms)
+        if kind is not None:
+            types.add(kind)
+    untyped = names if not types else set()
+    types |= {framework_type(n) for n in read_named_nets(untyped, files).values()}
+    return names, types
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="model file or shipped name")
+    parser.add_argument("--n", type=int, default=10, help="number of nets (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="which held-out nets are drawn (seeded)")
+    parser.add_argument("--nets", nargs="*", help="these nets (still checked to be held out)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--train-data", nargs="+", help="the model's training frames (types excluded)")
+    group.add_argument("--held-out-split", metavar="N_HELD:SEED")
+    group.add_argument("--held-out-types", help="comma-separated framework-type keys")
+    parser.add_argument("--store", type=Path, default=STORE)
+    parser.add_argument("--nets-dir", type=Path, default=NETS)
+    parser.add_argument("--max-zn", type=int, default=None, help="skip nets with more Zn")
+    parser.add_argument("--fmax", type=float, default=0.01)
+    parser.add_argument("--max-steps", type=int, default=500)
+    parser.add_argument("--optimizer", default="BFGS", choices=["BFGS", "FIRE"])
+    args = parser.parse_args(argv)
+
+    from ase.io import read
+
+    from ase_cggpr.calculator import CGGPRCalculator
+    from ase_cggpr.errors import CGGPRError
+    from ase_cggpr.model import CGGPRModel
+    from ase_cggpr.relax import relax
+
+    t0 = time.perf_counter()
+    model = CGGPRModel.load(args.model)
+    calc = CGGPRCalculator(model, return_std=True)
+    cell = "stress" in calc.implemented_properties
+    files = net_files(args.nets_dir)
+    excluded_names: set[str] = set()
+    if args.train_data:
+        excluded_names, excluded_types = training_exclusions(args.train_data, files)
+        held: set[str] | None = None
+        how = f"framework types of {len(excluded_names)} training nets excluded ({len(excluded_types)} types)"
+    else:
+        excluded_types = set()
+        split = args.held_out_split
+        card = (model.training_ or {}).get("held_out_validation") or {}
+        if split is None and args.held_out_types is None:
+            if card.get("model") != "this model":
+                print("cannot tell which framework types the model never saw: give --train-data, --held-out-split "
+                      "or --held-out-types (the model card records no held-out validation of this model itself)",
+                      file=sys.stderr)
+                return 2
+            split = f"{card['framework_types']}:{card['seed']}"
+        if args.held_out_types is not None:
+            held = {t.strip() for t in args.held_out_types.split(",") if t.strip()}
+            how = f"{len(held)} given framework types"
+        else:
+            held = held_out_from_split(split, files)
+            how = f"{len(held)} framework types held out by split {split}"
+    stored = {p.name[: -len(".extxyz.gz")]: p for p in sorted(args.store.glob("*.extxyz.gz"))}
+    candidates = [n for n in (args.nets or sorted(stored)) if n in stored and file_of(n, files) is not None
+                  and n not in excluded_names]
+    rng = np.random.default_rng(args.seed)
+    order = candidates if args.nets else [candidates[k] for k in rng.permutation(len(candidates))]
+    print(f"model {args.model} ({model.spec.representation}, reference {model.reference_energy:+.6f} eV/Zn); "
+          f"{how}; cell relaxed: {cell}", flush=True)
+    chosen, nets = [], {}
+    for start in range(0, len(order), max(args.n, 1)):  # read nets in batches until N held-out ones are found
+        batch = read_named_nets(order[start:start + max(args.n, 1)], files)
+        for name in order[start:start + max(args.n, 1)]:
+            net = batch.get(name)
+            if net is None or (args.max_zn is not None and net.n_a > args.max_zn):
+                continue
+            kind = framework_type(net)
+            if (held is not None and kind not in held) or kind in excluded_types:
+                continue
+            chosen.append(name)
+            nets[name] = net
+            if len(chosen) == args.n:
+                break
+        if len(chosen) == args.n:
+            break
+    header = (f"{'net':<28} {'n_Zn':>4} {'MOF-FF E/Zn':>11} {'CG@MOF-FF':>10} {'CG-relaxed':>10} {'std':>6} "
+              f"{'error':>7} {'conv':>4} {'steps':>5} {'MOF-FF s':>8} {'CG s':>6}")
+    print(header)
+    errors = []
+    for name in chosen:
+        with gzip.open(stored[name], "rt") as handle:
+            relaxed = read(handle, format="extxyz")
+        e_mofff = float(relaxed.info["energy_per_zn"]) - model.reference_energy
+        t_mofff = mofff_seconds(str(relaxed.info.get("relax_message", "")))
+        try:
+            at_min = float(np.mean(model.compute(relaxed).local_energies))
+            start = nets[name].atoms.copy()
+            start.info = {"name": name}
+            result = relax(start, calc, cell=cell, fmax=args.fmax, max_steps=args.max_steps,
+                           optimizer=args.optimizer)
+        except CGGPRError as error:
+            print(f"{name[:28]:<28} error: {error}")
+            continue
+        err = result.energy_per_metal - e_mofff
+        errors.append(err)
+        print(f"{name[:28]:<28} {result.n_metals:>4d} {e_mofff:>+11.4f} {at_min:>+10.4f} "
+              f"{result.energy_per_metal:>+10.4f} {result.energy_std:>6.3f} {err:>+7.4f} "
+              f"{'yes' if result.converged else 'no':>4} {result.n_steps:>5d} {t_mofff:>8.1f} {result.seconds:>6.1f}",
+              flush=True)
+    if errors:
+        e = np.array(errors)
+        print(f"{len(e)} nets: error (CG-relaxed - MOF-FF relaxed) mean {e.mean():+.4f}, RMSE "
+              f"{np.sqrt(np.mean(e ** 2)):.4f} eV/Zn; {time.perf_counter() - t0:.0f} s in all"
+              + ("" if cell else "; positions only (the calculator has no stress): cells stay idealised"))
+    if len(chosen) < args.n:
+        print(f"only {len(chosen)} held-out nets found of {args.n} asked for", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

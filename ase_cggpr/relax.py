@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 
 import numpy as np
 from ase import Atoms
@@ -187,35 +188,37 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
         return energy_local, std, forces, f, s
 
     steps, opt = 0, None
-    try:
-        e0 = float(np.mean(state()[0]))
-        target = structure
-        if cell:
-            from ase.filters import FrechetCellFilter
+    with warnings.catch_warnings():  # FrechetCellFilter's scipy logm warns of ~1e-13 errors at every step
+        warnings.filterwarnings("ignore", message="logm result may be inaccurate", category=RuntimeWarning)
+        try:
+            e0 = float(np.mean(state()[0]))
+            target = structure
+            if cell:
+                from ase.filters import FrechetCellFilter
 
-            target = FrechetCellFilter(structure)
-        opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None)
-        criterion = float(fmax)
-        local, std, forces, f, s = state()
-        converged = f < fmax and (not cell or s < smax)
-        while not converged and steps < max_steps:
-            opt.run(fmax=criterion, steps=max_steps - steps)
-            taken = opt.get_number_of_steps() - steps
-            steps = opt.get_number_of_steps()
+                target = FrechetCellFilter(structure)
+            opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None)
+            criterion = float(fmax)
             local, std, forces, f, s = state()
             converged = f < fmax and (not cell or s < smax)
-            if not converged and taken == 0:
-                criterion *= 0.5  # the optimiser thinks it is done; the explicit check does not
-            if criterion < 1e-6 * fmax:
-                break
-    except CGGPRError as error:
-        steps = int(getattr(opt, "nsteps", steps)) if opt is not None else steps
-        text, named = str(error), f"structure {name!r}: "
-        text = text[len(named):] if text.startswith(named) else text
-        raise ModelError(f"{named}the relaxation stopped after {steps} optimiser steps: {text}") from None
-    finally:
-        if opt is not None and getattr(opt, "trajectory", None) is not None:
-            opt.trajectory.close()
+            while not converged and steps < max_steps:
+                opt.run(fmax=criterion, steps=max_steps - steps)
+                taken = opt.get_number_of_steps() - steps
+                steps = opt.get_number_of_steps()
+                local, std, forces, f, s = state()
+                converged = f < fmax and (not cell or s < smax)
+                if not converged and taken == 0:
+                    criterion *= 0.5  # the optimiser thinks it is done; the explicit check does not
+                if criterion < 1e-6 * fmax:
+                    break
+        except CGGPRError as error:
+            steps = int(getattr(opt, "nsteps", steps)) if opt is not None else steps
+            text, named = str(error), f"structure {name!r}: "
+            text = text[len(named):] if text.startswith(named) else text
+            raise ModelError(f"{named}the relaxation stopped after {steps} optimiser steps: {text}") from None
+        finally:
+            if opt is not None and getattr(opt, "trajectory", None) is not None:
+                opt.trajectory.close()
     e = float(np.mean(local))
     out = structure.copy()
     results = dict(energy=float(np.sum(local)), free_energy=float(np.sum(local)), forces=np.array(forces))

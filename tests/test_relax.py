@@ -50,6 +50,22 @@ def test_rattled_beads_relax_to_lower_energy(bound_model, rattled):
     assert result.atoms.info["relax_converged"] and "converged" in result.message
 
 
+def test_cell_relaxation(bound_model, rattled):
+    calc = CGGPRCalculator(bound_model)
+    if "stress" not in calc.implemented_properties:
+        pytest.skip("CGGPRCalculator has no stress yet: cell relaxation is refused (test_bad_input_is_one_clear_error)")
+    rattled.set_cell(rattled.cell.array * 1.02, scale_atoms=True)
+    volume = rattled.get_volume()
+    result = relax(rattled, calc, cell=True, fmax=0.02, max_steps=500)
+    assert result.cell_relaxed and result.converged, result.message
+    assert result.max_force < 0.02 and result.max_stress < 1e-4
+    assert result.energy_per_metal < result.initial_energy_per_metal
+    assert result.atoms.get_volume() != pytest.approx(volume, rel=1e-4)
+    check = result.atoms.copy()
+    check.calc = CGGPRCalculator(bound_model)
+    assert np.abs(check.get_stress()).max() < 1e-4
+
+
 def test_atomistic_input_relaxes_its_beads(bound_model):
     (atoms,) = builtin_frames("atomistic", net="YUG", order="r-d", rattle="small", batch=1)
     result = relax(atoms, bound_model, cell=False, optimizer="FIRE", max_steps=30)

@@ -51,6 +51,9 @@ def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, o
     from ..relax import relax
 
     table = csv_path(output)
+    if table == output:
+        raise click.BadParameter(f"{output} ends in .csv, the name of the table written next to it; give the "
+                                 "extxyz file name (e.g. relaxed.extxyz)", param_hint="'-o' / '--output'")
     claim_outputs(output, table, force=force)
     model = CGGPRModel.load(model_path)
     calc = CGGPRCalculator(model, return_std=True)

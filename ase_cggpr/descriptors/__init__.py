@@ -6,9 +6,12 @@ featomic's calculators take them) and two methods,
 
 * :meth:`~DescriptorBackend.vectors` ``(structures, centres=None) -> (n_centres, D)`` float64 normalised
   SOAP power spectra, one row per centre, structure by structure in atom order;
-* :meth:`~DescriptorBackend.gradients` ``(structure, centres=None) ->`` :class:`DescriptorGradients`: the
-  vectors of one structure with their position gradients kept compact, ``.contract(dE_dx)`` giving
-  ``dE/dr`` per atom (the chain rule through the descriptor, never the (n_centres, n_atoms, 3, D) Jacobian).
+* :meth:`~DescriptorBackend.gradients` ``(structure, centres=None, *, strain=False) ->``
+  :class:`DescriptorGradients`: the vectors of one structure with their position gradients kept compact,
+  ``.contract(dE_dx)`` giving ``dE/dr`` per atom (the chain rule through the descriptor, never the
+  (n_centres, n_atoms, 3, D) Jacobian), and with ``strain=True`` also ``.contract_strain(dE_dx)`` giving
+  ``dE/d(eps)`` (3, 3) under the homogeneous deformation ``r -> (1 + eps) r`` of positions and cell (the
+  virial, from which the model forms the stress).
 
 :class:`~ase_cggpr.descriptors.featomic.FeatomicBackend` (fast, default) and
 :class:`~ase_cggpr.descriptors.quippy.QuippyBackend` (the reference) give the same vectors element by element.
@@ -63,14 +66,21 @@ class DescriptorGradients(Protocol):
         vectors: (n_centres, D) normalised SOAP vectors, equal to the backend's ``vectors``.
         centres: (n_centres,) atom indices of the centres, in row order.
         n_atoms: number of atoms of the structure.
+        has_strain: whether :meth:`contract_strain` is available (the gradients were asked with ``strain=True``).
     """
 
     vectors: np.ndarray
     centres: np.ndarray
     n_atoms: int
+    has_strain: bool
 
     def contract(self, dE_dx: np.ndarray) -> np.ndarray:
         """dE/dr (n_atoms, 3) for dE/dx (n_centres, D), the derivative with respect to the normalised vectors."""
+        ...
+
+    def contract_strain(self, dE_dx: np.ndarray) -> np.ndarray:
+        """dE/d(eps) (3, 3) for dE/dx (n_centres, D): ``[a, b]`` the derivative with respect to ``eps_ab`` of
+        ``r_a -> r_a + eps_ab r_b`` applied to every position and the cell. ValueError without ``strain=True``."""
         ...
 
 
@@ -143,9 +153,10 @@ class DescriptorBackend:
         """
         raise NotImplementedError
 
-    def gradients(self, structure: Atoms, centres: np.ndarray | None = None) -> DescriptorGradients:
+    def gradients(self, structure: Atoms, centres: np.ndarray | None = None, *,
+                  strain: bool = False) -> DescriptorGradients:
         """The vectors of one structure's centres (all, or the sorted atom indices ``centres``) with their
-        position gradients (see :class:`DescriptorGradients`)."""
+        position gradients and, with ``strain``, their strain gradients (see :class:`DescriptorGradients`)."""
         raise NotImplementedError
 
 

@@ -21,6 +21,8 @@ each ``l`` by ``1/sqrt(2l+1)``; rows normalised to unit length.
 Position gradients are available through :func:`compute_gradients`, which keeps them in the compact
 form of the spherical-expansion gradients and contracts them with ``dE/dx`` per centre (see
 :class:`SoapGradients`), so a force evaluation never materialises the (n_centres, n_atoms, 3, D) array.
+With ``strain=True`` the same featomic call also returns the expansion's strain gradients, contracted
+the same way into ``dE/d(eps)`` (3, 3), from which the model forms the stress.
 
 :class:`FeatomicBackend` is the :class:`~ase_cggpr.descriptors.DescriptorBackend` over these functions: it
 builds the ``SphericalExpansion`` calculator (and its splines) once and uses it for every call.
@@ -188,7 +190,7 @@ def _centre_rows(structures: Sequence[Atoms], selected: Sequence[np.ndarray]):
 
 
 def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_species: tuple[int, ...],
-            hypers: tuple, gradients: bool = False, centres: Sequence[np.ndarray] | None = None,
+            hypers: tuple, gradients: Sequence[str] = (), centres: Sequence[np.ndarray] | None = None,
             calculator=None):
     """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None, kept).
 
@@ -197,7 +199,8 @@ def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_specie
     as neighbours), so they are left out of the expansion; ``kept[k]`` holds the original indices of
     structure k's remaining atoms, to which the row maps and the expansion's atom indices refer.
     ``centres`` (per structure, sorted original atom indices of centre-species atoms; None for all)
-    restricts the expansion to those centres through featomic's ``selected_samples``. ``calculator``: the
+    restricts the expansion to those centres through featomic's ``selected_samples``. ``gradients``: the
+    featomic gradients to keep in the TensorMap (``"positions"``, ``"strain"``). ``calculator``: the
     ``SphericalExpansion`` to use (default: the cached one for ``hypers``).
     """
     _, metatensor = _import_featomic()
@@ -229,7 +232,7 @@ def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_specie
         selected_samples = metatensor.Labels(["system", "atom"], pairs.astype(np.int32))
     expansion = calculator.compute(list(structures), selected_keys=selected_keys,
                                    selected_samples=selected_samples,
-                                   gradients=["positions"] if gradients else None)
+                                   gradients=list(gradients) or None)
     species_index = {int(z): k for k, z in enumerate(species)}
     all_rows = np.concatenate(row_maps)
     first_atom = np.concatenate([[0], np.cumsum([len(s) for s in structures])[:-1]]).astype(np.int64)
@@ -318,44 +321,54 @@ def _compute(structures: Sequence[Atoms], species: tuple[int, ...], centre_speci
 # ---------------------------------------------------------------------------------------------
 
 class SoapGradients:
-    """Normalised SOAP vectors of one structure with their position gradients, kept compact.
+    """Normalised SOAP vectors of one structure with their position (and strain) gradients, kept compact.
 
     Attributes:
         vectors: (n_centres, D) normalised SOAP vectors (identical to :func:`compute`).
         centres: (n_centres,) atom indices of the centres, in row order.
         n_atoms: number of atoms in the structure.
+        has_strain: whether the strain gradients were computed (``strain=True``), so that
+            :meth:`contract_strain` works.
 
     :meth:`contract` turns ``dE/dx`` per centre into ``dE/dr`` per atom, using the chain rule through
     the normalisation and the power spectrum down to the spherical-expansion gradients, so the
-    (n_centres, n_atoms, 3, D) Jacobian is never built. ``centres`` (sorted atom indices of centre-species
-    atoms; None for all) restricts the centres.
+    (n_centres, n_atoms, 3, D) Jacobian is never built. :meth:`contract_strain` does the same with
+    featomic's strain gradients of the expansion (computed in the same featomic call as the values and the
+    position gradients) and gives ``dE/d(eps)`` (3, 3), the derivative under the homogeneous deformation
+    ``r -> (1 + eps) r`` of positions and cell. ``centres`` (sorted atom indices of centre-species atoms;
+    None for all) restricts the centres.
     """
 
     def __init__(self, structure: Atoms, species: tuple[int, ...], centre_species: tuple[int, ...],
-                 hypers: tuple, centres: np.ndarray | None = None, calculator=None):
+                 hypers: tuple, centres: np.ndarray | None = None, calculator=None, *, positions: bool = True,
+                 strain: bool = False):
         self._species = species
         self._n_max = hypers[2]
         if centres is not None:
             centres = check_centres([structure], centre_species, [centres])
+        wanted = (("positions",) if positions else ()) + (("strain",) if strain else ())
         coefficients, row_maps, _, expansion, kept = _expand([structure], species, centre_species, hypers,
-                                                             gradients=True, centres=centres,
+                                                             gradients=wanted, centres=centres,
                                                              calculator=calculator)
         self._coefficients = coefficients
         self._expansion = expansion
         self._row_map = row_maps[0]
         self._kept = kept[0]
+        self._positions = positions
+        self.has_strain = strain
         self.n_atoms = len(structure)
         self.centres = self._kept[np.flatnonzero(self._row_map >= 0)]
         self.vectors, self._norms = _normalise(_power_spectrum(coefficients, len(species), self._n_max))
+        self._last: tuple[np.ndarray, list[np.ndarray]] | None = None
 
-    def contract(self, dE_dx: np.ndarray) -> np.ndarray:
-        """dE/dr (n_atoms, 3) for dE/dx given per centre as (n_centres, D) (derivative w.r.t. normalised x)."""
+    def _coefficient_gradient(self, dE_dx: np.ndarray) -> list[np.ndarray]:
+        """dE/dc per l, (n_centres, n_species n_max, 2l+1), for dE/dx per centre (the last one is kept, so
+        :meth:`contract` and :meth:`contract_strain` of the same dE/dx share it)."""
         dE_dx = np.asarray(dE_dx, dtype=float)
         if dE_dx.shape != self.vectors.shape:
             raise ValueError(f"dE_dx has shape {dE_dx.shape}, expected {self.vectors.shape}")
-        out = np.zeros((self.n_atoms, 3))
-        if self._expansion is None:
-            return out
+        if self._last is not None and np.array_equal(self._last[0], dE_dx):
+            return self._last[1]
         # through the normalisation: dE/dp = (g - (g.x) x) / |p|
         x = self.vectors
         safe = np.where(self._norms > 0.0, self._norms, 1.0)
@@ -374,22 +387,54 @@ class SoapGradients:
             h[:, ia, jb] = dE_dp[:, :, ell] * half
             h[:, jb, ia] = dE_dp[:, :, ell] * half
             dE_dc.append(2.0 / math.sqrt(2 * ell + 1) * np.matmul(h, c))  # (n_centres, size, 2l+1)
+        self._last = (dE_dx.copy(), dE_dc)
+        return dE_dc
+
+    def _blocks(self, parameter: str):
+        """(gradient block, l, species channel k, rows of the block's samples) per expansion block."""
         species_index = {int(z): k for k, z in enumerate(self._species)}
-        n_max = self._n_max
         for key, block in self._expansion.items():
             k = species_index.get(int(key["neighbor_type"]))
             if k is None:
                 continue
-            ell = int(key["o3_lambda"])
-            gradient = block.gradient("positions")
+            gradient = block.gradient(parameter)
             if gradient.values.shape[0] == 0:
                 continue
+            yield gradient, int(key["o3_lambda"]), k, self._row_map[block.samples.values[:, 1]]
+
+    def contract(self, dE_dx: np.ndarray) -> np.ndarray:
+        """dE/dr (n_atoms, 3) for dE/dx given per centre as (n_centres, D) (derivative w.r.t. normalised x)."""
+        if not self._positions:
+            raise ValueError("these SOAP gradients were computed without position gradients (positions=False)")
+        dE_dc = self._coefficient_gradient(dE_dx)
+        out = np.zeros((self.n_atoms, 3))
+        if self._expansion is None:
+            return out
+        n_max = self._n_max
+        for gradient, ell, k, sample_rows in self._blocks("positions"):
             grad_samples = gradient.samples.values  # (sample, system, atom)
-            sample_rows = self._row_map[block.samples.values[:, 1]]
             rows = sample_rows[grad_samples[:, 0]]
             weights_gmn = dE_dc[ell][rows, k * n_max:(k + 1) * n_max, :].transpose(0, 2, 1)  # (g, m, n)
             contribution = np.einsum("gxmn,gmn->gx", gradient.values, weights_gmn, optimize=True)
             np.add.at(out, self._kept[grad_samples[:, 2]], contribution)
+        return out
+
+    def contract_strain(self, dE_dx: np.ndarray) -> np.ndarray:
+        """dE/d(eps) (3, 3) for dE/dx per centre (n_centres, D): ``[a, b]`` is the derivative with respect to
+        ``eps_ab`` of the deformation ``r_a -> r_a + eps_ab r_b`` applied to positions and cell (for a
+        rotation-invariant energy it is symmetric; the stress is its symmetric part over the volume)."""
+        if not self.has_strain:
+            raise ValueError("these SOAP gradients were computed without strain gradients (strain=False)")
+        dE_dc = self._coefficient_gradient(dE_dx)
+        out = np.zeros((3, 3))
+        if self._expansion is None:
+            return out
+        n_max = self._n_max
+        for gradient, ell, k, sample_rows in self._blocks("strain"):
+            rows = sample_rows[gradient.samples.values[:, 0]]
+            weights_gmn = dE_dc[ell][rows, k * n_max:(k + 1) * n_max, :].transpose(0, 2, 1)  # (g, m, n)
+            # featomic's components are (xyz_2, xyz_1): values[g, b, a] = d c / d eps_ab
+            out += np.einsum("gbamn,gmn->ab", gradient.values, weights_gmn, optimize=True)
         return out
 
 
@@ -443,9 +488,16 @@ class FeatomicBackend(DescriptorBackend):
         return _compute(structures, self.species, self.centre_species, self._key, centres, progress,
                         calculator=self.calculator())
 
-    def gradients(self, structure: Atoms, centres: np.ndarray | None = None) -> SoapGradients:
+    def gradients(self, structure: Atoms, centres: np.ndarray | None = None, *,
+                  strain: bool = False) -> SoapGradients:
         return SoapGradients(structure, self.species, self.centre_species, self._key, centres=centres,
-                             calculator=self.calculator())
+                             calculator=self.calculator(), strain=strain)
+
+    def strain_gradients(self, structure: Atoms, centres: np.ndarray | None = None) -> SoapGradients:
+        """The vectors with their strain gradients only (no position gradients; used by other backends'
+        stress, see :class:`~ase_cggpr.descriptors.quippy.QuippyBackend`)."""
+        return SoapGradients(structure, self.species, self.centre_species, self._key, centres=centres,
+                             calculator=self.calculator(), positions=False, strain=True)
 
 
 #: The backend class of this module (see :func:`ase_cggpr.descriptors.backend_class`).

@@ -8,6 +8,13 @@ Uses quippy's public :class:`quippy.descriptors.Descriptor` (quippy-ase 0.10): `
 quippy appends one trailing element (the covariance sigma0 slot, always 0 here); it is dropped so that
 vectors have the textbook dimension. Rows come out normalised to unit length.
 
+Strain gradients (for the stress) come from featomic, not quippy: quippy's ``grad_index_0based`` names the
+neighbour of each pair but not its periodic image, so the pair vectors a virial needs are not recoverable
+from its output. ``gradients(..., strain=True)`` therefore also runs
+:class:`~ase_cggpr.descriptors.featomic.FeatomicBackend` with the same hyperparameters (strain gradients
+only), whose vectors equal quippy's element by element, so ``contract_strain`` is the strain derivative of the
+same energy; this costs one extra featomic expansion per stress evaluation and needs featomic installed.
+
 A subset of the centres is computed with quippy's ``atom_mask_name`` option: a logical per-atom array
 selecting the centres; the neighbour density, species and hence the descriptor are unchanged.
 
@@ -107,8 +114,10 @@ class QuippyGradients:
     pairs, :data:`PAIR_BLOCK` pairs at a time, summed per atom.
     """
 
-    def __init__(self, result: dict, centres: np.ndarray, n_atoms: int, dimension: int):
+    def __init__(self, result: dict, centres: np.ndarray, n_atoms: int, dimension: int, strain_source=None):
         self.n_atoms = int(n_atoms)
+        self._strain_source = strain_source  # featomic SoapGradients with strain gradients, or None
+        self.has_strain = strain_source is not None
         self.centres = np.asarray(centres, dtype=np.int64)
         self._dimension = dimension
         if len(self.centres):
@@ -141,6 +150,16 @@ class QuippyGradients:
             np.add.at(out, index[rows, 1], contribution)
         return out
 
+    def contract_strain(self, dE_dx: np.ndarray) -> np.ndarray:
+        """dE/d(eps) (3, 3) for dE/dx per centre, from featomic's strain gradients of the same vectors (see the
+        module docstring); ValueError unless the gradients were asked with ``strain=True``."""
+        if self._strain_source is None:
+            raise ValueError("these SOAP gradients were computed without strain gradients (strain=False)")
+        dE_dx = np.asarray(dE_dx, dtype=float)
+        if dE_dx.shape != self.vectors.shape:
+            raise ValueError(f"dE_dx has shape {dE_dx.shape}, expected {self.vectors.shape}")
+        return self._strain_source.contract_strain(dE_dx)
+
 
 class QuippyBackend(DescriptorBackend):
     """quippy's ``soap`` descriptor (the reference), one ``quippy.descriptors.Descriptor`` per instance."""
@@ -151,6 +170,7 @@ class QuippyBackend(DescriptorBackend):
         super().__init__(**hypers)
         self.args = descriptor_string(**self.hypers())
         self._quippy_descriptor = None
+        self._featomic = None
 
     def descriptor(self):
         """The ``quippy.descriptors.Descriptor`` for these hyperparameters (built once)."""
@@ -162,12 +182,23 @@ class QuippyBackend(DescriptorBackend):
                 progress: Callable[[int], None] | None = None) -> np.ndarray:
         return _compute(self.descriptor(), structures, self.centre_species, centres, progress)
 
-    def gradients(self, structure: Atoms, centres: np.ndarray | None = None) -> QuippyGradients:
+    def featomic(self):
+        """The featomic backend with these hyperparameters, for strain gradients (built once)."""
+        if self._featomic is None:
+            from .featomic import FeatomicBackend
+
+            self._featomic = FeatomicBackend(**self.hypers())
+        return self._featomic
+
+    def gradients(self, structure: Atoms, centres: np.ndarray | None = None, *,
+                  strain: bool = False) -> QuippyGradients:
+        """quippy's vectors and position gradients; with ``strain``, featomic's strain gradients too."""
         descriptor = self.descriptor()
         dimension = descriptor.dimensions() - 1
         (selected,) = check_centres([structure], self.centre_species, None if centres is None else [centres])
+        strain_source = self.featomic().strain_gradients(structure, selected) if strain else None
         if not len(selected):
-            return QuippyGradients({}, selected, len(structure), dimension)
+            return QuippyGradients({}, selected, len(structure), dimension, strain_source)
         if centres is None:
             result = descriptor.calc(structure, grad=True)
         else:
@@ -176,7 +207,7 @@ class QuippyBackend(DescriptorBackend):
         if not np.array_equal(described, selected):
             raise RuntimeError(f"quippy described centres {described.tolist()[:8]}, expected "
                                f"{selected.tolist()[:8]}")
-        return QuippyGradients(result, selected, len(structure), dimension)
+        return QuippyGradients(result, selected, len(structure), dimension, strain_source)
 
 
 #: The backend class of this module (see :func:`ase_cggpr.descriptors.backend_class`).

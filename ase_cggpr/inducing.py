@@ -19,7 +19,11 @@ predicts after load exactly what the trained model predicted.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -85,16 +89,76 @@ def unpack_clusters(arrays: dict[str, np.ndarray], spec: ModelSpec, m: int) -> l
             for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
-def cluster_vectors(clusters: Sequence[Atoms], spec: ModelSpec, *, chunk: int = 256) -> np.ndarray:
-    """Normalised SOAP vectors (M, D) of each cluster's centre (atom 0), in chunks of ``chunk`` clusters."""
+def cluster_vectors(clusters: Sequence[Atoms], spec: ModelSpec, *, chunk: int = 256,
+                    cache: bool = True) -> np.ndarray:
+    """Normalised SOAP vectors (M, D) of each cluster's centre (atom 0), in chunks of ``chunk`` clusters.
+
+    With ``cache`` the vectors are also kept in :func:`cache_dir` under a key made of the clusters' bytes, the
+    spec's descriptor fields and this package's and featomic's versions, so a model loads in a fraction of a
+    second from the second time on; a cached file is used only if its shape is (M, D) and every row is finite
+    and normalised, and a cache that cannot be written is skipped silently.
+    """
     from .descriptors import backend_for
 
+    path = _cache_path(clusters, spec) if cache else None
+    if path is not None and path.exists():
+        try:
+            X = np.load(path, allow_pickle=False)
+            if (X.shape == (len(clusters), _dimension(spec)) and np.isfinite(X).all()
+                    and np.allclose(np.einsum("ij,ij->i", X, X), 1.0, atol=1e-8)):
+                return X
+        except (OSError, ValueError):
+            pass
     backend = backend_for(spec)
     rows = []
     for start in range(0, len(clusters), chunk):
         block = list(clusters[start:start + chunk])
         rows.append(backend.vectors(block, [np.array([0])] * len(block)))
-    return np.vstack(rows) if rows else np.zeros((0, 0))
+    X = np.vstack(rows) if rows else np.zeros((0, 0))
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as handle:
+                np.save(handle, X, allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return X
+
+
+def cache_dir() -> Path:
+    """Where recomputed inducing vectors are kept: ``$CGGPR_CACHE``, else ``$XDG_CACHE_HOME/ase-cggpr``, else
+    ``~/.cache/ase-cggpr``."""
+    if os.environ.get("CGGPR_CACHE"):
+        return Path(os.environ["CGGPR_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ase-cggpr"
+
+
+def _dimension(spec: ModelSpec) -> int:
+    from .descriptors import soap_dimension
+
+    return soap_dimension(spec)
+
+
+def _cache_path(clusters: Sequence[Atoms], spec: ModelSpec) -> Path | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    try:
+        featomic = version("featomic")
+    except PackageNotFoundError:
+        featomic = "none"
+    digest = hashlib.sha256()
+    arrays = pack_clusters(clusters)
+    for key in sorted(arrays):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    digest.update(json.dumps({"spec": spec.descriptor_key(), "backend": spec.backend, "package": __version__,
+                              "featomic": featomic}, sort_keys=True, default=str).encode())
+    return cache_dir() / f"inducing-{digest.hexdigest()[:32]}.npy"
 
 
 def pack_lower(L: np.ndarray) -> np.ndarray:

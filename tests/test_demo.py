@@ -93,6 +93,9 @@ def test_demo_with_model_files(small_models, tmp_path):
         assert len(list(csv.DictReader(handle))) == 14
     assert result.training.n_train == 100 and 0 < result.training.rmse < 1.0
     assert "Training on the built-in data" in result.table()
+    relaxed = run_demo(tmp_path / "relaxed", models=[str(paths[0])], train=False, relaxed=True)
+    assert {r["structure"] for r in relaxed.screens[0].rows} == NAMES
+    assert relaxed.screens[0].rows != result.screens[0].rows  # other structures, other predictions
 
 
 @shipped

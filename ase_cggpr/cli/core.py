@@ -208,6 +208,7 @@ def info(model_path, quiet):
               help="Folder for the ranking table, the figure and the model of the training step.")
 @click.option("--model", "models", multiple=True, metavar="MODEL",
               help="Screen with this model (a shipped name or a file; repeat). Default: AB2, A, atomistic.")
+@click.option("--relaxed", is_flag=True, help="Screen the MOF-FF-relaxed structures instead of the CIFs as given.")
 @click.option("--no-train", is_flag=True, help="Skip the short training step on the built-in data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training step.")
 @click.option("--n-train", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -215,7 +216,7 @@ def info(model_path, quiet):
 @click.option("--force", is_flag=True, help="Overwrite files in an existing output folder.")
 @quiet_option
 @cli_errors
-def demo(output_dir, models, no_train, seed, n_train, force, quiet):
+def demo(output_dir, models, relaxed, no_train, seed, n_train, force, quiet):
     """Screen the bundled real Zn(Im)2 structures with the shipped models beside MOF-FF's ranking; show the
     models' held-out accuracy; train a small model on the built-in data."""
     from ..demo import DEFAULT_MODELS, demo_outputs, run_demo
@@ -227,7 +228,7 @@ def demo(output_dir, models, no_train, seed, n_train, force, quiet):
         for path in demo_outputs(output_dir, train=not no_train):
             refuse_overwrite(path, force)  # run_demo locks each while writing it
         result = run_demo(output_dir, models=tuple(models) or DEFAULT_MODELS, train=not no_train, seed=seed,
-                          n_train=n_train, overwrite=force, progress=not quiet)
+                          n_train=n_train, overwrite=force, progress=not quiet, relaxed=relaxed)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):

@@ -21,8 +21,14 @@ Results (each also through ``calc.get_property(name, atoms)``):
     ``local_energy_std``: GP predictive standard deviation per metal (eV; latent function, no noise term);
         computed whenever asked for, even with ``return_std=False``.
     ``forces`` (eV/Å, computed only when asked for): minus the gradient of the *learned* energy.
-
-Stress is not implemented (it would need the descriptor's strain derivatives, the virial).
+    ``stress`` (eV/Å^3, ASE sign and Voigt order xx yy zz yz xz xy; computed only when asked for, together
+        with the forces in the same descriptor call): the strain derivative of the *learned* energy over the
+        cell volume, from the descriptor's strain gradients (for the coarse-grained representations the
+        bead structure's virial, which is the input structure's; see
+        :meth:`CGGPRModel.compute <ase_cggpr.model.CGGPRModel.compute>`). Works with
+        ``ase.filters.FrechetCellFilter`` for cell relaxations. Once a calculator has been asked for the
+        stress, every later force evaluation computes the stress too (same call, the forces unchanged), so a
+        cell filter's ``get_forces()`` then ``get_stress()`` costs one model evaluation per step, not two.
 
 The atom -> bead mapping (which atoms form which linker, ring and bead) is cached, but never trusted blindly:
 on every call the structure is checked (cell, occupancies, short contacts) and its bonded connectivity is
@@ -51,7 +57,7 @@ from .spec import BACKENDS
 
 
 class CGGPRCalculator(Calculator):
-    """ASE calculator predicting ZIF energies and forces with a :class:`~ase_cggpr.model.CGGPRModel`.
+    """ASE calculator predicting ZIF energies, forces and stress with a :class:`~ase_cggpr.model.CGGPRModel`.
 
     Args:
         model: a fitted model, the path of a model saved with :meth:`CGGPRModel.save`, or the name of a
@@ -63,7 +69,7 @@ class CGGPRCalculator(Calculator):
         gradient_backend: deprecated; ``descriptor_backend`` (``"auto"`` means None).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "local_energies",
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "local_energies",
                               "local_energy_std"]
     default_parameters: dict[str, Any] = {"model": None, "return_std": True, "descriptor_backend": None}
 
@@ -81,6 +87,7 @@ class CGGPRCalculator(Calculator):
         self._connectivity: Connectivity | None = None
         self._bonds: Bonds | None = None
         self._tracker = BondTracker()
+        self._stress_with_forces = False  # set once the stress is asked for (see the module docstring)
         source = model if model is not None else model_path
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
@@ -166,8 +173,13 @@ class CGGPRCalculator(Calculator):
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
+        if "stress" in properties:
+            self._stress_with_forces = True
+        stress = "stress" in properties or (self._stress_with_forces and "forces" in properties
+                                            and bool(np.all(atoms.pbc)))
         prediction = self.model.compute(atoms, connectivity=self.connectivity(atoms),
-                                        forces="forces" in properties,
+                                        forces="forces" in properties or "stress" in properties,
+                                        stress=stress,
                                         return_std=self.return_std or "local_energy_std" in properties,
                                         descriptor_backend=self.parameters["descriptor_backend"])
         local = prediction.local_energies
@@ -179,3 +191,5 @@ class CGGPRCalculator(Calculator):
             self.results["local_energy_std"] = prediction.std
         if prediction.forces is not None:
             self.results["forces"] = prediction.forces
+        if prediction.stress is not None:
+            self.results["stress"] = prediction.stress

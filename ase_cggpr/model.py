@@ -334,8 +334,9 @@ class CGGPRModel:
         return backend_for(self.spec, name)
 
     def compute(self, structure: Atoms | BeadMap, *, forces: bool = False, return_std: bool = False,
-                connectivity: Connectivity | None = None, descriptor_backend: str | None = None) -> Prediction:
-        """Local energies of one structure, and with ``forces`` their forces, in one call.
+                connectivity: Connectivity | None = None, descriptor_backend: str | None = None,
+                stress: bool = False) -> Prediction:
+        """Local energies of one structure, and with ``forces`` their forces, with ``stress`` the stress, in one call.
 
         ``structure`` is an Atoms object (mapped with :meth:`bead_map`, reusing ``connectivity`` if given) or
         a :class:`~ase_cggpr.beads.BeadMap` from it. The descriptor backend is ``spec.backend`` unless
@@ -362,9 +363,20 @@ class CGGPRModel:
         in place: ring deformation, rotation of the ring about its centroid) carries no force. Such forces
         drive the coarse-grained degrees of freedom down the learned energy surface; they are not, and do
         not approximate, the atomistic forces. They sum to zero (translation invariance of SOAP) up to
-        numerical noise. Stress is not provided (it needs the descriptor's strain derivatives).
+        numerical noise.
 
-        A non-finite energy, std or force is a :class:`ModelError` naming the structure.
+        With ``stress``, the same descriptor call also gives the strain gradients of the vectors and the
+        backend contracts them with the same ``dE/dx_i`` into ``W = dE/d(eps)`` under the homogeneous
+        deformation ``r -> (1 + eps) r`` of every position and the cell; the stress is ``sym(W) / V``
+        (eV/Å^3, ASE's sign and Voigt order xx yy zz yz xz xy, V the cell volume), the strain derivative of
+        the learned energy. In the coarse-grained representations the strain acts on the bead structure: its
+        beads are metal positions and centroids of ring atoms (unwrapped with fixed periodic-image offsets),
+        which move affinely with the atoms under a homogeneous strain, and its cell is the input's, so the
+        bead structure's virial is exactly the input structure's (the stress of the learned energy with
+        respect to the input's cell). With the quippy backend the strain gradients come from featomic (see
+        :mod:`ase_cggpr.descriptors.quippy`; the same vectors).
+
+        A non-finite energy, std, force or stress is a :class:`ModelError` naming the structure.
         """
         self._check_fitted()
         if isinstance(structure, BeadMap):
@@ -378,8 +390,14 @@ class CGGPRModel:
                              f"the model uses {self.spec.representation}")
         check_species(bead_map, self.spec)
         backend = self.descriptor_backend(descriptor_backend)
-        if forces:
-            gradients = backend.gradients(bead_map.structure)
+        volume = None
+        if stress:
+            cell = bead_map.structure.cell
+            volume = abs(float(cell.volume)) if bool(np.all(bead_map.structure.pbc)) else 0.0
+            if not volume > 0.0:
+                raise ModelError(f"structure {bead_map.name!r}: stress needs a 3-d periodic cell with a volume")
+        if forces or stress:
+            gradients = backend.gradients(bead_map.structure, strain=stress)
             if not np.array_equal(np.asarray(gradients.centres), np.asarray(bead_map.centre_indices)):
                 raise ModelError(f"structure {bead_map.name!r}: descriptor centres do not match the metal sites")
             X = gradients.vectors
@@ -388,13 +406,21 @@ class CGGPRModel:
         out = self.regressor_.predict(X, return_std=return_std)
         energies, std = out if return_std else (out, None)
         check_prediction(bead_map.name, energies, std)
-        atom_forces = None
+        atom_forces = voigt = None
+        if forces or stress:
+            dE_dx = self.regressor_.predict_gradient(X)
         if forces:
-            bead_gradient = gradients.contract(self.regressor_.predict_gradient(X))
+            bead_gradient = gradients.contract(dE_dx)
             atom_forces = -bead_to_atom_gradient(bead_map, bead_gradient, n_atoms)
             if not np.isfinite(atom_forces).all():
                 raise ModelError(f"structure {bead_map.name!r}: the model predicted non-finite forces (NaN or inf)")
-        return Prediction(local_energies=energies, std=std, forces=atom_forces, bead_map=bead_map)
+        if stress:
+            virial = gradients.contract_strain(dE_dx)
+            sigma = 0.5 * (virial + virial.T) / volume
+            voigt = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]  # xx yy zz yz xz xy
+            if not np.isfinite(voigt).all():
+                raise ModelError(f"structure {bead_map.name!r}: the model predicted a non-finite stress (NaN or inf)")
+        return Prediction(local_energies=energies, std=std, forces=atom_forces, bead_map=bead_map, stress=voigt)
 
     # -- persistence ---------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -548,12 +574,14 @@ class Prediction:
         std: (n_metals,) GP standard deviation per metal (eV, latent function), or None if not asked for.
         forces: (n_atoms, 3) forces on the input atoms (eV/Å), or None if not asked for.
         bead_map: the :class:`~ase_cggpr.beads.BeadMap` the descriptor saw.
+        stress: (6,) stress (eV/Å^3, ASE sign, Voigt order xx yy zz yz xz xy), or None if not asked for.
     """
 
     local_energies: np.ndarray
     std: np.ndarray | None
     forces: np.ndarray | None
     bead_map: BeadMap
+    stress: np.ndarray | None = None
 
     @property
     def energy(self) -> float:

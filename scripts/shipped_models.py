@@ -208,6 +208,7 @@ def cmd_train(args) -> int:
         recipe=args.recipe, frame_kinds=kinds, rattle_levels=levels, nets=len({a.info["net"] for a in tr}),
         framework_types=len({a.info["framework_type"] for a in tr}), frames=len(tr),
         held_out_validation={"framework_types": len(held), "seed": args.seed,
+                             "nets": sorted({a.info["net"] for a in test}),
                                                     "metrics": metrics,
                                                     "model": ("this model" if args.final == "validated"
                                                               else "same recipe, trained without them")},

@@ -17,9 +17,10 @@ Held-out framework types (pick one):
 * ``--train-data FILES``: the frames the model was trained on; every net and framework type in them
   (``info['net']``, ``info['framework_type']``; a training net without a type is typed from its net file) is
   excluded;
+* nothing, for a shipped model validated on held-out types (``held_out_validation.model == "this model"``): the
+  held-out nets listed in its card (``held_out_validation.nets`` and ``framework_type_keys``);
 * ``--held-out-split N_HELD:SEED``: the split of ``scripts/shipped_models.py`` (``split_types`` over the framework
-  types of every clean shared net; reads all nets, a few minutes); the default when the model card records
-  ``held_out_validation`` of the model itself (``--final validated``);
+  types of every clean shared net; reads all nets, a few minutes; the default for a card without net names);
 * ``--held-out-types T1,T2,...``: explicit coordination-sequence keys.
 
 The cell is relaxed when the calculator has stress; otherwise positions only in the idealised cell (flagged in
@@ -139,6 +140,7 @@ def main(argv=None) -> int:
     cell = "stress" in calc.implemented_properties
     files = net_files(args.nets_dir)
     excluded_names: set[str] = set()
+    held_nets: set[str] | None = None
     if args.train_data:
         excluded_names, excluded_types = training_exclusions(args.train_data, files)
         held: set[str] | None = None
@@ -154,7 +156,11 @@ def main(argv=None) -> int:
                       file=sys.stderr)
                 return 2
             split = f"{card['framework_types']}:{card['seed']}"
-        if args.held_out_types is not None:
+        if args.held_out_split is None and args.held_out_types is None and card.get("nets"):
+            held_nets = set(card["nets"])  # the card lists the held-out nets and their framework types
+            held = {str(k) for k in card.get("framework_type_keys", [])} or None
+            how = f"{len(held_nets)} held-out nets of the model card ({len(held or ())} framework types)"
+        elif args.held_out_types is not None:
             held = {t.strip() for t in args.held_out_types.split(",") if t.strip()}
             how = f"{len(held)} given framework types"
         else:
@@ -162,7 +168,7 @@ def main(argv=None) -> int:
             how = f"{len(held)} framework types held out by split {split}"
     stored = {p.name[: -len(".extxyz.gz")]: p for p in sorted(args.store.glob("*.extxyz.gz"))}
     candidates = [n for n in (args.nets or sorted(stored)) if n in stored and file_of(n, files) is not None
-                  and n not in excluded_names]
+                  and n not in excluded_names and (held_nets is None or n in held_nets)]
     rng = np.random.default_rng(args.seed)
     order = candidates if args.nets else [candidates[k] for k in rng.permutation(len(candidates))]
     print(f"model {args.model} ({model.spec.representation}, reference {model.reference_energy:+.6f} eV/Zn); "

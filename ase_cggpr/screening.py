@@ -212,18 +212,30 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+#: Criteria of ``screen(..., relax=True)``: force (eV/Å) and optimiser steps of :func:`ase_cggpr.relax.relax`.
+RELAX_FMAX, RELAX_MAX_STEPS = 0.05, 200
+
+
 def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = True, symprec: float = SYMPREC,
-                     id: str | None = None, source: str = "") -> ScreenRow:
+                     id: str | None = None, source: str = "", relax: bool = False) -> ScreenRow:
     """Screen one structure; any error becomes the row's ``error`` (never raised).
 
     A prediction that is not finite (NaN or infinite energy or std of any Zn) is an error row: it is never
-    ranked or trusted.
+    ranked or trusted. With ``relax``, the structure is first relaxed on the model's energy surface (positions
+    and cell, :func:`ase_cggpr.relax.relax` with ``fmax`` :data:`RELAX_FMAX` and at most
+    :data:`RELAX_MAX_STEPS` steps; coarse-grained models relax the bead structure) and the relaxed structure
+    is the one predicted; a relaxation that fails is an error row.
     """
     name = id or str(atoms.info.get("name") or atoms.info.get("structure_id") or atoms.get_chemical_formula())
     row = ScreenRow(id=name, source=source, framework_type=_framework_type_label(atoms))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if relax:
+                from .relax import relax as relax_structure
+
+                atoms = relax_structure(atoms, model, fmax=RELAX_FMAX, max_steps=RELAX_MAX_STEPS, cell=True,
+                                        name=name).atoms
             bead_map = model.bead_map(atoms, name=name)
             with contextlib.suppress(Exception):
                 row.space_group = space_group(atoms, symprec)
@@ -634,7 +646,7 @@ def sort_rows(rows: list[ScreenRow]) -> list[ScreenRow]:
 
 def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold: float | None = None,
            symmetry: bool = True, symprec: float = SYMPREC, workers: int = 1, progress: bool = False,
-           progress_file: str | os.PathLike | None = None, resume: bool = False) -> ScreenResult:
+           progress_file: str | os.PathLike | None = None, resume: bool = False, relax: bool = False) -> ScreenResult:
     """Screen structures with a fitted model (or a model path) and rank them by predicted energy per Zn.
 
     Args:
@@ -648,6 +660,8 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
             it is left in place (remove it once the result is saved: :func:`screen_to_csv` does).
         resume: take the rows already in ``progress_file`` instead of computing them again (the file must
             come from a screen with the same model and options).
+        relax: relax every structure on the model's energy surface (positions and cell) before predicting it
+            (see :func:`screen_structure`).
     """
     from .model import CGGPRModel
     from .progress import progress_bar
@@ -662,6 +676,8 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
     if threshold is None:
         threshold, source = default_threshold(model)
     kwargs = dict(threshold=float(threshold), symmetry=bool(symmetry), symprec=symprec)
+    if relax:  # only then: the progress files of screens without relaxation keep their settings
+        kwargs["relax"] = True
     inputs = list(structures)
     n_files = 0
     for item in inputs:

@@ -58,10 +58,12 @@ def _check_symprec(value):
                    "again.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file (and discard an interrupted "
                                             "screen's progress unless --resume).")
+@click.option("--relax", is_flag=True, help="Relax every structure (positions and cell) on MODEL's energy surface "
+                                            "before ranking it (ase_cggpr.relax; fmax 0.05 eV/Å, <= 200 steps).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or table.")
 @cli_errors
 def screen(model_path, structures, output, workers, threshold, calibration, no_symmetry, symprec, top, resume,
-           force, quiet):
+           force, relax, quiet):
     """Rank STRUCTURES (CIF/extxyz files, folders, globs) by MODEL's predicted energy per Zn.
 
     Energies are per Zn relative to the model's reference (e.g. relaxed zni). Structures that cannot be
@@ -80,7 +82,8 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
     if resume and not progress_path(output).exists() and not quiet:
         click.echo(f"nothing to resume ({progress_path(output)} does not exist): screening everything", err=True)
     result = screen_to_csv(model, structures, output, force=force, resume=resume, threshold=threshold,
-                           symmetry=not no_symmetry, symprec=symprec, workers=workers, progress=not quiet)
+                           symmetry=not no_symmetry, symprec=symprec, workers=workers, progress=not quiet,
+                           relax=relax)
     if not quiet:
         click.echo(format_table(result.rows, top))
         n_trusted = sum(r.trusted and not r.error for r in result.rows)

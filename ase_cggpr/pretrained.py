@@ -115,7 +115,7 @@ def format_card(c: dict[str, Any]) -> str:
                          f"{1000 * m['bias']:+.0f} meV{extra}")
     cal = c.get("calibration") or {}
     if cal:
-        lines.append(f"  calibration (held out): trust threshold {cal.get('threshold')} eV; "
+        lines.append(f"  calibration (held out): trust threshold {cal.get('threshold', 0):.3f} eV; "
                      f"{cal.get('within_1sigma', 0):.0%} of errors within 1 sigma, "
                      f"{cal.get('within_2sigma', 0):.0%} within 2")
     lines.append(f"  made by: {c['command']}")

@@ -54,10 +54,6 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def is_shipped_name(value: str) -> bool:
-    return not Path(value).exists() and canonical_name(value) is not None
-
-
 def card(name: str) -> dict[str, Any]:
     """The model card of a shipped model: what it is, what it was trained on, how well it does."""
     from .model import CGGPRModel

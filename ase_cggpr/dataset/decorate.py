@@ -15,6 +15,13 @@ replaced by a methyl C on the C2 axis (along the bisector, away from the ring ce
 set's geometry (:mod:`ase_cggpr.mofff.parameters`): C2-CH3 1.488754 Å and C-H 1.100 Å (bond r0), angle
 C2-C-H 110.94° (theta0; it gives H-C-H 107.97°, the set's 107.965°), one methyl H perpendicular to the ring
 plane.  The ring is the Im ring in both, so the bead (ring centroid on the B site) is placed the same way.
+
+Methyl rotamers (:func:`choose_methyl_rotamers`, on by default for mIm): in small cells the methyls of
+neighbouring linkers meet (ideal decoration of the SiO2 nets: H-H 0.02-0.5 Å in EDI, NPO, BCT, DFT, NAB, SBN,
+ATT, SOD).  Each methyl is turned about its C2-C axis, deterministically, to the rotamer (36 steps of its
+120° period) that maximises its shortest contact with the atoms of other linkers, Zn and the other methyls
+(contacts beyond 2.5 Å count as 2.5 Å, so a methyl with room keeps the ideal rotamer); sweeps repeat until
+no methyl turns (at most 6).  Bond lengths and angles are unchanged; only the H-C2-C-H torsion moves.
 """
 
 from __future__ import annotations
@@ -103,6 +110,111 @@ def _ideal_mim_linker() -> np.ndarray:
 
 #: Ideal mIm coordinates (11, 3), Å, in the linker frame; see :func:`_ideal_mim_linker`.
 IDEAL_MIM_LINKER = _ideal_mim_linker()
+
+#: Index of the methyl C and of its three H within an mIm linker (:data:`MIM_LINKER_LABELS`).
+METHYL_C = 5
+METHYL_H = (8, 9, 10)
+#: Azimuths (degrees) of the methyl H about the C2-C axis in the ideal rotamer (0: along ex, 90: along ez).
+METHYL_AZIMUTHS = (90.0, 210.0, 330.0)
+#: Rotamer search: steps over the methyl's 120° period, contact cap (Å) and sweeps.
+ROTAMER_STEPS = 36
+ROTAMER_CAP = 2.5
+ROTAMER_SWEEPS = 6
+
+
+def methyl_h_positions(cm: np.ndarray, ex: np.ndarray, ey: np.ndarray, ez: np.ndarray,
+                       turns: np.ndarray) -> np.ndarray:
+    """Positions (n, 3, 3), Å, of the three methyl H of ``n`` mIm linkers, each turned by ``turns`` (n,) radians
+    about its C2-C axis (``ey``) from the ideal rotamer; ``cm`` (n, 3) are the methyl C positions."""
+    phi = np.radians(180.0 - ANGLE_C2CMH)
+    psi = np.radians(METHYL_AZIMUTHS)[None, :] + np.asarray(turns, dtype=float)[:, None]  # (n, 3)
+    return (cm[:, None, :] + D_CMH * (np.sin(phi) * np.cos(psi)[..., None] * ex[:, None, :]
+                                      + np.cos(phi) * ey[:, None, :]
+                                      + np.sin(phi) * np.sin(psi)[..., None] * ez[:, None, :]))
+
+
+def choose_methyl_rotamers(atoms: Atoms, starts: np.ndarray, ex: np.ndarray, ey: np.ndarray,
+                           ez: np.ndarray) -> np.ndarray:
+    """Turn (radians, one per mIm linker) of each methyl about its C2-C axis that maximises its shortest contact.
+
+    ``atoms`` is a decorated structure with the ideal rotamers, ``starts`` the first atom of each mIm linker
+    and ``ex, ey, ez`` (n, 3) their frames.  A methyl's contacts are the distances from its three H to every atom
+    outside its own linker (periodic images of its own linker included) and to the current H of the other
+    methyls, capped at :data:`ROTAMER_CAP` (2.5 Å): a methyl with no contact below the cap keeps the ideal
+    rotamer.  Methyls are visited in order, each set to the best of :data:`ROTAMER_STEPS` turns over its 120°
+    period (ties: its current turn, then the smallest), and sweeps repeat until none turns or
+    :data:`ROTAMER_SWEEPS` have run.  Deterministic: the same structure gives the same turns.
+    """
+    from ase.neighborlist import neighbor_list
+
+    n = len(starts)
+    turns = np.zeros(n)
+    if n == 0:
+        return turns
+    cm = starts + METHYL_C
+    h_idx = starts[:, None] + np.array(METHYL_H)  # (n, 3)
+    # a methyl H (1.1 Å from its C) within the cap of an atom needs that atom within 3.6 Å of the C, and of
+    # another methyl's H that methyl's C within 5.8 Å: per-atom cutoffs 3.2 (methyl C) + 0.5 (others) give
+    # every methyl C-atom pair below 3.7 Å and every methyl C-methyl C pair below 6.4 Å
+    radii = np.full(len(atoms), 0.5)
+    radii[cm] = 3.2
+    i, j, shift = neighbor_list("ijS", atoms, radii)
+    from_cm = np.isin(i, cm)
+    i, j, shift = i[from_cm], j[from_cm], shift[from_cm]
+    owner = np.full(len(atoms), -1)
+    sizes = len(MIM_LINKER_SYMBOLS)
+    for m, s0 in enumerate(starts):
+        owner[s0:s0 + sizes] = m
+    methyl_of_c = {int(c): m for m, c in enumerate(cm)}
+    is_methyl_h = np.zeros(len(atoms), dtype=bool)
+    is_methyl_h[h_idx.ravel()] = True
+    cell = atoms.cell.array
+    pos = atoms.positions
+    m_of_i = np.array([methyl_of_c[int(x)] for x in i], dtype=int)
+    offset = shift @ cell
+    static, partners = [], []  # per methyl: fixed points (k, 3); (other methyl, offset) pairs
+    for m in range(n):
+        sel = m_of_i == m
+        jj, off = j[sel], offset[sel]
+        own = (owner[jj] == m) & ~shift[sel].any(axis=1)  # its own atoms in the same image
+        fixed = ~own & ~is_methyl_h[jj]
+        static.append(pos[jj[fixed]] + off[fixed])
+        other_c = np.isin(jj, cm) & ~(jj == cm[m]) | (jj == cm[m]) & shift[sel].any(axis=1)
+        partners.append([(methyl_of_c[int(c)], o) for c, o in zip(jj[other_c], off[other_c], strict=True)])
+    grid = np.arange(ROTAMER_STEPS) * (2 * np.pi / 3) / ROTAMER_STEPS
+    step = np.zeros(n, dtype=int)
+    h_now = methyl_h_positions(pos[cm], ex, ey, ez, turns)  # (n, 3, 3)
+
+    def scores(m: int) -> np.ndarray:
+        cand = methyl_h_positions(np.repeat(pos[cm[m]][None], len(grid), axis=0), np.repeat(ex[m][None], len(grid), 0),
+                                  np.repeat(ey[m][None], len(grid), 0), np.repeat(ez[m][None], len(grid), 0), grid)
+        best = np.full(len(grid), ROTAMER_CAP)
+        points = [static[m]] + [h_now[p] + o for p, o in partners[m] if p != m]
+        pts = np.vstack(points) if points else np.zeros((0, 3))
+        if len(pts):
+            d = np.linalg.norm(cand[:, :, None, :] - pts[None, None], axis=-1)  # (steps, 3, k)
+            best = np.minimum(best, d.min(axis=(1, 2)))
+        for p, o in partners[m]:
+            if p == m:  # its own periodic image turns with it
+                d = np.linalg.norm(cand[:, :, None, :] - (cand[:, None, :, :] + o), axis=-1)
+                best = np.minimum(best, d.min(axis=(1, 2)))
+        return best
+
+    for _ in range(ROTAMER_SWEEPS):
+        turned = False
+        for m in range(n):
+            sc = scores(m)
+            top = sc.max()
+            if sc[step[m]] >= top - 1e-9:
+                continue
+            step[m] = int(np.flatnonzero(sc >= top - 1e-9)[0])
+            turns[m] = grid[step[m]]
+            h_now[m] = methyl_h_positions(pos[cm[m]][None], ex[m][None], ey[m][None], ez[m][None],
+                                          turns[m:m + 1])[0]
+            turned = True
+        if not turned:
+            break
+    return turns
 
 
 def linker_assignment(n_b: int, linker: str | list[str] | tuple[str, ...] = "Im", *, seed: int = 0,
@@ -206,7 +318,8 @@ def linker_frames(vectors: np.ndarray, name: str = "net") -> tuple[np.ndarray, n
 
 
 def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
-             linker: str | list[str] | tuple[str, ...] = "Im", seed: int = 0) -> Decorated:
+             linker: str | list[str] | tuple[str, ...] = "Im", seed: int = 0,
+             methyl_rotamers: bool = True) -> Decorated:
     """Decorate an AB2 net with Zn on A sites and ideal imidazolate (or 2-methylimidazolate) on B sites.
 
     Args:
@@ -219,6 +332,9 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
             ``"Im"`` records ``info["linker"]`` (this value, or "custom"), ``info["linker_sites"]`` (the
             linker of each B site, comma-separated) and ``info["mim_fraction"]`` in ``atoms``.
         seed: the seed of the mixed assignment (the same seed gives the same sites for every frame).
+        methyl_rotamers: turn each methyl to the rotamer with the longest shortest contact
+            (:func:`choose_methyl_rotamers`); False keeps the ideal rotamer (one H perpendicular to the ring).
+            No effect on Im.
 
     Returns:
         A :class:`Decorated` structure: Zn exactly on the A sites, every ring centroid
@@ -236,7 +352,7 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
     centres = cg.positions[n_a:]
     if not (isinstance(linker, str) and linker == "Im"):
         return _decorate_kinds(net, cg, linker_assignment(n_b, linker, seed=seed, name=name),
-                               linker if isinstance(linker, str) else "custom", ex, ey)
+                               linker if isinstance(linker, str) else "custom", ex, ey, methyl_rotamers)
     linkers = (centres[:, None, :] + IDEAL_LINKER[None, :, 0, None] * ex[:, None, :]
                + IDEAL_LINKER[None, :, 1, None] * ey[:, None, :])
     positions = np.vstack([cg.positions[:n_a], linkers.reshape(-1, 3)])
@@ -252,7 +368,7 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
 
 
 def _decorate_kinds(net: Net, cg: Atoms, kinds: tuple[str, ...], spec: str, ex: np.ndarray,
-                    ey: np.ndarray) -> Decorated:
+                    ey: np.ndarray, methyl_rotamers: bool = True) -> Decorated:
     """:func:`decorate` with a linker per B site (Im and/or mIm)."""
     n_a = net.n_a
     ez = np.cross(ex, ey)
@@ -270,6 +386,12 @@ def _decorate_kinds(net: Net, cg: Atoms, kinds: tuple[str, ...], spec: str, ex: 
         start += len(xyz)
     starts = np.array(starts, dtype=int)
     atoms = Atoms(symbols, positions=np.vstack(positions), cell=cg.cell.array, pbc=True)
+    mim = np.array([k == "mIm" for k in kinds], dtype=bool)
+    if methyl_rotamers and mim.any():
+        turns = choose_methyl_rotamers(atoms, starts[mim], ex[mim], ey[mim], ez[mim])
+        atoms.positions[(starts[mim][:, None] + np.array(METHYL_H)).ravel()] = (
+            methyl_h_positions(atoms.positions[starts[mim] + METHYL_C], ex[mim], ey[mim], ez[mim],
+                               turns).reshape(-1, 3))
     atoms.info["linker"] = spec
     atoms.info["linker_sites"] = ",".join(kinds)
     atoms.info["mim_fraction"] = float(np.mean([k == "mIm" for k in kinds])) if kinds else 0.0

@@ -1,4 +1,4 @@
-"""Nets -> labelled Zn(Im)2 dataset (the hZIF recipe), resumable, one net per task.
+"""Nets -> labelled Zn(Im)2, Zn(mIm)2 or mixed-linker dataset (the hZIF recipe), resumable, one net per task.
 
 For each clean AB2 net:
 
@@ -13,6 +13,11 @@ For each clean AB2 net:
 5. screen short contacts (:mod:`.screen`), label with MOF-FF per-atom energies using the
    decorator's own connectivity, form per-Zn local energies, drop frames in which any Zn
    local energy exceeds ``max_local_energy`` (1 eV);
+   With ``BuildConfig.linker`` "mIm" or "mixed:FRACTION" the linkers are 2-methylimidazolate (or a seeded
+   per-site mix, the same for every frame of a net: :func:`linker_seed`), the methyls turned to their
+   least-crowded rotamers (:func:`~ase_cggpr.dataset.decorate.choose_methyl_rotamers`); a net whose relaxed
+   structure still has a short contact fails with that reason; the energy filter counts from each Zn's local
+   energy in the net's relaxed structure (the CH3 parameter set has its own zero), see ``max_local_energy``;
 6. write ``frames/<net>.atomistic.extxyz`` and ``frames/<net>.cg.extxyz``, then
    ``frames/<net>.json`` (the completion marker). A re-run skips nets with a marker and reuses
    ``relaxed/<net>.extxyz`` when present, so an interrupted build continues where it stopped; a net
@@ -48,7 +53,7 @@ from ase.io import read, write
 
 from ..errors import CGGPRError
 from ..structure_checks import shortest_contact
-from .decorate import Decorated, coarse_grain_decorated, decorate
+from .decorate import LINKERS, RING, Decorated, coarse_grain_decorated, decorate
 from .nets import Net
 from .rattle import ORDERS, RattleLevel, get_level, rattle
 
@@ -77,12 +82,19 @@ class BuildConfig:
             level and order (recorded in ``info['seed']``).
         pre_rattle: std (Å) of the symmetry-breaking displacement before relaxation.
         fmax: relaxation force criterion (eV/Å); pmax_atm: pressure criterion (atm).
-        max_local_energy: frames with any Zn local energy above this (eV) are dropped.
+        max_local_energy: frames with any Zn local energy above this (eV) are dropped. For a linker other than
+            Im, a frame is dropped when any Zn's local energy exceeds its local energy in the net's relaxed
+            structure by more than ``max_local_energy - reference_energy`` (1.71 eV by default): the CH3 set's
+            energies lie about 7.3 eV per Zn below the H set's, so a fixed threshold would keep everything.
         reference_energy: zni mean local energy per Zn (eV) written to every frame's info.
         max_zn: nets with more Zn sites are skipped (None: no limit).
         rattle_levels: widths per level name (default:
             :data:`~ase_cggpr.dataset.rattle.RATTLE_LEVELS`); carried with the config so that
             worker processes use the same values.
+        linker: ``"Im"`` (Zn(Im)2, the default), ``"mIm"`` (Zn(mIm)2) or ``"mixed:FRACTION"`` (that fraction of
+            each net's B sites mIm, chosen per net from ``seed`` and the net's name; the rest Im). Non-Im frames
+            carry ``info['linker']``, ``info['linker_sites']`` (comma-separated, per B site) and
+            ``info['mim_fraction']``; Im frames are written as before (no linker keys: absent means Im).
     """
 
     batches: int = 4
@@ -96,8 +108,10 @@ class BuildConfig:
     reference_energy: float = ZNI_REFERENCE_ENERGY
     max_zn: int | None = None
     rattle_levels: dict[str, RattleLevel] | None = None
+    linker: str = "Im"
 
     def __post_init__(self):
+        object.__setattr__(self, "linker", normalise_linker(self.linker))
         for level in self.levels:
             self.level(level)
         bad = [o for o in self.orders if o not in ORDERS]
@@ -117,6 +131,35 @@ class BuildConfig:
         d["levels"], d["orders"] = list(self.levels), list(self.orders)
         d["rattle_levels"] = {k: dataclasses.asdict(self.level(k)) for k in self.levels}
         return d
+
+
+def normalise_linker(linker: str) -> str:
+    """``"Im"``, ``"mIm"`` or ``"mixed:F"`` with F written as Python writes the float (``mixed:.50`` ->
+    ``mixed:0.5``), so that one mix has one name (manifest, store folder). Raises ``OptionError`` (a
+    ``ValueError``) for anything else."""
+    from ..errors import OptionError
+
+    if not isinstance(linker, str):
+        raise OptionError(f"linker must be Im, mIm or mixed:FRACTION, got {linker!r}")
+    if linker in LINKERS:
+        return linker
+    if linker.startswith("mixed:"):
+        try:
+            fraction = float(linker[len("mixed:"):])
+        except ValueError:
+            fraction = float("nan")
+        if not 0.0 <= fraction <= 1.0:
+            raise OptionError(f"linker {linker!r}: the mIm fraction must be a number in [0, 1] (e.g. mixed:0.5)")
+        return f"mixed:{fraction!r}"
+    raise OptionError(f"unknown linker {linker!r}; use Im, mIm or mixed:FRACTION (FRACTION in [0, 1])")
+
+
+def relaxed_store_folder(linker: str) -> str:
+    """The folder of a relaxed store that holds the relaxations of ``linker`` builds: ``relaxed`` for Im (as
+    always), ``relaxed-mIm``, ``relaxed-mixed_0.5`` ..., so that relaxations of one linker never stand in for
+    another's."""
+    linker = normalise_linker(linker)
+    return "relaxed" if linker == "Im" else "relaxed-" + safe_name(linker.replace(":", "_"))
 
 
 def safe_name(name: str) -> str:
@@ -141,6 +184,18 @@ class NetFiles:
                    atomistic=frames / f"{stem}.atomistic.extxyz", cg=frames / f"{stem}.cg.extxyz")
 
 
+def linker_seed(seed: int, net: str) -> int:
+    """Seed (32 bit) of a net's mixed-linker assignment: from the build seed and the net name only, so every
+    frame of a net, every worker and every re-run gets the same sites."""
+    key = [seed, zlib.crc32(net.encode()), zlib.crc32(b"linker")]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+def decorate_for(net: Net, config: BuildConfig, cg: Atoms | None = None) -> Decorated:
+    """:func:`decorate` with the build's linker (the net's seeded assignment for a mix)."""
+    return decorate(net, cg, linker=config.linker, seed=linker_seed(config.seed, net.name))
+
+
 def frame_seed(seed: int, net: str, batch: int, level: str, order: str) -> int:
     """Deterministic 32-bit seed of one frame (independent of worker and run order)."""
     key = [seed, zlib.crc32(net.encode()), batch, zlib.crc32(level.encode()),
@@ -159,10 +214,11 @@ def core_connectivity(dec: Decorated, name: str):
 
     n_b = len(dec.linker_zn)
     linkers = tuple(dec.linker_atoms(k) for k in range(n_b))
+    ring = np.array(RING)  # the ring atoms lead both linkers (Na, Nb, C2, Ca, Cb)
     return Connectivity(name=name, coarse_grained_input=False,
                     metal_indices=np.arange(dec.n_zn), metal_symbols=("Zn",) * dec.n_zn,
-                    linkers=linkers, rings=tuple(lk[:5] for lk in linkers),
-                    linker_formulas=("C3H3N2",) * n_b, linker_metals=dec.linker_zn.copy())
+                    linkers=linkers, rings=tuple(lk[ring] for lk in linkers),
+                    linker_formulas=dec.linker_formulas, linker_metals=dec.linker_zn.copy())
 
 
 def local_energies_of(atoms: Atoms, connectivity) -> np.ndarray:
@@ -273,7 +329,7 @@ def make_frames(net: Net, relaxed_cg: Atoms, config: BuildConfig) -> list[tuple[
     """Unlabelled frames (atoms, info) of one net from its relaxed bead structure."""
     frames = []
     if "d" in config.orders:
-        dec = decorate(net, relaxed_cg)
+        dec = decorate_for(net, config, relaxed_cg)
         frames.append((dec.atoms, dict(batch=0, rattle="none", order="d",
                                        seed=frame_seed(config.seed, net.name, 0, "none", "d"))))
     for batch in range(1, config.batches + 1):
@@ -286,9 +342,9 @@ def make_frames(net: Net, relaxed_cg: Atoms, config: BuildConfig) -> list[tuple[
                 rng = np.random.default_rng(seed)
                 if order == "r-d":
                     cg = rattle(relaxed_cg, level.beads, level.length, level.angle, rng)
-                    atoms = decorate(net, cg).atoms
+                    atoms = decorate_for(net, config, cg).atoms
                 else:
-                    atoms = rattle(decorate(net, relaxed_cg).atoms, level.atoms, level.length,
+                    atoms = rattle(decorate_for(net, config, relaxed_cg).atoms, level.atoms, level.length,
                                    level.angle, rng)
                 frames.append((atoms, dict(batch=batch, rattle=level_name, order=order,
                                            seed=seed)))
@@ -299,7 +355,7 @@ def relax_net(net: Net, config: BuildConfig, rng_seed: int):
     """Decorate and relax one net with MOF-FF; returns (decorated, RelaxResult)."""
     from ..mofff.relax import relax
 
-    dec = decorate(net)
+    dec = decorate_for(net, config)
     start = dec.atoms.copy()
     rng = np.random.default_rng(rng_seed)
     start.positions = start.positions + config.pre_rattle * rng.standard_normal(start.positions.shape)
@@ -359,7 +415,13 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             aside = _set_aside(relaxed_path)
             info["relax_unreadable"] = f"{relaxed_path.name} moved to {aside.name}: {_reason(error)}"
     if relaxed is not None:
-        dec = decorate(net)
+        dec = decorate_for(net, config)
+        if relaxed.get_chemical_symbols() != dec.atoms.get_chemical_symbols():
+            from ..errors import StructureError
+
+            raise StructureError(f"{relaxed_path} holds {relaxed.get_chemical_formula()}, not the "
+                                 f"{config.linker} decoration {dec.atoms.get_chemical_formula()}: a relaxation "
+                                 "of other linkers", structure=net.name)
         relaxed = align_restored(relaxed, dec, net.name)
         info["relax_reused"] = True
     else:
@@ -372,6 +434,8 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
                             max_force=result.max_force, max_pressure_atm=result.max_pressure_atm,
                             relax_message=result.message,
                             energy_per_zn=float(result.atoms.get_potential_energy() / net.n_a))
+        if dec.linker_kinds is not None:
+            relaxed.info.update(linker=config.linker, linker_sites=",".join(dec.kinds))
         relaxed_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = relaxed_path.with_suffix(".tmp.extxyz")
         write(tmp, relaxed, format="extxyz")
@@ -379,17 +443,39 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
     converged = bool(relaxed.info.get("relax_converged", False))
     info.update(relax_converged=converged, relax_message=relaxed.info.get("relax_message", ""),
                 relaxed_energy_per_zn=float(relaxed.info.get("energy_per_zn", np.nan)))
+    linker_info: dict = {}
+    if dec.linker_kinds is not None:  # mIm / mixed: the sites, and the contacts before and after relaxation
+        linker_info = dict(linker=config.linker, linker_sites=",".join(dec.kinds),
+                           mim_fraction=float(dec.atoms.info["mim_fraction"]))
+        info.update(linker_info, start_contact=_contact_text(dec.atoms))
+        relaxed_contact = shortest_contact(relaxed)
+        if relaxed_contact is not None:
+            from ..errors import StructureError
+            from ..structure_checks import contact_message
+
+            raise StructureError(f"the MOF-FF-relaxed {config.linker} structure still clashes "
+                                 f"({contact_message(relaxed, relaxed_contact)}; before relaxation: "
+                                 f"{info['start_contact']})", structure=net.name)
     relaxed_cg = coarse_grain_decorated(dec, relaxed)
 
     frames = make_frames(net, relaxed_cg, config)
     connectivity = core_connectivity(dec, net.name)
     calc = MOFFFCalculator(bonds=dec.bonds, shifts=bond_shifts(dec, net))
+    threshold = np.full(dec.n_zn, config.max_local_energy)
     kept_at, kept_cg = [], []
     counts = dict(generated=len(frames), screened_out=0, energy_filtered=0, kept=0)
     stats: dict[str, list[float]] = {}
     all_stats: dict[str, list[float]] = {}
     screen_log = []
     try:
+        if linker_info:  # each Zn's filter threshold counts from its local energy in the relaxed structure
+            at_min = relaxed.copy()
+            at_min.calc = calc
+            at_min.arrays["energies"] = np.array(at_min.get_potential_energies(), dtype=float)
+            at_min.calc = None
+            e_min = local_energies_of(at_min, connectivity)
+            threshold = e_min + (config.max_local_energy - config.reference_energy)
+            info["relaxed_local_energy_mean"] = float(e_min.mean())
         for atoms, meta in frames:
             contact = shortest_contact(atoms)
             if contact is not None:
@@ -403,7 +489,7 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             atoms.arrays["energies"] = energies
             e_local = local_energies_of(atoms, connectivity)
             all_stats.setdefault(meta["rattle"], []).extend(e_local.tolist())
-            if e_local.max() > config.max_local_energy:
+            if (e_local > threshold).any():
                 counts["energy_filtered"] += 1
                 continue
             stats.setdefault(meta["rattle"], []).extend(e_local.tolist())
@@ -414,7 +500,7 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
                               order=meta["order"], seed=meta["seed"],
                               relax_converged=converged,
                               reference_energy=config.reference_energy,
-                              mofff_energy=float(energies.sum()))
+                              mofff_energy=float(energies.sum()), **linker_info)
             atoms.info.update(frame_info)
             cg = coarse_grained_of(atoms, connectivity)
             cg_local = np.full(len(cg), np.nan)
@@ -438,6 +524,16 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
     return info
 
 
+def _contact_text(atoms: Atoms) -> str | None:
+    """The shortest contact of ``atoms`` below the screen's limits as "0.70 Å C-C (atoms i, j)", or None."""
+    contact = shortest_contact(atoms)
+    if contact is None:
+        return None
+    d, a, b = contact
+    symbols = atoms.get_chemical_symbols()
+    return f"{d:.3f} Å {symbols[a]}-{symbols[b]} (atoms {a}, {b})"
+
+
 def _stats(values: Sequence[float]) -> dict:
     v = np.asarray(values, dtype=float)
     return dict(n=int(v.size), mean=float(v.mean()), std=float(v.std()), min=float(v.min()),
@@ -449,6 +545,8 @@ def _check_manifest(out_dir: Path, config: BuildConfig) -> None:
     wanted = config.to_dict()
     if path.exists():
         old = json.loads(path.read_text()).get("config")
+        if isinstance(old, dict):
+            old.setdefault("linker", "Im")  # folders started before the linker option are Im builds
         if old != json.loads(json.dumps(wanted)):
             raise ValueError(f"{out_dir} holds a build with other settings ({path}); resume it with "
                              "the same settings or choose another output folder")
@@ -669,28 +767,34 @@ def store_relaxed(out_dir: str | Path, store: str | Path, config: BuildConfig) -
 
     MOF-FF relaxation is nearly all of a build's cost; a store outlives a build folder (e.g. kept in a
     repository) and :func:`restore_relaxed` puts its relaxations into a new folder, so a build can be
-    continued elsewhere or later. ``store/store.json`` records the relaxation settings. Returns the
-    number of structures added.
+    continued elsewhere or later. ``store/store.json`` records the relaxation settings. Each linker has its
+    own folder in the store (:func:`relaxed_store_folder`: ``relaxed/`` for Im, ``relaxed-mIm/``, ...), so one
+    store serves Im and mIm builds and never restores one into the other. Returns the number of structures
+    added.
     """
     out_dir, store = Path(out_dir), Path(store)
     built = out_dir / "manifest.json"
     if built.exists():
-        made_with = {k: json.loads(built.read_text())["config"].get(k) for k in RELAX_SETTINGS}
+        made = json.loads(built.read_text())["config"]
+        made_with = {k: made.get(k) for k in RELAX_SETTINGS}
         if made_with != json.loads(json.dumps(_relax_settings(config))):
             raise ValueError(f"{out_dir} was built with relaxation settings {made_with}, not "
                              f"{_relax_settings(config)}")
+        if made.get("linker", "Im") != config.linker:
+            raise ValueError(f"{out_dir} was built with linker {made.get('linker', 'Im')}, not {config.linker}")
     manifest = store / STORE_MANIFEST
     if manifest.exists():
         _check_store(store, config)
     else:
         store.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps({"relax_settings": _relax_settings(config)}, indent=1) + "\n")
-    (store / "relaxed").mkdir(parents=True, exist_ok=True)
+    folder = store / relaxed_store_folder(config.linker)
+    folder.mkdir(parents=True, exist_ok=True)
     added = 0
     for path in sorted((out_dir / "relaxed").glob("*.extxyz")):
         if path.name.endswith(".tmp.extxyz"):
             continue
-        dest = store / "relaxed" / (path.name + ".gz")
+        dest = folder / (path.name + ".gz")
         if not dest.exists():
             tmp = dest.with_name(dest.name + ".tmp")
             tmp.write_bytes(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0))  # same input, same bytes
@@ -703,7 +807,8 @@ def restore_relaxed(store: str | Path, out_dir: str | Path, config: BuildConfig,
                     on_skip: Callable[[Path, str], None] | None = None) -> int:
     """Unpack the relaxations kept in ``store`` into build folder ``out_dir`` (those it lacks).
 
-    Refuses (``ValueError``) a store made with other relaxation settings. Returns the number restored;
+    Refuses (``ValueError``) a store made with other relaxation settings. Only the folder of the build's linker
+    is read (:func:`relaxed_store_folder`). Returns the number restored;
     :func:`build_dataset` then labels those nets without relaxing them again.
 
     A store file that cannot be used (not gzip, truncated, not an extxyz structure) is skipped: it is moved
@@ -717,7 +822,7 @@ def restore_relaxed(store: str | Path, out_dir: str | Path, config: BuildConfig,
     target = out_dir / "relaxed"
     target.mkdir(parents=True, exist_ok=True)
     restored = 0
-    for path in sorted((store / "relaxed").glob("*.extxyz.gz")):
+    for path in sorted((store / relaxed_store_folder(config.linker)).glob("*.extxyz.gz")):
         dest = target / path.name.removesuffix(".gz")
         if not dest.exists():
             try:

@@ -76,7 +76,7 @@ SYMPREC = 1e-3
 #: How the trust threshold is chosen from a calibration.
 
 CSV_COLUMNS = ("rank", "id", "framework_type", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "space_group",
-               "n_unique_Zn", "source", "error")
+               "n_unique_Zn", "relaxation", "source", "error")
 #: Largest accepted spglib tolerance (Å): beyond it every structure looks symmetric.
 MAX_SYMPREC = 1.0
 
@@ -185,6 +185,9 @@ class ScreenRow:
     trusted: bool = False
     space_group: str = ""
     n_unique_Zn: int = 0
+    #: "" (not relaxed), "converged (N steps)" or "NOT converged (max force ... after N steps)": a row whose
+    #: relaxation did not converge keeps its last energy but is never trusted (so listed unranked).
+    relaxation: str = ""
     error: str = ""
     rank: int | None = None
 
@@ -194,7 +197,7 @@ class ScreenRow:
                 "n_Zn": self.n_Zn if ok else "", "energy_per_Zn_eV": f"{self.energy_per_Zn:.6f}" if ok else "",
                 "max_std_eV": f"{self.max_std:.6f}" if ok else "", "trusted": str(self.trusted) if ok else "",
                 "space_group": self.space_group, "n_unique_Zn": self.n_unique_Zn if ok else "",
-                "source": self.source, "error": self.error}
+                "relaxation": self.relaxation, "source": self.source, "error": self.error}
 
 
 def _framework_type_label(atoms: Atoms) -> str:
@@ -224,7 +227,8 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
     ranked or trusted. With ``relax``, the structure is first relaxed on the model's energy surface (positions
     and cell, :func:`ase_cggpr.relax.relax` with ``fmax`` :data:`RELAX_FMAX` and at most
     :data:`RELAX_MAX_STEPS` steps; coarse-grained models relax the bead structure) and the relaxed structure
-    is the one predicted; a relaxation that fails is an error row.
+    is the one predicted; a relaxation that fails is an error row, and one that has not converged within the
+    steps keeps its last energy, is never trusted (hence not ranked) and says so in ``relaxation``.
     """
     name = id or str(atoms.info.get("name") or atoms.info.get("structure_id") or atoms.get_chemical_formula())
     row = ScreenRow(id=name, source=source, framework_type=_framework_type_label(atoms))
@@ -234,8 +238,13 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
             if relax:
                 from .relax import relax as relax_structure
 
-                atoms = relax_structure(atoms, model, fmax=RELAX_FMAX, max_steps=RELAX_MAX_STEPS, cell=True,
-                                        name=name).atoms
+                relaxed = relax_structure(atoms, model, fmax=RELAX_FMAX, max_steps=RELAX_MAX_STEPS, cell=True,
+                                          name=name)
+                atoms = relaxed.atoms
+                stress = "" if relaxed.max_stress is None else f", max stress {relaxed.max_stress:.3g} eV/Å^3"
+                row.relaxation = (f"converged ({relaxed.n_steps} steps)" if relaxed.converged else
+                                  f"NOT converged (max force {relaxed.max_force:.3g} eV/Å{stress} after "
+                                  f"{relaxed.n_steps} steps)")
             bead_map = model.bead_map(atoms, name=name)
             with contextlib.suppress(Exception):
                 row.space_group = space_group(atoms, symprec)
@@ -248,7 +257,7 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
                              "ranked, not trusted")
         row.n_Zn, row.n_unique_Zn = len(mean), int(n_unique)
         row.energy_per_Zn, row.max_std = float(mean.mean()), float(std.max())
-        row.trusted = bool(row.max_std <= threshold)
+        row.trusted = bool(row.max_std <= threshold) and not row.relaxation.startswith("NOT")
     except Exception as error:  # one bad structure never stops a screen
         row.error = _error_text(error)
     return row

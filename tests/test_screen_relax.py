@@ -50,3 +50,19 @@ def test_cli_screen_relax(tmp_path):
     assert outputs[True].keys() == outputs[False].keys() and len(outputs[True]) == 2
     for key in outputs[True]:
         assert outputs[True][key] < outputs[False][key]
+
+
+def test_an_unconverged_relaxation_is_flagged_and_never_trusted(monkeypatch):
+    import ase_cggpr.screening as screening
+
+    model = CGGPRModel.load("AB2")
+    frames = _frames()
+    done = screen(model, frames, workers=1, relax=True, threshold=10.0).rows
+    assert all(r.relaxation.startswith("converged (") and r.trusted and r.rank for r in done), done
+    monkeypatch.setattr(screening, "RELAX_MAX_STEPS", 1)  # one optimiser step cannot relax a rattled net
+    rows = screen(model, frames, workers=1, relax=True, threshold=10.0).rows
+    for row in rows:
+        assert not row.error and np.isfinite(row.energy_per_Zn)
+        assert row.relaxation.startswith("NOT converged (max force") and "after 1 steps" in row.relaxation
+        assert not row.trusted and row.rank is None  # trusted by its std (threshold 10 eV), not by its relaxation
+    assert all(r.relaxation == "" for r in screen(model, frames, workers=1).rows)

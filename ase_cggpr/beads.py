@@ -501,11 +501,21 @@ def bead_positions(atoms: Atoms, connectivity: Connectivity) -> np.ndarray:
     positions = atoms.positions
     if connectivity.coarse_grained_input:
         return positions[[r[0] for r in connectivity.rings]].copy()
-    centres = np.empty((len(connectivity.rings), 3))
-    for k, ring in enumerate(connectivity.rings):
-        anchor = positions[ring[0]]
-        offsets, _ = find_mic(positions[ring] - anchor, atoms.cell, pbc=True)
-        centres[k] = anchor + offsets.mean(axis=0)
+    rings = connectivity.rings
+    if not rings:
+        return np.zeros((0, 3))
+    # every ring atom's minimum-image offset from its ring's first atom, in one find_mic call (the same
+    # vectors, element by element, as one call per ring), then the mean per ring
+    sizes = np.array([len(r) for r in rings])
+    members = np.concatenate(rings)
+    owner = np.repeat(np.arange(len(rings)), sizes)
+    anchors = positions[members[np.concatenate([[0], np.cumsum(sizes)[:-1]])]]
+    offsets, _ = find_mic(positions[members] - anchors[owner], atoms.cell, pbc=True)
+    if (sizes == sizes[0]).all():
+        mean = offsets.reshape(len(rings), sizes[0], 3).mean(axis=1)
+    else:
+        mean = np.stack([np.bincount(owner, weights=offsets[:, x]) for x in range(3)], axis=1) / sizes[:, None]
+    centres = anchors + mean
     fractional = np.linalg.solve(np.asarray(atoms.cell).T, centres.T).T
     return (fractional % 1.0) @ np.asarray(atoms.cell)
 

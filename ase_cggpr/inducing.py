@@ -110,21 +110,78 @@ def cluster_vectors(clusters: Sequence[Atoms], spec: ModelSpec, *, chunk: int = 
         except (OSError, ValueError):
             pass
     backend = backend_for(spec)
-    rows = []
+    if not clusters:
+        return np.zeros((0, 0))
+    X = np.empty((len(clusters), _dimension(spec)))
     for start in range(0, len(clusters), chunk):
         block = list(clusters[start:start + chunk])
-        rows.append(backend.vectors(block, [np.array([0])] * len(block)))
-    X = np.vstack(rows) if rows else np.zeros((0, 0))
+        X[start:start + len(block)] = backend.vectors(block, [np.array([0])] * len(block))
     if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
-                np.save(handle, X, allow_pickle=False)
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        _save(path, X)
     return X
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary file renamed into place; a cache that cannot be written is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def cluster_factor(clusters: Sequence[Atoms], spec: ModelSpec, X: np.ndarray, gpr, *,
+                   cache: bool = True) -> np.ndarray:
+    """L_m, the lower Cholesky factor of ``K(X, X)`` plus ``gpr``'s jitter (as
+    :func:`~ase_cggpr.streaming.inducing_factor`), kept in :func:`cache_dir` beside the vectors of the same clusters.
+
+    Forming K_mm costs M^2 D (2,000^2 x 4,752 for the shipped AB2: about 1 s), the factor M^3 / 3; reading the
+    cached factor (its lower triangle, float64) takes milliseconds. A cached factor is used only if it has the
+    right shape, a positive diagonal, and three of its columns reproduce ``K(X, X) + jitter`` to 1e-10 (relative),
+    else it is recomputed (and the cache rewritten).
+    """
+    from .streaming import inducing_factor
+
+    m = X.shape[0]
+    path = _factor_path(clusters, spec, gpr) if cache else None
+    if path is not None and path.exists():
+        try:
+            L = unpack_lower(np.load(path, allow_pickle=False), m)
+            if _factors(L, X, gpr):
+                return L
+        except (OSError, ValueError, ModelError):
+            pass
+    L = inducing_factor(gpr, X)
+    if path is not None:
+        _save(path, pack_lower(L))
+    return L
+
+
+def _factors(L: np.ndarray, X: np.ndarray, gpr) -> bool:
+    """Whether L looks like the jittered Cholesky factor of K(X, X): positive diagonal, three columns exact."""
+    m = L.shape[0]
+    if m == 0:
+        return True
+    if not np.isfinite(L).all() or not (np.diagonal(L) > 0).all():
+        return False
+    shift = gpr.jitter * float(np.mean(gpr.kernel.diagonal(X)))
+    for j in sorted({0, m // 2, m - 1}):
+        column = gpr.kernel(X[j:], X[j:j + 1])[:, 0]
+        column[0] += shift
+        if np.abs(L[j:, :j + 1] @ L[j, :j + 1] - column).max() > 1e-10 * np.abs(column).max():
+            return False
+    return True
+
+
+def _factor_path(clusters: Sequence[Atoms], spec: ModelSpec, gpr) -> Path | None:
+    path = _cache_path(clusters, spec)
+    if path is None:
+        return None
+    key = json.dumps({"zeta": gpr.zeta, "offset": gpr.offset, "jitter": gpr.jitter}, sort_keys=True)
+    return path.with_name(f"{path.stem}-Lm-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npy")
 
 
 def cache_dir() -> Path:
@@ -172,5 +229,8 @@ def unpack_lower(packed: np.ndarray, m: int) -> np.ndarray:
     if packed.shape != (m * (m + 1) // 2,):
         raise ModelError(f"a packed {m} x {m} triangle has {m * (m + 1) // 2} entries, got shape {packed.shape}")
     L = np.zeros((m, m))
-    L[np.tril_indices(m)] = packed.astype(np.float64)
+    start = 0
+    for i in range(m):  # row slices: the same entries as L[np.tril_indices(m)] = packed, without 2 x m^2/2 indices
+        L[i, :i + 1] = packed[start:start + i + 1]
+        start += i + 1
     return L

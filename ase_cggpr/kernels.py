@@ -19,6 +19,10 @@ from .errors import ModelError
 #: Rows of B per block in :meth:`PolynomialKernel.gradient` (bounds the n x block kernel slab).
 GRADIENT_BLOCK = 4096
 
+#: Rows of B per block in :meth:`PolynomialKernel.weighted_sum` (a block of B is read once for the values and
+#: again, from cache, for the gradient: 256 rows of a 4,752-long float64 vector are 9.7 MB).
+FUSED_BLOCK = 256
+
 
 @dataclasses.dataclass(frozen=True)
 class PolynomialKernel:
@@ -87,6 +91,43 @@ class PolynomialKernel:
             out += k @ rows
         out *= self.zeta
         return out
+
+    def weighted_sum(self, X: np.ndarray, B: np.ndarray, weights: np.ndarray, *, gradient: bool = False,
+                     block: int = FUSED_BLOCK) -> tuple[np.ndarray, np.ndarray | None]:
+        """``s_i = sum_n weights_n k(X_i, B_n)`` (n,) and, with ``gradient``, ``ds_i/dX_i`` (n, D), in one pass.
+
+        The prediction of a GP whose mean is ``const + sum_n w_n k(x, b_n)``: each block of ``block`` rows of B
+        gives the dot products ``X B_b^T`` once (one BLAS call), from which both the values and the gradient
+        ``zeta sum_n w_n (offset + x.b_n)**(zeta - 1) b_n`` follow, so B is streamed through memory once,
+        not once for the energy and twice more for the gradient as with ``__call__`` then :meth:`gradient`.
+
+        The arithmetic is in the dtype of ``B`` (``X`` is cast to it): float64 gives :meth:`__call__`'s and
+        :meth:`gradient`'s numbers to rounding; a float32 ``B`` (a model's ``precision="float32"``) halves the
+        cost of the products. The results are float64 either way.
+        """
+        dtype = np.float32 if B.dtype == np.float32 else np.float64
+        X = np.ascontiguousarray(X, dtype=dtype)
+        weights = np.asarray(weights, dtype=np.float64)
+        if X.ndim != 2 or B.ndim != 2 or X.shape[1] != B.shape[1] or weights.shape != (B.shape[0],):
+            raise ModelError(f"kernel sum needs X (n, D), B (m, D) and weights (m,); got {X.shape}, "
+                             f"{B.shape} and {weights.shape}")
+        values = np.zeros(X.shape[0])
+        grad = np.zeros(X.shape, dtype=dtype) if gradient else None
+        for start in range(0, B.shape[0], block):
+            rows = B[start:start + block]
+            w = weights[start:start + block]
+            dots = (X @ rows.T).astype(np.float64, copy=False)  # (n, b)
+            dots += self.offset
+            if gradient:
+                lower = np.power(dots, self.zeta - 1) if self.zeta > 1 else np.ones_like(dots)
+                values += (lower * dots) @ w
+                lower *= self.zeta * w
+                grad += lower.astype(dtype, copy=False) @ rows
+            else:
+                if self.zeta != 1:
+                    np.power(dots, self.zeta, out=dots)
+                values += dots @ w
+        return values, (None if grad is None else grad.astype(np.float64, copy=False))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description, read back by :meth:`from_dict`."""

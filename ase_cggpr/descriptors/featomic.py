@@ -32,9 +32,13 @@ featomic is an optional dependency: ``pip install 'ase-cggpr[featomic]'``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -152,12 +156,77 @@ def featomic_hypers(*, cutoff: float, atom_sigma: float, n_max: int, l_max: int,
     }
 
 
+def calculator_parameters(cutoff: float, atom_sigma: float, n_max: int, l_max: int,
+                          cutoff_transition_width: float) -> str:
+    """The JSON parameter string of featomic's ``spherical_expansion`` calculator for these hyperparameters:
+    exactly what ``featomic.SphericalExpansion(**featomic_hypers(...))`` passes to featomic."""
+    import json
+
+    from featomic._hypers import hypers_to_json
+
+    hypers = featomic_hypers(cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max, l_max=l_max,
+                             cutoff_transition_width=cutoff_transition_width)
+    return json.dumps(hypers_to_json(hypers))
+
+
+def _parameters_path(key: tuple) -> Path | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ..inducing import cache_dir
+
+    try:
+        featomic_version = version("featomic")
+    except PackageNotFoundError:  # pragma: no cover - featomic is imported before this is called
+        return None
+    record = json.dumps({"hypers": list(key), "spline_accuracy": SPLINE_RELATIVE_ACCURACY,
+                         "featomic": featomic_version, "format": 1})
+    return cache_dir() / f"spherical-expansion-{hashlib.sha256(record.encode()).hexdigest()[:32]}.json"
+
+
+def cached_calculator_parameters(cutoff: float, atom_sigma: float, n_max: int, l_max: int,
+                                 cutoff_transition_width: float, *, cache: bool = True) -> str:
+    """:func:`calculator_parameters`, kept on disk (beside the inducing vectors, :func:`ase_cggpr.inducing.cache_dir`).
+
+    Building them means tabulating the radial splines (about 0.4 s at n_max 16, l_max 8, cutoff 9 Å: 9 x 2,049
+    knots) and writing 600,000 floats as JSON (about 0.9 s); reading the file takes milliseconds. The file holds
+    the SHA-256 of the string on its first line and is used only if it matches (a damaged file is rebuilt); a
+    cache that cannot be written is skipped silently.
+    """
+    key = _hypers(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width)
+    path = _parameters_path(key) if cache else None
+    if path is not None and path.exists():
+        try:
+            digest, text = path.read_text().split("\n", 1)
+            if hashlib.sha256(text.encode()).hexdigest() == digest:
+                return text
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass
+    text = calculator_parameters(*key)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(hashlib.sha256(text.encode()).hexdigest() + "\n" + text)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return text
+
+
 @lru_cache(maxsize=8)
 def _calculator(cutoff: float, atom_sigma: float, n_max: int, l_max: int, cutoff_transition_width: float):
+    """featomic's ``SphericalExpansion`` (as a ``CalculatorBase`` built from the same JSON parameter string),
+    one per setting in this process and its parameters cached on disk (:func:`cached_calculator_parameters`)."""
     featomic, _ = _import_featomic()
-    return featomic.SphericalExpansion(**featomic_hypers(
-        cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max, l_max=l_max,
-        cutoff_transition_width=cutoff_transition_width))
+    from featomic.calculator_base import CalculatorBase
+
+    parameters = cached_calculator_parameters(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width)
+    try:
+        return CalculatorBase("spherical_expansion", parameters)
+    except Exception:  # noqa: BLE001 - a cached string featomic refuses: build it afresh, once
+        parameters = cached_calculator_parameters(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width,
+                                                  cache=False)
+        return CalculatorBase("spherical_expansion", parameters)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +429,7 @@ class SoapGradients:
         self.centres = self._kept[np.flatnonzero(self._row_map >= 0)]
         self.vectors, self._norms = _normalise(_power_spectrum(coefficients, len(species), self._n_max))
         self._last: tuple[np.ndarray, list[np.ndarray]] | None = None
+        self._block_cache: dict[str, list] = {}
 
     def _coefficient_gradient(self, dE_dx: np.ndarray) -> list[np.ndarray]:
         """dE/dc per l, (n_centres, n_species n_max, 2l+1), for dE/dx per centre (the last one is kept, so
@@ -390,17 +460,41 @@ class SoapGradients:
         self._last = (dE_dx.copy(), dE_dc)
         return dE_dc
 
-    def _blocks(self, parameter: str):
-        """(gradient block, l, species channel k, rows of the block's samples) per expansion block."""
+    def _blocks(self, parameter: str) -> list[tuple[np.ndarray, int, int, np.ndarray, np.ndarray]]:
+        """Per expansion block with gradients: (gradient values reshaped to (g, 3 or 9, (2l+1) n_max), l,
+        species channel k, row of each gradient sample's centre, its atom (kept index) or None for strain).
+
+        Read out of the TensorMap once per parameter and kept (the contractions of the same structure reuse
+        them: metatensor's accessors cost more than the arithmetic)."""
+        cached = self._block_cache.get(parameter)
+        if cached is not None:
+            return cached
         species_index = {int(z): k for k, z in enumerate(self._species)}
+        out = []
         for key, block in self._expansion.items():
             k = species_index.get(int(key["neighbor_type"]))
             if k is None:
                 continue
             gradient = block.gradient(parameter)
-            if gradient.values.shape[0] == 0:
+            values = gradient.values
+            if values.shape[0] == 0:
                 continue
-            yield gradient, int(key["o3_lambda"]), k, self._row_map[block.samples.values[:, 1]]
+            sample_rows = self._row_map[block.samples.values[:, 1]]
+            grad_samples = gradient.samples.values  # (sample, system, atom) or (sample, system)
+            rows = sample_rows[grad_samples[:, 0]]
+            atoms = self._kept[grad_samples[:, 2]] if parameter == "positions" else None
+            ell = int(key["o3_lambda"])
+            # positions: (g, xyz, m, n); strain: (g, xyz_2, xyz_1, m, n)
+            out.append((values.reshape(values.shape[0], -1, values.shape[-2] * values.shape[-1]), ell, k, rows,
+                        atoms))
+        self._block_cache[parameter] = out
+        return out
+
+    def _weights(self, dE_dc: list[np.ndarray], ell: int, k: int, rows: np.ndarray) -> np.ndarray:
+        """dE/dc of the rows' centres for channel k and l, as (g, (2l+1) n_max, 1) in the gradient's (m, n) order."""
+        n_max = self._n_max
+        w = dE_dc[ell][rows, k * n_max:(k + 1) * n_max, :].transpose(0, 2, 1)  # (g, m, n)
+        return w.reshape(w.shape[0], -1, 1)
 
     def contract(self, dE_dx: np.ndarray) -> np.ndarray:
         """dE/dr (n_atoms, 3) for dE/dx given per centre as (n_centres, D) (derivative w.r.t. normalised x)."""
@@ -410,13 +504,14 @@ class SoapGradients:
         out = np.zeros((self.n_atoms, 3))
         if self._expansion is None:
             return out
-        n_max = self._n_max
-        for gradient, ell, k, sample_rows in self._blocks("positions"):
-            grad_samples = gradient.samples.values  # (sample, system, atom)
-            rows = sample_rows[grad_samples[:, 0]]
-            weights_gmn = dE_dc[ell][rows, k * n_max:(k + 1) * n_max, :].transpose(0, 2, 1)  # (g, m, n)
-            contribution = np.einsum("gxmn,gmn->gx", gradient.values, weights_gmn, optimize=True)
-            np.add.at(out, self._kept[grad_samples[:, 2]], contribution)
+        atoms, parts = [], []
+        for values, ell, k, rows, atom in self._blocks("positions"):
+            parts.append(np.matmul(values, self._weights(dE_dc, ell, k, rows))[:, :, 0])  # (g, 3)
+            atoms.append(atom)
+        if parts:
+            atom, part = np.concatenate(atoms), np.concatenate(parts)
+            for x in range(3):
+                out[:, x] = np.bincount(atom, weights=part[:, x], minlength=self.n_atoms)
         return out
 
     def contract_strain(self, dE_dx: np.ndarray) -> np.ndarray:
@@ -429,12 +524,9 @@ class SoapGradients:
         out = np.zeros((3, 3))
         if self._expansion is None:
             return out
-        n_max = self._n_max
-        for gradient, ell, k, sample_rows in self._blocks("strain"):
-            rows = sample_rows[gradient.samples.values[:, 0]]
-            weights_gmn = dE_dc[ell][rows, k * n_max:(k + 1) * n_max, :].transpose(0, 2, 1)  # (g, m, n)
+        for values, ell, k, rows, _ in self._blocks("strain"):
             # featomic's components are (xyz_2, xyz_1): values[g, b, a] = d c / d eps_ab
-            out += np.einsum("gbamn,gmn->ab", gradient.values, weights_gmn, optimize=True)
+            out += np.matmul(values, self._weights(dE_dc, ell, k, rows)).sum(axis=0).reshape(3, 3).T
         return out
 
 

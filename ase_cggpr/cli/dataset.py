@@ -46,10 +46,14 @@ def dataset() -> None:
               help="Linker on the B sites: imidazolate (Im), 2-methylimidazolate (mIm, ZIF-8's), or mixed:FRACTION "
                    "(that fraction of each net's B sites mIm, the sites drawn from --seed and the net's name, the "
                    "rest Im; recorded per frame in info['linker_sites']).")
+@click.option("--linker-geometry", type=click.Choice(["auto", "ideal", "relaxed"]), default="auto", show_default=True,
+              help="Linkers of the frames: ideal (hZIF recipe) or as in the net's relaxed structure, carried with "
+                   "the rattled beads; auto: ideal for Im, relaxed for mIm and mixed (ideal methylated linkers "
+                   "crowd each other in small nets).")
 @quiet_option
 @cli_errors
 def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, relaxed_store, stop_after,
-          linker, quiet) -> None:
+          linker, linker_geometry, quiet) -> None:
     """Build a labelled dataset from AB2 net files NETS (CIFs or folders of them).
 
     Writes OUTPUT/atomistic.extxyz and OUTPUT/cg.extxyz (per-atom MOF-FF 'energies' and
@@ -70,7 +74,7 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     hold(click.get_current_context(), output_lock(Path(out_dir).resolve()), Path(out_dir))
     try:
         config = BuildConfig(batches=batches, levels=_split(levels), orders=_split(orders),
-                             seed=seed, max_zn=max_zn, linker=linker)
+                             seed=seed, max_zn=max_zn, linker=linker, linker_geometry=linker_geometry)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     nets_ok, rejected = read_nets(nets)

@@ -27,6 +27,7 @@ no methyl turns (at most 6).  Bond lengths and angles are unchanged; only the H-
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
@@ -319,7 +320,7 @@ def linker_frames(vectors: np.ndarray, name: str = "net") -> tuple[np.ndarray, n
 
 def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
              linker: str | list[str] | tuple[str, ...] = "Im", seed: int = 0,
-             methyl_rotamers: bool = True) -> Decorated:
+             methyl_rotamers: bool = True, shapes: Sequence[np.ndarray] | None = None) -> Decorated:
     """Decorate an AB2 net with Zn on A sites and ideal imidazolate (or 2-methylimidazolate) on B sites.
 
     Args:
@@ -335,6 +336,11 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
         methyl_rotamers: turn each methyl to the rotamer with the longest shortest contact
             (:func:`choose_methyl_rotamers`); False keeps the ideal rotamer (one H perpendicular to the ring).
             No effect on Im.
+        shapes: optional linker geometries, one (n_atoms, 3) array per B site in the linker frame (ring centroid
+            at the origin; x, y, z = ex, ey, ex x ey of :func:`linker_frames`), e.g. a relaxed structure's
+            (:func:`linker_shapes`), placed instead of the ideal linkers (needs a non-Im ``linker``: the Im path
+            is the hZIF recipe and is left as it is). ``decorate(net, beads_of(relaxed), shapes=linker_shapes(
+            dec, relaxed, net))`` gives back the relaxed structure.
 
     Returns:
         A :class:`Decorated` structure: Zn exactly on the A sites, every ring centroid
@@ -352,7 +358,9 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
     centres = cg.positions[n_a:]
     if not (isinstance(linker, str) and linker == "Im"):
         return _decorate_kinds(net, cg, linker_assignment(n_b, linker, seed=seed, name=name),
-                               linker if isinstance(linker, str) else "custom", ex, ey, methyl_rotamers)
+                               linker if isinstance(linker, str) else "custom", ex, ey, methyl_rotamers, shapes)
+    if shapes is not None:
+        raise ValueError("linker shapes are for mIm and mixed decorations; the Im path places ideal linkers")
     linkers = (centres[:, None, :] + IDEAL_LINKER[None, :, 0, None] * ex[:, None, :]
                + IDEAL_LINKER[None, :, 1, None] * ey[:, None, :])
     positions = np.vstack([cg.positions[:n_a], linkers.reshape(-1, 3)])
@@ -368,7 +376,8 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
 
 
 def _decorate_kinds(net: Net, cg: Atoms, kinds: tuple[str, ...], spec: str, ex: np.ndarray,
-                    ey: np.ndarray, methyl_rotamers: bool = True) -> Decorated:
+                    ey: np.ndarray, methyl_rotamers: bool = True,
+                    shapes: Sequence[np.ndarray] | None = None) -> Decorated:
     """:func:`decorate` with a linker per B site (Im and/or mIm)."""
     n_a = net.n_a
     ez = np.cross(ex, ey)
@@ -377,8 +386,11 @@ def _decorate_kinds(net: Net, cg: Atoms, kinds: tuple[str, ...], spec: str, ex: 
     positions, symbols, intra = [cg.positions[:n_a]], ["Zn"] * n_a, []
     start = n_a
     starts = []
+    if shapes is not None:
+        if len(shapes) != len(kinds) or any(len(x) != len(LINKERS[k][0]) for x, k in zip(shapes, kinds, strict=True)):
+            raise StructureError("linker shapes do not match the linkers of the B sites", structure=net.name)
     for k, kind in enumerate(kinds):
-        xyz = ideal[kind]
+        xyz = ideal[kind] if shapes is None else np.asarray(shapes[k], dtype=float)
         positions.append(centres[k] + xyz[:, :1] * ex[k] + xyz[:, 1:2] * ey[k] + xyz[:, 2:] * ez[k])
         symbols += LINKERS[kind][0]
         intra.append(start + np.array(LINKERS[kind][1]))
@@ -387,7 +399,7 @@ def _decorate_kinds(net: Net, cg: Atoms, kinds: tuple[str, ...], spec: str, ex: 
     starts = np.array(starts, dtype=int)
     atoms = Atoms(symbols, positions=np.vstack(positions), cell=cg.cell.array, pbc=True)
     mim = np.array([k == "mIm" for k in kinds], dtype=bool)
-    if methyl_rotamers and mim.any():
+    if methyl_rotamers and mim.any() and shapes is None:
         turns = choose_methyl_rotamers(atoms, starts[mim], ex[mim], ey[mim], ez[mim])
         atoms.positions[(starts[mim][:, None] + np.array(METHYL_H)).ravel()] = (
             methyl_h_positions(atoms.positions[starts[mim] + METHYL_C], ex[mim], ey[mim], ez[mim],
@@ -399,6 +411,28 @@ def _decorate_kinds(net: Net, cg: Atoms, kinds: tuple[str, ...], spec: str, ex: 
                        np.column_stack([net.b_neighbours[:, 1], starts + 1])]).astype(int)
     return Decorated(atoms=atoms, bonds=bonds, linker_zn=net.b_neighbours.copy(), n_zn=n_a,
                      linker_kinds=tuple(kinds))
+
+
+def linker_shapes(dec: Decorated, atoms: Atoms, net: Net) -> tuple[np.ndarray, ...]:
+    """The geometry of each linker of ``atoms`` (a relaxed copy of ``dec.atoms``, linkers whole) in its own frame.
+
+    For B site k: the positions of its atoms relative to its ring centroid, in the frame (ex, ey, ex x ey) of
+    :func:`linker_frames` computed from the bead structure of ``atoms`` (Zn and ring centroids). Passed to
+    :func:`decorate` as ``shapes`` they carry the relaxed linkers (tilted rings, turned methyls) onto other
+    bead positions, e.g. rattled ones, rigidly in each linker's local frame.
+    """
+    beads = coarse_grain_decorated(dec, atoms)
+    vec = bond_vectors(beads, net.b_neighbours, net.b_shifts)
+    ex, ey = linker_frames(vec, net.name)
+    ez = np.cross(ex, ey)
+    cell = atoms.cell.array
+    shapes = []
+    for k in range(len(dec.linker_zn)):
+        rel = atoms.positions[dec.linker_atoms(k)] - beads.positions[dec.n_zn + k]
+        frac = np.linalg.solve(cell.T, rel.T).T
+        rel = (frac - np.round(frac)) @ cell  # a linker spans less than half a cell around its centroid
+        shapes.append(np.column_stack([rel @ ex[k], rel @ ey[k], rel @ ez[k]]))
+    return tuple(shapes)
 
 
 def coarse_grain_decorated(dec: Decorated, atoms: Atoms | None = None) -> Atoms:

@@ -16,8 +16,10 @@ For each clean AB2 net:
    With ``BuildConfig.linker`` "mIm" or "mixed:FRACTION" the linkers are 2-methylimidazolate (or a seeded
    per-site mix, the same for every frame of a net: :func:`linker_seed`), the methyls turned to their
    least-crowded rotamers (:func:`~ase_cggpr.dataset.decorate.choose_methyl_rotamers`); a net whose relaxed
-   structure still has a short contact fails with that reason; the energy filter counts from each Zn's local
-   energy in the net's relaxed structure (the CH3 parameter set has its own zero), see ``max_local_energy``;
+   structure still has a short contact fails with that reason; frames carry the relaxed linkers on the
+   (rattled) beads unless ``linker_geometry="ideal"`` (see :class:`BuildConfig`); the energy filter counts from
+   each Zn's local energy in the net's relaxed structure (the CH3 parameter set has its own zero), see
+   ``max_local_energy``;
 6. write ``frames/<net>.atomistic.extxyz`` and ``frames/<net>.cg.extxyz``, then
    ``frames/<net>.json`` (the completion marker). A re-run skips nets with a marker and reuses
    ``relaxed/<net>.extxyz`` when present, so an interrupted build continues where it stopped; a net
@@ -53,7 +55,7 @@ from ase.io import read, write
 
 from ..errors import CGGPRError
 from ..structure_checks import shortest_contact
-from .decorate import LINKERS, RING, Decorated, coarse_grain_decorated, decorate
+from .decorate import LINKERS, RING, Decorated, coarse_grain_decorated, decorate, linker_shapes
 from .nets import Net
 from .rattle import ORDERS, RattleLevel, get_level, rattle
 
@@ -95,6 +97,12 @@ class BuildConfig:
             each net's B sites mIm, chosen per net from ``seed`` and the net's name; the rest Im). Non-Im frames
             carry ``info['linker']``, ``info['linker_sites']`` (comma-separated, per B site) and
             ``info['mim_fraction']``; Im frames are written as before (no linker keys: absent means Im).
+        linker_geometry: how frames place the linkers on the (relaxed, rattled) beads: ``"ideal"`` (the hZIF
+            recipe: ideal linkers in the plane of the two B->A vectors) or ``"relaxed"`` (each linker as it is in
+            the net's MOF-FF-relaxed structure, carried rigidly in its local frame; the ``d`` frame is then the
+            relaxed structure itself). ``"auto"`` (default): ideal for Im, relaxed for mIm and mixed: ideal
+            methylated linkers on the relaxed beads of small nets put methyl H of neighbouring linkers 1.0-1.4 Å
+            apart (ABW: +1.2 eV per Zn above the relaxed net, EDI +16), so every such frame would be filtered.
     """
 
     batches: int = 4
@@ -109,9 +117,17 @@ class BuildConfig:
     max_zn: int | None = None
     rattle_levels: dict[str, RattleLevel] | None = None
     linker: str = "Im"
+    linker_geometry: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "linker", normalise_linker(self.linker))
+        if self.linker_geometry == "auto":
+            object.__setattr__(self, "linker_geometry", "ideal" if self.linker == "Im" else "relaxed")
+        if self.linker_geometry not in ("ideal", "relaxed"):
+            raise ValueError(f"linker_geometry must be auto, ideal or relaxed, got {self.linker_geometry!r}")
+        if self.linker == "Im" and self.linker_geometry != "ideal":
+            raise ValueError("linker_geometry 'relaxed' is for mIm and mixed builds; Im builds follow the hZIF "
+                             "recipe (ideal linkers)")
         for level in self.levels:
             self.level(level)
         bad = [o for o in self.orders if o not in ORDERS]
@@ -191,9 +207,11 @@ def linker_seed(seed: int, net: str) -> int:
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
-def decorate_for(net: Net, config: BuildConfig, cg: Atoms | None = None) -> Decorated:
-    """:func:`decorate` with the build's linker (the net's seeded assignment for a mix)."""
-    return decorate(net, cg, linker=config.linker, seed=linker_seed(config.seed, net.name))
+def decorate_for(net: Net, config: BuildConfig, cg: Atoms | None = None,
+                 shapes: Sequence[np.ndarray] | None = None) -> Decorated:
+    """:func:`decorate` with the build's linker (the net's seeded assignment for a mix), with ``shapes``
+    (:func:`~ase_cggpr.dataset.decorate.linker_shapes`) instead of ideal linkers when given."""
+    return decorate(net, cg, linker=config.linker, seed=linker_seed(config.seed, net.name), shapes=shapes)
 
 
 def frame_seed(seed: int, net: str, batch: int, level: str, order: str) -> int:
@@ -325,11 +343,13 @@ def align_restored(atoms: Atoms, dec: Decorated, name: str = "") -> Atoms:
     return out
 
 
-def make_frames(net: Net, relaxed_cg: Atoms, config: BuildConfig) -> list[tuple[Atoms, dict]]:
-    """Unlabelled frames (atoms, info) of one net from its relaxed bead structure."""
+def make_frames(net: Net, relaxed_cg: Atoms, config: BuildConfig,
+                shapes: Sequence[np.ndarray] | None = None) -> list[tuple[Atoms, dict]]:
+    """Unlabelled frames (atoms, info) of one net from its relaxed bead structure (linkers: ideal, or
+    ``shapes`` when given)."""
     frames = []
     if "d" in config.orders:
-        dec = decorate_for(net, config, relaxed_cg)
+        dec = decorate_for(net, config, relaxed_cg, shapes)
         frames.append((dec.atoms, dict(batch=0, rattle="none", order="d",
                                        seed=frame_seed(config.seed, net.name, 0, "none", "d"))))
     for batch in range(1, config.batches + 1):
@@ -342,9 +362,9 @@ def make_frames(net: Net, relaxed_cg: Atoms, config: BuildConfig) -> list[tuple[
                 rng = np.random.default_rng(seed)
                 if order == "r-d":
                     cg = rattle(relaxed_cg, level.beads, level.length, level.angle, rng)
-                    atoms = decorate_for(net, config, cg).atoms
+                    atoms = decorate_for(net, config, cg, shapes).atoms
                 else:
-                    atoms = rattle(decorate_for(net, config, relaxed_cg).atoms, level.atoms, level.length,
+                    atoms = rattle(decorate_for(net, config, relaxed_cg, shapes).atoms, level.atoms, level.length,
                                    level.angle, rng)
                 frames.append((atoms, dict(batch=batch, rattle=level_name, order=order,
                                            seed=seed)))
@@ -440,6 +460,9 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
         tmp = relaxed_path.with_suffix(".tmp.extxyz")
         write(tmp, relaxed, format="extxyz")
         tmp.replace(relaxed_path)
+        if dec.linker_kinds is not None:  # mIm / mixed: go on from the file as written (its 8 decimals), so a
+            # build that restores this relaxation later makes the same frames to the bit (Im: as before)
+            relaxed = align_restored(read(relaxed_path, format="extxyz"), dec, net.name)
     converged = bool(relaxed.info.get("relax_converged", False))
     info.update(relax_converged=converged, relax_message=relaxed.info.get("relax_message", ""),
                 relaxed_energy_per_zn=float(relaxed.info.get("energy_per_zn", np.nan)))
@@ -457,8 +480,9 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
                                  f"({contact_message(relaxed, relaxed_contact)}; before relaxation: "
                                  f"{info['start_contact']})", structure=net.name)
     relaxed_cg = coarse_grain_decorated(dec, relaxed)
+    shapes = linker_shapes(dec, relaxed, net) if config.linker_geometry == "relaxed" else None
 
-    frames = make_frames(net, relaxed_cg, config)
+    frames = make_frames(net, relaxed_cg, config, shapes)
     connectivity = core_connectivity(dec, net.name)
     calc = MOFFFCalculator(bonds=dec.bonds, shifts=bond_shifts(dec, net))
     threshold = np.full(dec.n_zn, config.max_local_energy)
@@ -545,8 +569,9 @@ def _check_manifest(out_dir: Path, config: BuildConfig) -> None:
     wanted = config.to_dict()
     if path.exists():
         old = json.loads(path.read_text()).get("config")
-        if isinstance(old, dict):
-            old.setdefault("linker", "Im")  # folders started before the linker option are Im builds
+        if isinstance(old, dict):  # folders started before the linker options are Im builds, ideal linkers
+            old.setdefault("linker", "Im")
+            old.setdefault("linker_geometry", "ideal")
         if old != json.loads(json.dumps(wanted)):
             raise ValueError(f"{out_dir} holds a build with other settings ({path}); resume it with "
                              "the same settings or choose another output folder")

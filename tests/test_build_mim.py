@@ -215,7 +215,7 @@ def test_im_build_is_unchanged(edi, tmp_path):
 
 
 def test_methyl_rotamers_relieve_clashes_deterministically(shared_data):
-    """Ideal mIm on the SiO2 sodalite net: H-H 0.22 Å between the methyls across a 4-ring; turned: none below
+    """Ideal mIm on the IZA SiO2 sodalite net: H-H 0.22 Å between the methyls across a 4-ring; turned: none below
     the screen's limits.  Bonds and angles unchanged, the same turns every time, the Im decoration untouched."""
     from ase_cggpr.dataset import read_nets
 
@@ -234,6 +234,22 @@ def test_methyl_rotamers_relieve_clashes_deterministically(shared_data):
             assert turned.get_distance(idx[5], h) == pytest.approx(1.100, abs=1e-9)
             assert turned.get_angle(idx[2], idx[5], h) == pytest.approx(110.94, abs=1e-6)
     assert np.array_equal(decorate(sod).atoms.positions, decorate(sod, methyl_rotamers=False).atoms.positions)
+
+
+def test_a_relaxed_structure_that_still_clashes_fails_the_net(edi, tmp_path):
+    """A relaxed file in which a methyl H sits 0.3 Å from a Zn (standing in for a relaxation that did not clear a
+    clash) is never labelled: the net fails with the contact in its reason."""
+    dec = decorate(edi, linker="mIm")
+    clashing = dec.atoms.copy()
+    h = int(dec.linker_atoms(0)[8])  # the first linker's first methyl H
+    clashing.positions[h] = clashing.positions[0] + [0.3, 0.0, 0.0]
+    (tmp_path / "relaxed").mkdir()
+    write(tmp_path / "relaxed" / "EDI.extxyz", clashing, format="extxyz")
+    summary = build_dataset([edi], tmp_path, BuildConfig(linker="mIm", **FAST))
+    assert summary["n_failed"] == 1 and summary["frames_kept"] == 0
+    reason = summary["failures"]["EDI"]
+    assert "still clashes" in reason and f"atoms 0 (Zn) and {h} (H) are 0.3 Å apart" in reason and "EDI" in reason
+    assert not (tmp_path / "frames" / "EDI.atomistic.extxyz").exists()
 
 
 def test_cli_linker_option(tmp_path):

@@ -478,7 +478,7 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
 
             raise StructureError(f"the MOF-FF-relaxed {config.linker} structure still clashes "
                                  f"({contact_message(relaxed, relaxed_contact)}; before relaxation: "
-                                 f"{info['start_contact']})", structure=net.name)
+                                 f"{info['start_contact'] or 'no short contact'})", structure=net.name)
     relaxed_cg = coarse_grain_decorated(dec, relaxed)
     shapes = linker_shapes(dec, relaxed, net) if config.linker_geometry == "relaxed" else None
 

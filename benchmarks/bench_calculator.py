@@ -121,8 +121,9 @@ def main() -> int:
                         help="load from an empty inducing-vector cache (first load of a new installation)")
     parser.add_argument("--no-mofff", action="store_true", help="skip the MOF-FF reference")
     args = parser.parse_args()
-    if args.fresh_cache:
-        os.environ["CGGPR_CACHE"] = tempfile.mkdtemp(prefix="cggpr-bench-cache-")
+    if args.fresh_cache:  # an empty cache folder for this run, removed at exit
+        fresh = tempfile.TemporaryDirectory(prefix="cggpr-bench-cache-")
+        os.environ["CGGPR_CACHE"] = fresh.name
     rng = np.random.default_rng(0)
     atoms = cell()
     print(f"cell: {len(atoms)} atoms, {int((atoms.numbers == 30).sum())} Zn")

@@ -165,8 +165,9 @@ def _read_net(shared: Path, name: str):
 @needs_lammps
 def test_reported_nets_restore_and_label_from_the_store(shared_data, tmp_path):
     """Restored from the repository's store and labelled, as the full-build script does; their frame counts and
-    label sums equal those recorded in ``datasets/full-build/labels.json`` (the rebuild of 2026-12-02, identical
-    for all 566 nets with and without ``align_restored``)."""
+    label sums equal those recorded in ``datasets/full-build/labels.json`` (the rebuild of 2026-12-02 with the
+    canonical site order of ``analyse_net``; a rebuild under OpenBLAS' Prescott kernels gives the same counts for
+    all 566 nets and label sums within 3e-11 eV)."""
     recorded = json.loads((STORE / "labels.json").read_text())
     nets = [_read_net(shared_data, name) for name in REPORTED]
     store = tmp_path / "store"  # the repository's store, restricted to these nets

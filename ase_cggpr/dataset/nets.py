@@ -40,6 +40,23 @@ B_SYMBOLS = ("O", "B")
 SEARCH_FACTOR = 1.6
 #: A third A site closer than this factor times the second-nearest makes a B site ambiguous.
 GAP_FACTOR = 1.15
+#: A-B distances (Å) closer than this are equal when ordering a B site's neighbours (symmetry-equal bonds
+#: differ only by rounding, which differs between CPUs and BLAS builds).
+TIE_TOLERANCE = 1e-6
+#: Grid (fractional) on which a net's site coordinates are snapped, so that a site on a cell face (0 or 1 after
+#: rounding in a CIF reader's symmetry expansion) is always in the same cell.
+FRACTION_GRID = 1e-9
+
+
+def canonical_fractions(fractions: np.ndarray) -> np.ndarray:
+    """Fractional coordinates wrapped into [0, 1), snapped to :data:`FRACTION_GRID`.
+
+    A CIF reader expands symmetry-equivalent sites with floating-point arithmetic, so a site at x = 0 comes out as
+    1e-17 or as 1 - 1e-17 (hence in one cell or the next) depending on the CPU's rounding. Snapping first makes the
+    cell each site lies in, and everything that follows (bond image shifts, decoration), machine-independent.
+    """
+    snapped = np.round(np.asarray(fractions, dtype=float) / FRACTION_GRID) * FRACTION_GRID
+    return snapped - np.floor(snapped)
 
 
 @dataclasses.dataclass
@@ -143,10 +160,11 @@ def analyse_net(atoms: Atoms, name: str = "net", source: str = "") -> Net:
                        f"B sites {B_SYMBOLS}", structure=name)
     if not is_a.any() or not is_b.any():
         raise NetError("needs both A and B sites", structure=name)
-    # reorder: A first, then B
+    # reorder: A first, then B; every site in the cell, each fractional coordinate in [0, 1) on a 1e-9 grid
     order = np.concatenate([np.where(is_a)[0], np.where(is_b)[0]])
     net = Atoms(["Si"] * int(is_a.sum()) + ["O"] * int(is_b.sum()),
-                positions=atoms.positions[order], cell=atoms.cell.array, pbc=True)
+                scaled_positions=canonical_fractions(atoms.get_scaled_positions(wrap=False)[order]),
+                cell=atoms.cell.array, pbc=True)
     n_a = int(is_a.sum())
     n_b = len(net) - n_a
     d0 = _shortest_ab(net, n_a, name)
@@ -156,7 +174,11 @@ def analyse_net(atoms: Atoms, name: str = "net", source: str = "") -> Net:
         raise NetError(f"overlapping sites closer than {0.6 * d0:.3f}", structure=name)
     ab = (i >= n_a) & (j < n_a)
     i, j, d, shifts = i[ab] - n_a, j[ab], d[ab], shifts[ab]
-    order_ = np.lexsort((d, i))
+    # each B site's A neighbours nearest first; symmetry-equal distances (within TIE_TOLERANCE) by A index,
+    # then cell shift, so the order (Na/Nb of a linker, hence the atoms each rattle moves) is the same on
+    # every machine: unrounded, it followed the last bits of BLAS (OpenBLAS Haswell vs SkylakeX kernels)
+    d_key = np.round(d / TIE_TOLERANCE)
+    order_ = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], j, d_key, i))
     i, j, d, shifts = i[order_], j[order_], d[order_], shifts[order_]
     first = np.searchsorted(i, np.arange(n_b))
     count = np.bincount(i, minlength=n_b)

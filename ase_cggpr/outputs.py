@@ -5,8 +5,9 @@ through :func:`atomic_output`:
 
 - :func:`check_output` runs *before* any computation: the folder must exist and be writable, the path must
   not be a directory, and an existing file is refused unless ``force``;
-- while the work runs, a lock file ``.NAME.lock`` (created exclusively, holding the process id) stops a
-  second process from writing the same output; a lock whose process is dead is taken over;
+- while the work runs, a lock file ``.NAME.lock`` (holding the process id, hard-linked into place from a
+  complete file so it never exists empty) stops a second process from writing the same output; a lock
+  whose process is dead is taken over; it is removed on any exit, an interrupt while it is taken included;
 - the data go to a hidden temporary file in the same folder, removed on any exit (error, Ctrl-C, SIGTERM
   turned into an exception by the CLI);
 - on success the temporary file becomes ``path`` in one step: ``os.replace`` with ``force``, otherwise
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,38 +59,111 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _holder(lock: Path) -> int:
+    """The process id written in ``lock``; 0 if the file is empty, unreadable or holds no number."""
+    try:
+        return int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_pid(name: Path) -> None:
+    """Create ``name`` exclusively and write this process's id into it."""
+    fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(os.getpid()))
+
+
+class _LockState:
+    """What one :func:`output_lock` call has put on disk, for its cleanup (no file descriptor to lose)."""
+
+    def __init__(self) -> None:
+        self.direct = False  # the lock was created in place (file systems without hard links)
+        self.trying = False  # inside that creation: the lock may exist, empty, without ``direct`` being set
+
+
+def _acquire(path: Path, lock: Path, mine: Path, state: _LockState) -> None:
+    """Put a lock file holding this process's id at ``lock``, or raise :class:`OutputError` naming ``path``.
+
+    The id is written complete to ``mine`` (a name no other call uses) and ``mine`` is hard-linked to
+    ``lock``: the link fails if ``lock`` exists, and a lock never exists empty. Whether ``lock`` is this
+    call's is then a question the file system answers (same inode as ``mine``), not a variable that an
+    interrupt between the system call and the assignment can leave unset.
+    """
+    _write_pid(mine)
+    links = True
+    for _attempt in range(3):
+        try:
+            if links:
+                os.link(mine, lock)
+            else:
+                state.trying = True
+                _write_pid(lock)
+                state.direct = True
+            return
+        except FileExistsError:
+            state.trying = False
+            pid = _holder(lock)
+            if pid and _pid_alive(pid) and pid != os.getpid():
+                raise OutputError(f"{path} is being written by another process (pid {pid}); "
+                                  f"wait for it or remove {lock}") from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale lock: its process is gone (or it holds no process id)
+        except OSError:
+            if not links:
+                raise
+            links = False  # a file system without hard links: create the lock in place, exclusively
+    raise OutputError(f"cannot lock {path}: remove {lock} if no other process is writing it")
+
+
+def _release(lock: Path, mine: Path, state: _LockState, owner: int) -> None:
+    """Remove ``lock`` if this call put it there (whatever moment it was interrupted at), then ``mine``.
+
+    Idempotent, so an interrupted release can simply be run again. Nothing happens in a process forked
+    from ``owner`` (a worker must not remove its parent's lock).
+    """
+    if os.getpid() != owner:
+        return
+    with contextlib.suppress(OSError):
+        if os.path.samefile(lock, mine):
+            lock.unlink()
+    if state.direct or state.trying:
+        with contextlib.suppress(OSError):
+            if _holder(lock) == os.getpid() or (state.trying and lock.stat().st_size == 0):
+                lock.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        mine.unlink()
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``.NAME.lock`` beside ``path`` for the duration of the block (exclusive across processes)."""
+    """Hold ``.NAME.lock`` beside ``path`` for the duration of the block (exclusive across processes).
+
+    The lock holds the writer's process id; a lock whose process is dead (or that holds no id) is taken
+    over. Cleanup is armed before any file is created, and it asks the file system which files are this
+    call's, so a Ctrl-C or SIGTERM at any moment of taking the lock leaves nothing behind. A process forked
+    while the lock is held (worker pools) never removes it: only the process that took it does.
+    """
     path = Path(path)
     lock = path.with_name(f".{path.name}.lock")
-    acquired = False
-    try:  # from the moment the lock exists it is removed on any exit, Ctrl-C while writing the pid included
-        for _attempt in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(lock.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and _pid_alive(pid) and pid != os.getpid():
-                    raise OutputError(f"{path} is being written by another process (pid {pid}); "
-                                      f"wait for it or remove {lock}") from None
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()  # stale lock: its process is gone
-                continue
-            acquired = True
-            with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
-            break
-        else:
-            raise OutputError(f"cannot lock {path}: remove {lock} if no other process is writing it")
+    owner = os.getpid()
+    mine = path.with_name(f".{path.name}.lock.{owner}.{secrets.token_hex(4)}")
+    state = _LockState()
+    try:
+        _acquire(path, lock, mine, state)
         yield lock
-    finally:
-        if acquired:
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
+    finally:  # the retry sits here, not in a helper: an interrupt can land on entering any function
+        try:
+            _release(lock, mine, state, owner)
+        except BaseException:  # an interrupt inside the release (the block had ended): finish it, go on
+            _release(lock, mine, state, owner)
+            raise
+
+
+def _remove(path: Path) -> None:
+    """Remove ``path`` if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -130,6 +205,9 @@ def atomic_output(path: str | os.PathLike, *, force: bool = False) -> Iterator[P
             if not tmp.exists():
                 raise OutputError(f"nothing was written to {path}")
             publish(tmp, path, force=force)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        finally:  # as in output_lock: an interrupt inside the removal does not leave the file behind
+            try:
+                _remove(tmp)
+            except BaseException:
+                _remove(tmp)
+                raise

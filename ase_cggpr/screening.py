@@ -235,12 +235,13 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            relax_converged = True  # nothing to converge without ``relax``
             if relax:
                 from .relax import relax as relax_structure
 
                 relaxed = relax_structure(atoms, model, fmax=RELAX_FMAX, max_steps=RELAX_MAX_STEPS, cell=True,
                                           name=name)
-                atoms = relaxed.atoms
+                atoms, relax_converged = relaxed.atoms, relaxed.converged
                 stress = "" if relaxed.max_stress is None else f", max stress {relaxed.max_stress:.3g} eV/Å^3"
                 row.relaxation = (f"converged ({relaxed.n_steps} steps)" if relaxed.converged else
                                   f"NOT converged (max force {relaxed.max_force:.3g} eV/Å{stress} after "
@@ -257,7 +258,7 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
                              "ranked, not trusted")
         row.n_Zn, row.n_unique_Zn = len(mean), int(n_unique)
         row.energy_per_Zn, row.max_std = float(mean.mean()), float(std.max())
-        row.trusted = bool(row.max_std <= threshold) and not row.relaxation.startswith("NOT")
+        row.trusted = bool(row.max_std <= threshold) and relax_converged
     except Exception as error:  # one bad structure never stops a screen
         row.error = _error_text(error)
     return row

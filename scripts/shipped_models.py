@@ -121,12 +121,13 @@ def training_set(frames, recipe: str, shifts: dict, *, n_rd: int | None, seed: i
     return out, labels
 
 
-def fit(rep: str, frames, labels, *, inducing: int, seed: int, progress: bool):
+def fit(rep: str, frames, labels, *, inducing: int, seed: int, progress: bool, basis: dict | None = None):
+    """Streamed sparse GPR of the representation; ``basis``: SOAP ``n_max`` / ``l_max`` (default: the paper's)."""
     from ase_cggpr import CGGPRModel
 
     reference = float(frames[0].info["reference_energy"])
     model = CGGPRModel(representation=rep, reference_energy=reference, solver="sparse",
-                       solver_options={"n_inducing": inducing, "seed": seed})
+                       solver_options={"n_inducing": inducing, "seed": seed}, **(basis or {}))
     maps = [model.bead_map(a, name=f"{a.info['net']}/{a.info['kind']}") for a in frames]
     model.fit_maps(maps, labels, seed=seed, progress=progress)
     return model
@@ -158,6 +159,10 @@ def evaluate(model, frames, *, progress: bool = False) -> dict:
     return out, maps, means, stds
 
 
+def basis_of(args) -> dict:
+    return {k: v for k, v in (("n_max", args.n_max), ("l_max", args.l_max)) if v is not None}
+
+
 def cmd_select(args) -> int:
     t0 = time.perf_counter()
     frames = read_frames(args.build, args.rep)
@@ -170,7 +175,8 @@ def cmd_select(args) -> int:
     for recipe in args.recipes:
         t = time.perf_counter()
         tr, labels = training_set(train, recipe, shifts, n_rd=args.n_rd, seed=args.seed)
-        model = fit(args.rep, tr, labels, inducing=args.inducing, seed=args.seed, progress=False)
+        model = fit(args.rep, tr, labels, inducing=args.inducing, seed=args.seed, progress=False,
+                    basis=basis_of(args))
         metrics, *_ = evaluate(model, test)
         row = {"rep": args.rep, "recipe": recipe, "inducing": args.inducing,
                "n_train_env": model.training_["n_environments"], "seconds": round(time.perf_counter() - t),
@@ -192,7 +198,8 @@ def cmd_train(args) -> int:
     print(f"{len(frames)} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
     tr, labels = training_set(train, args.recipe, shifts, n_rd=args.n_rd, seed=args.seed)
     t = time.perf_counter()
-    validation = fit(args.rep, tr, labels, inducing=args.inducing, seed=args.seed, progress=args.progress)
+    validation = fit(args.rep, tr, labels, inducing=args.inducing, seed=args.seed, progress=args.progress,
+                     basis=basis_of(args))
     metrics, maps, _, _ = evaluate(validation, test)
     test_labels = [site_labels(a) for a in test]
     calibration = calibrate(validation, maps, test_labels).to_dict()
@@ -204,7 +211,8 @@ def cmd_train(args) -> int:
     else:
         n_rd_all = None if args.n_rd is None else int(args.n_rd * len(frames) / max(len(train), 1))
         tr, labels = training_set(frames, args.recipe, shifts, n_rd=n_rd_all, seed=args.seed)
-        model = fit(args.rep, tr, labels, inducing=args.inducing, seed=args.seed, progress=args.progress)
+        model = fit(args.rep, tr, labels, inducing=args.inducing, seed=args.seed, progress=args.progress,
+                    basis=basis_of(args))
     model.calibration_ = calibration
     kinds = sorted({a.info["kind"] for a in tr})
     levels = sorted({a.info["rattle"] for a in tr})
@@ -237,6 +245,8 @@ def main(argv=None) -> int:
         p.add_argument("--rep", default="AB2", choices=["AB2", "A", "atomistic"])
         p.add_argument("--n-rd", type=int, default=None, help="about this many r-d environments (default: all)")
         p.add_argument("--inducing", type=int, default=1000)
+        p.add_argument("--n-max", type=int, default=None, help="SOAP radial basis (default: the paper's 16)")
+        p.add_argument("--l-max", type=int, default=None, help="SOAP angular basis (default: the paper's 8)")
         p.add_argument("--n-held", type=int, default=50)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("-o", "--output", type=Path, required=True)

@@ -8,11 +8,8 @@ import numpy as np
 import pytest
 from conftest import net_frames
 
-pytest.importorskip("featomic", reason="featomic backend not installed (pip install 'ase-cggpr[featomic]')")
-pytest.importorskip("quippy", reason="quippy (the reference backend) not installed")
-
-from ase_cggpr.beads import coarse_grain  # noqa: E402
-from ase_cggpr.descriptors import (  # noqa: E402
+from ase_cggpr.beads import coarse_grain
+from ase_cggpr.descriptors import (
     DescriptorBackend,
     DescriptorGradients,
     backend_class,
@@ -20,10 +17,10 @@ from ase_cggpr.descriptors import (  # noqa: E402
     soap_dimension,
     soap_vectors,
 )
-from ase_cggpr.descriptors import featomic as fb  # noqa: E402
-from ase_cggpr.descriptors import quippy as qb  # noqa: E402
-from ase_cggpr.errors import ModelError  # noqa: E402
-from ase_cggpr.spec import ModelSpec  # noqa: E402
+from ase_cggpr.descriptors import featomic as fb
+from ase_cggpr.descriptors import quippy as qb
+from ase_cggpr.errors import ModelError
+from ase_cggpr.spec import ModelSpec
 
 HYPERS = {"atomistic": dict(n_max=4, l_max=2, cutoff=4.0), "AB2": dict(n_max=4, l_max=2),
           "A": dict(n_max=4, l_max=2)}

@@ -31,7 +31,7 @@ process builds it in about 0.1 s instead of 1-2 s. With ``strain=True`` featomic
 much as the position gradients (20 ms each for the shipped AB2 on the 272-atom cag cell, values 3 ms): ask for
 the stress only when it is needed.
 
-featomic is an optional dependency: ``pip install 'ase-cggpr[featomic]'``.
+featomic is a core dependency of the package (declared once, in ``install_requires``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from ase import Atoms
 
 from . import DescriptorBackend, check_centres
 
-INSTALL_HINT = "pip install 'ase-cggpr[featomic]'"
+INSTALL_HINT = "reinstall the package: pip install ase-cggpr (featomic is a core dependency)"
 
 #: Largest number of centres expanded in one featomic call by :func:`compute` (bounds memory).
 CENTRES_PER_BATCH = 512
@@ -62,7 +62,7 @@ def _import_featomic():
     try:
         import featomic
         import metatensor
-    except ImportError as error:  # pragma: no cover - depends on the environment
+    except ImportError as error:  # pragma: no cover - a broken installation
         raise ImportError(f"the featomic SOAP backend needs featomic: {INSTALL_HINT}") from error
     return featomic, metatensor
 

@@ -20,6 +20,7 @@ import glob
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -57,13 +58,14 @@ def framework_type_of(atoms: Atoms) -> str | None:
 
 
 def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files named by paths, folders (their structure files, sorted) and glob patterns, in order."""
+    """Files named by paths, folders (their structure files, LAMMPS data files included; sorted) and glob
+    patterns, in order."""
     files: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
             files.extend(sorted(p for p in path.iterdir()
-                                if p.is_file() and p.name.lower().endswith(STRUCTURE_SUFFIXES)))
+                                if p.is_file() and (p.name.lower().endswith(STRUCTURE_SUFFIXES) or is_lammps_data(p))))
         elif path.exists():
             files.append(path)
         else:
@@ -90,13 +92,63 @@ def read_error_reason(error: BaseException, path: str | os.PathLike | None = Non
     return f"not a readable {fmt} file (ASE's reader raised {kind} without a message)"
 
 
-def _frames(path: Path, index: str) -> Iterator[Atoms]:
-    """Frames of one file, one at a time (ASE's ``iread``).
+#: suffixes of LAMMPS data files (read when the file has a "N atoms" header line; ASE alone guesses RuNNer for .data)
+LAMMPS_DATA_SUFFIXES = (".data", ".lmp", ".lammps")
+#: largest difference (amu) between a LAMMPS atom type's mass and the mass of the element it is read as
+LAMMPS_MASS_TOLERANCE = 0.1
+
+
+def is_lammps_data(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a LAMMPS data file: one of :data:`LAMMPS_DATA_SUFFIXES` with an ``N atoms`` header."""
+    path = Path(path)
+    if path.suffix.lower() not in LAMMPS_DATA_SUFFIXES or not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 14)
+    return re.search(rb"^\s*\d+\s+atoms\s*(#.*)?$", head, re.MULTILINE) is not None
+
+
+def read_lammps_data(path: str | os.PathLike) -> Atoms:
+    """A LAMMPS data file (e.g. a MOF-FF ZIF, ``atom_style`` full or atomic) as Atoms: positions in Å (LAMMPS
+    ``metal`` and ``real`` units agree on lengths), elements from the ``Masses`` section.
+
+    Refused (a :class:`StructureError` naming the file): no ``Masses`` section (the elements of the atom types
+    would be unknown), or a type's mass further than :data:`LAMMPS_MASS_TOLERANCE` amu from any element's
+    (united atoms, coarse-grained beads).
+    """
+    from ase.data import atomic_masses, chemical_symbols
+    from ase.io import read
+
+    path = Path(path)
+    if re.search(rb"^\s*Masses\s*(#.*)?$", path.read_bytes(), re.MULTILINE) is None:
+        raise StructureError("a LAMMPS data file without a Masses section: the elements of its atom types are "
+                             "unknown (add a Masses section, or convert it to extxyz with the elements)",
+                             structure=str(path))
+    atoms = read(path, format="lammps-data", units="metal")
+    masses = atoms.get_masses()
+    off = np.abs(masses - atomic_masses[atoms.numbers]) > LAMMPS_MASS_TOLERANCE
+    if off.any():
+        k = int(np.argmax(off))
+        kind = f"type {atoms.arrays['type'][k]}" if "type" in atoms.arrays else f"atom {k}"
+        raise StructureError(f"LAMMPS data file: atom {kind} has mass {masses[k]:g} amu, which is no element's "
+                             f"(closest: {chemical_symbols[atoms.numbers[k]]}, {atomic_masses[atoms.numbers[k]]:g}); "
+                             "united atoms or beads cannot be read as elements", structure=str(path))
+    for key in ("id", "type", "mmcharges", "masses"):  # LAMMPS bookkeeping, not structure
+        atoms.arrays.pop(key, None)
+    return atoms
+
+
+def read_frames(path: str | os.PathLike, index: str = ":") -> Iterator[Atoms]:
+    """Frames of one structure file, one at a time (ASE's ``iread``; LAMMPS data files: :func:`read_lammps_data`).
 
     A gzip-compressed file is first decompressed into a spooled temporary file (memory up to 256 MB, then
     disk): ASE's extxyz reader seeks through the file, and seeking in a gzip stream is about 50x slower
     (the built-in 364-frame dataset: 10 s against 0.2 s).
     """
+    path = Path(path)
+    if is_lammps_data(path):
+        yield read_lammps_data(path)
+        return
     if path.suffix != ".gz":
         yield from iread(path, index=index)
         return
@@ -118,7 +170,7 @@ def iter_structures(patterns: Iterable[str | os.PathLike], *, index: str = ":") 
     for path in expand_paths(patterns):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # ASE's CIF setting warnings for P1 cells
-            frames = _frames(path, index)
+            frames = read_frames(path, index)
             previous, k = None, 0
             while True:
                 try:
@@ -132,9 +184,27 @@ def iter_structures(patterns: Iterable[str | os.PathLike], *, index: str = ":") 
                     yield _named(previous, path, k - 1, single=False)
                 previous, k = atoms, k + 1
         if previous is None:
-            raise StructureError("the file holds no structure: no atoms (a CIF needs an atom-site loop, an extxyz "
-                                 "file at least one frame)", structure=str(path))
+            raise StructureError(no_structure_reason(path), structure=str(path))
         yield _named(previous, path, k - 1, single=k == 1)
+
+
+#: ASE formats read as structures here (others, e.g. RuNNer's for any ``*.data``, are named when they hold nothing)
+READ_FORMATS = {"cif": "CIF", "extxyz": "extxyz", "xyz": "xyz", "traj": "ASE trajectory", "vasp": "VASP POSCAR",
+                "json": "ASE JSON database", "lammps-data": "LAMMPS data"}
+
+
+def no_structure_reason(path: str | os.PathLike) -> str:
+    """Why a file gave no structure: empty of atoms, or read in a format this package does not read."""
+    try:
+        fmt = filetype(str(path))
+    except Exception:  # ASE cannot even guess a format
+        fmt = None
+    if fmt in READ_FORMATS or (fmt is None and Path(path).suffix.lower() == ".cif"):
+        return ("the file holds no structure: no atoms (a CIF needs an atom-site loop, an extxyz file at least one "
+                "frame)")
+    guessed = f"ASE takes it for the {fmt!r} format" if fmt else "ASE cannot tell its format"
+    return (f"no atoms read: {guessed}, which is not a structure format this package reads (read: "
+            f"{', '.join(READ_FORMATS.values())}; LAMMPS data files need a '.data' name and an 'N atoms' line)")
 
 
 def _named(atoms: Atoms, path: Path, k: int, *, single: bool) -> Atoms:

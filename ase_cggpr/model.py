@@ -521,14 +521,19 @@ class CGGPRModel:
         any array is read; then finiteness of every array and the consistency of a saved Cholesky factor
         with the training vectors (a few of its rows are recomputed).
         """
-        from .pretrained import available, resolve
+        from .pretrained import available, resolve, shadowing
 
-        path = resolve(path)  # a shipped model's name ("AB2", "A", "atomistic") or a path
+        given, path = path, resolve(path)  # a shipped model's name ("AB2", "A", "atomistic") or a path
         if not path.exists():
             shipped = ", ".join(available()) or "none in this installation"
             raise ModelFileNotFoundError(f"cannot load model {path}: no such file, and not the name of a shipped "
                                          f"model ({shipped})")
-        meta, spec, arrays = _read_model_file(path)
+        try:
+            meta, spec, arrays = _read_model_file(path)
+        except ModelError as error:
+            if shadowing(given):  # e.g. a folder named AB2 in the working directory
+                error.args = (f"{error}; {shadowing(given)}",)
+            raise
         if spec.species is None or spec.centre_species is None:  # written before the spec recorded species
             spec = spec.replace(species=spec.effective_species, centre_species=spec.effective_centre_species)
         model = cls(spec, reference_energy=meta["reference_energy"])

@@ -8,6 +8,8 @@ through :func:`atomic_output`:
 - while the work runs, a lock file ``.NAME.lock`` (holding the process id, hard-linked into place from a
   complete file so it never exists empty) stops a second process from writing the same output; a lock
   whose process is dead is taken over; it is removed on any exit, an interrupt while it is taken included;
+  what a writer killed with SIGKILL left beside the output (its ``.NAME.lock.PID.*`` and temporary file)
+  is removed by the next writer of the same output, once it holds the lock;
 - the data go to a hidden temporary file in the same folder, removed on any exit (error, Ctrl-C, SIGTERM
   turned into an exception by the CLI);
 - on success the temporary file becomes ``path`` in one step: ``os.replace`` with ``force``, otherwise
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +138,22 @@ def _release(lock: Path, mine: Path, state: _LockState, owner: int) -> None:
         mine.unlink()
 
 
+def _stale_files(path: Path) -> list[Path]:
+    """Files a killed writer of ``path`` left beside it (SIGKILL runs no cleanup): its ``.NAME.lock.PID.HEX``
+    and its temporary ``.STEM.PID.tmpSUFFIX`` (with ``model.save``'s ``.part.npz``), whose process is dead."""
+    folder = path.parent if str(path.parent) else Path(".")
+    patterns = (re.compile(rf"\.{re.escape(path.name)}\.lock\.(\d+)\.[0-9a-f]+"),
+                re.compile(rf"\.{re.escape(path.stem)}\.(\d+)\.tmp{re.escape(path.suffix)}(\.part\.npz)?"))
+    stale = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            for pattern in patterns:
+                match = pattern.fullmatch(entry.name)
+                if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+                    stale.append(folder / entry.name)
+    return stale
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     """Hold ``.NAME.lock`` beside ``path`` for the duration of the block (exclusive across processes).
@@ -151,6 +170,8 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     state = _LockState()
     try:
         _acquire(path, lock, mine, state)
+        for stale in _stale_files(path):  # only the lock holder sweeps: no live writer of ``path`` is left
+            _remove(stale)
         yield lock
     finally:  # the retry sits here, not in a helper: an interrupt can land on entering any function
         try:

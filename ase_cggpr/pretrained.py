@@ -54,6 +54,18 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
+def shadowing(name_or_path: str | os.PathLike) -> str:
+    """If ``name_or_path`` is a shipped model's name that an existing path (e.g. a folder ``AB2`` in the working
+    directory) shadows, the sentence saying so and how to reach the shipped model; else ``""``."""
+    path = Path(name_or_path)
+    name = canonical_name(str(name_or_path)) if len(path.parts) == 1 else None
+    if name is None or not path.exists():
+        return ""
+    kind = "folder" if path.is_dir() else "file"
+    return (f"the {kind} {os.path.abspath(path)} shadows the shipped model {name} (an existing path wins over a "
+            f"shipped name): rename it, run from another folder, or give the shipped file {MODELS_DIR / name}.npz")
+
+
 def card(name: str) -> dict[str, Any]:
     """The model card of a shipped model: what it is, what it was trained on, how well it does."""
     from .model import CGGPRModel

@@ -227,9 +227,9 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
     out.calc = SinglePointCalculator(out, **results)
     seconds = time.perf_counter() - t0
     status = "converged" if converged else "NOT converged"
-    stress_text = f", max |stress| {s:.2e} eV/Å^3 (< {smax:g})" if cell else ""
+    stress_text = f", max |stress| {s:.2e} eV/Å^3 ({'<' if s < smax else 'NOT <'} {smax:g})" if cell else ""
     message = (f"{status} in {steps} steps, {seconds:.1f} s: energy {e0:+.4f} -> {e:+.4f} eV per metal, "
-               f"max force {f:.2e} eV/Å (< {fmax:g}){stress_text}")
+               f"max force {f:.2e} eV/Å ({'<' if f < fmax else 'NOT <'} {fmax:g}){stress_text}")
     out.info.update(name=name, cggpr_energy_per_metal=e, cggpr_energy_std=float(np.mean(std)),
                     relax_converged=bool(converged), relax_steps=int(steps), relax_seconds=round(seconds, 3),
                     relax_message=message)

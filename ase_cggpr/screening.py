@@ -292,9 +292,7 @@ def iter_sources(patterns: Iterable[str | os.PathLike], *, file_done=None
     Every file gives at least one item: a file without any structure (e.g. a CIF with a cell and no atom
     sites) gives an error. ``file_done()`` is called after each file (or unmatched pattern) has been read.
     """
-    from ase.io import iread
-
-    from .io import expand_paths
+    from .io import expand_paths, no_structure_reason, read_frames
 
     for pattern in patterns:
         try:
@@ -309,12 +307,11 @@ def iter_sources(patterns: Iterable[str | os.PathLike], *, file_done=None
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    for atoms in iread(path, index=":"):
+                    for atoms in read_frames(path, ":"):
                         yield f"{path.name}@{k}", str(path), atoms
                         k += 1
                 if k == 0:
-                    yield path.name, str(path), CGGPRError(
-                        f"no structure in {path}: the file holds no atoms (a cell without atom sites?)")
+                    yield path.name, str(path), CGGPRError(f"{path}: {no_structure_reason(path)}")
             except Exception as error:  # unreadable file or frame: one error row, go on with the next file
                 yield (f"{path.name}@{k}" if k else path.name), str(path), _read_failure(path, error)
             if file_done is not None:
@@ -551,6 +548,63 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()[:24]
 
 
+_ROW_TEXT = ("id", "source", "framework_type", "space_group", "relaxation", "error")
+
+
+def progress_row(entry: Any, settings: dict) -> tuple[str, ScreenRow]:
+    """(key, row) of one entry of a progress file, every field's type and range checked against what
+    :func:`screen_structure` writes with these ``settings``; ``ValueError`` names the first field that fails
+    (a hand-edited row must not crash the screen after its work, nor be ranked or trusted unearned)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not entry["key"]:
+        raise ValueError("not an object with a 'key' string and a 'row' object")
+    raw = entry.get("row")
+    if not isinstance(raw, dict):
+        raise ValueError(f"'row' is {type(raw).__name__}, not an object")
+    missing = [f.name for f in dataclasses.fields(ScreenRow) if f.name != "rank" and f.name not in raw]
+    if missing:
+        raise ValueError(f"row has no {', '.join(missing)}")
+
+    def bad(field: str, expected: str) -> ValueError:
+        return ValueError(f"{field} {raw[field]!r} is not {expected}")
+
+    for field in _ROW_TEXT:
+        if not isinstance(raw[field], str):
+            raise bad(field, "a string")
+    if not raw["id"]:
+        raise bad("id", "a non-empty string")
+    if not isinstance(raw["trusted"], bool):
+        raise bad("trusted", "true or false")
+    ok = not raw["error"]
+    for field in ("n_Zn", "n_unique_Zn"):
+        value = raw[field]
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if ok else 0):
+            raise bad(field, "an integer >= 1" if ok else "an integer >= 0")
+    for field in ("energy_per_Zn", "max_std"):
+        value = raw[field]
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise bad(field, "a number")
+        if ok and not math.isfinite(value):
+            raise bad(field, "a finite number")
+    if ok:
+        if raw["max_std"] < 0:
+            raise bad("max_std", "a std >= 0 (eV)")
+        if raw["n_unique_Zn"] > raw["n_Zn"]:
+            raise bad("n_unique_Zn", f"<= n_Zn {raw['n_Zn']}")
+        if bool(raw["relaxation"]) != bool(settings.get("relax")):
+            raise bad("relaxation", "what this screen writes" + (" (it relaxes)" if settings.get("relax") else
+                                                                    " (no relaxation)"))
+        relaxed = not raw["relaxation"] or raw["relaxation"].startswith("converged")
+        earned = raw["max_std"] <= float(settings.get("threshold", math.inf)) and relaxed
+        if raw["trusted"] != earned:
+            raise bad("trusted", f"{earned} (max_std {raw['max_std']!r}, threshold {settings.get('threshold')!r}"
+                                 f"{'' if relaxed else ', relaxation not converged'})")
+    elif raw["trusted"]:
+        raise bad("trusted", "false (an error row is never trusted)")
+    row = ScreenRow(**{f.name: raw[f.name] for f in dataclasses.fields(ScreenRow) if f.name != "rank"})
+    row.energy_per_Zn, row.max_std = float(row.energy_per_Zn), float(row.max_std)
+    return entry["key"], row
+
+
 class ProgressLog:
     """Append-only JSON-lines record of a screen's finished rows (flushed and fsync'd per row).
 
@@ -562,6 +616,7 @@ class ProgressLog:
         self.path = Path(path)
         self.settings = json.loads(json.dumps(settings))
         self.rows: dict[str, ScreenRow] = {}
+        self.invalid: list[str] = []  #: "line N: reason" of each row that failed validation (computed again)
         if resume and self.path.exists():
             self._read()
             self.handle = open(self.path, "a", encoding="utf-8")
@@ -585,19 +640,23 @@ class ProgressLog:
             raise ScreenOptionError(f"{self.path} is not a screen progress file; remove it or choose another "
                                     "output")
         if header.get("settings") != self.settings:
-            old = header.get("settings") or {}
-            diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in self.settings.items() if old.get(k) != v]
+            old = header.get("settings") if isinstance(header.get("settings"), dict) else {}
+            unset = "not set"  # e.g. relax: only screens with --relax record it
+            diff = [f"{k} {old.get(k, unset)!r} -> {self.settings.get(k, unset)!r}"
+                    for k in [*self.settings, *(k for k in old if k not in self.settings)]
+                    if old.get(k, unset) != self.settings.get(k, unset)]
             raise ScreenOptionError(f"cannot resume from {self.path}: it was written with other settings "
-                                    f"({'; '.join(diff)}); resume with the same model and options, or pass "
-                                    "--force without --resume to start over")
-        fields = {f.name for f in dataclasses.fields(ScreenRow)}
-        for line in lines[1:]:
-            with contextlib.suppress(json.JSONDecodeError, TypeError, KeyError):
-                entry = json.loads(line)
-                row = ScreenRow(**{k: v for k, v in entry["row"].items() if k in fields})
-                if row.error.startswith(WORKER_DIED):
-                    continue  # computed again
-                self.rows[str(entry["key"])] = row
+                                    f"({'; '.join(diff) or 'unreadable settings'}); resume with the same model and "
+                                    "options, or pass --force without --resume to start over")
+        for number, line in enumerate(lines[1:], start=2):
+            try:
+                key, row = progress_row(json.loads(line), self.settings)
+            except (ValueError, TypeError) as error:  # a hand-edited or damaged row: computed again, and named
+                self.invalid.append(f"line {number}: {' '.join(str(error).split())[:200]}")
+                continue
+            if row.error.startswith(WORKER_DIED):
+                continue  # computed again
+            self.rows[key] = row
 
     def _write(self, entry: dict) -> None:
         self.handle.write(json.dumps(entry) + "\n")
@@ -625,6 +684,8 @@ class ScreenResult:
     threshold_source: str
     n_resumed: int = 0  #: rows taken from an interrupted screen's progress file (not computed again)
     n_worker_deaths: int = 0  #: structures whose worker process died
+    #: "line N: reason" of each progress-file row that failed validation on resume (computed again)
+    invalid_progress: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def n_ok(self) -> int:
@@ -741,7 +802,8 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
         if log is not None:
             log.close()
     return ScreenResult(sort_rows(rows), time.perf_counter() - start, float(threshold), source,
-                        n_resumed=n_resumed, n_worker_deaths=n_deaths)
+                        n_resumed=n_resumed, n_worker_deaths=n_deaths,
+                        invalid_progress=list(log.invalid) if log is not None else [])
 
 
 def _write_rows(path: Path, rows: Sequence[ScreenRow]) -> None:

@@ -127,6 +127,9 @@ def predict(model_path, structures, output, force, quiet):
 
     The output extxyz holds per-atom arrays ``cggpr_local_energy`` and ``cggpr_local_energy_std`` (eV, on
     metal atoms; NaN elsewhere) and info ``cggpr_energy`` (total, eV) and ``cggpr_energy_per_metal``.
+    Every structure is read and mapped before any prediction (one that cannot be stops the command, nothing
+    computed); if a prediction fails, the others go on and the finished ones go to OUTPUT's .partial name
+    (predictions.extxyz -> predictions.partial.extxyz), exit code 1.
     """
     from ase.io import write
 
@@ -134,17 +137,29 @@ def predict(model_path, structures, output, force, quiet):
     from ..model import CGGPRModel
     from ..outputs import atomic_output
     from ..progress import progress_bar
+    from .partial import check_structures, claim_partial, finished_with_failures
 
     claim_outputs(output, force=force)
+    partial = claim_partial(output)
     model = CGGPRModel.load(model_path)
-    rows = []
+    rows, failures, done = [], [], []
     frames = list(iter_structures(structures))
     if not frames:
         raise CGGPRError(f"no structures in {', '.join(structures)}: nothing to predict")
+    maps = check_structures(frames, model.bead_map, "predicted")  # every structure mapped before any prediction
     with progress_bar(len(frames), "predict", enabled=not quiet) as update:
-        for atoms in frames:
-            bead_map = model.bead_map(atoms)
-            (mean,), (std,) = model.predict_maps([bead_map], return_std=True)
+        for atoms, bead_map in zip(frames, maps, strict=True):
+            try:
+                (mean,), (std,) = model.predict_maps([bead_map], return_std=True)
+                if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+                    raise CGGPRError(f"structure {bead_map.name!r}: the prediction is not finite (NaN or infinite "
+                                     "energy or std)")
+            except CGGPRError as error:  # the other structures go on
+                reason = " ".join(str(error).split())
+                failures.append((bead_map.name, reason))
+                rows.append((bead_map.name, reason))
+                update(1)
+                continue
             metals = bead_map.connectivity.metal_indices
             for key, values in (("cggpr_local_energy", mean), ("cggpr_local_energy_std", std)):
                 column = np.full(len(atoms), np.nan)
@@ -153,15 +168,24 @@ def predict(model_path, structures, output, force, quiet):
             atoms.info["cggpr_energy"] = float(mean.sum())
             atoms.info["cggpr_energy_per_metal"] = float(mean.mean())
             atoms.calc = None
+            done.append(atoms)
             rows.append((bead_map.name, len(metals), mean.sum(), mean.mean(), std.max()))
             update(1)
-    if output is not None:
-        with atomic_output(output, force=force) as tmp:
-            write(tmp, frames, format="extxyz")
+    written = []
+    if output is not None and done:  # with failures: what finished, under the partial name
+        written = [partial[0] if failures else output]
+        with atomic_output(written[0], force=force or bool(failures)) as tmp:
+            write(tmp, done, format="extxyz")
     if not quiet:
         click.echo(f"{'structure':<32} {'n_metal':>7} {'E (eV)':>12} {'E/metal (eV)':>13} {'max std':>8}")
-        for name, n, total, per, smax in rows:
+        for row in rows:
+            if len(row) == 2:
+                click.echo(f"{row[0][:32]:<32} FAILED: {row[1]}")
+                continue
+            name, n, total, per, smax = row
             click.echo(f"{name[:32]:<32} {n:>7d} {total:>12.4f} {per:>13.4f} {smax:>8.4f}")
+    if failures:
+        raise finished_with_failures(failures, len(frames), "predicted", written)
 
 
 @main.command("coarse-grain")

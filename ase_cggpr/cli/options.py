@@ -417,11 +417,15 @@ class ModelSource(click.ParamType):
     name = "model"
 
     def convert(self, value, param, ctx):
-        from ..pretrained import available, resolve
+        from ..pretrained import available, resolve, shadowing
 
         path = resolve(value)
         if path.is_file():
             return path
+        if shadowing(value):  # a folder named like a shipped model
+            self.fail(f"{value!r} is not a model file: {shadowing(value)}", param, ctx)
+        if path.is_dir():
+            self.fail(f"{value!r} is a folder, not a model file", param, ctx)
         shipped = ", ".join(available()) or "none in this installation"
         self.fail(f"{value!r} is neither a model file nor the name of a shipped model ({shipped})", param, ctx)
 

@@ -41,6 +41,9 @@ def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, o
     Coarse-grained models relax bead structures (atomistic input is coarse-grained first); atomistic models
     relax every atom. OUT gets the relaxed structures (info: cggpr_energy_per_metal, relax_converged, ...);
     OUT.csv gets name, energy_per_zn (eV, relative to the model's reference), std, converged, steps, seconds.
+    Every structure is read and mapped before any relaxation (one that cannot be stops the command, nothing
+    computed). A relaxation that fails does not stop the others: the finished ones then go to
+    OUT.partial.extxyz and OUT.partial.csv (with an error column and row for each failure), exit code 1.
     """
     from ase.io import write
 
@@ -49,12 +52,14 @@ def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, o
     from ..model import CGGPRModel
     from ..outputs import atomic_output
     from ..relax import relax
+    from .partial import check_structures, claim_partial, finished_with_failures
 
     table = csv_path(output)
     if table == output:
         raise click.BadParameter(f"{output} ends in .csv, the name of the table written next to it; give the "
                                  "extxyz file name (e.g. relaxed.extxyz)", param_hint="'-o' / '--output'")
     claim_outputs(output, table, force=force)
+    partial, partial_table = claim_partial(output, table)
     model = CGGPRModel.load(model_path)
     calc = CGGPRCalculator(model, return_std=True)
     if cell and "stress" not in calc.implemented_properties:
@@ -63,26 +68,45 @@ def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, o
     frames = list(iter_structures(structures))
     if not frames:
         raise CGGPRError(f"no structures in {', '.join(structures)}: nothing to relax")
-    results = []
+    check_structures(frames, model.bead_map, "relaxed")  # every structure mapped before any relaxation
+    results, failures = [], []
     for atoms in frames:
-        result = relax(atoms, calc, fmax=fmax, smax=smax, cell=cell, max_steps=max_steps, optimizer=optimizer)
+        try:
+            result = relax(atoms, calc, fmax=fmax, smax=smax, cell=cell, max_steps=max_steps, optimizer=optimizer)
+        except CGGPRError as error:  # e.g. the bead net broke: the other structures go on
+            reason = " ".join(str(error).split())
+            results.append((atoms.info["name"], reason))
+            failures.append((atoms.info["name"], reason))
+            if not quiet:
+                click.echo(f"{atoms.info['name']}: FAILED: {reason}")
+            continue
         results.append(result)
         if not quiet:
             click.echo(f"{result.name}: {result.message}")
+    done = [r for r in results if not isinstance(r, tuple)]
+    if failures and not done:
+        raise finished_with_failures(failures, len(frames), "relaxed", [])
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(CSV_COLUMNS + (("error",) if failures else ()))
     for r in results:
-        writer.writerow([r.name, f"{r.energy_per_metal:.6f}", f"{r.energy_std:.6f}", int(r.converged), r.n_steps,
-                         f"{r.seconds:.2f}"])
-    with atomic_output(output, force=force) as tmp, atomic_output(table, force=force) as tmp_csv:
+        if isinstance(r, tuple):  # an error row, as in screen's ranking
+            writer.writerow([r[0], "", "", "", "", "", r[1]])
+        else:
+            writer.writerow([r.name, f"{r.energy_per_metal:.6f}", f"{r.energy_std:.6f}", int(r.converged), r.n_steps,
+                             f"{r.seconds:.2f}"] + ([""] if failures else []))
+    # a run with failures writes what finished under partial names (replacing an earlier run's partial files)
+    out, out_table, overwrite = (partial, partial_table, True) if failures else (output, table, force)
+    with atomic_output(out, force=overwrite) as tmp, atomic_output(out_table, force=overwrite) as tmp_csv:
         images = []
-        for r in results:
+        for r in done:
             image = r.atoms.copy()
             image.calc = None
             images.append(image)
         write(tmp, images, format="extxyz")
         tmp_csv.write_text(text.getvalue())
+    if failures:
+        raise finished_with_failures(failures, len(frames), "relaxed", [out, out_table])
     if not quiet:
         n_ok = sum(r.converged for r in results)
         click.echo(f"relaxed {len(results)} structure(s), {n_ok} converged: {output}, {table}")

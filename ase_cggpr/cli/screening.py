@@ -84,6 +84,10 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
     result = screen_to_csv(model, structures, output, force=force, resume=resume, threshold=threshold,
                            symmetry=not no_symmetry, symprec=symprec, workers=workers, progress=not quiet,
                            relax=relax)
+    if result.invalid_progress:
+        click.echo(f"warning: {len(result.invalid_progress)} row(s) of {progress_path(output)} were not valid and "
+                   f"were computed again ({result.invalid_progress[0]}"
+                   f"{'; ...' if len(result.invalid_progress) > 1 else ''})", err=True)
     if not quiet:
         click.echo(format_table(result.rows, top))
         n_trusted = sum(r.trusted and not r.error for r in result.rows)

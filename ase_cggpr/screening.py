@@ -35,7 +35,9 @@ into an error row ("worker died (signal 9 ...)") and is replaced, so the other s
 With a progress file (:func:`screen_to_csv` keeps one beside the output: ``OUTPUT.progress.jsonl``) every
 finished row is appended and flushed to disk at once, so an interrupted screen resumes (``resume=True``,
 ``cggpr screen --resume``) without computing those structures again; the CSV itself is written atomically
-at the end and the progress file removed.
+at the end and the progress file removed. A resumed row is checked field by field (:func:`progress_row`: types,
+ranges, a trust flag the row earned); one that fails is computed again and named
+(:attr:`ScreenResult.invalid_progress`).
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ def predict(model_path, structures, output, force, quiet):
                 if not (np.isfinite(mean).all() and np.isfinite(std).all()):
                     raise CGGPRError(f"structure {bead_map.name!r}: the prediction is not finite (NaN or infinite "
                                      "energy or std)")
-            except CGGPRError as error:  # the other structures go on
+            except (CGGPRError, MemoryError) as error:  # the other structures go on
                 reason = " ".join(str(error).split())
                 failures.append((bead_map.name, reason))
                 rows.append((bead_map.name, reason))

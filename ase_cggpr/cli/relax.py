@@ -73,7 +73,7 @@ def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, o
     for atoms in frames:
         try:
             result = relax(atoms, calc, fmax=fmax, smax=smax, cell=cell, max_steps=max_steps, optimizer=optimizer)
-        except CGGPRError as error:  # e.g. the bead net broke: the other structures go on
+        except (CGGPRError, MemoryError) as error:  # e.g. the bead net broke: the other structures go on
             reason = " ".join(str(error).split())
             results.append((atoms.info["name"], reason))
             failures.append((atoms.info["name"], reason))

@@ -21,6 +21,7 @@ from .options import (
     check_folder,
     claim_outputs,
     cli_errors,
+    defects_option,
     force_option,
     label_key_option,
     quiet_option,
@@ -119,14 +120,21 @@ def train(data, output, representation, cutoff, atom_sigma, n_max, l_max, noise,
 @MODEL_ARGUMENT
 @click.argument("structures", nargs=-1, required=True)
 @click.option("-o", "--output", type=OUTPUT_FILE, help="extxyz file with per-metal predictions.")
+@defects_option
 @force_option
 @quiet_option
 @cli_errors
-def predict(model_path, structures, output, force, quiet):
+def predict(model_path, structures, output, defects, force, quiet):
     """Predict per-metal local energies (and std) of STRUCTURES with MODEL.
 
     The output extxyz holds per-atom arrays ``cggpr_local_energy`` and ``cggpr_local_energy_std`` (eV, on
     metal atoms; NaN elsewhere) and info ``cggpr_energy`` (total, eV) and ``cggpr_energy_per_metal``.
+
+    Coordination defects (--defects flag, the default): every metal is predicted; the per-atom array
+    ``cggpr_site_state`` is 0 for a trusted metal, 1 for one with a defect within the model's cutoff, 2 for a
+    defective one (-1 on non-metal atoms), and info ``cggpr_n_defective``, ``cggpr_n_untrusted`` and
+    ``cggpr_energy_trusted`` (sum over trusted metals, eV) go with ``cggpr_energy``, which stays the sum over
+    all metals (the untrusted ones as the model's extrapolation). Each defective structure is named on stderr.
     """
     from ase.io import write
 
@@ -143,7 +151,8 @@ def predict(model_path, structures, output, force, quiet):
         raise CGGPRError(f"no structures in {', '.join(structures)}: nothing to predict")
     with progress_bar(len(frames), "predict", enabled=not quiet) as update:
         for atoms in frames:
-            bead_map = model.bead_map(atoms)
+            bead_map = model.bead_map(atoms, defects=defects)
+            trust = model.site_trust(bead_map)
             (mean,), (std,) = model.predict_maps([bead_map], return_std=True)
             metals = bead_map.connectivity.metal_indices
             for key, values in (("cggpr_local_energy", mean), ("cggpr_local_energy_std", std)):
@@ -152,16 +161,27 @@ def predict(model_path, structures, output, force, quiet):
                 atoms.arrays[key] = column
             atoms.info["cggpr_energy"] = float(mean.sum())
             atoms.info["cggpr_energy_per_metal"] = float(mean.mean())
+            if not trust.all_trusted:
+                state = np.full(len(atoms), -1, dtype=int)
+                state[metals] = trust.site_state()
+                atoms.arrays["cggpr_site_state"] = state
+                atoms.info.update(cggpr_n_defective=trust.n_defective, cggpr_n_untrusted=trust.n_untrusted,
+                                  cggpr_energy_trusted=float(mean[trust.trusted].sum()))
+                if not quiet:
+                    click.echo(trust.summary(), err=True)
             atoms.calc = None
-            rows.append((bead_map.name, len(metals), mean.sum(), mean.mean(), std.max()))
+            rows.append((bead_map.name, len(metals), mean.sum(), mean.mean(), std.max(), trust.n_defective,
+                         trust.n_untrusted))
             update(1)
     if output is not None:
         with atomic_output(output, force=force) as tmp:
             write(tmp, frames, format="extxyz")
     if not quiet:
-        click.echo(f"{'structure':<32} {'n_metal':>7} {'E (eV)':>12} {'E/metal (eV)':>13} {'max std':>8}")
-        for name, n, total, per, smax in rows:
-            click.echo(f"{name[:32]:<32} {n:>7d} {total:>12.4f} {per:>13.4f} {smax:>8.4f}")
+        click.echo(f"{'structure':<32} {'n_metal':>7} {'E (eV)':>12} {'E/metal (eV)':>13} {'max std':>8} "
+                   f"{'defective':>9} {'untrusted':>9}")
+        for name, n, total, per, smax, n_bad, n_untrusted in rows:
+            click.echo(f"{name[:32]:<32} {n:>7d} {total:>12.4f} {per:>13.4f} {smax:>8.4f} {n_bad:>9d} "
+                       f"{n_untrusted:>9d}")
 
 
 @main.command("coarse-grain")

@@ -148,8 +148,8 @@ def site_trust(bead_map: BeadMap, cutoff: float) -> SiteTrust:
     """The :class:`SiteTrust` of a mapped structure for a descriptor of cutoff ``cutoff`` (Å).
 
     Sites are trusted unless defective or within reach of a defect (module docstring). Cost: nothing for a
-    well-formed structure; otherwise one neighbour search over the sites and the defects' atoms (linear in
-    the number of sites).
+    well-formed structure; otherwise one neighbour search (radius ``cutoff + reach``) over the sites and the
+    defects' atoms, linear in the number of sites (0.1-0.3 s for 1,728 Zn).
     """
     connectivity = bead_map.connectivity
     n = connectivity.n_metals
@@ -178,9 +178,13 @@ def site_trust(bead_map: BeadMap, cutoff: float) -> SiteTrust:
                                                                                float(cutoff))])
     points = Atoms(positions=np.vstack([structure.positions[centres], structure.positions[marker_index]]),
                    cell=structure.cell, pbc=True)
-    i, j, d = neighbor_list("ijd", points, np.concatenate([np.zeros(n), radius]), self_interaction=False)
+    # one radius for the search (per-point radii would make ASE bin, and pair, every two sites within twice the
+    # largest); linear in the number of sites: each has a few dozen sites within cutoff + reach
+    i, j, d = neighbor_list("ijd", points, float(radius.max()), self_interaction=False)
     keep = (i < n) & (j >= n)
     i, j, d = i[keep], j[keep] - n, d[keep]
+    keep = d <= radius[j]
+    i, j, d = i[keep], j[keep], d[keep]
     well_formed = trusted[i]  # only the defective sites are untrusted so far
     i, j, d = i[well_formed], j[well_formed], d[well_formed]
     order = np.lexsort((d, i))  # per site, the nearest marker first

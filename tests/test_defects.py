@@ -217,6 +217,18 @@ def test_cli_predict_names_the_defective_sites(cell, tmp_path):
     refused = CliRunner().invoke(main, ["predict", "AB2", str(source), "--defects", "refuse"])
     assert refused.exit_code == 1
     assert "wrong metal coordination" in refused.output and "Traceback" not in refused.output
+    # coarse-graining then predicting the beads: the same energies, the same defective sites
+    beads = tmp_path / "beads.extxyz"
+    result = CliRunner().invoke(main, ["coarse-grain", str(source), "-o", str(beads)])
+    assert result.exit_code == 0, result.output
+    assert "2 defective metal site(s)" in result.stderr
+    out_beads = tmp_path / "predicted_beads.extxyz"
+    result = CliRunner().invoke(main, ["predict", "AB2", str(beads), "-o", str(out_beads), "-q"])
+    assert result.exit_code == 0, result.output
+    from_beads = read(out_beads)
+    # (the extxyz files round positions to 1e-8 Å)
+    np.testing.assert_allclose(from_beads.arrays["cggpr_local_energy"][:16], energies, rtol=0, atol=1e-6)
+    assert from_beads.arrays["cggpr_site_state"][:16].tolist() == state[metals].tolist()
 
 
 def test_relax_a_defective_network(cell, ab2):

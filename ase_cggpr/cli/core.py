@@ -189,19 +189,31 @@ def predict(model_path, structures, output, defects, force, quiet):
 @click.option("-o", "--output", required=True, type=OUTPUT_FILE, help="extxyz file of beads.")
 @click.option("--representation", type=click.Choice(["AB2", "A"], case_sensitive=False), default="AB2",
               show_default=True)
+@defects_option
 @force_option
 @quiet_option
 @cli_errors
-def coarse_grain_command(inputs, output, representation, force, quiet):
-    """Write bead structures of INPUTS (Si = metal site, O = linker bead) for inspection."""
+def coarse_grain_command(inputs, output, representation, defects, force, quiet):
+    """Write bead structures of INPUTS (Si = metal site, O = linker bead) for inspection.
+
+    Coordination defects (--defects flag, the default) are mapped as they are (a 3-coordinated Zn becomes an A
+    bead with 3 B beads, a dangling linker a B bead bonded to one A) and each defective structure is named on
+    stderr; --defects refuse rejects them."""
     from ase.io import write
 
-    from ..beads import coarse_grain
+    from ..beads import coarse_grain, find_connectivity
     from ..io import iter_structures
     from ..outputs import atomic_output
 
     claim_outputs(output, force=force)
-    beads = [coarse_grain(a, representation).structure for a in iter_structures(inputs)]
+    beads = []
+    for atoms in iter_structures(inputs):
+        connectivity = find_connectivity(atoms, defects=defects)
+        if connectivity.defects and not quiet:
+            click.echo(f"structure {connectivity.name!r}: "
+                       + connectivity.defects.summary(connectivity.metal_indices, connectivity.metal_symbols),
+                       err=True)
+        beads.append(coarse_grain(atoms, representation, connectivity=connectivity).structure)
     if not beads:
         raise CGGPRError(f"no structures in {', '.join(inputs)}: nothing to coarse-grain")
     with atomic_output(output, force=force) as tmp:

@@ -11,7 +11,10 @@ Uncertainty
 -----------
 A structure is *trusted* when every per-Zn latent std is at most the threshold: the model's stored calibration
 (:mod:`ase_cggpr.uncertainty`, the 99th percentile of held-out std), ``--threshold``/``--calibration``, or the
-model's noise sigma when none is given.
+model's noise sigma when none is given. A structure with coordination defects (a Zn with 3 or 5 N, a dangling
+linker; ``defects="flag"``, the default) is predicted, its defective and affected Zn are counted
+(``n_defective_Zn``, ``n_untrusted_Zn``; :mod:`ase_cggpr.defects`) and it is never trusted: its energy per Zn
+averages the model's extrapolation at those sites. ``defects="refuse"`` makes it an error row.
 
 Symmetry
 --------

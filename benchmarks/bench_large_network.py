@@ -14,6 +14,13 @@ the structure), then energy + forces (``--forces``), with the number of defectiv
 ``--write DIR`` writes ``DIR/defective_atoms.extxyz`` and ``DIR/defective_beads.extxyz`` for ``cggpr predict``.
 The peak memory is the process's (``/usr/bin/time -v``: maximum resident set size; also printed from
 ``resource``).
+
+Measured 2026-12-07 (2 cores shared with ~6 other jobs, so wall times are inflated; OPENBLAS_NUM_THREADS=1),
+6 x 6 x 3, 13 linkers removed, 3 added (29,296 atoms, 5,174 beads, 29 defective Zn): build 6 s, flagged
+connectivity 4-5 s (atoms) / 0.3 s (beads); shipped AB2 on the beads: energy 8.9 s (531 of 1,728 Zn untrusted),
+energy + forces 36.5 s, peak RSS 4.1 GB; shipped atomistic on the atoms: energy 27-45 s (498 untrusted), energy +
+forces 251 s, peak RSS 9.2 GB. ``cggpr predict AB2`` beads 15.5 s / 0.5 GB, atoms 18.5 s / 0.5 GB;
+``cggpr predict atomistic`` atoms 34 s / 1.3 GB.
 """
 
 from __future__ import annotations

@@ -33,6 +33,14 @@ atomistic SiO2 such as quartz, Si-O 1.6 Å, is refused), every A site bonded to 
 2 A sites. The atom <-> bead correspondence is kept (:class:`Connectivity`) so
 results can be reported per atom.
 
+Coordination defects (a metal with other than 4 linker N within :data:`METAL_N_CUTOFF`, or bead input's A site
+with other than 4 B beads; a linker bridging other than 2 metals: dangling, free or over-bridging) are refused
+by default (``defects="refuse"``, what training and labelling need). With ``defects="flag"`` (the default of
+prediction: calculator, ``compute``, ``predict``, ``screen``, ``relax``) the structure is mapped all the same
+and :attr:`Connectivity.defects` holds a :class:`DefectReport` naming every defective metal and linker;
+:mod:`ase_cggpr.defects` turns it into a per-site trust mask. A structure with no 4-coordinated metal at all is
+refused in both modes (not a ZIF network).
+
 Before any neighbour search, :func:`find_connectivity` refuses unphysical cells, partial occupancies
 (:mod:`ase_cggpr.structure_checks`) and atomistic input without a metal; its one neighbour search
 (:func:`find_bonds`) also refuses atoms closer than the build screen's limits (1.0 Å, 0.6 Å with H).
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, deque
+from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
@@ -51,11 +60,12 @@ from ase.neighborlist import neighbor_list
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .errors import StructureError
+from .errors import OptionError, StructureError
 from .spec import canonical_representation
 from .structure_checks import MIN_DISTANCE, MIN_DISTANCE_H, check_cell, check_structure, contact_message, worst_contact
 
-__all__ = ["A_BEADS", "A_SYMBOL", "B_BEADS", "B_SYMBOL", "BeadMap", "Bonds", "Connectivity", "bead_positions",
+__all__ = ["A_BEADS", "A_SYMBOL", "B_BEADS", "B_SYMBOL", "BeadMap", "Bonds", "Connectivity", "DEFECT_MODES",
+           "DefectReport", "bead_positions", "check_defects_mode",
            "check_cell", "check_input",
            "coarse_grain", "BondTracker", "find_bonds",
            "find_connectivity", "is_coarse_grained", "structure_name", "connectivity_from_bonds"]
@@ -115,6 +125,90 @@ def b_bead(linker: str, name: str) -> str:
     return B_BEADS[linker]
 
 
+#: What coarse-graining does with coordination defects: ``"refuse"`` (a StructureError) or ``"flag"`` (map the
+#: structure and report them in :attr:`Connectivity.defects`).
+DEFECT_MODES = ("flag", "refuse")
+
+
+def check_defects_mode(value) -> str:
+    """``value`` if it is one of :data:`DEFECT_MODES`, else an OptionError naming the choices."""
+    if value not in DEFECT_MODES:
+        raise OptionError(f"defects must be one of {DEFECT_MODES}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class DefectReport:
+    """Coordination defects found by :func:`find_connectivity` with ``defects="flag"``.
+
+    Attributes:
+        metal_coordination: (n_metals,) linker donors bonded to each metal (N atoms within
+            :data:`METAL_N_CUTOFF`; for bead input, B beads bonded), in metal order.
+        defective_metals: sorted positions (in metal order) of the defective metals: coordination other than
+            4, or bonded to a defective linker.
+        metal_reasons: one reason per defective metal (e.g. ``"3 N neighbours"``, ``"binds linker 12, which
+            bridges 1 metal"``).
+        defective_linkers: sorted indices of the linkers bridging other than 2 metals.
+        linker_bridges: number of metal bonds of each defective linker (0: free, 1: dangling, 3+: over-bridging).
+    """
+
+    metal_coordination: np.ndarray
+    defective_metals: np.ndarray
+    metal_reasons: tuple[str, ...]
+    defective_linkers: np.ndarray
+    linker_bridges: np.ndarray
+
+    def __bool__(self) -> bool:
+        return bool(len(self.defective_metals) or len(self.defective_linkers))
+
+    def summary(self, metal_indices: np.ndarray, symbols: Sequence[str], *, limit: int = 6) -> str:
+        """One line: how many metals / linkers are defective and the first ``limit`` of them by atom index."""
+        shown = [f"{symbols[k]} {int(metal_indices[k])} ({reason})"
+                 for k, reason in zip(self.defective_metals[:limit], self.metal_reasons[:limit], strict=False)]
+        more = len(self.defective_metals) - len(shown)
+        text = (f"{len(self.defective_metals)} defective metal site(s): {', '.join(shown)}"
+                + (f" and {more} more" if more > 0 else ""))
+        if len(self.defective_linkers):
+            kinds = Counter(int(b) for b in self.linker_bridges)
+            text += "; " + ", ".join(f"{n} linker(s) bridging {b} metal(s)" for b, n in sorted(kinds.items()))
+        return text
+
+
+def _defect_report(n_metals: int, coordination: np.ndarray, linker_metals: Sequence[Sequence[int]],
+                   good: int = 4) -> DefectReport:
+    """The :class:`DefectReport` from each metal's coordination and each linker's bonded metals (positions)."""
+    reasons: dict[int, list[str]] = {}
+    for k in np.flatnonzero(coordination != good):
+        reasons.setdefault(int(k), []).append(f"{int(coordination[k])} linker bonds")
+    bridges = np.array([len(m) for m in linker_metals], dtype=int)
+    bad_linkers = np.flatnonzero(bridges != 2)
+    for b in bad_linkers:
+        for k in set(linker_metals[b]):
+            reasons.setdefault(int(k), []).append(f"binds linker {int(b)}, which bridges {int(bridges[b])} metal(s)")
+    order = sorted(reasons)
+    return DefectReport(metal_coordination=np.asarray(coordination, dtype=int),
+                        defective_metals=np.array(order, dtype=int),
+                        metal_reasons=tuple("; ".join(reasons[k]) for k in order),
+                        defective_linkers=bad_linkers.astype(int), linker_bridges=bridges[bad_linkers])
+
+
+def _linker_metal_array(linker_metals: Sequence[Sequence[int]]) -> np.ndarray:
+    """(n_linkers, 2) metal positions per linker; -1 pads a linker bridging fewer than 2 metals (one bridging
+    more keeps its first two: its full list is in the defect report)."""
+    out = np.full((len(linker_metals), 2), -1, dtype=int)
+    for k, metals in enumerate(linker_metals):
+        out[k, :min(2, len(metals))] = list(metals)[:2]
+    return out
+
+
+def _refuse_if_not_a_network(name: str, report: DefectReport, n_metals: int, what: str) -> None:
+    """Flagging is for a network with defects; with no well-formed metal at all it is not a ZIF."""
+    if n_metals and len(report.defective_metals) == n_metals:
+        raise StructureError(f"not a ZIF network: none of its {n_metals} metal sites has a well-formed environment "
+                             f"({what}); even with defects='flag' a structure needs 4-coordinated metals",
+                             structure=name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Connectivity:
     """Connectivity of a framework: which atoms form which bead. Positions are not stored.
@@ -129,7 +223,10 @@ class Connectivity:
         rings: atom indices of each linker's ring atoms (the B bead is their centroid).
         linker_formulas: Hill formula of each linker (for coarse-grained input, the linker its B bead stands
             for: "C3H3N2" for O).
-        linker_metals: (n_linkers, 2) positions in ``metal_indices`` of the two metals each linker bridges.
+        linker_metals: (n_linkers, 2) positions in ``metal_indices`` of the two metals each linker bridges
+            (-1 where a defective linker bridges fewer; see ``defects``).
+        defects: the :class:`DefectReport` when the structure was mapped with ``defects="flag"`` and has
+            coordination defects, else None (a well-formed network).
     """
 
     name: str
@@ -140,6 +237,7 @@ class Connectivity:
     rings: tuple[np.ndarray, ...]
     linker_formulas: tuple[str, ...]
     linker_metals: np.ndarray
+    defects: DefectReport | None = None
 
     @property
     def n_metals(self) -> int:
@@ -310,8 +408,11 @@ class BondTracker:
         return bonds
 
 
-def find_connectivity(atoms: Atoms, *, name: str | None = None) -> Connectivity:
+def find_connectivity(atoms: Atoms, *, name: str | None = None, defects: str = "refuse") -> Connectivity:
     """Find metals, linkers, rings and metal-linker bridges from bonded connectivity (periodic).
+
+    ``defects``: ``"refuse"`` (default) raises on a coordination defect; ``"flag"`` maps the structure and
+    reports them in ``Connectivity.defects`` (see the module docstring).
 
     Raises:
         StructureError: naming the structure, the offending atom indices and what was found, when the cell
@@ -321,7 +422,7 @@ def find_connectivity(atoms: Atoms, *, name: str | None = None) -> Connectivity:
     """
     name = name or structure_name(atoms)
     check_input(atoms, name)
-    return connectivity_from_bonds(atoms, find_bonds(atoms, name=name), name=name)
+    return connectivity_from_bonds(atoms, find_bonds(atoms, name=name), name=name, defects=defects)
 
 
 def check_input(atoms: Atoms, name: str) -> None:
@@ -339,11 +440,13 @@ def _metal_mask(atoms: Atoms, name: str) -> np.ndarray:
     return is_metal
 
 
-def connectivity_from_bonds(atoms: Atoms, bonds: Bonds, *, name: str | None = None) -> Connectivity:
+def connectivity_from_bonds(atoms: Atoms, bonds: Bonds, *, name: str | None = None,
+                            defects: str = "refuse") -> Connectivity:
     """The :class:`Connectivity` of ``atoms`` from its :class:`Bonds` (see :func:`find_connectivity`)."""
     name = name or structure_name(atoms)
+    flag = check_defects_mode(defects) == "flag"
     if bonds.coarse_grained:
-        return _coarse_grained_connectivity(atoms, name, bonds)
+        return _coarse_grained_connectivity(atoms, name, bonds, flag=flag)
     symbols = np.array(atoms.get_chemical_symbols())
     is_metal = _metal_mask(atoms, name)
     metal_indices = np.flatnonzero(is_metal)
@@ -366,7 +469,7 @@ def connectivity_from_bonds(atoms: Atoms, bonds: Bonds, *, name: str | None = No
     metal_position = {m: k for k, m in enumerate(metal_indices)}
     coordination = Counter(mb_i.tolist())
     wrong = [(m, coordination.get(m, 0)) for m in metal_indices if coordination.get(m, 0) != 4]
-    if wrong:
+    if wrong and not flag:
         detail = ", ".join(f"{symbols[m]} {m}: {c} N neighbours" for m, c in wrong[:8])
         raise StructureError(f"wrong metal coordination: every metal must bind 4 linker N atoms within "
                              f"{METAL_N_CUTOFF} Å; found {detail}" + (" ..." if len(wrong) > 8 else ""),
@@ -387,11 +490,13 @@ def connectivity_from_bonds(atoms: Atoms, bonds: Bonds, *, name: str | None = No
                 f"{' ...' if atom_ids.size > 12 else ''}); recognised linkers: "
                 + ", ".join(f"{f} {d}" for f, d in KNOWN_LINKERS.items()), structure=name)
         metal_bonds = bridges[c]
-        if len(metal_bonds) != 2:
+        if len(metal_bonds) != 2 and not flag:
             raise StructureError(f"linker {formula} (atom indices {atom_ids.tolist()}) binds {len(metal_bonds)} "
                                  "metal atoms; every linker must bridge exactly 2", structure=name)
         donors = [d for _, d in metal_bonds]
-        ring = _ring_through(donors[0], donors[1], neighbours, symbols)
+        if flag and (len(donors) != 2 or donors[0] == donors[1]):  # a defective linker: the ring of its two N
+            donors = [a for a in atom_ids.tolist() if symbols[a] == "N"][:2]
+        ring = _ring_through(donors[0], donors[1], neighbours, symbols) if len(donors) == 2 else None
         if ring is None:
             raise StructureError(f"linker {formula} (atom indices {atom_ids.tolist()}): no ring joins its "
                                  f"donor atoms {donors}", structure=name)
@@ -400,10 +505,16 @@ def connectivity_from_bonds(atoms: Atoms, bonds: Bonds, *, name: str | None = No
         formulas.append(formula)
         linker_metals.append([metal_position[m] for m, _ in metal_bonds])
 
+    report = None
+    if flag:
+        counts = np.array([coordination.get(m, 0) for m in metal_indices], dtype=int)
+        report = _defect_report(len(metal_indices), counts, linker_metals)
+        _refuse_if_not_a_network(name, report, len(metal_indices), f"4 linker N within {METAL_N_CUTOFF} Å")
+        report = report or None
     return Connectivity(name=name, coarse_grained_input=False, metal_indices=metal_indices,
                     metal_symbols=tuple(symbols[metal_indices].tolist()), linkers=tuple(linkers),
                     rings=tuple(rings), linker_formulas=tuple(formulas),
-                    linker_metals=np.array(linker_metals, dtype=int).reshape(-1, 2))
+                    linker_metals=_linker_metal_array(linker_metals), defects=report)
 
 
 def _adjacency(i: np.ndarray, j: np.ndarray) -> dict[int, set[int]]:
@@ -443,7 +554,7 @@ def _ring_through(d1: int, d2: int, neighbours: dict[int, set[int]], symbols: np
     return set(first) | set(second)
 
 
-def _coarse_grained_connectivity(atoms: Atoms, name: str, bonds: Bonds) -> Connectivity:
+def _coarse_grained_connectivity(atoms: Atoms, name: str, bonds: Bonds, *, flag: bool = False) -> Connectivity:
     symbols = np.array(atoms.get_chemical_symbols())
     is_a = np.isin(symbols, sorted(_A_ELEMENTS))
     a_sites = np.flatnonzero(is_a)
@@ -467,33 +578,47 @@ def _coarse_grained_connectivity(atoms: Atoms, name: str, bonds: Bonds) -> Conne
     first = np.searchsorted(i, a_sites)
     count = np.searchsorted(i, a_sites, side="right") - first
     wrong = [(a, int(c)) for a, c in zip(a_sites, count, strict=True) if c < 4]
-    if wrong:
+    if wrong and not flag:
         detail = ", ".join(f"{symbols[a]} {a}: {c} B beads" for a, c in wrong[:8])
         raise StructureError(f"wrong A-site coordination in coarse-grained input: every A site ({a_names}) needs 4 "
                              f"B beads ({b_names}) within {CG_AB_CUTOFF} Å; found {detail}", structure=name)
     crowded = [(a, d[f + 3], d[f + 4]) for a, f, c in zip(a_sites, first, count, strict=True)
                if c > 4 and d[f + 4] < CG_GAP_FACTOR * d[f + 3]]
-    if crowded:
+    if crowded and not flag:
         detail = ", ".join(f"{symbols[a]} {a}: 4th at {d4:.2f} Å, 5th at {d5:.2f} Å" for a, d4, d5 in crowded[:8])
         raise StructureError(f"wrong A-site coordination in coarse-grained input: every A site ({a_names}) needs 4 "
                              f"B beads ({b_names}) clearly nearer than the rest (5th at least {CG_GAP_FACTOR:g} x "
                              f"farther); found {detail}", structure=name)
-    nearest = (first[:, None] + np.arange(4)).ravel()
+    # bonds per A site: its 4 nearest B beads; with ``flag``, fewer when fewer are within the cut-off, and
+    # every bead not clearly farther than the 4th (CG_GAP_FACTOR) when crowded (an over-coordinated site)
+    n_bonds = np.minimum(count, 4)
+    if flag:
+        for k in np.flatnonzero(count > 4):
+            f, c = first[k], count[k]
+            if d[f + 4] < CG_GAP_FACTOR * d[f + 3]:
+                n_bonds[k] = int(np.count_nonzero(d[f:f + c] < CG_GAP_FACTOR * d[f + 3]))
+    offsets = np.arange(int(n_bonds.sum())) - np.repeat(np.cumsum(n_bonds) - n_bonds, n_bonds)
+    nearest = np.repeat(first, n_bonds) + offsets
     i, j = i[nearest], j[nearest]
     position = {a: k for k, a in enumerate(a_sites)}
     bridged: dict[int, list[int]] = {b: [] for b in b_sites}
     for a, b in zip(i.tolist(), j.tolist(), strict=True):
         bridged[b].append(position[a])
     bad = [(b, len(v)) for b, v in bridged.items() if len(v) != 2]
-    if bad:
+    if bad and not flag:
         detail = ", ".join(f"{symbols[b]} {b}: {c} A sites" for b, c in bad[:8])
         raise StructureError(f"every B bead ({b_names}) must bridge exactly 2 A sites (bead input is a net of "
                              f"4-connected A and 2-connected B); found {detail}", structure=name)
+    report = None
+    if flag:
+        report = _defect_report(len(a_sites), n_bonds, [bridged[b] for b in b_sites])
+        _refuse_if_not_a_network(name, report, len(a_sites), f"4 B beads within {CG_AB_CUTOFF} Å")
+        report = report or None
     singletons = tuple(np.array([b]) for b in b_sites)
     return Connectivity(name=name, coarse_grained_input=True, metal_indices=a_sites,
                     metal_symbols=tuple(METAL_OF_A_BEAD[s] for s in symbols[a_sites].tolist()), linkers=singletons,
                     rings=singletons, linker_formulas=tuple(LINKER_OF_B_BEAD[s] for s in symbols[b_sites].tolist()),
-                    linker_metals=np.array([bridged[b] for b in b_sites], dtype=int).reshape(-1, 2))
+                    linker_metals=_linker_metal_array([bridged[b] for b in b_sites]), defects=report)
 
 
 def bead_positions(atoms: Atoms, connectivity: Connectivity) -> np.ndarray:

@@ -12,12 +12,18 @@ Parameters (``calc.parameters``, recorded by ``calc.todict()`` and hence by ase.
     ``return_std``: also compute per-metal standard deviations (default True).
     ``descriptor_backend``: ``None`` (the model's ``spec.backend``), ``"featomic"`` or ``"quippy"``, used for
         energies and forces alike (both give the same vectors).
+    ``defects``: ``"flag"`` (default) or ``"refuse"`` coordination defects (a Zn with 3 or 5 N, a dangling
+        linker; :mod:`ase_cggpr.defects`). Flagged: every site is predicted, ``site_trusted`` marks the
+        defective sites and those with a defect within the model's cutoff False, ``calc.site_trust`` names
+        them, and a :class:`~ase_cggpr.errors.DefectWarning` says so. ``energy`` stays the sum over all
+        sites (the untrusted ones as the model's extrapolation).
 
 Results (each also through ``calc.get_property(name, atoms)``):
     ``energy``, ``free_energy``: total (eV).
     ``energies``: per atom (eV); each metal carries its local energy, every other atom 0, so they sum to
         the total. For already coarse-grained input (Si/O beads) the A sites carry them.
     ``local_energies``: per metal, in metal (atom-index) order (eV).
+    ``site_trusted``: per metal, bool: False for a defective site or one with a defect within the cutoff.
     ``local_energy_std``: GP predictive standard deviation per metal (eV; latent function, no noise term);
         computed whenever asked for, even with ``return_std=False``.
     ``forces`` (eV/Å, computed only when asked for): minus the gradient of the *learned* energy.
@@ -50,8 +56,17 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes, equal
 
-from .beads import Bonds, BondTracker, Connectivity, check_input, connectivity_from_bonds, structure_name
-from .errors import ModelError
+from .beads import (
+    Bonds,
+    BondTracker,
+    Connectivity,
+    check_defects_mode,
+    check_input,
+    connectivity_from_bonds,
+    structure_name,
+)
+from .defects import SiteTrust
+from .errors import DefectWarning, ModelError
 from .model import CGGPRModel
 from .spec import BACKENDS
 
@@ -70,12 +85,14 @@ class CGGPRCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "local_energies",
-                              "local_energy_std"]
-    default_parameters: dict[str, Any] = {"model": None, "return_std": True, "descriptor_backend": None}
+                              "local_energy_std", "site_trusted"]
+    default_parameters: dict[str, Any] = {"model": None, "return_std": True, "descriptor_backend": None,
+                                          "defects": "flag"}
 
     def __init__(self, model: CGGPRModel | str | os.PathLike | None = None, *,
                  model_path: str | os.PathLike | None = None, return_std: bool = True,
-                 descriptor_backend: str | None = None, gradient_backend: str | None = None, **kwargs):
+                 descriptor_backend: str | None = None, gradient_backend: str | None = None,
+                 defects: str = "flag", **kwargs):
         if (model is None) == (model_path is None):
             raise ModelError("give exactly one of model= or model_path=")
         if gradient_backend is not None:
@@ -88,10 +105,12 @@ class CGGPRCalculator(Calculator):
         self._bonds: Bonds | None = None
         self._tracker = BondTracker()
         self._stress_with_forces = False  # set once the stress is asked for (see the module docstring)
+        self.site_trust: SiteTrust | None = None  # of the last calculation
         source = model if model is not None else model_path
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
-        super().__init__(model=source, return_std=return_std, descriptor_backend=descriptor_backend, **kwargs)
+        super().__init__(model=source, return_std=return_std, descriptor_backend=descriptor_backend,
+                         defects=defects, **kwargs)
 
     @classmethod
     def pretrained(cls, name: str = "AB2", **kwargs) -> CGGPRCalculator:
@@ -112,8 +131,12 @@ class CGGPRCalculator(Calculator):
         if kwargs.get("descriptor_backend") not in (None, *BACKENDS):
             raise ModelError(f"unknown descriptor backend {kwargs['descriptor_backend']!r}; choose None (the "
                              f"model's own) or one of {BACKENDS}")
+        if "defects" in kwargs:
+            check_defects_mode(kwargs["defects"])
         previous = self.parameters.get("model")
         changed = super().set(**kwargs)
+        if "defects" in changed:
+            self._connectivity = self._bonds = None
         if "model" in changed:
             model = changed["model"]
             try:
@@ -166,7 +189,7 @@ class CGGPRCalculator(Calculator):
                 connectivity = dataclasses.replace(connectivity, name=name)
         else:
             self._connectivity = self._bonds = None
-            connectivity = connectivity_from_bonds(atoms, bonds, name=name)
+            connectivity = connectivity_from_bonds(atoms, bonds, name=name, defects=self.parameters["defects"])
         self._connectivity, self._bonds = connectivity, bonds
         return connectivity
 
@@ -187,6 +210,10 @@ class CGGPRCalculator(Calculator):
         energies[prediction.bead_map.connectivity.metal_indices] = local
         total = float(local.sum())
         self.results = {"energy": total, "free_energy": total, "energies": energies, "local_energies": local}
+        self.site_trust = prediction.trust
+        self.results["site_trusted"] = prediction.trusted.copy()
+        if prediction.trust is not None and not prediction.trust.all_trusted:
+            warnings.warn(prediction.trust.summary(), DefectWarning, stacklevel=2)
         if prediction.std is not None:
             self.results["local_energy_std"] = prediction.std
         if prediction.forces is not None:

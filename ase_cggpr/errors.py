@@ -27,3 +27,8 @@ class ModelError(CGGPRError, ValueError):
 
 class OptionError(CGGPRError, ValueError):
     """An option value is invalid (a screen's threshold, symprec or workers, a calibration file, ...)."""
+
+
+class DefectWarning(UserWarning):
+    """A structure has coordination defects: its defective sites (and those near them) were predicted as the
+    model's extrapolation and are flagged untrusted (see :mod:`ase_cggpr.defects`)."""

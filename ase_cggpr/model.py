@@ -35,6 +35,7 @@ from ase import Atoms
 
 from . import __version__
 from .beads import KNOWN_LINKERS, BeadMap, Connectivity, coarse_grain, find_connectivity
+from .defects import SiteTrust, site_trust
 from .descriptors import DescriptorBackend, backend_for, check_species, soap_dimension, soap_vectors
 from .errors import ModelError
 from .inducing import cluster_factor, cluster_vectors, pack_clusters, pack_lower, unpack_clusters, unpack_lower
@@ -169,12 +170,17 @@ class CGGPRModel:
         return hasattr(self, "regressor_")
 
     # -- structures -> bead maps -> vectors ------------------------------------------------------------
-    def bead_map(self, atoms: Atoms, *, connectivity: Connectivity | None = None, name: str | None = None) -> BeadMap:
+    def bead_map(self, atoms: Atoms, *, connectivity: Connectivity | None = None, name: str | None = None,
+                 defects: str = "refuse") -> BeadMap:
         """Map a structure onto the model's representation, checking it holds only metals and linkers the
-        model was trained on (:meth:`check_species`) before it is coarse-grained."""
-        if self.is_fitted:
+        model was trained on (:meth:`check_species`) before it is coarse-grained.
+
+        ``defects``: ``"refuse"`` (default) or ``"flag"`` a coordination defect (see
+        :mod:`ase_cggpr.defects`; :meth:`site_trust` gives the per-site trust of the map)."""
+        if self.is_fitted or defects != "refuse":
             if connectivity is None:
-                connectivity = find_connectivity(atoms, name=name)
+                connectivity = find_connectivity(atoms, name=name, defects=defects)
+        if self.is_fitted:
             self.check_species(connectivity)
         return coarse_grain(atoms, self.spec.representation, connectivity=connectivity, name=name)
 
@@ -194,6 +200,11 @@ class CGGPRModel:
             message += ("; an A-only model cannot tell linkers apart (its beads are the metal sites alone): "
                         "use an AB2 or atomistic model for other linkers")
         raise ModelError(message)
+
+    def site_trust(self, bead_map: BeadMap) -> SiteTrust:
+        """Which sites of a mapped structure to trust: not defective, no defect within the model's cutoff
+        (:func:`ase_cggpr.defects.site_trust`; all trusted for a well-formed network)."""
+        return site_trust(bead_map, self.spec.cutoff)
 
     def vectors(self, maps: Sequence[BeadMap], *, progress: bool = False) -> np.ndarray:
         """SOAP vectors (n_centres, D) of the maps, with an optional progress bar."""
@@ -320,15 +331,17 @@ class CGGPRModel:
         return (means, stds) if return_std else means
 
     def predict(self, structures: Atoms | Sequence[Atoms], *, return_std: bool = False,
-                progress: bool = False):
+                progress: bool = False, defects: str = "refuse"):
         """Local energies (eV per metal, relative to the reference) of one structure or a list of them.
 
         Returns an array (one structure) or a list of arrays, each in metal order; with ``return_std``
-        a pair (means, standard deviations).
+        a pair (means, standard deviations). Plain arrays cannot say which sites to trust, so a coordination
+        defect is refused by default; ``defects="flag"`` predicts every site anyway (:meth:`compute` and
+        :meth:`site_trust` say which sites are defective or affected).
         """
         single = isinstance(structures, Atoms)
         frames = [structures] if single else list(structures)
-        maps = [self.bead_map(a) for a in frames]
+        maps = [self.bead_map(a, defects=defects) for a in frames]
         result = self.predict_maps(maps, return_std=return_std, progress=progress)
         if single:
             return (result[0][0], result[1][0]) if return_std else result[0]
@@ -341,8 +354,14 @@ class CGGPRModel:
 
     def compute(self, structure: Atoms | BeadMap, *, forces: bool = False, return_std: bool = False,
                 connectivity: Connectivity | None = None, descriptor_backend: str | None = None,
-                stress: bool = False, precision: str | None = None) -> Prediction:
+                stress: bool = False, precision: str | None = None, defects: str = "flag") -> Prediction:
         """Local energies of one structure, and with ``forces`` their forces, with ``stress`` the stress, in one call.
+
+        Coordination defects (a Zn with 3 or 5 N, a dangling linker: amorphous networks) are flagged by
+        default (``defects="flag"``; ``"refuse"`` raises a StructureError instead): every site is predicted
+        and ``Prediction.trust`` (:class:`~ase_cggpr.defects.SiteTrust`) names the defective sites and those
+        with a defect within the model's cutoff, whose local energies are extrapolations. ``energy`` stays the
+        sum over all sites; ``energy_trusted`` is the sum over the trusted ones.
 
         ``structure`` is an Atoms object (mapped with :meth:`bead_map`, reusing ``connectivity`` if given) or
         a :class:`~ase_cggpr.beads.BeadMap` from it. The descriptor backend is ``spec.backend`` unless
@@ -395,7 +414,7 @@ class CGGPRModel:
             bead_map = structure
             n_atoms = _input_atom_count(bead_map)
         else:
-            bead_map = self.bead_map(structure, connectivity=connectivity)
+            bead_map = self.bead_map(structure, connectivity=connectivity, defects=defects)
             n_atoms = len(structure)
         if bead_map.representation != self.spec.representation:
             raise ModelError(f"structure {bead_map.name!r} is in the {bead_map.representation} representation but "
@@ -430,7 +449,8 @@ class CGGPRModel:
             voigt = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]  # xx yy zz yz xz xy
             if not np.isfinite(voigt).all():
                 raise ModelError(f"structure {bead_map.name!r}: the model predicted a non-finite stress (NaN or inf)")
-        return Prediction(local_energies=energies, std=std, forces=atom_forces, bead_map=bead_map, stress=voigt)
+        return Prediction(local_energies=energies, std=std, forces=atom_forces, bead_map=bead_map, stress=voigt,
+                          trust=self.site_trust(bead_map))
 
     def _predict(self, X: np.ndarray, *, gradient: bool, return_std: bool, precision: str | None):
         """(mean, std or None, d mean / d x or None) of the rows of X: the mean and its gradient in one kernel pass
@@ -608,6 +628,8 @@ class Prediction:
         forces: (n_atoms, 3) forces on the input atoms (eV/Å), or None if not asked for.
         bead_map: the :class:`~ase_cggpr.beads.BeadMap` the descriptor saw.
         stress: (6,) stress (eV/Å^3, ASE sign, Voigt order xx yy zz yz xz xy), or None if not asked for.
+        trust: per-site trust (:class:`~ase_cggpr.defects.SiteTrust`: defective sites and those with a defect
+            within the cutoff are not trusted).
     """
 
     local_energies: np.ndarray
@@ -615,11 +637,23 @@ class Prediction:
     forces: np.ndarray | None
     bead_map: BeadMap
     stress: np.ndarray | None = None
+    trust: SiteTrust | None = None
 
     @property
     def energy(self) -> float:
-        """Total energy (eV): the sum of the local energies."""
+        """Total energy (eV): the sum of the local energies of all metal sites (for a structure with
+        coordination defects, the untrusted sites' terms are the model's extrapolation: see ``trust``)."""
         return float(np.sum(self.local_energies))
+
+    @property
+    def trusted(self) -> np.ndarray:
+        """(n_metals,) bool: sites free of defects within the model's cutoff (all True without ``trust``)."""
+        return self.trust.trusted if self.trust is not None else np.ones(len(self.local_energies), dtype=bool)
+
+    @property
+    def energy_trusted(self) -> float:
+        """Sum (eV) of the trusted sites' local energies only (equal to ``energy`` for a well-formed network)."""
+        return float(np.sum(self.local_energies[self.trusted]))
 
 
 def bead_to_atom_gradient(bead_map: BeadMap, bead_gradient: np.ndarray, n_atoms: int) -> np.ndarray:

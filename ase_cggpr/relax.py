@@ -66,6 +66,10 @@ class RelaxResult:
         max_stress: largest |stress component| of the final state (eV/Å^3), None for fixed-cell relaxations.
         cell_relaxed: whether the cell was relaxed.
         message: one line summing it up.
+        n_defective: coordination-defective metal sites of the final state (``defects="flag"``;
+            :mod:`ase_cggpr.defects`).
+        n_untrusted: metal sites of the final state whose local energy is not trusted (defective, or a defect
+            within the model's cutoff); the energy per metal averages them too.
     """
 
     name: str
@@ -82,6 +86,8 @@ class RelaxResult:
     max_stress: float | None
     cell_relaxed: bool
     message: str
+    n_defective: int = 0
+    n_untrusted: int = 0
 
     @property
     def energy_per_zn(self) -> float:
@@ -89,21 +95,24 @@ class RelaxResult:
         return self.energy_per_metal
 
 
-def _calculator(calculator_or_model):
+def _calculator(calculator_or_model, defects: str | None = None):
     from .calculator import CGGPRCalculator
     from .model import CGGPRModel
 
+    options = {} if defects is None else {"defects": defects}
     if isinstance(calculator_or_model, CGGPRCalculator):
+        if defects is not None and calculator_or_model.parameters.get("defects") != defects:
+            calculator_or_model.set(defects=defects)
         return calculator_or_model
     if isinstance(calculator_or_model, CGGPRModel):
-        return CGGPRCalculator(calculator_or_model, return_std=True)
+        return CGGPRCalculator(calculator_or_model, return_std=True, **options)
     if isinstance(calculator_or_model, str | os.PathLike):
-        return CGGPRCalculator(CGGPRModel.load(calculator_or_model), return_std=True)
+        return CGGPRCalculator(CGGPRModel.load(calculator_or_model), return_std=True, **options)
     raise ModelError(f"relax needs a CGGPRModel, a model file or a CGGPRCalculator, got "
                      f"{type(calculator_or_model).__name__}")
 
 
-def _start_structure(atoms: Atoms, model, name: str) -> Atoms:
+def _start_structure(atoms: Atoms, model, name: str, defects: str = "refuse") -> Atoms:
     """The structure to relax: the model's beads (AB2 beads for A models) or, for atomistic models, the atoms."""
     if not isinstance(atoms, Atoms):
         raise StructureError(f"relax needs an ase.Atoms object, got {type(atoms).__name__}")
@@ -113,12 +122,12 @@ def _start_structure(atoms: Atoms, model, name: str) -> Atoms:
             raise StructureError("the model is atomistic but this structure is already coarse-grained (beads); "
                                  "relax bead structures with an AB2 or A model", structure=name)
         start = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
-        model.check_species(find_connectivity(start, name=name))
+        model.check_species(find_connectivity(start, name=name, defects=defects))
     elif is_coarse_grained(atoms):
         start = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
-        model.check_species(find_connectivity(start, name=name))
+        model.check_species(find_connectivity(start, name=name, defects=defects))
     else:
-        connectivity = find_connectivity(atoms, name=name)
+        connectivity = find_connectivity(atoms, name=name, defects=defects)
         model.check_species(connectivity)
         start = coarse_grain(atoms, "AB2", connectivity=connectivity).structure
     start.info = {k: v for k, v in atoms.info.items() if isinstance(v, str | int | float | bool)}
@@ -139,7 +148,7 @@ def _optimizer(optimizer):
 
 def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool = True, max_steps: int = 500,
           smax: float = DEFAULT_SMAX, optimizer: str | type = "BFGS", trajectory: str | os.PathLike | None = None,
-          logfile: str | None = None, name: str | None = None) -> RelaxResult:
+          logfile: str | None = None, name: str | None = None, defects: str | None = None) -> RelaxResult:
     """Relax ``atoms`` on the model's energy surface; positions and, with ``cell=True``, the cell.
 
     Args:
@@ -153,6 +162,8 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
         optimizer: ``"BFGS"`` or ``"FIRE"`` (or an ``ase.optimize`` class).
         trajectory, logfile: passed to the optimiser (default: none, silent).
         name: the structure's name (default: from ``atoms.info`` or the formula).
+        defects: ``"flag"`` or ``"refuse"`` coordination defects (default: the calculator's setting, ``"flag"``
+            for a new one): flagged defects are relaxed like every site and counted in the result.
 
     Returns:
         a :class:`RelaxResult`; ``converged`` comes from a final single-point check (see the module docstring).
@@ -170,14 +181,15 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
     if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 0:
         raise ModelError(f"max_steps must be a non-negative integer, got {max_steps!r}")
     opt_class = _optimizer(optimizer)
-    calc = _calculator(calculator_or_model)
+    calc = _calculator(calculator_or_model, defects)
+    defects = calc.parameters.get("defects", "refuse")
     if cell and "stress" not in calc.implemented_properties:
         raise ModelError("cell relaxation needs the stress of the model's energy, which this CGGPRCalculator does "
                          "not implement; relax positions only (cell=False)")
     name = name or (structure_name(atoms) if isinstance(atoms, Atoms) else "structure")
-    structure = _start_structure(atoms, calc.model, name)
+    structure = _start_structure(atoms, calc.model, name, defects)
     structure.calc = calc
-    n_metals = find_connectivity(structure, name=name).n_metals
+    n_metals = find_connectivity(structure, name=name, defects=defects).n_metals
 
     def state() -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float | None]:
         forces = structure.get_forces()  # energies and std come with the forces (one descriptor call)
@@ -230,10 +242,15 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
     stress_text = f", max |stress| {s:.2e} eV/Å^3 ({'<' if s < smax else 'NOT <'} {smax:g})" if cell else ""
     message = (f"{status} in {steps} steps, {seconds:.1f} s: energy {e0:+.4f} -> {e:+.4f} eV per metal, "
                f"max force {f:.2e} eV/Å ({'<' if f < fmax else 'NOT <'} {fmax:g}){stress_text}")
+    trust = getattr(calc, "site_trust", None)
+    n_defective, n_untrusted = (trust.n_defective, trust.n_untrusted) if trust is not None else (0, 0)
+    if n_untrusted:
+        message += (f"; {n_defective} defective metal site(s), {n_untrusted} untrusted (extrapolated) in the "
+                    "energy per metal")
     out.info.update(name=name, cggpr_energy_per_metal=e, cggpr_energy_std=float(np.mean(std)),
                     relax_converged=bool(converged), relax_steps=int(steps), relax_seconds=round(seconds, 3),
-                    relax_message=message)
+                    relax_message=message, cggpr_n_defective=int(n_defective), cggpr_n_untrusted=int(n_untrusted))
     return RelaxResult(name=name, atoms=out, n_metals=n_metals, energy_per_metal=e, energy_std=float(np.mean(std)),
                        max_site_std=float(np.max(std)), initial_energy_per_metal=e0, converged=bool(converged),
                        n_steps=int(steps), seconds=seconds, max_force=f, max_stress=s, cell_relaxed=bool(cell),
-                       message=message)
+                       message=message, n_defective=int(n_defective), n_untrusted=int(n_untrusted))

@@ -11,7 +11,10 @@ Uncertainty
 -----------
 A structure is *trusted* when every per-Zn latent std is at most the threshold: the model's stored calibration
 (:mod:`ase_cggpr.uncertainty`, the 99th percentile of held-out std), ``--threshold``/``--calibration``, or the
-model's noise sigma when none is given.
+model's noise sigma when none is given. A structure with coordination defects (a Zn with 3 or 5 N, a dangling
+linker; ``defects="flag"``, the default) is predicted, its defective and affected Zn are counted
+(``n_defective_Zn``, ``n_untrusted_Zn``; :mod:`ase_cggpr.defects`) and it is never trusted: its energy per Zn
+averages the model's extrapolation at those sites. ``defects="refuse"`` makes it an error row.
 
 Symmetry
 --------
@@ -59,7 +62,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from .beads import BeadMap
+from .beads import BeadMap, check_defects_mode
 from .descriptors import soap_dimension
 from .errors import CGGPRError, ModelError, OptionError
 from .uncertainty import (  # noqa: F401  (re-exported: the screen's trust threshold)
@@ -78,7 +81,7 @@ SYMPREC = 1e-3
 #: How the trust threshold is chosen from a calibration.
 
 CSV_COLUMNS = ("rank", "id", "framework_type", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "space_group",
-               "n_unique_Zn", "relaxation", "source", "error")
+               "n_unique_Zn", "n_defective_Zn", "n_untrusted_Zn", "relaxation", "source", "error")
 #: Largest accepted spglib tolerance (Å): beyond it every structure looks symmetric.
 MAX_SYMPREC = 1.0
 
@@ -187,6 +190,11 @@ class ScreenRow:
     trusted: bool = False
     space_group: str = ""
     n_unique_Zn: int = 0
+    #: coordination-defective Zn sites, and all untrusted ones (defective, or a defect within the model's cutoff:
+    #: :mod:`ase_cggpr.defects`); a row with any untrusted site is never trusted (its energy per Zn averages
+    #: extrapolated sites too), so it is listed unranked
+    n_defective_Zn: int = 0
+    n_untrusted_Zn: int = 0
     #: "" (not relaxed), "converged (N steps)" or "NOT converged (max force ... after N steps)": a row whose
     #: relaxation did not converge keeps its last energy but is never trusted (so listed unranked).
     relaxation: str = ""
@@ -199,6 +207,8 @@ class ScreenRow:
                 "n_Zn": self.n_Zn if ok else "", "energy_per_Zn_eV": f"{self.energy_per_Zn:.6f}" if ok else "",
                 "max_std_eV": f"{self.max_std:.6f}" if ok else "", "trusted": str(self.trusted) if ok else "",
                 "space_group": self.space_group, "n_unique_Zn": self.n_unique_Zn if ok else "",
+                "n_defective_Zn": self.n_defective_Zn if ok else "",
+                "n_untrusted_Zn": self.n_untrusted_Zn if ok else "",
                 "relaxation": self.relaxation, "source": self.source, "error": self.error}
 
 
@@ -222,8 +232,13 @@ RELAX_FMAX, RELAX_MAX_STEPS = 0.05, 200
 
 
 def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = True, symprec: float = SYMPREC,
-                     id: str | None = None, source: str = "", relax: bool = False) -> ScreenRow:
+                     id: str | None = None, source: str = "", relax: bool = False,
+                     defects: str = "flag") -> ScreenRow:
     """Screen one structure; any error becomes the row's ``error`` (never raised).
+
+    Coordination defects (``defects="flag"``, the default; ``"refuse"`` makes them an error row) are counted
+    in ``n_defective_Zn`` / ``n_untrusted_Zn`` (:mod:`ase_cggpr.defects`); ``energy_per_Zn`` is then the mean
+    over all Zn, extrapolated ones included, and the row is never trusted.
 
     A prediction that is not finite (NaN or infinite energy or std of any Zn) is an error row: it is never
     ranked or trusted. With ``relax``, the structure is first relaxed on the model's energy surface (positions
@@ -242,13 +257,14 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
                 from .relax import relax as relax_structure
 
                 relaxed = relax_structure(atoms, model, fmax=RELAX_FMAX, max_steps=RELAX_MAX_STEPS, cell=True,
-                                          name=name)
+                                          name=name, defects=defects)
                 atoms, relax_converged = relaxed.atoms, relaxed.converged
                 stress = "" if relaxed.max_stress is None else f", max stress {relaxed.max_stress:.3g} eV/Å^3"
                 row.relaxation = (f"converged ({relaxed.n_steps} steps)" if relaxed.converged else
                                   f"NOT converged (max force {relaxed.max_force:.3g} eV/Å{stress} after "
                                   f"{relaxed.n_steps} steps)")
-            bead_map = model.bead_map(atoms, name=name)
+            bead_map = model.bead_map(atoms, name=name, defects=defects)
+            trust = model.site_trust(bead_map)
             with contextlib.suppress(Exception):
                 row.space_group = space_group(atoms, symprec)
             mean, std, n_unique = predict_symmetric(model, bead_map, symmetry=symmetry, symprec=symprec)
@@ -260,7 +276,8 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
                              "ranked, not trusted")
         row.n_Zn, row.n_unique_Zn = len(mean), int(n_unique)
         row.energy_per_Zn, row.max_std = float(mean.mean()), float(std.max())
-        row.trusted = bool(row.max_std <= threshold) and relax_converged
+        row.n_defective_Zn, row.n_untrusted_Zn = trust.n_defective, trust.n_untrusted
+        row.trusted = bool(row.max_std <= threshold) and relax_converged and trust.all_trusted
     except Exception as error:  # one bad structure never stops a screen
         row.error = _error_text(error)
     return row
@@ -562,6 +579,7 @@ def progress_row(entry: Any, settings: dict) -> tuple[str, ScreenRow]:
     raw = entry.get("row")
     if not isinstance(raw, dict):
         raise ValueError(f"'row' is {type(raw).__name__}, not an object")
+    raw = {"n_defective_Zn": 0, "n_untrusted_Zn": 0, **raw}  # rows written before defect flags had none
     missing = [f.name for f in dataclasses.fields(ScreenRow) if f.name != "rank" and f.name not in raw]
     if missing:
         raise ValueError(f"row has no {', '.join(missing)}")
@@ -581,6 +599,10 @@ def progress_row(entry: Any, settings: dict) -> tuple[str, ScreenRow]:
         value = raw[field]
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if ok else 0):
             raise bad(field, "an integer >= 1" if ok else "an integer >= 0")
+    for field in ("n_defective_Zn", "n_untrusted_Zn"):
+        value = raw[field]
+        if ok and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= raw["n_Zn"]):
+            raise bad(field, f"an integer from 0 to n_Zn {raw['n_Zn']}")
     for field in ("energy_per_Zn", "max_std"):
         value = raw[field]
         if not isinstance(value, int | float) or isinstance(value, bool):
@@ -596,10 +618,12 @@ def progress_row(entry: Any, settings: dict) -> tuple[str, ScreenRow]:
             raise bad("relaxation", "what this screen writes" + (" (it relaxes)" if settings.get("relax") else
                                                                     " (no relaxation)"))
         relaxed = not raw["relaxation"] or raw["relaxation"].startswith("converged")
-        earned = raw["max_std"] <= float(settings.get("threshold", math.inf)) and relaxed
+        earned = (raw["max_std"] <= float(settings.get("threshold", math.inf)) and relaxed
+                  and raw["n_untrusted_Zn"] == 0)
         if raw["trusted"] != earned:
             raise bad("trusted", f"{earned} (max_std {raw['max_std']!r}, threshold {settings.get('threshold')!r}"
-                                 f"{'' if relaxed else ', relaxation not converged'})")
+                                 f"{'' if relaxed else ', relaxation not converged'}, "
+                                 f"{raw['n_untrusted_Zn']} untrusted Zn)")
     elif raw["trusted"]:
         raise bad("trusted", "false (an error row is never trusted)")
     row = ScreenRow(**{f.name: raw[f.name] for f in dataclasses.fields(ScreenRow) if f.name != "rank"})
@@ -719,7 +743,8 @@ def sort_rows(rows: list[ScreenRow]) -> list[ScreenRow]:
 
 def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold: float | None = None,
            symmetry: bool = True, symprec: float = SYMPREC, workers: int = 1, progress: bool = False,
-           progress_file: str | os.PathLike | None = None, resume: bool = False, relax: bool = False) -> ScreenResult:
+           progress_file: str | os.PathLike | None = None, resume: bool = False, relax: bool = False,
+           defects: str = "flag") -> ScreenResult:
     """Screen structures with a fitted model (or a model path) and rank them by predicted energy per Zn.
 
     Args:
@@ -735,6 +760,8 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
             come from a screen with the same model and options).
         relax: relax every structure on the model's energy surface (positions and cell) before predicting it
             (see :func:`screen_structure`).
+        defects: ``"flag"`` (default: coordination defects counted, such rows untrusted) or ``"refuse"`` (an
+            error row); see :func:`screen_structure`.
     """
     from .model import CGGPRModel
     from .progress import progress_bar
@@ -751,6 +778,8 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
     kwargs = dict(threshold=float(threshold), symmetry=bool(symmetry), symprec=symprec)
     if relax:  # only then: the progress files of screens without relaxation keep their settings
         kwargs["relax"] = True
+    if check_defects_mode(defects) != "flag":  # likewise: only a non-default mode enters the settings
+        kwargs["defects"] = defects
     inputs = list(structures)
     n_files = 0
     for item in inputs:

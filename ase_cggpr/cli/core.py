@@ -21,6 +21,7 @@ from .options import (
     check_folder,
     claim_outputs,
     cli_errors,
+    defects_option,
     force_option,
     label_key_option,
     quiet_option,
@@ -119,10 +120,11 @@ def train(data, output, representation, cutoff, atom_sigma, n_max, l_max, noise,
 @MODEL_ARGUMENT
 @click.argument("structures", nargs=-1, required=True)
 @click.option("-o", "--output", type=OUTPUT_FILE, help="extxyz file with per-metal predictions.")
+@defects_option
 @force_option
 @quiet_option
 @cli_errors
-def predict(model_path, structures, output, force, quiet):
+def predict(model_path, structures, output, defects, force, quiet):
     """Predict per-metal local energies (and std) of STRUCTURES with MODEL.
 
     The output extxyz holds per-atom arrays ``cggpr_local_energy`` and ``cggpr_local_energy_std`` (eV, on
@@ -130,6 +132,12 @@ def predict(model_path, structures, output, force, quiet):
     Every structure is read and mapped before any prediction (one that cannot be stops the command, nothing
     computed); if a prediction fails, the others go on and the finished ones go to OUTPUT's .partial name
     (predictions.extxyz -> predictions.partial.extxyz), exit code 1.
+
+    Coordination defects (--defects flag, the default): every metal is predicted; the per-atom array
+    ``cggpr_site_state`` is 0 for a trusted metal, 1 for one with a defect within the model's cutoff, 2 for a
+    defective one (-1 on non-metal atoms), and info ``cggpr_n_defective``, ``cggpr_n_untrusted`` and
+    ``cggpr_energy_trusted`` (sum over trusted metals, eV) go with ``cggpr_energy``, which stays the sum over
+    all metals (the untrusted ones as the model's extrapolation). Each defective structure is named on stderr.
     """
     from ase.io import write
 
@@ -146,10 +154,12 @@ def predict(model_path, structures, output, force, quiet):
     frames = list(iter_structures(structures))
     if not frames:
         raise CGGPRError(f"no structures in {', '.join(structures)}: nothing to predict")
-    maps = check_structures(frames, model.bead_map, "predicted")  # every structure mapped before any prediction
+    # every structure mapped before any prediction
+    maps = check_structures(frames, lambda atoms: model.bead_map(atoms, defects=defects), "predicted")
     with progress_bar(len(frames), "predict", enabled=not quiet) as update:
         for atoms, bead_map in zip(frames, maps, strict=True):
             try:
+                trust = model.site_trust(bead_map)
                 (mean,), (std,) = model.predict_maps([bead_map], return_std=True)
                 if not (np.isfinite(mean).all() and np.isfinite(std).all()):
                     raise CGGPRError(f"structure {bead_map.name!r}: the prediction is not finite (NaN or infinite "
@@ -167,9 +177,18 @@ def predict(model_path, structures, output, force, quiet):
                 atoms.arrays[key] = column
             atoms.info["cggpr_energy"] = float(mean.sum())
             atoms.info["cggpr_energy_per_metal"] = float(mean.mean())
+            if not trust.all_trusted:
+                state = np.full(len(atoms), -1, dtype=int)
+                state[metals] = trust.site_state()
+                atoms.arrays["cggpr_site_state"] = state
+                atoms.info.update(cggpr_n_defective=trust.n_defective, cggpr_n_untrusted=trust.n_untrusted,
+                                  cggpr_energy_trusted=float(mean[trust.trusted].sum()))
+                if not quiet:
+                    click.echo(trust.summary(), err=True)
             atoms.calc = None
             done.append(atoms)
-            rows.append((bead_map.name, len(metals), mean.sum(), mean.mean(), std.max()))
+            rows.append((bead_map.name, len(metals), mean.sum(), mean.mean(), std.max(), trust.n_defective,
+                         trust.n_untrusted))
             update(1)
     written = []
     if output is not None and done:  # with failures: what finished, under the partial name
@@ -177,13 +196,15 @@ def predict(model_path, structures, output, force, quiet):
         with atomic_output(written[0], force=force or bool(failures)) as tmp:
             write(tmp, done, format="extxyz")
     if not quiet:
-        click.echo(f"{'structure':<32} {'n_metal':>7} {'E (eV)':>12} {'E/metal (eV)':>13} {'max std':>8}")
+        click.echo(f"{'structure':<32} {'n_metal':>7} {'E (eV)':>12} {'E/metal (eV)':>13} {'max std':>8} "
+                   f"{'defective':>9} {'untrusted':>9}")
         for row in rows:
             if len(row) == 2:
                 click.echo(f"{row[0][:32]:<32} FAILED: {row[1]}")
                 continue
-            name, n, total, per, smax = row
-            click.echo(f"{name[:32]:<32} {n:>7d} {total:>12.4f} {per:>13.4f} {smax:>8.4f}")
+            name, n, total, per, smax, n_bad, n_untrusted = row
+            click.echo(f"{name[:32]:<32} {n:>7d} {total:>12.4f} {per:>13.4f} {smax:>8.4f} {n_bad:>9d} "
+                       f"{n_untrusted:>9d}")
     if failures:
         raise finished_with_failures(failures, len(frames), "predicted", written)
 
@@ -193,19 +214,31 @@ def predict(model_path, structures, output, force, quiet):
 @click.option("-o", "--output", required=True, type=OUTPUT_FILE, help="extxyz file of beads.")
 @click.option("--representation", type=click.Choice(["AB2", "A"], case_sensitive=False), default="AB2",
               show_default=True)
+@defects_option
 @force_option
 @quiet_option
 @cli_errors
-def coarse_grain_command(inputs, output, representation, force, quiet):
-    """Write bead structures of INPUTS (Si = metal site, O = linker bead) for inspection."""
+def coarse_grain_command(inputs, output, representation, defects, force, quiet):
+    """Write bead structures of INPUTS (Si = metal site, O = linker bead) for inspection.
+
+    Coordination defects (--defects flag, the default) are mapped as they are (a 3-coordinated Zn becomes an A
+    bead with 3 B beads, a dangling linker a B bead bonded to one A) and each defective structure is named on
+    stderr; --defects refuse rejects them."""
     from ase.io import write
 
-    from ..beads import coarse_grain
+    from ..beads import coarse_grain, find_connectivity
     from ..io import iter_structures
     from ..outputs import atomic_output
 
     claim_outputs(output, force=force)
-    beads = [coarse_grain(a, representation).structure for a in iter_structures(inputs)]
+    beads = []
+    for atoms in iter_structures(inputs):
+        connectivity = find_connectivity(atoms, defects=defects)
+        if connectivity.defects and not quiet:
+            click.echo(f"structure {connectivity.name!r}: "
+                       + connectivity.defects.summary(connectivity.metal_indices, connectivity.metal_symbols),
+                       err=True)
+        beads.append(coarse_grain(atoms, representation, connectivity=connectivity).structure)
     if not beads:
         raise CGGPRError(f"no structures in {', '.join(inputs)}: nothing to coarse-grain")
     with atomic_output(output, force=force) as tmp:

@@ -406,6 +406,15 @@ def force_option(function):
     return click.option("--force", is_flag=True, help="Overwrite existing output files.")(function)
 
 
+def defects_option(function):
+    """``--defects flag|refuse``: what prediction does with coordination defects (:mod:`ase_cggpr.defects`)."""
+    return click.option(
+        "--defects", type=click.Choice(["flag", "refuse"]), default="flag", show_default=True,
+        help="Coordination defects (a Zn with 3 or 5 N, a dangling linker: amorphous networks): 'flag' predicts "
+             "every site and marks the defective ones, and those with a defect within the model's cutoff, "
+             "untrusted; 'refuse' rejects the structure.")(function)
+
+
 def workers_option(default: int = 1, help: str = "Worker processes."):
     return click.option("-j", "--workers", type=click.IntRange(min=1), default=default, show_default=True,
                         help=help)

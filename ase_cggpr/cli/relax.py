@@ -10,9 +10,18 @@ import click
 
 from ..errors import CGGPRError
 from ._group import main
-from .options import MODEL_ARGUMENT, OUTPUT_FILE, POSITIVE, claim_outputs, cli_errors, force_option, quiet_option
+from .options import (
+    MODEL_ARGUMENT,
+    OUTPUT_FILE,
+    POSITIVE,
+    claim_outputs,
+    cli_errors,
+    defects_option,
+    force_option,
+    quiet_option,
+)
 
-CSV_COLUMNS = ("name", "energy_per_zn", "std", "converged", "steps", "seconds")
+CSV_COLUMNS = ("name", "energy_per_zn", "std", "converged", "steps", "seconds", "n_defective", "n_untrusted")
 
 
 def csv_path(output: Path) -> Path:
@@ -32,15 +41,18 @@ def csv_path(output: Path) -> Path:
 @click.option("--max-steps", type=click.IntRange(min=0), default=500, show_default=True)
 @click.option("--optimizer", type=click.Choice(["BFGS", "FIRE"], case_sensitive=False), default="BFGS",
               show_default=True)
+@defects_option
 @force_option
 @quiet_option
 @cli_errors
-def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, optimizer, force, quiet):
+def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, optimizer, defects, force, quiet):
     """Relax STRUCTURES on MODEL's energy surface (positions and, by default, the cell).
 
     Coarse-grained models relax bead structures (atomistic input is coarse-grained first); atomistic models
     relax every atom. OUT gets the relaxed structures (info: cggpr_energy_per_metal, relax_converged, ...);
-    OUT.csv gets name, energy_per_zn (eV, relative to the model's reference), std, converged, steps, seconds.
+    OUT.csv gets name, energy_per_zn (eV, relative to the model's reference), std, converged, steps, seconds,
+    n_defective and n_untrusted (coordination-defective metal sites, and those plus the sites with a defect
+    within the model's cutoff, of the relaxed state; their local energies are extrapolations).
     Every structure is read and mapped before any relaxation (one that cannot be stops the command, nothing
     computed). A relaxation that fails does not stop the others: the finished ones then go to
     OUT.partial.extxyz and OUT.partial.csv (with an error column and row for each failure), exit code 1.
@@ -61,14 +73,15 @@ def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, o
     claim_outputs(output, table, force=force)
     partial, partial_table = claim_partial(output, table)
     model = CGGPRModel.load(model_path)
-    calc = CGGPRCalculator(model, return_std=True)
+    calc = CGGPRCalculator(model, return_std=True, defects=defects)
     if cell and "stress" not in calc.implemented_properties:
         raise CGGPRError("cell relaxation needs the stress of the model's energy, which this version's calculator "
                          "does not implement; use --fixed-cell")
     frames = list(iter_structures(structures))
     if not frames:
         raise CGGPRError(f"no structures in {', '.join(structures)}: nothing to relax")
-    check_structures(frames, model.bead_map, "relaxed")  # every structure mapped before any relaxation
+    # every structure mapped before any relaxation
+    check_structures(frames, lambda atoms: model.bead_map(atoms, defects=defects), "relaxed")
     results, failures = [], []
     for atoms in frames:
         try:
@@ -91,10 +104,10 @@ def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, o
     writer.writerow(CSV_COLUMNS + (("error",) if failures else ()))
     for r in results:
         if isinstance(r, tuple):  # an error row, as in screen's ranking
-            writer.writerow([r[0], "", "", "", "", "", r[1]])
+            writer.writerow([r[0], "", "", "", "", "", "", "", r[1]])
         else:
             writer.writerow([r.name, f"{r.energy_per_metal:.6f}", f"{r.energy_std:.6f}", int(r.converged), r.n_steps,
-                             f"{r.seconds:.2f}"] + ([""] if failures else []))
+                             f"{r.seconds:.2f}", r.n_defective, r.n_untrusted] + ([""] if failures else []))
     # a run with failures writes what finished under partial names (replacing an earlier run's partial files)
     out, out_table, overwrite = (partial, partial_table, True) if failures else (output, table, force)
     with atomic_output(out, force=overwrite) as tmp, atomic_output(out_table, force=overwrite) as tmp_csv:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ._group import main
-from .options import MODEL_ARGUMENT, claim_outputs, cli_errors
+from .options import MODEL_ARGUMENT, claim_outputs, cli_errors, defects_option
 
 
 def _option(check):
@@ -60,17 +60,19 @@ def _check_symprec(value):
                                             "screen's progress unless --resume).")
 @click.option("--relax", is_flag=True, help="Relax every structure (positions and cell) on MODEL's energy surface "
                                             "before ranking it (ase_cggpr.relax; fmax 0.05 eV/Å, <= 200 steps).")
+@defects_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or table.")
 @cli_errors
 def screen(model_path, structures, output, workers, threshold, calibration, no_symmetry, symprec, top, resume,
-           force, relax, quiet):
+           force, relax, defects, quiet):
     """Rank STRUCTURES (CIF/extxyz files, folders, globs) by MODEL's predicted energy per Zn.
 
     Energies are per Zn relative to the model's reference (e.g. relaxed zni). Structures that cannot be
     read or mapped get a row with the error; untrusted ones (an environment's std above the threshold)
-    are listed after the trusted ranking. Rows are saved to OUTPUT.progress.jsonl as they finish, so an
-    interrupted screen continues with --resume; a worker process that dies (e.g. out of memory) makes its
-    structure an error row and the screen goes on.
+    are listed after the trusted ranking, and so are structures with coordination defects (columns
+    n_defective_Zn, n_untrusted_Zn; with --defects refuse they are error rows). Rows are saved to
+    OUTPUT.progress.jsonl as they finish, so an interrupted screen continues with --resume; a worker process
+    that dies (e.g. out of memory) makes its structure an error row and the screen goes on.
     """
     from ..model import CGGPRModel
     from ..screening import Calibration, format_table, progress_path, screen_to_csv
@@ -83,7 +85,7 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
         click.echo(f"nothing to resume ({progress_path(output)} does not exist): screening everything", err=True)
     result = screen_to_csv(model, structures, output, force=force, resume=resume, threshold=threshold,
                            symmetry=not no_symmetry, symprec=symprec, workers=workers, progress=not quiet,
-                           relax=relax)
+                           relax=relax, defects=defects)
     if result.invalid_progress:
         click.echo(f"warning: {len(result.invalid_progress)} row(s) of {progress_path(output)} were not valid and "
                    f"were computed again ({result.invalid_progress[0]}"

@@ -42,7 +42,7 @@ from .kernels import PolynomialKernel
 from .labels import as_label_array, local_energies
 from .outputs import atomic_output
 from .progress import progress_bar
-from .regression import EXACT_VARIANCE_MAX, SELECTIONS, SOLVERS, SparseGPR, solver_from_state
+from .regression import EXACT_VARIANCE_MAX, MAX_LABEL_DEVIATION, SELECTIONS, SOLVERS, SparseGPR, solver_from_state
 from .spec import ModelSpec
 
 FORMAT_NAME = "ase-cggpr-model"
@@ -56,6 +56,10 @@ MAX_METADATA_BYTES = 64 * 2**20
 MAX_MEMBERS = 64
 #: Largest ``block_size`` a model file may ask for (rows of the kernel block held at once).
 MAX_BLOCK_SIZE = 1_000_000
+
+#: Why ``forces_key`` is refused (training on forces is planned, not built).
+FORCES_NOT_SUPPORTED = ("training on forces (forces_key / --forces-key) is not yet supported: train on total "
+                        "energies alone (energy_key / --energy-key) or on per-atom energies (label_key)")
 
 #: Metals and linkers recorded by :meth:`CGGPRModel.fit_vectors` when not given: Zn(Im)2.
 CG_INPUT_METALS = ("Zn",)
@@ -212,6 +216,7 @@ class CGGPRModel:
     # -- fitting -----------------------------------------------------------------------------------------
     def fit(self, structures: Sequence[Atoms], labels: Sequence[np.ndarray] | None = None, *,
             label_key: str = "energies", target: str = "local", n_train: int | None = None, seed: int = 0,
+            energy_key: str | None = None, forces_key: str | None = None,
             progress: bool = False) -> CGGPRModel:
         """Fit to structures (atomistic or Si/O bead input) and their per-metal labels (eV).
 
@@ -220,9 +225,24 @@ class CGGPRModel:
             label_key: per-atom energies (local energies are formed) or per-site local energies.
             target: ``"local"`` (e_local) or ``"metal"`` (Zn-only energy).
             n_train: train on this many environments drawn at random (seeded) from all of them.
+            energy_key: learn the per-metal local energies from each structure's *total* energy (eV), read
+                from ``atoms.info[energy_key]`` or ``atoms.calc.results[energy_key]`` (what extxyz files for
+                GAP, MACE or NequIP carry) instead of per-atom labels: :meth:`fit_totals_maps`.
+            forces_key: force labels; not supported yet (a :class:`ModelError`).
         """
         if not len(structures):
             raise ModelError("no training structures given")
+        if forces_key is not None:
+            raise ModelError(FORCES_NOT_SUPPORTED)
+        if energy_key is not None:
+            from .labels import total_energy
+
+            if labels is not None or n_train is not None:
+                raise ModelError("energy_key (training from total energies) takes no per-metal labels and no "
+                                 "n_train: every structure's sites are used")
+            totals = [total_energy(a, energy_key) for a in structures]
+            maps = [coarse_grain(a, self.spec.representation) for a in structures]
+            return self.fit_totals_maps(maps, totals, energy_key=energy_key, progress=progress)
         maps = [coarse_grain(a, self.spec.representation) for a in structures]
         if labels is None:
             labels = [local_energies(a, key=label_key, target=target, connectivity=m.connectivity)
@@ -235,19 +255,8 @@ class CGGPRModel:
         if not len(maps):
             raise ModelError("no training structures given")
         y = _stack_labels(maps, labels)
-        metals, linkers = set(), set()
-        for m in maps:
-            m_metals, m_linkers = _species(m.connectivity)
-            metals |= m_metals
-            linkers |= m_linkers
-        if self.spec.representation == "A" and len(linkers) > 1:
-            raise ModelError(f"the training structures have linkers {_linker_names(sorted(linkers))}, but the A "
-                             "representation cannot tell linkers apart (its beads are the metal sites alone); "
-                             "train an AB2 or atomistic model on several linkers")
         # the descriptor's species come from the training data (species a user put in the spec are kept)
-        if not hasattr(self, "_given_species"):
-            self._given_species = (self.spec.species, self.spec.centre_species)
-        self.spec = _training_species(self.spec, self._given_species, maps)
+        metals, linkers = self._training_species_of(maps)
         rows = np.arange(len(y))
         if n_train is not None:
             if n_train < 1:
@@ -269,6 +278,78 @@ class CGGPRModel:
         # how the training environments were drawn, so the saved model says how to reproduce it
         self.training_.update(n_candidate_environments=int(len(y)), n_train=n_train, seed=seed)
         return self
+
+    def fit_totals_maps(self, maps: Sequence[BeadMap], totals: Sequence[float], *, energy_key: str | None = None,
+                        progress: bool = False) -> CGGPRModel:
+        """Fit per-metal local energies to the structures' total energies (eV), as GAP fits total energies.
+
+        Each structure s (``maps[s]``, n_s metal sites) is one observation of the sum of its local energies,
+
+            E_s - n_s reference_energy = sum_{i in s} e(x_i) + noise_s,   var(noise_s) = noise^2 n_s,
+
+        (``noise``, the spec's, is the per-site standard deviation, so a structure's noise grows as the square
+        root of its number of metals, as independent per-site errors would). The sparse (projected-process)
+        solver does it in M x M: the rows ``sum_{i in s} k(x_i, X_m)`` against the inducing environments
+        X_m (:meth:`~ase_cggpr.streaming.Accumulator.add_totals`; streamed, 64 structures at a time, the
+        inducing environments drawn from the environments as for local labels), then SparseGPR's own
+        blocked-Cholesky solve. The result is an ordinary sparse model (weights on inducing environments,
+        the same file, calculator and screen); its variance is the projected-process posterior variance of
+        one local energy given the totals.
+
+        Reference energies: one per-metal offset. The model's constant mean is the weighted least-squares
+        per-site offset ``sum_s (E_s - n_s reference) / sum_s n_s``, on top of ``reference_energy``. For
+        Zn(Im)2 every structure has the same stoichiometry, so a Zn offset and an imidazolate offset cannot
+        be told apart from totals (only ``mu_Zn + 2 mu_Im``, the per-metal offset, is identifiable); with
+        several metals or linkers the GP itself carries their differences (their environments differ).
+
+        Needs ``solver="sparse"``; ``n_train`` does not apply (every site of every structure is used).
+        """
+        if self.solver != "sparse":
+            raise ModelError("training from total energies uses the sparse solver: build the model with "
+                             "solver='sparse' (cggpr train --energy-key uses it by default)")
+        if not len(maps):
+            raise ModelError("no training structures given")
+        if len(totals) != len(maps):
+            raise ModelError(f"{len(totals)} total energies for {len(maps)} structures")
+        totals = np.asarray([float(t) for t in totals], dtype=float)
+        counts = np.array([len(m.centre_indices) for m in maps])
+        for m, total, n in zip(maps, totals, counts, strict=True):
+            if n == 0:
+                raise ModelError(f"structure {m.name!r} has no metal site to carry its total energy")
+            if not np.isfinite(total):
+                raise ModelError(f"structure {m.name!r}: total energy is {total} (not finite)")
+        per_site = totals / counts - self.reference_energy
+        deviation = np.abs(per_site - float(np.sum(totals - self.reference_energy * counts) / counts.sum()))
+        worst = int(np.argmax(deviation))
+        if deviation[worst] > MAX_LABEL_DEVIATION:
+            raise ModelError(f"structure {maps[worst].name!r}: its total energy per metal lies "
+                             f"{deviation[worst]:.3g} eV from that of all structures (limit "
+                             f"{MAX_LABEL_DEVIATION:g} eV): wrong units, or a mix of calculators?")
+        metals, linkers = self._training_species_of(maps)
+        from .streaming import fit_model_streaming
+
+        fit_model_streaming(self, maps, np.zeros(int(counts.sum())), np.arange(int(counts.sum())),
+                            metals=sorted(metals), linkers=sorted(linkers), progress=progress, totals=totals)
+        self.training_.update(labels="total energies", energy_key=energy_key,
+                              n_totals=int(len(maps)), noise_per_structure="noise * sqrt(n_metals)")
+        return self
+
+    def _training_species_of(self, maps: Sequence[BeadMap]) -> tuple[set[str], set[str]]:
+        """(metals, linkers) of the training maps, checked against the representation; sets the spec's
+        descriptor species from them (as :meth:`fit_maps`)."""
+        metals, linkers = set(), set()
+        for m in maps:
+            m_metals, m_linkers = _species(m.connectivity)
+            metals |= m_metals
+            linkers |= m_linkers
+        if self.spec.representation == "A" and len(linkers) > 1:
+            raise ModelError(f"the training structures have linkers {_linker_names(sorted(linkers))}, but the A "
+                             "representation cannot tell linkers apart (its beads are the metal sites alone); "
+                             "train an AB2 or atomistic model on several linkers")
+        if not hasattr(self, "_given_species"):
+            self._given_species = (self.spec.species, self.spec.centre_species)
+        self.spec = _training_species(self.spec, self._given_species, maps)
+        return metals, linkers
 
     def fit_vectors(self, X: np.ndarray, y: np.ndarray, *, metals: Sequence[str] = CG_INPUT_METALS,
                     linkers: Sequence[str] = CG_INPUT_LINKERS, n_structures: int | None = None,

@@ -57,9 +57,8 @@ MAX_MEMBERS = 64
 #: Largest ``block_size`` a model file may ask for (rows of the kernel block held at once).
 MAX_BLOCK_SIZE = 1_000_000
 
-#: Why ``forces_key`` is refused (training on forces is planned, not built).
-FORCES_NOT_SUPPORTED = ("training on forces (forces_key / --forces-key) is not yet supported: train on total "
-                        "energies alone (energy_key / --energy-key) or on per-atom energies (label_key)")
+#: Noise standard deviation of a force component (eV/Å) when training on forces (``force_noise``).
+DEFAULT_FORCE_NOISE = 0.1
 
 #: Metals and linkers recorded by :meth:`CGGPRModel.fit_vectors` when not given: Zn(Im)2.
 CG_INPUT_METALS = ("Zn",)
@@ -216,7 +215,7 @@ class CGGPRModel:
     # -- fitting -----------------------------------------------------------------------------------------
     def fit(self, structures: Sequence[Atoms], labels: Sequence[np.ndarray] | None = None, *,
             label_key: str = "energies", target: str = "local", n_train: int | None = None, seed: int = 0,
-            energy_key: str | None = None, forces_key: str | None = None,
+            energy_key: str | None = None, forces_key: str | None = None, force_noise: float = DEFAULT_FORCE_NOISE,
             progress: bool = False) -> CGGPRModel:
         """Fit to structures (atomistic or Si/O bead input) and their per-metal labels (eV).
 
@@ -228,21 +227,24 @@ class CGGPRModel:
             energy_key: learn the per-metal local energies from each structure's *total* energy (eV), read
                 from ``atoms.info[energy_key]`` or ``atoms.calc.results[energy_key]`` (what extxyz files for
                 GAP, MACE or NequIP carry) instead of per-atom labels: :meth:`fit_totals_maps`.
-            forces_key: force labels; not supported yet (a :class:`ModelError`).
+            forces_key: with ``energy_key``, per-atom forces (eV/Å, ``atoms.arrays`` or calculator results)
+                learned as gradient rows, noise ``force_noise`` eV/Å per component (atomistic models only).
         """
         if not len(structures):
             raise ModelError("no training structures given")
-        if forces_key is not None:
-            raise ModelError(FORCES_NOT_SUPPORTED)
+        if forces_key is not None and energy_key is None:
+            raise ModelError("forces_key needs energy_key: forces are learned together with total energies")
         if energy_key is not None:
-            from .labels import total_energy
+            from .labels import atom_forces, total_energy
 
             if labels is not None or n_train is not None:
                 raise ModelError("energy_key (training from total energies) takes no per-metal labels and no "
                                  "n_train: every structure's sites are used")
             totals = [total_energy(a, energy_key) for a in structures]
+            forces = None if forces_key is None else [atom_forces(a, forces_key) for a in structures]
             maps = [coarse_grain(a, self.spec.representation) for a in structures]
-            return self.fit_totals_maps(maps, totals, energy_key=energy_key, progress=progress)
+            return self.fit_totals_maps(maps, totals, forces=forces, energy_key=energy_key, forces_key=forces_key,
+                                        force_noise=force_noise, progress=progress)
         maps = [coarse_grain(a, self.spec.representation) for a in structures]
         if labels is None:
             labels = [local_energies(a, key=label_key, target=target, connectivity=m.connectivity)
@@ -279,7 +281,9 @@ class CGGPRModel:
         self.training_.update(n_candidate_environments=int(len(y)), n_train=n_train, seed=seed)
         return self
 
-    def fit_totals_maps(self, maps: Sequence[BeadMap], totals: Sequence[float], *, energy_key: str | None = None,
+    def fit_totals_maps(self, maps: Sequence[BeadMap], totals: Sequence[float], *,
+                        forces: Sequence[np.ndarray | None] | None = None, energy_key: str | None = None,
+                        forces_key: str | None = None, force_noise: float = DEFAULT_FORCE_NOISE,
                         progress: bool = False) -> CGGPRModel:
         """Fit per-metal local energies to the structures' total energies (eV), as GAP fits total energies.
 
@@ -301,6 +305,16 @@ class CGGPRModel:
         Zn(Im)2 every structure has the same stoichiometry, so a Zn offset and an imidazolate offset cannot
         be told apart from totals (only ``mu_Zn + 2 mu_Im``, the per-metal offset, is identifiable); with
         several metals or linkers the GP itself carries their differences (their environments differ).
+
+        Forces (``forces``: per map its (n_atoms, 3) forces in eV/Å, or None): each component is one more
+        observation, of minus the position derivative of the structure's summed local energies, with noise
+        ``force_noise`` (eV/Å); its row is ``-d/dr sum_i k(x_i, X_m)`` through the descriptor gradients
+        (:meth:`~ase_cggpr.streaming.Accumulator.add_forces`; featomic backend). Atomistic models only: a
+        coarse-grained model's energy is a function of the bead positions alone, with the linkers' internal
+        coordinates not seen (AB2, A) and its labels those of ideal or relaxed linkers; the atomistic forces of a
+        frame are derivatives with every other atom held where it is, so they are not the gradient of that
+        energy (summing them over a bead's atoms would teach it the gradient of a different function), and
+        they are refused.
 
         Needs ``solver="sparse"``; ``n_train`` does not apply (every site of every structure is used).
         """
@@ -325,13 +339,31 @@ class CGGPRModel:
             raise ModelError(f"structure {maps[worst].name!r}: its total energy per metal lies "
                              f"{deviation[worst]:.3g} eV from that of all structures (limit "
                              f"{MAX_LABEL_DEVIATION:g} eV): wrong units, or a mix of calculators?")
+        if forces is not None:
+            if len(forces) != len(maps):
+                raise ModelError(f"{len(forces)} force arrays for {len(maps)} structures")
+            if self.spec.representation != "atomistic" and any(f is not None for f in forces):
+                raise ModelError(f"forces train atomistic models only; the {self.spec.representation} model's energy "
+                                 "is a function of the bead positions, and the atomistic forces of a frame are not "
+                                 "its gradient (see CGGPRModel.fit_totals_maps): train it on totals alone")
+            if not (np.isfinite(force_noise) and force_noise > 0):
+                raise ModelError(f"force_noise must be a positive number (eV/Å), got {force_noise!r}")
+            for m, f in zip(maps, forces, strict=True):
+                if f is not None and np.shape(f) != (len(m.structure), 3):
+                    raise ModelError(f"structure {m.name!r}: forces of shape {np.shape(f)} for "
+                                     f"{len(m.structure)} atoms")
         metals, linkers = self._training_species_of(maps)
         from .streaming import fit_model_streaming
 
         fit_model_streaming(self, maps, np.zeros(int(counts.sum())), np.arange(int(counts.sum())),
-                            metals=sorted(metals), linkers=sorted(linkers), progress=progress, totals=totals)
+                            metals=sorted(metals), linkers=sorted(linkers), progress=progress, totals=totals,
+                            forces=forces, force_noise=force_noise)
         self.training_.update(labels="total energies", energy_key=energy_key,
                               n_totals=int(len(maps)), noise_per_structure="noise * sqrt(n_metals)")
+        n_components = int(self.regressor_.label_stats_.get("n_force_components", 0))
+        if n_components:
+            self.training_.update(labels="total energies and forces", forces_key=forces_key,
+                                  n_force_components=n_components, force_noise=float(force_noise))
         return self
 
     def _training_species_of(self, maps: Sequence[BeadMap]) -> tuple[set[str], set[str]]:

@@ -120,6 +120,7 @@ class Accumulator:
         self.min_y = np.inf
         self.max_y = -np.inf
         self.per_site: list[float] = []  # totals only: each structure's total per site
+        self.n_force_components = 0
 
     def add(self, X: np.ndarray, y: np.ndarray, progress: Progress = None) -> None:
         X = np.asarray(X, dtype=np.float64)
@@ -199,6 +200,33 @@ class Accumulator:
         self.min_y = min(self.min_y, float(per_site.min()))
         self.max_y = max(self.max_y, float(per_site.max()))
 
+    def add_forces(self, gradients, forces: np.ndarray, *, weight: float, batch: int = 32,
+                   progress: Progress = None) -> None:
+        """Add the force components of one structure (eV/Å, (n_atoms, 3)) as gradient rows.
+
+        ``gradients``: the structure's descriptor gradients (:class:`~ase_cggpr.descriptors.DescriptorGradients`
+        with ``contract_many``, e.g. featomic's), whose centres are the structure's metal sites. The model's
+        force on atom j is ``F_j = -sum_i sum_m alpha_m d k(x_i, z_m) / d r_j``, so component (j, c) is the
+        observation of the row ``-d/dr_jc sum_i k_m(x_i)`` (M values: one contraction of the kernel gradients
+        ``zeta (offset + x_i . z_m)^(zeta - 1) z_m`` per inducing environment, ``batch`` at a time) with noise
+        variance ``noise^2 / weight^2`` (``weight = noise / force_noise``). Whitened and weighted like
+        :meth:`add_totals`; a constant mean has no force, so ``K1`` is unchanged.
+        """
+        forces = np.asarray(forces, dtype=np.float64)
+        X = np.asarray(gradients.vectors, dtype=np.float64)
+        if forces.shape != (gradients.n_atoms, 3):
+            raise ModelError(f"forces have shape {forces.shape}, expected ({gradients.n_atoms}, 3)")
+        if not np.isfinite(forces).all():
+            raise ModelError("forces contain NaN or inf")
+        del X
+        K = kernel_position_gradient(gradients, self.Z, self.kernel, batch=batch)
+        U = np.ascontiguousarray(_lower_solve(self.Lm, K)) * (-float(weight))
+        self.G = blas.dsyrk(1.0, U.T, beta=1.0, c=self.G, trans=1, lower=1, overwrite_c=1)
+        self.Ky += U @ (forces.ravel() * float(weight))
+        self.n_force_components += forces.size
+        if progress is not None:
+            progress(1)
+
     @property
     def mean(self) -> float:
         return self.sum_y / self.n
@@ -209,6 +237,25 @@ class Accumulator:
         if self.per_site:
             return float(np.std(self.per_site))
         return float(np.sqrt(max(self.sum_y2 / self.n - self.mean**2, 0.0)))
+
+
+def kernel_position_gradient(gradients, Z: np.ndarray, kernel, *, batch: int = 32) -> np.ndarray:
+    """``d/dr sum_i k(x_i, z_m)`` for every inducing vector z_m (rows of Z) and every atom coordinate of one
+    structure: (M, 3 n_atoms), coordinates in (atom, xyz) order; eV/Å per unit weight.
+
+    The kernel gradient ``d k / d x_i = zeta (offset + x_i . z_m)^(zeta - 1) z_m`` of each centre is carried to
+    the positions by the descriptor gradients' ``contract_many`` (``batch`` inducing vectors at a time), the
+    same chain rule as the model's forces."""
+    X = np.asarray(gradients.vectors, dtype=np.float64)
+    zeta, offset = kernel.zeta, kernel.offset
+    coefficient = zeta * (offset + Z @ X.T) ** (zeta - 1)  # (M, n_centres): d k / d (x . z)
+    m = Z.shape[0]
+    K = np.empty((m, 3 * gradients.n_atoms))
+    for start in range(0, m, batch):
+        stop = min(start + batch, m)
+        dk_dx = coefficient[start:stop, :, None] * Z[start:stop, None, :]  # (B, n_centres, D)
+        K[start:stop] = gradients.contract_many(dk_dx).reshape(stop - start, -1)
+    return K
 
 
 def sparse_stream_bytes(m: int, d: int, *, reservoir: int, block_size: int = 2048, chunk_rows: int = 8192) -> int:
@@ -248,7 +295,7 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
                       memory_budget: float | None = None, progress: Progress = None,
                       sample_progress: Progress = None,
                       inducing_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
-                      totals: bool = False) -> SparseGPR:
+                      totals: bool = False, extra: Callable[[Accumulator], None] | None = None) -> SparseGPR:
     """Fit a :class:`~ase_cggpr.regression.SparseGPR` from a stream of (X chunk (n, D), y chunk (n,)).
 
     ``chunks()`` is called once and must yield the whole training set; ``sample()`` (default ``chunks``)
@@ -265,6 +312,7 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
     (X (n, D), owner (n,), totals (S,) eV, counts (S,)) per chunk (:meth:`Accumulator.add_totals`: the
     sum-of-local-energies rows, noise variance ``noise^2 n_s`` per structure); the inducing environments are
     still single environments from ``sample``, and the fitted regressor predicts local energies as ever.
+    ``extra(acc)``, if given, adds further rows (e.g. :meth:`Accumulator.add_forces`) after the stream.
     """
     gpr = SparseGPR(zeta=zeta, offset=offset, noise=noise, n_inducing=n_inducing, selection=selection, seed=seed,
                     jitter=jitter, block_size=block_size, memory_budget=memory_budget)
@@ -309,11 +357,14 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
             acc.add_totals(*item, progress=progress)
         else:
             acc.add(*item, progress)
+    if extra is not None:
+        extra(acc)
     if acc.n == 0:
         raise ModelError("no training environments in the stream")
     timings["accumulate"] = clock() - t
     t = clock()
-    stats = {"n": acc.n, "mean": acc.mean, "std": acc.std, "min": acc.min_y, "max": acc.max_y}
+    stats = {"n": acc.n, "mean": acc.mean, "std": acc.std, "min": acc.min_y, "max": acc.max_y,
+             "n_force_components": acc.n_force_components}
     fitted = solve_projected(gpr, Z, acc)
     timings["solve"] = clock() - t
     fitted.timings_ = timings
@@ -413,7 +464,8 @@ _SPARSE_OPTIONS = ("n_inducing", "selection", "seed", "jitter", "block_size", "m
 
 def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, *, metals: Sequence[str],
                         linkers: Sequence[str], chunk: int = 64, chunk_rows: int = 4096,
-                        progress: bool = False, totals: np.ndarray | None = None):
+                        progress: bool = False, totals: np.ndarray | None = None,
+                        forces: Sequence[np.ndarray | None] | None = None, force_noise: float = 0.1):
     """Fit ``model`` (a CGGPRModel with ``solver="sparse"``) to the environments ``rows`` of ``maps`` without
     ever holding their N x D descriptors: ``chunk`` structures (at most ``chunk_rows`` environments unless
     one structure has more) are described at a time, twice at most (once
@@ -424,7 +476,9 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
     ``totals`` (one total energy per map, eV, raw): learn the local energies from the structures' totals
     instead of per-environment labels ``y`` (ignored; ``rows`` must be every environment): the
     sum-of-local-energies rows of :meth:`Accumulator.add_totals`, each total less ``reference_energy`` per
-    site. The inducing environments are drawn as for local labels."""
+    site. The inducing environments are drawn as for local labels. ``forces`` (with ``totals``; atomistic
+    models only): per map, its (n_atoms, 3) forces in eV/Å or None, added as gradient rows with noise
+    ``force_noise`` eV/Å per component (:meth:`Accumulator.add_forces`)."""
     from .descriptors import soap_vectors
     from .inducing import cluster_vectors, environment_clusters
     from .progress import progress_bar
@@ -472,12 +526,35 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
         else:
             shifted = np.asarray(totals, dtype=float) - model.reference_energy * counts
             stream = total_chunks(describe, maps, shifted, chunk=chunk, chunk_rows=chunk_rows)
+        extra = None
+        if forces is not None and any(f is not None for f in forces):
+            backend = model.descriptor_backend()
+            weight = template.noise / float(force_noise)
+
+            def extra(acc: Accumulator) -> None:
+                with progress_bar(sum(f is not None for f in forces), "force rows", enabled=progress) as tick:
+                    for m, f in zip(maps, forces, strict=True):
+                        if f is None:
+                            continue
+                        gradients = backend.gradients(m.structure)
+                        if not hasattr(gradients, "contract_many"):
+                            raise ModelError(f"training on forces needs the featomic descriptor backend; "
+                                             f"{backend.name!r} has no batched gradient contraction")
+                        if not np.array_equal(np.asarray(gradients.centres), np.asarray(m.centre_indices)):
+                            raise ModelError(f"structure {m.name!r}: descriptor centres do not match the metal "
+                                             "sites")
+                        try:
+                            acc.add_forces(gradients, f, weight=weight, progress=tick)
+                        except ModelError as error:
+                            raise ModelError(f"structure {m.name!r}: {error}") from None
+
         regressor = fit_sparse_stream(stream, sample=sample_stream, zeta=template.zeta, offset=template.offset,
                                       noise=template.noise, n_inducing=template.n_inducing,
                                       selection=template.selection, seed=template.seed, jitter=template.jitter,
                                       block_size=template.block_size, memory_budget=template.memory_budget,
                                       reservoir=reservoir, progress=update, sample_progress=update_sample,
-                                      inducing_vectors=inducing_vectors, totals=totals is not None)
+                                      inducing_vectors=inducing_vectors, totals=totals is not None,
+                                      extra=extra)
     stats = regressor.label_stats_
     model.regressor_ = regressor
     model.inducing_clusters_ = list(clusters)

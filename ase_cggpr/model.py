@@ -14,7 +14,9 @@ File format (version 1): one ``.npz`` file, read with ``allow_pickle=False``, ho
 (``X`` training vectors, ``alpha`` weights, optionally ``L`` the Cholesky factor) and ``metadata``, a JSON
 string recording the format version, package version, the full :class:`ModelSpec`, the regression
 parameters (kernel, noise, training mean), the reference energy, the metals and linkers seen in training
-and a training-set summary.
+and a training-set summary. A model trained from total energies (and forces) is the same file (weights on inducing
+environments); only its training summary differs (``labels``, ``energy_key``, ``n_totals``, ``forces_key``,
+``n_force_components``, ``force_noise``: optional fields, checked when present), so the version stays 1.
 """
 
 from __future__ import annotations
@@ -890,6 +892,11 @@ def _check_training(path: Path, data: Any) -> dict:
             _number(path, data[key], f"training.{key}")
     if "label_std" in data:
         _number(path, data["label_std"], "training.label_std", low=0.0)
+    for key in ("n_totals", "n_force_components"):  # trained from total energies (and forces)
+        if data.get(key) is not None:
+            _integer(path, data[key], f"training.{key}", low=1)
+    if data.get("force_noise") is not None:
+        _number(path, data["force_noise"], "training.force_noise", positive=True)
     return data
 
 

@@ -246,3 +246,26 @@ def test_forces_train_an_atomistic_model(mofff_force_frames):
     assert with_forces[1] < 0.7 * totals_only[1]
     assert with_forces[0] < totals_only[0]
     assert with_forces[2] < 0.97 * totals_only[2]
+
+
+def test_cli_train_forces_key(mofff_force_frames, tmp_path):
+    """``cggpr train --representation atomistic --energy-key energy --forces-key forces`` on an extxyz file as
+    ASE writes it (total energy and forces in the calculator results) -> a model whose metadata records them."""
+    frames = []
+    for atoms in mofff_force_frames[::3]:
+        copy = atoms.copy()
+        copy.calc = SinglePointCalculator(copy, energy=atoms.info["energy"], forces=atoms.arrays["forces"])
+        del copy.info["energy"], copy.arrays["forces"]
+        frames.append(copy)
+    data = tmp_path / "ef.xyz"
+    write(data, frames)
+    model_path = tmp_path / "atomistic.npz"
+    args = ["train", data, "-o", model_path, "--representation", "atomistic", "--energy-key", "energy",
+            "--forces-key", "forces", "--force-noise", "0.2", "--inducing", "20", "--n-max", "4", "--l-max", "2",
+            "--test-fraction", "0.3", "--group-key", "net"]
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "test force RMSE (eV/Å)" in result.output
+    model = CGGPRModel.load(model_path)
+    assert model.training_["forces_key"] == "forces" and model.training_["force_noise"] == 0.2
+    assert model.training_["n_force_components"] > 0

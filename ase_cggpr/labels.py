@@ -123,3 +123,66 @@ def reference_energy(structures: list[Atoms], *, key: str = "energies") -> float
     if not structures:
         raise StructureError("no reference structures given")
     return float(np.mean(np.concatenate([local_energies(a, key=key) for a in structures])))
+
+
+def total_energy(atoms: Atoms, key: str = "energy", *, name: str | None = None) -> float:
+    """The total energy (eV) of a structure, one number: ``atoms.info[key]`` or ``atoms.calc.results[key]``.
+
+    ASE's extxyz reader moves a per-frame ``energy`` into ``atoms.calc.results``; both places are searched
+    (info first). What GAP, MACE or NequIP training files carry.
+
+    Raises:
+        LabelError: naming the structure when there is no such value, or it is not one finite number (a
+            per-atom array is refused: give it as ``label_key`` instead).
+    """
+    name = name or structure_name(atoms)
+    if not isinstance(key, str) or not key.strip():
+        raise LabelError(f"the energy key must be a non-empty name, got {key!r}")
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    if key in atoms.info:
+        raw = atoms.info[key]
+    elif key in results:
+        raw = results[key]
+    else:
+        present = sorted(k for k, v in list(atoms.info.items()) + list(results.items()) if np.ndim(v) == 0)
+        raise LabelError(f"structure {name!r}: no total energy {key!r} in its info or calculator results; "
+                         f"single values present: {present or 'none'}")
+    if isinstance(raw, (bool, np.bool_)) or np.ndim(raw) != 0:
+        shape = np.shape(raw)
+        hint = " (a per-atom array: train on it with --label-key instead)" if shape == (len(atoms),) else ""
+        raise LabelError(f"structure {name!r}: total energy {key!r} is not one number (shape {shape}){hint}")
+    value = as_label_array(raw, what=f"total energy {key!r}", name=name)
+    if not np.isfinite(value):
+        raise LabelError(f"structure {name!r}: total energy {key!r} is {float(value)} (not finite)")
+    return float(value)
+
+
+def atom_forces(atoms: Atoms, key: str = "forces", *, name: str | None = None) -> np.ndarray:
+    """The (n_atoms, 3) forces (eV/Å) of a structure: ``atoms.arrays[key]`` or ``atoms.calc.results[key]``
+    (ASE's extxyz reader moves ``forces`` into the calculator results).
+
+    Raises:
+        LabelError: naming the structure when there is no such array, it is not numeric, not (n_atoms, 3)
+            or not finite.
+    """
+    name = name or structure_name(atoms)
+    if not isinstance(key, str) or not key.strip():
+        raise LabelError(f"the forces key must be a non-empty name, got {key!r}")
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    if key in atoms.arrays:
+        raw = atoms.arrays[key]
+    elif key in results:
+        raw = results[key]
+    else:
+        present = sorted(k for k, v in list(atoms.arrays.items()) + list(results.items())
+                         if np.shape(v) == (len(atoms), 3) and k != "positions")
+        raise LabelError(f"structure {name!r}: no forces {key!r} in its arrays or calculator results; "
+                         f"(n_atoms, 3) arrays present: {present or 'none'}")
+    values = as_label_array(raw, what=f"forces {key!r}", name=name)
+    if values.shape != (len(atoms), 3):
+        raise LabelError(f"structure {name!r}: forces {key!r} have shape {values.shape}; expected "
+                         f"({len(atoms)}, 3)")
+    if not np.isfinite(values).all():
+        bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        raise LabelError(f"structure {name!r}: forces {key!r} not finite at atoms {bad[:10].tolist()}")
+    return values.copy()

@@ -14,7 +14,9 @@ File format (version 1): one ``.npz`` file, read with ``allow_pickle=False``, ho
 (``X`` training vectors, ``alpha`` weights, optionally ``L`` the Cholesky factor) and ``metadata``, a JSON
 string recording the format version, package version, the full :class:`ModelSpec`, the regression
 parameters (kernel, noise, training mean), the reference energy, the metals and linkers seen in training
-and a training-set summary.
+and a training-set summary. A model trained from total energies (and forces) is the same file (weights on inducing
+environments); only its training summary differs (``labels``, ``energy_key``, ``n_totals``, ``forces_key``,
+``n_force_components``, ``force_noise``: optional fields, checked when present), so the version stays 1.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from .kernels import PolynomialKernel
 from .labels import as_label_array, local_energies
 from .outputs import atomic_output
 from .progress import progress_bar
-from .regression import EXACT_VARIANCE_MAX, SELECTIONS, SOLVERS, SparseGPR, solver_from_state
+from .regression import EXACT_VARIANCE_MAX, MAX_LABEL_DEVIATION, SELECTIONS, SOLVERS, SparseGPR, solver_from_state
 from .spec import ModelSpec
 
 FORMAT_NAME = "ase-cggpr-model"
@@ -57,6 +59,9 @@ MAX_METADATA_BYTES = 64 * 2**20
 MAX_MEMBERS = 64
 #: Largest ``block_size`` a model file may ask for (rows of the kernel block held at once).
 MAX_BLOCK_SIZE = 1_000_000
+
+#: Noise standard deviation of a force component (eV/Å) when training on forces (``force_noise``).
+DEFAULT_FORCE_NOISE = 0.1
 
 #: Metals and linkers recorded by :meth:`CGGPRModel.fit_vectors` when not given: Zn(Im)2.
 CG_INPUT_METALS = ("Zn",)
@@ -223,6 +228,7 @@ class CGGPRModel:
     # -- fitting -----------------------------------------------------------------------------------------
     def fit(self, structures: Sequence[Atoms], labels: Sequence[np.ndarray] | None = None, *,
             label_key: str = "energies", target: str = "local", n_train: int | None = None, seed: int = 0,
+            energy_key: str | None = None, forces_key: str | None = None, force_noise: float = DEFAULT_FORCE_NOISE,
             progress: bool = False) -> CGGPRModel:
         """Fit to structures (atomistic or Si/O bead input) and their per-metal labels (eV).
 
@@ -231,9 +237,27 @@ class CGGPRModel:
             label_key: per-atom energies (local energies are formed) or per-site local energies.
             target: ``"local"`` (e_local) or ``"metal"`` (Zn-only energy).
             n_train: train on this many environments drawn at random (seeded) from all of them.
+            energy_key: learn the per-metal local energies from each structure's *total* energy (eV), read
+                from ``atoms.info[energy_key]`` or ``atoms.calc.results[energy_key]`` (what extxyz files for
+                GAP, MACE or NequIP carry) instead of per-atom labels: :meth:`fit_totals_maps`.
+            forces_key: with ``energy_key``, per-atom forces (eV/Å, ``atoms.arrays`` or calculator results)
+                learned as gradient rows, noise ``force_noise`` eV/Å per component (atomistic models only).
         """
         if not len(structures):
             raise ModelError("no training structures given")
+        if forces_key is not None and energy_key is None:
+            raise ModelError("forces_key needs energy_key: forces are learned together with total energies")
+        if energy_key is not None:
+            from .labels import atom_forces, total_energy
+
+            if labels is not None or n_train is not None:
+                raise ModelError("energy_key (training from total energies) takes no per-metal labels and no "
+                                 "n_train: every structure's sites are used")
+            totals = [total_energy(a, energy_key) for a in structures]
+            forces = None if forces_key is None else [atom_forces(a, forces_key) for a in structures]
+            maps = [coarse_grain(a, self.spec.representation) for a in structures]
+            return self.fit_totals_maps(maps, totals, forces=forces, energy_key=energy_key, forces_key=forces_key,
+                                        force_noise=force_noise, progress=progress)
         maps = [coarse_grain(a, self.spec.representation) for a in structures]
         if labels is None:
             labels = [local_energies(a, key=label_key, target=target, connectivity=m.connectivity)
@@ -246,19 +270,8 @@ class CGGPRModel:
         if not len(maps):
             raise ModelError("no training structures given")
         y = _stack_labels(maps, labels)
-        metals, linkers = set(), set()
-        for m in maps:
-            m_metals, m_linkers = _species(m.connectivity)
-            metals |= m_metals
-            linkers |= m_linkers
-        if self.spec.representation == "A" and len(linkers) > 1:
-            raise ModelError(f"the training structures have linkers {_linker_names(sorted(linkers))}, but the A "
-                             "representation cannot tell linkers apart (its beads are the metal sites alone); "
-                             "train an AB2 or atomistic model on several linkers")
         # the descriptor's species come from the training data (species a user put in the spec are kept)
-        if not hasattr(self, "_given_species"):
-            self._given_species = (self.spec.species, self.spec.centre_species)
-        self.spec = _training_species(self.spec, self._given_species, maps)
+        metals, linkers = self._training_species_of(maps)
         rows = np.arange(len(y))
         if n_train is not None:
             if n_train < 1:
@@ -280,6 +293,108 @@ class CGGPRModel:
         # how the training environments were drawn, so the saved model says how to reproduce it
         self.training_.update(n_candidate_environments=int(len(y)), n_train=n_train, seed=seed)
         return self
+
+    def fit_totals_maps(self, maps: Sequence[BeadMap], totals: Sequence[float], *,
+                        forces: Sequence[np.ndarray | None] | None = None, energy_key: str | None = None,
+                        forces_key: str | None = None, force_noise: float = DEFAULT_FORCE_NOISE,
+                        progress: bool = False) -> CGGPRModel:
+        """Fit per-metal local energies to the structures' total energies (eV), as GAP fits total energies.
+
+        Each structure s (``maps[s]``, n_s metal sites) is one observation of the sum of its local energies,
+
+            E_s - n_s reference_energy = sum_{i in s} e(x_i) + noise_s,   var(noise_s) = noise^2 n_s,
+
+        (``noise``, the spec's, is the per-site standard deviation, so a structure's noise grows as the square
+        root of its number of metals, as independent per-site errors would). The sparse (projected-process)
+        solver does it in M x M: the rows ``sum_{i in s} k(x_i, X_m)`` against the inducing environments
+        X_m (:meth:`~ase_cggpr.streaming.Accumulator.add_totals`; streamed, 64 structures at a time, the
+        inducing environments drawn from the environments as for local labels), then SparseGPR's own
+        blocked-Cholesky solve. The result is an ordinary sparse model (weights on inducing environments,
+        the same file, calculator and screen); its variance is the projected-process posterior variance of
+        one local energy given the totals.
+
+        Reference energies: one per-metal offset. The model's constant mean is the weighted least-squares
+        per-site offset ``sum_s (E_s - n_s reference) / sum_s n_s``, on top of ``reference_energy``. For
+        Zn(Im)2 every structure has the same stoichiometry, so a Zn offset and an imidazolate offset cannot
+        be told apart from totals (only ``mu_Zn + 2 mu_Im``, the per-metal offset, is identifiable); with
+        several metals or linkers the GP itself carries their differences (their environments differ).
+
+        Forces (``forces``: per map its (n_atoms, 3) forces in eV/Å, or None): each component is one more
+        observation, of minus the position derivative of the structure's summed local energies, with noise
+        ``force_noise`` (eV/Å); its row is ``-d/dr sum_i k(x_i, X_m)`` through the descriptor gradients
+        (:meth:`~ase_cggpr.streaming.Accumulator.add_forces`; featomic backend). Atomistic models only: a
+        coarse-grained model's energy is a function of the bead positions alone, with the linkers' internal
+        coordinates not seen (AB2, A) and its labels those of ideal or relaxed linkers; the atomistic forces of a
+        frame are derivatives with every other atom held where it is, so they are not the gradient of that
+        energy (summing them over a bead's atoms would teach it the gradient of a different function), and
+        they are refused.
+
+        Needs ``solver="sparse"``; ``n_train`` does not apply (every site of every structure is used).
+        """
+        if self.solver != "sparse":
+            raise ModelError("training from total energies uses the sparse solver: build the model with "
+                             "solver='sparse' (cggpr train --energy-key uses it by default)")
+        if not len(maps):
+            raise ModelError("no training structures given")
+        if len(totals) != len(maps):
+            raise ModelError(f"{len(totals)} total energies for {len(maps)} structures")
+        totals = np.asarray([float(t) for t in totals], dtype=float)
+        counts = np.array([len(m.centre_indices) for m in maps])
+        for m, total, n in zip(maps, totals, counts, strict=True):
+            if n == 0:
+                raise ModelError(f"structure {m.name!r} has no metal site to carry its total energy")
+            if not np.isfinite(total):
+                raise ModelError(f"structure {m.name!r}: total energy is {total} (not finite)")
+        per_site = totals / counts - self.reference_energy
+        deviation = np.abs(per_site - float(np.sum(totals - self.reference_energy * counts) / counts.sum()))
+        worst = int(np.argmax(deviation))
+        if deviation[worst] > MAX_LABEL_DEVIATION:
+            raise ModelError(f"structure {maps[worst].name!r}: its total energy per metal lies "
+                             f"{deviation[worst]:.3g} eV from that of all structures (limit "
+                             f"{MAX_LABEL_DEVIATION:g} eV): wrong units, or a mix of calculators?")
+        if forces is not None:
+            if len(forces) != len(maps):
+                raise ModelError(f"{len(forces)} force arrays for {len(maps)} structures")
+            if self.spec.representation != "atomistic" and any(f is not None for f in forces):
+                raise ModelError(f"forces train atomistic models only; the {self.spec.representation} model's energy "
+                                 "is a function of the bead positions, and the atomistic forces of a frame are not "
+                                 "its gradient (see CGGPRModel.fit_totals_maps): train it on totals alone")
+            if not (np.isfinite(force_noise) and force_noise > 0):
+                raise ModelError(f"force_noise must be a positive number (eV/Å), got {force_noise!r}")
+            for m, f in zip(maps, forces, strict=True):
+                if f is not None and np.shape(f) != (len(m.structure), 3):
+                    raise ModelError(f"structure {m.name!r}: forces of shape {np.shape(f)} for "
+                                     f"{len(m.structure)} atoms")
+        metals, linkers = self._training_species_of(maps)
+        from .streaming import fit_model_streaming
+
+        fit_model_streaming(self, maps, np.zeros(int(counts.sum())), np.arange(int(counts.sum())),
+                            metals=sorted(metals), linkers=sorted(linkers), progress=progress, totals=totals,
+                            forces=forces, force_noise=force_noise)
+        self.training_.update(labels="total energies", energy_key=energy_key,
+                              n_totals=int(len(maps)), noise_per_structure="noise * sqrt(n_metals)")
+        n_components = int(self.regressor_.label_stats_.get("n_force_components", 0))
+        if n_components:
+            self.training_.update(labels="total energies and forces", forces_key=forces_key,
+                                  n_force_components=n_components, force_noise=float(force_noise))
+        return self
+
+    def _training_species_of(self, maps: Sequence[BeadMap]) -> tuple[set[str], set[str]]:
+        """(metals, linkers) of the training maps, checked against the representation; sets the spec's
+        descriptor species from them (as :meth:`fit_maps`)."""
+        metals, linkers = set(), set()
+        for m in maps:
+            m_metals, m_linkers = _species(m.connectivity)
+            metals |= m_metals
+            linkers |= m_linkers
+        if self.spec.representation == "A" and len(linkers) > 1:
+            raise ModelError(f"the training structures have linkers {_linker_names(sorted(linkers))}, but the A "
+                             "representation cannot tell linkers apart (its beads are the metal sites alone); "
+                             "train an AB2 or atomistic model on several linkers")
+        if not hasattr(self, "_given_species"):
+            self._given_species = (self.spec.species, self.spec.centre_species)
+        self.spec = _training_species(self.spec, self._given_species, maps)
+        return metals, linkers
 
     def fit_vectors(self, X: np.ndarray, y: np.ndarray, *, metals: Sequence[str] = CG_INPUT_METALS,
                     linkers: Sequence[str] = CG_INPUT_LINKERS, n_structures: int | None = None,
@@ -816,6 +931,11 @@ def _check_training(path: Path, data: Any) -> dict:
             _number(path, data[key], f"training.{key}")
     if "label_std" in data:
         _number(path, data["label_std"], "training.label_std", low=0.0)
+    for key in ("n_totals", "n_force_components"):  # trained from total energies (and forces)
+        if data.get(key) is not None:
+            _integer(path, data[key], f"training.{key}", low=1)
+    if data.get("force_noise") is not None:
+        _number(path, data["force_noise"], "training.force_noise", positive=True)
     return data
 
 

@@ -119,6 +119,8 @@ class Accumulator:
         self.sum_y2 = 0.0
         self.min_y = np.inf
         self.max_y = -np.inf
+        self.per_site: list[float] = []  # totals only: each structure's total per site
+        self.n_force_components = 0
 
     def add(self, X: np.ndarray, y: np.ndarray, progress: Progress = None) -> None:
         X = np.asarray(X, dtype=np.float64)
@@ -146,13 +148,114 @@ class Accumulator:
             self.min_y = min(self.min_y, float(y.min()))
             self.max_y = max(self.max_y, float(y.max()))
 
+    def add_totals(self, X: np.ndarray, owner: np.ndarray, totals: np.ndarray, counts: np.ndarray,
+                   progress: Progress = None) -> None:
+        """Add whole structures observed through their total energies (sum-of-local-energies rows).
+
+        ``X`` (n, D): the environments (metal sites) of the structures of this chunk, in structure order;
+        ``owner`` (n,): each row's structure (0..S-1 within the chunk, ascending); ``totals`` (S,): each
+        structure's total energy (eV, reference already subtracted); ``counts`` (S,): its number of sites.
+
+        Structure s is one observation ``Y_s = sum_{i in s} e(x_i) + noise_s`` with noise variance
+        ``noise^2 n_s`` (independent per-site errors of standard deviation ``noise`` summed over its sites).
+        Its whitened row is ``v_s = sum_{i in s} L_m^-1 k_m(x_i)``; multiplying the normal equations by
+        ``noise^2`` turns the per-structure noise into the weights ``1 / n_s``, i.e. the row
+        ``u_s = v_s / sqrt(n_s)`` and target ``Y_s / sqrt(n_s)``, so the accumulated terms (``G``, ``Ky``,
+        ``K1``) and :func:`solve_projected` are SparseGPR's own with ``noise^2 I + sum u u^T``. ``K1``
+        accumulates ``u_s sqrt(n_s)`` (the rows of a constant per-site mean), and :attr:`mean` is then the
+        weighted least-squares per-site offset ``sum Y_s / sum n_s``.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        owner = np.asarray(owner, dtype=np.int64).ravel()
+        totals = np.asarray(totals, dtype=np.float64).ravel()
+        counts = np.asarray(counts, dtype=np.int64).ravel()
+        n_structures = totals.shape[0]
+        if X.ndim != 2 or X.shape[1] != self.Z.shape[1] or owner.shape != (X.shape[0],) or \
+                counts.shape != (n_structures,) or np.any(counts < 1) or \
+                not np.array_equal(np.bincount(owner, minlength=n_structures), counts):
+            raise ModelError(f"need a chunk X (n, {self.Z.shape[1]}) with one owner per row and one total and "
+                             f"site count per structure, got {X.shape}, {owner.shape}, {totals.shape}, "
+                             f"{counts.shape}")
+        if not np.isfinite(X).all():
+            raise ModelError("training vectors contain NaN or inf")
+        if not np.isfinite(totals).all():
+            raise ModelError("total energies contain NaN or inf")
+        U = np.zeros((self.Z.shape[0], n_structures))
+        for start in range(0, X.shape[0], self.block_size):
+            rows = X[start:start + self.block_size]
+            V = _lower_solve(self.Lm, self.kernel(self.Z, rows))  # (m, b)
+            U += V @ np.eye(n_structures)[owner[start:start + self.block_size]]  # sum over each structure's rows
+            if progress is not None:
+                progress(rows.shape[0])
+        root = np.sqrt(counts.astype(np.float64))
+        U /= root
+        U = np.ascontiguousarray(U)
+        self.G = blas.dsyrk(1.0, U.T, beta=1.0, c=self.G, trans=1, lower=1, overwrite_c=1)
+        self.Ky += U @ (totals / root)
+        self.K1 += U @ root
+        per_site = totals / counts
+        self.n += int(counts.sum())
+        self.sum_y += float(totals.sum())
+        self.per_site.extend(per_site.tolist())
+        self.min_y = min(self.min_y, float(per_site.min()))
+        self.max_y = max(self.max_y, float(per_site.max()))
+
+    def add_forces(self, gradients, forces: np.ndarray, *, weight: float, batch: int = 32,
+                   progress: Progress = None) -> None:
+        """Add the force components of one structure (eV/Å, (n_atoms, 3)) as gradient rows.
+
+        ``gradients``: the structure's descriptor gradients (:class:`~ase_cggpr.descriptors.DescriptorGradients`
+        with ``contract_many``, e.g. featomic's), whose centres are the structure's metal sites. The model's
+        force on atom j is ``F_j = -sum_i sum_m alpha_m d k(x_i, z_m) / d r_j``, so component (j, c) is the
+        observation of the row ``-d/dr_jc sum_i k_m(x_i)`` (M values: one contraction of the kernel gradients
+        ``zeta (offset + x_i . z_m)^(zeta - 1) z_m`` per inducing environment, ``batch`` at a time) with noise
+        variance ``noise^2 / weight^2`` (``weight = noise / force_noise``). Whitened and weighted like
+        :meth:`add_totals`; a constant mean has no force, so ``K1`` is unchanged.
+        """
+        forces = np.asarray(forces, dtype=np.float64)
+        X = np.asarray(gradients.vectors, dtype=np.float64)
+        if forces.shape != (gradients.n_atoms, 3):
+            raise ModelError(f"forces have shape {forces.shape}, expected ({gradients.n_atoms}, 3)")
+        if not np.isfinite(forces).all():
+            raise ModelError("forces contain NaN or inf")
+        del X
+        K = kernel_position_gradient(gradients, self.Z, self.kernel, batch=batch)
+        U = np.ascontiguousarray(_lower_solve(self.Lm, K)) * (-float(weight))
+        self.G = blas.dsyrk(1.0, U.T, beta=1.0, c=self.G, trans=1, lower=1, overwrite_c=1)
+        self.Ky += U @ (forces.ravel() * float(weight))
+        self.n_force_components += forces.size
+        if progress is not None:
+            progress(1)
+
     @property
     def mean(self) -> float:
         return self.sum_y / self.n
 
     @property
     def std(self) -> float:
+        """Standard deviation of the labels (per site; from totals: of the structures' totals per site)."""
+        if self.per_site:
+            return float(np.std(self.per_site))
         return float(np.sqrt(max(self.sum_y2 / self.n - self.mean**2, 0.0)))
+
+
+def kernel_position_gradient(gradients, Z: np.ndarray, kernel, *, batch: int = 32) -> np.ndarray:
+    """``d/dr sum_i k(x_i, z_m)`` for every inducing vector z_m (rows of Z) and every atom coordinate of one
+    structure: (M, 3 n_atoms), coordinates in (atom, xyz) order; eV/Å per unit weight.
+
+    The kernel gradient ``d k / d x_i = zeta (offset + x_i . z_m)^(zeta - 1) z_m`` of each centre is carried to
+    the positions by the descriptor gradients' ``contract_many`` (``batch`` inducing vectors at a time), the
+    same chain rule as the model's forces."""
+    X = np.asarray(gradients.vectors, dtype=np.float64)
+    zeta, offset = kernel.zeta, kernel.offset
+    coefficient = zeta * (offset + Z @ X.T) ** (zeta - 1)  # (M, n_centres): d k / d (x . z)
+    m = Z.shape[0]
+    K = np.empty((m, 3 * gradients.n_atoms))
+    for start in range(0, m, batch):
+        stop = min(start + batch, m)
+        dk_dx = coefficient[start:stop, :, None] * Z[start:stop, None, :]  # (B, n_centres, D)
+        K[start:stop] = gradients.contract_many(dk_dx).reshape(stop - start, -1)
+    return K
 
 
 def sparse_stream_bytes(m: int, d: int, *, reservoir: int, block_size: int = 2048, chunk_rows: int = 8192) -> int:
@@ -191,7 +294,8 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
                       jitter: float = 1e-10, block_size: int = 2048, reservoir: int | None = None,
                       memory_budget: float | None = None, progress: Progress = None,
                       sample_progress: Progress = None,
-                      inducing_vectors: Callable[[np.ndarray], np.ndarray] | None = None) -> SparseGPR:
+                      inducing_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
+                      totals: bool = False, extra: Callable[[Accumulator], None] | None = None) -> SparseGPR:
     """Fit a :class:`~ase_cggpr.regression.SparseGPR` from a stream of (X chunk (n, D), y chunk (n,)).
 
     ``chunks()`` is called once and must yield the whole training set; ``sample()`` (default ``chunks``)
@@ -203,6 +307,12 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
     A sample stream may yield (X, y, ids) with one integer id per row; the ids of the chosen inducing rows are
     then ``inducing_ids_``, and ``inducing_vectors(ids)``, if given, replaces their vectors (e.g. by those of
     the environments' clusters, :mod:`ase_cggpr.inducing`) before the projected-process pass.
+
+    ``totals``: the training stream yields whole structures observed through their total energies,
+    (X (n, D), owner (n,), totals (S,) eV, counts (S,)) per chunk (:meth:`Accumulator.add_totals`: the
+    sum-of-local-energies rows, noise variance ``noise^2 n_s`` per structure); the inducing environments are
+    still single environments from ``sample``, and the fitted regressor predicts local energies as ever.
+    ``extra(acc)``, if given, adds further rows (e.g. :meth:`Accumulator.add_forces`) after the stream.
     """
     gpr = SparseGPR(zeta=zeta, offset=offset, noise=noise, n_inducing=n_inducing, selection=selection, seed=seed,
                     jitter=jitter, block_size=block_size, memory_budget=memory_budget)
@@ -242,13 +352,19 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
     timings["select"] = clock() - t
     t = clock()
     acc = Accumulator(Z, inducing_factor(gpr, Z), gpr.kernel, block_size=block_size)
-    for X, y in chunks():
-        acc.add(X, y, progress)
+    for item in chunks():
+        if totals:
+            acc.add_totals(*item, progress=progress)
+        else:
+            acc.add(*item, progress)
+    if extra is not None:
+        extra(acc)
     if acc.n == 0:
         raise ModelError("no training environments in the stream")
     timings["accumulate"] = clock() - t
     t = clock()
-    stats = {"n": acc.n, "mean": acc.mean, "std": acc.std, "min": acc.min_y, "max": acc.max_y}
+    stats = {"n": acc.n, "mean": acc.mean, "std": acc.std, "min": acc.min_y, "max": acc.max_y,
+             "n_force_components": acc.n_force_components}
     fitted = solve_projected(gpr, Z, acc)
     timings["solve"] = clock() - t
     fitted.timings_ = timings
@@ -267,6 +383,38 @@ def array_chunks(X: np.ndarray, y: np.ndarray, rows: int = 4096) -> Chunks:
     return gen
 
 
+def _structure_blocks(counts: np.ndarray, owners: np.ndarray, chunk: int, chunk_rows: int) -> list[np.ndarray]:
+    """``owners`` (structure indices) cut into consecutive blocks: at least one structure each, then up to
+    ``chunk`` structures while their ``counts`` sum to at most ``chunk_rows``."""
+    blocks, begin = [], 0
+    while begin < len(owners):  # greedy: at least one structure, then while within both limits
+        stop = begin + 1
+        total = counts[owners[begin]]
+        while stop < len(owners) and stop - begin < chunk and total + counts[owners[stop]] <= chunk_rows:
+            total += counts[owners[stop]]
+            stop += 1
+        blocks.append(owners[begin:stop])
+        begin = stop
+    return blocks
+
+
+def total_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, totals: np.ndarray, *,
+                 chunk: int = 64, chunk_rows: int = 4096, progress: Progress = None) -> Chunks:
+    """A chunk stream of whole structures for :meth:`Accumulator.add_totals`: (X (n, D) every centre of up to
+    ``chunk`` structures, owner (n,) 0..S-1, their totals (S,) eV, their site counts (S,))."""
+    counts = np.array([len(m.centre_indices) for m in maps])
+    totals = np.asarray(totals, dtype=np.float64)
+    blocks = _structure_blocks(counts, np.arange(len(maps)), chunk, chunk_rows)
+
+    def gen():
+        for block in blocks:
+            X = describe([maps[k] for k in block])
+            if progress is not None:
+                progress(len(block))
+            yield X, np.repeat(np.arange(len(block)), counts[block]), totals[block], counts[block]
+    return gen
+
+
 def map_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, y: np.ndarray, rows: np.ndarray, *,
                structures: Sequence[int] | None = None, chunk: int = 64, chunk_rows: int = 4096,
                progress: Progress = None, with_ids: bool = False) -> Chunks:
@@ -282,15 +430,7 @@ def map_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, y: np
     owners = np.unique(np.searchsorted(starts[1:], rows, side="right")) if structures is None else \
         np.asarray(structures, dtype=int)
 
-    blocks, begin = [], 0
-    while begin < len(owners):  # greedy: at least one structure, then while within both limits
-        stop = begin + 1
-        total = counts[owners[begin]]
-        while stop < len(owners) and stop - begin < chunk and total + counts[owners[stop]] <= chunk_rows:
-            total += counts[owners[stop]]
-            stop += 1
-        blocks.append(owners[begin:stop])
-        begin = stop
+    blocks = _structure_blocks(counts, owners, chunk, chunk_rows)
 
     def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for block in blocks:
@@ -324,13 +464,21 @@ _SPARSE_OPTIONS = ("n_inducing", "selection", "seed", "jitter", "block_size", "m
 
 def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, *, metals: Sequence[str],
                         linkers: Sequence[str], chunk: int = 64, chunk_rows: int = 4096,
-                        progress: bool = False):
+                        progress: bool = False, totals: np.ndarray | None = None,
+                        forces: Sequence[np.ndarray | None] | None = None, force_noise: float = 0.1):
     """Fit ``model`` (a CGGPRModel with ``solver="sparse"``) to the environments ``rows`` of ``maps`` without
     ever holding their N x D descriptors: ``chunk`` structures (at most ``chunk_rows`` environments unless
     one structure has more) are described at a time, twice at most (once
     for the reservoir sample the inducing environments come from, a seeded random subset of the structures
     holding about 4 x the reservoir; once for the projected-process terms). Sets what
-    ``CGGPRModel.fit_vectors`` sets (``regressor_``, ``metals_``, ``linkers_``, ``training_``)."""
+    ``CGGPRModel.fit_vectors`` sets (``regressor_``, ``metals_``, ``linkers_``, ``training_``).
+
+    ``totals`` (one total energy per map, eV, raw): learn the local energies from the structures' totals
+    instead of per-environment labels ``y`` (ignored; ``rows`` must be every environment): the
+    sum-of-local-energies rows of :meth:`Accumulator.add_totals`, each total less ``reference_energy`` per
+    site. The inducing environments are drawn as for local labels. ``forces`` (with ``totals``; atomistic
+    models only): per map, its (n_atoms, 3) forces in eV/Å or None, added as gradient rows with noise
+    ``force_noise`` eV/Å per component (:meth:`Accumulator.add_forces`)."""
     from .descriptors import soap_vectors
     from .inducing import cluster_vectors, environment_clusters
     from .progress import progress_bar
@@ -372,14 +520,41 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
                     clusters[p] = cluster
             return cluster_vectors(clusters, model.spec)
 
-        stream = map_chunks(describe, maps, y_shifted, rows, structures=owners, chunk=chunk,
-                            chunk_rows=chunk_rows)
+        if totals is None:
+            stream = map_chunks(describe, maps, y_shifted, rows, structures=owners, chunk=chunk,
+                                chunk_rows=chunk_rows)
+        else:
+            shifted = np.asarray(totals, dtype=float) - model.reference_energy * counts
+            stream = total_chunks(describe, maps, shifted, chunk=chunk, chunk_rows=chunk_rows)
+        extra = None
+        if forces is not None and any(f is not None for f in forces):
+            backend = model.descriptor_backend()
+            weight = template.noise / float(force_noise)
+
+            def extra(acc: Accumulator) -> None:
+                with progress_bar(sum(f is not None for f in forces), "force rows", enabled=progress) as tick:
+                    for m, f in zip(maps, forces, strict=True):
+                        if f is None:
+                            continue
+                        gradients = backend.gradients(m.structure)
+                        if not hasattr(gradients, "contract_many"):
+                            raise ModelError(f"training on forces needs the featomic descriptor backend; "
+                                             f"{backend.name!r} has no batched gradient contraction")
+                        if not np.array_equal(np.asarray(gradients.centres), np.asarray(m.centre_indices)):
+                            raise ModelError(f"structure {m.name!r}: descriptor centres do not match the metal "
+                                             "sites")
+                        try:
+                            acc.add_forces(gradients, f, weight=weight, progress=tick)
+                        except ModelError as error:
+                            raise ModelError(f"structure {m.name!r}: {error}") from None
+
         regressor = fit_sparse_stream(stream, sample=sample_stream, zeta=template.zeta, offset=template.offset,
                                       noise=template.noise, n_inducing=template.n_inducing,
                                       selection=template.selection, seed=template.seed, jitter=template.jitter,
                                       block_size=template.block_size, memory_budget=template.memory_budget,
                                       reservoir=reservoir, progress=update, sample_progress=update_sample,
-                                      inducing_vectors=inducing_vectors)
+                                      inducing_vectors=inducing_vectors, totals=totals is not None,
+                                      extra=extra)
     stats = regressor.label_stats_
     model.regressor_ = regressor
     model.inducing_clusters_ = list(clusters)

@@ -105,9 +105,9 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
                 n_max: int = 16, l_max: int = 8, noise: float = 0.2, backend: str = "featomic",
                 reference: str | float | None = "auto", n_train: int | None = None,
                 test_fraction: float | None = None, group_key: str | None = None, seed: int = 0,
-                solver: str = "exact", precision: str = "float64", inducing: int | None = None,
-                memory_budget: float | None = None,
-                progress: bool = False) -> tuple[CGGPRModel, dict[str, Any]]:
+                solver: str | None = None, precision: str = "float64", inducing: int | None = None,
+                memory_budget: float | None = None, energy_key: str | None = None, forces_key: str | None = None,
+                force_noise: float | None = None, progress: bool = False) -> tuple[CGGPRModel, dict[str, Any]]:
     """Train a model on labelled structure files; optionally hold out whole structure groups
     (``group_key``: their ``atoms.info`` key; default ``topology``, else ``structure_id``).
 
@@ -122,7 +122,29 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
     :data:`~ase_cggpr.regression.MAX_LABEL_DEVIATION` (100 eV) of their mean. Before any descriptor is
     computed, the memory of the N x D descriptor matrix plus the solver's N x N (or M x M) matrices is
     compared with ``memory_budget`` bytes (default: the memory available) and an impossible fit refused.
+
+    ``energy_key``: learn the per-metal local energies from each structure's total energy (``atoms.info`` or
+    ``atoms.calc.results[energy_key]``, eV) instead of per-atom labels (:func:`train_from_totals`; sparse
+    solver, the default then); with ``forces_key`` (atomistic models only) also from per-atom forces (eV/Å),
+    noise ``force_noise`` eV/Å per component (default 0.1). ``solver`` defaults to ``"exact"`` for per-atom
+    labels.
     """
+    if forces_key is not None and energy_key is None:
+        raise ModelError("forces_key needs energy_key: forces are learned together with total energies")
+    if energy_key is not None:
+        if target != "local":
+            raise ModelError(f"target {target!r} needs per-atom energies; total energies give local energies only")
+        if n_train is not None:
+            raise ModelError("n_train does not apply to training from total energies (every site is used)")
+        if solver not in (None, "sparse"):
+            raise ModelError(f"training from total energies uses the sparse solver, not {solver!r}")
+        return train_from_totals(data, representation=representation, energy_key=energy_key, cutoff=cutoff,
+                                 atom_sigma=atom_sigma, n_max=n_max, l_max=l_max, noise=noise, backend=backend,
+                                 reference=reference, test_fraction=test_fraction, group_key=group_key, seed=seed,
+                                 solver_options=solver_options_for("sparse", precision, inducing),
+                                 memory_budget=memory_budget, forces_key=forces_key, force_noise=force_noise,
+                                 progress=progress)
+    solver = solver or "exact"
     test_fraction = check_test_fraction(test_fraction)
     solver_options = solver_options_for(solver, precision, inducing)
     spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
@@ -162,4 +184,70 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
         report["errors within 1/2 std"] = (f"{calibration.within_1sigma_with_noise:.0%} / "
                                            f"{calibration.within_2sigma_with_noise:.0%} (std incl. noise)")
         report["trust threshold (eV)"] = round(calibration.threshold, 4)
+    return model, report
+
+
+def train_from_totals(data: Iterable[str | os.PathLike], *, representation: str = "AB2", energy_key: str = "energy",
+                      cutoff: float | None = None, atom_sigma: float | None = None, n_max: int = 16,
+                      l_max: int = 8, noise: float = 0.2, backend: str = "featomic",
+                      reference: str | float | None = "auto", test_fraction: float | None = None,
+                      group_key: str | None = None, seed: int = 0, solver_options: dict[str, Any] | None = None,
+                      memory_budget: float | None = None, forces_key: str | None = None,
+                      force_noise: float | None = None,
+                      progress: bool = False) -> tuple[CGGPRModel, dict[str, Any]]:
+    """Train per-metal local energies on the structures' total energies (what ``cggpr train --energy-key``
+    runs): :meth:`~ase_cggpr.model.CGGPRModel.fit_totals_maps` (sparse solver, noise ``noise * sqrt(n_metals)``
+    per structure), with ``forces_key`` also on their forces (atomistic only). Held-out groups
+    (``test_fraction``) are scored on their total energy per metal (eV) (and forces, eV/Å), the labels the
+    files give; no uncertainty calibration is made (it needs per-site errors)."""
+    from .beads import coarse_grain, find_connectivity, structure_name
+    from .io import _group_of
+    from .labels import atom_forces, total_energy
+    from .model import DEFAULT_FORCE_NOISE
+
+    test_fraction = check_test_fraction(test_fraction)
+    spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
+                     l_max=l_max, noise=noise, backend=backend)
+    data = list(data)
+    frames, maps, totals, groups, forces = [], [], [], [], []
+    for k, atoms in enumerate(iter_structures(data)):
+        name = structure_name(atoms, fallback=f"structure {k}")
+        connectivity = find_connectivity(atoms, name=name)
+        totals.append(total_energy(atoms, energy_key, name=name))
+        if forces_key is not None:
+            forces.append(atom_forces(atoms, forces_key, name=name))
+        maps.append(coarse_grain(atoms, spec.representation, connectivity=connectivity))
+        groups.append(_group_of(atoms, k, name, group_key, "name")[0])
+        frames.append(atoms)
+    if not frames:
+        raise ModelError("no structures to train on")
+    totals, groups = np.asarray(totals), np.asarray(groups)
+    counts = np.array([len(m.centre_indices) for m in maps])
+    model = CGGPRModel(spec, reference_energy=parse_reference(reference, frames), solver="sparse",
+                       solver_options=dict(solver_options or {}))
+    report: dict[str, Any] = {"representation": spec.representation, "cutoff (Å)": spec.cutoff,
+                              "atom_sigma (Å)": spec.atom_sigma, "structures": len(frames),
+                              "environments": int(counts.sum()), "labels": f"total energies {energy_key!r}",
+                              "reference energy (eV)": model.reference_energy}
+    train_idx, test_idx = np.arange(len(frames)), None
+    if test_fraction is not None:
+        train_idx, test_idx = split_by_group(groups, test_fraction, seed=seed)
+    check_training_memory(model, maps[train_idx[0]], int(counts[train_idx].sum()), budget=memory_budget)
+    model.fit_totals_maps([maps[i] for i in train_idx], totals[train_idx], energy_key=energy_key,
+                          forces=[forces[i] for i in train_idx] if forces_key is not None else None,
+                          forces_key=forces_key,
+                          force_noise=DEFAULT_FORCE_NOISE if force_noise is None else float(force_noise),
+                          progress=progress)
+    model.training_.update(test_fraction=test_fraction, group_key=group_key,
+                           files=describe_files(expand_paths(data)))
+    report["training environments"] = model.training_["n_environments"]
+    if test_idx is not None:
+        means = model.predict_maps([maps[i] for i in test_idx], progress=progress)
+        predicted = np.array([e.sum() for e in means]) / counts[test_idx]
+        truth = totals[test_idx] / counts[test_idx] - model.reference_energy
+        report["test structures"] = len(test_idx)
+        report["test RMSE of energy per metal (eV)"] = round(rmse(predicted, truth), 5)
+        if forces_key is not None:
+            errors = [model.compute(maps[i], forces=True).forces - forces[i] for i in test_idx]
+            report["test force RMSE (eV/Å)"] = round(float(np.sqrt(np.mean(np.concatenate(errors) ** 2))), 5)
     return model, report

@@ -93,11 +93,19 @@ def _train_solver_kwargs(solver, inducing, precision) -> dict:
 @click.option("--precision", type=click.Choice(["float64", "mixed"]),
               help="Exact solver: float64 (default), or float32 Cholesky refined to float64 accuracy.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--energy-key", help="Learn local energies from each structure's total energy (eV) under this name "
+                                   "(extxyz info / calculator results, e.g. 'energy'), instead of --label-key; "
+                                   "sparse solver.")
+@click.option("--forces-key", help="With --energy-key: also learn the per-atom forces (eV/Å) under this name "
+                                   "(e.g. 'forces'); atomistic models only.")
+@click.option("--force-noise", type=FiniteFloat(0, None, min_open=True), metavar="EV_PER_A",
+              help="Noise of a force component (eV/Å) with --forces-key  [default: 0.1]")
 @force_option
 @quiet_option
 @cli_errors
 def train(data, output, representation, cutoff, atom_sigma, n_max, l_max, noise, descriptor_backend, label_key,
-          target, reference, n_train, test_fraction, group_key, solver, inducing, precision, seed, force, quiet):
+          target, reference, n_train, test_fraction, group_key, solver, inducing, precision, seed, energy_key,
+          forces_key, force_noise, force, quiet):
     """Train a model on DATA (extxyz files, folders or globs) and save it to OUTPUT."""
     from ..training import train_model
 
@@ -108,7 +116,9 @@ def train(data, output, representation, cutoff, atom_sigma, n_max, l_max, noise,
         data, representation=representation, label_key=label_key, target=target, cutoff=cutoff,
         atom_sigma=atom_sigma, n_max=n_max, l_max=l_max, noise=noise, backend=descriptor_backend,
         reference=reference, n_train=n_train, test_fraction=test_fraction, group_key=group_key, seed=seed,
-        progress=not quiet, **_train_solver_kwargs(solver, inducing, precision))
+        progress=not quiet, **_train_solver_kwargs(solver, inducing, precision),
+        **{k: v for k, v in (("energy_key", energy_key), ("forces_key", forces_key), ("force_noise", force_noise))
+           if v is not None})
     save_model(model, output, force=force)
     if not quiet:
         for key, value in report.items():

@@ -518,6 +518,76 @@ class SoapGradients:
                 out[:, x] = np.bincount(atom, weights=part[:, x], minlength=self.n_atoms)
         return out
 
+    def contract_many(self, dE_dx: np.ndarray) -> np.ndarray:
+        """dE/dr (B, n_atoms, 3) for B derivatives dE/dx given as (B, n_centres, D): :meth:`contract` of each,
+        in one pass over the expansion's gradient blocks (the rows of a Jacobian, e.g. the force rows of
+        training on forces: one per inducing environment). Memory: B x n_centres x (n_species n_max)^2 floats
+        per angular channel."""
+        if not self._positions:
+            raise ValueError("these SOAP gradients were computed without position gradients (positions=False)")
+        dE_dx = np.asarray(dE_dx, dtype=float)
+        if dE_dx.ndim != 3 or dE_dx.shape[1:] != self.vectors.shape:
+            raise ValueError(f"dE_dx has shape {dE_dx.shape}, expected (B, {self.vectors.shape[0]}, "
+                             f"{self.vectors.shape[1]})")
+        n_batch = dE_dx.shape[0]
+        out = np.zeros((n_batch, self.n_atoms, 3))
+        if self._expansion is None or n_batch == 0:
+            return out
+        x = self.vectors
+        safe = np.where(self._norms > 0.0, self._norms, 1.0)
+        dE_dp = (dE_dx - np.sum(dE_dx * x, axis=2)[:, :, None] * x) / safe[:, None]
+        n_centres = x.shape[0]
+        ia, jb, weights = _pair_layout(len(self._species), self._n_max)
+        size = len(self._species) * self._n_max
+        dE_dp = dE_dp.reshape(n_batch, n_centres, len(ia), len(self._coefficients))
+        half = np.where(ia == jb, 1.0, 0.5) * weights
+        upper, lower = ia * size + jb, jb * size + ia
+        dE_dc = []  # per l: (B, n_centres, size, 2l+1)
+        for ell, c in enumerate(self._coefficients):
+            # H (as in _coefficient_gradient) filled along its first axis (fancy assignment on the last axes of a
+            # (B, n_centres, size, size) array is ten times slower)
+            v = (dE_dp[:, :, :, ell] * half).reshape(n_batch * n_centres, -1).T
+            h = np.zeros((size * size, n_batch * n_centres))
+            h[upper] = v
+            h[lower] = v
+            h = h.T.reshape(n_batch, n_centres, size, size)
+            dE_dc.append(2.0 / math.sqrt(2 * ell + 1) * np.matmul(h, c[None]))
+        flat = np.zeros((3 * self.n_atoms, n_batch))
+        for ell, jacobian in self._sparse_jacobian().items():
+            w = np.ascontiguousarray(dE_dc[ell].transpose(1, 3, 2, 0))  # (n_centres, 2l+1, size, B)
+            flat += jacobian @ w.reshape(-1, n_batch)
+        out[:] = flat.T.reshape(n_batch, self.n_atoms, 3)
+        return out
+
+    def _sparse_jacobian(self) -> dict:
+        """Per l, d c / d r as a sparse (3 n_atoms, n_centres (2l+1) n_species n_max) matrix: the position
+        gradients of the expansion coefficients (rows atom x xyz, columns centre, m, species channel, n), so that
+        a contraction with many right-hand sides is one sparse-dense product per l (kept per structure)."""
+        cached = self._block_cache.get("positions-sparse")
+        if cached is not None:
+            return cached
+        from scipy import sparse
+
+        size = len(self._species) * self._n_max
+        parts: dict[int, list] = {}
+        for values, ell, k, rows, atom in self._blocks("positions"):
+            g, _, width = values.shape  # width = (2l+1) n_max in (m, n) order
+            mn = np.arange(width)
+            column = (rows[:, None] * (2 * ell + 1) + (mn // self._n_max)[None, :]) * size + \
+                k * self._n_max + (mn % self._n_max)[None, :]  # (g, width)
+            row = 3 * atom[:, None] + np.arange(3)[None, :]  # (g, 3)
+            parts.setdefault(ell, []).append((np.broadcast_to(row[:, :, None], values.shape).ravel(),
+                                              np.broadcast_to(column[:, None, :], values.shape).ravel(),
+                                              values.ravel()))
+        n_centres = self.vectors.shape[0]
+        out = {}
+        for ell, pieces in parts.items():
+            row, column, data = (np.concatenate(p) for p in zip(*pieces, strict=True))
+            out[ell] = sparse.csr_matrix((data, (row, column)),
+                                         shape=(3 * self.n_atoms, n_centres * (2 * ell + 1) * size))
+        self._block_cache["positions-sparse"] = out
+        return out
+
     def contract_strain(self, dE_dx: np.ndarray) -> np.ndarray:
         """dE/d(eps) (3, 3) for dE/dx per centre (n_centres, D): ``[a, b]`` is the derivative with respect to
         ``eps_ab`` of the deformation ``r_a -> r_a + eps_ab r_b`` applied to positions and cell (for a

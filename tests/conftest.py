@@ -148,7 +148,7 @@ def methylated(atoms, name: str | None = None):
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def run_example(name: str, *args: str, timeout: float = 120):
+def run_example(name: str, *args: str, timeout: float = 600):
     """Run ``examples/<name>`` in its small mode (``CGGPR_EXAMPLE_SMALL=1``); the finished process."""
     import subprocess
     import sys

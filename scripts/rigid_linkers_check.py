@@ -111,7 +111,7 @@ def dynamics(path: Path, model: str, steps: int) -> dict:
     atoms.calc = CGGPRCalculator(model, return_std=False)
     atoms.set_constraint(RigidLinkers(atoms, model))
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(1))
-    md = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.02, fixcm=False,
+    md = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.02 / units.fs, fixcm=False,
                   rng=np.random.default_rng(2))
     energies, temperatures, worst = [], [], [0.0]
 
@@ -134,7 +134,8 @@ def dynamics(path: Path, model: str, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--structure", default="ZIF4", help="shipped real ZIF (ase_cggpr/data/real_zifs) to relax")
+    parser.add_argument("--structure", default="ZIF4",
+                        help="shipped real ZIF (ase_cggpr/data/real_zifs) to relax; 'none': no relaxation")
     parser.add_argument("--md-structure", default="ZIF8_H")
     parser.add_argument("--md-steps", type=int, default=200)
     parser.add_argument("--models", default="AB2,A")
@@ -145,7 +146,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="logm result may be inaccurate")
     warnings.filterwarnings("ignore", message="crystal system")
     out = []
-    for model in args.models.split(","):
+    for model in args.models.split(",") if args.structure != "none" else []:
         row = relaxation(REAL / f"{args.structure}.cif", model, 0.01, 1e-4, args.max_steps, args.save)
         print(json.dumps(row), flush=True)
         out.append(row)

@@ -155,7 +155,8 @@ def test_forces_are_the_gradient_along_rigid_linker_moves(calculators):
 def test_langevin_200_steps_ab2(calculators):
     atoms, connectivity, start = constrained("ZIF8_H", "AB2", calculators)
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(1))
-    md = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.02, fixcm=False, rng=np.random.default_rng(2))
+    md = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.02 / units.fs, fixcm=False,
+                  rng=np.random.default_rng(2))
     energies, temperatures = [], []
     md.attach(lambda: (energies.append(atoms.get_potential_energy()), temperatures.append(atoms.get_temperature())),
               interval=10)
@@ -186,7 +187,8 @@ def test_velocity_verlet_conserves_energy(calculators):
 def test_a_model_md_linkers_follow_massless(calculators):
     atoms, connectivity, start = constrained("ZIF8_H", "A", calculators)
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(1))
-    md = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.02, fixcm=False, rng=np.random.default_rng(2))
+    md = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.02 / units.fs, fixcm=False,
+                  rng=np.random.default_rng(2))
     md.run(20)
     assert np.isfinite(atoms.get_potential_energy())
     assert_linkers_intact(atoms, connectivity, start)

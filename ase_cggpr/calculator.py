@@ -183,7 +183,7 @@ class CGGPRCalculator(Calculator):
                                         stress=stress,
                                         return_std=self.return_std or "local_energy_std" in properties,
                                         descriptor_backend=self.parameters["descriptor_backend"])
-        if "forces" in properties and not self._warned_free_linkers:
+        if ("forces" in properties or "stress" in properties) and not self._warned_free_linkers:
             from .rigid_linkers import warn_free_linkers
 
             self._warned_free_linkers = warn_free_linkers(atoms, prediction.bead_map)

@@ -53,9 +53,9 @@ __all__ = ["RigidLinkers", "representation_of", "warn_free_linkers"]
 
 
 def warn_free_linkers(atoms: Atoms, bead_map) -> bool:
-    """Warn (UserWarning) when a coarse-grained model's forces are computed on atomistic ``atoms`` that have no
-    :class:`RigidLinkers` constraint: moving such atoms (optimiser, MD) breaks the linkers. Returns True when it
-    warned (the calculator warns once).
+    """Warn (UserWarning) when a coarse-grained model's forces or stress (a cell filter asks for the stress first)
+    are computed on atomistic ``atoms`` without a :class:`RigidLinkers` constraint: moving such atoms (optimiser,
+    cell filter, MD) breaks the linkers. Returns True when it warned (the calculator warns once).
     """
     import warnings
 

@@ -234,6 +234,10 @@ def test_warning_without_the_constraint_and_bad_input(calculators):
         warnings.simplefilter("error")
         atoms.get_forces()  # once per calculator
         constrained("ZIF8_H", "AB2", calculators)[0].get_forces()
+    cell_filter_first = zif("ZIF8_H")  # the run: FrechetCellFilter asks for the stress first
+    cell_filter_first.calc = CGGPRCalculator("AB2")
+    with pytest.warns(UserWarning, match="breaks the linkers"):
+        BFGS(FrechetCellFilter(cell_filter_first), logfile=None).run(fmax=0.05, steps=1)
     with pytest.raises(ModelError, match="atomistic model"):
         RigidLinkers(atoms, "atomistic")
     with pytest.raises(ModelError, match="give the model"):

@@ -106,6 +106,7 @@ class CGGPRCalculator(Calculator):
         self._tracker = BondTracker()
         self._stress_with_forces = False  # set once the stress is asked for (see the module docstring)
         self.site_trust: SiteTrust | None = None  # of the last calculation
+        self._warned_free_linkers = False  # rigid_linkers.warn_free_linkers: once per calculator
         source = model if model is not None else model_path
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
@@ -205,6 +206,10 @@ class CGGPRCalculator(Calculator):
                                         stress=stress,
                                         return_std=self.return_std or "local_energy_std" in properties,
                                         descriptor_backend=self.parameters["descriptor_backend"])
+        if ("forces" in properties or "stress" in properties) and not self._warned_free_linkers:
+            from .rigid_linkers import warn_free_linkers
+
+            self._warned_free_linkers = warn_free_linkers(atoms, prediction.bead_map)
         local = prediction.local_energies
         energies = np.zeros(len(atoms))
         energies[prediction.bead_map.connectivity.metal_indices] = local

@@ -18,8 +18,10 @@ Results (each also through ``calc.get_property(name, atoms)``):
     ``energies``: per atom (eV); each metal carries its local energy, every other atom 0, so they sum to
         the total. For already coarse-grained input (Si/O beads) the A sites carry them.
     ``local_energies``: per metal, in metal (atom-index) order (eV).
-    ``local_energy_std``: GP predictive standard deviation per metal (eV; latent function, no noise term);
-        computed whenever asked for, even with ``return_std=False``.
+    ``local_energy_std``: standard deviation per metal (eV): the GP's latent std through the model's variance
+        calibration (:func:`ase_cggpr.uncertainty.calibrated_std`; the shipped models have one, fitted on held-out
+        framework types), or the latent std for a model without one; computed whenever asked for, even with
+        ``return_std=False``. ``local_energy_std_latent``: the GP's latent std (no noise term, no calibration).
     ``forces`` (eV/Å, computed only when asked for): minus the gradient of the *learned* energy.
     ``stress`` (eV/Å^3, ASE sign and Voigt order xx yy zz yz xz xy; computed only when asked for, together
         with the forces in the same descriptor call): the strain derivative of the *learned* energy over the
@@ -70,7 +72,7 @@ class CGGPRCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "local_energies",
-                              "local_energy_std"]
+                              "local_energy_std", "local_energy_std_latent"]
     default_parameters: dict[str, Any] = {"model": None, "return_std": True, "descriptor_backend": None}
 
     def __init__(self, model: CGGPRModel | str | os.PathLike | None = None, *,
@@ -187,8 +189,11 @@ class CGGPRCalculator(Calculator):
         energies[prediction.bead_map.connectivity.metal_indices] = local
         total = float(local.sum())
         self.results = {"energy": total, "free_energy": total, "energies": energies, "local_energies": local}
-        if prediction.std is not None:
-            self.results["local_energy_std"] = prediction.std
+        if prediction.std is not None:  # calibrated when the model has a variance calibration (issue 31)
+            from .uncertainty import calibrated_std
+
+            self.results["local_energy_std"] = calibrated_std(self.model, prediction.std)
+            self.results["local_energy_std_latent"] = prediction.std
         if prediction.forces is not None:
             self.results["forces"] = prediction.forces
         if prediction.stress is not None:

@@ -9,9 +9,12 @@ write and print the ranking.
 
 Uncertainty
 -----------
-A structure is *trusted* when every per-Zn latent std is at most the threshold: the model's stored calibration
-(:mod:`ase_cggpr.uncertainty`, the 99th percentile of held-out std), ``--threshold``/``--calibration``, or the
-model's noise sigma when none is given.
+A structure is *trusted* when every per-Zn std is at most the threshold: the model's stored calibration
+(:mod:`ase_cggpr.uncertainty`), ``--threshold``/``--calibration``, or the model's noise sigma when none is given,
+and its input is within what the model was trained on (:mod:`ase_cggpr.applicability`: a coarse-grained model
+given atomistic input with distorted linkers); ``trust_reason`` says why a row is not trusted. The std shown
+(``max_std_eV``) is the latent GP std through the model's variance calibration when it has one
+(:func:`~ase_cggpr.uncertainty.calibrated_std`), else the latent std.
 
 Symmetry
 --------
@@ -75,8 +78,8 @@ from .uncertainty import (  # noqa: F401  (re-exported: the screen's trust thres
 SYMPREC = 1e-3
 #: How the trust threshold is chosen from a calibration.
 
-CSV_COLUMNS = ("rank", "id", "framework_type", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "space_group",
-               "n_unique_Zn", "relaxation", "source", "error")
+CSV_COLUMNS = ("rank", "id", "framework_type", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "trust_reason",
+               "space_group", "n_unique_Zn", "relaxation", "source", "error")
 #: Largest accepted spglib tolerance (Å): beyond it every structure looks symmetric.
 MAX_SYMPREC = 1.0
 
@@ -188,6 +191,9 @@ class ScreenRow:
     #: "" (not relaxed), "converged (N steps)" or "NOT converged (max force ... after N steps)": a row whose
     #: relaxation did not converge keeps its last energy but is never trusted (so listed unranked).
     relaxation: str = ""
+    #: why the row is not trusted ("" when it is): std above the threshold, input outside what the model was
+    #: trained on (:mod:`ase_cggpr.applicability`), relaxation not converged
+    trust_reason: str = ""
     error: str = ""
     rank: int | None = None
 
@@ -196,6 +202,7 @@ class ScreenRow:
         return {"rank": "" if self.rank is None else self.rank, "id": self.id, "framework_type": self.framework_type,
                 "n_Zn": self.n_Zn if ok else "", "energy_per_Zn_eV": f"{self.energy_per_Zn:.6f}" if ok else "",
                 "max_std_eV": f"{self.max_std:.6f}" if ok else "", "trusted": str(self.trusted) if ok else "",
+                "trust_reason": self.trust_reason if ok else "",
                 "space_group": self.space_group, "n_unique_Zn": self.n_unique_Zn if ok else "",
                 "relaxation": self.relaxation, "source": self.source, "error": self.error}
 
@@ -257,8 +264,12 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
                              f"for {int(bad.sum())} of {mean.size} Zn); the model file may be corrupt; not "
                              "ranked, not trusted")
         row.n_Zn, row.n_unique_Zn = len(mean), int(n_unique)
+        from .applicability import trust  # the shown (calibrated) std and why a row is not trusted (issue 31)
+
+        std, row.trust_reason = trust(model, atoms, bead_map.connectivity, std, threshold,
+                                      relax_converged=relax_converged)
         row.energy_per_Zn, row.max_std = float(mean.mean()), float(std.max())
-        row.trusted = bool(row.max_std <= threshold) and relax_converged
+        row.trusted = not row.trust_reason
     except Exception as error:  # one bad structure never stops a screen
         row.error = _error_text(error)
     return row

@@ -169,3 +169,79 @@ def default_threshold(model) -> tuple[float, str]:
         except OptionError as error:
             raise ModelError(f"{error}; give --threshold or --calibration") from None
     return check_threshold(model.spec.noise, "the model's noise sigma"), "model noise sigma (no calibration given)"
+
+
+# -- variance calibration (issue 31): std' = sqrt((scale * std)^2 + floor^2) -----------------------------------
+
+#: Coverage of |error| <= k std for a calibrated Gaussian, k = 1, 2.
+GAUSSIAN_COVERAGE = {1: 0.6827, 2: 0.9545}
+VARIANCE_RULE = "std = sqrt((scale * latent std)^2 + floor^2), fitted on held-out framework types"
+
+
+def variance_transform(model) -> tuple[float, float] | None:
+    """(scale, floor in eV) of the model's stored variance calibration (``calibration.variance``), or None.
+
+    A model file without one (written before issue 31, or by ``cggpr train``) reports its latent std."""
+    calibration = getattr(model, "calibration_", None) or {}
+    variance = calibration.get("variance") if isinstance(calibration, dict) else None
+    if not isinstance(variance, dict):
+        return None
+    scale, floor = variance.get("scale"), variance.get("floor")
+    if not (is_number(scale) and is_number(floor) and math.isfinite(scale) and math.isfinite(floor)
+            and scale > 0 and floor >= 0):
+        raise ModelError(f"the model's calibration.variance must hold a finite scale > 0 and floor >= 0, got "
+                         f"{variance!r}")
+    return float(scale), float(floor)
+
+
+def calibrated_std(model, std: np.ndarray) -> np.ndarray:
+    """The per-Zn std a user is shown (eV): the latent GP std through the model's variance calibration
+    (:func:`variance_transform`), or the latent std itself when the model has none."""
+    std = np.asarray(std, dtype=float)
+    transform = variance_transform(model)
+    if transform is None:
+        return std
+    scale, floor = transform
+    return np.sqrt((scale * std) ** 2 + floor**2)
+
+
+def coverage(errors: np.ndarray, std: np.ndarray, k: float) -> float:
+    """Fraction of |errors| <= k std."""
+    errors, std = np.abs(np.asarray(errors, float)), np.asarray(std, float)
+    return float(np.mean(errors <= k * std)) if errors.size else math.nan
+
+
+def fit_variance(errors: np.ndarray, std: np.ndarray, groups: np.ndarray | None = None, *,
+                 scales: np.ndarray | None = None, floors: np.ndarray | None = None) -> tuple[float, float]:
+    """(scale, floor in eV) making ``sqrt((scale std)^2 + floor^2)`` a calibrated Gaussian std for held-out
+    ``errors`` (prediction - truth, eV) with latent ``std`` (eV).
+
+    Minimises, over a grid, the sum over ``groups`` (e.g. frame kinds; each weighs the same whatever its size) of
+    the squared misses of the coverage at 1 and 2 std (68.3% and 95.4%)."""
+    errors, std = np.abs(np.asarray(errors, float)), np.asarray(std, float)
+    if errors.size == 0 or errors.shape != std.shape or not (np.isfinite(errors).all() and np.isfinite(std).all()):
+        raise CGGPRError(f"need matching, finite, non-empty errors and std, got {errors.shape} and {std.shape}")
+    groups = np.zeros(errors.size, int) if groups is None else np.asarray(groups)
+    scales = np.geomspace(0.05, 50.0, 70) if scales is None else np.asarray(scales, float)
+    top = max(float(np.quantile(errors, 0.99)), 1e-6)
+    floors = np.concatenate([[0.0], np.geomspace(top / 1000, top, 60)]) if floors is None else np.asarray(floors)
+    labels = np.unique(groups)
+    best, best_loss = (1.0, 0.0), math.inf
+    for scale in scales:
+        for floor in floors:
+            s = np.sqrt((scale * std) ** 2 + floor**2)
+            loss = 0.0
+            for g in labels:
+                sel = groups == g
+                for k, target in GAUSSIAN_COVERAGE.items():
+                    loss += (np.mean(errors[sel] <= k * s[sel]) - target) ** 2
+            if loss < best_loss:
+                best, best_loss = (float(scale), float(floor)), loss
+    return best
+
+
+def reliability(errors: np.ndarray, std: np.ndarray, levels: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+                ) -> list[dict[str, float]]:
+    """Reliability diagram: for each k, the observed fraction of |error| <= k std and a Gaussian's."""
+    return [{"k": float(k), "observed": coverage(errors, std, k), "gaussian": math.erf(k / math.sqrt(2))}
+            for k in levels]

@@ -134,6 +134,7 @@ def predict(model_path, structures, output, force, quiet):
     from ..model import CGGPRModel
     from ..outputs import atomic_output
     from ..progress import progress_bar
+    from ..uncertainty import calibrated_std
 
     claim_outputs(output, force=force)
     model = CGGPRModel.load(model_path)
@@ -145,6 +146,7 @@ def predict(model_path, structures, output, force, quiet):
         for atoms in frames:
             bead_map = model.bead_map(atoms)
             (mean,), (std,) = model.predict_maps([bead_map], return_std=True)
+            std = calibrated_std(model, std)  # the model's variance calibration, if any (issue 31)
             metals = bead_map.connectivity.metal_indices
             for key, values in (("cggpr_local_energy", mean), ("cggpr_local_energy_std", std)):
                 column = np.full(len(atoms), np.nan)

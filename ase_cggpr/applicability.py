@@ -68,8 +68,6 @@ def _sorted_distances(numbers: np.ndarray, xyz: np.ndarray) -> tuple[np.ndarray,
 def linker_rmsd(atoms: Atoms, connectivity) -> np.ndarray:
     """Per linker: RMS difference (Å) of its sorted intra-linker distances from the ideal linker's (NaN when the
     linker has no reference geometry). Linkers are made whole with the minimum-image convention."""
-    from ase.geometry import find_mic
-
     out = np.full(len(connectivity.linkers), math.nan)
     if connectivity.coarse_grained_input or not len(connectivity.linkers):
         return out
@@ -87,15 +85,27 @@ def linker_rmsd(atoms: Atoms, connectivity) -> np.ndarray:
         order = np.argsort(numbers, axis=1, kind="stable")
         index = np.take_along_axis(index, order, axis=1)
         numbers = atoms.numbers[index[0]]
-        vectors = positions[index] - positions[index[:, :1]]
-        if atoms.pbc.any():
-            vectors = find_mic(vectors.reshape(-1, 3), atoms.cell, atoms.pbc)[0].reshape(vectors.shape)
+        # whole linkers in small cells too: the ring centroid from the ring atoms (within 2.3 Å of each other),
+        # then every atom as its minimum image about the centroid (H within 2.2 Å of it)
+        rings = np.array([connectivity.rings[k] for k in ks])
+        ring_vectors = _mic(positions[rings] - positions[rings[:, :1]], atoms)
+        centroid = positions[rings[:, 0]] + ring_vectors.mean(axis=1)
+        vectors = _mic(positions[index] - centroid[:, None, :], atoms)
         keys, d = _sorted_distances(numbers, vectors)
         ref_keys, ref = reference
         if keys.shape != ref_keys.shape or not np.array_equal(keys, ref_keys):
             continue
         out[ks] = np.sqrt(np.mean((d - ref) ** 2, axis=1))
     return out
+
+
+def _mic(vectors: np.ndarray, atoms: Atoms) -> np.ndarray:
+    """Minimum-image ``vectors`` (any shape ending in 3) in ``atoms``' cell."""
+    from ase.geometry import find_mic
+
+    if not atoms.pbc.any():
+        return vectors
+    return find_mic(vectors.reshape(-1, 3), atoms.cell, atoms.pbc)[0].reshape(vectors.shape)
 
 
 def linker_distortion(atoms: Atoms, connectivity) -> np.ndarray:
@@ -129,12 +139,14 @@ def applicability_threshold(model) -> float | None:
     return float(value)
 
 
-def outside_reason(model, atoms: Atoms, connectivity) -> str:
-    """Why a prediction of ``model`` for ``atoms`` is outside what it was trained on ("" when it is not)."""
+def outside_reason(model, atoms: Atoms, connectivity, *, distortion: np.ndarray | None = None) -> str:
+    """Why a prediction of ``model`` for ``atoms`` is outside what it was trained on ("" when it is not);
+    ``distortion``: the per-Zn :func:`linker_distortion` if already measured."""
     threshold = applicability_threshold(model)
     if threshold is None or connectivity.coarse_grained_input:
         return ""
-    distortion = linker_distortion(atoms, connectivity)
+    if distortion is None:
+        distortion = linker_distortion(atoms, connectivity)
     over = np.isfinite(distortion) & (distortion > threshold)
     if not over.any():
         return ""
@@ -148,18 +160,19 @@ def trust(model, atoms: Atoms, connectivity, std: np.ndarray, threshold: float, 
     """(per-Zn std a user is shown, eV; why the prediction is not trusted, "" when it is).
 
     The std is the latent GP std through the model's variance calibration
-    (:func:`ase_cggpr.uncertainty.calibrated_std`); a prediction is not trusted when any Zn's std exceeds
-    ``threshold`` (eV), when the input is outside what the model was trained on (:func:`outside_reason`), or when
-    its relaxation did not converge. Reasons are joined with "; "."""
+    (:func:`ase_cggpr.uncertainty.calibrated_std`, with the input's linker distortion); a prediction is not
+    trusted when any Zn's std exceeds ``threshold`` (eV), when the input is outside what the model was trained on
+    (:func:`outside_reason`), or when its relaxation did not converge. Reasons are joined with "; "."""
     from .uncertainty import calibrated_std
 
-    shown = calibrated_std(model, std)
+    distortion = None if connectivity.coarse_grained_input else linker_distortion(atoms, connectivity)
+    shown = calibrated_std(model, std, distortion=distortion)
     reasons = []
     if not relax_converged:
         reasons.append("relaxation not converged")
     if shown.size and float(shown.max()) > threshold:
         reasons.append(f"std {float(shown.max()):.3f} eV > threshold {threshold:.3f} eV")
-    outside = outside_reason(model, atoms, connectivity)
+    outside = outside_reason(model, atoms, connectivity, distortion=distortion)
     if outside:
         reasons.append(outside)
     return shown, "; ".join(reasons)

@@ -192,7 +192,8 @@ class CGGPRCalculator(Calculator):
         if prediction.std is not None:  # calibrated when the model has a variance calibration (issue 31)
             from .uncertainty import calibrated_std
 
-            self.results["local_energy_std"] = calibrated_std(self.model, prediction.std)
+            self.results["local_energy_std"] = calibrated_std(self.model, prediction.std, atoms,
+                                                              prediction.bead_map.connectivity)
             self.results["local_energy_std_latent"] = prediction.std
         if prediction.forces is not None:
             self.results["forces"] = prediction.forces

@@ -127,8 +127,10 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
     variance = cal["variance"]
     checked = variance.get("checked_on", {})
     fitted = variance.get("fitted_on", {})
+    term = (f" + ({variance['distortion']:.3g} eV/Å^2 x D^2)^2, D the Zn's linker distortion" if
+            variance.get("distortion") else "")
     lines = [f"  uncertainty: std = sqrt(({variance['scale']:.3g} x GP latent std)^2 + ({1000 * variance['floor']:.1f} "
-             f"meV)^2), fitted on {fitted.get('framework_types', '?')} held-out framework types, checked on "
+             f"meV)^2{term}), fitted on {fitted.get('framework_types', '?')} held-out framework types, checked on "
              f"{checked.get('framework_types', '?')} others (never used for any fit); per frame kind on those:",
              f"    {'kind':8s} {'frames':>6s} {'RMSE':>5s} {'mean err':>8s} {'Spearman':>8s} "
              f"{'within 1 std':>15s} {'within 2 std':>15s}  (latent -> calibrated)"]

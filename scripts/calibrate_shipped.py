@@ -106,17 +106,34 @@ def cmd_build(args) -> int:
     return 0
 
 
-def read_frames(build: Path, which: str, batches: int | None):
-    """Frames of one input kind ('atomistic' or 'cg'), each with info kind / framework_type / net."""
+def read_frames(build: Path, which: str, batches: int | None, *, max_zn: int | None = None,
+                part: str = "all"):
+    """Frames of one input kind ('atomistic' or 'cg'), each with info kind / framework_type / net.
+
+    ``part``: "built" (the per-net files of the build: d, r-d, d-r), "relaxed" (the relaxed frames) or "all";
+    ``max_zn``: only nets with at most this many Zn (cost)."""
+    import json as json_
+
     from ase.io import iread
 
     from ase_cggpr.io import framework_type_of
 
+    paths = []
+    if part in ("built", "all"):
+        for marker in sorted((build / "frames").glob("*.json")):
+            summary = json_.loads(marker.read_text())
+            if summary.get("status") == "done" and summary.get("kept") and \
+                    (max_zn is None or summary["n_zn"] <= max_zn):
+                paths.append(marker.with_name(marker.name[:-5] + f".{which}.extxyz"))
+    if part in ("relaxed", "all"):
+        paths.append(build / f"relaxed_{which}.extxyz")
     out = []
-    for path in (build / f"{which}.extxyz", build / f"relaxed_{which}.extxyz"):
+    for path in paths:
         for atoms in iread(path, index=":", format="extxyz"):
+            if max_zn is not None and int(np.isfinite(atoms.arrays["e_local"]).sum()) > max_zn:
+                continue
             atoms.info["kind"] = KIND[atoms.info["order"]]
-            atoms.info["framework_type"] = framework_type_of(atoms)
+            atoms.info["framework_type"] = framework_type_of(atoms) or ""  # per-net files: set at fit time
             if batches is not None and int(atoms.info.get("batch", 0)) > batches:
                 continue
             out.append(atoms)
@@ -155,7 +172,7 @@ def cmd_evaluate(args) -> int:
         # the linker distortion is measured on the atoms
         record = {}
         for which in ["atomistic"]:
-            frames = read_frames(args.output, which, args.batches)
+            frames = read_frames(args.output, which, args.batches, max_zn=args.max_zn, part=args.part)
             if args.smallest_per_type:  # the smallest net (fewest Zn, then name) of each framework type
                 size = {}
                 for a in frames:
@@ -175,7 +192,26 @@ def cmd_evaluate(args) -> int:
                 net=nets).items()})
             print(f"{name} on {which}: {len(frames)} frames, {err.size} Zn ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
-        np.savez(args.output / f"predictions_{name}.npz", **record)
+        np.savez(args.output / f"predictions_{name}{'' if args.part == 'all' else '_' + args.part}.npz", **record)
+    return 0
+
+
+def cmd_distortion(args) -> int:
+    """Recompute the per-Zn linker distortion of the cached predictions (same frames, same order)."""
+    from ase_cggpr.applicability import linker_distortion
+    from ase_cggpr.beads import find_connectivity
+
+    frames = read_frames(args.output, "atomistic", args.batches, max_zn=args.max_zn, part=args.part)
+    dist = np.concatenate([linker_distortion(a, find_connectivity(a)) for a in frames])
+    suffix = "" if args.part == "all" else "_" + args.part
+    for name in MODELS:
+        path = args.output / f"predictions_{name}{suffix}.npz"
+        record = dict(np.load(path, allow_pickle=False))
+        if record["atomistic_distortion"].shape != dist.shape:
+            raise SystemExit(f"{path}: other frames ({record['atomistic_distortion'].shape} vs {dist.shape})")
+        record["atomistic_distortion"] = dist
+        np.savez(path, **record)
+    print(f"{len(frames)} frames, {dist.size} Zn", flush=True)
     return 0
 
 
@@ -189,14 +225,24 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--batches", type=int, default=None, help="rattled frames of batches 1..B only (default all)")
+    p.add_argument("--max-zn", type=int, default=None, help="only nets with at most this many Zn (cost)")
+    p.add_argument("--part", choices=["all", "built", "relaxed"], default="all",
+                   help="built: the d, r-d, d-r frames; relaxed: the relaxed frames (predictions_<model>_<part>.npz)")
     p.add_argument("--smallest-per-type", action="store_true",
                    help="only the smallest net of each held-out framework type (cost)")
+    p = sub.add_parser("distortion")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--batches", type=int, default=None)
+    p.add_argument("--max-zn", type=int, default=None)
+    p.add_argument("--part", choices=["all", "built", "relaxed"], default="all")
     p = sub.add_parser("fit")
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--write", action="store_true", help="store the calibration in ase_cggpr/models/*.npz")
     args = parser.parse_args(argv)
-    return {"build": cmd_build, "evaluate": cmd_evaluate, "fit": cmd_fit}[args.command](args)
+    commands = {"build": cmd_build, "evaluate": cmd_evaluate, "distortion": cmd_distortion, "fit": cmd_fit}
+    return commands[args.command](args)
 
 
 def split_types(types: np.ndarray, seed: int) -> tuple[set, set]:
@@ -235,22 +281,35 @@ def kind_table(data: dict, prefix: str, rows: np.ndarray, shown: np.ndarray) -> 
     return out
 
 
-def pick_applicability(distortion: np.ndarray, err: np.ndarray) -> tuple[float, dict]:
-    """Linker-distortion threshold (Å) separating |error| > 100 meV from |error| < 30 meV (per Zn): the geometric
-    mean of the 10th percentile of the large errors' distortion and the 90th percentile of the small errors'."""
-    big, small = distortion[np.abs(err) > 0.1], distortion[np.abs(err) < 0.03]
-    hi = float(np.quantile(big, 0.10)) if big.size else float("nan")
-    lo = float(np.quantile(small, 0.90)) if small.size else 0.0
-    threshold = float(np.sqrt(hi * lo)) if lo > 0 and hi > lo else hi
-    return threshold, {"q10_distortion_error_above_100meV": hi, "q90_distortion_error_below_30meV": lo}
+def pick_applicability(data: dict, rows: np.ndarray) -> tuple[float, dict]:
+    """Linker-distortion threshold (Å), chosen per Zn on the atom-rattled (d-r) frames in ``rows``: the 90th
+    percentile of the distortion of the Zn whose |error| < 30 meV (so at most 10% of them flagged), and at least
+    1.5 x the largest distortion in a relaxed frame (MOF-FF-relaxed linkers are what the model was trained on).
+    With fewer than 20 such Zn: the 10th percentile of the distortion of those with |error| > 100 meV."""
+    err, dist, kind = (data[f"atomistic_{k}"] for k in ("error", "distortion", "kind"))
+    dr = rows & (kind == "d-r")
+    small, big = dr & (np.abs(err) < 0.03), dr & (np.abs(err) > 0.1)
+    relaxed = rows & (kind == "relaxed") & np.isfinite(dist)
+    floor = 1.5 * float(dist[relaxed].max()) if relaxed.any() else 0.0
+    if small.sum() >= 20:
+        threshold = float(np.quantile(dist[small], 0.9))
+    else:
+        threshold = float(np.quantile(dist[big], 0.1))
+    threshold = max(threshold, floor)
+    return threshold, {"zn": int(dr.sum()), "zn_error_below_30meV": int(small.sum()),
+                       "zn_error_above_100meV": int(big.sum()), "relaxed_max_distortion": floor / 1.5}
 
 
-def flag_numbers(data: dict, rows: np.ndarray, threshold: float) -> dict:
+def flag_numbers(data: dict, rows: np.ndarray, threshold: float, shown: np.ndarray | None = None,
+                 std_threshold: float | None = None) -> dict:
     """On atom-rattled (d-r) atomistic frames in ``rows``: the fraction flagged among |error| > 100 meV and among
     |error| < 30 meV, per Zn and per frame (a frame is flagged when any Zn is; its error is its mean per Zn); and
-    the fraction flagged among the other kinds' frames."""
+    the fraction flagged among the other kinds' frames. With ``shown`` and ``std_threshold``, "flagged" is "not
+    trusted": linker distortion above ``threshold`` or calibrated std above ``std_threshold`` (as the screen)."""
     err, dist, kind, frame = (data[f"atomistic_{k}"] for k in ("error", "distortion", "kind", "frame"))
     flagged = dist > threshold
+    if shown is not None:
+        flagged = flagged | (shown > std_threshold)
     out = {}
     dr = rows & (kind == "d-r")
     for what, e, f in (("per_Zn", err[dr], flagged[dr]), ("per_frame", *per_frame(err[dr], flagged[dr], frame[dr]))):
@@ -272,8 +331,47 @@ def per_frame(err: np.ndarray, flagged: np.ndarray, frame: np.ndarray) -> tuple[
     return np.bincount(inverse, err) / count, np.bincount(inverse, flagged.astype(float)) > 0
 
 
+def net_types(build: Path, nets) -> dict[str, str]:
+    """Framework type (coordination-sequence key) of each net, from its bead frame in the build (the same key as
+    the build's merged files: it depends on the topology only)."""
+    from ase.io import read
+
+    from ase_cggpr.dataset.nets import analyse_net, framework_type_key
+    from ase_cggpr.dataset.pipeline import safe_name
+
+    relaxed = {}
+    out = {}
+    for net in sorted(set(nets)):
+        path = build / "frames" / f"{safe_name(net)}.cg.extxyz"
+        if path.exists() and path.stat().st_size:
+            atoms = read(path, 0)
+        else:  # a net whose every built frame was filtered: its relaxed frame
+            if not relaxed:
+                relaxed = {a.info["net"]: a for a in read(build / "relaxed_cg.extxyz", ":")}
+            atoms = relaxed[net]
+        out[net] = framework_type_key(analyse_net(atoms, name=net))
+    return out
+
+
 def load_predictions(build: Path, name: str) -> dict:
-    data = dict(np.load(build / f"predictions_{name}.npz", allow_pickle=False))
+    """The predictions of ``evaluate`` for one model (its parts concatenated), with framework types."""
+    parts = [build / f"predictions_{name}{suffix}.npz" for suffix in ("", "_built", "_relaxed")]
+    records = [dict(np.load(p, allow_pickle=False)) for p in parts if p.exists()]
+    if not records:
+        raise SystemExit(f"no predictions of {name} in {build}: run evaluate first")
+    data, offset = {}, 0
+    for record in records:
+        record["atomistic_frame"] = record["atomistic_frame"] + offset
+        offset = int(record["atomistic_frame"].max()) + 1
+        for key, value in record.items():
+            data.setdefault(key, []).append(value)
+    data = {key: np.concatenate(values) for key, values in data.items()}
+    types = net_types(build, data["atomistic_net"].tolist())
+    computed = np.array([types[n] for n in data["atomistic_net"]])
+    stored = data["atomistic_framework_type"]  # the build's own key on the relaxed frames ("" on per-net files)
+    if np.any((stored != "") & (stored != computed)):
+        raise SystemExit("framework types from the bead frames differ from the build's")
+    data["atomistic_framework_type"] = computed
     return data
 
 
@@ -282,7 +380,7 @@ def cmd_fit(args) -> int:
     from ase_cggpr.uncertainty import THRESHOLD_QUANTILE, VARIANCE_RULE, fit_variance, reliability
 
     report = {}
-    for name in MODELS:
+    for name in args.models:
         data = load_predictions(args.output, name)
         prefix = "atomistic"  # every model was evaluated on the atomistic frames (coarse-grained: their beads)
         types = data[f"{prefix}_framework_type"]
@@ -293,8 +391,12 @@ def cmd_fit(args) -> int:
         # atomistic input, those are flagged by the applicability rule (below), not covered by the std
         meant = np.ones(len(kind), bool) if name == "atomistic" else kind != "d-r"
         fit_rows, check_rows = in_fit & meant, in_check & meant
-        scale, floor = fit_variance(err[fit_rows], std[fit_rows], kind[fit_rows])
-        shown = np.sqrt((scale * std) ** 2 + floor**2)
+        # the atomistic model sees the linkers: its variance gets the linker-distortion term (it barely raises its
+        # latent std on atom-rattled frames); coarse-grained models flag such input instead (applicability)
+        dist = np.nan_to_num(data[f"{prefix}_distortion"], nan=0.0)
+        scale, floor, coefficient = fit_variance(err[fit_rows], std[fit_rows], kind[fit_rows],
+                                                 distortion=dist[fit_rows] if name == "atomistic" else None)
+        shown = np.sqrt((scale * std) ** 2 + floor**2 + (coefficient * dist**2) ** 2)
         threshold = float(np.quantile(shown[fit_rows], THRESHOLD_QUANTILE))
         table = kind_table(data, prefix, in_check, shown)
         fit_table = kind_table(data, prefix, in_fit, shown)
@@ -309,7 +411,7 @@ def cmd_fit(args) -> int:
             "threshold": threshold,
             "threshold_rule": ("99th percentile of the calibrated per-Zn std of the held-out environments the "
                                "variance was fitted on: trusted when every Zn's calibrated std is at most it"),
-            "variance": {"scale": scale, "floor": floor, "rule": VARIANCE_RULE,
+            "variance": {"scale": scale, "floor": floor, "distortion": coefficient, "rule": VARIANCE_RULE,
                          "fitted_on": {"framework_types": len(fit_types), "environments": int(fit_rows.sum()),
                                        "kinds": sorted(set(kind[fit_rows].tolist()))},
                          "checked_on": {"framework_types": len(check_types), "environments": int(check_rows.sum())},
@@ -320,15 +422,13 @@ def cmd_fit(args) -> int:
             "made_by": "python scripts/calibrate_shipped.py " + " ".join(sys.argv[1:]),
         }
         if name != "atomistic":
-            dist, aerr, akind = (data[f"atomistic_{k}"] for k in ("distortion", "error", "kind"))
-            atypes = data["atomistic_framework_type"]
-            afit, acheck = np.isin(atypes, list(fit_types)), np.isin(atypes, list(check_types))
-            sel = afit & (akind == "d-r")
-            t, why = pick_applicability(dist[sel], aerr[sel])
+            afit, acheck = in_fit, in_check
+            t, why = pick_applicability(data, afit)
             calibration["applicability"] = {
                 "measure": MEASURE, "threshold": t, "rule": RULE,
                 "chosen_on": {"framework_types": len(fit_types), **why},
-                "checked_on": flag_numbers(data, acheck, t), "fit_numbers": flag_numbers(data, afit, t)}
+                "checked_on": flag_numbers(data, acheck, t), "fit_numbers": flag_numbers(data, afit, t),
+                "not_trusted_checked_on": flag_numbers(data, acheck, t, shown, threshold)}
         report[name] = calibration
         print(json.dumps({name: {k: calibration[k] for k in ("variance", "threshold", "held_out_table")
                                  } | ({"applicability": calibration["applicability"]}

@@ -21,8 +21,22 @@ def test_fit_variance_recovers_a_known_scale_and_floor():
     rng = np.random.default_rng(0)
     std = rng.uniform(0.005, 0.05, 20000)
     errors = rng.normal(0.0, np.sqrt((3.0 * std) ** 2 + 0.02**2))
-    scale, floor = fit_variance(errors, std)
-    assert scale == pytest.approx(3.0, rel=0.15) and floor == pytest.approx(0.02, abs=0.006)
+    scale, floor, coefficient = fit_variance(errors, std)
+    assert scale == pytest.approx(3.0, rel=0.15) and floor == pytest.approx(0.02, abs=0.006) and coefficient == 0
+
+
+def test_fit_variance_with_the_distortion_term():
+    """Errors that grow with the linker distortion D (as on atom-rattled frames) and not with the latent std."""
+    rng = np.random.default_rng(1)
+    std = rng.uniform(0.005, 0.05, 20000)
+    distortion = np.where(rng.random(20000) < 0.5, 0.0, rng.uniform(0.01, 0.05, 20000))
+    errors = rng.normal(0.0, np.sqrt((2.0 * std) ** 2 + 0.01**2 + (300.0 * distortion**2) ** 2))
+    groups = (distortion > 0).astype(int)
+    scale, floor, coefficient = fit_variance(errors, std, groups, distortion=distortion, max_points=1500)
+    assert coefficient == pytest.approx(300.0, rel=0.3) and scale == pytest.approx(2.0, rel=0.3)
+    shown = np.sqrt((scale * std) ** 2 + floor**2 + (coefficient * distortion**2) ** 2)
+    for g in (0, 1):
+        assert coverage(errors[groups == g], shown[groups == g], 1) == pytest.approx(0.683, abs=0.03)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +62,7 @@ def test_calibration_fitted_on_half_the_held_out_nets_covers_the_other_half(held
     errors, std, net = held_out
     nets = sorted(set(net.tolist()))
     fit = np.isin(net, nets[::2])
-    scale, floor = fit_variance(errors[fit], std[fit])
+    scale, floor, _ = fit_variance(errors[fit], std[fit])
     shown = np.sqrt((scale * std[~fit]) ** 2 + floor**2)
     before = coverage(errors[~fit], std[~fit], 1)
     within1, within2 = coverage(errors[~fit], shown, 1), coverage(errors[~fit], shown, 2)

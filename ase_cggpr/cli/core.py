@@ -146,7 +146,7 @@ def predict(model_path, structures, output, force, quiet):
         for atoms in frames:
             bead_map = model.bead_map(atoms)
             (mean,), (std,) = model.predict_maps([bead_map], return_std=True)
-            std = calibrated_std(model, std)  # the model's variance calibration, if any (issue 31)
+            std = calibrated_std(model, std, atoms, bead_map.connectivity)  # its variance calibration (issue 31)
             metals = bead_map.connectivity.metal_indices
             for key, values in (("cggpr_local_energy", mean), ("cggpr_local_energy_std", std)):
                 column = np.full(len(atoms), np.nan)

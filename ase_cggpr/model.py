@@ -819,8 +819,9 @@ def _check_metadata(path: Path, meta: Any) -> ModelSpec:
                     positive=True)
             _number(path, _field(path, variance, "floor", "calibration.variance.floor"), "calibration.variance.floor",
                     low=0.0)
-            if "distortion" in variance:
-                _number(path, variance["distortion"], "calibration.variance.distortion", low=0.0)
+            for key in ("distortion", "bead"):
+                if key in variance:
+                    _number(path, variance[key], f"calibration.variance.{key}", low=0.0)
         rule = calibration.get("applicability")
         if rule is not None:
             if not isinstance(rule, dict):

@@ -127,8 +127,11 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
     variance = cal["variance"]
     checked = variance.get("checked_on", {})
     fitted = variance.get("fitted_on", {})
-    term = (f" + ({variance['distortion']:.3g} eV/Å^2 x D^2)^2, D the Zn's linker distortion" if
-            variance.get("distortion") else "")
+    term = (f" + ({variance['distortion']:.3g} eV/Å^2 x D^2)^2" if variance.get("distortion") else "")
+    term += (f" + ({variance['bead']:.3g} eV/Å x B)^2" if variance.get("bead") else "")
+    if term:
+        term += ("; D: the Zn's linker distortion (Å), B: RMS deviation of its Zn-linker-bead distances from the "
+                 "relaxed 3.186 Å")
     lines = [f"  uncertainty: std = sqrt(({variance['scale']:.3g} x GP latent std)^2 + ({1000 * variance['floor']:.1f} "
              f"meV)^2{term}), fitted on {fitted.get('framework_types', '?')} held-out framework types, checked on "
              f"{checked.get('framework_types', '?')} others (never used for any fit); per frame kind on those:",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import SMALL, builtin_frames
 
-from ase_cggpr.applicability import MEASURE, linker_distortion, outside_reason, trust
+from ase_cggpr.applicability import MEASURE, bead_distortion, linker_distortion, outside_reason, trust
 from ase_cggpr.beads import find_connectivity
 from ase_cggpr.errors import ModelError
 from ase_cggpr.model import CGGPRModel
@@ -21,8 +21,9 @@ def test_fit_variance_recovers_a_known_scale_and_floor():
     rng = np.random.default_rng(0)
     std = rng.uniform(0.005, 0.05, 20000)
     errors = rng.normal(0.0, np.sqrt((3.0 * std) ** 2 + 0.02**2))
-    scale, floor, coefficient = fit_variance(errors, std)
-    assert scale == pytest.approx(3.0, rel=0.15) and floor == pytest.approx(0.02, abs=0.006) and coefficient == 0
+    scale, floor, coefficient, bead = fit_variance(errors, std)
+    assert scale == pytest.approx(3.0, rel=0.15) and floor == pytest.approx(0.02, abs=0.006)
+    assert coefficient == 0 and bead == 0
 
 
 def test_fit_variance_with_the_distortion_term():
@@ -32,7 +33,7 @@ def test_fit_variance_with_the_distortion_term():
     distortion = np.where(rng.random(20000) < 0.5, 0.0, rng.uniform(0.01, 0.05, 20000))
     errors = rng.normal(0.0, np.sqrt((2.0 * std) ** 2 + 0.01**2 + (300.0 * distortion**2) ** 2))
     groups = (distortion > 0).astype(int)
-    scale, floor, coefficient = fit_variance(errors, std, groups, distortion=distortion, max_points=1500)
+    scale, floor, coefficient, _ = fit_variance(errors, std, groups, distortion=distortion, max_points=1500)
     assert coefficient == pytest.approx(300.0, rel=0.3) and scale == pytest.approx(2.0, rel=0.3)
     shown = np.sqrt((scale * std) ** 2 + floor**2 + (coefficient * distortion**2) ** 2)
     for g in (0, 1):
@@ -62,7 +63,7 @@ def test_calibration_fitted_on_half_the_held_out_nets_covers_the_other_half(held
     errors, std, net = held_out
     nets = sorted(set(net.tolist()))
     fit = np.isin(net, nets[::2])
-    scale, floor, _ = fit_variance(errors[fit], std[fit])
+    scale, floor, _, _ = fit_variance(errors[fit], std[fit])
     shown = np.sqrt((scale * std[~fit]) ** 2 + floor**2)
     before = coverage(errors[~fit], std[~fit], 1)
     within1, within2 = coverage(errors[~fit], shown, 1), coverage(errors[~fit], shown, 2)
@@ -80,6 +81,17 @@ def test_linker_distortion_marks_atom_rattled_frames_only():
     assert min(float(d.min()) for d in by_kind["d-r"]) > 0.005  # every atom rattled
     cg = builtin_frames("cg", net="YUG")[0]
     assert np.isnan(linker_distortion(cg, find_connectivity(cg))).all()  # beads: nothing to measure
+
+
+def test_bead_distortion_tells_rattled_beads():
+    """The metal-to-linker-bead distances: near the relaxed 3.186 Å on relaxed beads, spread when rattled;
+    the same on atomistic input and on its beads."""
+    for kind in ("atomistic", "cg"):
+        spread = {}
+        for atoms in builtin_frames(kind, net="YUG"):
+            median = np.median(bead_distortion(atoms, find_connectivity(atoms)))
+            spread.setdefault(atoms.info["order"], []).append(median)
+        assert max(spread["d"]) < 0.03 < min(spread["r-d"]), spread
 
 
 def _with_rule(model, threshold: float = 0.008):

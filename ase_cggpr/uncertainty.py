@@ -8,6 +8,11 @@ is *trusted* when none of its Zn environments has a std above the threshold, i.e
 the training data than 99% of the environments the model was validated on. Without a calibration the
 threshold is the model's noise sigma (an environment whose latent uncertainty exceeds the label noise is
 one the model is guessing about).
+
+Variance calibration (issue 31): a model may carry ``calibration.variance`` (:func:`variance_transform`), fitted on
+held-out framework types (``scripts/calibrate_shipped.py`` for the shipped models, :func:`fit_variance`); the std
+a user is shown (calculator ``local_energy_std``, ``cggpr predict``, the screen's ``max_std_eV``) is then
+:func:`calibrated_std`, and the stored trust threshold is on that std. Models without it report the latent std.
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def cmd_build(args) -> int:
 
 
 def read_frames(build: Path, which: str, batches: int | None, *, max_zn: int | None = None,
-                part: str = "all"):
+                part: str = "all", min_zn: int = 0):
     """Frames of one input kind ('atomistic' or 'cg'), each with info kind / framework_type / net.
 
     ``part``: "built" (the per-net files of the build: d, r-d, d-r), "relaxed" (the relaxed frames) or "all";
@@ -122,7 +122,7 @@ def read_frames(build: Path, which: str, batches: int | None, *, max_zn: int | N
     if part in ("built", "all"):
         for marker in sorted((build / "frames").glob("*.json")):
             summary = json_.loads(marker.read_text())
-            if summary.get("status") == "done" and summary.get("kept") and \
+            if summary.get("status") == "done" and summary.get("kept") and summary["n_zn"] >= min_zn and \
                     (max_zn is None or summary["n_zn"] <= max_zn):
                 paths.append(marker.with_name(marker.name[:-5] + f".{which}.extxyz"))
     if part in ("relaxed", "all"):
@@ -130,7 +130,8 @@ def read_frames(build: Path, which: str, batches: int | None, *, max_zn: int | N
     out = []
     for path in paths:
         for atoms in iread(path, index=":", format="extxyz"):
-            if max_zn is not None and int(np.isfinite(atoms.arrays["e_local"]).sum()) > max_zn:
+            n_zn = int(np.isfinite(atoms.arrays["e_local"]).sum())
+            if (max_zn is not None and n_zn > max_zn) or n_zn < min_zn:
                 continue
             atoms.info["kind"] = KIND[atoms.info["order"]]
             atoms.info["framework_type"] = framework_type_of(atoms) or ""  # per-net files: set at fit time
@@ -147,9 +148,9 @@ def site_labels(atoms) -> np.ndarray:
 
 def predict_frames(model, frames, *, distortion: bool):
     """Per-Zn rows: error (eV), latent std (eV), linker distortion (Å, NaN without atoms), frame index, label (eV)."""
-    from ase_cggpr.applicability import linker_distortion
+    from ase_cggpr.applicability import bead_distortion, linker_distortion
 
-    err, std, dist, frame, truth = [], [], [], [], []
+    err, std, dist, frame, truth, bead = [], [], [], [], [], []
     for k, atoms in enumerate(frames):
         bead_map = model.bead_map(atoms, name=f"{atoms.info['net']}/{atoms.info['kind']}")
         p = model.compute(bead_map, return_std=True)
@@ -158,8 +159,9 @@ def predict_frames(model, frames, *, distortion: bool):
         std.append(p.std)
         truth.append(y)
         dist.append(linker_distortion(atoms, bead_map.connectivity) if distortion else np.full(len(y), np.nan))
+        bead.append(bead_distortion(atoms, bead_map.connectivity))
         frame.append(np.full(len(y), k))
-    return [np.concatenate(x) for x in (err, std, dist, frame, truth)]
+    return [np.concatenate(x) for x in (err, std, dist, frame, truth, bead)]
 
 
 def cmd_evaluate(args) -> int:
@@ -172,7 +174,8 @@ def cmd_evaluate(args) -> int:
         # the linker distortion is measured on the atoms
         record = {}
         for which in ["atomistic"]:
-            frames = read_frames(args.output, which, args.batches, max_zn=args.max_zn, part=args.part)
+            frames = read_frames(args.output, which, args.batches, max_zn=args.max_zn, part=args.part,
+                                 min_zn=args.min_zn)
             if args.smallest_per_type:  # the smallest net (fewest Zn, then name) of each framework type
                 size = {}
                 for a in frames:
@@ -183,16 +186,17 @@ def cmd_evaluate(args) -> int:
                     best[t] = min(best.get(t, size[a.info["net"]]), size[a.info["net"]])
                 keep = {v[1] for v in best.values()}
                 frames = [a for a in frames if a.info["net"] in keep]
-            err, std, dist, frame, truth = predict_frames(model, frames, distortion=which == "atomistic")
+            err, std, dist, frame, truth, bead = predict_frames(model, frames, distortion=which == "atomistic")
             kinds = np.array([frames[k].info["kind"] for k in frame])
             types = np.array([str(frames[k].info["framework_type"]) for k in frame])
             nets = np.array([str(frames[k].info["net"]) for k in frame])
             record.update({f"{which}_{key}": value for key, value in dict(
-                error=err, std=std, distortion=dist, frame=frame, truth=truth, kind=kinds, framework_type=types,
-                net=nets).items()})
+                error=err, std=std, distortion=dist, bead=bead, frame=frame, truth=truth, kind=kinds,
+                framework_type=types, net=nets).items()})
             print(f"{name} on {which}: {len(frames)} frames, {err.size} Zn ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
-        np.savez(args.output / f"predictions_{name}{'' if args.part == 'all' else '_' + args.part}.npz", **record)
+        suffix = ("" if args.part == "all" else "_" + args.part) + (f"_{args.tag}" if args.tag else "")
+        np.savez(args.output / f"predictions_{name}{suffix}.npz", **record)
     return 0
 
 
@@ -232,6 +236,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--batches", type=int, default=None, help="rattled frames of batches 1..B only (default all)")
     p.add_argument("--max-zn", type=int, default=None, help="only nets with at most this many Zn (cost)")
+    p.add_argument("--min-zn", type=int, default=0, help="only nets with at least this many Zn")
+    p.add_argument("--tag", default="", help="suffix of the predictions file (a further part)")
     p.add_argument("--part", choices=["all", "built", "relaxed"], default="all",
                    help="built: the d, r-d, d-r frames; relaxed: the relaxed frames (predictions_<model>_<part>.npz)")
     p.add_argument("--smallest-per-type", action="store_true",
@@ -362,8 +368,8 @@ def net_types(build: Path, nets) -> dict[str, str]:
 
 def load_predictions(build: Path, name: str) -> dict:
     """The predictions of ``evaluate`` for one model (its parts concatenated), with framework types."""
-    parts = [build / f"predictions_{name}{suffix}.npz" for suffix in ("", "_built", "_relaxed")]
-    records = [dict(np.load(p, allow_pickle=False)) for p in parts if p.exists()]
+    parts = sorted(build.glob(f"predictions_{name}.npz")) + sorted(build.glob(f"predictions_{name}_*.npz"))
+    records = [dict(np.load(p, allow_pickle=False)) for p in parts]
     if not records:
         raise SystemExit(f"no predictions of {name} in {build}: run evaluate first")
     data, offset = {}, 0

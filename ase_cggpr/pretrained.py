@@ -153,13 +153,15 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
     rule = cal.get("applicability")
     if isinstance(rule, dict):
         checked = rule.get("checked_on", {}).get("per_frame", {})
+        per_zn = rule.get("checked_on", {}).get("per_Zn", {})
         lines.append(f"  applicability (atomistic input): not trusted when a Zn's linker distortion > "
                      f"{rule['threshold']:.4f} Å (RMS difference of its linkers' intra-linker distances from the ideal "
                      "imidazolate): energy in linker distortions the beads cannot see")
-        if checked:
-            lines.append(f"    atom-rattled frames of the check framework types: "
-                         f"{checked.get('flagged_error_above_100meV', float('nan')):.0%} of "
-                         f"{checked.get('n_error_above_100meV')} with |error| > 100 meV per Zn flagged, "
-                         f"{checked.get('flagged_error_below_30meV', float('nan')):.0%} of "
-                         f"{checked.get('n_error_below_30meV')} with |error| < 30 meV")
+        for what, numbers in (("frames", checked), ("Zn", per_zn)):
+            if numbers:
+                lines.append(f"    atom-rattled frames of the check framework types, per {what}: "
+                             f"{numbers.get('flagged_error_above_100meV', float('nan')):.0%} of "
+                             f"{numbers.get('n_error_above_100meV')} with |error| > 100 meV per Zn flagged, "
+                             f"{numbers.get('flagged_error_below_30meV', float('nan')):.0%} of "
+                             f"{numbers.get('n_error_below_30meV')} with |error| < 30 meV")
     return lines

@@ -157,7 +157,7 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
         lines.append(f"  applicability (atomistic input): not trusted when a Zn's linker distortion > "
                      f"{rule['threshold']:.4f} Å (RMS difference of its linkers' intra-linker distances from the ideal "
                      "imidazolate): energy in linker distortions the beads cannot see")
-        for what, numbers in (("frames", checked), ("Zn", per_zn)):
+        for what, numbers in (("frame", checked), ("Zn", per_zn)):
             if numbers:
                 lines.append(f"    atom-rattled frames of the check framework types, per {what}: "
                              f"{numbers.get('flagged_error_above_100meV', float('nan')):.0%} of "

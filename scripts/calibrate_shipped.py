@@ -23,6 +23,20 @@ saw the 132 nets (50 framework types) listed in their cards (``training.held_out
 
        python scripts/calibrate_shipped.py fit -o /tmp/trust [--write]
 
+The shipped calibration (2026-12-07; nets of at most 80 Zn, rattled batch 1, 109 nets of 41 framework types: 20 fit,
+21 check, seed 0) was made by
+
+    python scripts/calibrate_shipped.py build -o /tmp/trust --workers 2                       # 41 min (loaded)
+    python scripts/calibrate_shipped.py evaluate -o /tmp/trust --models M --batches 1 --max-zn 32 --part built
+    python scripts/calibrate_shipped.py evaluate -o /tmp/trust --models M --max-zn 32 --part relaxed
+    python scripts/calibrate_shipped.py distortion -o /tmp/trust --batches 1 --max-zn 32 --part built
+    python scripts/calibrate_shipped.py distortion -o /tmp/trust --max-zn 32 --part relaxed
+    python scripts/calibrate_shipped.py evaluate -o /tmp/trust --models M --batches 1 --min-zn 33 --max-zn 48 \
+        --tag zn33-48                                         # and --min-zn 49 --max-zn 80 --tag zn49-80
+    python scripts/calibrate_shipped.py fit -o /tmp/trust --write
+
+for M in AB2, A, atomistic (each evaluate 1-7 min, < 0.4 GB; fit 1 min, 0.5 GB).
+
 Frame kinds (``info['order']``): ``relaxed`` (MOF-FF relaxation), ``d`` (= ``none``: ideal linkers on the relaxed
 beads), ``r-d`` (beads rattled, then ideal linkers), ``d-r`` (decorated, then every atom rattled: the energy is in
 linker distortions the beads cannot see).

@@ -24,8 +24,10 @@ Results (each also through ``calc.get_property(name, atoms)``):
         the total. For already coarse-grained input (Si/O beads) the A sites carry them.
     ``local_energies``: per metal, in metal (atom-index) order (eV).
     ``site_trusted``: per metal, bool: False for a defective site or one with a defect within the cutoff.
-    ``local_energy_std``: GP predictive standard deviation per metal (eV; latent function, no noise term);
-        computed whenever asked for, even with ``return_std=False``.
+    ``local_energy_std``: standard deviation per metal (eV): the GP's latent std through the model's variance
+        calibration (:func:`ase_cggpr.uncertainty.calibrated_std`; the shipped models have one, fitted on held-out
+        framework types), or the latent std for a model without one; computed whenever asked for, even with
+        ``return_std=False``. ``local_energy_std_latent``: the GP's latent std (no noise term, no calibration).
     ``forces`` (eV/Å, computed only when asked for): minus the gradient of the *learned* energy.
     ``stress`` (eV/Å^3, ASE sign and Voigt order xx yy zz yz xz xy; computed only when asked for, together
         with the forces in the same descriptor call): the strain derivative of the *learned* energy over the
@@ -85,7 +87,7 @@ class CGGPRCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "local_energies",
-                              "local_energy_std", "site_trusted"]
+                              "local_energy_std", "local_energy_std_latent", "site_trusted"]
     default_parameters: dict[str, Any] = {"model": None, "return_std": True, "descriptor_backend": None,
                                           "defects": "flag"}
 
@@ -219,8 +221,12 @@ class CGGPRCalculator(Calculator):
         self.results["site_trusted"] = prediction.trusted.copy()
         if prediction.trust is not None and not prediction.trust.all_trusted:
             warnings.warn(prediction.trust.summary(), DefectWarning, stacklevel=2)
-        if prediction.std is not None:
-            self.results["local_energy_std"] = prediction.std
+        if prediction.std is not None:  # calibrated when the model has a variance calibration (issue 31)
+            from .uncertainty import calibrated_std
+
+            self.results["local_energy_std"] = calibrated_std(self.model, prediction.std, atoms,
+                                                              prediction.bead_map.connectivity)
+            self.results["local_energy_std_latent"] = prediction.std
         if prediction.forces is not None:
             self.results["forces"] = prediction.forces
         if prediction.stress is not None:

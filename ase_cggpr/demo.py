@@ -6,7 +6,8 @@ Steps (:func:`run_demo`):
 1. **Screen** the 7 bundled DFT-optimised Zn(Im)2 CIFs (``ase_cggpr/data/real_zifs``: ZIF-1, ZIF-4, ZIF-6,
    ZIF-8(H), coi, nog, zni; Dürholt et al. 2019, CC BY 4.0) with each shipped model (default AB2, A and
    atomistic; :func:`ase_cggpr.screening.screen`): predicted energy per Zn relative to relaxed zni, the largest
-   per-Zn GP std, and the trust flag (every per-Zn std at most the model card's calibration threshold).
+   per-Zn std (the GP std through the card's variance calibration), and the trust flag (every per-Zn std at
+   most the card's threshold, and the input within what the model was trained on: the screen's trust_reason).
 2. **Compare** with the MOF-FF energy per Zn of the same structures after MOF-FF relaxation, precomputed by
    ``scripts/relax_real_zifs.py`` into ``mofff_reference.json`` (its command is in the file and printed):
    per model a ranking table, the error per structure, RMSE, mean error and the Spearman rank correlation;
@@ -45,7 +46,8 @@ REAL_ZIFS_DIR = Path(__file__).resolve().parent / "data" / "real_zifs"
 REFERENCE_FILE = REAL_ZIFS_DIR / "mofff_reference.json"
 TRAINED_MODEL = "model_AB2.npz"
 CSV_COLUMNS = ("model", "rank", "structure", "framework_type", "n_Zn", "predicted_meV_per_Zn", "max_std_meV",
-               "trusted", "mofff_relaxed_meV_per_Zn", "mofff_rank", "error_meV", "mofff_cif_meV_per_Zn")
+               "trusted", "mofff_relaxed_meV_per_Zn", "mofff_rank", "error_meV", "mofff_cif_meV_per_Zn",
+               "trust_reason")
 
 
 def mofff_reference(path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -159,7 +161,8 @@ class DemoResult:
         parts = [f"Screening {len(ref['structures'])} real Zn(Im)2 structures (DFT-optimised CIFs bundled in "
                  f"ase_cggpr/data/real_zifs; {ref['source']})",
                  f"screened: {'their MOF-FF relaxations' if self.relaxed else 'the CIFs as given'}; energies per Zn "
-                 "relative to MOF-FF-relaxed zni; '±' is the largest per-Zn GP std; MOF-FF E/Zn: the same structures "
+                 "relative to MOF-FF-relaxed zni; '±' is the largest per-Zn std (calibrated on held-out frameworks); "
+                 "MOF-FF E/Zn: the same structures "
                  "relaxed with MOF-FF (positions and cell; the error is against it); MOF-FF of CIF: a single point on "
                  "the CIF as given; both precomputed by:",
                  f"  {ref['command']}", ""]
@@ -209,7 +212,8 @@ def screen_real_zifs(model_name: str, reference: dict[str, Any] | None = None, *
     for row in result.rows:
         e_ref = mofff.get(row.id, math.nan)
         rows.append(dict(structure=row.id, framework_type=row.framework_type, n_Zn=row.n_Zn, rank=row.rank,
-                         predicted=row.energy_per_Zn, max_std=row.max_std, trusted=row.trusted, mofff=e_ref,
+                         predicted=row.energy_per_Zn, max_std=row.max_std, trusted=row.trusted,
+                         trust_reason=row.trust_reason, mofff=e_ref,
                          mofff_cif=single.get(row.id, math.nan),
                          mofff_rank=mofff_rank.get(row.id), error=row.energy_per_Zn - e_ref,
                          error_message=row.error))
@@ -306,7 +310,7 @@ def _write_csv(path: Path, screens: list[ModelScreen], *, overwrite: bool) -> No
                                  f"{1000 * r['predicted']:.2f}" if ok else "", f"{1000 * r['max_std']:.2f}" if ok
                                  else "", r["trusted"] if ok else "", f"{1000 * r['mofff']:.2f}", r["mofff_rank"],
                                  f"{1000 * r['error']:.2f}" if ok else r["error_message"],
-                                 f"{1000 * r['mofff_cif']:.2f}"])
+                                 f"{1000 * r['mofff_cif']:.2f}", r["trust_reason"] if ok else ""])
 
 
 def _figure(path: Path, screens: list[ModelScreen], *, overwrite: bool) -> Path | None:

@@ -969,6 +969,27 @@ def _check_metadata(path: Path, meta: Any) -> ModelSpec:
             raise _bad(path, f"metadata field calibration must be an object or null, got {_json_type(calibration)}")
         _number(path, _field(path, calibration, "threshold", "calibration.threshold"), "calibration.threshold",
                 positive=True)
+        # issue 31 (optional: older files have neither): the variance calibration and the applicability rule
+        variance = calibration.get("variance")
+        if variance is not None:
+            if not isinstance(variance, dict):
+                raise _bad(path, f"metadata field calibration.variance must be an object, got {_json_type(variance)}")
+            _number(path, _field(path, variance, "scale", "calibration.variance.scale"), "calibration.variance.scale",
+                    positive=True)
+            _number(path, _field(path, variance, "floor", "calibration.variance.floor"), "calibration.variance.floor",
+                    low=0.0)
+            for key in ("distortion", "bead"):
+                if key in variance:
+                    _number(path, variance[key], f"calibration.variance.{key}", low=0.0)
+        rule = calibration.get("applicability")
+        if rule is not None:
+            if not isinstance(rule, dict):
+                raise _bad(path, f"metadata field calibration.applicability must be an object, got {_json_type(rule)}")
+            if not isinstance(rule.get("measure"), str):
+                raise _bad(path, "metadata field calibration.applicability.measure must be a string, got "
+                                 f"{_shown(rule.get('measure'))}")
+            _number(path, _field(path, rule, "threshold", "calibration.applicability.threshold"),
+                    "calibration.applicability.threshold", positive=True)
     return spec
 
 

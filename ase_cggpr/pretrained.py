@@ -122,10 +122,58 @@ def format_card(c: dict[str, Any]) -> str:
             lines.append(f"    {kind:8s} {m['frames']:5d} frames: RMSE {1000 * m['rmse']:.0f} meV per Zn, mean error "
                          f"{1000 * m['bias']:+.0f} meV{extra}")
     cal = c.get("calibration") or {}
-    if cal:
+    variance = cal.get("variance") if isinstance(cal.get("variance"), dict) else None
+    if variance:
+        lines.extend(calibration_lines(cal))
+    elif cal:
         lines.append(f"  calibration (held out): trust threshold {cal.get('threshold', 0):.3f} eV; "
                      f"{cal.get('within_1sigma', 0):.0%} of errors within 1 sigma, "
                      f"{cal.get('within_2sigma', 0):.0%} within 2")
     lines.append(f"  made by: {c['command']}")
     lines.append(f"  cite: {c['citation']}; licence: {c['licence']}")
     return "\n".join(lines)
+
+
+def calibration_lines(cal: dict[str, Any]) -> list[str]:
+    """The card's lines for a variance calibration and applicability rule (issue 31; meV per Zn)."""
+    variance = cal["variance"]
+    checked = variance.get("checked_on", {})
+    fitted = variance.get("fitted_on", {})
+    term = (f" + ({variance['distortion']:.3g} eV/Å^2 x D^2)^2" if variance.get("distortion") else "")
+    term += (f" + ({variance['bead']:.3g} eV/Å x B)^2" if variance.get("bead") else "")
+    if term:
+        term += ("; D: the Zn's linker distortion (Å), B: RMS deviation of its Zn-linker-bead distances from the "
+                 "relaxed 3.186 Å")
+    lines = [f"  uncertainty: std = sqrt(({variance['scale']:.3g} x GP latent std)^2 + ({1000 * variance['floor']:.1f} "
+             f"meV)^2{term}), fitted on {fitted.get('framework_types', '?')} held-out framework types, checked on "
+             f"{checked.get('framework_types', '?')} others (never used for any fit); per frame kind on those:",
+             f"    {'kind':8s} {'frames':>6s} {'RMSE':>5s} {'mean err':>8s} {'Spearman':>8s} "
+             f"{'within 1 std':>15s} {'within 2 std':>15s}  (latent -> calibrated)"]
+    for kind, m in (cal.get("held_out_table") or {}).items():
+        lines.append(f"    {kind:8s} {m['frames']:6d} {1000 * m['rmse']:5.0f} {1000 * m['bias']:+8.0f} "
+                     f"{m['spearman']:8.2f} {m['within_1sigma_latent']:6.0%} -> {m['within_1sigma']:4.0%} "
+                     f"{m['within_2sigma_latent']:6.0%} -> {m['within_2sigma']:4.0%}")
+    diagram = cal.get("reliability") or {}
+    if diagram:
+        ks = [p["k"] for p in next(iter(diagram.values()))]
+        lines.append("    reliability (fraction of |error| <= k std): k = " + " ".join(f"{k:g}" for k in ks))
+        lines.append(f"      {'Gaussian':8s} " + " ".join(f"{p['gaussian']:.2f}" for p in next(iter(diagram.values()))))
+        for kind, points in diagram.items():
+            lines.append(f"      {kind:8s} " + " ".join(f"{q['observed']:.2f}" for q in points))
+    lines.append(f"  trust: every Zn's calibrated std <= {1000 * cal['threshold']:.0f} meV "
+                 f"({cal.get('threshold_rule')})")
+    rule = cal.get("applicability")
+    if isinstance(rule, dict):
+        checked = rule.get("checked_on", {}).get("per_frame", {})
+        per_zn = rule.get("checked_on", {}).get("per_Zn", {})
+        lines.append(f"  applicability (atomistic input): not trusted when a Zn's linker distortion > "
+                     f"{rule['threshold']:.4f} Å (RMS difference of its linkers' intra-linker distances from the ideal "
+                     "imidazolate): energy in linker distortions the beads cannot see")
+        for what, numbers in (("frame", checked), ("Zn", per_zn)):
+            if numbers:
+                lines.append(f"    atom-rattled frames of the check framework types, per {what}: "
+                             f"{numbers.get('flagged_error_above_100meV', float('nan')):.0%} of "
+                             f"{numbers.get('n_error_above_100meV')} with |error| > 100 meV per Zn flagged, "
+                             f"{numbers.get('flagged_error_below_30meV', float('nan')):.0%} of "
+                             f"{numbers.get('n_error_below_30meV')} with |error| < 30 meV")
+    return lines

@@ -9,12 +9,15 @@ write and print the ranking.
 
 Uncertainty
 -----------
-A structure is *trusted* when every per-Zn latent std is at most the threshold: the model's stored calibration
-(:mod:`ase_cggpr.uncertainty`, the 99th percentile of held-out std), ``--threshold``/``--calibration``, or the
-model's noise sigma when none is given. A structure with coordination defects (a Zn with 3 or 5 N, a dangling
-linker; ``defects="flag"``, the default) is predicted, its defective and affected Zn are counted
-(``n_defective_Zn``, ``n_untrusted_Zn``; :mod:`ase_cggpr.defects`) and it is never trusted: its energy per Zn
-averages the model's extrapolation at those sites. ``defects="refuse"`` makes it an error row.
+A structure is *trusted* when every per-Zn std is at most the threshold: the model's stored calibration
+(:mod:`ase_cggpr.uncertainty`), ``--threshold``/``--calibration``, or the model's noise sigma when none is given,
+and its input is within what the model was trained on (:mod:`ase_cggpr.applicability`: a coarse-grained model
+given atomistic input with distorted linkers); ``trust_reason`` says why a row is not trusted. The std shown
+(``max_std_eV``) is the latent GP std through the model's variance calibration when it has one
+(:func:`~ase_cggpr.uncertainty.calibrated_std`), else the latent std. A structure with coordination defects (a Zn
+with 3 or 5 N, a dangling linker; ``defects="flag"``, the default) is predicted, its defective and affected Zn are
+counted (``n_defective_Zn``, ``n_untrusted_Zn``; :mod:`ase_cggpr.defects`) and it is never trusted: its energy
+per Zn averages the model's extrapolation at those sites. ``defects="refuse"`` makes it an error row.
 
 Symmetry
 --------
@@ -80,8 +83,8 @@ from .uncertainty import (  # noqa: F401  (re-exported: the screen's trust thres
 SYMPREC = 1e-3
 #: How the trust threshold is chosen from a calibration.
 
-CSV_COLUMNS = ("rank", "id", "framework_type", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "space_group",
-               "n_unique_Zn", "n_defective_Zn", "n_untrusted_Zn", "relaxation", "source", "error")
+CSV_COLUMNS = ("rank", "id", "framework_type", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "trust_reason",
+               "space_group", "n_unique_Zn", "n_defective_Zn", "n_untrusted_Zn", "relaxation", "source", "error")
 #: Largest accepted spglib tolerance (Å): beyond it every structure looks symmetric.
 MAX_SYMPREC = 1.0
 
@@ -198,6 +201,9 @@ class ScreenRow:
     #: "" (not relaxed), "converged (N steps)" or "NOT converged (max force ... after N steps)": a row whose
     #: relaxation did not converge keeps its last energy but is never trusted (so listed unranked).
     relaxation: str = ""
+    #: why the row is not trusted ("" when it is): std above the threshold, input outside what the model was
+    #: trained on (:mod:`ase_cggpr.applicability`), relaxation not converged
+    trust_reason: str = ""
     error: str = ""
     rank: int | None = None
 
@@ -206,6 +212,7 @@ class ScreenRow:
         return {"rank": "" if self.rank is None else self.rank, "id": self.id, "framework_type": self.framework_type,
                 "n_Zn": self.n_Zn if ok else "", "energy_per_Zn_eV": f"{self.energy_per_Zn:.6f}" if ok else "",
                 "max_std_eV": f"{self.max_std:.6f}" if ok else "", "trusted": str(self.trusted) if ok else "",
+                "trust_reason": self.trust_reason if ok else "",
                 "space_group": self.space_group, "n_unique_Zn": self.n_unique_Zn if ok else "",
                 "n_defective_Zn": self.n_defective_Zn if ok else "",
                 "n_untrusted_Zn": self.n_untrusted_Zn if ok else "",
@@ -264,7 +271,7 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
                                   f"NOT converged (max force {relaxed.max_force:.3g} eV/Å{stress} after "
                                   f"{relaxed.n_steps} steps)")
             bead_map = model.bead_map(atoms, name=name, defects=defects)
-            trust = model.site_trust(bead_map)
+            site_trust = model.site_trust(bead_map)
             with contextlib.suppress(Exception):
                 row.space_group = space_group(atoms, symprec)
             mean, std, n_unique = predict_symmetric(model, bead_map, symmetry=symmetry, symprec=symprec)
@@ -275,9 +282,17 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
                              f"for {int(bad.sum())} of {mean.size} Zn); the model file may be corrupt; not "
                              "ranked, not trusted")
         row.n_Zn, row.n_unique_Zn = len(mean), int(n_unique)
+        from .applicability import trust as applicability_trust  # shown (calibrated) std, why not trusted
+
+        std, row.trust_reason = applicability_trust(model, atoms, bead_map.connectivity, std, threshold,
+                                      relax_converged=relax_converged)
         row.energy_per_Zn, row.max_std = float(mean.mean()), float(std.max())
-        row.n_defective_Zn, row.n_untrusted_Zn = trust.n_defective, trust.n_untrusted
-        row.trusted = bool(row.max_std <= threshold) and relax_converged and trust.all_trusted
+        row.n_defective_Zn, row.n_untrusted_Zn = site_trust.n_defective, site_trust.n_untrusted
+        if not site_trust.all_trusted:
+            defect = (f"{site_trust.n_untrusted} of {row.n_Zn} Zn untrusted ({site_trust.n_defective} with a "
+                      "coordination defect, the others within the cutoff of one)")
+            row.trust_reason = "; ".join(r for r in (row.trust_reason, defect) if r)
+        row.trusted = not row.trust_reason
     except Exception as error:  # one bad structure never stops a screen
         row.error = _error_text(error)
     return row
@@ -567,7 +582,7 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()[:24]
 
 
-_ROW_TEXT = ("id", "source", "framework_type", "space_group", "relaxation", "error")
+_ROW_TEXT = ("id", "source", "framework_type", "space_group", "trust_reason", "relaxation", "error")
 
 
 def progress_row(entry: Any, settings: dict) -> tuple[str, ScreenRow]:
@@ -579,7 +594,8 @@ def progress_row(entry: Any, settings: dict) -> tuple[str, ScreenRow]:
     raw = entry.get("row")
     if not isinstance(raw, dict):
         raise ValueError(f"'row' is {type(raw).__name__}, not an object")
-    raw = {"n_defective_Zn": 0, "n_untrusted_Zn": 0, **raw}  # rows written before defect flags had none
+    # rows written before defect flags and trust reasons had none
+    raw = {"n_defective_Zn": 0, "n_untrusted_Zn": 0, "trust_reason": "", **raw}
     missing = [f.name for f in dataclasses.fields(ScreenRow) if f.name != "rank" and f.name not in raw]
     if missing:
         raise ValueError(f"row has no {', '.join(missing)}")
@@ -620,10 +636,13 @@ def progress_row(entry: Any, settings: dict) -> tuple[str, ScreenRow]:
         relaxed = not raw["relaxation"] or raw["relaxation"].startswith("converged")
         earned = (raw["max_std"] <= float(settings.get("threshold", math.inf)) and relaxed
                   and raw["n_untrusted_Zn"] == 0)
-        if raw["trusted"] != earned:
-            raise bad("trusted", f"{earned} (max_std {raw['max_std']!r}, threshold {settings.get('threshold')!r}"
+        if raw["trusted"] and (raw["trust_reason"] or not earned):
+            raise bad("trusted", f"false ({raw['trust_reason'] or 'not earned'}: max_std {raw['max_std']!r}, "
+                                 f"threshold {settings.get('threshold')!r}"
                                  f"{'' if relaxed else ', relaxation not converged'}, "
                                  f"{raw['n_untrusted_Zn']} untrusted Zn)")
+        if not raw["trusted"] and not raw["trust_reason"]:
+            raise bad("trusted", "true, or a trust_reason saying why not")
     elif raw["trusted"]:
         raise bad("trusted", "false (an error row is never trusted)")
     row = ScreenRow(**{f.name: raw[f.name] for f in dataclasses.fields(ScreenRow) if f.name != "rank"})

@@ -112,7 +112,7 @@ def test_demo_screens_the_real_structures_with_the_shipped_models(tmp_path):
         assert [r["rank"] for r in s.rows] == list(range(1, 8))
         assert np.all(np.diff([r["predicted"] for r in s.rows]) >= 0)
         assert sorted(r["mofff_rank"] for r in s.rows) == list(range(1, 8))
-        assert all(r["trusted"] == (r["max_std"] <= s.threshold) for r in s.rows)
+        assert all(r["trusted"] == (r["max_std"] <= s.threshold and not r["trust_reason"]) for r in s.rows)
         assert s.rmse == pytest.approx(np.sqrt(np.mean([(r["predicted"] - r["mofff"]) ** 2 for r in s.rows])))
         assert -1 <= s.spearman <= 1
         assert s.threshold > 0 and "calibration" in s.threshold_source

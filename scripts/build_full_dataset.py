@@ -193,10 +193,9 @@ def main() -> int:
         store_relaxed,
         unique_topologies_first,
     )
-    from ase_cggpr.progress import progress_bar
-
     from ase_cggpr.errors import OptionError
     from ase_cggpr.labellers import labeller_from_spec
+    from ase_cggpr.progress import progress_bar
 
     try:
         labeller = labeller_from_spec(args.labeller)

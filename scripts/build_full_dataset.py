@@ -9,7 +9,8 @@ Not a test: it takes hours for all nets. It is resumable (re-run the same comman
 
 ACE-labelled build (``--labeller ace:PATH``, python-ace installed; store ``datasets/ace-build``): each net's ACE
 relaxation starts from its MOF-FF relaxation in ``datasets/full-build`` (``--start-store``), 3-5 times fewer
-optimiser steps than from the decorated net; one worker on a shared machine:
+optimiser steps than from the decorated net; the relaxed structures are labelled too (frames with rattle and order
+"relaxed"); one worker on a shared machine:
 
     OPENBLAS_NUM_THREADS=1 python scripts/build_full_dataset.py -o /work/runs/ace --workers 1 --seed 0 \
         --labeller ace:../shared/data/ace/zif-ace-24.yaml --stop-after 100
@@ -206,7 +207,8 @@ def main() -> int:
         args.store = ROOT / "datasets" / ("full-build" if labeller.name == "mofff" else f"{labeller.name}-build")
     from_mofff = labeller.name != "mofff" and str(args.start_store).lower() != "none"
     config = BuildConfig(batches=args.batches, seed=args.seed, max_zn=args.max_zn, labeller=labeller,
-                         relax_start="mofff" if from_mofff else "decorated")
+                         relax_start="mofff" if from_mofff else "decorated",
+                         include_relaxed=labeller.name != "mofff")  # ACE: the relaxed frames are labelled too
     if args.store_only:
         print(f"stored {store_relaxed(args.output, args.store, config)} new relaxations in {args.store}")
         return 0

@@ -214,3 +214,30 @@ def test_cggpr_label_default_is_mofff(frames, tmp_path):
     check.calc = MOFFFCalculator()
     assert atoms.get_potential_energy() == pytest.approx(check.get_potential_energy(), abs=1e-6)
     check.calc.close()
+
+
+@needs_pyace
+def test_ace_build_labels_a_stored_relaxation_with_its_provenance(potential, tmp_path):
+    """The labelling half of an ACE build on SOD (12 Zn), from a relaxation found in the build folder: here the
+    decorated net itself, marked as made by this ACE potential (a real relaxation takes minutes)."""
+    config = BuildConfig(labeller=f"ace:{potential}", batches=1, levels=("small",), include_relaxed=True)
+    net = sod_net()
+    labeller = config.get_labeller()
+    files = NetFiles.of(tmp_path, net.name)
+    files.relaxed.parent.mkdir(parents=True)
+    stand_in = decorate_for(net, config).atoms
+    stand_in.info.update(labeller.frame_info(), relax_converged=True, energy_per_zn=0.0)
+    write(files.relaxed, stand_in)
+    summary = build_net(net, tmp_path, config)
+    assert summary["status"] == "done", summary.get("reason")
+    assert summary["relax_reused"] and summary["generated"] == 4  # relaxed, d, small r-d, small d-r
+    assert set(summary["label_stats_unfiltered"]) == {"relaxed", "none", "small"}
+    frames = read(files.atomistic, ":")
+    assert [a.info["rattle"] for a in frames][:2] == ["relaxed", "none"]
+    for atoms in frames:
+        zn = atoms.symbols == "Zn"
+        assert atoms.info["labeller_sha256"] == labeller.provenance()["sha256"]
+        assert atoms.info["reference_energy"] == pytest.approx(-116.080449)
+        assert atoms.arrays["e_local"][zn].sum() == pytest.approx(atoms.info["ace_energy"], abs=1e-6)
+        assert -118 < atoms.arrays["e_local"][zn].mean() < -114  # ACE energies per Zn(Im)2 unit
+    assert "include_relaxed" in config.to_dict() and "include_relaxed" not in BuildConfig().to_dict()

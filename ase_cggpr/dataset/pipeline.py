@@ -118,6 +118,8 @@ class BuildConfig:
             For another labeller than MOF-FF this is 3-5 times fewer optimiser steps (ACE, SOD: 119 LBFGS steps
             from the MOF-FF relaxation, more than 500 from the decorated net, to a lower energy). Each relaxed
             file records its start (``info['relax_start']``).
+        include_relaxed: also label the net's relaxed structure itself (a frame with ``rattle`` and ``order``
+            "relaxed", batch 0), before the ``d`` frame; off by default (the hZIF recipe has no such frame).
     """
 
     batches: int = 4
@@ -135,6 +137,7 @@ class BuildConfig:
     linker_geometry: str = "auto"
     labeller: object = "mofff"
     relax_start: str = "decorated"
+    include_relaxed: bool = False
 
     def __post_init__(self):
         if self.relax_start not in ("decorated", "mofff"):
@@ -179,6 +182,8 @@ class BuildConfig:
         d["labeller"] = self.get_labeller().provenance()
         if self.relax_start == "decorated":  # as every build before the option: the manifest unchanged
             del d["relax_start"]
+        if not self.include_relaxed:
+            del d["include_relaxed"]
         d["levels"], d["orders"] = list(self.levels), list(self.orders)
         d["rattle_levels"] = {k: dataclasses.asdict(self.level(k)) for k in self.levels}
         return d
@@ -551,6 +556,12 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
     shapes = linker_shapes(dec, relaxed, net) if config.linker_geometry == "relaxed" else None
 
     frames = make_frames(net, relaxed_cg, config, shapes)
+    if config.include_relaxed:  # the relaxed structure itself, labelled like every frame
+        itself = relaxed.copy()
+        itself.calc = None
+        itself.info = {}
+        frames.insert(0, (itself, dict(batch=0, rattle="relaxed", order="relaxed",
+                                       seed=frame_seed(config.seed, net.name, 0, "relaxed", "relaxed"))))
     connectivity = core_connectivity(dec, net.name)
     calc = labeller.make_calculator(bonds=dec.bonds, shifts=bond_shifts(dec, net))
     # the filter's height above zni: max_local_energy - reference_energy for MOF-FF (1.71 eV), the same 1.71 eV

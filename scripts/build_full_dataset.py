@@ -7,6 +7,14 @@ Not a test: it takes hours for all nets. It is resumable (re-run the same comman
     python scripts/build_full_dataset.py -o /work/runs/full --workers 2 --seed 0 [--stop-after 160] \
         [--max-zn 96] [--zni ../shared/data/zif-structures/zni.cif]
 
+ACE-labelled build (``--labeller ace:PATH``, python-ace installed; store ``datasets/ace-build``): each net's ACE
+relaxation starts from its MOF-FF relaxation in ``datasets/full-build`` (``--start-store``), 3-5 times fewer
+optimiser steps than from the decorated net; the relaxed structures are labelled too (frames with rattle and order
+"relaxed"); one worker on a shared machine:
+
+    OPENBLAS_NUM_THREADS=1 python scripts/build_full_dataset.py -o /work/runs/ace --workers 1 --seed 0 \
+        --labeller ace:../shared/data/ace/zif-ace-24.yaml --stop-after 100
+
 ``--status -o OUT`` reports how far the build in OUT has come (without reading the nets again).
 ``--zni`` re-derives the zni reference energy (mean MOF-FF local energy per Zn of relaxed zni).
 Relaxations of another build folder are taken over through the store, which checks that they were
@@ -154,8 +162,14 @@ def main() -> int:
     parser.add_argument("--merge-only", action="store_true",
                         help="only merge the nets finished so far (e.g. while a build runs), smallest first, "
                              "without topology keys")
-    parser.add_argument("--store", type=Path, default=ROOT / "datasets" / "full-build",
-                        help="folder of gzipped relaxed structures kept between runs")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="folder of gzipped relaxed structures kept between runs (default: datasets/full-build "
+                             "for MOF-FF, datasets/ace-build for --labeller ace:PATH)")
+    parser.add_argument("--labeller", default="mofff", metavar="{mofff,ace:PATH}",
+                        help="calculator that relaxes and labels (see cggpr dataset build --help)")
+    parser.add_argument("--start-store", type=Path, default=ROOT / "datasets" / "full-build",
+                        help="for a labeller other than mofff: start each relaxation from the net's MOF-FF relaxation "
+                             "in this store (default datasets/full-build); 'none': from the decorated net")
     parser.add_argument("--no-store", action="store_true", help="neither restore nor store relaxations")
     parser.add_argument("--store-only", action="store_true",
                         help="only add the relaxations finished so far to the store (e.g. while a build runs)")
@@ -180,9 +194,21 @@ def main() -> int:
         store_relaxed,
         unique_topologies_first,
     )
+    from ase_cggpr.errors import OptionError
+    from ase_cggpr.labellers import labeller_from_spec
     from ase_cggpr.progress import progress_bar
 
-    config = BuildConfig(batches=args.batches, seed=args.seed, max_zn=args.max_zn)
+    try:
+        labeller = labeller_from_spec(args.labeller)
+        labeller.check_available()
+    except (OptionError, ImportError) as exc:
+        raise SystemExit(str(exc)) from None
+    if args.store is None:
+        args.store = ROOT / "datasets" / ("full-build" if labeller.name == "mofff" else f"{labeller.name}-build")
+    from_mofff = labeller.name != "mofff" and str(args.start_store).lower() != "none"
+    config = BuildConfig(batches=args.batches, seed=args.seed, max_zn=args.max_zn, labeller=labeller,
+                         relax_start="mofff" if from_mofff else "decorated",
+                         include_relaxed=labeller.name != "mofff")  # ACE: the relaxed frames are labelled too
     if args.store_only:
         print(f"stored {store_relaxed(args.output, args.store, config)} new relaxations in {args.store}")
         return 0
@@ -210,6 +236,11 @@ def main() -> int:
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
         print(f"restored {n} relaxations from {args.store}", flush=True)
+    if from_mofff:
+        from ase_cggpr.dataset import restore_starts
+
+        n = restore_starts(args.start_store, args.output, config)
+        print(f"restored {n} MOF-FF relaxations from {args.start_store} as starting structures", flush=True)
     def keep(net_summary: dict) -> None:  # store each new relaxation as soon as its net is finished
         if not args.no_store and net_summary["relaxed_in_this_run"]:
             store_relaxed(args.output, args.store, config)

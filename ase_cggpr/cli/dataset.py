@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ._group import main
+from .label import labeller_option
 from .options import check_build_folder, check_folder, cli_errors, hold, quiet_option, workers_option
 
 
@@ -50,15 +51,17 @@ def dataset() -> None:
               help="Linkers of the frames: ideal (hZIF recipe) or as in the net's relaxed structure, carried with "
                    "the rattled beads; auto: ideal for Im, relaxed for mIm and mixed (ideal methylated linkers "
                    "crowd each other in small nets).")
+@labeller_option
 @quiet_option
 @cli_errors
 def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compress, relaxed_store, stop_after,
-          linker, linker_geometry, quiet) -> None:
+          linker, linker_geometry, labeller, quiet) -> None:
     """Build a labelled dataset from AB2 net files NETS (CIFs or folders of them).
 
-    Writes OUTPUT/atomistic.extxyz and OUTPUT/cg.extxyz (per-atom MOF-FF 'energies' and
-    per-Zn 'e_local', eV) plus per-net files under OUTPUT/relaxed and OUTPUT/frames. mIm and mixed
-    relaxations are kept apart from Im ones in --relaxed-store (STORE/relaxed-mIm, ...).
+    Writes OUTPUT/atomistic.extxyz and OUTPUT/cg.extxyz (per-atom 'energies' of the labeller, MOF-FF by default,
+    and per-Zn 'e_local', eV) plus per-net files under OUTPUT/relaxed and OUTPUT/frames. mIm and mixed
+    relaxations are kept apart from Im ones in --relaxed-store (STORE/relaxed-mIm, ...), and relaxations of
+    another labeller or potential apart from MOF-FF's (STORE/relaxed-ace-<sha256 prefix>, ...).
     """
     import time
 
@@ -67,6 +70,7 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     from ..progress import progress_bar
 
     t_start = time.perf_counter()
+    labeller.check_available()  # no LAMMPS (pyace): stop now with the install hint, before any file is written
     check_build_folder(out_dir)  # before any work: new, empty or an earlier build, and writable
     if relaxed_store:
         check_folder(relaxed_store, "relaxed store")
@@ -74,7 +78,8 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     hold(click.get_current_context(), output_lock(Path(out_dir).resolve()), Path(out_dir))
     try:
         config = BuildConfig(batches=batches, levels=_split(levels), orders=_split(orders),
-                             seed=seed, max_zn=max_zn, linker=linker, linker_geometry=linker_geometry)
+                             seed=seed, max_zn=max_zn, linker=linker, linker_geometry=linker_geometry,
+                             labeller=labeller)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     nets_ok, rejected = read_nets(nets)

@@ -1,4 +1,5 @@
-"""``cggpr label``: MOF-FF per-atom energies for Zn(Im)2 structures (LAMMPS, optional extra)."""
+"""``cggpr label``: per-atom energies for Zn(Im)2 structures from a labeller: MOF-FF (LAMMPS, optional extra) or
+an ACE potential (python-ace, optional non-commercial extra)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,26 @@ from .options import (
 )
 
 
+def _labeller(ctx, param, value: str):
+    """Click callback: the :class:`~ase_cggpr.labellers.Labeller` of ``--labeller`` (one clear line if bad)."""
+    from ..errors import OptionError
+    from ..labellers import labeller_from_spec
+
+    try:
+        return labeller_from_spec(value)
+    except OptionError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def labeller_option(function):
+    """``--labeller {mofff,ace:PATH}`` (a click option returning a Labeller), shared by label and dataset build."""
+    return click.option(
+        "--labeller", "labeller", default="mofff", show_default=True, callback=_labeller, metavar="{mofff,ace:PATH}",
+        help="Calculator of the per-atom energies (and relaxations): mofff (MOF-FF via LAMMPS, extra 'lammps') or "
+             "ace:PATH (the ACE potential file at PATH via python-ace, extra 'ace', non-commercial licence). The "
+             "labels record the labeller, the potential's file name and its SHA-256.")(function)
+
+
 def _output_key(label_key: str | None, key: str | None) -> str:
     """The array the energies go to: --label-key, or the deprecated --key; refuse names ASE owns."""
     if label_key is not None and key is not None and label_key != key:
@@ -38,29 +59,32 @@ def _output_key(label_key: str | None, key: str | None) -> str:
 @click.argument("input_path", metavar="IN.extxyz", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "output_path", metavar="OUT.extxyz", required=True,
               type=OUTPUT_FILE, help="labelled extxyz file to write")
-@workers_option(help="Processes (one LAMMPS instance each).")
+@labeller_option
+@workers_option(help="Processes (one LAMMPS instance each; the ACE labeller runs in one process).")
 @label_key_option(None, "Per-atom array name for the energies (eV)  [default: energies]")
 @click.option("--key", "key", hidden=True, callback=_deprecated_key, help="Deprecated name of --label-key.")
 @click.option("--skip-errors", is_flag=True,
-              help="leave structures that cannot be typed unlabelled (info 'mofff_error') instead of failing")
+              help="leave structures that cannot be labelled unlabelled (info 'label_error'; MOF-FF also "
+                   "'mofff_error') instead of failing")
 @force_option
 @quiet_option
 @cli_errors
-def label(input_path: Path, output_path: Path, workers: int, label_key: str | None, key: str | None,
+def label(input_path: Path, output_path: Path, labeller, workers: int, label_key: str | None, key: str | None,
           skip_errors: bool, force: bool, quiet: bool) -> None:
-    """Label Zn(Im)2 structures in IN.extxyz with MOF-FF per-atom energies.
+    """Label Zn(Im)2 structures in IN.extxyz with per-atom energies (MOF-FF by default).
 
-    Writes per-atom energies (eV) as the array given by --label-key and the total (eV) as info 'energy';
-    any results of a calculator stored in the input (energy/forces columns) are replaced.  Needs the
-    optional extra: pip install 'ase-cggpr[lammps]'.
+    Writes per-atom energies (eV) as the array given by --label-key, the total (eV) as info 'energy' and the
+    labeller's provenance as info 'labeller' (with an ACE potential also 'labeller_potential', its file name, and
+    'labeller_sha256'); any results of a calculator stored in the input (energy/forces columns) are replaced.
+    Needs the optional extra of the labeller: pip install 'ase-cggpr[lammps]' (MOF-FF) or 'ase-cggpr[ace]'.
     """
     from ase.io import read, write
 
-    from ..mofff import label_structures
     from ..outputs import atomic_output
 
     key = _output_key(label_key, key)
     claim_outputs(output_path, force=force)
+    labeller.check_available()  # the install hint before reading anything
     try:
         frames = read(input_path, index=":")
     except Exception as exc:  # ase raises many kinds for unreadable files
@@ -71,14 +95,14 @@ def label(input_path: Path, output_path: Path, workers: int, label_key: str | No
     for atoms in frames:
         atoms.calc = None
     bar = (contextlib.nullcontext(None) if quiet else
-           click.progressbar(length=len(frames), label="MOF-FF labels", file=sys.stderr))
+           click.progressbar(length=len(frames), label=f"{labeller.name} labels", file=sys.stderr))
     with bar as progress:
-        label_structures(frames, workers=workers, key=key, errors="skip" if skip_errors else "raise",
-                         progress=None if progress is None else progress.update)
-    skipped = [a for a in frames if "mofff_error" in a.info]
+        labeller.label(frames, workers=workers, key=key, errors="skip" if skip_errors else "raise",
+                       progress=None if progress is None else progress.update)
+    skipped = [a for a in frames if "label_error" in a.info]
     with atomic_output(output_path, force=force) as tmp:
         write(tmp, frames, format="extxyz")
     if not quiet:
         click.echo(f"labelled {len(frames) - len(skipped)} of {len(frames)} structures -> {output_path}")
         for atoms in skipped[:5]:
-            click.echo(f"  skipped: {atoms.info['mofff_error']}")
+            click.echo(f"  skipped: {atoms.info['label_error']}")

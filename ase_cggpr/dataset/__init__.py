@@ -24,6 +24,7 @@ from .pipeline import (
     build_net,
     merge,
     restore_relaxed,
+    restore_starts,
     store_relaxed,
     unique_topologies_first,
 )
@@ -32,7 +33,7 @@ from .rattle import ORDERS, RATTLE_LEVELS, RattleLevel, rattle, rigid_rattle
 __all__ = [
     "BuildConfig", "Decorated", "Net", "NetError", "ORDERS", "RATTLE_LEVELS", "RattleLevel",
     "ZNI_REFERENCE_ENERGY", "ZN_CENTROID", "analyse_net", "build_dataset", "build_net",
-    "coarse_grain_decorated", "decorate", "merge", "rattle", "read_nets", "restore_relaxed",
+    "coarse_grain_decorated", "decorate", "merge", "rattle", "read_nets", "restore_relaxed", "restore_starts",
     "rigid_rattle", "scale_net", "shortest_contact", "store_relaxed", "coordination_sequences", "framework_type_key",
     "unique_topologies_first",
 ]

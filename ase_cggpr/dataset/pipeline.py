@@ -88,7 +88,11 @@ class BuildConfig:
             Im, a frame is dropped when any Zn's local energy exceeds its local energy in the net's relaxed
             structure by more than ``max_local_energy - reference_energy`` (1.71 eV by default): the CH3 set's
             energies lie about 7.3 eV per Zn below the H set's, so a fixed threshold would keep everything.
-        reference_energy: zni mean local energy per Zn (eV) written to every frame's info.
+        reference_energy: zni mean local energy per Zn (eV) written to every frame's info; None (default): the
+            labeller's (:meth:`~ase_cggpr.labellers.Labeller.reference_energy`; MOF-FF: ``ZNI_REFERENCE_ENERGY``).
+            The Im energy filter keeps a frame if every Zn local energy is below ``reference_energy +
+            (max_local_energy - ZNI_REFERENCE_ENERGY)`` (MOF-FF: 1 eV, as before; for another labeller the same
+            1.71 eV above its own zni reference).
         max_zn: nets with more Zn sites are skipped (None: no limit).
         rattle_levels: widths per level name (default:
             :data:`~ase_cggpr.dataset.rattle.RATTLE_LEVELS`); carried with the config so that
@@ -103,6 +107,19 @@ class BuildConfig:
             relaxed structure itself). ``"auto"`` (default): ideal for Im, relaxed for mIm and mixed: ideal
             methylated linkers on the relaxed beads of small nets put methyl H of neighbouring linkers 1.0-1.4 Å
             apart (ABW: +1.2 eV per Zn above the relaxed net, EDI +16), so every such frame would be filtered.
+        labeller: the calculator that relaxes and labels (:func:`~ase_cggpr.labellers.labeller_from_spec`):
+            ``"mofff"`` (default, LAMMPS), ``"ace:PATH"`` (python-ace, optional extra) or a
+            :class:`~ase_cggpr.labellers.Labeller` (one worker if it cannot be rebuilt from a spec). The manifest
+            records its provenance (name, potential file name, SHA-256), not the path; relaxations of one labeller
+            are stored apart from another's (:func:`relaxed_store_folder`).
+        relax_start: where each net's relaxation starts: ``"decorated"`` (default: the decorated net displaced by
+            ``pre_rattle``) or ``"mofff"``: the net's MOF-FF relaxation when the build folder holds one in
+            ``start/`` (:func:`restore_starts` puts a MOF-FF relaxed store's files there), else the decorated net.
+            For another labeller than MOF-FF this is 3-5 times fewer optimiser steps (ACE, SOD: 119 LBFGS steps
+            from the MOF-FF relaxation, more than 500 from the decorated net, to a lower energy). Each relaxed
+            file records its start (``info['relax_start']``).
+        include_relaxed: also label the net's relaxed structure itself (a frame with ``rattle`` and ``order``
+            "relaxed", batch 0), before the ``d`` frame; off by default (the hZIF recipe has no such frame).
     """
 
     batches: int = 4
@@ -113,13 +130,25 @@ class BuildConfig:
     fmax: float = 1e-3
     pmax_atm: float = 50.0
     max_local_energy: float = 1.0
-    reference_energy: float = ZNI_REFERENCE_ENERGY
+    reference_energy: float | None = None
     max_zn: int | None = None
     rattle_levels: dict[str, RattleLevel] | None = None
     linker: str = "Im"
     linker_geometry: str = "auto"
+    labeller: object = "mofff"
+    relax_start: str = "decorated"
+    include_relaxed: bool = False
 
     def __post_init__(self):
+        if self.relax_start not in ("decorated", "mofff"):
+            raise ValueError(f"relax_start must be decorated or mofff, got {self.relax_start!r}")
+        from ..labellers import Labeller, labeller_from_spec
+
+        chosen = labeller_from_spec(self.labeller)
+        object.__setattr__(self, "labeller", chosen.spec if chosen.spec is not None else chosen)
+        if self.reference_energy is None:
+            object.__setattr__(self, "reference_energy", float(chosen.reference_energy()))
+        assert isinstance(self.labeller, str | Labeller)
         object.__setattr__(self, "linker", normalise_linker(self.linker))
         if self.linker_geometry == "auto":
             object.__setattr__(self, "linker_geometry", "ideal" if self.linker == "Im" else "relaxed")
@@ -142,8 +171,19 @@ class BuildConfig:
             return self.rattle_levels[name]
         return get_level(name)
 
+    def get_labeller(self):
+        """The :class:`~ase_cggpr.labellers.Labeller` of this build (one object per process and spec)."""
+        from ..labellers import labeller_from_spec
+
+        return labeller_from_spec(self.labeller)
+
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["labeller"] = self.get_labeller().provenance()
+        if self.relax_start == "decorated":  # as every build before the option: the manifest unchanged
+            del d["relax_start"]
+        if not self.include_relaxed:
+            del d["include_relaxed"]
         d["levels"], d["orders"] = list(self.levels), list(self.orders)
         d["rattle_levels"] = {k: dataclasses.asdict(self.level(k)) for k in self.levels}
         return d
@@ -170,12 +210,18 @@ def normalise_linker(linker: str) -> str:
     raise OptionError(f"unknown linker {linker!r}; use Im, mIm or mixed:FRACTION (FRACTION in [0, 1])")
 
 
-def relaxed_store_folder(linker: str) -> str:
+def relaxed_store_folder(linker: str, labeller=None) -> str:
     """The folder of a relaxed store that holds the relaxations of ``linker`` builds: ``relaxed`` for Im (as
     always), ``relaxed-mIm``, ``relaxed-mixed_0.5`` ..., so that relaxations of one linker never stand in for
-    another's."""
+    another's; for a labeller other than MOF-FF (a spec or :class:`~ase_cggpr.labellers.Labeller`) its name and
+    the first 12 hex digits of its potential's SHA-256 follow (``relaxed-ace-1a2b3c4d5e6f``,
+    ``relaxed-mIm-ace-...``), so relaxations of one labeller or potential never stand in for another's."""
+    from ..labellers import labeller_from_spec
+
     linker = normalise_linker(linker)
-    return "relaxed" if linker == "Im" else "relaxed-" + safe_name(linker.replace(":", "_"))
+    folder = "relaxed" if linker == "Im" else "relaxed-" + safe_name(linker.replace(":", "_"))
+    chosen = labeller_from_spec(labeller)
+    return folder if chosen.name == "mofff" else folder + safe_name(chosen.store_folder_suffix())
 
 
 def safe_name(name: str) -> str:
@@ -191,13 +237,15 @@ class NetFiles:
     relaxed: Path  #: its relaxed decorated structure (``relaxed/<net>.extxyz``)
     atomistic: Path  #: its kept atomistic frames
     cg: Path  #: its kept coarse-grained frames
+    start: Path  #: the structure its relaxation starts from with ``relax_start="mofff"`` (``start/<net>.extxyz``)
 
     @classmethod
     def of(cls, out_dir: Path, name: str) -> NetFiles:
         stem = safe_name(name)
         frames = Path(out_dir) / "frames"
         return cls(marker=frames / f"{stem}.json", relaxed=Path(out_dir) / "relaxed" / f"{stem}.extxyz",
-                   atomistic=frames / f"{stem}.atomistic.extxyz", cg=frames / f"{stem}.cg.extxyz")
+                   atomistic=frames / f"{stem}.atomistic.extxyz", cg=frames / f"{stem}.cg.extxyz",
+                   start=Path(out_dir) / "start" / f"{stem}.extxyz")
 
 
 def linker_seed(seed: int, net: str) -> int:
@@ -371,16 +419,20 @@ def make_frames(net: Net, relaxed_cg: Atoms, config: BuildConfig,
     return frames
 
 
-def relax_net(net: Net, config: BuildConfig, rng_seed: int):
-    """Decorate and relax one net with MOF-FF; returns (decorated, RelaxResult)."""
-    from ..mofff.relax import relax
-
+def relax_net(net: Net, config: BuildConfig, rng_seed: int, start: Atoms | None = None):
+    """Decorate and relax one net with the build's labeller (MOF-FF by default); returns (decorated,
+    RelaxResult). ``start``: a structure of the decorated net to start from (aligned with
+    :func:`align_restored`) instead of the decorated net displaced by ``config.pre_rattle``."""
     dec = decorate_for(net, config)
-    start = dec.atoms.copy()
-    rng = np.random.default_rng(rng_seed)
-    start.positions = start.positions + config.pre_rattle * rng.standard_normal(start.positions.shape)
-    result = relax(start, cell=True, fmax=config.fmax, pmax_atm=config.pmax_atm,
-                   bonds=dec.bonds, shifts=bond_shifts(dec, net))
+    if start is None:
+        start = dec.atoms.copy()
+        rng = np.random.default_rng(rng_seed)
+        start.positions = start.positions + config.pre_rattle * rng.standard_normal(start.positions.shape)
+    else:
+        start = start.copy()
+        start.calc = None
+    result = config.get_labeller().relax(start, cell=True, fmax=config.fmax, pmax_atm=config.pmax_atm,
+                                         bonds=dec.bonds, shifts=bond_shifts(dec, net))
     return dec, result
 
 
@@ -423,8 +475,8 @@ def _finish(marker: Path, summary: dict, t0: float) -> dict:
 
 
 def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
-    from ..mofff import MOFFFCalculator
-
+    labeller = config.get_labeller()
+    provenance = labeller.frame_info()
     relaxed_path = files.relaxed
     info: dict = {}
     relaxed = None
@@ -442,11 +494,28 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             raise StructureError(f"{relaxed_path} holds {relaxed.get_chemical_formula()}, not the "
                                  f"{config.linker} decoration {dec.atoms.get_chemical_formula()}: a relaxation "
                                  "of other linkers", structure=net.name)
+        made_by = {k: relaxed.info[k] for k in ("labeller", "labeller_potential", "labeller_sha256")
+                   if k in relaxed.info} or {"labeller": "mofff"}  # files of earlier builds: MOF-FF
+        if made_by != provenance:
+            from ..errors import StructureError
+
+            raise StructureError(f"{relaxed_path} was relaxed by {made_by}, not by this build's labeller "
+                                 f"{provenance}", structure=net.name)
         relaxed = align_restored(relaxed, dec, net.name)
         info["relax_reused"] = True
     else:
         t_relax = time.perf_counter()
-        dec, result = relax_net(net, config, frame_seed(config.seed, net.name, 0, "pre", "relax"))
+        start, start_name = None, "decorated net"
+        if config.relax_start == "mofff" and files.start.exists():
+            dec = decorate_for(net, config)
+            start = read(files.start, format="extxyz")
+            if start.get_chemical_symbols() != dec.atoms.get_chemical_symbols():
+                from ..errors import StructureError
+
+                raise StructureError(f"{files.start} holds {start.get_chemical_formula()}, not the {config.linker} "
+                                     f"decoration {dec.atoms.get_chemical_formula()}", structure=net.name)
+            start, start_name = align_restored(start, dec, net.name), "mofff relaxation"
+        dec, result = relax_net(net, config, frame_seed(config.seed, net.name, 0, "pre", "relax"), start)
         info["relax_seconds"] = round(time.perf_counter() - t_relax, 2)
         relaxed = unwrap_like(result.atoms, dec.atoms)
         relaxed.calc = None
@@ -454,6 +523,10 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
                             max_force=result.max_force, max_pressure_atm=result.max_pressure_atm,
                             relax_message=result.message,
                             energy_per_zn=float(result.atoms.get_potential_energy() / net.n_a))
+        if labeller.name != "mofff":  # (MOF-FF files stay as they were: no key means MOF-FF)
+            relaxed.info.update(provenance)
+        if config.relax_start != "decorated":
+            relaxed.info["relax_start"] = start_name
         if dec.linker_kinds is not None:
             relaxed.info.update(linker=config.linker, linker_sites=",".join(dec.kinds))
         relaxed_path.parent.mkdir(parents=True, exist_ok=True)
@@ -476,16 +549,30 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             from ..errors import StructureError
             from ..structure_checks import contact_message
 
-            raise StructureError(f"the MOF-FF-relaxed {config.linker} structure still clashes "
+            raise StructureError(f"the {labeller.name}-relaxed {config.linker} structure still clashes "
                                  f"({contact_message(relaxed, relaxed_contact)}; before relaxation: "
                                  f"{info['start_contact'] or 'no short contact'})", structure=net.name)
     relaxed_cg = coarse_grain_decorated(dec, relaxed)
     shapes = linker_shapes(dec, relaxed, net) if config.linker_geometry == "relaxed" else None
 
     frames = make_frames(net, relaxed_cg, config, shapes)
+    if config.include_relaxed:  # the relaxed structure itself, labelled like every frame
+        itself = relaxed.copy()
+        itself.calc = None
+        itself.info = {}
+        frames.insert(0, (itself, dict(batch=0, rattle="relaxed", order="relaxed",
+                                       seed=frame_seed(config.seed, net.name, 0, "relaxed", "relaxed"))))
     connectivity = core_connectivity(dec, net.name)
-    calc = MOFFFCalculator(bonds=dec.bonds, shifts=bond_shifts(dec, net))
-    threshold = np.full(dec.n_zn, config.max_local_energy)
+    calc = labeller.make_calculator(bonds=dec.bonds, shifts=bond_shifts(dec, net))
+    # the filter's height above zni: max_local_energy - reference_energy for MOF-FF (1.71 eV), the same 1.71 eV
+    # above the labeller's own zni reference for another labeller (its energies have another zero)
+    if labeller.name == "mofff":
+        height = config.max_local_energy - config.reference_energy
+        threshold = np.full(dec.n_zn, config.max_local_energy)  # Im: fixed, as always
+    else:
+        height = config.max_local_energy - ZNI_REFERENCE_ENERGY
+        threshold = np.full(dec.n_zn, config.reference_energy + height)
+    energy_key = "mofff_energy" if labeller.name == "mofff" else f"{labeller.name}_energy"
     kept_at, kept_cg = [], []
     counts = dict(generated=len(frames), screened_out=0, energy_filtered=0, kept=0)
     stats: dict[str, list[float]] = {}
@@ -498,7 +585,7 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             at_min.arrays["energies"] = np.array(at_min.get_potential_energies(), dtype=float)
             at_min.calc = None
             e_min = local_energies_of(at_min, connectivity)
-            threshold = e_min + (config.max_local_energy - config.reference_energy)
+            threshold = e_min + height
             info["relaxed_local_energy_mean"] = float(e_min.mean())
         for atoms, meta in frames:
             contact = shortest_contact(atoms)
@@ -524,7 +611,7 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
                               order=meta["order"], seed=meta["seed"],
                               relax_converged=converged,
                               reference_energy=config.reference_energy,
-                              mofff_energy=float(energies.sum()), **linker_info)
+                              **{energy_key: float(energies.sum())}, **linker_info, **provenance)
             atoms.info.update(frame_info)
             cg = coarse_grained_of(atoms, connectivity)
             cg_local = np.full(len(cg), np.nan)
@@ -535,7 +622,8 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             kept_cg.append(cg)
             counts["kept"] += 1
     finally:
-        calc.close()
+        if labeller.name == "mofff":  # a LAMMPS instance per net; other labellers keep theirs for the next net
+            calc.close()
     files.marker.parent.mkdir(parents=True, exist_ok=True)
     for path, images in ((files.atomistic, kept_at), (files.cg, kept_cg)):
         tmp = path.with_suffix(".tmp")
@@ -572,6 +660,7 @@ def _check_manifest(out_dir: Path, config: BuildConfig) -> None:
         if isinstance(old, dict):  # folders started before the linker options are Im builds, ideal linkers
             old.setdefault("linker", "Im")
             old.setdefault("linker_geometry", "ideal")
+            old.setdefault("labeller", {"labeller": "mofff"})  # folders started before labellers: MOF-FF
         if old != json.loads(json.dumps(wanted)):
             raise ValueError(f"{out_dir} holds a build with other settings ({path}); resume it with "
                              "the same settings or choose another output folder")
@@ -672,6 +761,11 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
     """
     config = config or BuildConfig()
     out_dir = Path(out_dir)
+    config.get_labeller().check_available()  # stop at once, with the install hint, if LAMMPS (pyace) is missing
+    if workers > 1 and not isinstance(config.labeller, str):
+        from ..errors import OptionError
+
+        raise OptionError("a labeller given as a Python calculator object runs in this process only: use workers=1")
     _check_manifest(out_dir, config)
     progress = progress or (lambda n: None)
     on_net_done = on_net_done or (lambda summary: None)
@@ -807,13 +901,16 @@ def store_relaxed(out_dir: str | Path, store: str | Path, config: BuildConfig) -
                              f"{_relax_settings(config)}")
         if made.get("linker", "Im") != config.linker:
             raise ValueError(f"{out_dir} was built with linker {made.get('linker', 'Im')}, not {config.linker}")
+        made_by = made.get("labeller", {"labeller": "mofff"})
+        if made_by != config.get_labeller().provenance():
+            raise ValueError(f"{out_dir} was built with labeller {made_by}, not {config.get_labeller().provenance()}")
     manifest = store / STORE_MANIFEST
     if manifest.exists():
         _check_store(store, config)
     else:
         store.mkdir(parents=True, exist_ok=True)
         manifest.write_text(json.dumps({"relax_settings": _relax_settings(config)}, indent=1) + "\n")
-    folder = store / relaxed_store_folder(config.linker)
+    folder = store / relaxed_store_folder(config.linker, config.labeller)
     folder.mkdir(parents=True, exist_ok=True)
     added = 0
     for path in sorted((out_dir / "relaxed").glob("*.extxyz")):
@@ -828,8 +925,17 @@ def store_relaxed(out_dir: str | Path, store: str | Path, config: BuildConfig) -
     return added
 
 
+def restore_starts(store: str | Path, out_dir: str | Path, config: BuildConfig, *,
+                   on_skip: Callable[[Path, str], None] | None = None) -> int:
+    """Unpack the MOF-FF relaxations of ``store`` (a MOF-FF relaxed store made with the same relaxation settings
+    and linker) into ``out_dir/start``, where a build with ``relax_start="mofff"`` starts its relaxations.
+    Returns the number unpacked."""
+    mofff = dataclasses.replace(config, labeller="mofff", reference_energy=None)
+    return restore_relaxed(store, out_dir, mofff, on_skip=on_skip, into="start")
+
+
 def restore_relaxed(store: str | Path, out_dir: str | Path, config: BuildConfig, *,
-                    on_skip: Callable[[Path, str], None] | None = None) -> int:
+                    on_skip: Callable[[Path, str], None] | None = None, into: str = "relaxed") -> int:
     """Unpack the relaxations kept in ``store`` into build folder ``out_dir`` (those it lacks).
 
     Refuses (``ValueError``) a store made with other relaxation settings. Only the folder of the build's linker
@@ -844,10 +950,10 @@ def restore_relaxed(store: str | Path, out_dir: str | Path, config: BuildConfig,
     if not (store / STORE_MANIFEST).exists():
         return 0
     _check_store(store, config)
-    target = out_dir / "relaxed"
+    target = out_dir / into
     target.mkdir(parents=True, exist_ok=True)
     restored = 0
-    for path in sorted((store / relaxed_store_folder(config.linker)).glob("*.extxyz.gz")):
+    for path in sorted((store / relaxed_store_folder(config.linker, config.labeller)).glob("*.extxyz.gz")):
         dest = target / path.name.removesuffix(".gz")
         if not dest.exists():
             try:

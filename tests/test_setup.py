@@ -23,8 +23,10 @@ DISTRIBUTION_OF = {"quippy": "quippy-ase", "metatensor": "metatensor-core", "lam
                    "pyGPs": "pyGPs", "matplotlib": "matplotlib",
                    "pyace": "python-ace"}
 
-#: Modules that belong to the project itself (tests import their helpers as top-level modules).
-LOCAL_MODULES = {"ase_cggpr", "conftest", "bench_calculator", "test_mofff"}
+#: Modules that belong to the project itself: the package, and the project's own files that tests, scripts and
+#: benchmarks import as top-level modules (conftest, bench_calculator, label_relaxed_frames, ...).
+LOCAL_MODULES = {"ase_cggpr"} | {path.stem for folder in ("tests", "scripts", "benchmarks", "examples")
+                                 for path in (ROOT / folder).glob("*.py")}
 
 
 def readme_setup_commands() -> list[str]:

@@ -9,7 +9,9 @@ Parameters (``calc.parameters``, recorded by ``calc.todict()`` and hence by ase.
     ``model``: the model file's path (or None for a model given as an object); ``todict()`` adds
         ``model_info``, the model's creation time, package version, representation, descriptor backend,
         solver and number of training environments, so a stored number says which model made it.
-    ``return_std``: also compute per-metal standard deviations (default True).
+    ``return_std``: compute the per-metal standard deviations on every call (default False: only when
+        ``local_energy_std`` is asked for; dynamics and relaxations never need it, and it costs about as much
+        as the energy).
     ``descriptor_backend``: ``None`` (the model's ``spec.backend``), ``"featomic"`` or ``"quippy"``, used for
         energies and forces alike (both give the same vectors).
 
@@ -19,7 +21,9 @@ Results (each also through ``calc.get_property(name, atoms)``):
         the total. For already coarse-grained input (Si/O beads) the A sites carry them.
     ``local_energies``: per metal, in metal (atom-index) order (eV).
     ``local_energy_std``: GP predictive standard deviation per metal (eV; latent function, no noise term);
-        computed whenever asked for, even with ``return_std=False``.
+        computed only when asked for (``calc.get_property("local_energy_std", atoms)``), or on every call with
+        ``return_std=True``. Asked for after an energy or force call on the same structure, it reuses that
+        call's descriptor vectors (one variance evaluation, the other results kept).
     ``forces`` (eV/Å, computed only when asked for): minus the gradient of the *learned* energy.
     ``stress`` (eV/Å^3, ASE sign and Voigt order xx yy zz yz xz xy; computed only when asked for, together
         with the forces in the same descriptor call): the strain derivative of the *learned* energy over the
@@ -63,7 +67,8 @@ class CGGPRCalculator(Calculator):
         model: a fitted model, the path of a model saved with :meth:`CGGPRModel.save`, or the name of a
             model that ships with the package (``"AB2"``, ``"A"``, ``"atomistic"``; ``cggpr models``).
         model_path: the path, as a keyword (give exactly one of ``model`` and ``model_path``).
-        return_std: also compute per-metal standard deviations (default True; a little slower).
+        return_std: compute per-metal standard deviations on every call (default False: only when
+            ``local_energy_std`` is asked for).
         descriptor_backend: ``None`` (the model's own, ``spec.backend``), ``"featomic"`` or ``"quippy"``,
             for energies and forces.
         gradient_backend: deprecated; ``descriptor_backend`` (``"auto"`` means None).
@@ -71,10 +76,10 @@ class CGGPRCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "local_energies",
                               "local_energy_std"]
-    default_parameters: dict[str, Any] = {"model": None, "return_std": True, "descriptor_backend": None}
+    default_parameters: dict[str, Any] = {"model": None, "return_std": False, "descriptor_backend": None}
 
     def __init__(self, model: CGGPRModel | str | os.PathLike | None = None, *,
-                 model_path: str | os.PathLike | None = None, return_std: bool = True,
+                 model_path: str | os.PathLike | None = None, return_std: bool = False,
                  descriptor_backend: str | None = None, gradient_backend: str | None = None, **kwargs):
         if (model is None) == (model_path is None):
             raise ModelError("give exactly one of model= or model_path=")
@@ -88,6 +93,7 @@ class CGGPRCalculator(Calculator):
         self._bonds: Bonds | None = None
         self._tracker = BondTracker()
         self._stress_with_forces = False  # set once the stress is asked for (see the module docstring)
+        self._vectors: np.ndarray | None = None  # descriptor vectors of the structure in ``results``
         source = model if model is not None else model_path
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
@@ -171,25 +177,39 @@ class CGGPRCalculator(Calculator):
         return connectivity
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
+        """Fill ``results`` for ``properties`` (ASE convention). With ``system_changes`` empty (the same
+        structure, e.g. ``get_property`` of a result not yet computed) the earlier results are kept and only
+        what is missing is added: the std alone from the kept descriptor vectors, anything else by one
+        :meth:`CGGPRModel.compute` call."""
+        kept = dict(self.results) if not system_changes else {}
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         if "stress" in properties:
             self._stress_with_forces = True
+        want_std = self.return_std or "local_energy_std" in properties
+        missing = [p for p in properties if p not in kept]
+        if kept and self._vectors is not None and missing == ["local_energy_std"]:
+            name = self._connectivity.name if self._connectivity is not None else structure_name(atoms)
+            kept["local_energy_std"] = self.model.std_of_vectors(self._vectors, name)
+            self.results = kept
+            return
+        self._vectors = None
         stress = "stress" in properties or (self._stress_with_forces and "forces" in properties
                                             and bool(np.all(atoms.pbc)))
         prediction = self.model.compute(atoms, connectivity=self.connectivity(atoms),
                                         forces="forces" in properties or "stress" in properties,
-                                        stress=stress,
-                                        return_std=self.return_std or "local_energy_std" in properties,
+                                        stress=stress, return_std=want_std,
                                         descriptor_backend=self.parameters["descriptor_backend"])
         local = prediction.local_energies
         energies = np.zeros(len(atoms))
         energies[prediction.bead_map.connectivity.metal_indices] = local
         total = float(local.sum())
-        self.results = {"energy": total, "free_energy": total, "energies": energies, "local_energies": local}
+        results = {"energy": total, "free_energy": total, "energies": energies, "local_energies": local}
         if prediction.std is not None:
-            self.results["local_energy_std"] = prediction.std
+            results["local_energy_std"] = prediction.std
         if prediction.forces is not None:
-            self.results["forces"] = prediction.forces
+            results["forces"] = prediction.forces
         if prediction.stress is not None:
-            self.results["stress"] = prediction.stress
+            results["stress"] = prediction.stress
+        self.results = {**kept, **results}
+        self._vectors = prediction.vectors

@@ -430,7 +430,16 @@ class CGGPRModel:
             voigt = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]  # xx yy zz yz xz xy
             if not np.isfinite(voigt).all():
                 raise ModelError(f"structure {bead_map.name!r}: the model predicted a non-finite stress (NaN or inf)")
-        return Prediction(local_energies=energies, std=std, forces=atom_forces, bead_map=bead_map, stress=voigt)
+        return Prediction(local_energies=energies, std=std, forces=atom_forces, bead_map=bead_map, stress=voigt,
+                          vectors=X)
+
+    def std_of_vectors(self, X: np.ndarray, name: str = "structure") -> np.ndarray:
+        """GP standard deviation (eV, latent function) of each row of X, descriptor vectors of one structure
+        (e.g. :attr:`Prediction.vectors`); a non-finite one is a :class:`ModelError` naming ``name``."""
+        self._check_fitted()
+        energies, std = self.regressor_.predict(X, return_std=True)
+        check_prediction(name, energies, std)
+        return std
 
     def _predict(self, X: np.ndarray, *, gradient: bool, return_std: bool, precision: str | None):
         """(mean, std or None, d mean / d x or None) of the rows of X: the mean and its gradient in one kernel pass
@@ -603,6 +612,8 @@ class Prediction:
         forces: (n_atoms, 3) forces on the input atoms (eV/Å), or None if not asked for.
         bead_map: the :class:`~ase_cggpr.beads.BeadMap` the descriptor saw.
         stress: (6,) stress (eV/Å^3, ASE sign, Voigt order xx yy zz yz xz xy), or None if not asked for.
+        vectors: (n_metals, D) the normalised descriptor vectors the energies come from (so a caller can ask
+            for the std later without describing the structure again: :meth:`CGGPRModel.std_of_vectors`).
     """
 
     local_energies: np.ndarray
@@ -610,6 +621,7 @@ class Prediction:
     forces: np.ndarray | None
     bead_map: BeadMap
     stress: np.ndarray | None = None
+    vectors: np.ndarray | None = None
 
     @property
     def energy(self) -> float:

@@ -56,7 +56,8 @@ class RelaxResult:
             (eV), forces (eV/Å) and, for cell relaxations, stress (eV/Å^3); ``info`` records the numbers below.
         n_metals: number of metal sites.
         energy_per_metal: final energy per metal (eV, relative to the model's reference energy).
-        energy_std: mean per-metal GP std of the final state (eV; an upper bound of the std of the mean).
+        energy_std: mean per-metal GP std of the final state (eV; an upper bound of the std of the mean; computed
+            once, for the final state: the optimiser's steps never compute the std).
         max_site_std: largest per-metal GP std of the final state (eV).
         initial_energy_per_metal: energy per metal of the start (eV).
         converged: the final check passed (max force < fmax and, with ``cell``, max |stress| < smax).
@@ -96,9 +97,9 @@ def _calculator(calculator_or_model):
     if isinstance(calculator_or_model, CGGPRCalculator):
         return calculator_or_model
     if isinstance(calculator_or_model, CGGPRModel):
-        return CGGPRCalculator(calculator_or_model, return_std=True)
+        return CGGPRCalculator(calculator_or_model)
     if isinstance(calculator_or_model, str | os.PathLike):
-        return CGGPRCalculator(CGGPRModel.load(calculator_or_model), return_std=True)
+        return CGGPRCalculator(CGGPRModel.load(calculator_or_model))
     raise ModelError(f"relax needs a CGGPRModel, a model file or a CGGPRCalculator, got "
                      f"{type(calculator_or_model).__name__}")
 
@@ -179,15 +180,16 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
     structure.calc = calc
     n_metals = find_connectivity(structure, name=name).n_metals
 
-    def state() -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float | None]:
-        forces = structure.get_forces()  # energies and std come with the forces (one descriptor call)
+    def state() -> tuple[np.ndarray, np.ndarray, float, float | None]:
+        forces = structure.get_forces()  # the energies come with the forces (one descriptor call)
         energy_local = np.asarray(calc.get_property("local_energies", structure))
-        std = np.asarray(calc.get_property("local_energy_std", structure))
         f = float(np.linalg.norm(forces, axis=1).max()) if len(forces) else 0.0
         s = float(np.abs(structure.get_stress()).max()) if cell else None
-        return energy_local, std, forces, f, s
+        return energy_local, forces, f, s
 
     steps, opt = 0, None
+    every_call_std = calc.parameters.get("return_std", False)
+    calc.parameters["return_std"] = False  # the std of the final state only (asked for below), not every step
     with warnings.catch_warnings():  # FrechetCellFilter's scipy logm warns of ~1e-13 errors at every step
         warnings.filterwarnings("ignore", message="logm result may be inaccurate", category=RuntimeWarning)
         try:
@@ -199,24 +201,26 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
                 target = FrechetCellFilter(structure)
             opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None)
             criterion = float(fmax)
-            local, std, forces, f, s = state()
+            local, forces, f, s = state()
             converged = f < fmax and (not cell or s < smax)
             while not converged and steps < max_steps:
                 opt.run(fmax=criterion, steps=max_steps - steps)
                 taken = opt.get_number_of_steps() - steps
                 steps = opt.get_number_of_steps()
-                local, std, forces, f, s = state()
+                local, forces, f, s = state()
                 converged = f < fmax and (not cell or s < smax)
                 if not converged and taken == 0:
                     criterion *= 0.5  # the optimiser thinks it is done; the explicit check does not
                 if criterion < 1e-6 * fmax:
                     break
+            std = np.asarray(calc.get_property("local_energy_std", structure))  # reuses the last call's vectors
         except CGGPRError as error:
             steps = int(getattr(opt, "nsteps", steps)) if opt is not None else steps
             text, named = str(error), f"structure {name!r}: "
             text = text[len(named):] if text.startswith(named) else text
             raise ModelError(f"{named}the relaxation stopped after {steps} optimiser steps: {text}") from None
         finally:
+            calc.parameters["return_std"] = every_call_std
             if opt is not None and getattr(opt, "trajectory", None) is not None:
                 opt.trajectory.close()
     e = float(np.mean(local))

@@ -9,7 +9,8 @@ name, or a :class:`~ase_cggpr.calculator.CGGPRCalculator`) and minimises the mod
   A-only model's energy ignores the B beads, which then feel no force but keep the bead net readable);
 * atomistic models: every atom (H atoms too; see :meth:`CGGPRModel.compute` for what the forces mean).
 
-Positions are moved by ``ase.optimize`` (``BFGS`` or ``FIRE``); with ``cell=True`` the cell too, through
+Positions are moved by ``ase.optimize`` (``BFGS``, with the initial Hessian :data:`BFGS_ALPHA` suited to bead
+structures, or ``FIRE``); with ``cell=True`` the cell too, through
 ``ase.filters.FrechetCellFilter`` (needs ``'stress'`` in the calculator's ``implemented_properties``; a
 calculator without it is refused with a :class:`~ase_cggpr.errors.ModelError` before any work).
 
@@ -43,6 +44,13 @@ __all__ = ["OPTIMIZERS", "RelaxResult", "relax"]
 OPTIMIZERS = ("BFGS", "FIRE")
 #: Default stress criterion (eV/Å^3): 1e-4 eV/Å^3 = 16 MPa = 158 atm.
 DEFAULT_SMAX = 1e-4
+#: Initial Hessian (eV/Å^2) of ``optimizer="BFGS"`` (ASE's default is 70, for stiff atomistic bonds). Chosen by
+#: measurement (issue 29, ``benchmarks/relax_strategies.py``) on held-out idealised nets relaxed with the shipped
+#: AB2 model, positions and cell, fmax 0.01: 10 takes about half the steps of ASE's 70 (MTW, 28 Zn: 176 -> 78
+#: steps, 30 were 102; evaluations SBN 37 -> 18, MON 37 -> 25) at the same or lower relaxed energies; 5 is as fast
+#: on some nets, 3 is unstable (MON 120 evaluations). A bead net's cell degrees of freedom are soft (FrechetCellFilter
+#: divides the virial by the number of beads), so a small initial Hessian helps them most.
+BFGS_ALPHA = 10.0
 
 
 @dataclasses.dataclass
@@ -127,15 +135,17 @@ def _start_structure(atoms: Atoms, model, name: str) -> Atoms:
     return start
 
 
-def _optimizer(optimizer):
+def _optimizer(optimizer, coarse_grained: bool = True) -> tuple[type, dict]:
+    """(ase.optimize class, its keyword options) for a name of :data:`OPTIMIZERS` or a class; BFGS on bead
+    structures starts from the initial Hessian :data:`BFGS_ALPHA`, on atoms from ASE's."""
     from ase.optimize import BFGS, FIRE
 
     if isinstance(optimizer, str):
-        table = {"BFGS": BFGS, "FIRE": FIRE}
+        table = {"BFGS": (BFGS, {"alpha": BFGS_ALPHA} if coarse_grained else {}), "FIRE": (FIRE, {})}
         if optimizer.upper() not in table:
             raise ModelError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
         return table[optimizer.upper()]
-    return optimizer
+    return optimizer, {}
 
 
 def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool = True, max_steps: int = 500,
@@ -151,7 +161,8 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
         cell: also relax the cell (``FrechetCellFilter``, zero target pressure); needs a calculator with stress.
         max_steps: most optimiser steps in total.
         smax: stress criterion (eV/Å^3, largest |component|) of cell relaxations.
-        optimizer: ``"BFGS"`` or ``"FIRE"`` (or an ``ase.optimize`` class).
+        optimizer: ``"BFGS"`` (initial Hessian :data:`BFGS_ALPHA` for bead structures, ASE's 70 eV/Å^2 for
+            atomistic ones) or ``"FIRE"`` (or an ``ase.optimize`` class).
         trajectory, logfile: passed to the optimiser (default: none, silent).
         name: the structure's name (default: from ``atoms.info`` or the formula).
 
@@ -170,13 +181,14 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
             raise ModelError(f"{what} must be a positive number, got {value!r}")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 0:
         raise ModelError(f"max_steps must be a non-negative integer, got {max_steps!r}")
-    opt_class = _optimizer(optimizer)
+    _optimizer(optimizer)  # a bad name is refused before any work
     calc = _calculator(calculator_or_model)
     if cell and "stress" not in calc.implemented_properties:
         raise ModelError("cell relaxation needs the stress of the model's energy, which this CGGPRCalculator does "
                          "not implement; relax positions only (cell=False)")
     name = name or (structure_name(atoms) if isinstance(atoms, Atoms) else "structure")
     structure = _start_structure(atoms, calc.model, name)
+    opt_class, opt_options = _optimizer(optimizer, calc.model.spec.representation != "atomistic")
     structure.calc = calc
     n_metals = find_connectivity(structure, name=name).n_metals
 
@@ -199,7 +211,8 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
                 from ase.filters import FrechetCellFilter
 
                 target = FrechetCellFilter(structure)
-            opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None)
+            opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None,
+                            **opt_options)
             criterion = float(fmax)
             local, forces, f, s = state()
             converged = f < fmax and (not cell or s < smax)

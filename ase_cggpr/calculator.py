@@ -9,7 +9,9 @@ Parameters (``calc.parameters``, recorded by ``calc.todict()`` and hence by ase.
     ``model``: the model file's path (or None for a model given as an object); ``todict()`` adds
         ``model_info``, the model's creation time, package version, representation, descriptor backend,
         solver and number of training environments, so a stored number says which model made it.
-    ``return_std``: also compute per-metal standard deviations (default True).
+    ``return_std``: compute the per-metal standard deviations on every call (default False: only when
+        ``local_energy_std`` is asked for; dynamics and relaxations never need it, and it costs about as much
+        as the energy).
     ``descriptor_backend``: ``None`` (the model's ``spec.backend``), ``"featomic"`` or ``"quippy"``, used for
         energies and forces alike (both give the same vectors).
     ``defects``: ``"flag"`` (default) or ``"refuse"`` coordination defects (a Zn with 3 or 5 N, a dangling
@@ -26,8 +28,11 @@ Results (each also through ``calc.get_property(name, atoms)``):
     ``site_trusted``: per metal, bool: False for a defective site or one with a defect within the cutoff.
     ``local_energy_std``: standard deviation per metal (eV): the GP's latent std through the model's variance
         calibration (:func:`ase_cggpr.uncertainty.calibrated_std`; the shipped models have one, fitted on held-out
-        framework types), or the latent std for a model without one; computed whenever asked for, even with
-        ``return_std=False``. ``local_energy_std_latent``: the GP's latent std (no noise term, no calibration).
+        framework types), or the latent std for a model without one. ``local_energy_std_latent``: the GP's latent
+        std (no noise term, no calibration). Both are computed only when asked for
+        (``calc.get_property("local_energy_std", atoms)``), or on every call with ``return_std=True``; asked for
+        after an energy or force call on the same structure, they reuse that call's descriptor vectors (one
+        variance evaluation, the other results kept).
     ``forces`` (eV/Å, computed only when asked for): minus the gradient of the *learned* energy.
     ``stress`` (eV/Å^3, ASE sign and Voigt order xx yy zz yz xz xy; computed only when asked for, together
         with the forces in the same descriptor call): the strain derivative of the *learned* energy over the
@@ -72,6 +77,8 @@ from .errors import DefectWarning, ModelError
 from .model import CGGPRModel
 from .spec import BACKENDS
 
+#: The calculator results that hold a std (computed only when asked for, or with ``return_std=True``).
+STD_PROPERTIES = frozenset({"local_energy_std", "local_energy_std_latent"})
 
 class CGGPRCalculator(Calculator):
     """ASE calculator predicting ZIF energies, forces and stress with a :class:`~ase_cggpr.model.CGGPRModel`.
@@ -80,7 +87,8 @@ class CGGPRCalculator(Calculator):
         model: a fitted model, the path of a model saved with :meth:`CGGPRModel.save`, or the name of a
             model that ships with the package (``"AB2"``, ``"A"``, ``"atomistic"``; ``cggpr models``).
         model_path: the path, as a keyword (give exactly one of ``model`` and ``model_path``).
-        return_std: also compute per-metal standard deviations (default True; a little slower).
+        return_std: compute per-metal standard deviations on every call (default False: only when
+            ``local_energy_std`` is asked for).
         descriptor_backend: ``None`` (the model's own, ``spec.backend``), ``"featomic"`` or ``"quippy"``,
             for energies and forces.
         gradient_backend: deprecated; ``descriptor_backend`` (``"auto"`` means None).
@@ -88,11 +96,11 @@ class CGGPRCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "local_energies",
                               "local_energy_std", "local_energy_std_latent", "site_trusted"]
-    default_parameters: dict[str, Any] = {"model": None, "return_std": True, "descriptor_backend": None,
+    default_parameters: dict[str, Any] = {"model": None, "return_std": False, "descriptor_backend": None,
                                           "defects": "flag"}
 
     def __init__(self, model: CGGPRModel | str | os.PathLike | None = None, *,
-                 model_path: str | os.PathLike | None = None, return_std: bool = True,
+                 model_path: str | os.PathLike | None = None, return_std: bool = False,
                  descriptor_backend: str | None = None, gradient_backend: str | None = None,
                  defects: str = "flag", **kwargs):
         if (model is None) == (model_path is None):
@@ -109,6 +117,7 @@ class CGGPRCalculator(Calculator):
         self._stress_with_forces = False  # set once the stress is asked for (see the module docstring)
         self.site_trust: SiteTrust | None = None  # of the last calculation
         self._warned_free_linkers = False  # rigid_linkers.warn_free_linkers: once per calculator
+        self._vectors: np.ndarray | None = None  # descriptor vectors of the structure in ``results``
         source = model if model is not None else model_path
         if isinstance(source, os.PathLike):
             source = os.fspath(source)
@@ -196,17 +205,37 @@ class CGGPRCalculator(Calculator):
         self._connectivity, self._bonds = connectivity, bonds
         return connectivity
 
+    def _std_results(self, latent: np.ndarray, atoms: Atoms, connectivity) -> dict[str, np.ndarray]:
+        """The std results from the GP's latent std (eV): calibrated (issue 31) and latent."""
+        from .uncertainty import calibrated_std
+
+        return {"local_energy_std": calibrated_std(self.model, latent, atoms, connectivity),
+                "local_energy_std_latent": latent}
+
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
+        """Fill ``results`` for ``properties`` (ASE convention). With ``system_changes`` empty (the same
+        structure, e.g. ``get_property`` of a result not yet computed) the earlier results are kept and only
+        what is missing is added: the std alone from the kept descriptor vectors, anything else by one
+        :meth:`CGGPRModel.compute` call."""
+        kept = dict(self.results) if not system_changes else {}
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         if "stress" in properties:
             self._stress_with_forces = True
+        want_std = self.return_std or not STD_PROPERTIES.isdisjoint(properties)
+        missing = {p for p in properties if p not in kept}
+        if kept and self._vectors is not None and self._connectivity is not None and missing \
+                and missing <= STD_PROPERTIES:
+            latent = self.model.std_of_vectors(self._vectors, self._connectivity.name)
+            kept.update(self._std_results(latent, atoms, self._connectivity))
+            self.results = kept
+            return
+        self._vectors = None
         stress = "stress" in properties or (self._stress_with_forces and "forces" in properties
                                             and bool(np.all(atoms.pbc)))
         prediction = self.model.compute(atoms, connectivity=self.connectivity(atoms),
                                         forces="forces" in properties or "stress" in properties,
-                                        stress=stress,
-                                        return_std=self.return_std or "local_energy_std" in properties,
+                                        stress=stress, return_std=want_std,
                                         descriptor_backend=self.parameters["descriptor_backend"])
         if ("forces" in properties or "stress" in properties) and not self._warned_free_linkers:
             from .rigid_linkers import warn_free_linkers
@@ -216,18 +245,16 @@ class CGGPRCalculator(Calculator):
         energies = np.zeros(len(atoms))
         energies[prediction.bead_map.connectivity.metal_indices] = local
         total = float(local.sum())
-        self.results = {"energy": total, "free_energy": total, "energies": energies, "local_energies": local}
+        results = {"energy": total, "free_energy": total, "energies": energies, "local_energies": local,
+                   "site_trusted": prediction.trusted.copy()}
         self.site_trust = prediction.trust
-        self.results["site_trusted"] = prediction.trusted.copy()
         if prediction.trust is not None and not prediction.trust.all_trusted:
             warnings.warn(prediction.trust.summary(), DefectWarning, stacklevel=2)
-        if prediction.std is not None:  # calibrated when the model has a variance calibration (issue 31)
-            from .uncertainty import calibrated_std
-
-            self.results["local_energy_std"] = calibrated_std(self.model, prediction.std, atoms,
-                                                              prediction.bead_map.connectivity)
-            self.results["local_energy_std_latent"] = prediction.std
+        if prediction.std is not None:
+            results.update(self._std_results(prediction.std, atoms, prediction.bead_map.connectivity))
         if prediction.forces is not None:
-            self.results["forces"] = prediction.forces
+            results["forces"] = prediction.forces
         if prediction.stress is not None:
-            self.results["stress"] = prediction.stress
+            results["stress"] = prediction.stress
+        self.results = {**kept, **results}
+        self._vectors = prediction.vectors

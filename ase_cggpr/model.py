@@ -565,7 +565,15 @@ class CGGPRModel:
             if not np.isfinite(voigt).all():
                 raise ModelError(f"structure {bead_map.name!r}: the model predicted a non-finite stress (NaN or inf)")
         return Prediction(local_energies=energies, std=std, forces=atom_forces, bead_map=bead_map, stress=voigt,
-                          trust=self.site_trust(bead_map))
+                          trust=self.site_trust(bead_map), vectors=X)
+
+    def std_of_vectors(self, X: np.ndarray, name: str = "structure") -> np.ndarray:
+        """GP standard deviation (eV, latent function) of each row of X, descriptor vectors of one structure
+        (e.g. :attr:`Prediction.vectors`); a non-finite one is a :class:`ModelError` naming ``name``."""
+        self._check_fitted()
+        energies, std = self.regressor_.predict(X, return_std=True)
+        check_prediction(name, energies, std)
+        return std
 
     def _predict(self, X: np.ndarray, *, gradient: bool, return_std: bool, precision: str | None):
         """(mean, std or None, d mean / d x or None) of the rows of X: the mean and its gradient in one kernel pass
@@ -745,6 +753,8 @@ class Prediction:
         stress: (6,) stress (eV/Å^3, ASE sign, Voigt order xx yy zz yz xz xy), or None if not asked for.
         trust: per-site trust (:class:`~ase_cggpr.defects.SiteTrust`: defective sites and those with a defect
             within the cutoff are not trusted).
+        vectors: (n_metals, D) the normalised descriptor vectors the energies come from (so a caller can ask
+            for the std later without describing the structure again: :meth:`CGGPRModel.std_of_vectors`).
     """
 
     local_energies: np.ndarray
@@ -753,6 +763,7 @@ class Prediction:
     bead_map: BeadMap
     stress: np.ndarray | None = None
     trust: SiteTrust | None = None
+    vectors: np.ndarray | None = None
 
     @property
     def energy(self) -> float:

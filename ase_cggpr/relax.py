@@ -9,7 +9,8 @@ name, or a :class:`~ase_cggpr.calculator.CGGPRCalculator`) and minimises the mod
   A-only model's energy ignores the B beads, which then feel no force but keep the bead net readable);
 * atomistic models: every atom (H atoms too; see :meth:`CGGPRModel.compute` for what the forces mean).
 
-Positions are moved by ``ase.optimize`` (``BFGS`` or ``FIRE``); with ``cell=True`` the cell too, through
+Positions are moved by ``ase.optimize`` (``BFGS``, with the initial Hessian :data:`BFGS_ALPHA` suited to bead
+structures, or ``FIRE``); with ``cell=True`` the cell too, through
 ``ase.filters.FrechetCellFilter`` (needs ``'stress'`` in the calculator's ``implemented_properties``; a
 calculator without it is refused with a :class:`~ase_cggpr.errors.ModelError` before any work).
 
@@ -43,6 +44,16 @@ __all__ = ["OPTIMIZERS", "RelaxResult", "relax"]
 OPTIMIZERS = ("BFGS", "FIRE")
 #: Default stress criterion (eV/Å^3): 1e-4 eV/Å^3 = 16 MPa = 158 atm.
 DEFAULT_SMAX = 1e-4
+#: Initial Hessian (eV/Å^2) of ``optimizer="BFGS"`` (ASE's default is 70, for stiff atomistic bonds). Chosen by
+#: measurement (issue 29, ``benchmarks/relax_strategies.py``) on held-out idealised nets relaxed with the shipped
+#: AB2 model, positions and cell, fmax 0.01: 10 takes about half the steps of ASE's 70 (MTW, 28 Zn: 176 -> 78
+#: steps, 30 were 102; evaluations SBN 37 -> 18, MON 37 -> 25) at the same or lower relaxed energies; 5 is as fast
+#: on some nets, 3 is unstable (MON 120 evaluations). A bead net's cell degrees of freedom are soft (FrechetCellFilter
+#: divides the virial by the number of beads), so a small initial Hessian helps them most. Over 20 held-out nets of
+#: at most 66 Zn (``scripts/cg_relax_vs_mofff.py AB2 --n 20 --max-zn 66``): median 90 -> 72 steps, 18.2 -> 10.2 s CPU
+#: per net; 17 nets take about half the steps to the same energy, 3 (BEC, RWR, AEL) take 3-5 x more and end in a
+#: different, lower minimum (RWR by 76 meV/Zn): the larger first steps can leave the start's basin.
+BFGS_ALPHA = 10.0
 
 
 @dataclasses.dataclass
@@ -56,7 +67,8 @@ class RelaxResult:
             (eV), forces (eV/Å) and, for cell relaxations, stress (eV/Å^3); ``info`` records the numbers below.
         n_metals: number of metal sites.
         energy_per_metal: final energy per metal (eV, relative to the model's reference energy).
-        energy_std: mean per-metal GP std of the final state (eV; an upper bound of the std of the mean).
+        energy_std: mean per-metal GP std of the final state (eV; an upper bound of the std of the mean; computed
+            once, for the final state: the optimiser's steps never compute the std).
         max_site_std: largest per-metal GP std of the final state (eV).
         initial_energy_per_metal: energy per metal of the start (eV).
         converged: the final check passed (max force < fmax and, with ``cell``, max |stress| < smax).
@@ -105,9 +117,9 @@ def _calculator(calculator_or_model, defects: str | None = None):
             calculator_or_model.set(defects=defects)
         return calculator_or_model
     if isinstance(calculator_or_model, CGGPRModel):
-        return CGGPRCalculator(calculator_or_model, return_std=True, **options)
+        return CGGPRCalculator(calculator_or_model, **options)
     if isinstance(calculator_or_model, str | os.PathLike):
-        return CGGPRCalculator(CGGPRModel.load(calculator_or_model), return_std=True, **options)
+        return CGGPRCalculator(CGGPRModel.load(calculator_or_model), **options)
     raise ModelError(f"relax needs a CGGPRModel, a model file or a CGGPRCalculator, got "
                      f"{type(calculator_or_model).__name__}")
 
@@ -135,15 +147,17 @@ def _start_structure(atoms: Atoms, model, name: str, defects: str = "refuse") ->
     return start
 
 
-def _optimizer(optimizer):
+def _optimizer(optimizer, coarse_grained: bool = True) -> tuple[type, dict]:
+    """(ase.optimize class, its keyword options) for a name of :data:`OPTIMIZERS` or a class; BFGS on bead
+    structures starts from the initial Hessian :data:`BFGS_ALPHA`, on atoms from ASE's."""
     from ase.optimize import BFGS, FIRE
 
     if isinstance(optimizer, str):
-        table = {"BFGS": BFGS, "FIRE": FIRE}
+        table = {"BFGS": (BFGS, {"alpha": BFGS_ALPHA} if coarse_grained else {}), "FIRE": (FIRE, {})}
         if optimizer.upper() not in table:
             raise ModelError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
         return table[optimizer.upper()]
-    return optimizer
+    return optimizer, {}
 
 
 def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool = True, max_steps: int = 500,
@@ -159,7 +173,8 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
         cell: also relax the cell (``FrechetCellFilter``, zero target pressure); needs a calculator with stress.
         max_steps: most optimiser steps in total.
         smax: stress criterion (eV/Å^3, largest |component|) of cell relaxations.
-        optimizer: ``"BFGS"`` or ``"FIRE"`` (or an ``ase.optimize`` class).
+        optimizer: ``"BFGS"`` (initial Hessian :data:`BFGS_ALPHA` for bead structures, ASE's 70 eV/Å^2 for
+            atomistic ones) or ``"FIRE"`` (or an ``ase.optimize`` class).
         trajectory, logfile: passed to the optimiser (default: none, silent).
         name: the structure's name (default: from ``atoms.info`` or the formula).
         defects: ``"flag"`` or ``"refuse"`` coordination defects (default: the calculator's setting, ``"flag"``
@@ -180,7 +195,7 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
             raise ModelError(f"{what} must be a positive number, got {value!r}")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 0:
         raise ModelError(f"max_steps must be a non-negative integer, got {max_steps!r}")
-    opt_class = _optimizer(optimizer)
+    _optimizer(optimizer)  # a bad name is refused before any work
     calc = _calculator(calculator_or_model, defects)
     defects = calc.parameters.get("defects", "refuse")
     if cell and "stress" not in calc.implemented_properties:
@@ -188,18 +203,20 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
                          "not implement; relax positions only (cell=False)")
     name = name or (structure_name(atoms) if isinstance(atoms, Atoms) else "structure")
     structure = _start_structure(atoms, calc.model, name, defects)
+    opt_class, opt_options = _optimizer(optimizer, calc.model.spec.representation != "atomistic")
     structure.calc = calc
     n_metals = find_connectivity(structure, name=name, defects=defects).n_metals
 
-    def state() -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float | None]:
-        forces = structure.get_forces()  # energies and std come with the forces (one descriptor call)
+    def state() -> tuple[np.ndarray, np.ndarray, float, float | None]:
+        forces = structure.get_forces()  # the energies come with the forces (one descriptor call)
         energy_local = np.asarray(calc.get_property("local_energies", structure))
-        std = np.asarray(calc.get_property("local_energy_std", structure))
         f = float(np.linalg.norm(forces, axis=1).max()) if len(forces) else 0.0
         s = float(np.abs(structure.get_stress()).max()) if cell else None
-        return energy_local, std, forces, f, s
+        return energy_local, forces, f, s
 
     steps, opt = 0, None
+    every_call_std = calc.parameters.get("return_std", False)
+    calc.parameters["return_std"] = False  # the std of the final state only (asked for below), not every step
     with warnings.catch_warnings():  # FrechetCellFilter's scipy logm warns of ~1e-13 errors at every step
         warnings.filterwarnings("ignore", message="logm result may be inaccurate", category=RuntimeWarning)
         try:
@@ -209,26 +226,29 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
                 from ase.filters import FrechetCellFilter
 
                 target = FrechetCellFilter(structure)
-            opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None)
+            opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None,
+                            **opt_options)
             criterion = float(fmax)
-            local, std, forces, f, s = state()
+            local, forces, f, s = state()
             converged = f < fmax and (not cell or s < smax)
             while not converged and steps < max_steps:
                 opt.run(fmax=criterion, steps=max_steps - steps)
                 taken = opt.get_number_of_steps() - steps
                 steps = opt.get_number_of_steps()
-                local, std, forces, f, s = state()
+                local, forces, f, s = state()
                 converged = f < fmax and (not cell or s < smax)
                 if not converged and taken == 0:
                     criterion *= 0.5  # the optimiser thinks it is done; the explicit check does not
                 if criterion < 1e-6 * fmax:
                     break
+            std = np.asarray(calc.get_property("local_energy_std", structure))  # reuses the last call's vectors
         except CGGPRError as error:
             steps = int(getattr(opt, "nsteps", steps)) if opt is not None else steps
             text, named = str(error), f"structure {name!r}: "
             text = text[len(named):] if text.startswith(named) else text
             raise ModelError(f"{named}the relaxation stopped after {steps} optimiser steps: {text}") from None
         finally:
+            calc.parameters["return_std"] = every_call_std
             if opt is not None and getattr(opt, "trajectory", None) is not None:
                 opt.trajectory.close()
     e = float(np.mean(local))

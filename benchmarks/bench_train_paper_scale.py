@@ -110,7 +110,7 @@ def main() -> int:
     t = clock()
     atoms.calc = CGGPRCalculator(loaded)
     energy = atoms.get_potential_energy()
-    std = atoms.calc.results["local_energy_std"]
+    std = atoms.calc.get_property("local_energy_std", atoms)
     result["first_calculator_energy_s"] = round(clock() - t, 2)
     t = clock()
     means, stds = loaded.predict(held_out, return_std=True)

@@ -42,7 +42,7 @@ def main() -> None:
             errors.append(predicted - truth)
             print(f"{atoms.info.get('net', '?'):>6} {atoms.info.get('rattle', ''):>7}: E = {energy:9.4f} eV, "
                   f"per Zn {predicted.mean():7.4f} (MOF-FF {truth.mean():7.4f}), max std "
-                  f"{atoms.calc.results['local_energy_std'].max():.3f} eV")
+                  f"{atoms.calc.get_property('local_energy_std', atoms).max():.3f} eV")
     rmse = float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
     print(f"held-out RMSE per Zn: {rmse:.4f} eV over {len(test)} structures")
 

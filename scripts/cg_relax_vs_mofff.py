@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-zn", type=int, default=None, help="skip nets with more Zn")
     parser.add_argument("--fmax", type=float, default=0.01)
     parser.add_argument("--max-steps", type=int, default=500)
-    parser.add_argument("--optimizer", default="BFGS", choices=["BFGS", "FIRE"])
+    parser.add_argument("--optimizer", default="BFGS", choices=["BFGS", "FIRE"],
+                        help="BFGS: ase_cggpr.relax's (initial Hessian relax.BFGS_ALPHA for beads)")
     args = parser.parse_args(argv)
 
     from ase.io import read
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     model = CGGPRModel.load(args.model)
-    calc = CGGPRCalculator(model, return_std=True)
+    calc = CGGPRCalculator(model)  # relax() asks for the std of the final state only
     cell = "stress" in calc.implemented_properties
     files = net_files(args.nets_dir)
     excluded_names: set[str] = set()
@@ -190,9 +191,9 @@ def main(argv=None) -> int:
         if len(chosen) == args.n:
             break
     header = (f"{'net':<28} {'n_Zn':>4} {'MOF-FF E/Zn':>11} {'CG@MOF-FF':>10} {'CG-relaxed':>10} {'std':>6} "
-              f"{'error':>7} {'conv':>4} {'steps':>5} {'MOF-FF s':>8} {'CG s':>6}")
+              f"{'error':>7} {'conv':>4} {'steps':>5} {'MOF-FF s':>8} {'CG s':>6} {'CG cpu':>6}")
     print(header)
-    errors = []
+    errors, pairs, times = [], [], []
     for name in chosen:
         with gzip.open(stored[name], "rt") as handle:
             relaxed = read(handle, format="extxyz")
@@ -202,22 +203,35 @@ def main(argv=None) -> int:
             at_min = float(np.mean(model.compute(relaxed).local_energies))
             start = nets[name].atoms.copy()
             start.info = {"name": name}
+            cpu = time.process_time()
             result = relax(start, calc, cell=cell, fmax=args.fmax, max_steps=args.max_steps,
                            optimizer=args.optimizer)
+            cpu = time.process_time() - cpu
         except CGGPRError as error:
             print(f"{name[:28]:<28} error: {error}")
             continue
         err = result.energy_per_metal - e_mofff
         errors.append(err)
+        pairs.append((result.energy_per_metal, e_mofff))
+        times.append((result.seconds, cpu))
         print(f"{name[:28]:<28} {result.n_metals:>4d} {e_mofff:>+11.4f} {at_min:>+10.4f} "
               f"{result.energy_per_metal:>+10.4f} {result.energy_std:>6.3f} {err:>+7.4f} "
-              f"{'yes' if result.converged else 'no':>4} {result.n_steps:>5d} {t_mofff:>8.1f} {result.seconds:>6.1f}",
+              f"{'yes' if result.converged else 'no':>4} {result.n_steps:>5d} {t_mofff:>8.1f} {result.seconds:>6.1f} "
+              f"{cpu:>6.1f}",
               flush=True)
     if errors:
         e = np.array(errors)
         print(f"{len(e)} nets: error (CG-relaxed - MOF-FF relaxed) mean {e.mean():+.4f}, RMSE "
               f"{np.sqrt(np.mean(e ** 2)):.4f} eV/Zn; {time.perf_counter() - t0:.0f} s in all"
               + ("" if cell else "; positions only (the calculator has no stress): cells stay idealised"))
+        from scipy.stats import spearmanr
+
+        cg, ref = np.array(pairs).T
+        wall, cpu = np.array(times).T
+        rho = float(spearmanr(cg, ref).statistic) if len(e) > 2 else float("nan")
+        print(f"median |error| {1000 * np.median(np.abs(e)):.1f} meV/Zn, Spearman {rho:+.2f} (CG-relaxed vs MOF-FF "
+              f"relaxed E/Zn); CG relaxation median {np.median(wall):.2f} s wall, {np.median(cpu):.2f} s CPU "
+              f"(max {wall.max():.1f} s, {cpu.max():.1f} s) per net")
     if len(chosen) < args.n:
         print(f"only {len(chosen)} held-out nets found of {args.n} asked for", file=sys.stderr)
     return 0

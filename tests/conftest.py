@@ -155,3 +155,27 @@ def run_example(name: str, *args: str, timeout: float = 600):
 
     return subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "CGGPR_EXAMPLE_SMALL": "1"})
+
+
+class _CountingRegressor:
+    """The model's own regressor, counting the calls that compute a variance (``predict(return_std=True)``);
+    every number still comes from the real regressor."""
+
+    def __init__(self, regressor):
+        self._regressor, self.variance_calls = regressor, 0
+
+    def predict(self, X, **kwargs):
+        self.variance_calls += bool(kwargs.get("return_std"))
+        return self._regressor.predict(X, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._regressor, name)
+
+
+def counted_model(model) -> tuple:
+    """A shallow copy of ``model`` whose regressor counts its variance calls: (copy, counter)."""
+    import copy
+
+    counted = copy.copy(model)  # shallow: shares the fitted arrays, own regressor attribute
+    counted.regressor_ = _CountingRegressor(model.regressor_)
+    return counted, counted.regressor_

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 from ase.geometry import find_mic
-from conftest import net_frames
+from conftest import counted_model, net_frames
 
 from ase_cggpr import CGGPRModel
 from ase_cggpr.beads import bead_positions, find_connectivity
@@ -193,3 +193,42 @@ def test_inducing_factor_is_cached_and_checked(cache):
     np.testing.assert_array_equal(cluster_factor(clusters, spec, X, gpr), reference)  # detected, recomputed
     np.testing.assert_array_equal(np.load(path), pack_lower(reference))  # and the cache rewritten
     assert math.isclose(float(np.load(path)[0]), float(reference[0, 0]))
+
+
+# --- the GP std only when asked for (issue 29 item 1) ------------------------------------------------------
+
+def test_calculator_computes_the_std_only_when_asked_and_then_from_the_same_vectors(small_models):
+    from ase_cggpr import CGGPRCalculator
+
+    model, counter = counted_model(small_models["AB2"])
+    atoms = net_frames("atomistic")[2]  # not a training frame of small_models
+    atoms.calc = CGGPRCalculator(model)
+    assert atoms.calc.parameters["return_std"] is False  # the default
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    stress = atoms.get_stress()
+    assert counter.variance_calls == 0 and "local_energy_std" not in atoms.calc.results
+    computes = []
+    original = model.compute
+    model.compute = lambda *a, **k: computes.append(k) or original(*a, **k)
+    std = atoms.calc.get_property("local_energy_std", atoms)
+    assert counter.variance_calls == 1 and computes == []  # the kept descriptor vectors: no new description
+    expected_mean, expected_std = small_models["AB2"].predict(atoms, return_std=True)
+    np.testing.assert_allclose(std, expected_std, rtol=0, atol=1e-12)
+    assert np.all(std > 0)
+    # the earlier results are kept, not recomputed or dropped
+    np.testing.assert_array_equal(atoms.calc.results["forces"], forces)
+    np.testing.assert_array_equal(atoms.calc.results["stress"], stress)
+    assert atoms.calc.results["energy"] == pytest.approx(energy, abs=1e-10)
+    assert energy == pytest.approx(expected_mean.sum(), abs=1e-10)
+    # a moved structure: the std is that of the new positions, not the kept one
+    atoms.positions[0] += 0.05
+    moved = atoms.calc.get_property("local_energy_std", atoms)
+    np.testing.assert_allclose(moved, small_models["AB2"].predict(atoms, return_std=True)[1], rtol=0, atol=1e-12)
+    assert not np.allclose(moved, std, rtol=0, atol=1e-9)
+    # return_std=True: on every call, equal to the on-demand numbers
+    every, every_counter = counted_model(small_models["AB2"])
+    atoms.calc = CGGPRCalculator(every, return_std=True)
+    atoms.get_forces()
+    assert every_counter.variance_calls == 1
+    np.testing.assert_allclose(atoms.calc.results["local_energy_std"], moved, rtol=0, atol=1e-12)

@@ -92,8 +92,9 @@ def test_calculator_forces_and_results(models, frames):
     energy = atoms.get_potential_energy()
     forces = atoms.get_forces()
     assert forces.shape == (len(atoms), 3)
-    for key in ("energy", "free_energy", "energies", "local_energies", "local_energy_std", "forces"):
+    for key in ("energy", "free_energy", "energies", "local_energies", "forces"):
         assert key in atoms.calc.results
+    assert atoms.calc.get_property("local_energy_std", atoms).shape == (len(atoms.calc.results["local_energies"]),)
     assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-7)
     assert atoms.calc.results["energies"].sum() == pytest.approx(energy, abs=1e-9)
 

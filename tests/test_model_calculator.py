@@ -84,7 +84,8 @@ def test_calculator_results_and_mapping_cache(ab2_model, frames):
     assert results["energies"][zn] == pytest.approx(results["local_energies"])
     assert results["energies"].sum() == pytest.approx(energy)
     assert np.all(results["energies"][~(atoms.symbols == "Zn")] == 0)
-    assert results["local_energy_std"].shape == (16,)
+    assert "local_energy_std" not in results  # computed only when asked for
+    assert atoms.calc.get_property("local_energy_std", atoms).shape == (16,)
     connectivity = atoms.calc._connectivity
     atoms.positions += 0.02
     atoms.get_potential_energy()

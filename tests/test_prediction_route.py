@@ -173,7 +173,8 @@ def test_calculator_parameters_todict_and_get_property(small_models, abw, tmp_pa
     assert atoms.calc.parameters["model"] == str(path)
     record = atoms.calc.todict()
     json.dumps(record)  # ase.db stores it
-    assert record["model"] == str(path) and record["return_std"] is False
+    assert record["model"] == str(path) and "return_std" not in record  # the default (False) is skipped
+    assert CGGPRCalculator(model_path=path, return_std=True).todict()["return_std"] is True
     meta = CGGPRModel.load(path).metadata_
     assert record["model_info"]["created"] == meta["created"]
     assert record["model_info"]["package_version"] == meta["package_version"] == __version__
@@ -208,7 +209,9 @@ def test_calculator_energy_then_forces_equals_separate_calls(small_models, abw):
     assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-10)
     prediction = model.compute(abw, forces=True, return_std=True)
     np.testing.assert_array_equal(forces, prediction.forces)
-    np.testing.assert_array_equal(atoms.calc.results["local_energy_std"], prediction.std)
+    assert "local_energy_std" not in atoms.calc.results  # computed only when asked for
+    np.testing.assert_allclose(atoms.calc.get_property("local_energy_std", atoms), prediction.std, rtol=0,
+                               atol=1e-12)
 
 
 def test_calculator_descriptor_backend_parameter(small_models, abw):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ase.io import read, write
 from click.testing import CliRunner
-from conftest import SMALL, builtin_frames
+from conftest import SMALL, builtin_frames, counted_model
 
 from ase_cggpr.calculator import CGGPRCalculator
 from ase_cggpr.cli import main
@@ -114,3 +114,13 @@ def test_cli_relax_writes_structures_and_csv(bound_model, rattled, tmp_path):
         bad = CliRunner().invoke(main, ["relax", str(model_path), str(tmp_path / "start.extxyz"), "-o",
                                         str(tmp_path / "cell.extxyz")])
         assert bad.exit_code == 1 and "stress" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_relaxation_computes_the_std_once_for_the_final_state(bound_model, rattled):
+    model, counter = counted_model(bound_model)
+    calc = CGGPRCalculator(model, return_std=True)  # even a calculator asking for it on every call
+    result = relax(rattled, calc, fmax=0.05, cell=False, max_steps=100)
+    assert result.n_steps > 0 and counter.variance_calls == 1
+    assert calc.parameters["return_std"] is True  # restored
+    _, std = bound_model.predict(result.atoms, return_std=True)
+    assert result.energy_std == pytest.approx(float(np.mean(std)), abs=1e-10)

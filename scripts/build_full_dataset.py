@@ -66,6 +66,17 @@ def zni_reference(path: Path) -> float:
     return float(np.mean(local_energies(result.atoms)))
 
 
+N_SMALLEST_IZA = 50
+
+
+def zif8_selection(nets: list) -> list:
+    """The ZIF-8-family build's nets (issue 33): every CHIC-1 ZIF net (``ZIFs:...``, 70 blocks) and the
+    ``N_SMALLEST_IZA`` smallest IZA nets by Zn sites (then name), from the usable nets read."""
+    zifs = [n for n in nets if n.name.startswith("ZIFs:")]
+    iza = sorted((n for n in nets if n.source == "iza" or "/iza/" in str(n.source)), key=lambda n: (n.n_a, n.name))
+    return zifs + iza[:N_SMALLEST_IZA]
+
+
 def build_status(out_dir: Path) -> dict:
     """Progress of a build folder, from its ``nets.json`` (written by each run) and its finished-net markers:
     nets and Zn sites done, topologies covered, what is left (first cells of topologies, repeat cells) and
@@ -176,6 +187,14 @@ def main() -> int:
     parser.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
                         help="end within this many minutes of the start: a net is relaxed only if its estimated "
                              "time fits in what is left; the rest are deferred to the next run")
+    parser.add_argument("--linker", default="Im", metavar="{Im,mIm,mixed:FRACTION}",
+                        help="linker on the B sites (issue 33): Im (default), mIm (Zn(mIm)2, ZIF-8's) or "
+                             "mixed:FRACTION; for mIm and mixed the default nets are the ZIF-8-family selection "
+                             "(--selection zif8) and "
+                             "the default store datasets/mim-build (one folder per linker inside it)")
+    parser.add_argument("--selection", choices=["all", "zif8"], default=None,
+                        help="all: every usable shared net (default for Im); zif8: the 70 CHIC-1 ZIF nets and the "
+                             f"{N_SMALLEST_IZA} smallest usable IZA nets (default for mIm and mixed)")
     parser.add_argument("--record-labels", action="store_true",
                         help=f"write the per-net label counts and sums of this run to STORE/{LABELS} (the reference "
                              "later rebuilds are compared with); only when every net is done")
@@ -203,12 +222,24 @@ def main() -> int:
         labeller.check_available()
     except (OptionError, ImportError) as exc:
         raise SystemExit(str(exc)) from None
+    from ase_cggpr.dataset.pipeline import normalise_linker
+
+    try:
+        args.linker = normalise_linker(args.linker)
+    except ValueError as exc:
+        raise SystemExit(f"--linker: {exc}") from None
+    if args.selection is None:
+        args.selection = "all" if args.linker == "Im" else "zif8"
     if args.store is None:
-        args.store = ROOT / "datasets" / ("full-build" if labeller.name == "mofff" else f"{labeller.name}-build")
+        if args.linker != "Im":
+            args.store = ROOT / "datasets" / "mim-build"
+        else:
+            args.store = ROOT / "datasets" / ("full-build" if labeller.name == "mofff" else f"{labeller.name}-build")
     from_mofff = labeller.name != "mofff" and str(args.start_store).lower() != "none"
     config = BuildConfig(batches=args.batches, seed=args.seed, max_zn=args.max_zn, labeller=labeller,
                          relax_start="mofff" if from_mofff else "decorated",
-                         include_relaxed=labeller.name != "mofff")  # ACE: the relaxed frames are labelled too
+                         include_relaxed=labeller.name != "mofff",  # ACE: the relaxed frames are labelled too
+                         linker=args.linker)
     if args.store_only:
         print(f"stored {store_relaxed(args.output, args.store, config)} new relaxations in {args.store}")
         return 0
@@ -221,6 +252,8 @@ def main() -> int:
         return 0
     t0 = time.perf_counter()
     nets, rejected = read_nets(args.nets)
+    if args.selection == "zif8":
+        nets = zif8_selection(nets)
     nets = unique_topologies_first(nets)
     print(f"{len(nets)} clean AB2 nets, {len(rejected)} rejected "
           f"(read in {time.perf_counter() - t0:.0f} s)", flush=True)

@@ -63,26 +63,36 @@ def energy_per_zn(atoms, energies: np.ndarray, reference: float) -> tuple[float,
     return float(e_local.mean() - reference), [float(x) for x in e_local]
 
 
-def relax_one(job: tuple[str, str, float, float, float]) -> dict:
-    name, cif, fmax, pmax, reference = job
+def relax_one(job: tuple[str, str, float, float, float, str]) -> dict:
+    name, cif, fmax, pmax, reference, labeller_spec = job
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from ase_cggpr.mofff import MOFFFCalculator, relax
-
     atoms = read_cif(Path(cif))
     n_zn = int((atoms.numbers == 30).sum())
     sp = atoms.copy()
-    sp.calc = MOFFFCalculator()
-    e_cif, _ = energy_per_zn(atoms, sp.get_potential_energies(), reference)
-    sp.calc.close()
-    t0 = time.perf_counter()
-    result = relax(atoms, cell=True, fmax=fmax, pmax_atm=pmax)
+    if labeller_spec == "mofff":  # MOF-FF through LAMMPS, as the bundled reference was made
+        from ase_cggpr.mofff import MOFFFCalculator, relax
+
+        sp.calc = MOFFFCalculator()
+        e_cif, _ = energy_per_zn(atoms, sp.get_potential_energies(), reference)
+        sp.calc.close()
+        t0 = time.perf_counter()
+        result = relax(atoms, cell=True, fmax=fmax, pmax_atm=pmax)
+    else:  # any other labeller (ACE): ASE LBFGS/FIRE with FrechetCellFilter, the same criteria
+        from ase_cggpr.labellers import labeller_from_spec
+
+        labeller = labeller_from_spec(labeller_spec)
+        sp.calc = labeller.make_calculator()
+        e_cif, _ = energy_per_zn(atoms, sp.get_potential_energies(), reference)
+        t0 = time.perf_counter()
+        result = labeller.relax(atoms, cell=True, fmax=fmax, pmax_atm=pmax)
     seconds = time.perf_counter() - t0
     relaxed = result.atoms
     e_relaxed, e_local = energy_per_zn(relaxed, relaxed.get_potential_energies(), reference)
     out = relaxed.copy()
     out.calc = None
-    out.info.update(name=name, framework_type=STRUCTURES[name], mofff_energy_per_zn=e_relaxed,
-                    reference_energy=reference, relax_converged=bool(result.converged))
+    prefix = "mofff" if labeller_spec == "mofff" else labeller_spec.split(":", 1)[0]
+    out.info.update(name=name, framework_type=STRUCTURES[name], reference_energy=reference,
+                    relax_converged=bool(result.converged), **{f"{prefix}_energy_per_zn": e_relaxed})
     return {
         "name": name, "framework_type": STRUCTURES[name], "cif": f"{name}.cif", "n_atoms": len(atoms),
         "n_zn": n_zn, "formula": atoms.get_chemical_formula(),
@@ -107,7 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", nargs="+", choices=sorted(STRUCTURES), help="a subset (for a quick check)")
     ap.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    ap.add_argument("--labeller", default="mofff", metavar="{mofff,ace:PATH}",
+                    help="mofff (default: mofff_relaxed.extxyz, mofff_reference.json) or ace:PATH (python-ace, "
+                         "optional non-commercial extra: ace_relaxed.extxyz, ace_reference.json; energies relative "
+                         "to the labeller's own relaxed zni)")
     args = ap.parse_args(argv)
+    from ase_cggpr.errors import OptionError
+    from ase_cggpr.labellers import labeller_from_spec
+
+    try:
+        labeller = labeller_from_spec(args.labeller)
+        labeller.check_available()
+    except (OptionError, ImportError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     from ase.io import write
 
     from ase_cggpr.outputs import atomic_output, check_output
@@ -119,12 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {args.cifs}: missing {', '.join(f'{n}.cif' for n in missing)} (give --cifs)", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    xyz, js = args.out / "mofff_relaxed.extxyz", args.out / "mofff_reference.json"
+    prefix = labeller.name
+    xyz, js = args.out / f"{prefix}_relaxed.extxyz", args.out / f"{prefix}_reference.json"
     for path in (xyz, js):
         check_output(path, force=args.force)
     command = "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/relax_real_zifs.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    jobs = [(n, str(args.cifs / f"{n}.cif"), config.fmax, config.pmax_atm, config.reference_energy) for n in names]
+    reference = config.reference_energy if prefix == "mofff" else labeller.reference_energy()
+    spec = "mofff" if prefix == "mofff" else f"{prefix}:{labeller.path}"
+    jobs = [(n, str(args.cifs / f"{n}.cif"), config.fmax, config.pmax_atm, reference, spec) for n in names]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
         results = list(pool.map(relax_one, jobs))
@@ -139,14 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         shutil.copyfile(args.cifs / f"{n}.cif", args.out / f"{n}.cif")
     report = {
-        "description": ("MOF-FF energy per Zn (eV) of the real Zn(Im)2 structures, as the dataset labels are: mean "
+        "labeller": labeller.provenance(),
+        "description": (f"{prefix} energy per Zn (eV) of the real Zn(Im)2 structures, as the dataset labels are: mean "
                         "local energy per Zn minus reference_energy_eV (relaxed zni); 'cif' is a single point on the "
-                        "CIF as given, 'relaxed' after MOF-FF relaxation of positions and cell lengths"),
+                        f"CIF as given, 'relaxed' after {prefix} relaxation of positions and cell"),
         "source": SOURCE,
         "command": command,
         "package_commit": _commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "reference_energy_eV": config.reference_energy,
+        "reference_energy_eV": reference,
         "fmax_eV_A": config.fmax, "pmax_atm": config.pmax_atm,
         "wall_seconds": wall, "workers": args.workers,
         "structures": [{k: v for k, v in r.items() if k != "_atoms"} for r in results],

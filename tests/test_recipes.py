@@ -116,3 +116,12 @@ def test_the_script_records_no_machine_path_in_the_card(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "Traceback" not in bad.stderr
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("name", ["AB2", "A", "atomistic"])
+def test_shipped_cards_record_no_machine_path(name):
+    with np.load(ROOT / "ase_cggpr" / "models" / f"{name}.npz", allow_pickle=False) as handle:
+        training = json.loads(str(handle["metadata"]))["training"]
+    assert all(f["path"].startswith("BUILD/") for f in training["data_files"])
+    assert training["command"].startswith("python scripts/shipped_models.py train --build BUILD ")
+    assert not any(word.startswith("/") for word in training["command"].split())

@@ -61,6 +61,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .errors import OptionError, StructureError
+from .metals import FRAMEWORK_METAL, METALS
 from .spec import canonical_representation
 from .structure_checks import MIN_DISTANCE, MIN_DISTANCE_H, check_cell, check_structure, contact_message, worst_contact
 
@@ -97,7 +98,7 @@ CG_GAP_FACTOR = 1.1
 
 #: Bead element of each metal (A beads, group 14) and of each linker by Hill formula (B beads, group 16); see
 #: the module docstring. Zn -> Si and Im -> O are the hZIF convention.
-A_BEADS = {"Zn": "Si", "Co": "Ge", "Cd": "Sn", "Fe": "Pb"}
+A_BEADS = {metal.symbol: metal.a_bead for metal in METALS.values()}  # Zn: Si, Co: Ge, Cd: Sn, Fe: Pb
 B_BEADS = {"C3H3N2": "O", "C4H5N2": "S", "C5H7N2": "Se", "C7H5N2": "Te"}
 assert set(B_BEADS) == set(KNOWN_LINKERS), "every known linker needs a B-bead element"
 #: The metal an A-bead element stands for, and the linker a B-bead element stands for (reading bead input).
@@ -105,7 +106,7 @@ METAL_OF_A_BEAD = {bead: metal for metal, bead in A_BEADS.items()}
 LINKER_OF_B_BEAD = {bead: linker for linker, bead in B_BEADS.items()}
 
 #: Element symbols of the A and B beads of Zn(Im)2 (the hZIF convention).
-A_SYMBOL, B_SYMBOL = A_BEADS["Zn"], B_BEADS["C3H3N2"]
+A_SYMBOL, B_SYMBOL = FRAMEWORK_METAL.a_bead, B_BEADS["C3H3N2"]
 
 
 def a_bead(metal: str, name: str) -> str:

@@ -32,6 +32,7 @@ import numbers
 from typing import Any
 
 from .errors import ModelError
+from .metals import FRAMEWORK_METAL
 
 REPRESENTATIONS = ("atomistic", "AB2", "A")
 
@@ -44,7 +45,8 @@ BACKENDS = ("quippy", "featomic")
 #: (neighbour species Z, centre species Z) per representation for Zn(Im)2, the paper's (and any spec's
 #: until fitted): atomistic Zn, N, C, H with Zn centres; AB2 the A and B beads of Zn and Im (Si, O) with
 #: Si centres; A the Si beads. Descending Z, the order of the descriptor's species channels.
-DEFAULT_SPECIES = {"atomistic": ((30, 7, 6, 1), (30,)), "AB2": ((14, 8), (14,)), "A": ((14,), (14,))}
+_Z = FRAMEWORK_METAL.atomic_number  # 30
+DEFAULT_SPECIES = {"atomistic": ((_Z, 7, 6, 1), (_Z,)), "AB2": ((14, 8), (14,)), "A": ((14,), (14,))}
 
 #: Largest atomic number accepted in ``species`` / ``centre_species``.
 MAX_Z = 118

@@ -167,7 +167,7 @@ def gap_fit_pipeline(env, spec, train_rows, test_rows, workdir: Path, n_sparse: 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="*", help="extxyz training files (default: generated rattled copies)")
-    parser.add_argument("--workdir", type=Path, default=Path("/work/runs/bench"))
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench"))
     parser.add_argument("--representation", default="AB2")
     parser.add_argument("--sizes", default="1000,2000,4000", help="training sizes N (comma-separated)")
     parser.add_argument("--paper-max", type=int, default=4000, help="largest N for the paper's pipeline")

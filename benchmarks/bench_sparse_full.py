@@ -1,7 +1,7 @@
 """Benchmark (not a test): streamed sparse GPR on every environment of the full dataset, held-out frameworks.
 
     OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 /usr/bin/time -v python benchmarks/bench_sparse_full.py \\
-        --data /work/runs/h7/base_rebuild/cg.extxyz -o OUT --mode sparse --inducing 8000
+        --data runs/h7/base_rebuild/cg.extxyz -o OUT --mode sparse --inducing 8000
     ... --mode exact --n-exact 32000      # exact GPR on 32,000 training environments of the same split
 
 ``--data``: ``cg.extxyz`` (AB2 beads, labels ``e_local`` on the A (Si) sites) or ``atomistic.extxyz`` of

@@ -7,7 +7,7 @@ shared-kernel 5-fold CV (:func:`ase_cggpr.evaluation.shared_kernel_cv`: one kern
 samples, float32 Cholesky refined to float64 per fold). Prints a table with the phases' wall times
 and peak memory, writes ``OUT/cv_<rep>.json`` and ``OUT/cv_<rep>.predictions.csv``.
 
-    OPENBLAS_NUM_THREADS=2 python benchmarks/bench_study.py DATA.extxyz -o /work/runs/study3 --n-train 32000
+    OPENBLAS_NUM_THREADS=2 python benchmarks/bench_study.py DATA.extxyz -o runs/study3 --n-train 32000
 
 Small check (seconds): ``--n-train 400 --n-max 6 --l-max 4`` on ``ase_cggpr/data/default_atomistic.extxyz.gz``.
 """

@@ -3,7 +3,7 @@
 Run with two BLAS threads (the setting in which LAPACK's own dpotrf used to segfault at N >= 16,000-24,000)::
 
     OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 python benchmarks/bench_train_paper_scale.py \\
-        --data /work/runs/full/cg.extxyz -o /work/runs/bench32k [--n-envs 32000] [--precision mixed] \
+        --data runs/full/cg.extxyz -o runs/bench32k [--n-envs 32000] [--precision mixed] \
         [--compare-exact]
 
 ``--data`` is the coarse-grained file of the full build (``scripts/build_full_dataset.py -o DIR`` writes

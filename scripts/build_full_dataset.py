@@ -4,7 +4,7 @@ every topology first (smallest first), then the other cells of the same topologi
 Not a test: it takes hours for all nets. It is resumable (re-run the same command) and writes
 ``OUT/atomistic.extxyz``, ``OUT/cg.extxyz``, ``OUT/summary.json`` and ``OUT/report.txt``.
 
-    python scripts/build_full_dataset.py -o /work/runs/full --workers 2 --seed 0 [--stop-after 160] \
+    python scripts/build_full_dataset.py -o runs/full --workers 2 --seed 0 [--stop-after 160] \
         [--max-zn 96] [--zni ../shared/data/zif-structures/zni.cif]
 
 ACE-labelled build (``--labeller ace:PATH``, python-ace installed; store ``datasets/ace-build``): each net's ACE
@@ -12,7 +12,7 @@ relaxation starts from its MOF-FF relaxation in ``datasets/full-build`` (``--sta
 optimiser steps than from the decorated net; the relaxed structures are labelled too (frames with rattle and order
 "relaxed"); one worker on a shared machine:
 
-    OPENBLAS_NUM_THREADS=1 python scripts/build_full_dataset.py -o /work/runs/ace --workers 1 --seed 0 \
+    OPENBLAS_NUM_THREADS=1 python scripts/build_full_dataset.py -o runs/ace --workers 1 --seed 0 \
         --labeller ace:../shared/data/ace/zif-ace-24.yaml --stop-after 100
 
 ``--status -o OUT`` reports how far the build in OUT has come (without reading the nets again).

@@ -13,7 +13,7 @@ in file order: frames in order, metal atoms in atom order within a frame, as
   by level and by (order, level), each group's share of the total squared error, the error split into
   a per-frame-mean part and a within-frame part, and the RMSE on subsets (e.g. without ``d-r``).
 
-    python scripts/error_breakdown.py --data /work/runs/analysis/atomistic.extxyz \
+    python scripts/error_breakdown.py --data runs/analysis/atomistic.extxyz \
         --predictions cv_AB2.predictions.csv cv_A.predictions.csv -o breakdown.md
 
 Only reads; light on memory (frames are streamed, only per-environment scalars are kept).

@@ -1,7 +1,7 @@
 """No finished work lost: the per-structure commands (``relax``, ``predict``) check every input before the
 work, and keep what finished when a structure fails during it.
 
-The convention (the README's "Bad input and long runs" names it):
+The convention (docs/guarantees.md, "Bad input and long runs", names it):
 
 1. before any work, every structure is read and mapped onto the model's representation
    (:func:`check_structures`): a structure that cannot be is one error line naming it (all such structures,

@@ -33,6 +33,7 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import StructureError
+from ..metals import FRAMEWORK_METAL
 from .nets import Net, bond_vectors
 
 # --- ideal imidazolate geometry (Å, degrees) ---
@@ -43,6 +44,9 @@ D_C2H = 1.098
 D_C4H = 1.097
 ANGLE_NC2N = 112.6
 ANGLE_NC4H = 121.3
+
+#: The metal put on every A site (:data:`ase_cggpr.metals.FRAMEWORK_METAL`).
+METAL = FRAMEWORK_METAL.symbol
 
 #: Order of the 8 atoms of one linker in a decorated structure.
 #: Na bonds to the first A site of the B site, Nb to the second; Ca bonds to Na, Cb to Nb.
@@ -364,7 +368,7 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
     linkers = (centres[:, None, :] + IDEAL_LINKER[None, :, 0, None] * ex[:, None, :]
                + IDEAL_LINKER[None, :, 1, None] * ey[:, None, :])
     positions = np.vstack([cg.positions[:n_a], linkers.reshape(-1, 3)])
-    symbols = ["Zn"] * n_a + list(LINKER_SYMBOLS) * n_b
+    symbols = [METAL] * n_a + list(LINKER_SYMBOLS) * n_b
     atoms = Atoms(symbols, positions=positions, cell=cg.cell.array, pbc=True)
     base = n_a + 8 * np.arange(n_b)
     intra = np.array(LINKER_BONDS)
@@ -383,7 +387,7 @@ def _decorate_kinds(net: Net, cg: Atoms, kinds: tuple[str, ...], spec: str, ex: 
     ez = np.cross(ex, ey)
     centres = cg.positions[n_a:]
     ideal = {"Im": np.column_stack([IDEAL_LINKER, np.zeros(len(IDEAL_LINKER))]), "mIm": IDEAL_MIM_LINKER}
-    positions, symbols, intra = [cg.positions[:n_a]], ["Zn"] * n_a, []
+    positions, symbols, intra = [cg.positions[:n_a]], [METAL] * n_a, []
     start = n_a
     starts = []
     if shapes is not None:

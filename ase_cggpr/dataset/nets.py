@@ -27,12 +27,13 @@ from ase.io import read
 from ase.neighborlist import neighbor_list
 
 from ..errors import StructureError
+from ..metals import FRAMEWORK_METAL
 
 #: Zn to imidazolate ring-centroid distance in Zn(Im)2 frameworks (Å).
-ZN_CENTROID = 3.24
+ZN_CENTROID: float = FRAMEWORK_METAL.centroid_distance  # 3.24
 
 #: Element symbols read as A (4-connected) and B (2-connected) sites.
-A_SYMBOLS = ("Si", "Ar", "Zn")
+A_SYMBOLS = ("Si", "Ar", FRAMEWORK_METAL.symbol)
 B_SYMBOLS = ("O", "B")
 
 #: Each B site bonds to its two nearest A sites, searched within this factor times the

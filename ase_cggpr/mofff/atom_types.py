@@ -23,11 +23,17 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import StructureError
+from ..metals import FRAMEWORK_METAL
 from . import parameters as P
+
+#: The only metal MOF-FF for ZIFs has parameters for (:data:`ase_cggpr.metals.FRAMEWORK_METAL`, type ``zn4_n4``).
+METAL = FRAMEWORK_METAL.symbol
+#: Sorted neighbour symbols of a linker N bonded to the metal.
+_N_NEIGHBOURS = sorted(["C", "C", METAL])
 
 #: distance cut-offs (Å) used to infer bonds when no explicit bond list is given
 BOND_CUTOFFS: dict[tuple[str, str], float] = {
-    ("Zn", "N"): 2.6,
+    (METAL, "N"): 2.6,
     ("C", "N"): 1.7,
     ("C", "C"): 1.7,
     ("C", "H"): 1.3,
@@ -157,7 +163,7 @@ def mofff_typing(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.nd
     name = _structure_name(atoms, name)
     symbols = np.array(atoms.get_chemical_symbols())
     n = len(atoms)
-    unknown = [f"{k} ({s})" for k, s in enumerate(symbols) if s not in ("Zn", "N", "C", "H")]
+    unknown = [f"{k} ({s})" for k, s in enumerate(symbols) if s not in (METAL, "N", "C", "H")]
     if unknown:
         raise TypingError(f"MOF-FF for Zn(Im)2 knows Zn, N, C, H only; other atoms: {_listed(unknown)}",
                             structure=name)
@@ -205,13 +211,13 @@ def mofff_typing(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.nd
 
     for k in range(n):  # heavy atoms first; H after their C is known
         s = symbols[k]
-        if s == "Zn":
+        if s == METAL:
             if nsym[k] == ["N"] * 4:
-                local[k] = "zn4_n4"
+                local[k] = P.ZN_TYPE
             else:
                 errors.append(env(k) + ": Zn needs 4 N")
         elif s == "N":
-            if nsym[k] == ["C", "C", "Zn"]:
+            if nsym[k] == _N_NEIGHBOURS:
                 local[k] = "n3_c2zn1"
             else:
                 errors.append(env(k) + ": N needs 2 C + 1 Zn")
@@ -248,7 +254,7 @@ def mofff_typing(atoms: Atoms, *, bonds: np.ndarray | None = None, shifts: np.nd
 
     # each linker (bonded component without Zn) takes the parameter set of its formula
     atom_set = np.array([""] * n, dtype=object)
-    zn = symbols == "Zn"
+    zn = symbols == METAL
     for start in range(n):
         if zn[start] or atom_set[start]:
             continue

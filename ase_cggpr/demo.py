@@ -245,9 +245,9 @@ def _card_text(model_name: str) -> str:
 def train_on_builtin(output: Path, *, seed: int = 0, n_train: int | None = 1000, test_fraction: float = 0.25,
                      overwrite: bool = False, progress: bool = False) -> TrainingResult:
     """A small AB2 model on the built-in coarse-grained data, tested on held-out framework types."""
+    from .evaluation.tables import rmse
     from .io import default_dataset_path, iter_structures, load_labelled, reference_energy_from_info, split_by_group
     from .model import CGGPRModel
-    from .training import rmse
 
     t0 = time.perf_counter()
     frames = list(iter_structures([default_dataset_path("cg")]))

@@ -291,7 +291,7 @@ class LabelledSet:
                 lab = np.asarray(labels[k], dtype=float).ravel()
             else:
                 key = label_key or _default_label_key(atoms)
-                lab = local_energies(atoms, key=key, target=target, connectivity=connectivity)
+                lab = local_energies(atoms, label_key=key, target=target, connectivity=connectivity)
             if lab.shape != (connectivity.n_metals,):
                 raise LabelError(f"structure {name!r}: {lab.size} labels for {connectivity.n_metals} metal sites")
             if not np.isfinite(lab).all():

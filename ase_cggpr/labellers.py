@@ -113,10 +113,10 @@ class Labeller:
         calc = self.make_calculator(bonds=bonds, shifts=shifts)
         return ase_relax(atoms, calc, cell=cell, fmax=fmax, pmax_atm=pmax_atm)
 
-    def label(self, frames: Sequence[Atoms], *, workers: int = 1, key: str = "energies",
+    def label(self, frames: Sequence[Atoms], *, workers: int = 1, label_key: str = "energies",
               errors: Literal["raise", "skip"] = "raise",
               progress: Callable[[int], None] | None = None) -> list[Atoms]:
-        """Attach per-atom energies ``arrays[key]`` (eV), the total ``info['energy']`` (eV) and the provenance
+        """Attach per-atom energies ``arrays[label_key]`` (eV), the total ``info['energy']`` (eV) and the provenance
         (:meth:`frame_info`) to each frame, in place. With ``errors="skip"`` a frame that cannot be labelled
         gets ``info['label_error']`` instead; otherwise :class:`~ase_cggpr.errors.StructureError` is raised."""
         self.check_available()
@@ -142,7 +142,7 @@ class Labeller:
                     raise
                 atoms.info["label_error"] = str(exc)
             else:
-                atoms.arrays[key] = energies
+                atoms.arrays[label_key] = energies
                 atoms.info["energy"] = energy
                 atoms.info.pop("label_error", None)
                 atoms.info.update(self.frame_info())
@@ -178,10 +178,10 @@ class MOFFFLabeller(Labeller):
 
         return relax(atoms, cell=cell, fmax=fmax, pmax_atm=pmax_atm, bonds=bonds, shifts=shifts)
 
-    def label(self, frames, *, workers=1, key="energies", errors="raise", progress=None):
+    def label(self, frames, *, workers=1, label_key="energies", errors="raise", progress=None):
         from .mofff import label_structures
 
-        label_structures(frames, workers=workers, key=key, errors=errors, progress=progress)
+        label_structures(frames, workers=workers, key=label_key, errors=errors, progress=progress)
         for atoms in frames:
             if "mofff_error" in atoms.info:
                 atoms.info["label_error"] = atoms.info["mofff_error"]
@@ -379,7 +379,7 @@ def zni_reference_energy(labeller: Labeller, path: str | Path | None = None) -> 
     relaxed = result.atoms
     relaxed.arrays["energies"] = np.asarray(relaxed.calc.results["energies"], dtype=float)
     relaxed.calc = None
-    return float(np.mean(local_energies(relaxed, key="energies")))
+    return float(np.mean(local_energies(relaxed, label_key="energies")))
 
 
 def _threads_one() -> None:

@@ -260,7 +260,7 @@ class CGGPRModel:
                                         force_noise=force_noise, progress=progress)
         maps = [coarse_grain(a, self.spec.representation) for a in structures]
         if labels is None:
-            labels = [local_energies(a, key=label_key, target=target, connectivity=m.connectivity)
+            labels = [local_energies(a, label_key=label_key, target=target, connectivity=m.connectivity)
                       for a, m in zip(structures, maps, strict=True)]
         return self.fit_maps(maps, labels, n_train=n_train, seed=seed, progress=progress)
 

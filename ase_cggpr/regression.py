@@ -86,14 +86,6 @@ class Regressor(Protocol):
         ...
 
 
-def polynomial_kernel(A: np.ndarray, B: np.ndarray, *, zeta: int, offset: float) -> np.ndarray:
-    """``(offset + A @ B.T) ** zeta`` for row-vector matrices A (n, D) and B (m, D).
-
-    Kept for callers of earlier versions: ``PolynomialKernel(zeta, offset)(A, B)``.
-    """
-    return PolynomialKernel(zeta, offset)(A, B)
-
-
 def kernel_matrix_blocks(X: np.ndarray, kernel: PolynomialKernel, *, block_size: int = 2048,
                          out: np.ndarray | None = None, dtype=np.float64,
                          progress: Progress = None) -> np.ndarray:
@@ -1059,6 +1051,35 @@ class SparseGPR(_KernelHypers):
 
 
 SOLVERS = {"exact": ExactGPR, "sparse": SparseGPR}
+
+
+def solver_options(solver: str, *, precision: str | None = None, inducing: int | None = None,
+                   selection: str | None = None, seed: int | None = None) -> dict:
+    """The options of ``solver`` (a key of :data:`SOLVERS`) given to it, for ``CGGPRModel(solver_options=...)``:
+    the package's one place they are built (``cggpr train``, ``cggpr cv`` and friends, ``train_model``).
+
+    Only the options given (not None) are included; ``precision`` belongs to the exact solver, ``inducing`` (the
+    number of inducing environments, ``n_inducing``), ``selection`` and ``seed`` to the sparse one (``precision``
+    ``"float64"`` is accepted by both: the sparse solver works in float64). A misplaced option is a ModelError.
+    """
+    if solver not in SOLVERS:
+        raise ModelError(f"unknown regression solver {solver!r}; choose one of {sorted(SOLVERS)}")
+    options: dict = {}
+    if solver == "exact":
+        if inducing is not None:
+            raise ModelError("inducing (the number of inducing environments) applies to the sparse solver only")
+        if precision is not None:
+            if precision not in ExactGPR.PRECISIONS:
+                raise ModelError(f"unknown precision {precision!r}; choose one of {ExactGPR.PRECISIONS}")
+            options["precision"] = precision
+        return options
+    if precision not in (None, "float64"):
+        raise ModelError(f"precision {precision!r} applies to the exact solver only; the sparse solver works in "
+                         "float64")
+    for key, value in (("n_inducing", inducing), ("selection", selection), ("seed", seed)):
+        if value is not None:
+            options[key] = value
+    return options
 
 
 def solver_from_state(params: dict, arrays: dict[str, np.ndarray]):

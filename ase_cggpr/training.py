@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from .errors import LabelError, ModelError
-from .evaluation.tables import rmse  # the package's one RMSE (re-exported: demo imports it from here)
+from .evaluation.tables import rmse
 from .io import expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
 from .model import CGGPRModel, describe_files
-from .regression import MAX_LABEL_DEVIATION, SOLVERS, ExactGPR, check_memory, exact_fit_bytes
+from .regression import MAX_LABEL_DEVIATION, check_memory, exact_fit_bytes, solver_options
 from .spec import ModelSpec
 
 
@@ -39,20 +39,9 @@ def check_test_fraction(test_fraction: Any) -> float | None:
     return float(test_fraction)
 
 
-def solver_options_for(solver: str, precision: str = "float64", inducing: int | None = None) -> dict[str, Any]:
-    """The regressor options of ``solver`` ("exact" with ``precision``, "sparse" with ``inducing`` points)."""
-    if solver == "exact":
-        if inducing is not None:
-            raise ModelError("inducing (the number of inducing environments) applies to the sparse solver only")
-        if precision not in ExactGPR.PRECISIONS:
-            raise ModelError(f"unknown precision {precision!r}; choose one of {ExactGPR.PRECISIONS}")
-        return {} if precision == "float64" else {"precision": precision}
-    if solver == "sparse":
-        if precision != "float64":
-            raise ModelError(f"precision {precision!r} applies to the exact solver only; the sparse solver "
-                             "works in float64")
-        return {} if inducing is None else {"n_inducing": inducing}
-    raise ModelError(f"unknown regression solver {solver!r}; choose one of {sorted(SOLVERS)}")
+def _solver_options(solver: str, precision: str, inducing: int | None) -> dict[str, Any]:
+    """:func:`~ase_cggpr.regression.solver_options`, float64 (the default precision) left unrecorded."""
+    return solver_options(solver, precision=None if precision == "float64" else precision, inducing=inducing)
 
 
 def check_training_labels(labelled) -> None:
@@ -141,12 +130,12 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
         return train_from_totals(data, representation=representation, energy_key=energy_key, cutoff=cutoff,
                                  atom_sigma=atom_sigma, n_max=n_max, l_max=l_max, noise=noise, backend=backend,
                                  reference=reference, test_fraction=test_fraction, group_key=group_key, seed=seed,
-                                 solver_options=solver_options_for("sparse", precision, inducing),
+                                 solver_options=_solver_options("sparse", precision, inducing),
                                  memory_budget=memory_budget, forces_key=forces_key, force_noise=force_noise,
                                  progress=progress)
     solver = solver or "exact"
     test_fraction = check_test_fraction(test_fraction)
-    solver_options = solver_options_for(solver, precision, inducing)
+    solver_options = _solver_options(solver, precision, inducing)
     spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                      l_max=l_max, noise=noise, backend=backend)
     data = list(data)

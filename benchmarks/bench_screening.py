@@ -69,7 +69,7 @@ def main() -> None:
                 copy = rigid_rattle(atoms, connectivities[name], rng.uniform(0.03, 0.2), rng)
                 copy.arrays["energies"] = calcs[name].get_potential_energies(copy)
                 maps.append(coarse_grain(copy, "AB2", connectivity=connectivities[name]))
-                labels.append(local_energies(copy, key="energies", connectivity=connectivities[name]))
+                labels.append(local_energies(copy, label_key="energies", connectivity=connectivities[name]))
                 frames.append(copy)
         return maps, labels, frames
 

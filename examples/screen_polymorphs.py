@@ -75,7 +75,7 @@ def train_on_rattled(polymorphs, *, copies: int, reference: float, small: bool, 
             atoms.arrays["energies"] = atoms.get_potential_energies()
             atoms.calc = None
             maps.append(coarse_grain(atoms, "AB2", connectivity=connectivity))
-            labels.append(local_energies(atoms, key="energies", connectivity=connectivity))
+            labels.append(local_energies(atoms, label_key="energies", connectivity=connectivity))
         calc.close()
     hypers = dict(n_max=8, l_max=4) if small else {}
     model = CGGPRModel(representation="AB2", backend="featomic", reference_energy=reference, **hypers)

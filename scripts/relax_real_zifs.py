@@ -59,7 +59,7 @@ def energy_per_zn(atoms, energies: np.ndarray, reference: float) -> tuple[float,
     labelled = atoms.copy()
     labelled.calc = None
     labelled.arrays["energies"] = np.asarray(energies, float)
-    e_local = local_energies(labelled, key="energies")
+    e_local = local_energies(labelled, label_key="energies")
     return float(e_local.mean() - reference), [float(x) for x in e_local]
 
 

@@ -33,7 +33,7 @@ def ab2(cg_frames):
     model = CGGPRModel(representation="AB2", **SOAP)
     maps = [coarse_grain(a, "AB2") for a in cg_frames]
     X = model.vectors(maps)
-    y = np.concatenate([local_energies(a, key="e_local") for a in cg_frames])
+    y = np.concatenate([local_energies(a, label_key="e_local") for a in cg_frames])
     return X, y
 
 

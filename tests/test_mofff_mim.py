@@ -478,7 +478,7 @@ def test_decorated_mixed_framework_labels_with_mofff(sod, lammps):
 
     conn = find_connectivity(labelled, name="SOD-mixed")
     assert sorted(set(conn.linker_formulas)) == ["C3H3N2", "C4H5N2"]
-    e_local = local_energies(labelled, key="energies")
+    e_local = local_energies(labelled, label_key="energies")
     assert len(e_local) == 12 and np.isfinite(e_local).all()
     assert e_local.sum() == pytest.approx(energy, abs=1e-6)
 

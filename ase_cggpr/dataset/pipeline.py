@@ -55,7 +55,7 @@ from ase.io import read, write
 
 from ..errors import CGGPRError
 from ..structure_checks import shortest_contact
-from .decorate import LINKERS, RING, Decorated, coarse_grain_decorated, decorate, linker_shapes
+from .decorate import RING, Decorated, coarse_grain_decorated, decorate, linker_shapes, normalise_linker
 from .nets import Net
 from .rattle import ORDERS, RattleLevel, get_level, rattle
 
@@ -189,27 +189,6 @@ class BuildConfig:
         return d
 
 
-def normalise_linker(linker: str) -> str:
-    """``"Im"``, ``"mIm"`` or ``"mixed:F"`` with F written as Python writes the float (``mixed:.50`` ->
-    ``mixed:0.5``), so that one mix has one name (manifest, store folder). Raises ``OptionError`` (a
-    ``ValueError``) for anything else."""
-    from ..errors import OptionError
-
-    if not isinstance(linker, str):
-        raise OptionError(f"linker must be Im, mIm or mixed:FRACTION, got {linker!r}")
-    if linker in LINKERS:
-        return linker
-    if linker.startswith("mixed:"):
-        try:
-            fraction = float(linker[len("mixed:"):])
-        except ValueError:
-            fraction = float("nan")
-        if not 0.0 <= fraction <= 1.0:
-            raise OptionError(f"linker {linker!r}: the mIm fraction must be a number in [0, 1] (e.g. mixed:0.5)")
-        return f"mixed:{fraction!r}"
-    raise OptionError(f"unknown linker {linker!r}; use Im, mIm or mixed:FRACTION (FRACTION in [0, 1])")
-
-
 def relaxed_store_folder(linker: str, labeller=None) -> str:
     """The folder of a relaxed store that holds the relaxations of ``linker`` builds: ``relaxed`` for Im (as
     always), ``relaxed-mIm``, ``relaxed-mixed_0.5`` ..., so that relaxations of one linker never stand in for
@@ -291,7 +270,7 @@ def local_energies_of(atoms: Atoms, connectivity) -> np.ndarray:
     """Per-Zn local energies (eV) from per-atom ``energies`` (core :func:`local_energies`)."""
     from ..labels import local_energies
 
-    return local_energies(atoms, key="energies", connectivity=connectivity)
+    return local_energies(atoms, label_key="energies", connectivity=connectivity)
 
 
 def coarse_grained_of(atoms: Atoms, connectivity) -> Atoms:

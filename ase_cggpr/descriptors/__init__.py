@@ -38,14 +38,10 @@ from ase.data import chemical_symbols
 
 from ..beads import BeadMap
 from ..errors import ModelError
-from ..spec import BACKENDS, DEFAULT_SPECIES, ModelSpec
+from ..spec import BACKENDS, ModelSpec
 
-__all__ = ["DescriptorBackend", "DescriptorGradients", "SPECIES", "backend_for", "check_centres",
+__all__ = ["DescriptorBackend", "DescriptorGradients", "backend_for", "check_centres",
            "check_species", "soap_dimension", "soap_vectors"]
-
-#: (species Z, centre Z) per representation for Zn(Im)2: the defaults of a spec (see ``ModelSpec``).
-SPECIES = DEFAULT_SPECIES
-
 
 def dimension(n_species: int, n_max: int, l_max: int) -> int:
     """Length of one SOAP vector: (n_species n_max)(n_species n_max + 1)/2 (l_max + 1)."""

@@ -1050,6 +1050,16 @@ class SparseGPR(_KernelHypers):
         return self.Z_
 
 
+def inducing_factor(gpr: SparseGPR, Z: np.ndarray) -> np.ndarray:
+    """L_m: the lower Cholesky factor of K_mm plus SparseGPR's jitter (relative to its mean diagonal), of the
+    inducing vectors Z (M, D): what the streamed fit (:mod:`ase_cggpr.streaming`) and a compact model file's
+    load (:func:`ase_cggpr.inducing.cluster_factor`) factor."""
+    m = Z.shape[0]
+    Kmm = gpr.kernel(Z, Z)
+    Kmm.flat[:: m + 1] += gpr.jitter * float(np.mean(np.diag(Kmm)))
+    return SparseGPR._chol(Kmm)
+
+
 SOLVERS = {"exact": ExactGPR, "sparse": SparseGPR}
 
 

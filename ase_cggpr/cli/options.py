@@ -31,8 +31,8 @@ from pathlib import Path
 
 import click
 
-from .. import __version__
 from ..errors import CGGPRError
+from ..version import __version__
 
 # -- errors -------------------------------------------------------------------------------------------------------
 

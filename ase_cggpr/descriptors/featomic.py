@@ -176,7 +176,7 @@ def calculator_parameters(cutoff: float, atom_sigma: float, n_max: int, l_max: i
 def _parameters_path(key: tuple) -> Path | None:
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..inducing import cache_dir
+    from ..cachedir import cache_dir
 
     try:
         featomic_version = version("featomic")

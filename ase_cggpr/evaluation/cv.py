@@ -135,19 +135,17 @@ def cross_validate(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndar
         train = _training_rows(folds, k, n_train, seed)
         test = np.flatnonzero(folds == k)
         model = fit_fold(X, y, train, spec, solver=solver, solver_options=solver_options)
-        regressor = model.regressor_
-        if getattr(regressor, "cheap_fitted_values", False) or len(train) <= TRAIN_RMSE_SAMPLE:
-            fitted_rows, fitted = train, regressor.fitted_values() if hasattr(regressor, "fitted_values") \
-                else regressor.predict(X[train])
+        if len(train) <= TRAIN_RMSE_SAMPLE or model.cheap_fitted_values:
+            fitted_rows, fitted = train, model.fitted_values(X[train])
         else:  # training RMSE on a seeded sample: predicting all N costs as much as the sparse fit
             fitted_rows = np.sort(np.random.default_rng([seed, k]).choice(train, TRAIN_RMSE_SAMPLE, replace=False))
-            fitted = regressor.predict(X[fitted_rows])
-        predictions[test] = regressor.predict(X[test]) + model.reference_energy
+            fitted = model.predict_vectors(X[fitted_rows], name=f"fold {k + 1} training sample")
+        predictions[test] = model.predict_vectors(X[test], name=f"fold {k + 1}") + model.reference_energy
         n_used.append(int(len(train)))
         train_rmse.append(rmse(fitted + model.reference_energy, y[fitted_rows]))
         test_rmse.append(rmse(predictions[test], y[test]))
         if log:
-            phases = getattr(model.regressor_, "timings_", {})
+            phases = model.fit_timings
             detail = ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
             log(f"{spec.representation} fold {k + 1}/{n_folds}: N={len(train)} train {train_rmse[-1]:.4f} "
                 f"test {test_rmse[-1]:.4f} eV ({time.perf_counter() - t0:.1f} s{'; ' + detail if detail else ''})")

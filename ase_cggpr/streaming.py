@@ -41,7 +41,8 @@ from .descriptors import backend_for, soap_vectors
 from .errors import ModelError
 from .inducing import cluster_vectors, environment_clusters
 from .progress import progress_bar
-from .regression import SparseGPR, _lower_solve, check_labels, check_memory, inducing_factor
+from .regression import SparseGPR, check_labels, check_memory, inducing_factor
+from .regression.linalg import _lower_solve
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 Progress = Callable[[int], None] | None

@@ -8,12 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from .beads import coarse_grain, find_connectivity, structure_name
 from .errors import LabelError, ModelError
-from .evaluation.tables import rmse
-from .io import expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
-from .model import CGGPRModel, describe_files
+from .io import _group_of, expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
+from .labels import atom_forces, total_energy
+from .metrics import rmse
+from .model import DEFAULT_FORCE_NOISE, CGGPRModel, describe_files
 from .regression import MAX_LABEL_DEVIATION, check_memory, exact_fit_bytes, solver_options
 from .spec import ModelSpec
+from .streaming import RESERVOIR_PER_INDUCING, sparse_stream_bytes
+from .uncertainty import calibration_from_errors
 
 
 def parse_reference(reference: str | float | None, frames) -> float:
@@ -69,8 +73,6 @@ def training_bytes(n: int, d: int, solver: str, options: dict[str, Any]) -> int:
     (the sparse solver streams its descriptors, :mod:`ase_cggpr.streaming`: its reservoir sample, M x M
     matrices and one chunk instead)."""
     if solver == "sparse":
-        from .streaming import RESERVOIR_PER_INDUCING, sparse_stream_bytes
-
         m = min(int(options.get("n_inducing", 4000)), n)
         return sparse_stream_bytes(m, d, reservoir=min(RESERVOIR_PER_INDUCING * m, n), chunk_rows=min(n, 8192))
     return 8 * n * d + exact_fit_bytes(n, precision=options.get("precision", "float64"))
@@ -160,8 +162,6 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
         files=describe_files(expand_paths(data)))
     report["training environments"] = model.training_["n_environments"]
     if test_set is not None:
-        from .uncertainty import calibration_from_errors
-
         means, stds = model.predict_maps(test_set.maps(), return_std=True, progress=progress)
         predicted, truth = np.concatenate(means), test_set.labels - model.reference_energy
         calibration = calibration_from_errors(predicted - truth, np.concatenate(stds), model.spec.noise)
@@ -189,11 +189,6 @@ def train_from_totals(data: Iterable[str | os.PathLike], *, representation: str 
     per structure), with ``forces_key`` also on their forces (atomistic only). Held-out groups
     (``test_fraction``) are scored on their total energy per metal (eV) (and forces, eV/Å), the labels the
     files give; no uncertainty calibration is made (it needs per-site errors)."""
-    from .beads import coarse_grain, find_connectivity, structure_name
-    from .io import _group_of
-    from .labels import atom_forces, total_energy
-    from .model import DEFAULT_FORCE_NOISE
-
     test_fraction = check_test_fraction(test_fraction)
     spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                      l_max=l_max, noise=noise, backend=backend)

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
-from ..errors import StructureError
+from ..errors import OptionError, StructureError
 from .nets import Net, bond_vectors
 
 # --- ideal imidazolate geometry (Å, degrees) ---
@@ -222,8 +222,6 @@ def normalise_linker(linker: str) -> str:
     """``"Im"``, ``"mIm"`` or ``"mixed:F"`` with F written as Python writes the float (``mixed:.50`` ->
     ``mixed:0.5``), so that one mix has one name (manifest, store folder): the package's one parser of a linker
     name. Raises ``OptionError`` (a ``ValueError``) for anything else."""
-    from ..errors import OptionError
-
     if not isinstance(linker, str):
         raise OptionError(f"linker must be Im, mIm or mixed:FRACTION, got {linker!r}")
     if linker in LINKERS:
@@ -244,8 +242,6 @@ def linker_assignment(n_b: int, linker: str | list[str] | tuple[str, ...] = "Im"
     """The linker of each of ``n_b`` B sites: ``"Im"``, ``"mIm"``, ``"mixed:FRACTION"`` (exactly
     round(FRACTION * n_b) sites mIm, chosen by ``numpy.random.default_rng(seed)``: the same for every frame of
     a net with the same seed) or one name per site."""
-    from ..errors import OptionError
-
     if not isinstance(linker, str):
         kinds = tuple(str(k) for k in linker)
         bad = sorted(set(kinds) - set(LINKERS))

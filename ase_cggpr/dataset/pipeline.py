@@ -54,16 +54,11 @@ from ase import Atoms
 from ase.io import read, write
 
 from ..errors import CGGPRError
+from ..labellers import ZNI_REFERENCE_ENERGY
 from ..structure_checks import shortest_contact
 from .decorate import RING, Decorated, coarse_grain_decorated, decorate, linker_shapes, normalise_linker
 from .nets import Net
 from .rattle import ORDERS, RattleLevel, get_level, rattle
-
-#: Mean MOF-FF local energy per Zn (eV) of relaxed zni Zn(Im)2: the reference polymorph.
-#: Computed with this package: ``relax()`` (positions + cell, max force < 1e-3 eV/Å,
-#: max |P_ii| < 50 atm) of the DFT-optimised zni CIF of Dürholt et al. 2019, then
-#: ``local_energies``: -0.711955 eV (std over the 16 Zn 0.006 eV). The paper quotes -0.712.
-ZNI_REFERENCE_ENERGY = -0.711955
 
 MANIFEST = "manifest.json"
 

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from ..cachedir import cache_dir
 from . import DescriptorBackend, check_centres
 
 INSTALL_HINT = "reinstall the package: pip install ase-cggpr (featomic is a core dependency)"
@@ -175,8 +176,6 @@ def calculator_parameters(cutoff: float, atom_sigma: float, n_max: int, l_max: i
 
 def _parameters_path(key: tuple) -> Path | None:
     from importlib.metadata import PackageNotFoundError, version
-
-    from ..cachedir import cache_dir
 
     try:
         featomic_version = version("featomic")

@@ -48,6 +48,7 @@ are drawn (seeded, per fold) from the training folds, as in the paper.
 
 from __future__ import annotations
 
+from ..metrics import rmse
 from .cache import SoapCache
 from .cv import (
     TRAIN_RMSE_SAMPLE,
@@ -81,7 +82,6 @@ from .tables import (
     paper_learning_curve,
     read_csv,
     read_predictions,
-    rmse,
     save_predictions,
     write_csv,
 )

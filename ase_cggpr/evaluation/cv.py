@@ -2,7 +2,7 @@
 
 :func:`cross_validate` fits one :class:`~ase_cggpr.model.CGGPRModel` per fold (any solver) and predicts the
 held-out fold; :func:`shared_kernel_cv` computes one kernel of seeded per-fold samples
-(:class:`~ase_cggpr.regression.BlockKernel`) and evaluates every fold and training size from it.
+(:class:`~ase_cggpr.evaluation.shared_kernel.BlockKernel`) and evaluates every fold and training size from it.
 :class:`CVResult` holds the outcome and writes it (:mod:`.tables`). :func:`sampled_vectors` /
 :class:`SampledRows` describe only the environments a shared-kernel CV uses.
 """
@@ -20,14 +20,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from ..metrics import rmse
 from ..model import CGGPRModel
+from ..outputs import check_output
 from ..progress import progress_bar
-from ..regression import BlockKernel
 from ..spec import ModelSpec
 from .cache import SoapCache
 from .environments import Environments
 from .folds import _training_rows, fold_samples, group_folds, sample_training_rows, shared_kernel_rows
-from .tables import rmse, save_predictions, write_text
+from .shared_kernel import BlockKernel
+from .tables import save_predictions, write_text
 
 #: Training environments predicted for the training RMSE of solvers without free fitted values.
 TRAIN_RMSE_SAMPLE = 4000
@@ -81,8 +83,6 @@ class CVResult:
 
         Both are checked before either is written, and written atomically (:mod:`ase_cggpr.outputs`);
         ``overwrite=False`` refuses existing files."""
-        from ..outputs import check_output
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         check_output(path, force=overwrite)
@@ -198,7 +198,7 @@ def shared_kernel_cv(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.nd
 
     Each fold's environments are shuffled once (seeded) and the first ``ceil(max(sizes) / (k - 1))``
     kept as that fold's sample. The kernel of all samples is computed once
-    (:class:`~ase_cggpr.regression.BlockKernel`): fold ``k`` at size N trains on N environments spread
+    (:class:`~ase_cggpr.evaluation.shared_kernel.BlockKernel`): fold ``k`` at size N trains on N environments spread
     evenly over the other folds' samples (their first rows, so the sets are nested across sizes) and is
     tested on its own whole sample. Every fold's training set is thus a seeded random sample of its
     training folds, as in :func:`cross_validate`, but no kernel entry is computed twice and the test

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_cggpr.io import held_out_groups
+
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("relaxed", "none", "r-d", "d-r")
 RECIPES = ("rd+none", "rd+relaxed", "rd-shifted+relaxed", "relaxed", "all")
@@ -80,8 +82,7 @@ def linker_relaxation_shift(frames) -> dict[str, np.ndarray]:
 
 def split_types(frames, n_held: int, seed: int) -> set[str]:
     types = sorted({a.info["framework_type"] for a in frames})
-    rng = np.random.default_rng(seed)
-    return set(rng.choice(types, size=min(n_held, len(types) // 5), replace=False).tolist())
+    return set(held_out_groups(types, min(n_held, len(types) // 5), seed=seed).tolist())
 
 
 def held_out_split(frames, rep: str, n_held: int, seed: int):

@@ -12,7 +12,7 @@ A labeller is any ASE calculator that returns per-atom energies (``get_potential
 :func:`labeller_from_spec` turns a command-line spec into a :class:`Labeller`; its :meth:`~Labeller.provenance`
 (``{"labeller": ..., "potential": file name, "sha256": ...}``) is written into the labelled frames' ``info``
 (``labeller``, ``labeller_potential``, ``labeller_sha256``) and a build's manifest. MOF-FF relaxes with LAMMPS
-(:func:`ase_cggpr.mofff.relax.relax`); every other labeller with ASE's LBFGS on a
+(:func:`ase_cggpr.mofff.relax_mofff`); every other labeller with ASE's LBFGS on a
 :class:`~ase.filters.FrechetCellFilter` (positions and the whole cell at zero pressure) and the same explicit
 convergence check (max atomic force < ``fmax`` eV/Å, max |stress component| < ``pmax_atm`` atm).
 """
@@ -34,7 +34,7 @@ from .errors import OptionError, StructureError
 from .labels import local_energies
 from .mofff import MOFFFCalculator, label_structures
 from .mofff.driver import ATM, load_lammps
-from .mofff.relax import RelaxResult, relax
+from .mofff.relaxation import LabellerRelaxResult, relax_mofff
 from .structure_checks import check_contacts, check_structure
 
 #: Mean MOF-FF local energy per Zn (eV) of relaxed zni Zn(Im)2: the reference polymorph.
@@ -119,7 +119,7 @@ class Labeller:
 
     def relax(self, atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm: float = 50.0,
               bonds: np.ndarray | None = None, shifts: np.ndarray | None = None):
-        """Relax positions (and the cell with ``cell=True``); returns a :class:`~ase_cggpr.mofff.relax.RelaxResult`
+        """Relax positions (and the cell with ``cell=True``); returns a :class:`~ase_cggpr.mofff.LabellerRelaxResult`
         whose ``converged`` comes from a final single-point check."""
         calc = self.make_calculator(bonds=bonds, shifts=shifts)
         return ase_relax(atoms, calc, cell=cell, fmax=fmax, pmax_atm=pmax_atm)
@@ -163,7 +163,7 @@ class Labeller:
 
 class MOFFFLabeller(Labeller):
     """MOF-FF (Dürholt et al., JCTC 2019) through LAMMPS: labels with :func:`ase_cggpr.mofff.label_structures`,
-    relaxes with :func:`ase_cggpr.mofff.relax.relax` (cell lengths at zero pressure)."""
+    relaxes with :func:`ase_cggpr.mofff.relax_mofff` (cell lengths at zero pressure)."""
 
     name = "mofff"
     spec = "mofff"
@@ -178,7 +178,7 @@ class MOFFFLabeller(Labeller):
         return ZNI_REFERENCE_ENERGY
 
     def relax(self, atoms, *, cell=True, fmax=1e-3, pmax_atm=50.0, bonds=None, shifts=None):
-        return relax(atoms, cell=cell, fmax=fmax, pmax_atm=pmax_atm, bonds=bonds, shifts=shifts)
+        return relax_mofff(atoms, cell=cell, fmax=fmax, pmax_atm=pmax_atm, bonds=bonds, shifts=shifts)
 
     def label(self, frames, *, workers=1, label_key="energies", errors="raise", progress=None):
         label_structures(frames, workers=workers, key=label_key, errors=errors, progress=progress)
@@ -307,7 +307,7 @@ def ase_relax(atoms: Atoms, calc: Any, *, cell: bool = True, fmax: float = 1e-3,
     zero pressure through :class:`~ase.filters.FrechetCellFilter`), then FIRE if LBFGS stops short.
 
     ``fmax``: max atomic force norm (eV/Å); ``pmax_atm``: max |stress component| (atm); ``max_steps``: optimiser
-    steps per stage. The input is not modified. Returns a :class:`~ase_cggpr.mofff.relax.RelaxResult` whose
+    steps per stage. The input is not modified. Returns a :class:`~ase_cggpr.mofff.LabellerRelaxResult` whose
     ``converged`` comes from a final single-point check of both criteria (``max_pressure_atm`` is the largest
     |stress component| in atm, 0 for fixed-cell relaxations) and whose atoms carry a single-point calculator
     (energy, per-atom energies, forces, stress).
@@ -353,7 +353,7 @@ def ase_relax(atoms: Atoms, calc: Any, *, cell: bool = True, fmax: float = 1e-3,
     status = "converged" if converged else "NOT converged"
     message = (f"{status} after {stage} ({n_steps} steps) in {time.perf_counter() - t0:.1f} s: max force "
                f"{f:.2e} eV/Å (< {fmax:g}), max |stress| {p:.1f} atm (< {pmax_atm:g})")
-    return RelaxResult(atoms=out, converged=converged, max_force=f, max_pressure_atm=p, n_steps=n_steps,
+    return LabellerRelaxResult(atoms=out, converged=converged, max_force=f, max_pressure_atm=p, n_steps=n_steps,
                        message=message)
 
 

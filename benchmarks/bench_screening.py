@@ -44,14 +44,14 @@ def main() -> None:
     from ase_cggpr.dataset.rattle import rigid_rattle
     from ase_cggpr.labels import local_energies
     from ase_cggpr.model import CGGPRModel
-    from ase_cggpr.mofff import MOFFFCalculator, relax
+    from ase_cggpr.mofff import MOFFFCalculator, relax_mofff
     from ase_cggpr.screening import calibrate, format_table, predict_symmetric, screen
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     relaxed, mofff_energy, connectivities, calcs = {}, {}, {}, {}
     for name in POLYMORPHS:
-        atoms = relax(read(CIFS / f"{name}.cif"), cell=True, fmax=1e-3, pmax_atm=50.0).atoms
+        atoms = relax_mofff(read(CIFS / f"{name}.cif"), cell=True, fmax=1e-3, pmax_atm=50.0).atoms
         n_zn = int((atoms.numbers == 30).sum())
         mofff_energy[name] = atoms.get_potential_energy() / n_zn
         atoms.calc = None

@@ -38,12 +38,12 @@ def relaxed_polymorphs(cif_dir: Path, names, *, fmax: float):
     """(name, relaxed atoms, MOF-FF energy per Zn in eV) per polymorph."""
     from ase.io import read
 
-    from ase_cggpr.mofff import relax
+    from ase_cggpr.mofff import relax_mofff
 
     out = []
     for name in names:
         atoms = read(cif_dir / f"{name}.cif")
-        result = relax(atoms, cell=True, fmax=fmax, pmax_atm=200.0)
+        result = relax_mofff(atoms, cell=True, fmax=fmax, pmax_atm=200.0)
         relaxed = result.atoms
         n_zn = int((relaxed.numbers == 30).sum())
         energy = relaxed.get_potential_energy() / n_zn

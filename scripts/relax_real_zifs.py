@@ -5,7 +5,7 @@ Input: the DFT-optimised CIFs of Dürholt, Fraux, Coudert, Schmid, J. Chem. Theo
 zni (ZIF8_CH3 is Zn(mIm)2, not Zn(Im)2, and is left out).
 
 Each CIF, as given, is evaluated once with MOF-FF (single point) and relaxed with
-:func:`ase_cggpr.mofff.relax` (positions and cell lengths at zero pressure) under the dataset build's
+:func:`ase_cggpr.mofff.relax_mofff` (positions and cell lengths at zero pressure) under the dataset build's
 convergence criteria (``BuildConfig().fmax`` eV/Å, ``BuildConfig().pmax_atm`` atm). Energies are the
 dataset's labels: the mean MOF-FF local energy per Zn (:func:`ase_cggpr.labels.local_energies`) minus
 ``BuildConfig().reference_energy`` (relaxed zni), in eV.
@@ -66,7 +66,7 @@ def energy_per_zn(atoms, energies: np.ndarray, reference: float) -> tuple[float,
 def relax_one(job: tuple[str, str, float, float, float]) -> dict:
     name, cif, fmax, pmax, reference = job
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from ase_cggpr.mofff import MOFFFCalculator, relax
+    from ase_cggpr.mofff import MOFFFCalculator, relax_mofff
 
     atoms = read_cif(Path(cif))
     n_zn = int((atoms.numbers == 30).sum())
@@ -75,7 +75,7 @@ def relax_one(job: tuple[str, str, float, float, float]) -> dict:
     e_cif, _ = energy_per_zn(atoms, sp.get_potential_energies(), reference)
     sp.calc.close()
     t0 = time.perf_counter()
-    result = relax(atoms, cell=True, fmax=fmax, pmax_atm=pmax)
+    result = relax_mofff(atoms, cell=True, fmax=fmax, pmax_atm=pmax)
     seconds = time.perf_counter() - t0
     relaxed = result.atoms
     e_relaxed, e_local = energy_per_zn(relaxed, relaxed.get_potential_energies(), reference)

@@ -4,7 +4,7 @@ For each clean AB2 net:
 
 1. decorate (Zn on A, ideal imidazolate on B; :mod:`.decorate`), with a small seeded
    symmetry-breaking displacement (``pre_rattle``) so relaxations leave symmetric saddles;
-2. relax positions and cell with MOF-FF (:func:`ase_cggpr.mofff.relax.relax`), convergence
+2. relax positions and cell with MOF-FF (:func:`ase_cggpr.mofff.relax_mofff`), convergence
    recorded per structure (``relax_converged``);
 3. coarse-grain the relaxed structure (Si on Zn, O on ring centroids);
 4. make frames: order ``"d"`` (ideal linkers on the relaxed beads, rattle ``"none"``, batch 0)

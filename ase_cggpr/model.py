@@ -21,7 +21,6 @@ is checked before use: :mod:`ase_cggpr.model_file`.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,13 +28,23 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.data import chemical_symbols
 
-from .beads import KNOWN_LINKERS, BeadMap, Connectivity, coarse_grain, find_connectivity
+from .beads import BeadMap, Connectivity, coarse_grain, find_connectivity
 from .defects import SiteTrust, site_trust
 from .descriptors import DescriptorBackend, backend_for, check_species, selected_vectors, soap_vectors
 from .errors import ModelError
-from .labels import as_label_array, atom_forces, local_energies, total_energy
+from .fit_inputs import (
+    CG_INPUT_LINKERS,
+    CG_INPUT_METALS,
+    _linker_names,
+    _species,
+    _stack_labels,
+    _training_species,
+    check_forces,
+    checked_totals,
+    describe_files,
+)
+from .labels import atom_forces, local_energies, total_energy
 from .model_file import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -50,7 +59,7 @@ from .model_file import (
 )
 from .prediction import Prediction, _input_atom_count, bead_to_atom_gradient, check_prediction
 from .progress import progress_bar
-from .regression import MAX_LABEL_DEVIATION, SOLVERS, solver_from_state
+from .regression import SOLVERS, solver_from_state
 from .spec import ModelSpec
 from .streaming import fit_streamed
 from .version import __version__
@@ -61,41 +70,6 @@ __all__ = ["CGGPRModel", "ModelFileNotFoundError", "Prediction", "bead_to_atom_g
 #: Noise standard deviation of a force component (eV/Å) when training on forces (``force_noise``).
 DEFAULT_FORCE_NOISE = 0.1
 
-#: Metals and linkers recorded by :meth:`CGGPRModel.fit_vectors` when not given: Zn(Im)2.
-CG_INPUT_METALS = ("Zn",)
-CG_INPUT_LINKERS = ("C3H3N2",)
-
-
-def _species(connectivity: Connectivity) -> tuple[set[str], set[str]]:
-    """(metals, linker Hill formulas) of a structure; bead input names those its bead elements stand for."""
-    return set(connectivity.metal_symbols), set(connectivity.linker_formulas)
-
-
-def _linker_names(formulas) -> str:
-    return ", ".join(f"{f} = {KNOWN_LINKERS[f]}" if f in KNOWN_LINKERS else f for f in formulas)
-
-
-def _training_species(spec: ModelSpec, given: tuple, maps: Sequence[BeadMap]) -> ModelSpec:
-    """``spec`` with the descriptor species of the training maps: the elements of their descriptor structures
-    (neighbour species) and of their metal sites (centre species), in descending Z. Species given in the spec
-    by the user (``given``: its species and centre_species before the first fit) are kept, and the training
-    structures must hold no other element."""
-    elements, centres = set(), set()
-    for m in maps:
-        numbers = m.structure.numbers
-        elements.update(np.unique(numbers).tolist())
-        centres.update(np.unique(numbers[np.asarray(m.centre_indices, dtype=int)]).tolist())
-    found = {"species": tuple(sorted(elements, reverse=True)), "centre_species": tuple(sorted(centres, reverse=True))}
-    for key, user in zip(("species", "centre_species"), given, strict=True):
-        if user is None:
-            continue
-        extra = set(found[key]) - set(user)
-        if extra:
-            where = next(m.name for m in maps if set(np.unique(m.structure.numbers).tolist()) & extra)
-            raise ModelError(f"training structure {where!r} holds {[chemical_symbols[z] for z in sorted(extra)]}, "
-                             f"which are not in the spec's {key} {[chemical_symbols[z] for z in user]}")
-        found[key] = tuple(user)
-    return spec.replace(**found)
 
 
 class CGGPRModel:
@@ -299,35 +273,9 @@ class CGGPRModel:
                              "solver='sparse' (cggpr train --energy-key uses it by default)")
         if not len(maps):
             raise ModelError("no training structures given")
-        if len(totals) != len(maps):
-            raise ModelError(f"{len(totals)} total energies for {len(maps)} structures")
-        totals = np.asarray([float(t) for t in totals], dtype=float)
-        counts = np.array([len(m.centre_indices) for m in maps])
-        for m, total, n in zip(maps, totals, counts, strict=True):
-            if n == 0:
-                raise ModelError(f"structure {m.name!r} has no metal site to carry its total energy")
-            if not np.isfinite(total):
-                raise ModelError(f"structure {m.name!r}: total energy is {total} (not finite)")
-        per_site = totals / counts - self.reference_energy
-        deviation = np.abs(per_site - float(np.sum(totals - self.reference_energy * counts) / counts.sum()))
-        worst = int(np.argmax(deviation))
-        if deviation[worst] > MAX_LABEL_DEVIATION:
-            raise ModelError(f"structure {maps[worst].name!r}: its total energy per metal lies "
-                             f"{deviation[worst]:.3g} eV from that of all structures (limit "
-                             f"{MAX_LABEL_DEVIATION:g} eV): wrong units, or a mix of calculators?")
+        totals, counts = checked_totals(maps, totals, self.reference_energy)
         if forces is not None:
-            if len(forces) != len(maps):
-                raise ModelError(f"{len(forces)} force arrays for {len(maps)} structures")
-            if self.spec.representation != "atomistic" and any(f is not None for f in forces):
-                raise ModelError(f"forces train atomistic models only; the {self.spec.representation} model's energy "
-                                 "is a function of the bead positions, and the atomistic forces of a frame are not "
-                                 "its gradient (see CGGPRModel.fit_totals_maps): train it on totals alone")
-            if not (np.isfinite(force_noise) and force_noise > 0):
-                raise ModelError(f"force_noise must be a positive number (eV/Å), got {force_noise!r}")
-            for m, f in zip(maps, forces, strict=True):
-                if f is not None and np.shape(f) != (len(m.structure), 3):
-                    raise ModelError(f"structure {m.name!r}: forces of shape {np.shape(f)} for "
-                                     f"{len(m.structure)} atoms")
+            check_forces(maps, forces, self.spec.representation, force_noise)
         metals, linkers = self._training_species_of(maps)
         fitted = fit_streamed(self.spec, self.solver_options, maps, np.zeros(int(counts.sum())),
                               np.arange(int(counts.sum())), reference_energy=self.reference_energy,
@@ -738,19 +686,6 @@ class CGGPRModel:
                 "solver": self.solver, "n_environments": self.training_["n_environments"]}
 
 
-def describe_files(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
-    """``[{"path", "bytes", "sha256"}]`` of data files, for a model's record of what it was trained on."""
-    out = []
-    for path in paths:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        out.append({"path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size,
-                    "sha256": digest.hexdigest()})
-    return out
-
-
 def _centre_positions(bead_map: BeadMap, centres: Sequence[int] | None) -> np.ndarray:
     """``centres`` as unique metal-site positions (0..n_metals-1) of ``bead_map`` (None: all of them)."""
     n = len(bead_map.centre_indices)
@@ -762,17 +697,3 @@ def _centre_positions(bead_map: BeadMap, centres: Sequence[int] | None) -> np.nd
             or len(np.unique(positions)) != len(positions):
         raise ModelError(f"structure {bead_map.name!r}: centres must be unique metal-site positions in 0..{n - 1}")
     return positions.astype(np.int64)
-
-
-def _stack_labels(maps: Sequence[BeadMap], labels: Sequence[np.ndarray]) -> np.ndarray:
-    if len(labels) != len(maps):
-        raise ModelError(f"{len(labels)} label arrays for {len(maps)} structures")
-    out = []
-    for m, lab in zip(maps, labels, strict=True):
-        lab = as_label_array(lab, what="the label array", name=m.name).ravel()
-        if lab.shape != (len(m.centre_indices),):
-            raise ModelError(f"structure {m.name!r}: {lab.size} labels for {len(m.centre_indices)} metal sites")
-        if not np.isfinite(lab).all():
-            raise ModelError(f"structure {m.name!r}: labels contain NaN or inf")
-        out.append(lab)
-    return np.concatenate(out)

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("beads → descriptors", ("descriptors", "descriptors.*")),
     ("descriptors → kernel", ("kernels",)),
     ("kernel → regression", ("regression", "regression.*", "inducing", "streaming")),
-    ("prediction", ("prediction", "model_file", "model")),
+    ("prediction", ("prediction", "fit_inputs", "model_file", "model")),
     ("uncertainty", ("uncertainty", "applicability")),
     ("structure files", ("io",)),
     ("shells", ("*",)),  # everything else: calculator, screening, training, cli, demo, dataset, mofff, evaluation...

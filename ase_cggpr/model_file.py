@@ -523,7 +523,7 @@ def _arrays_from_clusters(path: Path, arrays: dict, spec: ModelSpec, regression:
         X = cluster_vectors(clusters, spec)
         gpr = SparseGPR(zeta=spec.zeta, offset=spec.offset, noise=spec.noise,
                         jitter=float(regression.get("jitter", 1e-10)))
-        Lm = cluster_factor(clusters, spec, X, gpr)  # = streaming.inducing_factor(gpr, X), cached on disk
+        Lm = cluster_factor(clusters, spec, X, gpr)  # = regression.inducing_factor(gpr, X), cached on disk
         La = unpack_lower(arrays["La_packed"], m)
     except ModelError as error:
         raise _bad(path, f"its inducing clusters are invalid: {error}") from None

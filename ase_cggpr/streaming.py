@@ -6,7 +6,7 @@ descriptor chunks and never holds more than one chunk:
 
 1. **inducing environments**: a seeded reservoir sample (algorithm R, :class:`Reservoir`) of at most
    ``reservoir`` vectors (default 3 M) is kept from a first stream (all of the data, or, in
-   :func:`fit_model_streaming`, a seeded random subset of the structures holding about 4 x the reservoir);
+   :func:`fit_streamed`, a seeded random subset of the structures holding about 4 x the reservoir);
    the M inducing environments are chosen from it by SparseGPR's own ``select`` (FPS, CUR or random,
    seeded);
 2. **projected-process terms**, over the whole training stream, block by block (``block_size`` rows):

@@ -188,7 +188,7 @@ def _parameters_path(key: tuple) -> Path | None:
 
 def cached_calculator_parameters(cutoff: float, atom_sigma: float, n_max: int, l_max: int,
                                  cutoff_transition_width: float, *, cache: bool = True) -> str:
-    """:func:`calculator_parameters`, kept on disk (beside the inducing vectors, :func:`ase_cggpr.inducing.cache_dir`).
+    """:func:`calculator_parameters`, kept on disk (beside the inducing vectors, :func:`ase_cggpr.cachedir.cache_dir`).
 
     Building them means tabulating the radial splines (about 0.4 s at n_max 16, l_max 8, cutoff 9 Å: 9 x 2,049
     knots) and writing 600,000 floats as JSON (about 0.9 s); reading the file takes milliseconds. The file holds

@@ -1,7 +1,7 @@
 """Evaluation layer: grouped k-fold CV, learning curves, grid searches, the cross-hyper table and the report.
 
 Everything here is built on the core API: :func:`~ase_cggpr.beads.coarse_grain` for the representations,
-:func:`~ase_cggpr.labels.local_energies` for the labels, :func:`~ase_cggpr.model.selected_vectors` /
+:func:`~ase_cggpr.labels.local_energies` for the labels, :func:`~ase_cggpr.descriptors.selected_vectors` /
 :func:`~ase_cggpr.descriptors.soap_vectors` for SOAP and :class:`~ase_cggpr.model.CGGPRModel` (and so the
 solvers of :mod:`ase_cggpr.regression`) for the regression. One module per job:
 

@@ -18,6 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from .atom_types import mofff_typing
+from .driver import KCAL_MOL, MOFFFEngine
 
 
 @dataclass
@@ -48,7 +49,6 @@ def relax_mofff(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm
     """
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from .driver import KCAL_MOL, MOFFFEngine
 
     t0 = time.perf_counter()
     top = mofff_typing(atoms, bonds=bonds, shifts=shifts)

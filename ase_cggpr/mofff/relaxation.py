@@ -49,7 +49,6 @@ def relax_mofff(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm
     """
     from ase.calculators.singlepoint import SinglePointCalculator
 
-
     t0 = time.perf_counter()
     top = mofff_typing(atoms, bonds=bonds, shifts=shifts)
     eng = MOFFFEngine(top, atoms.positions, atoms.cell.array)

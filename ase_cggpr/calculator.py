@@ -91,7 +91,6 @@ class CGGPRCalculator(Calculator):
             ``local_energy_std`` is asked for).
         descriptor_backend: ``None`` (the model's own, ``spec.backend``), ``"featomic"`` or ``"quippy"``,
             for energies and forces.
-        gradient_backend: deprecated; ``descriptor_backend`` (``"auto"`` means None).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "local_energies",
@@ -101,15 +100,11 @@ class CGGPRCalculator(Calculator):
 
     def __init__(self, model: CGGPRModel | str | os.PathLike | None = None, *,
                  model_path: str | os.PathLike | None = None, return_std: bool = False,
-                 descriptor_backend: str | None = None, gradient_backend: str | None = None,
-                 defects: str = "flag", **kwargs):
+                 descriptor_backend: str | None = None, defects: str = "flag", **kwargs):
         if (model is None) == (model_path is None):
             raise ModelError("give exactly one of model= or model_path=")
-        if gradient_backend is not None:
-            warnings.warn("CGGPRCalculator(gradient_backend=...) is deprecated: the one descriptor backend of "
-                          "energies and forces is descriptor_backend=", DeprecationWarning, stacklevel=2)
-            if descriptor_backend is None and gradient_backend != "auto":
-                descriptor_backend = gradient_backend
+        if "gradient_backend" in kwargs:  # removed in 0.3.0 (CHANGELOG.md)
+            raise TypeError("CGGPRCalculator(gradient_backend=...) was removed: use descriptor_backend=")
         self.model: CGGPRModel | None = None
         self._connectivity: Connectivity | None = None
         self._bonds: Bonds | None = None

@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from .errors import CGGPRError
+from .io import default_dataset_path, iter_structures, load_labelled, reference_energy_from_info, split_by_group
+from .metrics import rmse
+from .model import CGGPRModel
 from .outputs import atomic_output, check_output
+from .plots import _finish, _pyplot
+from .pretrained import card, format_card
+from .screening import default_threshold, screen
 
 #: The shipped models the demo screens with, by name (:mod:`ase_cggpr.pretrained`).
 DEFAULT_MODELS = ("AB2", "A", "atomistic")
@@ -194,9 +200,6 @@ def demo_outputs(output_dir: str | os.PathLike, *, train: bool = True) -> list[P
 def screen_real_zifs(model_name: str, reference: dict[str, Any] | None = None, *, structures=None,
                      workers: int = 1) -> ModelScreen:
     """Screen the bundled real structures with one model (a shipped name or a path) and compare with MOF-FF."""
-    from .model import CGGPRModel
-    from .screening import default_threshold, screen
-
     reference = reference or mofff_reference()
     structures = structures if structures is not None else real_structures(reference)
     t0 = time.perf_counter()
@@ -234,8 +237,6 @@ def screen_real_zifs(model_name: str, reference: dict[str, Any] | None = None, *
 
 def _card_text(model_name: str) -> str:
     """The model card's text; for a model file without a full card, what its metadata has."""
-    from .pretrained import card, format_card
-
     try:
         return format_card(card(model_name))
     except (KeyError, TypeError, AttributeError) as error:
@@ -245,10 +246,6 @@ def _card_text(model_name: str) -> str:
 def train_on_builtin(output: Path, *, seed: int = 0, n_train: int | None = 1000, test_fraction: float = 0.25,
                      overwrite: bool = False, progress: bool = False) -> TrainingResult:
     """A small AB2 model on the built-in coarse-grained data, tested on held-out framework types."""
-    from .io import default_dataset_path, iter_structures, load_labelled, reference_energy_from_info, split_by_group
-    from .model import CGGPRModel
-    from .training import rmse
-
     t0 = time.perf_counter()
     frames = list(iter_structures([default_dataset_path("cg")]))
     reference = reference_energy_from_info(frames) or 0.0
@@ -317,7 +314,6 @@ def _figure(path: Path, screens: list[ModelScreen], *, overwrite: bool) -> Path 
     """Predicted vs MOF-FF energy per Zn, one panel per model, error bars = largest per-Zn std."""
     if importlib.util.find_spec("matplotlib") is None:
         return None
-    from .plots import _finish, _pyplot
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(screens), figsize=(4.2 * len(screens), 4.2), squeeze=False)

@@ -23,14 +23,19 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
+from .cachedir import cache_dir
+from .descriptors import backend_for, soap_dimension
 from .errors import ModelError
+from .regression import inducing_factor
 from .spec import ModelSpec
+from .version import __version__
 
 #: Extra radius (Å) beyond the cutoff included in a cluster: the smooth cutoff is exactly 0 beyond
 #: ``cutoff``, so anything in [cutoff, cutoff + margin) contributes nothing; the margin only makes the cluster
@@ -98,13 +103,11 @@ def cluster_vectors(clusters: Sequence[Atoms], spec: ModelSpec, *, chunk: int = 
     second from the second time on; a cached file is used only if its shape is (M, D) and every row is finite
     and normalised, and a cache that cannot be written is skipped silently.
     """
-    from .descriptors import backend_for
-
     path = _cache_path(clusters, spec) if cache else None
     if path is not None and path.exists():
         try:
             X = np.load(path, allow_pickle=False)
-            if (X.shape == (len(clusters), _dimension(spec)) and np.isfinite(X).all()
+            if (X.shape == (len(clusters), soap_dimension(spec)) and np.isfinite(X).all()
                     and np.allclose(np.einsum("ij,ij->i", X, X), 1.0, atol=1e-8)):
                 return X
         except (OSError, ValueError):
@@ -112,7 +115,7 @@ def cluster_vectors(clusters: Sequence[Atoms], spec: ModelSpec, *, chunk: int = 
     backend = backend_for(spec)
     if not clusters:
         return np.zeros((0, 0))
-    X = np.empty((len(clusters), _dimension(spec)))
+    X = np.empty((len(clusters), soap_dimension(spec)))
     for start in range(0, len(clusters), chunk):
         block = list(clusters[start:start + chunk])
         X[start:start + len(block)] = backend.vectors(block, [np.array([0])] * len(block))
@@ -136,15 +139,13 @@ def _save(path: Path, array: np.ndarray) -> None:
 def cluster_factor(clusters: Sequence[Atoms], spec: ModelSpec, X: np.ndarray, gpr, *,
                    cache: bool = True) -> np.ndarray:
     """L_m, the lower Cholesky factor of ``K(X, X)`` plus ``gpr``'s jitter (as
-    :func:`~ase_cggpr.streaming.inducing_factor`), kept in :func:`cache_dir` beside the vectors of the same clusters.
+    :func:`~ase_cggpr.regression.inducing_factor`), kept in :func:`cache_dir` beside the vectors of the same clusters.
 
     Forming K_mm costs M^2 D (2,000^2 x 4,752 for the shipped AB2: about 1 s), the factor M^3 / 3; reading the
     cached factor (its lower triangle, float64) takes milliseconds. A cached factor is used only if it has the
     right shape, a positive diagonal, and three of its columns reproduce ``K(X, X) + jitter`` to 1e-10 (relative),
     else it is recomputed (and the cache rewritten).
     """
-    from .streaming import inducing_factor
-
     m = X.shape[0]
     path = _factor_path(clusters, spec, gpr) if cache else None
     if path is not None and path.exists():
@@ -184,26 +185,7 @@ def _factor_path(clusters: Sequence[Atoms], spec: ModelSpec, gpr) -> Path | None
     return path.with_name(f"{path.stem}-Lm-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npy")
 
 
-def cache_dir() -> Path:
-    """Where recomputed inducing vectors are kept: ``$CGGPR_CACHE``, else ``$XDG_CACHE_HOME/ase-cggpr``, else
-    ``~/.cache/ase-cggpr``."""
-    if os.environ.get("CGGPR_CACHE"):
-        return Path(os.environ["CGGPR_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ase-cggpr"
-
-
-def _dimension(spec: ModelSpec) -> int:
-    from .descriptors import soap_dimension
-
-    return soap_dimension(spec)
-
-
 def _cache_path(clusters: Sequence[Atoms], spec: ModelSpec) -> Path | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from . import __version__
-
     try:
         featomic = version("featomic")
     except PackageNotFoundError:

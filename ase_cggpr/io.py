@@ -291,7 +291,7 @@ class LabelledSet:
                 lab = np.asarray(labels[k], dtype=float).ravel()
             else:
                 key = label_key or _default_label_key(atoms)
-                lab = local_energies(atoms, key=key, target=target, connectivity=connectivity)
+                lab = local_energies(atoms, label_key=key, target=target, connectivity=connectivity)
             if lab.shape != (connectivity.n_metals,):
                 raise LabelError(f"structure {name!r}: {lab.size} labels for {connectivity.n_metals} metal sites")
             if not np.isfinite(lab).all():
@@ -414,17 +414,30 @@ def load_labelled(structures: Iterable[Atoms], *, representation: str, label_key
                                        representation=representation, group_fallback="name")
 
 
+def held_out_groups(groups: Sequence | np.ndarray, n_held: int, *, seed: int = 0) -> np.ndarray:
+    """``n_held`` of the distinct values of ``groups`` (e.g. framework types), drawn at random without replacement
+    (``numpy.random.default_rng(seed).choice`` over the sorted distinct values): the package's one held-out split.
+
+    :func:`split_by_group` (``cggpr train --test-fraction``), the shipped models' validation
+    (``scripts/shipped_models.py``: ``n_held = min(50, n_types // 5)``, seed 0) and the relaxation check
+    (``scripts/cg_relax_vs_mofff.py --held-out-split``) all draw through it, so one seed names one split."""
+    unique = np.unique(np.asarray(groups))
+    if not 0 <= int(n_held) <= len(unique):
+        raise ValueError(f"cannot hold out {n_held} of {len(unique)} groups")
+    return np.random.default_rng(seed).choice(unique, size=int(n_held), replace=False)
+
+
 def split_by_group(groups: np.ndarray, test_fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test) with whole groups held out: about ``test_fraction`` of the structures in test."""
+    """Indices (train, test) with whole groups held out: about ``test_fraction`` of the structures in test
+    (:func:`held_out_groups` of ``round(test_fraction * n_groups)`` groups, at least one, and one kept)."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie between 0 and 1, got {test_fraction}")
     unique = np.unique(groups)
     if len(unique) < 2:
         raise LabelError("a held-out test set needs at least two structure groups (info 'framework_type' or "
                          "'structure_id'; see group_key)")
-    rng = np.random.default_rng(seed)
     n_test = min(max(1, round(test_fraction * len(unique))), len(unique) - 1)
-    test_groups = rng.choice(unique, size=n_test, replace=False)
+    test_groups = held_out_groups(unique, n_test, seed=seed)
     is_test = np.isin(groups, test_groups)
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 

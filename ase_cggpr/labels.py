@@ -76,16 +76,26 @@ def per_atom_array(atoms: Atoms, key: str, *, name: str | None = None) -> np.nda
     return values
 
 
-def local_energies(atoms: Atoms, *, key: str = "energies", target: str = "local",
-                   connectivity: Connectivity | None = None, name: str | None = None) -> np.ndarray:
+def _renamed(function: str, removed: dict) -> None:
+    """Refuse a keyword removed in 0.3.0, naming its new name (CHANGELOG.md)."""
+    if "key" in removed:
+        raise TypeError(f"{function}(key=...) was renamed {function}(label_key=...)")
+    if removed:
+        raise TypeError(f"{function}() got unexpected keyword argument(s) {sorted(removed)}")
+
+
+def local_energies(atoms: Atoms, *, label_key: str = "energies", target: str = "local",
+                   connectivity: Connectivity | None = None, name: str | None = None, **removed) -> np.ndarray:
     """Per-metal labels (eV), in the order of ``connectivity.metal_indices``.
 
     Args:
         atoms: atomistic structure with per-atom energies, or a structure carrying per-metal values.
-        key: name of the per-atom array.
+        label_key: name of the per-atom array (``key=`` before 0.3.0).
         target: ``"local"`` (e_local, the default) or ``"metal"`` (e_Zn only).
         connectivity: connectivity found earlier (found here when omitted).
     """
+    _renamed("local_energies", removed)
+    key = label_key
     if target not in TARGETS:
         raise LabelError(f"unknown label target {target!r}; choose one of {TARGETS}")
     connectivity = connectivity or find_connectivity(atoms, name=name)
@@ -115,14 +125,15 @@ def local_energies(atoms: Atoms, *, key: str = "energies", target: str = "local"
     return e_metal + 0.5 * shared
 
 
-def reference_energy(structures: list[Atoms], *, key: str = "energies") -> float:
+def reference_energy(structures: list[Atoms], *, label_key: str = "energies", **removed) -> float:
     """Mean local energy per metal (eV) over reference structures (e.g. relaxed zni).
 
     Subtract it from labels to express energies relative to the reference polymorph.
     """
+    _renamed("reference_energy", removed)
     if not structures:
         raise StructureError("no reference structures given")
-    return float(np.mean(np.concatenate([local_energies(a, key=key) for a in structures])))
+    return float(np.mean(np.concatenate([local_energies(a, label_key=label_key) for a in structures])))
 
 
 def total_energy(atoms: Atoms, key: str = "energy", *, name: str | None = None) -> float:

@@ -5,71 +5,28 @@ The files live in ``ase_cggpr/models/<name>.npz`` in the compact format (inducin
 :mod:`ase_cggpr.inducing`), each with its model card in the metadata (``training``: data, recipe, frame kinds,
 held-out validation; ``spec``; ``regression``; ``calibration``). ``scripts/shipped_models.py train`` made
 them; the command that made each is in its card (``training.command``). Names are case-insensitive, and
-``"A-only"`` is ``"A"``. A path that exists always wins over a shipped name.
+``"A-only"`` is ``"A"``. A path that exists always wins over a shipped name (finding the file:
+:mod:`ase_cggpr.model_file`, which :meth:`CGGPRModel.load` uses; re-exported here).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+from .model import CGGPRModel
+from .model_file import MODELS_DIR, available, canonical_name, resolve, shadowing
+
+__all__ = ["CITATION", "LICENCE", "MODELS_DIR", "available", "calibration_lines", "canonical_name", "card",
+           "format_card", "resolve", "shadowing"]
 
 CITATION = ("Faure Beaulieu, Z. et al., 'A coarse-grained Gaussian-process model of zeolitic imidazolate "
             "frameworks', Chem. Commun. 2023 (method); MOF-FF for ZIFs: Dürholt et al. 2019 (labels)")
 LICENCE = "MIT (models and code, ase-cggpr); training labels computed here with MOF-FF"
 
-_ALIASES = {"ab2": "AB2", "cg": "AB2", "a": "A", "a-only": "A", "atomistic": "atomistic"}
-
-
-def available() -> list[str]:
-    """Names of the shipped models present in this installation."""
-    if not MODELS_DIR.is_dir():
-        return []
-    return sorted(p.stem for p in MODELS_DIR.glob("*.npz"))
-
-
-def canonical_name(name: str) -> str | None:
-    """The shipped model a name refers to (case-insensitive, aliases), or None."""
-    key = str(name).strip()
-    names = available()
-    if key in names:
-        return key
-    alias = _ALIASES.get(key.lower().replace("_", "-"))
-    if alias in names:
-        return alias
-    lower = {n.lower(): n for n in names}
-    return lower.get(key.lower())
-
-
-def resolve(name_or_path: str | os.PathLike) -> Path:
-    """The file of a model given as a path or as a shipped name (an existing path wins)."""
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    name = canonical_name(str(name_or_path)) if isinstance(name_or_path, str) else None
-    if name is not None:
-        return MODELS_DIR / f"{name}.npz"
-    return path
-
-
-def shadowing(name_or_path: str | os.PathLike) -> str:
-    """If ``name_or_path`` is a shipped model's name that an existing path (e.g. a folder ``AB2`` in the working
-    directory) shadows, the sentence saying so and how to reach the shipped model; else ``""``."""
-    path = Path(name_or_path)
-    name = canonical_name(str(name_or_path)) if len(path.parts) == 1 else None
-    if name is None or not path.exists():
-        return ""
-    kind = "folder" if path.is_dir() else "file"
-    return (f"the {kind} {os.path.abspath(path)} shadows the shipped model {name} (an existing path wins over a "
-            f"shipped name): rename it, run from another folder, or give the shipped file {MODELS_DIR / name}.npz")
-
 
 def card(name: str) -> dict[str, Any]:
     """The model card of a shipped model: what it is, what it was trained on, how well it does."""
-    from .model import CGGPRModel
-
     model = CGGPRModel.load(name)
     meta = model.metadata_
     training = meta["training"]

@@ -117,8 +117,7 @@ def linker_relaxation_shift(frames: Sequence[Atoms]) -> dict[str, np.ndarray]:
 def split_types(frames: Sequence[Atoms], n_held: int, seed: int) -> set[str]:
     """``min(n_held, types // 5)`` framework types drawn (seeded) from the sorted framework types of ``frames``."""
     types = sorted({a.info["framework_type"] for a in frames})
-    rng = np.random.default_rng(seed)
-    return set(rng.choice(types, size=min(n_held, len(types) // 5), replace=False).tolist())
+    return set(held_out_groups(types, min(n_held, len(types) // 5), seed=seed).tolist())
 
 
 def held_out_split(frames: Sequence[Atoms], rep: str, n_held: int, seed: int

@@ -39,6 +39,7 @@ scales the linkers; the cell filters are fine (they set positions through the co
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 from ase import Atoms
@@ -57,8 +58,6 @@ def warn_free_linkers(atoms: Atoms, bead_map) -> bool:
     are computed on atomistic ``atoms`` without a :class:`RigidLinkers` constraint: moving such atoms (optimiser,
     cell filter, MD) breaks the linkers. Returns True when it warned (the calculator warns once).
     """
-    import warnings
-
     representation = bead_map.representation
     if (representation == "atomistic" or bead_map.connectivity.coarse_grained_input
             or any(isinstance(c, RigidLinkers) for c in atoms.constraints)):
@@ -72,19 +71,16 @@ def warn_free_linkers(atoms: Atoms, bead_map) -> bool:
 
 
 def representation_of(model) -> str:
-    """``"AB2"`` or ``"A"`` from a representation name, a :class:`CGGPRModel` or a :class:`CGGPRCalculator`."""
-    from .calculator import CGGPRCalculator
-    from .model import CGGPRModel
-
-    if isinstance(model, CGGPRCalculator):
-        model = model.model
-    if isinstance(model, CGGPRModel):
-        representation = model.spec.representation
-    elif isinstance(model, str):
+    """``"AB2"`` or ``"A"`` from a representation name, a :class:`CGGPRModel` or a :class:`CGGPRCalculator`
+    (recognised by what they hold: a calculator its ``model``, a model its ``spec``; this module sits below both)."""
+    if isinstance(model, str):
         representation = canonical_representation(model)
     else:
-        raise ModelError(f"RigidLinkers needs a representation ('AB2' or 'A'), a CGGPRModel or a CGGPRCalculator, "
-                         f"got {type(model).__name__}")
+        spec = getattr(getattr(model, "model", model), "spec", None)  # a calculator holds its model
+        representation = getattr(spec, "representation", None)
+        if not isinstance(representation, str):
+            raise ModelError(f"RigidLinkers needs a representation ('AB2' or 'A'), a CGGPRModel or a "
+                             f"CGGPRCalculator, got {type(model).__name__}")
     if representation == "atomistic":
         raise ModelError("an atomistic model gives every atom its force: no RigidLinkers constraint is needed "
                          "(it is for the coarse-grained AB2 and A models on atomistic input)")

@@ -171,9 +171,8 @@ def predict_symmetric(model, bead_map: BeadMap, *, symmetry: bool = True, sympre
         reps, inverse = equivalent_centres(bead_map, symprec)
     else:
         reps, inverse = np.arange(n), np.arange(n)
-    X = centre_vectors(model.spec, bead_map, reps)
-    mean, std = model.regressor_.predict(X, return_std=True)
-    return mean[inverse], std[inverse], len(reps)
+    prediction = model.compute(bead_map, return_std=True, centres=reps)  # the model's one prediction route
+    return prediction.local_energies[inverse], prediction.std[inverse], len(reps)
 
 
 # ---------------------------------------------------------------------------------------------------------

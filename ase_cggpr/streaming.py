@@ -6,7 +6,7 @@ descriptor chunks and never holds more than one chunk:
 
 1. **inducing environments**: a seeded reservoir sample (algorithm R, :class:`Reservoir`) of at most
    ``reservoir`` vectors (default 3 M) is kept from a first stream (all of the data, or, in
-   :func:`fit_model_streaming`, a seeded random subset of the structures holding about 4 x the reservoir);
+   :func:`fit_streamed`, a seeded random subset of the structures holding about 4 x the reservoir);
    the M inducing environments are chosen from it by SparseGPR's own ``select`` (FPS, CUR or random,
    seeded);
 2. **projected-process terms**, over the whole training stream, block by block (``block_size`` rows):
@@ -29,14 +29,20 @@ one descriptor chunk, whatever N. Time: ``N (2 M D + 2 M^2)`` flops (kernel rows
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.linalg import blas
 
+from .descriptors import backend_for, soap_vectors
 from .errors import ModelError
-from .regression import SparseGPR, _lower_solve, check_labels, check_memory
+from .inducing import cluster_vectors, environment_clusters
+from .progress import progress_bar
+from .regression import SparseGPR, check_labels, check_memory, inducing_factor
+from .regression.linalg import _lower_solve
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 Progress = Callable[[int], None] | None
@@ -264,14 +270,6 @@ def sparse_stream_bytes(m: int, d: int, *, reservoir: int, block_size: int = 204
     return 8 * (reservoir * d + 4 * m * m + m * d + block_size * m + chunk_rows * d)
 
 
-def inducing_factor(gpr: SparseGPR, Z: np.ndarray) -> np.ndarray:
-    """L_m: the lower Cholesky factor of K_mm plus SparseGPR's jitter (relative to its mean diagonal)."""
-    m = Z.shape[0]
-    Kmm = gpr.kernel(Z, Z)
-    Kmm.flat[:: m + 1] += gpr.jitter * float(np.mean(np.diag(Kmm)))
-    return SparseGPR._chol(Kmm)
-
-
 def solve_projected(gpr: SparseGPR, Z: np.ndarray, acc: Accumulator) -> SparseGPR:
     """The fitted SparseGPR (through ``from_state``) from the accumulated whitened terms, in M x M:
     ``A = noise^2 I + sum V V^T = L_a L_a^T``, ``alpha = L_m^-T A^-1 sum V (y - mean)``, as SparseGPR.fit."""
@@ -462,16 +460,29 @@ def sample_structures(counts: Sequence[int], n_rows: int, *, seed: int = 0) -> n
 _SPARSE_OPTIONS = ("n_inducing", "selection", "seed", "jitter", "block_size", "memory_budget")
 
 
-def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, *, metals: Sequence[str],
-                        linkers: Sequence[str], chunk: int = 64, chunk_rows: int = 4096,
-                        progress: bool = False, totals: np.ndarray | None = None,
-                        forces: Sequence[np.ndarray | None] | None = None, force_noise: float = 0.1):
-    """Fit ``model`` (a CGGPRModel with ``solver="sparse"``) to the environments ``rows`` of ``maps`` without
-    ever holding their N x D descriptors: ``chunk`` structures (at most ``chunk_rows`` environments unless
-    one structure has more) are described at a time, twice at most (once
-    for the reservoir sample the inducing environments come from, a seeded random subset of the structures
-    holding about 4 x the reservoir; once for the projected-process terms). Sets what
-    ``CGGPRModel.fit_vectors`` sets (``regressor_``, ``metals_``, ``linkers_``, ``training_``).
+@dataclasses.dataclass
+class StreamedFit:
+    """What :func:`fit_streamed` returns, for the model to record (:meth:`ase_cggpr.model.CGGPRModel._set_fitted`):
+    the fitted :class:`~ase_cggpr.regression.SparseGPR`, the inducing environments as clusters
+    (:mod:`ase_cggpr.inducing`) and the training summary (numbers of structures and environments, label
+    statistics in eV, the reservoir)."""
+
+    regressor: SparseGPR
+    clusters: list
+    training: dict[str, Any]
+
+
+def fit_streamed(spec, solver_options: dict[str, Any], maps: Sequence, y: np.ndarray, rows: np.ndarray, *,
+                 reference_energy: float = 0.0, chunk: int = 64, chunk_rows: int = 4096, progress: bool = False,
+                 totals: np.ndarray | None = None, forces: Sequence[np.ndarray | None] | None = None,
+                 force_noise: float = 0.1) -> StreamedFit:
+    """Fit a sparse GPR (``solver_options``: :class:`~ase_cggpr.regression.SparseGPR` options) on ``spec``'s SOAP
+    vectors of the environments ``rows`` of ``maps`` without ever holding their N x D descriptors: ``chunk``
+    structures (at most ``chunk_rows`` environments unless one structure has more) are described at a time, twice
+    at most (once for the reservoir sample the inducing environments come from, a seeded random subset of the
+    structures holding about 4 x the reservoir; once for the projected-process terms). Labels ``y`` are raw
+    (eV); ``reference_energy`` (eV per metal) is subtracted. Returns the fit for the model to record; nothing
+    is written into a model.
 
     ``totals`` (one total energy per map, eV, raw): learn the local energies from the structures' totals
     instead of per-environment labels ``y`` (ignored; ``rows`` must be every environment): the
@@ -479,15 +490,11 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
     site. The inducing environments are drawn as for local labels. ``forces`` (with ``totals``; atomistic
     models only): per map, its (n_atoms, 3) forces in eV/Å or None, added as gradient rows with noise
     ``force_noise`` eV/Å per component (:meth:`Accumulator.add_forces`)."""
-    from .descriptors import soap_vectors
-    from .inducing import cluster_vectors, environment_clusters
-    from .progress import progress_bar
-
-    options = {k: v for k, v in model.solver_options.items() if k in _SPARSE_OPTIONS}
-    unknown = sorted(set(model.solver_options) - set(_SPARSE_OPTIONS))
+    options = {k: v for k, v in solver_options.items() if k in _SPARSE_OPTIONS}
+    unknown = sorted(set(solver_options) - set(_SPARSE_OPTIONS))
     if unknown:
         raise ModelError(f"unknown sparse solver option(s) {unknown}; known: {list(_SPARSE_OPTIONS)}")
-    template = SparseGPR(zeta=model.spec.zeta, offset=model.spec.offset, noise=model.spec.noise, **options)
+    template = SparseGPR(zeta=spec.zeta, offset=spec.offset, noise=spec.noise, **options)
     counts = np.array([len(m.centre_indices) for m in maps])
     starts = np.concatenate([[0], np.cumsum(counts)])
     owners = np.unique(np.searchsorted(starts[1:], rows, side="right"))
@@ -496,10 +503,10 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
     reservoir = RESERVOIR_PER_INDUCING * template.n_inducing
     rows_per_owner = np.add.reduceat(in_rows.astype(int), starts[:-1])[owners] if len(maps) else counts
     sample = owners[sample_structures(rows_per_owner, 4 * reservoir, seed=template.seed)]
-    y_shifted = np.asarray(y, dtype=float) - model.reference_energy
+    y_shifted = np.asarray(y, dtype=float) - reference_energy
 
     def describe(block):
-        return soap_vectors(block, model.spec)
+        return soap_vectors(block, spec)
 
     with progress_bar(len(sample), "SOAP (inducing sample)", enabled=progress) as update_sample, \
             progress_bar(int(len(rows)), "sparse GPR", enabled=progress) as update:
@@ -515,20 +522,20 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
             for k in np.unique(owner):
                 where = np.flatnonzero(owner == k)
                 centres = np.asarray(maps[k].centre_indices)[ids[where] - starts[k]]
-                found = environment_clusters(maps[k].structure, centres, model.spec.cutoff)
+                found = environment_clusters(maps[k].structure, centres, spec.cutoff)
                 for p, cluster in zip(where, found, strict=True):
                     clusters[p] = cluster
-            return cluster_vectors(clusters, model.spec)
+            return cluster_vectors(clusters, spec)
 
         if totals is None:
             stream = map_chunks(describe, maps, y_shifted, rows, structures=owners, chunk=chunk,
                                 chunk_rows=chunk_rows)
         else:
-            shifted = np.asarray(totals, dtype=float) - model.reference_energy * counts
+            shifted = np.asarray(totals, dtype=float) - reference_energy * counts
             stream = total_chunks(describe, maps, shifted, chunk=chunk, chunk_rows=chunk_rows)
         extra = None
         if forces is not None and any(f is not None for f in forces):
-            backend = model.descriptor_backend()
+            backend = backend_for(spec)
             weight = template.noise / float(force_noise)
 
             def extra(acc: Accumulator) -> None:
@@ -556,14 +563,8 @@ def fit_model_streaming(model, maps: Sequence, y: np.ndarray, rows: np.ndarray, 
                                       inducing_vectors=inducing_vectors, totals=totals is not None,
                                       extra=extra)
     stats = regressor.label_stats_
-    model.regressor_ = regressor
-    model.inducing_clusters_ = list(clusters)
-    model.calibration_ = None
-    model.metadata_ = model.source_ = None  # as CGGPRModel.fit_vectors: a new fit is no longer a file's model
-    model.metals_ = tuple(metals)
-    model.linkers_ = tuple(linkers)
-    model.training_ = {"n_structures": int(len(owners)), "n_environments": int(stats["n"]),
-                       "label_mean": stats["mean"], "label_std": stats["std"], "label_min": stats["min"],
-                       "label_max": stats["max"], "streamed": True, "reservoir": reservoir,
-                       "inducing_sample_structures": int(len(sample))}
-    return model
+    training = {"n_structures": int(len(owners)), "n_environments": int(stats["n"]),
+                "label_mean": stats["mean"], "label_std": stats["std"], "label_min": stats["min"],
+                "label_max": stats["max"], "streamed": True, "reservoir": reservoir,
+                "inducing_sample_structures": int(len(sample))}
+    return StreamedFit(regressor=regressor, clusters=list(clusters), training=training)

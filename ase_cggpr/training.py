@@ -8,12 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from .beads import coarse_grain, find_connectivity, structure_name
 from .errors import LabelError, ModelError
-from .evaluation.tables import rmse  # the package's one RMSE (re-exported: demo imports it from here)
-from .io import expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
-from .model import CGGPRModel, describe_files
-from .regression import MAX_LABEL_DEVIATION, SOLVERS, ExactGPR, check_memory, exact_fit_bytes
+from .io import _group_of, expand_paths, iter_structures, load_labelled, reference_energy_from_info, split_by_group
+from .labels import atom_forces, total_energy
+from .metrics import rmse
+from .model import DEFAULT_FORCE_NOISE, CGGPRModel, describe_files
+from .regression import MAX_LABEL_DEVIATION, check_memory, exact_fit_bytes, solver_options
 from .spec import ModelSpec
+from .streaming import RESERVOIR_PER_INDUCING, sparse_stream_bytes
+from .uncertainty import calibration_from_errors
 
 
 def parse_reference(reference: str | float | None, frames) -> float:
@@ -39,20 +43,9 @@ def check_test_fraction(test_fraction: Any) -> float | None:
     return float(test_fraction)
 
 
-def solver_options_for(solver: str, precision: str = "float64", inducing: int | None = None) -> dict[str, Any]:
-    """The regressor options of ``solver`` ("exact" with ``precision``, "sparse" with ``inducing`` points)."""
-    if solver == "exact":
-        if inducing is not None:
-            raise ModelError("inducing (the number of inducing environments) applies to the sparse solver only")
-        if precision not in ExactGPR.PRECISIONS:
-            raise ModelError(f"unknown precision {precision!r}; choose one of {ExactGPR.PRECISIONS}")
-        return {} if precision == "float64" else {"precision": precision}
-    if solver == "sparse":
-        if precision != "float64":
-            raise ModelError(f"precision {precision!r} applies to the exact solver only; the sparse solver "
-                             "works in float64")
-        return {} if inducing is None else {"n_inducing": inducing}
-    raise ModelError(f"unknown regression solver {solver!r}; choose one of {sorted(SOLVERS)}")
+def _solver_options(solver: str, precision: str, inducing: int | None) -> dict[str, Any]:
+    """:func:`~ase_cggpr.regression.solver_options`, float64 (the default precision) left unrecorded."""
+    return solver_options(solver, precision=None if precision == "float64" else precision, inducing=inducing)
 
 
 def check_training_labels(labelled) -> None:
@@ -80,8 +73,6 @@ def training_bytes(n: int, d: int, solver: str, options: dict[str, Any]) -> int:
     (the sparse solver streams its descriptors, :mod:`ase_cggpr.streaming`: its reservoir sample, M x M
     matrices and one chunk instead)."""
     if solver == "sparse":
-        from .streaming import RESERVOIR_PER_INDUCING, sparse_stream_bytes
-
         m = min(int(options.get("n_inducing", 4000)), n)
         return sparse_stream_bytes(m, d, reservoir=min(RESERVOIR_PER_INDUCING * m, n), chunk_rows=min(n, 8192))
     return 8 * n * d + exact_fit_bytes(n, precision=options.get("precision", "float64"))
@@ -141,12 +132,12 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
         return train_from_totals(data, representation=representation, energy_key=energy_key, cutoff=cutoff,
                                  atom_sigma=atom_sigma, n_max=n_max, l_max=l_max, noise=noise, backend=backend,
                                  reference=reference, test_fraction=test_fraction, group_key=group_key, seed=seed,
-                                 solver_options=solver_options_for("sparse", precision, inducing),
+                                 solver_options=_solver_options("sparse", precision, inducing),
                                  memory_budget=memory_budget, forces_key=forces_key, force_noise=force_noise,
                                  progress=progress)
     solver = solver or "exact"
     test_fraction = check_test_fraction(test_fraction)
-    solver_options = solver_options_for(solver, precision, inducing)
+    solver_options = _solver_options(solver, precision, inducing)
     spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                      l_max=l_max, noise=noise, backend=backend)
     data = list(data)
@@ -171,8 +162,6 @@ def train_model(data: Iterable[str | os.PathLike], *, representation: str = "AB2
         files=describe_files(expand_paths(data)))
     report["training environments"] = model.training_["n_environments"]
     if test_set is not None:
-        from .uncertainty import calibration_from_errors
-
         means, stds = model.predict_maps(test_set.maps(), return_std=True, progress=progress)
         predicted, truth = np.concatenate(means), test_set.labels - model.reference_energy
         calibration = calibration_from_errors(predicted - truth, np.concatenate(stds), model.spec.noise)
@@ -200,11 +189,6 @@ def train_from_totals(data: Iterable[str | os.PathLike], *, representation: str 
     per structure), with ``forces_key`` also on their forces (atomistic only). Held-out groups
     (``test_fraction``) are scored on their total energy per metal (eV) (and forces, eV/Å), the labels the
     files give; no uncertainty calibration is made (it needs per-site errors)."""
-    from .beads import coarse_grain, find_connectivity, structure_name
-    from .io import _group_of
-    from .labels import atom_forces, total_energy
-    from .model import DEFAULT_FORCE_NOISE
-
     test_fraction = check_test_fraction(test_fraction)
     spec = ModelSpec(representation=representation, cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max,
                      l_max=l_max, noise=noise, backend=backend)

@@ -29,6 +29,9 @@ import numpy as np
 
 from .beads import BeadMap
 from .errors import CGGPRError, ModelError, OptionError
+from .linker_geometry import bead_distortion, linker_distortion
+from .metrics import rmse
+from .outputs import atomic_output
 
 THRESHOLD_RULE = "99th percentile of the held-out per-Zn latent std (GP, no noise term)"
 THRESHOLD_QUANTILE = 0.99
@@ -75,8 +78,6 @@ class Calibration:
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the calibration JSON (atomically; never over an existing file unless ``overwrite``)."""
-        from .outputs import atomic_output
-
         with atomic_output(path, force=overwrite) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         return Path(path)
@@ -138,15 +139,13 @@ class Calibration:
 
 def calibration_from_errors(errors: np.ndarray, std: np.ndarray, noise: float) -> Calibration:
     """A :class:`Calibration` from held-out errors (prediction - truth) and latent stds (eV)."""
-    from .evaluation.tables import rmse as root_mean_square
-
     errors, std = np.abs(np.asarray(errors, float)), np.asarray(std, float)
     if errors.size == 0 or errors.shape != std.shape:
         raise CGGPRError(f"need matching non-empty errors and std, got {errors.shape} and {std.shape}")
     total = np.sqrt(std**2 + noise**2)
     q99 = float(np.quantile(std, THRESHOLD_QUANTILE))
     return Calibration(
-        n_environments=int(errors.size), rmse=root_mean_square(errors, 0.0),
+        n_environments=int(errors.size), rmse=rmse(errors, 0.0),
         within_1sigma=float(np.mean(errors <= std)), within_2sigma=float(np.mean(errors <= 2 * std)),
         within_1sigma_with_noise=float(np.mean(errors <= total)),
         within_2sigma_with_noise=float(np.mean(errors <= 2 * total)),
@@ -207,7 +206,7 @@ def calibrated_std(model, std: np.ndarray, atoms=None, connectivity=None, *,
     (:func:`variance_transform`), or the latent std itself when the model has none.
 
     The geometry terms need, per Zn, the linker distortion and the bead distortion (Å): given, or measured on
-    ``atoms`` with ``connectivity`` (:mod:`ase_cggpr.applicability`); what cannot be measured counts 0."""
+    ``atoms`` with ``connectivity`` (:mod:`ase_cggpr.linker_geometry`); what cannot be measured counts 0."""
     std = np.asarray(std, dtype=float)
     transform = variance_transform(model)
     if transform is None:
@@ -217,16 +216,12 @@ def calibrated_std(model, std: np.ndarray, atoms=None, connectivity=None, *,
     measurable = atoms is not None and connectivity is not None
     if coefficient > 0:
         if distortion is None and measurable:
-            from .applicability import linker_distortion
-
             distortion = linker_distortion(atoms, connectivity)
         if distortion is not None:
             d = np.nan_to_num(np.asarray(distortion, dtype=float), nan=0.0)
             variance = variance + (coefficient * d**2) ** 2
     if bead_coefficient > 0:
         if bead is None and measurable:
-            from .applicability import bead_distortion
-
             bead = bead_distortion(atoms, connectivity)
         if bead is not None:
             variance = variance + (bead_coefficient * np.nan_to_num(np.asarray(bead, dtype=float), nan=0.0)) ** 2

@@ -44,14 +44,14 @@ def main() -> None:
     from ase_cggpr.dataset.rattle import rigid_rattle
     from ase_cggpr.labels import local_energies
     from ase_cggpr.model import CGGPRModel
-    from ase_cggpr.mofff import MOFFFCalculator, relax
+    from ase_cggpr.mofff import MOFFFCalculator, relax_mofff
     from ase_cggpr.screening import calibrate, format_table, predict_symmetric, screen
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     relaxed, mofff_energy, connectivities, calcs = {}, {}, {}, {}
     for name in POLYMORPHS:
-        atoms = relax(read(CIFS / f"{name}.cif"), cell=True, fmax=1e-3, pmax_atm=50.0).atoms
+        atoms = relax_mofff(read(CIFS / f"{name}.cif"), cell=True, fmax=1e-3, pmax_atm=50.0).atoms
         n_zn = int((atoms.numbers == 30).sum())
         mofff_energy[name] = atoms.get_potential_energy() / n_zn
         atoms.calc = None
@@ -69,7 +69,7 @@ def main() -> None:
                 copy = rigid_rattle(atoms, connectivities[name], rng.uniform(0.03, 0.2), rng)
                 copy.arrays["energies"] = calcs[name].get_potential_energies(copy)
                 maps.append(coarse_grain(copy, "AB2", connectivity=connectivities[name]))
-                labels.append(local_energies(copy, key="energies", connectivity=connectivities[name]))
+                labels.append(local_energies(copy, label_key="energies", connectivity=connectivities[name]))
                 frames.append(copy)
         return maps, labels, frames
 

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         name = structure_name(atoms, fallback=f"frame {k}")
         connectivity = find_connectivity(atoms, name=name)
         maps.append(coarse_grain(atoms, args.representation, connectivity=connectivity))
-        lab = local_energies(atoms, key=args.local_key, connectivity=connectivity)
+        lab = local_energies(atoms, label_key=args.local_key, connectivity=connectivity)
         labels.append(lab)
         totals.append(float(lab.sum()) if args.total_key == "sum" else float(atoms.info[args.total_key]))
         groups.append(str(atoms.info[args.group_key]))

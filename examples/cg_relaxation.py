@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     from ase_cggpr.dataset.rattle import rigid_rattle
     from ase_cggpr.labels import local_energies
     from ase_cggpr.model import CGGPRModel
-    from ase_cggpr.mofff import MOFFFCalculator, relax
+    from ase_cggpr.mofff import MOFFFCalculator, relax_mofff
 
     name = args.polymorph or ("ZIF6" if args.small else "zni")
     path = args.cif_dir / f"{name}.cif"
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         return 2
     start_time = time.perf_counter()
     rng = np.random.default_rng(args.seed)
-    minimum = relax(read(path), cell=True, fmax=0.01 if args.small else 1e-3, pmax_atm=200.0).atoms
+    minimum = relax_mofff(read(path), cell=True, fmax=0.01 if args.small else 1e-3, pmax_atm=200.0).atoms
     minimum.calc = None
     connectivity = find_connectivity(minimum, name=name)
     mofff = MOFFFCalculator()  # typed once on the minimum; later structures only move atoms
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
             atoms = rigid_rattle(minimum, connectivity, rng.uniform(0.03, 0.2), rng)
             atoms.arrays["energies"] = mofff.get_potential_energies(atoms)
             maps.append(coarse_grain(atoms, "AB2", connectivity=connectivity))
-            labels.append(local_energies(atoms, key="energies", connectivity=connectivity))
+            labels.append(local_energies(atoms, label_key="energies", connectivity=connectivity))
         hypers = dict(n_max=8, l_max=4) if args.small else {}
         model = CGGPRModel(representation="AB2", backend="featomic", reference_energy=e_min, **hypers)
         model.fit_maps(maps, labels)

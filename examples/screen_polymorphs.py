@@ -38,12 +38,12 @@ def relaxed_polymorphs(cif_dir: Path, names, *, fmax: float):
     """(name, relaxed atoms, MOF-FF energy per Zn in eV) per polymorph."""
     from ase.io import read
 
-    from ase_cggpr.mofff import relax
+    from ase_cggpr.mofff import relax_mofff
 
     out = []
     for name in names:
         atoms = read(cif_dir / f"{name}.cif")
-        result = relax(atoms, cell=True, fmax=fmax, pmax_atm=200.0)
+        result = relax_mofff(atoms, cell=True, fmax=fmax, pmax_atm=200.0)
         relaxed = result.atoms
         n_zn = int((relaxed.numbers == 30).sum())
         energy = relaxed.get_potential_energy() / n_zn
@@ -75,7 +75,7 @@ def train_on_rattled(polymorphs, *, copies: int, reference: float, small: bool, 
             atoms.arrays["energies"] = atoms.get_potential_energies()
             atoms.calc = None
             maps.append(coarse_grain(atoms, "AB2", connectivity=connectivity))
-            labels.append(local_energies(atoms, key="energies", connectivity=connectivity))
+            labels.append(local_energies(atoms, label_key="energies", connectivity=connectivity))
         calc.close()
     hypers = dict(n_max=8, l_max=4) if small else {}
     model = CGGPRModel(representation="AB2", backend="featomic", reference_energy=reference, **hypers)

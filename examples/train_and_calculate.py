@@ -34,7 +34,7 @@ def main() -> None:
         calc = CGGPRCalculator(model_path=path)
         errors = []
         for atoms in test:
-            truth = local_energies(atoms, key="energies") - model.reference_energy
+            truth = local_energies(atoms, label_key="energies") - model.reference_energy
             atoms = atoms.copy()  # (the copy has no calculator results, so the labels are read first)
             atoms.calc = calc
             energy = atoms.get_potential_energy()

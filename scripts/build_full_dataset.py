@@ -59,9 +59,9 @@ def zni_reference(path: Path) -> float:
     from ase.io import read
 
     from ase_cggpr.labels import local_energies
-    from ase_cggpr.mofff.relax import relax
+    from ase_cggpr.mofff import relax_mofff
 
-    result = relax(read(path))
+    result = relax_mofff(read(path))
     print(result.message, flush=True)
     return float(np.mean(local_energies(result.atoms)))
 

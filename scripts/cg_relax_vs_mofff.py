@@ -85,12 +85,12 @@ def framework_type(net) -> str:
 def held_out_from_split(spec: str, files) -> set[str]:
     """scripts/shipped_models.py's split_types over every clean shared net's framework type."""
     from ase_cggpr.dataset.nets import read_nets
+    from ase_cggpr.io import held_out_groups
 
     n_held, seed = (int(v) for v in spec.split(":"))
     nets, _ = read_nets(sorted(set(files.values())))
     types = sorted({framework_type(n) for n in nets})
-    rng = np.random.default_rng(seed)
-    return set(rng.choice(types, size=min(n_held, len(types) // 5), replace=False).tolist())
+    return set(held_out_groups(types, min(n_held, len(types) // 5), seed=seed).tolist())
 
 
 def training_exclusions(paths, files) -> tuple[set[str], set[str]]:

@@ -5,7 +5,7 @@ Input: the DFT-optimised CIFs of Dürholt, Fraux, Coudert, Schmid, J. Chem. Theo
 zni (ZIF8_CH3 is Zn(mIm)2, not Zn(Im)2, and is left out).
 
 Each CIF, as given, is evaluated once with MOF-FF (single point) and relaxed with
-:func:`ase_cggpr.mofff.relax` (positions and cell lengths at zero pressure) under the dataset build's
+:func:`ase_cggpr.mofff.relax_mofff` (positions and cell lengths at zero pressure) under the dataset build's
 convergence criteria (``BuildConfig().fmax`` eV/Å, ``BuildConfig().pmax_atm`` atm). Energies are the
 dataset's labels: the mean MOF-FF local energy per Zn (:func:`ase_cggpr.labels.local_energies`) minus
 ``BuildConfig().reference_energy`` (relaxed zni), in eV.
@@ -59,7 +59,7 @@ def energy_per_zn(atoms, energies: np.ndarray, reference: float) -> tuple[float,
     labelled = atoms.copy()
     labelled.calc = None
     labelled.arrays["energies"] = np.asarray(energies, float)
-    e_local = local_energies(labelled, key="energies")
+    e_local = local_energies(labelled, label_key="energies")
     return float(e_local.mean() - reference), [float(x) for x in e_local]
 
 
@@ -70,13 +70,13 @@ def relax_one(job: tuple[str, str, float, float, float, str]) -> dict:
     n_zn = int((atoms.numbers == 30).sum())
     sp = atoms.copy()
     if labeller_spec == "mofff":  # MOF-FF through LAMMPS, as the bundled reference was made
-        from ase_cggpr.mofff import MOFFFCalculator, relax
+        from ase_cggpr.mofff import MOFFFCalculator, relax_mofff
 
         sp.calc = MOFFFCalculator()
         e_cif, _ = energy_per_zn(atoms, sp.get_potential_energies(), reference)
         sp.calc.close()
         t0 = time.perf_counter()
-        result = relax(atoms, cell=True, fmax=fmax, pmax_atm=pmax)
+        result = relax_mofff(atoms, cell=True, fmax=fmax, pmax_atm=pmax)
     else:  # any other labeller (ACE): ASE LBFGS/FIRE with FrechetCellFilter, the same criteria
         from ase_cggpr.labellers import labeller_from_spec
 

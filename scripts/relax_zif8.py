@@ -2,7 +2,7 @@
 
 The DFT-optimised ZIF-8 CIF (``../shared/data/zif-structures/ZIF8_CH3.cif``, the bcc primitive cell, 6 Zn) is
 turned into its cubic conventional cell (12 Zn, orthogonal: LAMMPS' ``box/relax`` works best there) and
-relaxed with :func:`ase_cggpr.mofff.relax` (positions and cell lengths at zero pressure, the package's
+relaxed with :func:`ase_cggpr.mofff.relax_mofff` (positions and cell lengths at zero pressure, the package's
 convergence check: max force < ``--fmax``, max |P_ii| < ``--pmax``).  Its Im analogue is the same
 framework with each methyl replaced by an H on C2 (along C2->CH3, C-H 1.0989 Å, the H set's r0), relaxed the
 same way.  Prints, and with ``-o`` writes as JSON (plus the relaxed structures as extxyz beside it), the
@@ -86,10 +86,10 @@ def replace_methyls_by_h(atoms: Atoms) -> Atoms:
 
 
 def relax_one(atoms: Atoms, name: str, fmax: float, pmax: float, verbose: bool) -> dict:
-    from ase_cggpr.mofff import relax
+    from ase_cggpr.mofff import relax_mofff
 
     t0 = time.perf_counter()
-    res = relax(atoms, cell=True, fmax=fmax, pmax_atm=pmax, verbose=verbose)
+    res = relax_mofff(atoms, cell=True, fmax=fmax, pmax_atm=pmax, verbose=verbose)
     n_zn = int((atoms.numbers == 30).sum())
     out = res.atoms
     e0 = atoms.copy()

@@ -44,10 +44,10 @@ def test_beads_match_authors_coarse_graining(reference_frames):
 def test_local_energies_match_authors_and_sum_to_cell_energy(reference_frames):
     atomistic, cg = reference_frames
     for atoms, ref in zip(atomistic, cg, strict=True):
-        e_local = local_energies(atoms, key="energy")  # ASE moved the column into calc.results
-        assert np.abs(e_local - local_energies(ref, key="e_local_mofff")).max() < 1e-4
+        e_local = local_energies(atoms, label_key="energy")  # ASE moved the column into calc.results
+        assert np.abs(e_local - local_energies(ref, label_key="e_local_mofff")).max() < 1e-4
         assert e_local.sum() == pytest.approx(atoms.calc.results["energy"].sum(), abs=1e-8)
-        e_zn = local_energies(atoms, key="energy", target="metal")
+        e_zn = local_energies(atoms, label_key="energy", target="metal")
         assert np.abs(e_zn - ref.arrays["energies_mofff"][ref.symbols == "Si"]).max() < 1e-6
 
 

@@ -18,10 +18,10 @@ def test_default_dataset_is_self_consistent(default_frames):
     atomistic, cg = default_frames
     assert len(atomistic) == len(cg) > 100
     for atoms, beads in list(zip(atomistic, cg, strict=True))[::25]:
-        e_local = local_energies(atoms, key="energies")
+        e_local = local_energies(atoms, label_key="energies")
         zn = atoms.symbols == "Zn"
         assert np.abs(e_local - atoms.arrays["e_local"][zn]).max() < 1e-6
-        assert np.abs(e_local - local_energies(beads, key="e_local")).max() < 1e-6
+        assert np.abs(e_local - local_energies(beads, label_key="e_local")).max() < 1e-6
         assert e_local.max() <= 1.0  # the paper's filter on raw MOF-FF local energies
         mine = coarse_grain(atoms, "AB2").structure
         assert np.abs(mine.cell.cellpar() - beads.cell.cellpar()).max() < 1e-6

@@ -33,7 +33,7 @@ def ab2(cg_frames):
     model = CGGPRModel(representation="AB2", **SOAP)
     maps = [coarse_grain(a, "AB2") for a in cg_frames]
     X = model.vectors(maps)
-    y = np.concatenate([local_energies(a, key="e_local") for a in cg_frames])
+    y = np.concatenate([local_energies(a, label_key="e_local") for a in cg_frames])
     return X, y
 
 
@@ -129,7 +129,7 @@ def test_auto_variance_exact_for_small_models(ab2, tmp_path):
 def test_no_refactor_of_a_large_kernel_inside_a_prediction(ab2, monkeypatch):
     X, y = ab2
     params, arrays = ExactGPR().fit(X[:300], y[:300]).get_state(include_factor=False)
-    monkeypatch.setattr(regression, "LAZY_FACTOR_MAX", 100)
+    monkeypatch.setattr(regression.exact, "LAZY_FACTOR_MAX", 100)  # where ExactGPR reads it
     gpr = solver_from_state(params, arrays)
     assert gpr.predict(X[300:310]).shape == (10,)  # the mean needs no factor
     with pytest.raises(ModelError, match="no variance factor.*build_variance"):

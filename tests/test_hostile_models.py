@@ -374,7 +374,7 @@ def test_zip_bomb_is_refused_from_its_header_before_reading(good, tmp_path):
 
 
 def test_arrays_larger_than_memory_are_refused(good, monkeypatch):
-    import ase_cggpr.model as model_module
+    import ase_cggpr.model_file as model_module
 
     monkeypatch.setattr(model_module, "_physical_memory", lambda: 100_000)
     with pytest.raises(ModelError, match=r"its arrays need 0\.\d GB, more than this machine's memory"):

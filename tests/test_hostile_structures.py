@@ -273,7 +273,7 @@ def test_label_arrays_with_the_wrong_shape_or_type(builtin, tmp_path):
         CGGPRModel(representation="A").fit([strings], label_key="energies")
     for key in ("positions", "numbers", ""):
         with pytest.raises(LabelError, match="not a label array|non-empty"):
-            local_energies(builtin[0][0], key=key)
+            local_energies(builtin[0][0], label_key=key)
     bad_reference = builtin[0][0].copy()
     bad_reference.info["reference_energy"] = "abc"
     with pytest.raises(LabelError, match="reference_energy 'abc' is not a finite number"):

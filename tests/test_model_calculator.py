@@ -43,7 +43,7 @@ def test_exact_gpr_matches_dense_solve():
 def test_train_on_two_frames_predict_third(frames, representation, bound):
     model = CGGPRModel(representation=representation).fit(frames[:2], label_key="energies")
     predicted, std = model.predict(frames[2], return_std=True)
-    truth = local_energies(frames[2], key="energies")
+    truth = local_energies(frames[2], label_key="energies")
     rmse = np.sqrt(np.mean((predicted - truth) ** 2))
     assert rmse < bound and rmse < 2 * truth.std() + 0.05
     assert np.all(std > 0) and np.all(std < 4.0)

@@ -217,10 +217,10 @@ def test_explicit_bonds_give_the_same_topology():
 # --- relaxation --------------------------------------------------------------------------------------------
 
 def test_relax_zni_converges_with_explicit_check(shared_data, lammps_available):
-    from ase_cggpr.mofff import relax
+    from ase_cggpr.mofff import relax_mofff
 
     atoms = read(shared_data / "zif-structures" / "zni.cif")  # triclinic cell: box/relax alone stalls
-    result = relax(atoms, cell=True, fmax=1e-3, pmax_atm=50.0)
+    result = relax_mofff(atoms, cell=True, fmax=1e-3, pmax_atm=50.0)
     assert result.converged, result.message
     assert result.max_force < 1e-3 and result.max_pressure_atm < 50.0
     # the check is real: recompute from scratch on the returned structure
@@ -236,14 +236,14 @@ def test_relax_zni_converges_with_explicit_check(shared_data, lammps_available):
 
 
 def test_relax_fixed_cell_and_easy_cell(lammps_available):
-    from ase_cggpr.mofff import relax
+    from ase_cggpr.mofff import relax_mofff
 
     atoms = _ideal("SOD")  # cubic cell
     atoms.rattle(0.02, seed=3)
-    fixed = relax(atoms, cell=False)
+    fixed = relax_mofff(atoms, cell=False)
     assert fixed.converged and fixed.max_pressure_atm == 0.0, fixed.message
     assert np.allclose(fixed.atoms.cell.array, atoms.cell.array)
-    full = relax(atoms, cell=True)
+    full = relax_mofff(atoms, cell=True)
     assert full.converged, full.message
     assert full.atoms.get_potential_energy() <= fixed.atoms.get_potential_energy() + 1e-6
 

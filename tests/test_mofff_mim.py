@@ -478,7 +478,7 @@ def test_decorated_mixed_framework_labels_with_mofff(sod, lammps):
 
     conn = find_connectivity(labelled, name="SOD-mixed")
     assert sorted(set(conn.linker_formulas)) == ["C3H3N2", "C4H5N2"]
-    e_local = local_energies(labelled, key="energies")
+    e_local = local_energies(labelled, label_key="energies")
     assert len(e_local) == 12 and np.isfinite(e_local).all()
     assert e_local.sum() == pytest.approx(energy, abs=1e-6)
 
@@ -492,7 +492,7 @@ def test_decorated_zif8_beads_relax_to_the_cif_minimum(shared_data, lammps):
     from ase_cggpr.dataset.decorate import decorate
     from ase_cggpr.dataset.nets import analyse_net
     from ase_cggpr.dataset.pipeline import bond_shifts
-    from ase_cggpr.mofff import relax
+    from ase_cggpr.mofff import relax_mofff
 
     cif = _unrattled(shared_data)
     beads = coarse_grain(cif, "AB2").structure
@@ -505,8 +505,8 @@ def test_decorated_zif8_beads_relax_to_the_cif_minimum(shared_data, lammps):
     for t in ("c4_c1h3", "c3_c1n2", "n3_c2zn1"):
         d = get_distances(dec.atoms.positions[mine == t], cif.positions[theirs == t], cell=cif.cell, pbc=True)[1]
         assert d.min(axis=1).max() < 0.2, t
-    ours = relax(dec.atoms, cell=False, bonds=dec.bonds, shifts=shifts)
-    ref = relax(cif, cell=False)
+    ours = relax_mofff(dec.atoms, cell=False, bonds=dec.bonds, shifts=shifts)
+    ref = relax_mofff(cif, cell=False)
     assert ours.converged and ref.converged
     n_zn = 6
     assert ours.atoms.get_potential_energy() / n_zn == pytest.approx(ref.atoms.get_potential_energy() / n_zn,

@@ -136,6 +136,33 @@ def test_compute_energies_equal_predict_and_forces_are_minus_the_gradient(small_
     np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-9)
 
 
+@pytest.mark.parametrize("rep", ["AB2", "A"])
+def test_chosen_centres_are_the_same_numbers_as_every_centre(small_models, abw, rep):
+    """compute(centres=...) / predict_maps(centres=...): the screen's symmetry-unique route gives the rows of the full
+    prediction (to rounding: the selected centres are described on their own), in the order asked for; forces
+    need every site; bad positions are one clear error."""
+    model = small_models[rep]
+    full = model.compute(abw, return_std=True)
+    chosen = np.array([5, 0, 2])
+    part = model.compute(abw, return_std=True, centres=chosen)
+    assert part.centres.tolist() == [5, 0, 2] and part.local_energies.shape == (3,)
+    np.testing.assert_allclose(part.local_energies, full.local_energies[chosen], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(part.std, full.std[chosen], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(part.vectors, full.vectors[chosen], rtol=0, atol=1e-12)
+    every = model.compute(abw, return_std=True, centres=np.arange(len(full.local_energies)))
+    np.testing.assert_array_equal(every.local_energies, full.local_energies)  # all, in order: described as such
+    bead_map = model.bead_map(abw)
+    (means,), (stds,) = model.predict_maps([bead_map], return_std=True, centres=[chosen])
+    np.testing.assert_array_equal(means, part.local_energies)
+    np.testing.assert_array_equal(stds, part.std)
+    np.testing.assert_array_equal(model.predict_vectors(part.vectors), part.local_energies)
+    with pytest.raises(ModelError, match="forces and stress need every metal site"):
+        model.compute(abw, forces=True, centres=chosen)
+    for bad in ([0, 0], [-1], [len(full.local_energies)], [0.5]):
+        with pytest.raises(ModelError, match="centres must be unique metal-site positions"):
+            model.compute(abw, centres=bad)
+
+
 def test_compute_on_a_bead_map_and_with_the_other_backend(small_models, abw):
     model = small_models["AB2"]
     reference = model.compute(abw, forces=True)

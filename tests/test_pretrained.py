@@ -101,7 +101,7 @@ def test_the_shipped_models_are_there_and_small():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_loads_fast_and_has_a_card(name):
-    CGGPRModel.load(name)  # the first load computes the clusters' vectors and caches them (inducing.cache_dir)
+    CGGPRModel.load(name)  # the first load computes the clusters' vectors and caches them (cachedir.cache_dir)
     start = time.perf_counter()
     model = CGGPRModel.load(name)
     assert time.perf_counter() - start <= 3.0

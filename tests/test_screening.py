@@ -117,7 +117,7 @@ def test_screen_ranks_ideal_nets_like_mofff(ranking_model):
     ideal = builtin_frames(order="d")
     for atoms in ideal:
         atoms.info["name"] = atoms.info["net"]
-    mofff = {a.info["net"]: float(np.mean(local_energies(a, key="energies"))) for a in ideal}
+    mofff = {a.info["net"]: float(np.mean(local_energies(a, label_key="energies"))) for a in ideal}
     result = screen(ranking_model, ideal, threshold=10.0)
     assert [r.rank for r in result.rows] == list(range(1, 33))
     predicted = [r.energy_per_Zn for r in result.rows]
@@ -181,8 +181,8 @@ def test_calibration_numbers(ranking_model, tmp_path):
     # is conservative: the reason the trust threshold is a quantile of the std, not a coverage.
     held_out = builtin_frames(rattle="small", batch=2)
     maps = [ranking_model.bead_map(atoms) for atoms in held_out]
-    labels = [local_energies(atoms, key="energies", connectivity=m.connectivity) for atoms, m in zip(held_out, maps,
-                                                                                                strict=True)]
+    labels = [local_energies(atoms, label_key="energies", connectivity=m.connectivity)
+              for atoms, m in zip(held_out, maps, strict=True)]
     result = calibrate(ranking_model, maps, labels)
     assert result.n_environments == 834
     assert result.rmse == pytest.approx(0.0896, abs=0.003)

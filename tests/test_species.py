@@ -74,7 +74,7 @@ def test_unseen_linker_and_a_only(small_models, yug):
         assert "cannot tell linkers apart" not in str(e.value)
     with pytest.raises(ModelError, match="unsupported linker.*an A-only model cannot tell linkers apart"):
         small_models["A"].predict(mim)
-    labels = [local_energies(a, key="energies") for a in yug[:2]]
+    labels = [local_energies(a, label_key="energies") for a in yug[:2]]
     with pytest.raises(ModelError, match="linkers C3H3N2 = Im .*C4H5N2 = mIm .*A representation cannot tell"):
         CGGPRModel(representation="A", **SMALL).fit([yug[0], methylated(yug[1])], labels)
 
@@ -117,7 +117,7 @@ def test_model_fitted_on_zn_and_co(yug, rep, species, centres, tmp_path):
     """Mechanics only: the Co frames carry the Zn frames' labels (fake labels, not Co energies). A model fitted
     on both metals records both species, predicts both, and saves and loads them."""
     hypers = dict(SMALL, n_max=4, cutoff=5.0) if rep == "atomistic" else SMALL
-    labels = [local_energies(a, key="energies") for a in yug[:2]]
+    labels = [local_energies(a, label_key="energies") for a in yug[:2]]
     train = [yug[0], cobalt(yug[1], name="YUG-1-Co")]
     model = CGGPRModel(representation=rep, **hypers).fit(train, labels)
     assert model.spec.species == species and model.spec.centre_species == centres
@@ -172,7 +172,7 @@ def test_spec_species_fields():
 
 
 def test_species_given_in_the_spec_are_kept(yug):
-    labels = [local_energies(a, key="energies") for a in yug[:2]]
+    labels = [local_energies(a, label_key="energies") for a in yug[:2]]
     spec = ModelSpec(representation="AB2", species=(32, 14, 8), centre_species=(32, 14), **SMALL)
     model = CGGPRModel(spec).fit(yug[:2], labels)  # Zn only, but room for Co in the descriptor
     assert model.spec.species == (32, 14, 8)

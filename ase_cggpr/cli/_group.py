@@ -7,7 +7,7 @@ shows its traceback and says so.
 
 import click
 
-from .. import __version__
+from ..version import __version__
 from .options import error_handler
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -28,10 +27,7 @@ from .options import (
     spec_options,
 )
 
-__all__ = ["REPRESENTATION", "cli_errors", "echo", "fail_on_errors", "refuse_overwrite"]
-
-#: the old name of :func:`.options.cli_errors` (kept for modules not yet moved over)
-fail_on_errors = cli_errors
+__all__ = ["REPRESENTATION", "cli_errors", "echo", "refuse_overwrite"]
 
 
 def refuse_overwrite(path: Path, force: bool) -> None:
@@ -57,19 +53,6 @@ def save_model(model, output: Path, *, force: bool) -> Path:
             with contextlib.suppress(FileNotFoundError):
                 tmp.with_name(tmp.name + ".part.npz").unlink()
     return output
-
-
-def _train_solver_kwargs(solver, inducing, precision) -> dict:
-    """Solver options for train_model, passed only when given (and refused if train_model lacks them)."""
-    from ..training import train_model
-
-    given = {k: v for k, v in (("solver", solver), ("inducing", inducing), ("precision", precision))
-             if v is not None}
-    accepted = inspect.signature(train_model).parameters
-    missing = [k for k in given if k not in accepted]
-    if missing:
-        raise click.UsageError(f"this version of train cannot take --{', --'.join(missing)}")
-    return given
 
 
 @main.command()
@@ -116,7 +99,7 @@ def train(data, output, representation, cutoff, atom_sigma, n_max, l_max, noise,
         data, representation=representation, label_key=label_key, target=target, cutoff=cutoff,
         atom_sigma=atom_sigma, n_max=n_max, l_max=l_max, noise=noise, backend=descriptor_backend,
         reference=reference, n_train=n_train, test_fraction=test_fraction, group_key=group_key, seed=seed,
-        progress=not quiet, **_train_solver_kwargs(solver, inducing, precision),
+        progress=not quiet, solver=solver, inducing=inducing, precision=precision or "float64",
         **{k: v for k, v in (("energy_key", energy_key), ("forces_key", forces_key), ("force_noise", force_noise))
            if v is not None})
     save_model(model, output, force=force)

@@ -96,6 +96,7 @@ class Setup:
                  label_key, group_key, select, exclude, folds, seed, solver, precision, inducing, selection,
                  shared_kernel, cache_dir, quiet):
         from ..evaluation import SoapCache, read_environments
+        from ..regression import solver_options
         from ..spec import ModelSpec
 
         self.quiet = quiet
@@ -111,9 +112,9 @@ class Setup:
         self.folds, self.seed, self.solver = folds, seed, solver
         self.shared_kernel = shared_kernel
         if solver == "exact":
-            self.solver_options = {"precision": precision}
+            self.solver_options = solver_options(solver, precision=precision)
         else:
-            self.solver_options = {"n_inducing": inducing, "selection": selection, "seed": seed}
+            self.solver_options = solver_options(solver, inducing=inducing, selection=selection, seed=seed)
         self.cache = SoapCache(cache_dir, progress=not quiet)
         self.log(f"{len(self.env)} environments in {len(self.env.structures)} structures, "
                  f"{self.env.n_groups} groups (by {self.env.group_by}); target {target}")

@@ -14,7 +14,6 @@ from ._group import main
 from .options import (
     OUTPUT_FILE,
     RESERVED_ARRAYS,
-    _deprecated_key,
     claim_outputs,
     cli_errors,
     force_option,
@@ -44,11 +43,9 @@ def labeller_option(function):
              "labels record the labeller, the potential's file name and its SHA-256.")(function)
 
 
-def _output_key(label_key: str | None, key: str | None) -> str:
-    """The array the energies go to: --label-key, or the deprecated --key; refuse names ASE owns."""
-    if label_key is not None and key is not None and label_key != key:
-        raise click.UsageError(f"--label-key {label_key!r} and the deprecated --key {key!r} disagree; give one")
-    chosen = label_key if label_key is not None else key if key is not None else "energies"
+def _output_key(label_key: str) -> str:
+    """The array the energies go to (--label-key); refuse names ASE owns."""
+    chosen = label_key
     if chosen in RESERVED_ARRAYS:
         raise click.BadParameter(f"{chosen!r} is an array ASE manages itself; choose another name, e.g. energies",
                                  param_hint="'--label-key'")
@@ -61,15 +58,14 @@ def _output_key(label_key: str | None, key: str | None) -> str:
               type=OUTPUT_FILE, help="labelled extxyz file to write")
 @labeller_option
 @workers_option(help="Processes (one LAMMPS instance each; the ACE labeller runs in one process).")
-@label_key_option(None, "Per-atom array name for the energies (eV)  [default: energies]")
-@click.option("--key", "key", hidden=True, callback=_deprecated_key, help="Deprecated name of --label-key.")
+@label_key_option("energies", "Per-atom array name for the energies (eV).")
 @click.option("--skip-errors", is_flag=True,
               help="leave structures that cannot be labelled unlabelled (info 'label_error'; MOF-FF also "
                    "'mofff_error') instead of failing")
 @force_option
 @quiet_option
 @cli_errors
-def label(input_path: Path, output_path: Path, labeller, workers: int, label_key: str | None, key: str | None,
+def label(input_path: Path, output_path: Path, labeller, workers: int, label_key: str,
           skip_errors: bool, force: bool, quiet: bool) -> None:
     """Label Zn(Im)2 structures in IN.extxyz with per-atom energies (MOF-FF by default).
 
@@ -82,7 +78,7 @@ def label(input_path: Path, output_path: Path, labeller, workers: int, label_key
 
     from ..outputs import atomic_output
 
-    key = _output_key(label_key, key)
+    key = _output_key(label_key)
     claim_outputs(output_path, force=force)
     labeller.check_available()  # the install hint before reading anything
     try:
@@ -97,7 +93,7 @@ def label(input_path: Path, output_path: Path, labeller, workers: int, label_key
     bar = (contextlib.nullcontext(None) if quiet else
            click.progressbar(length=len(frames), label=f"{labeller.name} labels", file=sys.stderr))
     with bar as progress:
-        labeller.label(frames, workers=workers, key=key, errors="skip" if skip_errors else "raise",
+        labeller.label(frames, workers=workers, label_key=key, errors="skip" if skip_errors else "raise",
                        progress=None if progress is None else progress.update)
     skipped = [a for a in frames if "label_error" in a.info]
     with atomic_output(output_path, force=force) as tmp:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import click
 
-from .. import __version__
 from ..errors import CGGPRError
+from ..version import __version__
 
 # -- errors -------------------------------------------------------------------------------------------------------
 
@@ -346,12 +346,6 @@ def _label_key(ctx, param, value):
     return value
 
 
-def _deprecated_key(ctx, param, value):
-    if value is not None:
-        click.echo("warning: --key is deprecated; use --label-key", err=True)
-    return _label_key(ctx, param, value)
-
-
 # -- option decorators --------------------------------------------------------------------------------------------
 
 REPRESENTATION = click.Choice(["atomistic", "AB2", "A"], case_sensitive=False)
@@ -391,7 +385,7 @@ def solver_options(function):
 
 
 def label_key_option(default: str | None = "energies", help: str | None = None):
-    """--label-key (one name for every command; ``--key`` stays as a hidden deprecated alias where it existed)."""
+    """--label-key (one name for every command)."""
     return click.option("--label-key", "label_key", default=default, show_default=default is not None,
                         callback=_label_key,
                         help=help or "Per-atom energy array (local energies are formed) or per-site local-energy "

@@ -14,13 +14,13 @@ from .options import MODEL_ARGUMENT, claim_outputs, cli_errors, defects_option
 def _option(check):
     """A click callback running one of the screen's option checks (a bad value is a usage error, exit 2)."""
     def callback(ctx, param, value):
-        from ..screening import ScreenOptionError
+        from ..errors import OptionError
 
         if value is None:
             return value
         try:
             return check(value)
-        except ScreenOptionError as error:
+        except OptionError as error:
             raise click.BadParameter(str(error)) from None
 
     return callback

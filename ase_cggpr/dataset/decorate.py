@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
-from ..errors import StructureError
+from ..errors import OptionError, StructureError
 from ..metals import FRAMEWORK_METAL
 from .nets import Net, bond_vectors
 
@@ -222,13 +222,30 @@ def choose_methyl_rotamers(atoms: Atoms, starts: np.ndarray, ex: np.ndarray, ey:
     return turns
 
 
+def normalise_linker(linker: str) -> str:
+    """``"Im"``, ``"mIm"`` or ``"mixed:F"`` with F written as Python writes the float (``mixed:.50`` ->
+    ``mixed:0.5``), so that one mix has one name (manifest, store folder): the package's one parser of a linker
+    name. Raises ``OptionError`` (a ``ValueError``) for anything else."""
+    if not isinstance(linker, str):
+        raise OptionError(f"linker must be Im, mIm or mixed:FRACTION, got {linker!r}")
+    if linker in LINKERS:
+        return linker
+    if linker.startswith("mixed:"):
+        try:
+            fraction = float(linker[len("mixed:"):])
+        except ValueError:
+            fraction = float("nan")
+        if not 0.0 <= fraction <= 1.0:
+            raise OptionError(f"linker {linker!r}: the mIm fraction must be a number in [0, 1] (e.g. mixed:0.5)")
+        return f"mixed:{fraction!r}"
+    raise OptionError(f"unknown linker {linker!r}; use Im, mIm or mixed:FRACTION (FRACTION in [0, 1])")
+
+
 def linker_assignment(n_b: int, linker: str | list[str] | tuple[str, ...] = "Im", *, seed: int = 0,
                       name: str = "net") -> tuple[str, ...]:
     """The linker of each of ``n_b`` B sites: ``"Im"``, ``"mIm"``, ``"mixed:FRACTION"`` (exactly
     round(FRACTION * n_b) sites mIm, chosen by ``numpy.random.default_rng(seed)``: the same for every frame of
     a net with the same seed) or one name per site."""
-    from ..errors import OptionError
-
     if not isinstance(linker, str):
         kinds = tuple(str(k) for k in linker)
         bad = sorted(set(kinds) - set(LINKERS))
@@ -236,21 +253,17 @@ def linker_assignment(n_b: int, linker: str | list[str] | tuple[str, ...] = "Im"
             raise OptionError(f"{name}: linker list needs {n_b} names from {list(LINKERS)}; got {len(kinds)}"
                               + (f" with unknown {bad}" if bad else ""))
         return kinds
+    try:
+        linker = normalise_linker(linker)
+    except OptionError as error:
+        raise OptionError(f"{name}: {error}") from None
     if linker in LINKERS:
         return (linker,) * n_b
-    if linker.startswith("mixed:"):
-        try:
-            fraction = float(linker[len("mixed:"):])
-        except ValueError:
-            fraction = np.nan
-        if not 0.0 <= fraction <= 1.0:
-            raise OptionError(f"{name}: linker {linker!r}: the mIm fraction must be a number in [0, 1]")
-        n_m = int(round(fraction * n_b))
-        chosen = np.random.default_rng(seed).permutation(n_b)[:n_m]
-        kinds = np.array(["Im"] * n_b, dtype=object)
-        kinds[chosen] = "mIm"
-        return tuple(kinds)
-    raise OptionError(f"{name}: unknown linker {linker!r}; use Im, mIm or mixed:FRACTION (0..1)")
+    n_m = int(round(float(linker[len("mixed:"):]) * n_b))
+    chosen = np.random.default_rng(seed).permutation(n_b)[:n_m]
+    kinds = np.array(["Im"] * n_b, dtype=object)
+    kinds[chosen] = "mIm"
+    return tuple(kinds)
 
 
 @dataclasses.dataclass

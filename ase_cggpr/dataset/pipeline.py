@@ -4,7 +4,7 @@ For each clean AB2 net:
 
 1. decorate (Zn on A, ideal imidazolate on B; :mod:`.decorate`), with a small seeded
    symmetry-breaking displacement (``pre_rattle``) so relaxations leave symmetric saddles;
-2. relax positions and cell with MOF-FF (:func:`ase_cggpr.mofff.relax.relax`), convergence
+2. relax positions and cell with MOF-FF (:func:`ase_cggpr.mofff.relax_mofff`), convergence
    recorded per structure (``relax_converged``);
 3. coarse-grain the relaxed structure (Si on Zn, O on ring centroids);
 4. make frames: order ``"d"`` (ideal linkers on the relaxed beads, rattle ``"none"``, batch 0)
@@ -54,16 +54,11 @@ from ase import Atoms
 from ase.io import read, write
 
 from ..errors import CGGPRError
+from ..labellers import ZNI_REFERENCE_ENERGY
 from ..structure_checks import shortest_contact
-from .decorate import LINKERS, RING, Decorated, coarse_grain_decorated, decorate, linker_shapes
+from .decorate import RING, Decorated, coarse_grain_decorated, decorate, linker_shapes, normalise_linker
 from .nets import Net
 from .rattle import ORDERS, RattleLevel, get_level, rattle
-
-#: Mean MOF-FF local energy per Zn (eV) of relaxed zni Zn(Im)2: the reference polymorph.
-#: Computed with this package: ``relax()`` (positions + cell, max force < 1e-3 eV/Å,
-#: max |P_ii| < 50 atm) of the DFT-optimised zni CIF of Dürholt et al. 2019, then
-#: ``local_energies``: -0.711955 eV (std over the 16 Zn 0.006 eV). The paper quotes -0.712.
-ZNI_REFERENCE_ENERGY = -0.711955
 
 MANIFEST = "manifest.json"
 
@@ -189,27 +184,6 @@ class BuildConfig:
         return d
 
 
-def normalise_linker(linker: str) -> str:
-    """``"Im"``, ``"mIm"`` or ``"mixed:F"`` with F written as Python writes the float (``mixed:.50`` ->
-    ``mixed:0.5``), so that one mix has one name (manifest, store folder). Raises ``OptionError`` (a
-    ``ValueError``) for anything else."""
-    from ..errors import OptionError
-
-    if not isinstance(linker, str):
-        raise OptionError(f"linker must be Im, mIm or mixed:FRACTION, got {linker!r}")
-    if linker in LINKERS:
-        return linker
-    if linker.startswith("mixed:"):
-        try:
-            fraction = float(linker[len("mixed:"):])
-        except ValueError:
-            fraction = float("nan")
-        if not 0.0 <= fraction <= 1.0:
-            raise OptionError(f"linker {linker!r}: the mIm fraction must be a number in [0, 1] (e.g. mixed:0.5)")
-        return f"mixed:{fraction!r}"
-    raise OptionError(f"unknown linker {linker!r}; use Im, mIm or mixed:FRACTION (FRACTION in [0, 1])")
-
-
 def relaxed_store_folder(linker: str, labeller=None) -> str:
     """The folder of a relaxed store that holds the relaxations of ``linker`` builds: ``relaxed`` for Im (as
     always), ``relaxed-mIm``, ``relaxed-mixed_0.5`` ..., so that relaxations of one linker never stand in for
@@ -291,7 +265,7 @@ def local_energies_of(atoms: Atoms, connectivity) -> np.ndarray:
     """Per-Zn local energies (eV) from per-atom ``energies`` (core :func:`local_energies`)."""
     from ..labels import local_energies
 
-    return local_energies(atoms, key="energies", connectivity=connectivity)
+    return local_energies(atoms, label_key="energies", connectivity=connectivity)
 
 
 def coarse_grained_of(atoms: Atoms, connectivity) -> Atoms:

@@ -38,14 +38,10 @@ from ase.data import chemical_symbols
 
 from ..beads import BeadMap
 from ..errors import ModelError
-from ..spec import BACKENDS, DEFAULT_SPECIES, ModelSpec
+from ..spec import BACKENDS, ModelSpec
 
-__all__ = ["DescriptorBackend", "DescriptorGradients", "SPECIES", "backend_for", "check_centres",
+__all__ = ["DescriptorBackend", "DescriptorGradients", "backend_for", "check_centres",
            "check_species", "soap_dimension", "soap_vectors"]
-
-#: (species Z, centre Z) per representation for Zn(Im)2: the defaults of a spec (see ``ModelSpec``).
-SPECIES = DEFAULT_SPECIES
-
 
 def dimension(n_species: int, n_max: int, l_max: int) -> int:
     """Length of one SOAP vector: (n_species n_max)(n_species n_max + 1)/2 (l_max + 1)."""
@@ -267,3 +263,33 @@ def soap_vectors(maps: Sequence[BeadMap], spec: ModelSpec, *,
                              f"but the model uses {spec.representation}")
         check_species(bead_map, spec)
     return backend_for(spec).vectors([m.structure for m in maps], centres, progress=progress)
+
+
+def selected_vectors(maps: Sequence[BeadMap], spec: ModelSpec, rows: np.ndarray, *, chunk: int = 64,
+                     progress=None) -> np.ndarray:
+    """SOAP vectors (len(rows), D) of the environments ``rows`` only: the package's one selected-centres helper
+    (training on a sample, the evaluation's SOAP cache, the screen's symmetry-unique centres).
+
+    ``rows`` are sorted, unique global centre indices: the centres of ``maps[0]`` in metal order, then those of
+    ``maps[1]``, ... Only the selected centres are described (``soap_vectors(..., centres=...)``; the same
+    numbers as describing every centre and keeping those rows), ``chunk`` maps per call; maps with no selected
+    row are skipped. ``progress(k)`` is called as :func:`~ase_cggpr.descriptors.soap_vectors` calls it.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    counts = np.array([len(m.centre_indices) for m in maps], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    if rows.ndim != 1 or (rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= starts[-1])):
+        raise ModelError(f"rows must be sorted, unique environment indices in 0..{starts[-1] - 1}")
+    owner = np.searchsorted(starts[1:], rows, side="right")
+    needed = np.unique(owner)
+    out = np.empty((len(rows), soap_dimension(spec)))
+    filled = 0
+    for begin in range(0, len(needed), chunk):
+        block = needed[begin:begin + chunk]
+        bounds = np.searchsorted(owner, np.append(block, block[-1] + 1))
+        centres = [np.asarray(maps[k].centre_indices)[rows[a:b] - starts[k]]
+                   for k, a, b in zip(block, bounds[:-1], bounds[1:], strict=True)]
+        X = soap_vectors([maps[k] for k in block], spec, centres=centres, progress=progress)
+        out[filled:filled + len(X)] = X
+        filled += len(X)
+    return out

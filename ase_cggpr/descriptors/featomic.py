@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from ..cachedir import cache_dir
 from . import DescriptorBackend, check_centres
 
 INSTALL_HINT = "reinstall the package: pip install ase-cggpr (featomic is a core dependency)"
@@ -176,8 +177,6 @@ def calculator_parameters(cutoff: float, atom_sigma: float, n_max: int, l_max: i
 def _parameters_path(key: tuple) -> Path | None:
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..inducing import cache_dir
-
     try:
         featomic_version = version("featomic")
     except PackageNotFoundError:  # pragma: no cover - featomic is imported before this is called
@@ -189,7 +188,7 @@ def _parameters_path(key: tuple) -> Path | None:
 
 def cached_calculator_parameters(cutoff: float, atom_sigma: float, n_max: int, l_max: int,
                                  cutoff_transition_width: float, *, cache: bool = True) -> str:
-    """:func:`calculator_parameters`, kept on disk (beside the inducing vectors, :func:`ase_cggpr.inducing.cache_dir`).
+    """:func:`calculator_parameters`, kept on disk (beside the inducing vectors, :func:`ase_cggpr.cachedir.cache_dir`).
 
     Building them means tabulating the radial splines (about 0.4 s at n_max 16, l_max 8, cutoff 9 Å: 9 x 2,049
     knots) and writing 600,000 floats as JSON (about 0.9 s); reading the file takes milliseconds. The file holds

@@ -31,6 +31,7 @@ import numpy as np
 from ase import Atoms
 
 from . import DescriptorBackend, check_centres
+from .featomic import FeatomicBackend
 
 #: Name of the per-atom array holding the centre mask passed to quippy.
 MASK_NAME = "cggpr_centre_mask"
@@ -185,8 +186,6 @@ class QuippyBackend(DescriptorBackend):
     def featomic(self):
         """The featomic backend with these hyperparameters, for strain gradients (built once)."""
         if self._featomic is None:
-            from .featomic import FeatomicBackend
-
             self._featomic = FeatomicBackend(**self.hypers())
         return self._featomic
 

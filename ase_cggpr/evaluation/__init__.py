@@ -1,7 +1,7 @@
 """Evaluation layer: grouped k-fold CV, learning curves, grid searches, the cross-hyper table and the report.
 
 Everything here is built on the core API: :func:`~ase_cggpr.beads.coarse_grain` for the representations,
-:func:`~ase_cggpr.labels.local_energies` for the labels, :func:`~ase_cggpr.model.selected_vectors` /
+:func:`~ase_cggpr.labels.local_energies` for the labels, :func:`~ase_cggpr.descriptors.selected_vectors` /
 :func:`~ase_cggpr.descriptors.soap_vectors` for SOAP and :class:`~ase_cggpr.model.CGGPRModel` (and so the
 solvers of :mod:`ase_cggpr.regression`) for the regression. One module per job:
 
@@ -48,6 +48,7 @@ are drawn (seeded, per fold) from the training folds, as in the paper.
 
 from __future__ import annotations
 
+from ..metrics import rmse
 from .cache import SoapCache
 from .cv import (
     TRAIN_RMSE_SAMPLE,
@@ -81,7 +82,6 @@ from .tables import (
     paper_learning_curve,
     read_csv,
     read_predictions,
-    rmse,
     save_predictions,
     write_csv,
 )

@@ -2,7 +2,7 @@
 
 :class:`SoapCache` keys vectors by the structures' fingerprint and the spec's descriptor hyperparameters; a
 request for some rows only (the shared-kernel CV's samples) describes those centres alone, through
-:func:`ase_cggpr.model.selected_vectors`, the package's one selected-centres SOAP helper.
+:func:`ase_cggpr.descriptors.selected_vectors`, the package's one selected-centres SOAP helper.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..beads import coarse_grain
-from ..descriptors import soap_dimension, soap_vectors
+from ..descriptors import selected_vectors, soap_dimension, soap_vectors
 from ..errors import ModelError
-from ..model import selected_vectors
 from ..progress import progress_bar
 from ..spec import ModelSpec
 from .environments import Environments

@@ -2,7 +2,7 @@
 
 :func:`cross_validate` fits one :class:`~ase_cggpr.model.CGGPRModel` per fold (any solver) and predicts the
 held-out fold; :func:`shared_kernel_cv` computes one kernel of seeded per-fold samples
-(:class:`~ase_cggpr.regression.BlockKernel`) and evaluates every fold and training size from it.
+(:class:`~ase_cggpr.evaluation.shared_kernel.BlockKernel`) and evaluates every fold and training size from it.
 :class:`CVResult` holds the outcome and writes it (:mod:`.tables`). :func:`sampled_vectors` /
 :class:`SampledRows` describe only the environments a shared-kernel CV uses.
 """
@@ -20,14 +20,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from ..metrics import rmse
 from ..model import CGGPRModel
+from ..outputs import check_output
 from ..progress import progress_bar
-from ..regression import BlockKernel
 from ..spec import ModelSpec
 from .cache import SoapCache
 from .environments import Environments
 from .folds import _training_rows, fold_samples, group_folds, sample_training_rows, shared_kernel_rows
-from .tables import rmse, save_predictions, write_text
+from .shared_kernel import BlockKernel
+from .tables import save_predictions, write_text
 
 #: Training environments predicted for the training RMSE of solvers without free fitted values.
 TRAIN_RMSE_SAMPLE = 4000
@@ -81,8 +83,6 @@ class CVResult:
 
         Both are checked before either is written, and written atomically (:mod:`ase_cggpr.outputs`);
         ``overwrite=False`` refuses existing files."""
-        from ..outputs import check_output
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         check_output(path, force=overwrite)
@@ -135,19 +135,17 @@ def cross_validate(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.ndar
         train = _training_rows(folds, k, n_train, seed)
         test = np.flatnonzero(folds == k)
         model = fit_fold(X, y, train, spec, solver=solver, solver_options=solver_options)
-        regressor = model.regressor_
-        if getattr(regressor, "cheap_fitted_values", False) or len(train) <= TRAIN_RMSE_SAMPLE:
-            fitted_rows, fitted = train, regressor.fitted_values() if hasattr(regressor, "fitted_values") \
-                else regressor.predict(X[train])
+        if len(train) <= TRAIN_RMSE_SAMPLE or model.cheap_fitted_values:
+            fitted_rows, fitted = train, model.fitted_values(X[train])
         else:  # training RMSE on a seeded sample: predicting all N costs as much as the sparse fit
             fitted_rows = np.sort(np.random.default_rng([seed, k]).choice(train, TRAIN_RMSE_SAMPLE, replace=False))
-            fitted = regressor.predict(X[fitted_rows])
-        predictions[test] = regressor.predict(X[test]) + model.reference_energy
+            fitted = model.predict_vectors(X[fitted_rows], name=f"fold {k + 1} training sample")
+        predictions[test] = model.predict_vectors(X[test], name=f"fold {k + 1}") + model.reference_energy
         n_used.append(int(len(train)))
         train_rmse.append(rmse(fitted + model.reference_energy, y[fitted_rows]))
         test_rmse.append(rmse(predictions[test], y[test]))
         if log:
-            phases = getattr(model.regressor_, "timings_", {})
+            phases = model.fit_timings
             detail = ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
             log(f"{spec.representation} fold {k + 1}/{n_folds}: N={len(train)} train {train_rmse[-1]:.4f} "
                 f"test {test_rmse[-1]:.4f} eV ({time.perf_counter() - t0:.1f} s{'; ' + detail if detail else ''})")
@@ -200,7 +198,7 @@ def shared_kernel_cv(X: np.ndarray, y: np.ndarray, groups: Sequence[str] | np.nd
 
     Each fold's environments are shuffled once (seeded) and the first ``ceil(max(sizes) / (k - 1))``
     kept as that fold's sample. The kernel of all samples is computed once
-    (:class:`~ase_cggpr.regression.BlockKernel`): fold ``k`` at size N trains on N environments spread
+    (:class:`~ase_cggpr.evaluation.shared_kernel.BlockKernel`): fold ``k`` at size N trains on N environments spread
     evenly over the other folds' samples (their first rows, so the sets are nested across sizes) and is
     tested on its own whole sample. Every fold's training set is thus a seeded random sample of its
     training folds, as in :func:`cross_validate`, but no kernel entry is computed twice and the test

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import plots
 from ..errors import CGGPRError, ModelError
+from ..outputs import atomic_output, check_output
 from .tables import grid_setting, optimum, paper_grid, paper_learning_curve, read_csv, read_predictions
 
 
@@ -86,8 +88,6 @@ GRID_INPUT_FIELDS = {"representation": "any", "cutoff": "num", "atom_sigma": "nu
 
 def _figure(path: Path, draw, *, overwrite: bool) -> None:
     """Draw a figure into ``path`` atomically (``draw(tmp)`` writes it)."""
-    from ..outputs import atomic_output
-
     with atomic_output(path, force=overwrite) as tmp:
         draw(tmp)
 
@@ -104,8 +104,6 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
 
     Inputs are read (and refused with one line if malformed) before anything is written; the page and
     each figure are written atomically."""
-    from ..outputs import check_output
-
     output = Path(output)
     check_output(output, force=overwrite)
     figures = figures_folder(output)
@@ -125,9 +123,6 @@ def build_report(output: Path, *, cv_files=(), lc_files=(), grid_files=(), table
 
 
 def _write_report(output, figures, tables, summaries, lc_rows, grid_rows, paper, overwrite) -> Path:
-    from .. import plots
-    from ..outputs import atomic_output
-
     table_files, lc_files, grid_files = list(tables), list(lc_rows), list(grid_rows)
     cv_files = summaries
     parts = ["# ase-cggpr evaluation report", ""]

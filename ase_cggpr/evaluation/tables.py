@@ -2,8 +2,8 @@
 
 One CSV convention for the package: :func:`write_csv` ``(path, rows, fields)`` writes dict rows atomically
 (:func:`ase_cggpr.outputs.atomic_output`); :func:`read_csv` reads them back with numbers parsed. The screen's
-ranking (:func:`ase_cggpr.screening.write_csv`) is written through it. :func:`rmse` is the package's
-root-mean-square error. Grid-search CSVs (:data:`GRID_FIELDS`) are appended point by point by
+ranking (:func:`ase_cggpr.screening.write_csv`) is written through it. The package's root-mean-square error is
+:func:`ase_cggpr.metrics.rmse`. Grid-search CSVs (:data:`GRID_FIELDS`) are appended point by point by
 :func:`~ase_cggpr.evaluation.studies.grid_search`; :func:`grid_setting` tells the grids of one file apart.
 """
 
@@ -19,15 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from ..outputs import atomic_output
 from ..spec import canonical_representation
 
 #: Columns of a learning-curve CSV (the paper's names plus the representation, the spread and the time).
-
-
-def rmse(a: np.ndarray, b: np.ndarray) -> float:
-    """Root-mean-square difference (same units as the inputs)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.sqrt(np.mean((a - b) ** 2))) if a.size else math.nan
 
 
 LC_FIELDS = ("representation", "soap_cutoff", "atom_sigma", "noise", "numb_training_atoms", "av_train_rmse",
@@ -54,8 +49,6 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fields: S
     """Write rows (dicts) as CSV, atomically (:func:`ase_cggpr.outputs.atomic_output`): path first, then rows.
 
     ``fields``: the columns (default: the first row's keys); ``make_folder``: create a missing parent folder."""
-    from ..outputs import atomic_output
-
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"write_csv(path, rows, ...): the path comes first, got {type(path).__name__}")
     path = Path(path)
@@ -84,8 +77,6 @@ def _number(value: str):
 
 
 def write_text(path: Path, text: str, *, overwrite: bool = True) -> None:
-    from ..outputs import atomic_output
-
     with atomic_output(path, force=overwrite) as tmp:
         tmp.write_text(text)
 
@@ -93,8 +84,6 @@ def write_text(path: Path, text: str, *, overwrite: bool = True) -> None:
 def save_predictions(path: str | os.PathLike, labels: np.ndarray, predictions: np.ndarray,
                      folds: np.ndarray, groups: np.ndarray | None = None, *, overwrite: bool = True) -> Path:
     """CSV of out-of-fold predictions: row, fold, label, prediction (eV), written atomically."""
-    from ..outputs import atomic_output
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path, force=overwrite) as tmp, open(tmp, "w", newline="") as handle:

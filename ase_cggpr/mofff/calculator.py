@@ -9,6 +9,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from .atom_types import MOFFFTyping, mofff_typing
+from .driver import MOFFFEngine
 
 
 class MOFFFCalculator(Calculator):
@@ -38,8 +39,6 @@ class MOFFFCalculator(Calculator):
         self._signature: bytes | None = None
 
     def _engine_for(self, atoms: Atoms, retype: bool):
-        from .driver import MOFFFEngine
-
         if retype or self.typing is None or self.typing.n_atoms != len(atoms):
             self.typing = mofff_typing(atoms, bonds=self.bonds, shifts=self.shifts)
         sig = self.typing.signature()

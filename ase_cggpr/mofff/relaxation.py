@@ -18,11 +18,13 @@ import numpy as np
 from ase import Atoms
 
 from .atom_types import mofff_typing
+from .driver import KCAL_MOL, MOFFFEngine
 
 
 @dataclass
-class RelaxResult:
-    """Outcome of :func:`relax`; ``atoms`` carries a :class:`~ase.calculators.singlepoint.SinglePointCalculator`
+class LabellerRelaxResult:
+    """Outcome of :func:`relax_mofff` (and of the other labellers' relaxations, :func:`ase_cggpr.labellers.ase_relax`);
+    ``atoms`` carries a :class:`~ase.calculators.singlepoint.SinglePointCalculator`
     with energy (eV), per-atom energies, forces (eV/Å) and stress (eV/Å^3) of the final state."""
 
     atoms: Atoms
@@ -33,21 +35,19 @@ class RelaxResult:
     message: str
 
 
-def relax(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm: float = 50.0,
+def relax_mofff(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm: float = 50.0,
           max_cycles: int = 12, bonds: np.ndarray | None = None, shifts: np.ndarray | None = None,
           max_strain_step: float = 0.02, box_relax_maxiter: int = 500,
-          verbose: bool = False) -> RelaxResult:
+          verbose: bool = False) -> LabellerRelaxResult:
     """Relax a Zn(Im)2 structure with MOF-FF: positions, and with ``cell=True`` the cell lengths at zero pressure.
 
     ``fmax``: force criterion (eV/Å, atom force norm); ``pmax_atm``: pressure criterion on the diagonal
     pressure components (atm); ``max_cycles``: cycles of each stage; ``bonds``/``shifts``: explicit
     connectivity (see :func:`~ase_cggpr.mofff.atom_types.mofff_typing`); ``max_strain_step``: largest
     diagonal strain per quasi-Newton step; ``box_relax_maxiter``: iterations per ``box/relax`` minimisation.
-    The input is not modified; ``RelaxResult.converged`` comes from a final single-point check.
+    The input is not modified; ``LabellerRelaxResult.converged`` comes from a final single-point check.
     """
     from ase.calculators.singlepoint import SinglePointCalculator
-
-    from .driver import KCAL_MOL, MOFFFEngine
 
     t0 = time.perf_counter()
     top = mofff_typing(atoms, bonds=bonds, shifts=shifts)
@@ -113,7 +113,7 @@ def relax(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm: floa
     message = (f"{status} after {stage} in {time.perf_counter() - t0:.1f} s: max force {f:.2e} eV/Å "
                f"(< {fmax:g}), max |P_ii| {p:.1f} atm (< {pmax_atm:g})")
     say(message)
-    return RelaxResult(atoms=out, converged=converged, max_force=f, max_pressure_atm=p,
+    return LabellerRelaxResult(atoms=out, converged=converged, max_force=f, max_pressure_atm=p,
                        n_steps=n_steps, message=message)
 
 

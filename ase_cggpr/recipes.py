@@ -39,7 +39,7 @@ from scipy.stats import spearmanr
 
 from .beads import BeadMap
 from .errors import OptionError
-from .io import framework_type_of
+from .io import framework_type_of, held_out_groups
 from .model import CGGPRModel
 from .uncertainty import calibrate
 

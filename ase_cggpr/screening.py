@@ -36,8 +36,9 @@ Options are checked before any work (a threshold must be a finite number >= 0 eV
 input structure gets a row: a file that cannot be read, holds no atoms, or whose structure cannot be
 mapped gives an error row naming the file and the reason, and a prediction that is not finite (NaN energy
 or std) is an error row too, never ranked or trusted. Parallel screens run in worker processes that die
-with the screen; a worker that dies (e.g. killed by the out-of-memory killer) turns the structure it held
-into an error row ("worker died (signal 9 ...)") and is replaced, so the other structures are screened.
+with the screen, or on a Dask cluster (:mod:`ase_cggpr.tasks`); a worker that dies (e.g. killed by the
+out-of-memory killer) is replaced and the structure it held is screened again, at most
+:data:`~ase_cggpr.tasks.RETRIES` times, then it is an error row ("worker died (signal 9 ...)").
 With a progress file (:func:`screen_to_csv` keeps one beside the output: ``OUTPUT.progress.jsonl``) every
 finished row is appended and flushed to disk at once, so an interrupted screen resumes (``resume=True``,
 ``cggpr screen --resume``) without computing those structures again; the CSV itself is written atomically
@@ -54,7 +55,7 @@ import hashlib
 import json
 import math
 import os
-import signal
+import sys
 import time
 import traceback
 import warnings
@@ -68,6 +69,7 @@ from ase import Atoms
 from .beads import BeadMap, check_defects_mode
 from .descriptors import soap_dimension
 from .errors import CGGPRError, ModelError, OptionError
+from .tasks import WORKER_DIED, Runner, Task, as_runner, run_tasks
 from .uncertainty import (  # noqa: F401  (re-exported: the screen's trust threshold)
     THRESHOLD_QUANTILE,
     THRESHOLD_RULE,
@@ -99,7 +101,10 @@ def check_symprec(value) -> float:
     return float(value)
 
 
-def check_workers(value) -> int:
+def check_workers(value) -> int | Runner:
+    """``value`` if it is a number of worker processes (an integer >= 1) or a :class:`~ase_cggpr.tasks.Runner`."""
+    if isinstance(value, Runner):
+        return value
     if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
         raise ScreenOptionError(f"workers must be an integer >= 1, got {value!r}")
     return int(value)
@@ -366,7 +371,7 @@ def structure_key(atoms: Atoms) -> str:
     return digest.hexdigest()[:20]
 
 
-# -- worker processes -----------------------------------------------------------------------------------
+# -- tasks ------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class _Task:
@@ -376,192 +381,55 @@ class _Task:
     atoms: Atoms | None = None  # None: ``row`` is ready (an unreadable input or a resumed row)
     row: ScreenRow | None = None
     resumed: bool = False
+    deaths: int = 0  # worker deaths while screening it (each followed by a retry, but the last)
 
 
-def _worker_main(conn, model, kwargs: dict, parent: int) -> None:
-    """A screen worker: dies with its parent, screens one structure per message until told to stop."""
-    from .worker_lifeline import die_with_parent
-
-    die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        key, name, source, atoms = message
-        row = screen_structure(model, atoms, id=name, source=source, **kwargs)
-        try:
-            conn.send((key, row))
-        except (BrokenPipeError, ConnectionError, EOFError, OSError):  # the screen stopped meanwhile
-            return
+def _screen_task(context: tuple, payload: tuple) -> ScreenRow:
+    """One structure on a worker: ``context`` is (model, screen options), sent once per worker."""
+    model, kwargs = context
+    name, source, atoms = payload
+    return screen_structure(model, atoms, id=name, source=source, **kwargs)
 
 
-def _death_message(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        number = -exitcode
-        try:
-            label = signal.Signals(number).name
-        except ValueError:
-            label = "unknown signal"
-        hint = ", e.g. by the out-of-memory killer" if number == signal.SIGKILL else ""
-        return f"worker died (signal {number}: {label}{hint}) while screening this structure"
-    return f"worker died (exit code {exitcode}) while screening this structure"
+def _rows(model, tasks: Iterable[_Task], kwargs: dict, runner: Runner) -> Iterator[_Task]:
+    """Tasks with their rows, as they finish (see :mod:`ase_cggpr.tasks`): ready ones (unreadable inputs,
+    resumed rows) at once, the others computed by ``runner``'s workers. A structure whose workers all died
+    (:data:`~ase_cggpr.tasks.RETRIES` retries) is an error row ("worker died ...")."""
+    ready: list[_Task] = []
 
-
-class _Worker:
-    def __init__(self, ctx, model, kwargs: dict):
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child, model, kwargs, os.getpid()), daemon=True,
-                                   name="cggpr-screen-worker")
-        self.process.start()
-        child.close()
-        self.task: _Task | None = None
-
-    def send(self, task: _Task) -> bool:
-        try:
-            self.conn.send((task.key, task.name, task.source, task.atoms))
-        except (BrokenPipeError, ConnectionError, EOFError, OSError):
-            return False
-        self.task = task
-        return True
-
-    def receive(self) -> ScreenRow | None:
-        """The finished row, or None if the worker died before sending it."""
-        if self.conn.poll():
-            with contextlib.suppress(EOFError, OSError, ConnectionError):
-                key, row = self.conn.recv()
-                if key == self.task.key:
-                    return row
-        return None
-
-    def exitcode(self) -> int | None:
-        self.process.join(timeout=5)
-        return self.process.exitcode
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.send(None)
-        with contextlib.suppress(Exception):
-            self.conn.close()
-        self.process.join(timeout=2)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=2)
-
-
-@contextlib.contextmanager
-def _single_threaded_children():
-    """Worker processes use one BLAS/featomic thread each (processes already use the cores)."""
-    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+    def to_run() -> Iterator[Task]:
+        for task in tasks:
+            if task.row is not None:
+                ready.append(task)
             else:
-                os.environ[k] = v
+                yield Task(task, (task.name, task.source, task.atoms))
 
+    def warn(task: Task, message: str, retried: bool) -> None:
+        if runner.parallel:
+            print(f"warning: {message} while screening {task.key.name}"
+                  f"{'; screening it again' if retried else '; not retried again (an error row)'}", file=sys.stderr)
 
-def _serial_rows(model, tasks: Iterable[_Task], kwargs: dict) -> Iterator[_Task]:
-    for task in tasks:
-        if task.row is None:
-            task.row = screen_structure(model, task.atoms, id=task.name, source=task.source, **kwargs)
-        yield task
-
-
-def _parallel_rows(model, tasks: Iterable[_Task], kwargs: dict, workers: int) -> Iterator[_Task]:
-    """Tasks with their rows, as they finish, from ``workers`` processes holding one structure each.
-
-    A worker that dies turns its structure into an error row and is replaced; many deaths in a row (no
-    structure finished between them) mean the workers cannot run at all, and stop the screen.
-    """
-    import multiprocessing
-    from multiprocessing.connection import wait
-
-    # spawn (not fork): featomic's thread pool and BLAS threads do not survive a fork safely
-    ctx = multiprocessing.get_context("spawn")
-    pool: list[_Worker] = []
-    todo = iter(tasks)
-    exhausted, deaths, max_deaths = False, 0, max(5, 2 * workers)
-
-    def died(worker: _Worker, task: _Task) -> _Task:
-        nonlocal deaths
-        pool.remove(worker)
-        code = worker.exitcode()
-        worker.stop()
-        deaths += 1
-        if deaths > max_deaths:
-            raise CGGPRError(f"{deaths} screen workers died in a row (last: {_death_message(code)}); "
-                             "run with --workers 1 to see why")
-        task.row = ScreenRow(id=task.name, source=task.source, framework_type=_framework_type_label(task.atoms),
-                             error=_death_message(code))
-        return task
-
-    def start(task: _Task) -> None:
-        """Give ``task`` to an idle worker (replacing one found dead)."""
-        nonlocal deaths
-        worker = next(w for w in pool if w.task is None)
-        while not worker.send(task):  # it died while idle: replace it and send again
-            code = worker.exitcode()
-            pool.remove(worker)
-            worker.stop()
-            deaths += 1
-            if deaths > max_deaths:
-                raise CGGPRError(f"{deaths} screen workers died in a row (last: {_death_message(code)}); "
-                                 "run with --workers 1 to see why")
-            worker = _Worker(ctx, model, kwargs)
-            pool.append(worker)
-
-    try:
-        with _single_threaded_children():
-            out: list[_Task] = []
-            while True:
-                # first keep every worker busy, then hand back what finished (so no worker waits for the caller)
-                while not exhausted:
-                    if all(w.task is not None for w in pool):
-                        if len(pool) >= workers:
-                            break
-                        pool.append(_Worker(ctx, model, kwargs))
-                    task = next(todo, None)
-                    if task is None:
-                        exhausted = True
-                    elif task.row is not None:
-                        out.append(task)  # ready (unreadable input, resumed row)
-                    else:
-                        start(task)
-                yield from out
-                out = []
-                busy = [w for w in pool if w.task is not None]
-                if not busy:
-                    return
-                ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
-                for worker in busy:
-                    if worker.conn not in ready and worker.process.sentinel not in ready:
-                        continue
-                    task, row = worker.task, worker.receive()
-                    worker.task = None
-                    if row is None:
-                        out.append(died(worker, task))
-                    else:
-                        deaths = 0
-                        task.row = row
-                        out.append(task)
-    finally:
-        for worker in pool:
-            worker.stop()
+    with contextlib.closing(run_tasks(_screen_task, to_run(), runner, context=(model, kwargs),
+                                      on_death=warn)) as outcomes:
+        for outcome in outcomes:
+            yield from ready
+            ready.clear()
+            task: _Task = outcome.task.key
+            if outcome.ok:
+                task.row = outcome.value
+            else:
+                error = outcome.error or _error_text(outcome.exception)
+                task.row = ScreenRow(id=task.name, source=task.source, framework_type=_framework_type_label(task.atoms),
+                                     error=f"{error} while screening this structure" if outcome.error else error)
+            task.deaths = outcome.deaths
+            task.atoms = None
+            yield task
+    yield from ready
 
 
 # -- progress file (resume) -----------------------------------------------------------------------------
 
 PROGRESS_FORMAT = "cggpr-screen-progress"
-#: rows with this error prefix are computed again on resume (the worker's death may have been transient)
-WORKER_DIED = "worker died"
 
 
 def progress_path(output: str | os.PathLike) -> Path:
@@ -662,6 +530,7 @@ class ProgressLog:
         self.settings = json.loads(json.dumps(settings))
         self.rows: dict[str, ScreenRow] = {}
         self.invalid: list[str] = []  #: "line N: reason" of each row that failed validation (computed again)
+        self.n_added = 0  #: rows added by this run
         if resume and self.path.exists():
             self._read()
             self.handle = open(self.path, "a", encoding="utf-8")
@@ -712,6 +581,7 @@ class ProgressLog:
         record = dataclasses.asdict(row)
         record.pop("rank", None)
         self._write({"key": key, "row": record})
+        self.n_added += 1
 
     def close(self) -> None:
         self.handle.close()
@@ -728,7 +598,9 @@ class ScreenResult:
     threshold: float
     threshold_source: str
     n_resumed: int = 0  #: rows taken from an interrupted screen's progress file (not computed again)
-    n_worker_deaths: int = 0  #: structures whose worker process died
+    #: worker processes that died while screening a structure (the structure was screened again, up to
+    #: :data:`~ase_cggpr.tasks.RETRIES` times, then made an error row)
+    n_worker_deaths: int = 0
     #: "line N: reason" of each progress-file row that failed validation on resume (computed again)
     invalid_progress: list[str] = dataclasses.field(default_factory=list)
 
@@ -771,7 +643,9 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
         threshold: per-Zn latent std (eV) above which a structure is not trusted; default
             :func:`default_threshold` (the model's calibration, else its noise sigma).
         symmetry: compute once per set of symmetry-equivalent Zn sites (spglib, tolerance ``symprec`` Å).
-        workers: processes (1: in this process). A worker that dies makes its structure an error row.
+        workers: processes (1: in this process), or a :class:`~ase_cggpr.tasks.Runner` (local processes, a Dask
+            scheduler or a SLURM/PBS cluster). A worker that dies loses only its structure, which is screened
+            again on another worker (at most :data:`~ase_cggpr.tasks.RETRIES` times, then an error row).
         progress: progress bar on stderr (over input files).
         progress_file: append every finished row to this file as it finishes (see :class:`ProgressLog`);
             it is left in place (remove it once the result is saved: :func:`screen_to_csv` does).
@@ -840,14 +714,17 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
                     if isinstance(item, Atoms):
                         update(1)
 
-            run = _serial_rows(model, tasks(), kwargs) if workers == 1 else \
-                _parallel_rows(model, tasks(), kwargs, workers)
-            for task in run:
+            for task in _rows(model, tasks(), kwargs, as_runner(workers)):
                 rows.append(task.row)
                 n_resumed += task.resumed
-                n_deaths += task.row.error.startswith(WORKER_DIED)
+                n_deaths += task.deaths
                 if log is not None and task.key and not task.resumed:
                     log.add(task.key, task.row)
+    except BaseException:
+        if log is not None and not resume and not log.n_added:  # nothing to resume: leave no file behind
+            log.close()
+            log.path.unlink(missing_ok=True)
+        raise
     finally:
         if log is not None:
             log.close()

@@ -20,6 +20,7 @@ from .options import (
     force_option,
     label_key_option,
     quiet_option,
+    runner_options,
     workers_option,
 )
 
@@ -61,6 +62,7 @@ def _output_key(label_key: str | None, key: str | None) -> str:
               type=OUTPUT_FILE, help="labelled extxyz file to write")
 @labeller_option
 @workers_option(help="Processes (one LAMMPS instance each; the ACE labeller runs in one process).")
+@runner_options
 @label_key_option(None, "Per-atom array name for the energies (eV)  [default: energies]")
 @click.option("--key", "key", hidden=True, callback=_deprecated_key, help="Deprecated name of --label-key.")
 @click.option("--skip-errors", is_flag=True,

@@ -24,7 +24,8 @@ For each clean AB2 net:
    ``frames/<net>.json`` (the completion marker). A re-run skips nets with a marker and reuses
    ``relaxed/<net>.extxyz`` when present, so an interrupted build continues where it stopped; a net
    whose marker says ``failed`` is built again by every re-run (its cause may have been fixed).
-   Worker processes die with the build (:func:`ase_cggpr.worker_lifeline.die_with_parent`).
+   Nets run as tasks of :mod:`ase_cggpr.tasks` (local worker processes that die with the build, or a Dask
+   cluster); a net whose worker died is built again elsewhere.
 
 :func:`merge` finally collects every finished net into ``atomistic.extxyz`` and ``cg.extxyz``
 with a ``structure_id`` per net (in input order) and the net's ``framework_type`` key.
@@ -34,19 +35,18 @@ second cell of it (most CHIC-1 zeolite nets repeat IZA frameworks).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import contextlib
 import dataclasses
 import gzip
 import io
 import json
-import multiprocessing
 import os
 import re
 import time
 import traceback
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ from ase.io import read, write
 
 from ..errors import CGGPRError
 from ..structure_checks import shortest_contact
+from ..tasks import Runner, Task, as_runner, run_tasks
 from .decorate import LINKERS, RING, Decorated, coarse_grain_decorated, decorate, linker_shapes
 from .nets import Net
 from .rattle import ORDERS, RattleLevel, get_level, rattle
@@ -731,7 +732,7 @@ def unique_topologies_first(nets: Sequence[Net]) -> list[Net]:
 
 
 def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig | None = None, *,
-                  workers: int = 1, progress: Callable[[int], None] | None = None,
+                  workers: int | Runner = 1, progress: Callable[[int], None] | None = None,
                   compress: bool = False, time_budget: float | None = None,
                   seconds_per_zn: float | None = None,
                   on_net_done: Callable[[dict], None] | None = None) -> dict:
@@ -741,7 +742,11 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
         nets: validated, scaled nets (:func:`ase_cggpr.dataset.nets.read_nets`).
         out_dir: output folder; per-net files go to ``relaxed/`` and ``frames/``.
         config: build settings; a folder keeps the settings it was started with.
-        workers: processes (one net per task); LAMMPS runs serially inside each.
+        workers: processes (one net per task; LAMMPS runs serially inside each), or a
+            :class:`~ase_cggpr.tasks.Runner` (a Dask cluster: its workers must see ``out_dir``, a shared
+            filesystem). A net whose worker died is built again on another worker (at most
+            :data:`~ase_cggpr.tasks.RETRIES` times; it resumes from its relaxation if that was saved), then it
+            gets a ``failed`` marker (built again by a re-run) and the build goes on.
         progress: called with 1 after each net finishes or is deferred (e.g. a progress bar's update).
         compress: write the merged files gzip-compressed (``.extxyz.gz``).
         time_budget: wall seconds the build may take. A net that still needs its MOF-FF relaxation is
@@ -762,7 +767,7 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
     config = config or BuildConfig()
     out_dir = Path(out_dir)
     config.get_labeller().check_available()  # stop at once, with the install hint, if LAMMPS (pyace) is missing
-    if workers > 1 and not isinstance(config.labeller, str):
+    if as_runner(workers).parallel and not isinstance(config.labeller, str):
         from ..errors import OptionError
 
         raise OptionError("a labeller given as a Python calculator object runs in this process only: use workers=1")
@@ -795,48 +800,38 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
         on_net_done({**summary, "relaxed_in_this_run": clock.record(summary)})
         progress(1)
 
-    if workers <= 1:
+    runner = as_runner(workers)
+
+    def to_build() -> Iterator[Task]:  # each net decided when it would start (the time budget)
         for net in nets:
             if runnable(net):
-                finished(build_net(net, out_dir, config))
-    else:
-        from ..worker_lifeline import die_with_parent
+                yield Task(net, net)
 
-        ctx = multiprocessing.get_context("spawn")
-        todo = iter(nets)
-        # workers die with this process (a kill -9 of the build must not leave LAMMPS runs behind)
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
-                                    initargs=(os.getpid(),)) as pool:
-            running: set[cf.Future] = set()
-            names_of: dict[cf.Future, str] = {}
+    def warn(task: Task, message: str, retried: bool) -> None:
+        if runner.parallel:
+            warnings.warn(f"{message} while building net {task.key.name}"
+                          f"{'; building it again' if retried else '; recorded as failed'}", stacklevel=2)
 
-            def fill() -> None:  # keep `workers` nets in flight, deciding each one when it would start
-                while len(running) < workers:
-                    net = next((n for n in todo if runnable(n)), None)
-                    if net is None:
-                        return
-                    future = pool.submit(build_net, net, out_dir, config)
-                    names_of[future] = net.name
-                    running.add(future)
-
-            fill()
-            while running:
-                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    running.discard(fut)
-                    try:
-                        result = fut.result()
-                    except cf.process.BrokenProcessPool:
-                        lost = sorted(names_of[f] for f in (done | running))
-                        raise BuildError(f"a build worker process died (killed, e.g. by the out-of-memory killer) "
-                                         f"while building {', '.join(lost)}; the finished nets are saved in "
-                                         f"{out_dir}: run the same command again to continue") from None
-                    finished(result)
-                fill()
+    with contextlib.closing(run_tasks(_build_task, to_build(), runner, context=(str(out_dir), config),
+                                      on_death=warn)) as outcomes:
+        for outcome in outcomes:
+            if outcome.ok:
+                finished(outcome.value)
+                continue
+            net = outcome.task.key  # its workers died (or the task itself broke): a failed net, built again by a re-run
+            reason = outcome.error or f"{type(outcome.exception).__name__}: {outcome.exception}"
+            summary = dict(net=net.name, source=net.source, n_zn=net.n_a, status="failed", reason=reason)
+            finished(_finish(NetFiles.of(out_dir, net.name).marker, summary, time.perf_counter()))
     summary = merge(out_dir, names, compress=compress, framework_types={n.name: n.framework_type for n in nets})
     summary["deferred"] = deferred
     summary["retried"] = retried
     return summary
+
+
+def _build_task(context: tuple, net: Net) -> dict:
+    """One net on a worker; ``context`` (output folder, build settings) is sent once per worker."""
+    out_dir, config = context
+    return build_net(net, out_dir, config)
 
 
 class _RelaxClock:

@@ -37,10 +37,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
+import json
 import multiprocessing
 import os
+import shutil
 import signal
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing.connection import wait
 from typing import Any
@@ -51,6 +56,10 @@ from .errors import CGGPRError, OptionError
 RETRIES = 3
 #: Outcome errors of tasks lost to dead workers start with this.
 WORKER_DIED = "worker died"
+#: Structures per task of a screen on Dask (the scheduler's round trip costs milliseconds, a structure ~50 ms).
+DASK_CHUNK = 8
+#: Seconds to wait for a Dask scheduler (its scheduler file to appear, then the connection).
+CONNECT_TIMEOUT = 30
 #: Job schedulers reachable through dask-jobqueue.
 CLUSTERS = ("slurm", "pbs")
 INSTALL_HINT = "pip install 'ase-cggpr[cluster]' (or pip install '.[cluster]' in a checkout)"
@@ -67,6 +76,8 @@ class Runner:
         jobs: batch jobs to start with ``cluster``.
         cluster_options: keyword arguments of dask-jobqueue's cluster class (cores, memory, walltime, ...).
         retries: more runs of a task whose worker died (local runs and clusters started here).
+        chunk_size: short tasks (one structure of a screen) sent to a worker together; None: the caller's
+            default (a screen: :data:`DASK_CHUNK` on Dask, 1 locally).
     """
 
     workers: int = 1
@@ -75,6 +86,7 @@ class Runner:
     jobs: int = 1
     cluster_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     retries: int = RETRIES
+    chunk_size: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
@@ -85,6 +97,9 @@ class Runner:
             raise OptionError(f"--cluster must be one of {', '.join(CLUSTERS)}, got {self.cluster!r}")
         if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 1:
             raise OptionError(f"jobs must be an integer >= 1, got {self.jobs!r}")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool)
+                                            or self.chunk_size < 1):
+            raise OptionError(f"chunk_size must be an integer >= 1, got {self.chunk_size!r}")
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
             raise OptionError(f"retries must be an integer >= 0, got {self.retries!r}")
 
@@ -135,15 +150,35 @@ class Outcome:
 
 
 def run_tasks(function: Callable[[Any, Any], Any], tasks: Iterable[Task], runner: int | Runner = 1, *,
-              context: Any = None, on_death: Callable[[Task, str, bool], None] | None = None) -> Iterator[Outcome]:
+              context: Any = None, on_death: Callable[[Task, str, bool], None] | None = None,
+              chunk_size: int = 1) -> Iterator[Outcome]:
     """Run ``function(context, task.payload)`` for every task; yield :class:`Outcome` s as they finish.
 
     ``function`` must be importable by name (a module-level function); ``tasks`` is consumed lazily (a few per
     worker in flight), so it may stream from files. ``on_death(task, message, retried)`` is called in this process
     for each worker death seen (e.g. to print a warning; locally every death, on Dask the last one), ``retried``
-    saying whether the task is run again (see the module notes).
+    saying whether the task is run again (see the module notes). ``chunk_size`` > 1 sends that many consecutive
+    tasks to a worker as one (fewer round trips for short tasks: the scheduler's cost per task is milliseconds);
+    each still has its own outcome, and a worker's death is then a death for each task of its chunk.
     """
     runner = as_runner(runner)
+    if chunk_size > 1 and runner.parallel:
+        chunks = (Task(list(chunk), [task.payload for task in chunk]) for chunk in _batched(tasks, chunk_size))
+
+        def chunk_death(chunk: Task, message: str, retried: bool) -> None:
+            for task in chunk.key:
+                on_death(task, message, retried)
+
+        for outcome in run_tasks(functools.partial(_apply_chunk, function), chunks, runner, context=context,
+                                 on_death=None if on_death is None else chunk_death):
+            for k, task in enumerate(outcome.task.key):
+                if outcome.ok:
+                    ok, value = outcome.value[k]
+                    yield Outcome(task, value=value if ok else None, exception=None if ok else value,
+                                  deaths=outcome.deaths)
+                else:
+                    yield Outcome(task, exception=outcome.exception, error=outcome.error, deaths=outcome.deaths)
+        return
     if runner.distributed:
         yield from _dask_run(function, tasks, runner, context, on_death)
     elif runner.workers == 1:
@@ -154,6 +189,23 @@ def run_tasks(function: Callable[[Any, Any], Any], tasks: Iterable[Task], runner
                 yield Outcome(task, exception=error)
     else:
         yield from _local_run(function, tasks, runner, context, on_death)
+
+
+def _batched(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
+    iterator = iter(tasks)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _apply_chunk(function, context, payloads: list) -> list[tuple[bool, Any]]:
+    """A chunk of tasks on a worker: (ok, value or exception) of each."""
+    out = []
+    for payload in payloads:
+        try:
+            out.append((True, function(context, payload)))
+        except Exception as error:
+            out.append((False, error))
+    return out
 
 
 # -- local worker processes --------------------------------------------------------------------------------
@@ -350,7 +402,12 @@ def _import_distributed():
 
 
 def _call(function, context, payload):
-    """What a Dask worker runs: ``function(context, payload)`` (the context is the worker's scattered copy)."""
+    """What a Dask worker runs: ``function(context, payload)`` (the context is the worker's scattered copy).
+
+    Rayon (featomic's thread pool) is limited to one thread unless the worker's environment says otherwise, as
+    the local workers are (:func:`single_threaded_children`): the worker processes already use the cores (Dask's
+    nanny sets the OpenMP/BLAS variables itself, not Rayon's)."""
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
     return function(context, payload)
 
 
@@ -367,6 +424,10 @@ def dask_client(runner: Runner):
         import dask
 
         kind = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[runner.cluster]
+        submit = kind.job_cls.submit_command
+        if shutil.which(submit) is None:  # else the jobs fail in the background and the run waits forever
+            raise OptionError(f"--cluster {runner.cluster} submits its workers with {submit}, which is not on this "
+                              "machine: run the command on the cluster's login node")
         with dask.config.set({"distributed.scheduler.allowed-failures": runner.retries}):
             try:
                 cluster = kind(**dict(runner.cluster_options))
@@ -379,15 +440,35 @@ def dask_client(runner: Runner):
         return
     address = str(runner.scheduler)
     try:
-        if os.path.isfile(address):
-            client = distributed.Client(scheduler_file=address, timeout="30s")
+        if "://" not in address and (os.path.isfile(address) or address.endswith(".json")):  # a scheduler file
+            client = distributed.Client(scheduler_file=_scheduler_file(address), timeout=f"{CONNECT_TIMEOUT}s")
         else:
-            client = distributed.Client(address, timeout="30s")
-    except (OSError, TimeoutError, ValueError) as error:
-        raise OptionError(f"cannot connect to the Dask scheduler {address}: {' '.join(str(error).split())}") \
-            from None
+            client = distributed.Client(address, timeout=f"{CONNECT_TIMEOUT}s")
+    except (OSError, TimeoutError, ValueError, KeyError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise OptionError(f"cannot connect to the Dask scheduler {address}: {reason}") from None
     with client:
         yield client
+
+
+def _scheduler_file(path: str) -> str:
+    """``path`` once it exists (a scheduler just started writes it; wait at most :data:`CONNECT_TIMEOUT` s) and
+    holds a scheduler's address."""
+    end = time.monotonic() + CONNECT_TIMEOUT
+    while not os.path.isfile(path):
+        if time.monotonic() > end:
+            raise OptionError(f"cannot connect to the Dask scheduler {path}: no such scheduler file after "
+                              f"{CONNECT_TIMEOUT} s (start it with: dask scheduler --scheduler-file {path})")
+        time.sleep(0.2)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            address = json.load(handle).get("address")
+    except (OSError, ValueError, AttributeError):
+        address = None
+    if not isinstance(address, str):
+        raise OptionError(f"cannot connect to the Dask scheduler {path}: not a scheduler file (JSON with an "
+                          "'address', as written by dask scheduler --scheduler-file)")
+    return path
 
 
 def _total_threads(client) -> int:
@@ -401,7 +482,8 @@ def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death
     from distributed.scheduler import KilledWorker
 
     with dask_client(runner) as client:
-        if runner.cluster is not None:
+        if not client.scheduler_info()["workers"]:  # e.g. batch jobs still queued: wait (Ctrl-C stops)
+            print(f"waiting for the first Dask worker of {runner.describe()} ...", file=sys.stderr, flush=True)
             client.wait_for_workers(1)
         shared = client.scatter(context, broadcast=True, hash=False) if context is not None else None
         todo = iter(tasks)

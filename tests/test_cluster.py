@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import threading
 import time
@@ -159,10 +160,26 @@ def test_screen_command_resumes_on_the_cluster(cluster, model, structures, local
 def test_unreachable_scheduler_is_one_line_and_no_file(model, structures, tmp_path):
     model_path = model.save(tmp_path / "tiny.npz")
     out = tmp_path / "ranking.csv"
+    not_a_scheduler = tmp_path / "scheduler.json"
+    not_a_scheduler.write_text("{}")
     run = CliRunner().invoke(main, ["screen", str(model_path), str(structures), "-o", str(out),
-                                    "--scheduler", str(tmp_path / "no-such-scheduler.json")])
+                                    "--scheduler", str(not_a_scheduler)])
     assert run.exit_code == 1
-    assert "cannot connect to the Dask scheduler" in run.output and "Traceback" not in run.output
+    assert "cannot connect to the Dask scheduler" in run.output and "not a scheduler file" in run.output
+    assert "Traceback" not in run.output
+    assert not out.exists() and not progress_path(out).exists()
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="this machine has SLURM")
+def test_cluster_without_its_scheduler_is_one_line(model, structures, tmp_path):
+    """--cluster slurm where there is no sbatch: one line saying so, exit code 1, no file."""
+    pytest.importorskip("dask_jobqueue", reason="--cluster needs dask-jobqueue: pip install '.[cluster]'")
+    model_path = model.save(tmp_path / "tiny.npz")
+    out = tmp_path / "ranking.csv"
+    run = CliRunner().invoke(main, ["screen", str(model_path), str(structures), "-o", str(out), "--cluster", "slurm",
+                                    "--jobs", "2", "--cluster-option", "cores=4", "--cluster-option", "memory=8GB"])
+    assert run.exit_code == 1 and "sbatch" in run.output and "Traceback" not in run.output
+    assert len(run.output.strip().splitlines()) == 1
     assert not out.exists() and not progress_path(out).exists()
 
 

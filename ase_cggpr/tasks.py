@@ -411,23 +411,37 @@ def _call(function, context, payload):
     return function(context, payload)
 
 
+def check_available(runner: Runner) -> None:
+    """Raise :class:`~ase_cggpr.errors.OptionError` (one line: what to install or where to run) before any work if
+    ``runner`` cannot run here: Dask not installed, or the batch system's submit command missing."""
+    if runner.distributed:
+        _import_distributed()
+    if runner.cluster is not None:
+        _jobqueue_class(runner)
+
+
+def _jobqueue_class(runner: Runner):
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise OptionError(f"--cluster {runner.cluster} needs the optional dependency 'dask-jobqueue': "
+                          f"{INSTALL_HINT}") from None
+    kind = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[runner.cluster]
+    submit = kind.job_cls.submit_command
+    if shutil.which(submit) is None:  # else the jobs fail in the background and the run waits forever
+        raise OptionError(f"--cluster {runner.cluster} submits its workers with {submit}, which is not on this "
+                          "machine: run the command on the cluster's login node")
+    return kind
+
+
 @contextlib.contextmanager
 def dask_client(runner: Runner):
     """A ``distributed.Client`` for ``runner`` (closing it, and a batch-job cluster it started, at exit)."""
     distributed = _import_distributed()
     if runner.cluster is not None:
-        try:
-            import dask_jobqueue
-        except ImportError:
-            raise OptionError(f"--cluster {runner.cluster} needs the optional dependency 'dask-jobqueue': "
-                              f"{INSTALL_HINT}") from None
         import dask
 
-        kind = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[runner.cluster]
-        submit = kind.job_cls.submit_command
-        if shutil.which(submit) is None:  # else the jobs fail in the background and the run waits forever
-            raise OptionError(f"--cluster {runner.cluster} submits its workers with {submit}, which is not on this "
-                              "machine: run the command on the cluster's login node")
+        kind = _jobqueue_class(runner)
         with dask.config.set({"distributed.scheduler.allowed-failures": runner.retries}):
             try:
                 cluster = kind(**dict(runner.cluster_options))

@@ -465,10 +465,10 @@ def runner_options(function):
     @functools.wraps(function)
     def wrapper(*args, scheduler, cluster, jobs, cluster_option, **kwargs):
         if scheduler is not None or cluster is not None:
-            from ..tasks import Runner, _import_distributed
+            from ..tasks import Runner, check_available
 
-            _import_distributed()  # the install hint before any work
             kwargs["workers"] = Runner(scheduler=scheduler, cluster=cluster, jobs=jobs, cluster_options=cluster_option)
+            check_available(kwargs["workers"])  # the install hint (or no sbatch) before any work
         return function(*args, **kwargs)
 
     options = [

@@ -42,7 +42,8 @@ class Metal:
 #: Every metal with a bead element, in the order of :data:`ase_cggpr.beads.A_BEADS`.
 METALS: dict[str, Metal] = {
     "Zn": Metal("Zn", 30, "Si", centroid_distance=3.24, mofff_type="zn4_n4", zni_reference_energy=-0.711955,
-                reference_source=("DFT-optimised zni CIF of Dürholt et al. 2019 relaxed with ase_cggpr.mofff.relax "
+                reference_source=("DFT-optimised zni CIF of Dürholt et al. 2019 relaxed with "
+                                  "ase_cggpr.mofff.relax_mofff "
                                   "(positions and cell, max force < 1e-3 eV/Å, max |P_ii| < 50 atm), then "
                                   "ase_cggpr.labels.local_energies; std over the 16 Zn 0.006 eV; the paper quotes "
                                   "-0.712")),

@@ -15,7 +15,7 @@ structures, or ``FIRE``); with ``cell=True`` the cell too, through
 calculator without it is refused with a :class:`~ase_cggpr.errors.ModelError` before any work).
 
 Convergence is decided by an explicit single-point check of the final state, as in
-:func:`ase_cggpr.mofff.relax.relax`: max atomic force norm < ``fmax`` (eV/Å) and, for cell relaxations,
+:func:`ase_cggpr.mofff.relax_mofff`: max atomic force norm < ``fmax`` (eV/Å) and, for cell relaxations,
 max |stress component| < ``smax`` (eV/Å^3). The optimiser is run with ``fmax`` and, if it stops without the
 check passing (a cell filter's generalised forces scale stress by volume per atom), restarted with a halved
 criterion until the check passes or ``max_steps`` optimiser steps are spent.

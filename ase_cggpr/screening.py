@@ -36,8 +36,9 @@ Options are checked before any work (a threshold must be a finite number >= 0 eV
 input structure gets a row: a file that cannot be read, holds no atoms, or whose structure cannot be
 mapped gives an error row naming the file and the reason, and a prediction that is not finite (NaN energy
 or std) is an error row too, never ranked or trusted. Parallel screens run in worker processes that die
-with the screen; a worker that dies (e.g. killed by the out-of-memory killer) turns the structure it held
-into an error row ("worker died (signal 9 ...)") and is replaced, so the other structures are screened.
+with the screen, or on a Dask cluster (:mod:`ase_cggpr.tasks`); a worker that dies (e.g. killed by the
+out-of-memory killer) is replaced and the structure it held is screened again, at most
+:data:`~ase_cggpr.tasks.RETRIES` times, then it is an error row ("worker died (signal 9 ...)").
 With a progress file (:func:`screen_to_csv` keeps one beside the output: ``OUTPUT.progress.jsonl``) every
 finished row is appended and flushed to disk at once, so an interrupted screen resumes (``resume=True``,
 ``cggpr screen --resume``) without computing those structures again; the CSV itself is written atomically
@@ -51,23 +52,43 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
-import math
 import os
-import signal
+import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from ase import Atoms
 
-from .beads import BeadMap, check_defects_mode
-from .descriptors import soap_dimension
+from .beads import check_defects_mode
 from .errors import CGGPRError, ModelError, OptionError
+from .screening_output import (  # noqa: F401  (re-exported: the screen's rows and files)
+    CSV_COLUMNS,
+    PROGRESS_FORMAT,
+    ProgressLog,
+    ScreenResult,
+    ScreenRow,
+    _write_rows,
+    format_table,
+    model_fingerprint,
+    progress_path,
+    progress_row,
+    sort_rows,
+    write_csv,
+)
+from .screening_symmetry import (  # noqa: F401  (re-exported: symmetry helpers)
+    MAX_SYMPREC,
+    SYMPREC,
+    centre_vectors,
+    check_symprec,
+    equivalent_centres,
+    predict_symmetric,
+    space_group,
+)
+from .tasks import DASK_CHUNK, WORKER_DIED, Runner, Task, as_runner, run_tasks  # noqa: F401  (WORKER_DIED: re-exported)
 from .uncertainty import (  # noqa: F401  (re-exported: the screen's trust threshold)
     THRESHOLD_QUANTILE,
     THRESHOLD_RULE,
@@ -79,143 +100,19 @@ from .uncertainty import (  # noqa: F401  (re-exported: the screen's trust thres
     is_number,
 )
 
-#: Default spglib tolerance (Å) for symmetry-equivalent Zn sites.
-SYMPREC = 1e-3
-#: How the trust threshold is chosen from a calibration.
 
-CSV_COLUMNS = ("rank", "id", "framework_type", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "trust_reason",
-               "space_group", "n_unique_Zn", "n_defective_Zn", "n_untrusted_Zn", "relaxation", "source", "error")
-#: Largest accepted spglib tolerance (Å): beyond it every structure looks symmetric.
-MAX_SYMPREC = 1.0
-
-
-ScreenOptionError = OptionError  # an invalid screen option (threshold, symprec, workers, calibration, progress file)
-
-
-def check_symprec(value) -> float:
-    """``value`` as a float if it is a usable spglib tolerance: finite, 0 < symprec < 1 Å."""
-    if not is_number(value) or not math.isfinite(float(value)) or not 0 < float(value) < MAX_SYMPREC:
-        raise ScreenOptionError(f"symprec must be a finite tolerance in (0, {MAX_SYMPREC:g}) Å, got {value!r}")
-    return float(value)
-
-
-def check_workers(value) -> int:
+def check_workers(value) -> int | Runner:
+    """``value`` if it is a number of worker processes (an integer >= 1) or a :class:`~ase_cggpr.tasks.Runner`."""
+    if isinstance(value, Runner):
+        return value
     if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise ScreenOptionError(f"workers must be an integer >= 1, got {value!r}")
+        raise OptionError(f"workers must be an integer >= 1, got {value!r}")
     return int(value)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Symmetry
+# One structure (symmetry: screening_symmetry; rows, CSV and progress file: screening_output)
 # ---------------------------------------------------------------------------------------------------------
-
-def _spglib_dataset(atoms: Atoms, symprec: float):
-    import spglib
-
-    symprec = check_symprec(symprec)  # spglib segfaults on a negative tolerance
-
-    cell = (np.asarray(atoms.cell), atoms.get_scaled_positions(wrap=True), atoms.numbers)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return spglib.get_symmetry_dataset(cell, symprec=symprec)
-
-
-def _get(dataset, key: str):
-    return dataset[key] if isinstance(dataset, dict) else getattr(dataset, key)
-
-
-def space_group(atoms: Atoms, symprec: float = SYMPREC) -> str:
-    """International symbol and number, e.g. ``"I4_1cd (110)"`` ("" when spglib finds none)."""
-    dataset = _spglib_dataset(atoms, symprec)
-    if dataset is None:
-        return ""
-    return f"{_get(dataset, 'international')} ({_get(dataset, 'number')})"
-
-
-def equivalent_centres(bead_map: BeadMap, symprec: float = SYMPREC) -> tuple[np.ndarray, np.ndarray]:
-    """(representative centre positions, inverse): centre k is equivalent to centre ``reps[inverse[k]]``.
-
-    Positions index ``bead_map.centre_indices`` (metal order). Found with spglib on the descriptor's
-    structure; no symmetry found means every centre is its own representative.
-    """
-    centres = np.asarray(bead_map.centre_indices)
-    dataset = _spglib_dataset(bead_map.structure, symprec)
-    if dataset is None:
-        return np.arange(len(centres)), np.arange(len(centres))
-    orbit = np.asarray(_get(dataset, "equivalent_atoms"))[centres]
-    _, first, inverse = np.unique(orbit, return_index=True, return_inverse=True)
-    return first, inverse.ravel()
-
-
-def centre_vectors(spec, bead_map: BeadMap, positions: np.ndarray | None = None) -> np.ndarray:
-    """Normalised SOAP vectors of the centres at ``positions`` (in metal order; all when None): (k, D).
-
-    Only the selected centres are computed (:func:`ase_cggpr.model.selected_vectors`).
-    """
-    from .descriptors import soap_vectors
-    from .model import selected_vectors
-
-    if positions is None or np.array_equal(positions, np.arange(len(bead_map.centre_indices))):
-        return soap_vectors([bead_map], spec)
-    positions = np.asarray(positions)
-    order = np.argsort(positions, kind="stable")  # the helper takes sorted rows (centres in metal = atom order)
-    out = np.empty((len(positions), soap_dimension(spec)))
-    out[order] = selected_vectors([bead_map], spec, positions[order])
-    return out
-
-
-def predict_symmetric(model, bead_map: BeadMap, *, symmetry: bool = True, symprec: float = SYMPREC):
-    """(per-Zn mean, per-Zn std, number of unique Zn sites), computed once per symmetry orbit."""
-    n = len(bead_map.centre_indices)
-    if symmetry:
-        reps, inverse = equivalent_centres(bead_map, symprec)
-    else:
-        reps, inverse = np.arange(n), np.arange(n)
-    prediction = model.compute(bead_map, return_std=True, centres=reps)  # the model's one prediction route
-    return prediction.local_energies[inverse], prediction.std[inverse], len(reps)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Rows and the screen
-# ---------------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class ScreenRow:
-    """One screened structure. Energies in eV per Zn relative to the model's reference."""
-
-    id: str
-    source: str = ""
-    framework_type: str = ""
-    n_Zn: int = 0
-    energy_per_Zn: float = math.nan
-    max_std: float = math.nan
-    trusted: bool = False
-    space_group: str = ""
-    n_unique_Zn: int = 0
-    #: coordination-defective Zn sites, and all untrusted ones (defective, or a defect within the model's cutoff:
-    #: :mod:`ase_cggpr.defects`); a row with any untrusted site is never trusted (its energy per Zn averages
-    #: extrapolated sites too), so it is listed unranked
-    n_defective_Zn: int = 0
-    n_untrusted_Zn: int = 0
-    #: "" (not relaxed), "converged (N steps)" or "NOT converged (max force ... after N steps)": a row whose
-    #: relaxation did not converge keeps its last energy but is never trusted (so listed unranked).
-    relaxation: str = ""
-    #: why the row is not trusted ("" when it is): std above the threshold, input outside what the model was
-    #: trained on (:mod:`ase_cggpr.applicability`), relaxation not converged
-    trust_reason: str = ""
-    error: str = ""
-    rank: int | None = None
-
-    def csv_row(self) -> dict[str, Any]:
-        ok = not self.error
-        return {"rank": "" if self.rank is None else self.rank, "id": self.id, "framework_type": self.framework_type,
-                "n_Zn": self.n_Zn if ok else "", "energy_per_Zn_eV": f"{self.energy_per_Zn:.6f}" if ok else "",
-                "max_std_eV": f"{self.max_std:.6f}" if ok else "", "trusted": str(self.trusted) if ok else "",
-                "trust_reason": self.trust_reason if ok else "",
-                "space_group": self.space_group, "n_unique_Zn": self.n_unique_Zn if ok else "",
-                "n_defective_Zn": self.n_defective_Zn if ok else "",
-                "n_untrusted_Zn": self.n_untrusted_Zn if ok else "",
-                "relaxation": self.relaxation, "source": self.source, "error": self.error}
 
 
 def _framework_type_label(atoms: Atoms) -> str:
@@ -365,7 +262,7 @@ def structure_key(atoms: Atoms) -> str:
     return digest.hexdigest()[:20]
 
 
-# -- worker processes -----------------------------------------------------------------------------------
+# -- tasks ------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class _Task:
@@ -375,392 +272,58 @@ class _Task:
     atoms: Atoms | None = None  # None: ``row`` is ready (an unreadable input or a resumed row)
     row: ScreenRow | None = None
     resumed: bool = False
+    deaths: int = 0  # worker deaths while screening it (each followed by a retry, but the last)
 
 
-def _worker_main(conn, model, kwargs: dict, parent: int) -> None:
-    """A screen worker: dies with its parent, screens one structure per message until told to stop."""
-    from .worker_lifeline import die_with_parent
-
-    die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        key, name, source, atoms = message
-        row = screen_structure(model, atoms, id=name, source=source, **kwargs)
-        try:
-            conn.send((key, row))
-        except (BrokenPipeError, ConnectionError, EOFError, OSError):  # the screen stopped meanwhile
-            return
+def _screen_task(context: tuple, payload: tuple) -> ScreenRow:
+    """One structure on a worker: ``context`` is (model, screen options), sent once per worker."""
+    model, kwargs = context
+    name, source, atoms = payload
+    return screen_structure(model, atoms, id=name, source=source, **kwargs)
 
 
-def _death_message(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        number = -exitcode
-        try:
-            label = signal.Signals(number).name
-        except ValueError:
-            label = "unknown signal"
-        hint = ", e.g. by the out-of-memory killer" if number == signal.SIGKILL else ""
-        return f"worker died (signal {number}: {label}{hint}) while screening this structure"
-    return f"worker died (exit code {exitcode}) while screening this structure"
+def _rows(model, tasks: Iterable[_Task], kwargs: dict, runner: Runner) -> Iterator[_Task]:
+    """Tasks with their rows, as they finish (see :mod:`ase_cggpr.tasks`): ready ones (unreadable inputs,
+    resumed rows) at once, the others computed by ``runner``'s workers. A structure whose workers all died
+    (:data:`~ase_cggpr.tasks.RETRIES` retries) is an error row ("worker died ...")."""
+    ready: list[_Task] = []
 
-
-class _Worker:
-    def __init__(self, ctx, model, kwargs: dict):
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child, model, kwargs, os.getpid()), daemon=True,
-                                   name="cggpr-screen-worker")
-        self.process.start()
-        child.close()
-        self.task: _Task | None = None
-
-    def send(self, task: _Task) -> bool:
-        try:
-            self.conn.send((task.key, task.name, task.source, task.atoms))
-        except (BrokenPipeError, ConnectionError, EOFError, OSError):
-            return False
-        self.task = task
-        return True
-
-    def receive(self) -> ScreenRow | None:
-        """The finished row, or None if the worker died before sending it."""
-        if self.conn.poll():
-            with contextlib.suppress(EOFError, OSError, ConnectionError):
-                key, row = self.conn.recv()
-                if key == self.task.key:
-                    return row
-        return None
-
-    def exitcode(self) -> int | None:
-        self.process.join(timeout=5)
-        return self.process.exitcode
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.send(None)
-        with contextlib.suppress(Exception):
-            self.conn.close()
-        self.process.join(timeout=2)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=2)
-
-
-@contextlib.contextmanager
-def _single_threaded_children():
-    """Worker processes use one BLAS/featomic thread each (processes already use the cores)."""
-    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+    def to_run() -> Iterator[Task]:
+        for task in tasks:
+            if task.row is not None:
+                ready.append(task)
             else:
-                os.environ[k] = v
+                yield Task(task, (task.name, task.source, task.atoms))
 
+    def warn(task: Task, message: str, retried: bool) -> None:
+        if runner.parallel:
+            print(f"warning: {message} while screening {task.key.name}"
+                  f"{'; screening it again' if retried else '; not retried again (an error row)'}", file=sys.stderr)
 
-def _serial_rows(model, tasks: Iterable[_Task], kwargs: dict) -> Iterator[_Task]:
-    for task in tasks:
-        if task.row is None:
-            task.row = screen_structure(model, task.atoms, id=task.name, source=task.source, **kwargs)
-        yield task
-
-
-def _parallel_rows(model, tasks: Iterable[_Task], kwargs: dict, workers: int) -> Iterator[_Task]:
-    """Tasks with their rows, as they finish, from ``workers`` processes holding one structure each.
-
-    A worker that dies turns its structure into an error row and is replaced; many deaths in a row (no
-    structure finished between them) mean the workers cannot run at all, and stop the screen.
-    """
-    import multiprocessing
-    from multiprocessing.connection import wait
-
-    # spawn (not fork): featomic's thread pool and BLAS threads do not survive a fork safely
-    ctx = multiprocessing.get_context("spawn")
-    pool: list[_Worker] = []
-    todo = iter(tasks)
-    exhausted, deaths, max_deaths = False, 0, max(5, 2 * workers)
-
-    def died(worker: _Worker, task: _Task) -> _Task:
-        nonlocal deaths
-        pool.remove(worker)
-        code = worker.exitcode()
-        worker.stop()
-        deaths += 1
-        if deaths > max_deaths:
-            raise CGGPRError(f"{deaths} screen workers died in a row (last: {_death_message(code)}); "
-                             "run with --workers 1 to see why")
-        task.row = ScreenRow(id=task.name, source=task.source, framework_type=_framework_type_label(task.atoms),
-                             error=_death_message(code))
-        return task
-
-    def start(task: _Task) -> None:
-        """Give ``task`` to an idle worker (replacing one found dead)."""
-        nonlocal deaths
-        worker = next(w for w in pool if w.task is None)
-        while not worker.send(task):  # it died while idle: replace it and send again
-            code = worker.exitcode()
-            pool.remove(worker)
-            worker.stop()
-            deaths += 1
-            if deaths > max_deaths:
-                raise CGGPRError(f"{deaths} screen workers died in a row (last: {_death_message(code)}); "
-                                 "run with --workers 1 to see why")
-            worker = _Worker(ctx, model, kwargs)
-            pool.append(worker)
-
-    try:
-        with _single_threaded_children():
-            out: list[_Task] = []
-            while True:
-                # first keep every worker busy, then hand back what finished (so no worker waits for the caller)
-                while not exhausted:
-                    if all(w.task is not None for w in pool):
-                        if len(pool) >= workers:
-                            break
-                        pool.append(_Worker(ctx, model, kwargs))
-                    task = next(todo, None)
-                    if task is None:
-                        exhausted = True
-                    elif task.row is not None:
-                        out.append(task)  # ready (unreadable input, resumed row)
-                    else:
-                        start(task)
-                yield from out
-                out = []
-                busy = [w for w in pool if w.task is not None]
-                if not busy:
-                    return
-                ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
-                for worker in busy:
-                    if worker.conn not in ready and worker.process.sentinel not in ready:
-                        continue
-                    task, row = worker.task, worker.receive()
-                    worker.task = None
-                    if row is None:
-                        out.append(died(worker, task))
-                    else:
-                        deaths = 0
-                        task.row = row
-                        out.append(task)
-    finally:
-        for worker in pool:
-            worker.stop()
-
-
-# -- progress file (resume) -----------------------------------------------------------------------------
-
-PROGRESS_FORMAT = "cggpr-screen-progress"
-#: rows with this error prefix are computed again on resume (the worker's death may have been transient)
-WORKER_DIED = "worker died"
-
-
-def progress_path(output: str | os.PathLike) -> Path:
-    """The progress file kept beside a screen's CSV while it runs: ``OUTPUT.progress.jsonl``."""
-    output = Path(output)
-    return output.with_name(output.name + ".progress.jsonl")
-
-
-def model_fingerprint(model) -> str:
-    """A digest of what decides a model's predictions (spec, reference, training facts, weights)."""
-    digest = hashlib.sha256(json.dumps({"spec": model.spec.to_dict(), "reference": model.reference_energy,
-                                        "training": getattr(model, "training_", None)},
-                                       sort_keys=True, default=str).encode())
-    for name in ("alpha_", "mean_"):
-        value = getattr(model.regressor_, name, None)
-        if value is not None:
-            digest.update(np.ascontiguousarray(np.asarray(value, np.float64)).tobytes())
-    return digest.hexdigest()[:24]
-
-
-_ROW_TEXT = ("id", "source", "framework_type", "space_group", "trust_reason", "relaxation", "error")
-
-
-def progress_row(entry: Any, settings: dict) -> tuple[str, ScreenRow]:
-    """(key, row) of one entry of a progress file, every field's type and range checked against what
-    :func:`screen_structure` writes with these ``settings``; ``ValueError`` names the first field that fails
-    (a hand-edited row must not crash the screen after its work, nor be ranked or trusted unearned)."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not entry["key"]:
-        raise ValueError("not an object with a 'key' string and a 'row' object")
-    raw = entry.get("row")
-    if not isinstance(raw, dict):
-        raise ValueError(f"'row' is {type(raw).__name__}, not an object")
-    # rows written before defect flags and trust reasons had none
-    raw = {"n_defective_Zn": 0, "n_untrusted_Zn": 0, "trust_reason": "", **raw}
-    missing = [f.name for f in dataclasses.fields(ScreenRow) if f.name != "rank" and f.name not in raw]
-    if missing:
-        raise ValueError(f"row has no {', '.join(missing)}")
-
-    def bad(field: str, expected: str) -> ValueError:
-        return ValueError(f"{field} {raw[field]!r} is not {expected}")
-
-    for field in _ROW_TEXT:
-        if not isinstance(raw[field], str):
-            raise bad(field, "a string")
-    if not raw["id"]:
-        raise bad("id", "a non-empty string")
-    if not isinstance(raw["trusted"], bool):
-        raise bad("trusted", "true or false")
-    ok = not raw["error"]
-    for field in ("n_Zn", "n_unique_Zn"):
-        value = raw[field]
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if ok else 0):
-            raise bad(field, "an integer >= 1" if ok else "an integer >= 0")
-    for field in ("n_defective_Zn", "n_untrusted_Zn"):
-        value = raw[field]
-        if ok and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= raw["n_Zn"]):
-            raise bad(field, f"an integer from 0 to n_Zn {raw['n_Zn']}")
-    for field in ("energy_per_Zn", "max_std"):
-        value = raw[field]
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise bad(field, "a number")
-        if ok and not math.isfinite(value):
-            raise bad(field, "a finite number")
-    if ok:
-        if raw["max_std"] < 0:
-            raise bad("max_std", "a std >= 0 (eV)")
-        if raw["n_unique_Zn"] > raw["n_Zn"]:
-            raise bad("n_unique_Zn", f"<= n_Zn {raw['n_Zn']}")
-        if bool(raw["relaxation"]) != bool(settings.get("relax")):
-            raise bad("relaxation", "what this screen writes" + (" (it relaxes)" if settings.get("relax") else
-                                                                    " (no relaxation)"))
-        relaxed = not raw["relaxation"] or raw["relaxation"].startswith("converged")
-        earned = (raw["max_std"] <= float(settings.get("threshold", math.inf)) and relaxed
-                  and raw["n_untrusted_Zn"] == 0)
-        if raw["trusted"] and (raw["trust_reason"] or not earned):
-            raise bad("trusted", f"false ({raw['trust_reason'] or 'not earned'}: max_std {raw['max_std']!r}, "
-                                 f"threshold {settings.get('threshold')!r}"
-                                 f"{'' if relaxed else ', relaxation not converged'}, "
-                                 f"{raw['n_untrusted_Zn']} untrusted Zn)")
-        if not raw["trusted"] and not raw["trust_reason"]:
-            raise bad("trusted", "true, or a trust_reason saying why not")
-    elif raw["trusted"]:
-        raise bad("trusted", "false (an error row is never trusted)")
-    row = ScreenRow(**{f.name: raw[f.name] for f in dataclasses.fields(ScreenRow) if f.name != "rank"})
-    row.energy_per_Zn, row.max_std = float(row.energy_per_Zn), float(row.max_std)
-    return entry["key"], row
-
-
-class ProgressLog:
-    """Append-only JSON-lines record of a screen's finished rows (flushed and fsync'd per row).
-
-    The first line holds the screen's settings; a resume with other settings is refused. A last line cut
-    short by a kill is dropped.
-    """
-
-    def __init__(self, path: str | os.PathLike, settings: dict, *, resume: bool):
-        self.path = Path(path)
-        self.settings = json.loads(json.dumps(settings))
-        self.rows: dict[str, ScreenRow] = {}
-        self.invalid: list[str] = []  #: "line N: reason" of each row that failed validation (computed again)
-        if resume and self.path.exists():
-            self._read()
-            self.handle = open(self.path, "a", encoding="utf-8")
-        else:
-            self.handle = open(self.path, "w", encoding="utf-8")
-            self._write({"format": PROGRESS_FORMAT, "settings": self.settings})
-
-    def _read(self) -> None:
-        data = self.path.read_bytes()
-        cut = data.rfind(b"\n") + 1
-        if cut < len(data):  # a line cut short by a kill: drop it
-            with open(self.path, "r+b") as handle:
-                handle.truncate(cut)
-            data = data[:cut]
-        lines = data.decode("utf-8", errors="replace").splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else None
-        except json.JSONDecodeError:
-            header = None
-        if not isinstance(header, dict) or header.get("format") != PROGRESS_FORMAT:
-            raise ScreenOptionError(f"{self.path} is not a screen progress file; remove it or choose another "
-                                    "output")
-        if header.get("settings") != self.settings:
-            old = header.get("settings") if isinstance(header.get("settings"), dict) else {}
-            unset = "not set"  # e.g. relax: only screens with --relax record it
-            diff = [f"{k} {old.get(k, unset)!r} -> {self.settings.get(k, unset)!r}"
-                    for k in [*self.settings, *(k for k in old if k not in self.settings)]
-                    if old.get(k, unset) != self.settings.get(k, unset)]
-            raise ScreenOptionError(f"cannot resume from {self.path}: it was written with other settings "
-                                    f"({'; '.join(diff) or 'unreadable settings'}); resume with the same model and "
-                                    "options, or pass --force without --resume to start over")
-        for number, line in enumerate(lines[1:], start=2):
-            try:
-                key, row = progress_row(json.loads(line), self.settings)
-            except (ValueError, TypeError) as error:  # a hand-edited or damaged row: computed again, and named
-                self.invalid.append(f"line {number}: {' '.join(str(error).split())[:200]}")
-                continue
-            if row.error.startswith(WORKER_DIED):
-                continue  # computed again
-            self.rows[key] = row
-
-    def _write(self, entry: dict) -> None:
-        self.handle.write(json.dumps(entry) + "\n")
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-
-    def add(self, key: str, row: ScreenRow) -> None:
-        record = dataclasses.asdict(row)
-        record.pop("rank", None)
-        self._write({"key": key, "row": record})
-
-    def close(self) -> None:
-        self.handle.close()
+    chunk = runner.chunk_size or (DASK_CHUNK if runner.distributed else 1)
+    with contextlib.closing(run_tasks(_screen_task, to_run(), runner, context=(model, kwargs), on_death=warn,
+                                      chunk_size=chunk)) as outcomes:
+        for outcome in outcomes:
+            yield from ready
+            ready.clear()
+            task: _Task = outcome.task.key
+            if outcome.ok:
+                task.row = outcome.value
+            else:
+                error = outcome.error or _error_text(outcome.exception)
+                task.row = ScreenRow(id=task.name, source=task.source, framework_type=_framework_type_label(task.atoms),
+                                     error=f"{error} while screening this structure" if outcome.error else error)
+            task.deaths = outcome.deaths
+            task.atoms = None
+            yield task
+    yield from ready
 
 
 # -- the screen -------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class ScreenResult:
-    """Sorted rows and run statistics of a screen."""
-
-    rows: list[ScreenRow]
-    seconds: float
-    threshold: float
-    threshold_source: str
-    n_resumed: int = 0  #: rows taken from an interrupted screen's progress file (not computed again)
-    n_worker_deaths: int = 0  #: structures whose worker process died
-    #: "line N: reason" of each progress-file row that failed validation on resume (computed again)
-    invalid_progress: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def n_ok(self) -> int:
-        return sum(not r.error for r in self.rows)
-
-    @property
-    def per_second(self) -> float:
-        return len(self.rows) / self.seconds if self.seconds > 0 else math.inf
-
-
-def sort_rows(rows: list[ScreenRow]) -> list[ScreenRow]:
-    """Trusted rows by energy per Zn (ranked 1, 2, ...), then untrusted by energy (unranked), then errors.
-
-    A row without an error but with a non-finite energy or std becomes an error row (never ranked).
-    """
-    for row in rows:
-        if not row.error and not (math.isfinite(row.energy_per_Zn) and math.isfinite(row.max_std)):
-            row.error, row.trusted = "the prediction is not finite (NaN energy or std); not ranked", False
-    rows = sorted(rows, key=lambda r: (bool(r.error), not r.trusted, r.energy_per_Zn if not r.error else 0.0,
-                                       r.id))
-    rank = 0
-    for row in rows:
-        row.rank = None
-        if not row.error and row.trusted:
-            rank += 1
-            row.rank = rank
-    return rows
-
 
 def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold: float | None = None,
-           symmetry: bool = True, symprec: float = SYMPREC, workers: int = 1, progress: bool = False,
+           symmetry: bool = True, symprec: float = SYMPREC, workers: int | Runner = 1, progress: bool = False,
            progress_file: str | os.PathLike | None = None, resume: bool = False, relax: bool = False,
            defects: str = "flag") -> ScreenResult:
     """Screen structures with a fitted model (or a model path) and rank them by predicted energy per Zn.
@@ -770,7 +333,9 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
         threshold: per-Zn latent std (eV) above which a structure is not trusted; default
             :func:`default_threshold` (the model's calibration, else its noise sigma).
         symmetry: compute once per set of symmetry-equivalent Zn sites (spglib, tolerance ``symprec`` Å).
-        workers: processes (1: in this process). A worker that dies makes its structure an error row.
+        workers: processes (1: in this process), or a :class:`~ase_cggpr.tasks.Runner` (local processes, a Dask
+            scheduler or a SLURM/PBS cluster). A worker that dies loses only its structure, which is screened
+            again on another worker (at most :data:`~ase_cggpr.tasks.RETRIES` times, then an error row).
         progress: progress bar on stderr (over input files).
         progress_file: append every finished row to this file as it finishes (see :class:`ProgressLog`);
             it is left in place (remove it once the result is saved: :func:`screen_to_csv` does).
@@ -839,40 +404,23 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
                     if isinstance(item, Atoms):
                         update(1)
 
-            run = _serial_rows(model, tasks(), kwargs) if workers == 1 else \
-                _parallel_rows(model, tasks(), kwargs, workers)
-            for task in run:
+            for task in _rows(model, tasks(), kwargs, as_runner(workers)):
                 rows.append(task.row)
                 n_resumed += task.resumed
-                n_deaths += task.row.error.startswith(WORKER_DIED)
+                n_deaths += task.deaths
                 if log is not None and task.key and not task.resumed:
                     log.add(task.key, task.row)
+    except BaseException:
+        if log is not None and not resume and not log.n_added:  # nothing to resume: leave no file behind
+            log.close()
+            log.path.unlink(missing_ok=True)
+        raise
     finally:
         if log is not None:
             log.close()
     return ScreenResult(sort_rows(rows), time.perf_counter() - start, float(threshold), source,
                         n_resumed=n_resumed, n_worker_deaths=n_deaths,
                         invalid_progress=list(log.invalid) if log is not None else [])
-
-
-def _write_rows(path: Path, rows: Sequence[ScreenRow]) -> None:
-    from .evaluation.tables import write_rows
-
-    write_rows(path, (row.csv_row() for row in rows), CSV_COLUMNS)
-
-
-def write_csv(path: str | os.PathLike, rows: Sequence[ScreenRow], *, overwrite: bool = False) -> Path:
-    """Write the ranking (columns :data:`CSV_COLUMNS`) atomically; never overwrites unless asked.
-
-    Path first, then rows, as every ``write_csv`` of the package (:func:`ase_cggpr.evaluation.write_csv`)."""
-    from .evaluation.tables import write_csv as write_table
-
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"write_csv(path, rows, ...): the path comes first, got {type(path).__name__}")
-    path = Path(path)
-    if path.exists() and not overwrite and not path.is_dir():
-        raise FileExistsError(f"{path} exists; choose another name or pass overwrite=True (--force)")
-    return write_table(path, [row.csv_row() for row in rows], CSV_COLUMNS, overwrite=overwrite, make_folder=False)
 
 
 def screen_to_csv(model, structures: Iterable[str | os.PathLike | Atoms], output: str | os.PathLike, *,
@@ -892,7 +440,7 @@ def screen_to_csv(model, structures: Iterable[str | os.PathLike | Atoms], output
     output = check_output(output, force=force)
     log_path = progress_path(output)
     if log_path.exists() and not resume and not force:
-        raise ScreenOptionError(f"{log_path} holds the rows of an interrupted screen into {output}; pass "
+        raise OptionError(f"{log_path} holds the rows of an interrupted screen into {output}; pass "
                                 "--resume (resume=True) to continue it, or --force to start over")
     with atomic_output(output, force=force) as tmp:
         result = screen(model, structures, progress_file=log_path, resume=resume, **options)
@@ -901,17 +449,3 @@ def screen_to_csv(model, structures: Iterable[str | os.PathLike | Atoms], output
     return result
 
 
-def format_table(rows: Sequence[ScreenRow], top: int = 10) -> str:
-    """The first ``top`` rows as a fixed-width table (energies in eV per Zn)."""
-    lines = [f"{'rank':>4} {'id':<28} {'framework':<9} {'n_Zn':>4} {'E/Zn (eV)':>10} {'max std':>8} "
-             f"{'trusted':>7} {'space group':<16} error"]
-    for row in list(rows)[:max(0, top)]:
-        if row.error:
-            lines.append(f"{'':>4} {row.id[:28]:<28} {row.framework_type[:9]:<9} {'':>4} {'':>10} {'':>8} {'':>7} "
-                         f"{'':<16} {row.error[:80]}")
-        else:
-            rank = "" if row.rank is None else row.rank
-            lines.append(f"{rank!s:>4} {row.id[:28]:<28} {row.framework_type[:9]:<9} {row.n_Zn:>4d} "
-                         f"{row.energy_per_Zn:>10.4f} {row.max_std:>8.4f} {'yes' if row.trusted else 'NO':>7} "
-                         f"{row.space_group[:16]:<16}")
-    return "\n".join(lines)

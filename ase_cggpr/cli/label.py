@@ -19,6 +19,7 @@ from .options import (
     force_option,
     label_key_option,
     quiet_option,
+    runner_options,
     workers_option,
 )
 
@@ -58,6 +59,7 @@ def _output_key(label_key: str) -> str:
               type=OUTPUT_FILE, help="labelled extxyz file to write")
 @labeller_option
 @workers_option(help="Processes (one LAMMPS instance each; the ACE labeller runs in one process).")
+@runner_options
 @label_key_option("energies", "Per-atom array name for the energies (eV).")
 @click.option("--skip-errors", is_flag=True,
               help="leave structures that cannot be labelled unlabelled (info 'label_error'; MOF-FF also "

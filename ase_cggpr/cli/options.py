@@ -434,3 +434,49 @@ class ModelSource(click.ParamType):
 
 
 MODEL_ARGUMENT = click.argument("model_path", metavar="MODEL", type=ModelSource())
+
+
+def _cluster_option_value(ctx, param, values) -> dict:
+    options = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. cores=8, memory=16GB)", ctx, param)
+        value: object = text
+        for convert in (int, float):
+            with contextlib.suppress(ValueError):
+                value = convert(text)
+                break
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def runner_options(function):
+    """``--scheduler``, ``--cluster``, ``--jobs``, ``--cluster-option``: run the tasks on a Dask cluster
+    (:mod:`ase_cggpr.tasks`) instead of the ``-j/--workers`` local processes. The command receives ``workers`` as an
+    int (local processes) or a :class:`~ase_cggpr.tasks.Runner`."""
+
+    @functools.wraps(function)
+    def wrapper(*args, scheduler, cluster, jobs, cluster_option, **kwargs):
+        if scheduler is not None or cluster is not None:
+            from ..tasks import Runner, check_available
+
+            kwargs["workers"] = Runner(scheduler=scheduler, cluster=cluster, jobs=jobs, cluster_options=cluster_option)
+            check_available(kwargs["workers"])  # the install hint (or no sbatch) before any work
+        return function(*args, **kwargs)
+
+    options = [
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="Run the tasks on a running Dask cluster: its scheduler's address (tcp://host:8786) or "
+                          "scheduler file (needs pip install '.[cluster]'; -j is then ignored)."),
+        click.option("--cluster", type=click.Choice(["slurm", "pbs"]),
+                     help="Start Dask workers as SLURM or PBS batch jobs (dask-jobqueue; pip install '.[cluster]')."),
+        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Batch jobs to start with --cluster."),
+        click.option("--cluster-option", multiple=True, metavar="KEY=VALUE", callback=_cluster_option_value,
+                     help="A dask-jobqueue cluster setting for --cluster (cores=8, memory=16GB, walltime=01:00:00, "
+                          "queue=..., account=...; repeatable)."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper

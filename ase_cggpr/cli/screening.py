@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ._group import main
-from .options import MODEL_ARGUMENT, claim_outputs, cli_errors, defects_option
+from .options import MODEL_ARGUMENT, claim_outputs, cli_errors, defects_option, runner_options
 
 
 def _option(check):
@@ -60,6 +60,7 @@ def _check_symprec(value):
                                             "screen's progress unless --resume).")
 @click.option("--relax", is_flag=True, help="Relax every structure (positions and cell) on MODEL's energy surface "
                                             "before ranking it (ase_cggpr.relax; fmax 0.05 eV/Å, <= 200 steps).")
+@runner_options
 @defects_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or table.")
 @cli_errors
@@ -72,7 +73,8 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
     are listed after the trusted ranking, and so are structures with coordination defects (columns
     n_defective_Zn, n_untrusted_Zn; with --defects refuse they are error rows). Rows are saved to
     OUTPUT.progress.jsonl as they finish, so an interrupted screen continues with --resume; a worker process
-    that dies (e.g. out of memory) makes its structure an error row and the screen goes on.
+    that dies (e.g. out of memory) is replaced and its structure screened again (at most 3 times, then an
+    error row). --scheduler/--cluster run the screen on a Dask cluster (README: Running on a cluster).
     """
     from ..model import CGGPRModel
     from ..screening import Calibration, format_table, progress_path, screen_to_csv
@@ -95,7 +97,7 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
         n_trusted = sum(r.trusted and not r.error for r in result.rows)
         extra = f"; {result.n_resumed} taken from the interrupted screen" if result.n_resumed else ""
         if result.n_worker_deaths:
-            extra += f"; {result.n_worker_deaths} lost to a dead worker process (error rows)"
+            extra += f"; {result.n_worker_deaths} worker process death(s) (structures screened again)"
         click.echo(f"{len(result.rows)} structures in {result.seconds:.1f} s ({result.per_second:.2f}/s): "
                    f"{n_trusted} trusted, {result.n_ok - n_trusted} not trusted, "
                    f"{len(result.rows) - result.n_ok} errors; threshold {result.threshold:.4f} eV "

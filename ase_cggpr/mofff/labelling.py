@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -11,6 +12,7 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import StructureError
+from ..tasks import Runner, Task, as_runner, run_tasks
 
 _ENGINE_CACHE_SIZE = 4
 _engines: OrderedDict[bytes, Any] = OrderedDict()
@@ -53,13 +55,9 @@ def _label_one(job: tuple) -> tuple[int, np.ndarray | None, float | None, str | 
     return index, res["energies"], float(res["energy"]), None
 
 
-def _label_chunk(jobs: list[tuple]) -> list[tuple]:
+def _label_chunk(context: None, jobs: list[tuple]) -> list[tuple]:
+    """A task of :mod:`ase_cggpr.tasks`: a chunk of consecutive frames (the worker keeps its LAMMPS engines)."""
     return [_label_one(job) for job in jobs]
-
-
-def _worker_init() -> None:
-    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[key] = "1"
 
 
 def _name(atoms: Atoms, index: int) -> str:
@@ -69,7 +67,7 @@ def _name(atoms: Atoms, index: int) -> str:
     return f"frame {index} ({atoms.get_chemical_formula()})"
 
 
-def label_structures(frames: Sequence[Atoms], *, workers: int = 1, key: str = "energies",
+def label_structures(frames: Sequence[Atoms], *, workers: int | Runner = 1, key: str = "energies",
                      bonds: Sequence[np.ndarray | None] | None = None,
                      shifts: Sequence[np.ndarray | None] | None = None,
                      errors: Literal["raise", "skip"] = "raise",
@@ -78,8 +76,10 @@ def label_structures(frames: Sequence[Atoms], *, workers: int = 1, key: str = "e
 
     Each labelled frame gets ``atoms.arrays[key]`` (per-atom energies, eV) and ``atoms.info["energy"]``
     (total, eV).  Connectivity is inferred from distances unless ``bonds`` (and ``shifts``) give it per
-    frame.  One LAMMPS instance is reused for consecutive frames of the same typing; ``workers > 1``
-    spreads chunks of consecutive frames over processes (the pair style is not threaded).  With
+    frame.  One LAMMPS instance is reused for consecutive frames of the same typing; ``workers > 1`` (or a
+    :class:`~ase_cggpr.tasks.Runner`: a Dask cluster) spreads chunks of consecutive frames over processes (the pair
+    style is not threaded); a chunk whose worker died is labelled again elsewhere (:mod:`ase_cggpr.tasks`), and
+    after :data:`~ase_cggpr.tasks.RETRIES` retries its frames are errors.  With
     ``errors="skip"`` a structure that cannot be typed is left unlabelled and gets
     ``info["mofff_error"]``; otherwise :class:`~ase_cggpr.errors.StructureError` is raised.
     ``progress(n)`` is called with the number of frames finished since the last call.  Worker processes
@@ -111,34 +111,37 @@ def label_structures(frames: Sequence[Atoms], *, workers: int = 1, key: str = "e
         atoms.info["energy"] = energy
         atoms.info.pop("mofff_error", None)
 
-    workers = max(1, int(workers))
-    if workers == 1 or n <= 1:
+    runner = as_runner(max(1, int(workers)) if not isinstance(workers, Runner) else workers)
+    width = runner.workers if not runner.distributed else 16  # chunks: about four per worker
+    if not runner.parallel or n <= 1:
         for job in jobs:
             attach(_label_one(job))
             if progress:
                 progress(1)
         return list(frames)
 
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     if chunk_size is None:  # about four chunks per worker, for load balance and progress
-        chunk_size = min(32, -(-n // (4 * workers)))
-    chunk_size = max(1, min(chunk_size, -(-n // workers)))
-    chunks = [jobs[k:k + chunk_size] for k in range(0, n, chunk_size)]
-    ctx = mp.get_context("spawn")  # LAMMPS/MPI state must not be forked
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        futures = [pool.submit(_label_chunk, c) for c in chunks]
-        try:
-            for fut in as_completed(futures):
-                results = fut.result()
-                for r in results:
-                    attach(r)
-                if progress:
-                    progress(len(results))
-        except BaseException:  # an error, Ctrl-C or SIGTERM: stop the workers now, not after their chunks
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
-                process.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        chunk_size = min(32, -(-n // (4 * width)))
+    chunk_size = max(1, min(chunk_size, -(-n // width)))
+    chunks = (Task(k, jobs[k:k + chunk_size]) for k in range(0, n, chunk_size))
+
+    def warn(task: Task, message: str, retried: bool) -> None:
+        warnings.warn(f"{message} while labelling frames {task.key}-{task.key + len(task.payload) - 1}"
+                      f"{'; labelling them again' if retried else ''}", stacklevel=2)
+
+    with contextlib.closing(run_tasks(_label_chunk, chunks, runner, on_death=warn)) as outcomes:
+        for outcome in outcomes:
+            if outcome.exception is not None:  # errors="raise": the first structure that cannot be labelled
+                raise outcome.exception
+            if outcome.error:  # its workers died on every attempt
+                if errors != "skip":
+                    raise StructureError(f"{outcome.error} while labelling this chunk of frames",
+                                         structure=_name(frames[outcome.task.key], outcome.task.key))
+                results = [(job[0], None, None, outcome.error) for job in outcome.task.payload]
+            else:
+                results = outcome.value
+            for r in results:
+                attach(r)
+            if progress:
+                progress(len(results))
     return list(frames)

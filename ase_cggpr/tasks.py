@@ -1,0 +1,544 @@
+"""Running many independent tasks: local worker processes, or a Dask cluster (one machine or many).
+
+``cggpr screen``, ``cggpr label`` and ``cggpr dataset build`` hand their tasks (one structure, a chunk of frames,
+one net) to :func:`run_tasks` with a :class:`Runner`:
+
+- ``Runner(workers=N)`` (``-j N``, the default): N worker processes on this machine ("spawn": featomic's and
+  BLAS's threads and LAMMPS's state do not survive a fork), started by this process and dying with it
+  (:func:`ase_cggpr.worker_lifeline.die_with_parent`). Nothing to set up. ``workers=1`` runs in this process.
+- ``Runner(scheduler="tcp://host:8786")`` or ``Runner(scheduler="scheduler.json")`` (``--scheduler``): the
+  workers of a running Dask distributed cluster (``dask scheduler`` / ``dask worker``; a scheduler file as
+  written by ``dask scheduler --scheduler-file``).
+- ``Runner(cluster="slurm", jobs=N, cluster_options={...})`` (``--cluster slurm --jobs N``): N batch jobs of
+  Dask workers started through ``dask-jobqueue`` (SLURM or PBS); the options (cores, memory, walltime, queue,
+  account, ...) are those of ``dask_jobqueue.SLURMCluster`` / ``PBSCluster`` or its configuration file.
+
+Dask is an optional dependency (``pip install '.[cluster]'``), imported only when a Runner asks for it.
+
+Guarantees (both backends)
+--------------------------
+- Results come back, as they finish, to the one process that called :func:`run_tasks` (which writes the
+  output). Each task's result or exception is returned with its key: one failing task never stops the others.
+- The *context* (e.g. a fitted model) is sent once per worker, not per task: a local worker receives it when it
+  starts; on Dask it is scattered to every worker once (``Client.scatter(broadcast=True)``) and each task gets the
+  worker's own copy. Task payloads are small (one structure, or a path).
+- A worker that dies while running a task (SIGKILL, the out-of-memory killer, a lost node) loses only that task,
+  and the task is run again on another (or a new) worker: at most :data:`RETRIES` more times locally; on Dask the
+  scheduler reschedules it until it has killed ``distributed.scheduler.allowed-failures`` workers (Dask's
+  default: 3; a cluster started by a :class:`Runner` is given :data:`RETRIES`). After that the task's outcome is
+  a ``worker died ...`` error (:attr:`Outcome.error`), and the run goes on.
+- Many local worker deaths in a row (no task finishing between them) mean the workers cannot run at all: the run
+  stops with a :class:`~ase_cggpr.errors.CGGPRError`.
+- Ctrl-C (KeyboardInterrupt) or any error in the caller stops the workers (local) or cancels the outstanding
+  tasks (Dask) before it propagates; the caller's output is written atomically, so no partial file is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from multiprocessing.connection import wait
+from typing import Any
+
+from .errors import CGGPRError, OptionError
+
+#: How many more times a task whose worker died is run (locally; and on a cluster a Runner starts).
+RETRIES = 3
+#: Outcome errors of tasks lost to dead workers start with this.
+WORKER_DIED = "worker died"
+#: Structures per task of a screen on Dask (the scheduler's round trip costs milliseconds, a structure ~50 ms).
+DASK_CHUNK = 8
+#: Seconds to wait for a Dask scheduler (its scheduler file to appear, then the connection).
+CONNECT_TIMEOUT = 30
+#: Job schedulers reachable through dask-jobqueue.
+CLUSTERS = ("slurm", "pbs")
+INSTALL_HINT = "pip install 'ase-cggpr[cluster]' (or pip install '.[cluster]' in a checkout)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Runner:
+    """Where tasks run: local processes (``workers``), a Dask scheduler, or a SLURM/PBS allocation.
+
+    Attributes:
+        workers: local worker processes (1: in the calling process). Ignored with ``scheduler``/``cluster``.
+        scheduler: a Dask scheduler's address (``tcp://host:8786``) or scheduler file (JSON).
+        cluster: ``"slurm"`` or ``"pbs"``: start Dask workers as batch jobs (dask-jobqueue).
+        jobs: batch jobs to start with ``cluster``.
+        cluster_options: keyword arguments of dask-jobqueue's cluster class (cores, memory, walltime, ...).
+        retries: more runs of a task whose worker died (local runs and clusters started here).
+        chunk_size: short tasks (one structure of a screen) sent to a worker together; None: the caller's
+            default (a screen: :data:`DASK_CHUNK` on Dask, 1 locally).
+    """
+
+    workers: int = 1
+    scheduler: str | None = None
+    cluster: str | None = None
+    jobs: int = 1
+    cluster_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    retries: int = RETRIES
+    chunk_size: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
+            raise OptionError(f"workers must be an integer >= 1, got {self.workers!r}")
+        if self.scheduler is not None and self.cluster is not None:
+            raise OptionError("give either --scheduler (a running Dask cluster) or --cluster (start one), not both")
+        if self.cluster is not None and self.cluster not in CLUSTERS:
+            raise OptionError(f"--cluster must be one of {', '.join(CLUSTERS)}, got {self.cluster!r}")
+        if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 1:
+            raise OptionError(f"jobs must be an integer >= 1, got {self.jobs!r}")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool)
+                                            or self.chunk_size < 1):
+            raise OptionError(f"chunk_size must be an integer >= 1, got {self.chunk_size!r}")
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
+            raise OptionError(f"retries must be an integer >= 0, got {self.retries!r}")
+
+    @property
+    def distributed(self) -> bool:
+        """Whether tasks go to Dask (a scheduler or a batch-job cluster)."""
+        return self.scheduler is not None or self.cluster is not None
+
+    @property
+    def parallel(self) -> bool:
+        return self.distributed or self.workers > 1
+
+    def describe(self) -> str:
+        if self.scheduler is not None:
+            return f"Dask scheduler {self.scheduler}"
+        if self.cluster is not None:
+            return f"{self.jobs} {self.cluster.upper()} job(s) of Dask workers"
+        return f"{self.workers} local process(es)"
+
+
+def as_runner(workers: int | Runner) -> Runner:
+    """``workers`` as a :class:`Runner` (an int: that many local processes)."""
+    return workers if isinstance(workers, Runner) else Runner(workers=workers)
+
+
+@dataclasses.dataclass
+class Task:
+    """One unit of work: ``function(context, payload)`` on a worker. ``key`` identifies it in the outcome."""
+
+    key: Any
+    payload: Any = None
+
+
+@dataclasses.dataclass
+class Outcome:
+    """A finished task: its ``value``, or the ``exception`` it raised, or ``error`` (its workers died)."""
+
+    task: Task
+    value: Any = None
+    exception: BaseException | None = None
+    error: str = ""
+    #: worker deaths while running this task (each followed by a retry, until the last)
+    deaths: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.exception is None and not self.error
+
+
+def run_tasks(function: Callable[[Any, Any], Any], tasks: Iterable[Task], runner: int | Runner = 1, *,
+              context: Any = None, on_death: Callable[[Task, str, bool], None] | None = None,
+              chunk_size: int = 1) -> Iterator[Outcome]:
+    """Run ``function(context, task.payload)`` for every task; yield :class:`Outcome` s as they finish.
+
+    ``function`` must be importable by name (a module-level function); ``tasks`` is consumed lazily (a few per
+    worker in flight), so it may stream from files. ``on_death(task, message, retried)`` is called in this process
+    for each worker death seen (e.g. to print a warning; locally every death, on Dask the last one), ``retried``
+    saying whether the task is run again (see the module notes). ``chunk_size`` > 1 sends that many consecutive
+    tasks to a worker as one (fewer round trips for short tasks: the scheduler's cost per task is milliseconds);
+    each still has its own outcome, and a worker's death is then a death for each task of its chunk.
+    """
+    runner = as_runner(runner)
+    if chunk_size > 1 and runner.parallel:
+        chunks = (Task(list(chunk), [task.payload for task in chunk]) for chunk in _batched(tasks, chunk_size))
+
+        def chunk_death(chunk: Task, message: str, retried: bool) -> None:
+            for task in chunk.key:
+                on_death(task, message, retried)
+
+        for outcome in run_tasks(functools.partial(_apply_chunk, function), chunks, runner, context=context,
+                                 on_death=None if on_death is None else chunk_death):
+            for k, task in enumerate(outcome.task.key):
+                if outcome.ok:
+                    ok, value = outcome.value[k]
+                    yield Outcome(task, value=value if ok else None, exception=None if ok else value,
+                                  deaths=outcome.deaths)
+                else:
+                    yield Outcome(task, exception=outcome.exception, error=outcome.error, deaths=outcome.deaths)
+        return
+    if runner.distributed:
+        yield from _dask_run(function, tasks, runner, context, on_death)
+    elif runner.workers == 1:
+        for task in tasks:
+            try:
+                yield Outcome(task, value=function(context, task.payload))
+            except Exception as error:  # the caller decides (e.g. an error row)
+                yield Outcome(task, exception=error)
+    else:
+        yield from _local_run(function, tasks, runner, context, on_death)
+
+
+def _batched(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
+    iterator = iter(tasks)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _apply_chunk(function, context, payloads: list) -> list[tuple[bool, Any]]:
+    """A chunk of tasks on a worker: (ok, value or exception) of each."""
+    out = []
+    for payload in payloads:
+        try:
+            out.append((True, function(context, payload)))
+        except Exception as error:
+            out.append((False, error))
+    return out
+
+
+# -- local worker processes --------------------------------------------------------------------------------
+
+def _worker_main(conn, function, context, parent: int) -> None:
+    """A local worker: dies with its parent, runs one task per message until told to stop."""
+    from .worker_lifeline import die_with_parent
+
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        number, payload = message
+        try:
+            reply = (number, True, function(context, payload))
+        except Exception as error:
+            reply = (number, False, error)
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, ConnectionError, EOFError, OSError):  # the run stopped meanwhile
+            return
+        except Exception as error:  # an unpicklable result or exception: say what it was
+            with contextlib.suppress(Exception):
+                conn.send((number, False, CGGPRError(f"{type(error).__name__}: {error}")))
+
+
+def death_message(exitcode: int | None) -> str:
+    """``worker died (signal 9: SIGKILL, e.g. by the out-of-memory killer)`` or ``worker died (exit code N)``."""
+    if exitcode is not None and exitcode < 0:
+        number = -exitcode
+        try:
+            label = signal.Signals(number).name
+        except ValueError:
+            label = "unknown signal"
+        hint = ", e.g. by the out-of-memory killer" if number == signal.SIGKILL else ""
+        return f"{WORKER_DIED} (signal {number}: {label}{hint})"
+    return f"{WORKER_DIED} (exit code {exitcode})"
+
+
+class _Worker:
+    def __init__(self, ctx, function, context):
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, function, context, os.getpid()), daemon=True,
+                                   name="cggpr-worker")
+        self.process.start()
+        child.close()
+        self.number: int | None = None  # the task it holds
+
+    def send(self, number: int, payload) -> bool:
+        try:
+            self.conn.send((number, payload))
+        except (BrokenPipeError, ConnectionError, EOFError, OSError):
+            return False
+        self.number = number
+        return True
+
+    def receive(self) -> tuple[bool, Any] | None:
+        """(ok, value or exception) of the task it held, or None if it died before sending it."""
+        if self.conn.poll():
+            with contextlib.suppress(EOFError, OSError, ConnectionError):
+                number, ok, value = self.conn.recv()
+                if number == self.number:
+                    return ok, value
+        return None
+
+    def exitcode(self) -> int | None:
+        self.process.join(timeout=5)
+        return self.process.exitcode
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.send(None)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=2)
+
+
+@contextlib.contextmanager
+def single_threaded_children():
+    """Worker processes use one BLAS/featomic/OpenMP thread each (the processes already use the cores)."""
+    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: "1" for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _local_run(function, tasks: Iterable[Task], runner: Runner, context, on_death) -> Iterator[Outcome]:
+    ctx = multiprocessing.get_context("spawn")
+    pool: list[_Worker] = []
+    todo = iter(tasks)
+    held: dict[int, Outcome] = {}  # task number -> its outcome so far (deaths counted)
+    retry: list[int] = []  # tasks whose worker died, to run again first
+    numbers = itertools.count()
+    exhausted, deaths_in_a_row, max_deaths = False, 0, max(5, 2 * runner.workers) + runner.retries
+
+    def lost(worker: _Worker) -> str:
+        """Remove a dead worker; its death message."""
+        nonlocal deaths_in_a_row
+        pool.remove(worker)
+        message = death_message(worker.exitcode())
+        worker.stop()
+        deaths_in_a_row += 1
+        if deaths_in_a_row > max_deaths:
+            raise CGGPRError(f"{deaths_in_a_row} worker processes died in a row (last: {message}); run with "
+                             "--workers 1 to see why")
+        return message
+
+    def next_number() -> int | None:
+        nonlocal exhausted
+        if retry:
+            return retry.pop(0)
+        task = next(todo, None)
+        if task is None:
+            exhausted = True
+            return None
+        number = next(numbers)
+        held[number] = Outcome(task)
+        return number
+
+    try:
+        with single_threaded_children():
+            while True:
+                while True:  # keep every worker busy
+                    idle = next((w for w in pool if w.number is None), None)
+                    if idle is None:
+                        if len(pool) >= runner.workers or (exhausted and not retry):
+                            break
+                        idle = _Worker(ctx, function, context)
+                        pool.append(idle)
+                    number = next_number()
+                    if number is None:
+                        break
+                    while not idle.send(number, held[number].task.payload):  # it died while idle
+                        lost(idle)
+                        idle = _Worker(ctx, function, context)
+                        pool.append(idle)
+                busy = [w for w in pool if w.number is not None]
+                if not busy:
+                    return
+                ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+                for worker in busy:
+                    if worker.conn not in ready and worker.process.sentinel not in ready:
+                        continue
+                    number, reply = worker.number, worker.receive()
+                    worker.number = None
+                    outcome = held[number]
+                    if reply is None:
+                        message = lost(worker)
+                        outcome.deaths += 1
+                        if on_death is not None:
+                            on_death(outcome.task, message, outcome.deaths <= runner.retries)
+                        if outcome.deaths <= runner.retries:
+                            retry.append(number)
+                            continue
+                        outcome.error = f"{message} on each of {outcome.deaths} attempts"
+                    else:
+                        deaths_in_a_row = 0
+                        ok, value = reply
+                        if ok:
+                            outcome.value = value
+                        else:
+                            outcome.exception = value
+                    del held[number]
+                    yield outcome
+    finally:
+        for worker in pool:
+            worker.stop()
+
+
+# -- Dask ----------------------------------------------------------------------------------------------------
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise OptionError(f"running on a Dask cluster needs the optional dependency 'distributed': "
+                          f"{INSTALL_HINT}") from None
+    return distributed
+
+
+def _call(function, context, payload):
+    """What a Dask worker runs: ``function(context, payload)`` (the context is the worker's scattered copy).
+
+    Rayon (featomic's thread pool) is limited to one thread unless the worker's environment says otherwise, as
+    the local workers are (:func:`single_threaded_children`): the worker processes already use the cores (Dask's
+    nanny sets the OpenMP/BLAS variables itself, not Rayon's)."""
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    return function(context, payload)
+
+
+def check_available(runner: Runner) -> None:
+    """Raise :class:`~ase_cggpr.errors.OptionError` (one line: what to install or where to run) before any work if
+    ``runner`` cannot run here: Dask not installed, or the batch system's submit command missing."""
+    if runner.distributed:
+        _import_distributed()
+    if runner.cluster is not None:
+        _jobqueue_class(runner)
+
+
+def _jobqueue_class(runner: Runner):
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise OptionError(f"--cluster {runner.cluster} needs the optional dependency 'dask-jobqueue': "
+                          f"{INSTALL_HINT}") from None
+    kind = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[runner.cluster]
+    submit = kind.job_cls.submit_command
+    if shutil.which(submit) is None:  # else the jobs fail in the background and the run waits forever
+        raise OptionError(f"--cluster {runner.cluster} submits its workers with {submit}, which is not on this "
+                          "machine: run the command on the cluster's login node")
+    return kind
+
+
+@contextlib.contextmanager
+def dask_client(runner: Runner):
+    """A ``distributed.Client`` for ``runner`` (closing it, and a batch-job cluster it started, at exit)."""
+    distributed = _import_distributed()
+    if runner.cluster is not None:
+        import dask
+
+        kind = _jobqueue_class(runner)
+        with dask.config.set({"distributed.scheduler.allowed-failures": runner.retries}):
+            try:
+                cluster = kind(**dict(runner.cluster_options))
+            except (ValueError, TypeError) as error:
+                raise OptionError(f"--cluster {runner.cluster}: {' '.join(str(error).split())} (set it with "
+                                  "--cluster-option KEY=VALUE or dask-jobqueue's configuration file)") from None
+            with cluster, distributed.Client(cluster) as client:
+                cluster.scale(jobs=runner.jobs)
+                yield client
+        return
+    address = str(runner.scheduler)
+    try:
+        if "://" not in address and (os.path.isfile(address) or address.endswith(".json")):  # a scheduler file
+            client = distributed.Client(scheduler_file=_scheduler_file(address), timeout=f"{CONNECT_TIMEOUT}s")
+        else:
+            client = distributed.Client(address, timeout=f"{CONNECT_TIMEOUT}s")
+    except (OSError, TimeoutError, ValueError, KeyError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise OptionError(f"cannot connect to the Dask scheduler {address}: {reason}") from None
+    with client:
+        yield client
+
+
+def _scheduler_file(path: str) -> str:
+    """``path`` once it exists (a scheduler just started writes it; wait at most :data:`CONNECT_TIMEOUT` s) and
+    holds a scheduler's address."""
+    end = time.monotonic() + CONNECT_TIMEOUT
+    while not os.path.isfile(path):
+        if time.monotonic() > end:
+            raise OptionError(f"cannot connect to the Dask scheduler {path}: no such scheduler file after "
+                              f"{CONNECT_TIMEOUT} s (start it with: dask scheduler --scheduler-file {path})")
+        time.sleep(0.2)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            address = json.load(handle).get("address")
+    except (OSError, ValueError, AttributeError):
+        address = None
+    if not isinstance(address, str):
+        raise OptionError(f"cannot connect to the Dask scheduler {path}: not a scheduler file (JSON with an "
+                          "'address', as written by dask scheduler --scheduler-file)")
+    return path
+
+
+def _total_threads(client) -> int:
+    with contextlib.suppress(Exception):
+        return sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values())
+    return 1
+
+
+def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death) -> Iterator[Outcome]:
+    distributed = _import_distributed()
+    from distributed.scheduler import KilledWorker
+
+    with dask_client(runner) as client:
+        if not client.scheduler_info()["workers"]:  # e.g. batch jobs still queued: wait (Ctrl-C stops)
+            print(f"waiting for the first Dask worker of {runner.describe()} ...", file=sys.stderr, flush=True)
+            client.wait_for_workers(1)
+        shared = client.scatter(context, broadcast=True, hash=False) if context is not None else None
+        todo = iter(tasks)
+        running: dict[Any, Task] = {}
+        pending = distributed.as_completed()
+        exhausted = False
+        try:
+            def fill() -> None:
+                nonlocal exhausted
+                limit = max(4, 4 * _total_threads(client))  # a few per worker: lazily read inputs
+                while not exhausted and len(running) < limit:
+                    task = next(todo, None)
+                    if task is None:
+                        exhausted = True
+                        return
+                    future = client.submit(_call, function, shared, task.payload, pure=False)
+                    running[future] = task
+                    pending.add(future)
+
+            fill()
+            while running:
+                future = next(pending)
+                task = running.pop(future)
+                outcome = Outcome(task)
+                try:
+                    outcome.value = future.result()
+                except KilledWorker as error:
+                    outcome.deaths = 1 + runner.retries if runner.cluster is not None else 1
+                    outcome.error = (f"{WORKER_DIED} on every attempt the Dask scheduler allowed "
+                                     f"(distributed.scheduler.allowed-failures): {' '.join(str(error).split())}")
+                    if on_death is not None:
+                        on_death(task, outcome.error, False)
+                except Exception as error:
+                    outcome.exception = error
+                future.release()
+                yield outcome
+                fill()
+        finally:
+            if running:
+                with contextlib.suppress(Exception):
+                    client.cancel(list(running))
+            if shared is not None:
+                with contextlib.suppress(Exception):
+                    client.cancel(shared)

@@ -1,0 +1,176 @@
+"""Benchmark of running a screen on a Dask cluster (ase_cggpr.tasks) against local worker processes.
+
+Screens ``--n`` structures (default 2,000: rattled, renamed copies of the built-in atomistic frames, written to one
+extxyz file) with the shipped AB2 model, back to back in this one process:
+
+1. locally with ``-j 2`` (the default local worker processes);
+2. through a ``distributed.LocalCluster`` of 2 single-threaded worker processes on loopback (the scheduler in this
+   process, as ``cggpr screen --scheduler`` would reach a separate one); then 1 worker, for the throughput curve;
+3. per-task overhead: ``--noop`` tasks that do nothing, through the local pool and through the cluster
+   (scheduler round trip, serialisation, result stream back); a screen on Dask sends ``DASK_CHUNK`` structures
+   per task;
+4. the local run again (the two local runs bracket the cluster runs on this shared machine; their mean is the
+   reference).
+
+The machine is shared (the load average is reported before and after each run), so CPU time is reported too:
+this process's and its children's (``resource``), and on the cluster the workers' own CPU time (their
+``getrusage``). The overhead of the cluster is (cluster - local) / local, for wall and for total CPU time. The
+numbers of the two runs must agree (checked: same rows, energies within 1e-9 eV).
+
+Extrapolation to 100 nodes: with ``c`` cores per node and a task time ``t`` (CPU s per structure measured here),
+the workers alone could finish 100 c / t structures per second; the single scheduler handles at most
+1 / (its CPU per task) tasks per second, each of ``DASK_CHUNK`` structures (measured here with the no-op tasks:
+the CPU time of this process, which holds the LocalCluster's scheduler and the client, per task: an upper bound
+of the scheduler's own cost). The smaller of the two bounds the throughput.
+
+Run:  python benchmarks/bench_cluster.py [--n 2000] [--noop 500] [--cores-per-node 32] [--skip-one-worker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+
+def _cpu_self_children() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _worker_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _noop(context, payload):
+    return payload
+
+
+def _structures(n: int, path: Path) -> Path:
+    from ase.io import read, write
+
+    from ase_cggpr.io import default_dataset_path
+
+    frames = read(default_dataset_path("atomistic"), ":")
+    out = []
+    for k in range(n):
+        atoms = frames[k % len(frames)].copy()
+        atoms.calc = None
+        atoms.rattle(0.01, seed=k)
+        for key in [key for key in atoms.arrays if key not in ("numbers", "positions")]:
+            del atoms.arrays[key]
+        atoms.info = {"name": f"s{k:05d}"}
+        out.append(atoms)
+    write(path, out)
+    return path
+
+
+def _timed(label: str, run, client=None) -> dict:
+    load_before = os.getloadavg()
+    (self0, children0), wall0 = _cpu_self_children(), time.perf_counter()
+    workers0 = sum(client.run(_worker_cpu).values()) if client is not None else 0.0
+    value = run()
+    wall = time.perf_counter() - wall0
+    self1, children1 = _cpu_self_children()
+    workers = (sum(client.run(_worker_cpu).values()) - workers0) if client is not None else 0.0
+    own, children = self1 - self0, children1 - children0
+    out = dict(run=label, wall_s=round(wall, 2), cpu_s=round(own + children + workers, 2),
+               cpu_this_process_s=round(own, 2), cpu_local_workers_s=round(children, 2),
+               cpu_dask_workers_s=round(workers, 2), load_before=[round(x, 2) for x in load_before],
+               load_after=[round(x, 2) for x in os.getloadavg()])
+    print(json.dumps(out), flush=True)
+    return {**out, "value": value}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="structures to screen")
+    parser.add_argument("--noop", type=int, default=500, help="no-op tasks for the per-task overhead")
+    parser.add_argument("--cores-per-node", type=int, default=32, help="for the extrapolation to 100 nodes")
+    parser.add_argument("--skip-one-worker", action="store_true", help="no 1-worker cluster run")
+    args = parser.parse_args()
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(key, "1")
+
+    import dask
+    import distributed
+
+    from ase_cggpr.model import CGGPRModel
+    from ase_cggpr.pretrained import resolve
+    from ase_cggpr.screening import screen
+    from ase_cggpr.tasks import DASK_CHUNK, Runner, Task, run_tasks
+
+    model = CGGPRModel.load(resolve("AB2"))
+    results: dict = {"n": args.n, "cpu_count": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as folder:
+        data = _structures(args.n, Path(folder) / "structures.extxyz")
+
+        def run_screen(workers):
+            return screen(model, [data], threshold=1.0, workers=workers)
+
+        local = _timed("local -j 2", lambda: run_screen(2))
+        noop_local = _timed(f"local -j 2, {args.noop} no-op tasks",
+                            lambda: sum(1 for _ in run_tasks(_noop, (Task(k, k) for k in range(args.noop)), 2)))
+        runs = {}
+        for n_workers in ([2] if args.skip_one_worker else [2, 1]):
+            with dask.config.set({"distributed.scheduler.allowed-failures": 3}), \
+                    distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                             host="127.0.0.1", dashboard_address=None,
+                                             env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}) as cluster, \
+                    distributed.Client(cluster) as client:
+                runner = Runner(scheduler=cluster.scheduler_address)
+                client.run(lambda: __import__("ase_cggpr.screening"))  # imports: part of a worker's start-up
+                runs[n_workers] = _timed(f"Dask LocalCluster, {n_workers} worker(s)", lambda r=runner: run_screen(r),
+                                         client)
+                if n_workers == 2:
+                    runs["noop"] = _timed(f"Dask 2 workers, {args.noop} no-op tasks", lambda r=runner: sum(
+                        1 for _ in run_tasks(_noop, (Task(k, k) for k in range(args.noop)), r)), client)
+        again = _timed("local -j 2 (again, after the cluster runs)", lambda: run_screen(2))
+
+    cluster2 = runs[2]
+    a = {r.id: r for r in local["value"].rows}
+    b = {r.id: r for r in cluster2["value"].rows}
+    assert a.keys() == b.keys() and len(a) == args.n
+    worst = max(abs(a[k].energy_per_Zn - b[k].energy_per_Zn) for k in a)
+    assert worst <= 1e-9, worst
+    assert all(a[k].rank == b[k].rank for k in a)
+    local_wall = (local["wall_s"] + again["wall_s"]) / 2  # the two local runs bracket the cluster runs
+    local_cpu = (local["cpu_s"] + again["cpu_s"]) / 2
+    per_structure_cpu = local_cpu / args.n
+    noop_ms = 1000 * runs["noop"]["wall_s"] / args.noop
+    noop_local_ms = 1000 * noop_local["wall_s"] / args.noop
+    # the scheduler (and client) run in this process: their CPU per no-op task bounds the tasks per second one
+    # scheduler can take; a task of a screen on Dask holds DASK_CHUNK structures
+    scheduler_ms = 1000 * runs["noop"]["cpu_this_process_s"] / args.noop
+    scheduler_rate = 1000 / scheduler_ms * DASK_CHUNK
+    nodes = 100
+    worker_rate = nodes * args.cores_per_node / per_structure_cpu
+    expected = min(worker_rate, scheduler_rate)
+    results.update(
+        same_numbers=f"{args.n} rows, max |dE| {worst:.1e} eV, identical ranks",
+        local_wall_s=round(local_wall, 2), local_cpu_s=round(local_cpu, 2),
+        cluster_wall_s=cluster2["wall_s"], cluster_cpu_s=cluster2["cpu_s"],
+        overhead_wall_percent=round(100 * (cluster2["wall_s"] - local_wall) / local_wall, 1),
+        overhead_cpu_percent=round(100 * (cluster2["cpu_s"] - local_cpu) / local_cpu, 1),
+        overhead_cpu_ms_per_structure=round(1000 * (cluster2["cpu_s"] - local_cpu) / args.n, 2),
+        per_task_round_trip_ms_cluster=round(noop_ms, 2), per_task_round_trip_ms_local=round(noop_local_ms, 2),
+        scheduler_and_client_cpu_ms_per_task=round(scheduler_ms, 2),
+        cpu_s_per_structure=round(per_structure_cpu, 4), structures_per_dask_task=DASK_CHUNK,
+        throughput_per_s={f"{k} worker(s)": round(args.n / runs[k]["wall_s"], 1) for k in runs if k != "noop"},
+        extrapolation_100_nodes=dict(
+            cores=nodes * args.cores_per_node, workers_bound_per_s=round(worker_rate),
+            scheduler_bound_per_s=round(scheduler_rate), expected_per_s=round(expected),
+            bound="scheduler" if scheduler_rate < worker_rate else "workers",
+            hours_per_million=round(1e6 / expected / 3600, 2)),
+        load_average_end=[round(x, 2) for x in os.getloadavg()])
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -125,6 +125,31 @@ def real_zif_checks(model) -> dict:
                     "DFT gaps: the a-ZIF study's energy-volume minima, zni 61.0 and coi 54.7 meV per Zn below ZIF-4"}
 
 
+def mofff_control_frames(frames_dir: Path, relaxed_file: Path, ace_frames: list) -> list:
+    """The MOF-FF-labelled frames of the same nets as ``ace_frames`` (a MOF-FF build's ``frames/<net>.cg.extxyz``
+    and its labelled relaxations ``relaxed_cg.extxyz``), each given the ACE frames' framework type of its net, so
+    that :func:`ase_cggpr.recipes.held_out_split` holds out the same framework types."""
+    from ase.io import iread
+
+    from ase_cggpr import recipes
+
+    framework_type = {a.info["net"]: a.info["framework_type"] for a in ace_frames}
+    frames, missing = [], []
+    for net in sorted(framework_type):
+        path = frames_dir / f"{net.replace(':', '_')}.cg.extxyz"
+        if not path.with_name(path.name.replace(".cg.extxyz", ".json")).is_file():
+            missing.append(net)  # not finished in that build
+        elif path.stat().st_size:  # empty: every frame screened out
+            frames.extend(iread(path, index=":", format="extxyz"))
+    frames.extend(a for a in iread(relaxed_file, index=":", format="extxyz") if a.info["net"] in framework_type)
+    if missing:
+        raise SystemExit(f"{frames_dir}: {len(missing)} of the nets are not finished there ({', '.join(missing[:5])}"
+                         f"{', ...' if len(missing) > 5 else ''}): the control needs every net")
+    for atoms in frames:
+        atoms.info["framework_type"] = framework_type[atoms.info["net"]]
+    return recipes.prepare_frames(frames)
+
+
 def targets(report: dict) -> dict[str, bool]:
     """Issue 30's targets for shipping an ACE-grade AB2 model: on held-out relaxed frameworks RMSE <= 20 meV per
     Zn, |mean error| <= 5 meV, Spearman >= 0.95; both DFT gaps below ZIF-4 within 15 meV."""
@@ -156,6 +181,12 @@ def print_report(report: dict) -> None:
     for name, g in real["dft_gaps_below_ZIF4"].items():
         print(f"  ZIF-4 - {name}: DFT {1000 * g['dft']:.1f}, ACE {1000 * g['ace']:.1f}, model {1000 * g['model']:.1f} "
               f"meV (model - DFT {1000 * g['model_minus_dft']:+.1f})")
+    if "mofff_control" in report:
+        print("control: the same recipe, nets and held-out types on MOF-FF labels:")
+        for kind, m in report["mofff_control"]["held_out"].items():
+            extra = f", Spearman {m['spearman']:.3f}" if "spearman" in m else ""
+            print(f"  {kind:8s} {m['frames']:4d} frames: RMSE {1000 * m['rmse']:.1f} meV, mean error "
+                  f"{1000 * m['bias']:+.1f} meV{extra}")
     for what, met in report["targets"].items():
         print(f"target {what}: {'met' if met else 'MISSED'}")
 
@@ -192,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, default=None, help="write the model here (e.g. "
                         "ase_cggpr/models/AB2-ace.npz)")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--mofff-control", type=Path, nargs=2, metavar=("FRAMES", "RELAXED"), default=None,
+                        help="also train the same recipe on the MOF-FF labels of the same nets and held-out types "
+                             "(a MOF-FF build's frames/ folder and its relaxed_cg.extxyz from "
+                             "scripts/label_relaxed_frames.py): is it the labels or the number of nets?")
     args = parser.parse_args(argv)
     if not args.potential.is_file():
         print(f"Error: {args.potential}: no such potential file", file=sys.stderr)
@@ -231,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     report.update(train_seconds=round(train_seconds), nets=len(nets_used), stored_nets=len(names),
                   frames=len(frames))
     report["targets"] = targets(report)
+    if args.mofff_control is not None:
+        control = mofff_control_frames(*args.mofff_control, frames)
+        _, control_report = recipes.train(control, "AB2", args.recipe, n_rd=args.n_rd, inducing=args.inducing,
+                                          n_held=args.n_held, seed=args.seed, final="validated")
+        report["mofff_control"] = {"frames": len(control), "held_out": control_report["held_out"]}
     print_report(report)
     print(f"trained in {train_seconds:.0f} s (build {t_build:.0f} s)", flush=True)
     (args.output / "ace_models.json").write_text(json.dumps(report, indent=1))

@@ -88,3 +88,32 @@ def test_a_missing_potential_is_one_line_and_exit_1(tmp_path):
                           str(tmp_path / "out")], capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.strip().count("\n") == 0 and "nope.yaml" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_mofff_control_takes_the_same_nets_with_the_ace_framework_types(ace_models, tmp_path):
+    from ase.io import write
+    from conftest import builtin_frames
+
+    from ase_cggpr import recipes
+
+    frames = builtin_frames("cg", net=("ABW", "ACO"))
+    ace_frames = recipes.prepare_frames([a.copy() for a in frames])
+    for a in ace_frames:
+        a.info["framework_type"] = f"type-of-{a.info['net']}"  # as a build's coordination-sequence key
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for net in ("ABW", "ACO"):
+        write(folder / f"{net}.cg.extxyz", [a for a in frames if a.info["net"] == net], format="extxyz")
+        (folder / f"{net}.json").write_text("{}")
+    relaxed = frames[0].copy()
+    relaxed.info.update(order="relaxed", rattle="relaxed")
+    other = frames[0].copy()
+    other.info.update(net="SOD", order="relaxed", rattle="relaxed")
+    write(tmp_path / "relaxed_cg.extxyz", [relaxed, other], format="extxyz")
+    control = ace_models.mofff_control_frames(folder, tmp_path / "relaxed_cg.extxyz", ace_frames)
+    assert len(control) == len(frames) + 1  # SOD is not one of the nets
+    assert {a.info["framework_type"] for a in control} == {"type-of-ABW", "type-of-ACO"}
+    assert sum(a.info["kind"] == "relaxed" for a in control) == 1
+    (folder / "ACO.json").unlink()  # a net not finished in that build: refused, named
+    with pytest.raises(SystemExit, match="ACO"):
+        ace_models.mofff_control_frames(folder, tmp_path / "relaxed_cg.extxyz", ace_frames)

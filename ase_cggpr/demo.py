@@ -148,7 +148,7 @@ class ModelScreen:
             pred = f"{1000 * r['predicted']:7.1f} ± {1000 * r['max_std']:5.1f}"
             lines.append(f"  {r['rank']:>4} {r['structure']:<8} {r['framework_type']:<5} {pred:>21} "
                          f"{'yes' if r['trusted'] else 'NO':>7} {1000 * r['mofff']:11.1f} {r['mofff_rank']:>6} "
-                         f"{1000 * r['ace']:8.1f} {r['ace_rank'] or '':>6} "
+                         f"{1000 * r['ace'] + 0.0:8.1f} {r['ace_rank'] or '':>6} "  # + 0.0: no "-0.0"
                          f"{1000 * r['error']:+15.1f} {1000 * r['mofff_cif']:13.1f}")
         lines.append(f"  RMSE {1000 * self.rmse:.1f} meV per Zn, mean error {1000 * self.bias:+.1f} meV, Spearman "
                      f"(predicted vs {self.reference_name} ranking) {self.spearman:.2f}")
@@ -235,8 +235,8 @@ class DemoResult:
                          f"against ACE here{nets}); trust its flag on framework types it has not seen.")
         else:
             lines.append("  No ACE-grade model ships yet (AB2-ace misses its accuracy targets on the ACE build so "
-                         "far): for a DFT-grade ranking use ACE itself (--labeller ace:PATH) or train on ACE/DFT "
-                         "totals (cggpr train --energy-key).")
+                         "far): for a DFT-grade ranking use ACE itself (cggpr label --labeller ace:PATH, on relaxed "
+                         "structures) or train on ACE/DFT totals (cggpr train --energy-key).")
         return lines + [""]
 
 

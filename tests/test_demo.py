@@ -1,5 +1,5 @@
 """The main job (``cggpr demo``): the bundled real Zn(Im)2 structures, their MOF-FF reference, and the screen
-with the shipped models beside MOF-FF's ranking."""
+with the shipped models beside the MOF-FF and ACE rankings."""
 
 from __future__ import annotations
 

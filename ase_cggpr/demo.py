@@ -14,7 +14,7 @@ Steps (:func:`run_demo`):
    script with ``--labeller ace:PATH``): per model a ranking table with both references, the error per
    structure, RMSE, mean error and the Spearman rank correlation against the model's own labeller's
    reference (MOF-FF for the MOF-FF-grade models, ACE for an ACE-grade one such as ``AB2-ace``, as its card's
-   ``training.labels`` says); a figure (predicted vs reference, error bars = largest per-Zn std) when
+   ``training.labeller`` says); a figure (predicted vs reference, error bars = largest per-Zn std) when
    matplotlib is installed; and which model to pick for what.
 3. **Held-out accuracy** of each model from its card (:func:`ase_cggpr.pretrained.format_card`).
 4. **Training on the built-in data** (a small illustration of how a model is made, < 1 min): an AB2 model on
@@ -79,9 +79,9 @@ def ace_reference(path: str | os.PathLike | None = None) -> dict[str, Any] | Non
 
 
 def model_labeller(model) -> str:
-    """Which labeller a model learnt: its card's ``training.labels.labeller`` ("ace", ...), else "mofff"."""
-    labels = ((getattr(model, "metadata_", None) or {}).get("training") or {}).get("labels") or {}
-    return str(labels.get("labeller", "mofff")) if isinstance(labels, dict) else "mofff"
+    """Which labeller a model learnt: its card's ``training.labeller.labeller`` ("ace", ...), else "mofff"."""
+    labeller = ((getattr(model, "metadata_", None) or {}).get("training") or {}).get("labeller") or {}
+    return str(labeller.get("labeller", "mofff")) if isinstance(labeller, dict) else "mofff"
 
 
 def real_structures(reference: dict[str, Any] | None = None, folder: str | os.PathLike | None = None, *,

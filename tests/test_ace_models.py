@@ -72,9 +72,10 @@ def test_real_zif_checks_compare_with_ace_and_the_dft_gaps(ace_models, small_mod
 
 def test_an_ace_grade_card_names_its_labels_and_citation(ace_models, small_models, tmp_path):
     model = CGGPRModel.load(small_models["AB2"].save(tmp_path / "m.npz"))
-    model.training_ = dict(model.training_, labels={"labeller": "ace", "potential": "zif-ace-24.yaml"},
+    model.training_ = dict(model.training_, labeller={"labeller": "ace", "potential": "zif-ace-24.yaml"},
                            dataset="datasets/ace-build: the 76 nets relaxed with ACE so far (of 566)",
-                           citation=ace_models.ACE_CITATION, licence=ace_models.ACE_LICENCE)
+                           citation=ace_models.ACE_CITATION, licence=ace_models.ACE_LICENCE,
+                           labels="total energies")  # as fit_totals_maps records it: not the labeller
     c = card(str(model.save(tmp_path / "ace.npz")))
     text = format_card(c)
     assert "arXiv:2503.24367" in text and "Deringer" in text and "non-commercial" in text

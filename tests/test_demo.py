@@ -78,7 +78,7 @@ def test_an_ace_grade_model_is_compared_with_the_ace_reference(small_models, tmp
 
     mofff_path = small_models["AB2"].save(tmp_path / "small_AB2.npz")
     model = CGGPRModel.load(mofff_path)
-    model.training_ = dict(model.training_, labels={"labeller": "ace", "potential": "zif-ace-24.yaml"}, nets=76)
+    model.training_ = dict(model.training_, labeller={"labeller": "ace", "potential": "zif-ace-24.yaml"}, nets=76)
     ace_path = model.save(tmp_path / "small_ace.npz")
     out = tmp_path / "demo"
     result = run_demo(out, models=[str(mofff_path), str(ace_path)], train=False)

@@ -9,9 +9,13 @@ Steps (:func:`run_demo`):
    per-Zn std (the GP std through the card's variance calibration), and the trust flag (every per-Zn std at
    most the card's threshold, and the input within what the model was trained on: the screen's trust_reason).
 2. **Compare** with the MOF-FF energy per Zn of the same structures after MOF-FF relaxation, precomputed by
-   ``scripts/relax_real_zifs.py`` into ``mofff_reference.json`` (its command is in the file and printed):
-   per model a ranking table, the error per structure, RMSE, mean error and the Spearman rank correlation;
-   a figure (predicted vs MOF-FF, error bars = largest per-Zn std) when matplotlib is installed.
+   ``scripts/relax_real_zifs.py`` into ``mofff_reference.json`` (its command is in the file and printed), and
+   beside it the ACE (zif-ace-24, fitted to DFT) energy after ACE relaxation (``ace_reference.json``, the same
+   script with ``--labeller ace:PATH``): per model a ranking table with both references, the error per
+   structure, RMSE, mean error and the Spearman rank correlation against the model's own labeller's
+   reference (MOF-FF for the MOF-FF-grade models, ACE for an ACE-grade one such as ``AB2-ace``, as its card's
+   ``training.labeller`` says); a figure (predicted vs reference, error bars = largest per-Zn std) when
+   matplotlib is installed; and which model to pick for what.
 3. **Held-out accuracy** of each model from its card (:func:`ase_cggpr.pretrained.format_card`).
 4. **Training on the built-in data** (a small illustration of how a model is made, < 1 min): an AB2 model on
    the built-in coarse-grained frames, tested on held-out framework types. It is *not* one of the shipped
@@ -45,15 +49,22 @@ from .plots import _finish, _pyplot
 from .pretrained import card, format_card
 from .screening import default_threshold, screen
 
-#: The shipped models the demo screens with, by name (:mod:`ase_cggpr.pretrained`).
-DEFAULT_MODELS = ("AB2", "A", "atomistic")
 #: The bundled real structures and their MOF-FF reference (``scripts/relax_real_zifs.py``).
 REAL_ZIFS_DIR = Path(__file__).resolve().parent / "data" / "real_zifs"
+#: ACE-grade models the demo adds when they ship (``scripts/ace_models.py --save``; none meets its targets yet).
+ACE_MODELS = ("AB2-ace",)
+#: The shipped models the demo screens with, by name (:mod:`ase_cggpr.pretrained`): the MOF-FF-grade ones and
+#: every ACE-grade model of :data:`ACE_MODELS` present in this installation.
+DEFAULT_MODELS = ("AB2", "A", "atomistic") + tuple(
+    name for name in ACE_MODELS if (REAL_ZIFS_DIR.parents[1] / "models" / f"{name}.npz").is_file())
 REFERENCE_FILE = REAL_ZIFS_DIR / "mofff_reference.json"
+#: The same structures relaxed with the ACE potential zif-ace-24 (``scripts/relax_real_zifs.py --labeller``).
+ACE_REFERENCE_FILE = REAL_ZIFS_DIR / "ace_reference.json"
+ACE_RELAXED_FILE = REAL_ZIFS_DIR / "ace_relaxed.extxyz"
 TRAINED_MODEL = "model_AB2.npz"
 CSV_COLUMNS = ("model", "rank", "structure", "framework_type", "n_Zn", "predicted_meV_per_Zn", "max_std_meV",
                "trusted", "mofff_relaxed_meV_per_Zn", "mofff_rank", "error_meV", "mofff_cif_meV_per_Zn",
-               "trust_reason")
+               "trust_reason", "ace_relaxed_meV_per_Zn", "ace_rank", "error_against")
 
 
 def mofff_reference(path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -66,16 +77,29 @@ def mofff_reference(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def ace_reference(path: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The bundled ACE reference (``ace_reference.json``, same layout as :func:`mofff_reference`; energies per
+    Zn relative to ACE-relaxed zni), or None when this installation has none."""
+    path = Path(path) if path is not None else ACE_REFERENCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def model_labeller(model) -> str:
+    """Which labeller a model learnt: its card's ``training.labeller.labeller`` ("ace", ...), else "mofff"."""
+    labeller = ((getattr(model, "metadata_", None) or {}).get("training") or {}).get("labeller") or {}
+    return str(labeller.get("labeller", "mofff")) if isinstance(labeller, dict) else "mofff"
+
+
 def real_structures(reference: dict[str, Any] | None = None, folder: str | os.PathLike | None = None, *,
-                    relaxed: bool = False) -> list:
+                    relaxed: bool = False, relaxed_file: str = "mofff_relaxed.extxyz") -> list:
     """The bundled real Zn(Im)2 CIFs as Atoms, in the reference's order, with ``info`` name and framework_type;
-    with ``relaxed`` their MOF-FF-relaxed versions (``mofff_relaxed.extxyz``) instead."""
+    with ``relaxed`` their relaxed versions (``relaxed_file``: MOF-FF's, or ``ace_relaxed.extxyz``) instead."""
     from ase.io import read
 
     reference = reference or mofff_reference()
     folder = Path(folder) if folder is not None else REAL_ZIFS_DIR
     if relaxed:
-        by_name = {a.info["name"]: a for a in read(folder / "mofff_relaxed.extxyz", ":")}
+        by_name = {a.info["name"]: a for a in read(folder / relaxed_file, ":")}
         return [by_name[e["name"]] for e in reference["structures"]]
     out = []
     for entry in reference["structures"]:
@@ -99,7 +123,9 @@ def spearman(a, b) -> float:
 
 @dataclasses.dataclass
 class ModelScreen:
-    """One model's screen of the real structures against MOF-FF (energies in eV per Zn, relative to zni)."""
+    """One model's screen of the real structures against its labeller's reference (MOF-FF or ACE; energies in eV
+    per Zn, relative to zni relaxed with that labeller); ``error``, ``rmse``, ``bias`` and ``spearman`` are
+    against ``reference_name``'s numbers."""
 
     name: str
     representation: str
@@ -111,23 +137,27 @@ class ModelScreen:
     bias: float
     seconds: float
     card_text: str
+    reference_name: str = "MOF-FF"
+    n_nets: int | None = None  #: nets the model was trained on (its card), for the demo's advice
 
     def table(self) -> str:
         label = self.name if self.name == self.representation else f"{self.name} ({self.representation})"
         head = (f"{label}: screened in {self.seconds:.1f} s; trust threshold "
                 f"{1000 * self.threshold:.1f} meV per-Zn std ({self.threshold_source})")
         lines = [head, f"  {'rank':>4} {'structure':<8} {'type':<5} {'predicted E/Zn (meV)':>21} {'trusted':>7} "
-                       f"{'MOF-FF E/Zn (meV)':>17} {'MOF-FF rank':>11} {'error (meV)':>11} {'MOF-FF of CIF':>13}"]
+                       f"{'MOF-FF E/Zn':>11} {'(rank)':>6} {'ACE E/Zn':>8} {'(rank)':>6} "
+                       f"{'error vs ' + self.reference_name:>15} {'MOF-FF of CIF':>13}"]
         for r in self.rows:
             if r["error_message"]:
                 lines.append(f"  {'':>4} {r['structure']:<8} {r['framework_type']:<5} failed: {r['error_message']}")
                 continue
             pred = f"{1000 * r['predicted']:7.1f} ± {1000 * r['max_std']:5.1f}"
             lines.append(f"  {r['rank']:>4} {r['structure']:<8} {r['framework_type']:<5} {pred:>21} "
-                         f"{'yes' if r['trusted'] else 'NO':>7} {1000 * r['mofff']:17.1f} {r['mofff_rank']:>11} "
-                         f"{1000 * r['error']:+11.1f} {1000 * r['mofff_cif']:13.1f}")
+                         f"{'yes' if r['trusted'] else 'NO':>7} {1000 * r['mofff']:11.1f} {r['mofff_rank']:>6} "
+                         f"{1000 * r['ace'] + 0.0:8.1f} {r['ace_rank'] or '':>6} "  # + 0.0: no "-0.0"
+                         f"{1000 * r['error']:+15.1f} {1000 * r['mofff_cif']:13.1f}")
         lines.append(f"  RMSE {1000 * self.rmse:.1f} meV per Zn, mean error {1000 * self.bias:+.1f} meV, Spearman "
-                     f"(predicted vs MOF-FF ranking) {self.spearman:.2f}")
+                     f"(predicted vs {self.reference_name} ranking) {self.spearman:.2f}")
         return "\n".join(lines)
 
 
@@ -161,19 +191,26 @@ class DemoResult:
     plot_path: Path | None
     seconds: float
     relaxed: bool = False
+    ace: dict[str, Any] | None = None  #: the bundled ACE reference, when there is one
 
     def table(self) -> str:
         ref = self.reference
+        screened = "the CIFs as given"
+        if self.relaxed:
+            screened = "their relaxations with each model's labeller (MOF-FF's, or ACE's for an ACE-grade model)"
         parts = [f"Screening {len(ref['structures'])} real Zn(Im)2 structures (DFT-optimised CIFs bundled in "
                  f"ase_cggpr/data/real_zifs; {ref['source']})",
-                 f"screened: {'their MOF-FF relaxations' if self.relaxed else 'the CIFs as given'}; energies per Zn "
-                 "relative to MOF-FF-relaxed zni; '±' is the largest per-Zn std (calibrated on held-out frameworks); "
-                 "MOF-FF E/Zn: the same structures "
-                 "relaxed with MOF-FF (positions and cell; the error is against it); MOF-FF of CIF: a single point on "
-                 "the CIF as given; both precomputed by:",
-                 f"  {ref['command']}", ""]
+                 f"screened: {screened}; energies per Zn relative to zni relaxed with the model's labeller; '±' is the "
+                 "largest per-Zn std (calibrated on held-out frameworks); MOF-FF E/Zn: the same structures relaxed "
+                 "with MOF-FF (positions and cell); ACE E/Zn: relaxed with the ACE potential zif-ace-24 (fitted to "
+                 "DFT); each model's error is against its own labeller's; MOF-FF of CIF: a single point on the CIF as "
+                 "given; precomputed by:", f"  {ref['command']}"]
+        if self.ace is not None:
+            parts.append(f"  {self.ace['command']}")
+        parts.append("")
         for s in self.screens:
             parts += [s.table(), ""]
+        parts += self.advice()
         parts.append("Held-out accuracy (model cards):")
         for s in self.screens:
             parts += [s.card_text, ""]
@@ -184,6 +221,29 @@ class DemoResult:
             parts.append(f"figure: {self.plot_path}")
         parts.append(f"demo took {self.seconds:.0f} s")
         return "\n".join(parts)
+
+    def advice(self) -> list[str]:
+        """Which model to pick for what (two lines), from the references and the screens shown."""
+        if self.ace is None:
+            return []
+        mofff = {e["name"]: e["energy_per_zn_relaxed_eV"] for e in self.reference["structures"]}
+        ace = {e["name"]: e["energy_per_zn_relaxed_eV"] for e in self.ace["structures"]}
+        names = sorted(mofff.keys() & ace.keys())
+        rho = spearman([mofff[n] for n in names], [ace[n] for n in names])
+        ace_models = [s for s in self.screens if s.reference_name == "ACE"]
+        lines = [f"Which model: MOF-FF and ACE (zif-ace-24, fitted to DFT) rank these structures differently (Spearman "
+                 f"{rho:.2f}). The MOF-FF-grade models (AB2, A, atomistic) reproduce MOF-FF: pick AB2 (the most "
+                 "accurate) to pre-screen for, or stand in for, MOF-FF."]
+        if ace_models:
+            s = ace_models[0]
+            nets = f", trained on {s.n_nets} ACE-relaxed nets, see its card" if s.n_nets else ""
+            lines.append(f"  To rank polymorphs as DFT would, pick the ACE-grade {s.name} (Spearman {s.spearman:.2f} "
+                         f"against ACE here{nets}); trust its flag on framework types it has not seen.")
+        else:
+            lines.append("  No ACE-grade model ships yet (AB2-ace misses its accuracy targets on the ACE build so "
+                         "far): for a DFT-grade ranking use ACE itself (cggpr label --labeller ace:PATH, on relaxed "
+                         "structures) or train on ACE/DFT totals (cggpr train --energy-key).")
+        return lines + [""]
 
 
 def demo_outputs(output_dir: str | os.PathLike, *, train: bool = True) -> list[Path]:
@@ -198,41 +258,56 @@ def demo_outputs(output_dir: str | os.PathLike, *, train: bool = True) -> list[P
 
 
 def screen_real_zifs(model_name: str, reference: dict[str, Any] | None = None, *, structures=None,
-                     workers: int = 1) -> ModelScreen:
-    """Screen the bundled real structures with one model (a shipped name or a path) and compare with MOF-FF."""
+                     workers: int = 1, ace: dict[str, Any] | None = None, ace_structures=None) -> ModelScreen:
+    """Screen the bundled real structures with one model (a shipped name or a path) and compare with its
+    labeller's reference: MOF-FF's (``reference``), or ACE's (``ace``, default the bundled one) for a model
+    whose card says it learnt ACE labels; such a model screens ``ace_structures`` when given (the ACE-relaxed
+    structures), else ``structures``."""
     reference = reference or mofff_reference()
+    ace = ace if ace is not None else ace_reference()
     structures = structures if structures is not None else real_structures(reference)
     t0 = time.perf_counter()
     model = CGGPRModel.load(model_name)
+    learnt = model_labeller(model)
+    if learnt == "ace" and ace is None:
+        raise CGGPRError(f"{model_name} learnt ACE labels, but this installation has no {ACE_REFERENCE_FILE.name}")
+    if learnt not in ("ace", "mofff"):
+        raise CGGPRError(f"{model_name} learnt {learnt!r} labels: the demo has references for MOF-FF and ACE only")
+    if learnt == "ace" and ace_structures is not None:
+        structures = ace_structures
     threshold, source = default_threshold(model)
     result = screen(model, structures, threshold=threshold, workers=workers)
     seconds = time.perf_counter() - t0
     mofff = {e["name"]: e["energy_per_zn_relaxed_eV"] for e in reference["structures"]}
+    ace_e = {e["name"]: e["energy_per_zn_relaxed_eV"] for e in ace["structures"]} if ace is not None else {}
+    own = ace_e if learnt == "ace" else mofff
     single = {e["name"]: e["energy_per_zn_cif_eV"] for e in reference["structures"]}
-    order = sorted(mofff, key=mofff.get)
-    mofff_rank = {name: k + 1 for k, name in enumerate(order)}
+    mofff_rank = {name: k + 1 for k, name in enumerate(sorted(mofff, key=mofff.get))}
+    ace_rank = {name: k + 1 for k, name in enumerate(sorted(ace_e, key=ace_e.get))}
     rows = []
     for row in result.rows:
-        e_ref = mofff.get(row.id, math.nan)
+        e_ref = own.get(row.id, math.nan)
         rows.append(dict(structure=row.id, framework_type=row.framework_type, n_Zn=row.n_Zn, rank=row.rank,
                          predicted=row.energy_per_Zn, max_std=row.max_std, trusted=row.trusted,
-                         trust_reason=row.trust_reason, mofff=e_ref,
-                         mofff_cif=single.get(row.id, math.nan),
-                         mofff_rank=mofff_rank.get(row.id), error=row.energy_per_Zn - e_ref,
-                         error_message=row.error))
+                         trust_reason=row.trust_reason, mofff=mofff.get(row.id, math.nan),
+                         mofff_cif=single.get(row.id, math.nan), mofff_rank=mofff_rank.get(row.id),
+                         ace=ace_e.get(row.id, math.nan), ace_rank=ace_rank.get(row.id), reference=e_ref,
+                         error=row.energy_per_Zn - e_ref, error_message=row.error))
     # rank every screened structure by predicted energy (the screen ranks trusted ones only; here the trust
     # flag is a column beside the rank, so the whole ranking can be compared with MOF-FF's)
     rows.sort(key=lambda r: (bool(r["error_message"]), r["predicted"] if not r["error_message"] else 0.0))
     for k, r in enumerate(rows):
         r["rank"] = None if r["error_message"] else k + 1
-    ok = [r for r in rows if not r["error_message"] and math.isfinite(r["mofff"])]
+    ok = [r for r in rows if not r["error_message"] and math.isfinite(r["reference"])]
     errors = np.array([r["error"] for r in ok])
+    nets = (model.metadata_.get("training") or {}).get("nets") if learnt == "ace" else None
     return ModelScreen(
         name=Path(model_name).stem if Path(model_name).suffix == ".npz" else str(model_name),
         representation=model.spec.representation, threshold=float(threshold), threshold_source=source, rows=rows,
-        spearman=spearman([r["predicted"] for r in ok], [r["mofff"] for r in ok]),
+        spearman=spearman([r["predicted"] for r in ok], [r["reference"] for r in ok]),
         rmse=float(np.sqrt(np.mean(errors**2))) if errors.size else math.nan,
-        bias=float(errors.mean()) if errors.size else math.nan, seconds=seconds, card_text=_card_text(model_name))
+        bias=float(errors.mean()) if errors.size else math.nan, seconds=seconds, card_text=_card_text(model_name),
+        reference_name="ACE" if learnt == "ace" else "MOF-FF", n_nets=int(nets) if nets else None)
 
 
 def _card_text(model_name: str) -> str:
@@ -271,7 +346,8 @@ def run_demo(output_dir: str | os.PathLike = "cggpr-demo", *, models: tuple[str,
     MOF-FF, print-ready; with ``train`` also the small training step on the built-in data (``n_train``
     environments). ``relaxed``: screen the MOF-FF-relaxed structures instead of the CIFs as given (the
     MOF-FF reference is then the energy of exactly the structures screened). Existing output files are
-    refused unless ``overwrite`` (checked before any work)."""
+    refused unless ``overwrite`` (checked before any work). A model that learnt ACE labels is compared with the
+    bundled ACE reference (and with ``relaxed`` screens the ACE-relaxed structures)."""
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -282,8 +358,14 @@ def run_demo(output_dir: str | os.PathLike = "cggpr-demo", *, models: tuple[str,
     if not models:
         raise CGGPRError("the demo needs at least one model")
     ref = mofff_reference(reference)
-    structures = real_structures(ref, Path(reference).parent if reference is not None else None, relaxed=relaxed)
-    screens = [screen_real_zifs(name, ref, structures=structures, workers=workers) for name in models]
+    folder = Path(reference).parent if reference is not None else None
+    structures = real_structures(ref, folder, relaxed=relaxed)
+    ace = ace_reference((folder or REAL_ZIFS_DIR) / ACE_REFERENCE_FILE.name)
+    ace_structures = None
+    if relaxed and ace is not None:
+        ace_structures = real_structures(ace, folder, relaxed=True, relaxed_file=ACE_RELAXED_FILE.name)
+    screens = [screen_real_zifs(name, ref, structures=structures, workers=workers, ace=ace,
+                                ace_structures=ace_structures) for name in models]
     csv_path = output_dir / "ranking.csv"
     _write_csv(csv_path, screens, overwrite=overwrite)
     plot_path = _figure(output_dir / "real_zifs.png", screens, overwrite=overwrite)
@@ -291,7 +373,7 @@ def run_demo(output_dir: str | os.PathLike = "cggpr-demo", *, models: tuple[str,
     if train:
         training = train_on_builtin(output_dir / TRAINED_MODEL, seed=seed, n_train=n_train, overwrite=overwrite,
                                     progress=progress)
-    return DemoResult(screens, training, ref, csv_path, plot_path, time.perf_counter() - t0, relaxed)
+    return DemoResult(screens, training, ref, csv_path, plot_path, time.perf_counter() - t0, relaxed, ace)
 
 
 def _write_csv(path: Path, screens: list[ModelScreen], *, overwrite: bool) -> None:
@@ -307,11 +389,14 @@ def _write_csv(path: Path, screens: list[ModelScreen], *, overwrite: bool) -> No
                                  f"{1000 * r['predicted']:.2f}" if ok else "", f"{1000 * r['max_std']:.2f}" if ok
                                  else "", r["trusted"] if ok else "", f"{1000 * r['mofff']:.2f}", r["mofff_rank"],
                                  f"{1000 * r['error']:.2f}" if ok else r["error_message"],
-                                 f"{1000 * r['mofff_cif']:.2f}", r["trust_reason"] if ok else ""])
+                                 f"{1000 * r['mofff_cif']:.2f}", r["trust_reason"] if ok else "",
+                                 f"{1000 * r['ace']:.2f}" if math.isfinite(r["ace"]) else "", r["ace_rank"] or "",
+                                 s.reference_name])
 
 
 def _figure(path: Path, screens: list[ModelScreen], *, overwrite: bool) -> Path | None:
-    """Predicted vs MOF-FF energy per Zn, one panel per model, error bars = largest per-Zn std."""
+    """Predicted vs reference (MOF-FF or ACE, the model's labeller) energy per Zn, one panel per model, error
+    bars = largest per-Zn std."""
     if importlib.util.find_spec("matplotlib") is None:
         return None
 
@@ -319,7 +404,7 @@ def _figure(path: Path, screens: list[ModelScreen], *, overwrite: bool) -> Path 
     fig, axes = plt.subplots(1, len(screens), figsize=(4.2 * len(screens), 4.2), squeeze=False)
     for ax, s in zip(axes[0], screens, strict=True):
         ok = [r for r in s.rows if not r["error_message"]]
-        x = np.array([1000 * r["mofff"] for r in ok])
+        x = np.array([1000 * r["reference"] for r in ok])
         y = np.array([1000 * r["predicted"] for r in ok])
         e = np.array([1000 * r["max_std"] for r in ok])
         if x.size:
@@ -335,7 +420,7 @@ def _figure(path: Path, screens: list[ModelScreen], *, overwrite: bool) -> Path 
             ax.set_ylim(low, high)
         ax.set_title(f"{s.name}: RMSE {1000 * s.rmse:.0f} meV, Spearman {s.spearman:.2f}\n"
                      "(blue: trusted, red: std above the threshold)", fontsize=9)
-        ax.set_xlabel("MOF-FF relaxed E/Zn - zni (meV)")
+        ax.set_xlabel(f"{s.reference_name} relaxed E/Zn - zni (meV)")
         ax.set_ylabel("predicted E/Zn - zni (meV)")
         ax.set_aspect("equal")
     with atomic_output(path, force=overwrite) as tmp:

@@ -38,6 +38,7 @@ def card(name: str) -> dict[str, Any]:
         "representation": model.spec.representation,
         "package_version": meta.get("package_version"),
         "created": meta.get("created"),
+        "labeller": training.get("labeller"),  # None: MOF-FF (the citation line names it)
         "training_data": {k: training.get(k) for k in ("dataset", "recipe", "frame_kinds", "rattle_levels",
                                                        "nets", "framework_types", "frames", "n_environments",
                                                        "data_files")},
@@ -48,8 +49,8 @@ def card(name: str) -> dict[str, Any]:
         "calibration": meta.get("calibration"),
         "reference_energy_eV_per_Zn": meta["reference_energy"],
         "command": training.get("command"),
-        "citation": CITATION,
-        "licence": LICENCE,
+        "citation": training.get("citation", CITATION),  # a model labelled by another potential names it
+        "licence": training.get("licence", LICENCE),
     }
 
 
@@ -62,6 +63,8 @@ def format_card(c: dict[str, Any]) -> str:
              f"  training data: {data['nets']} nets, {data['framework_types']} framework types, {data['frames']} "
              f"frames, {data['n_environments']} Zn environments; recipe {data['recipe']} (frame kinds "
              f"{', '.join(data['frame_kinds'] or [])}; rattle levels {', '.join(data['rattle_levels'] or [])})",
+             *([f"  labels: {c['labeller'].get('potential')} ({c['labeller'].get('labeller')}); {data['dataset']}"]
+               if isinstance(c.get("labeller"), dict) else []),
              f"  SOAP cutoff {spec['cutoff']} Å, atom_sigma {spec['atom_sigma']} Å, n_max {spec['n_max']}, l_max "
              f"{spec['l_max']}; kernel (offset {spec['offset']} + x.x')^{spec['zeta']}; noise {spec['noise']} eV; "
              f"{c['solver']['kind']} GPR, M = {c['solver']['n_inducing']} inducing environments",

@@ -19,6 +19,11 @@ coarse-grained models: their energy lies in linker distortions the beads cannot 
 * ``relaxed``: the relaxed frames alone;
 * ``all``: everything including d-r (atomistic models only).
 
+Targets (``target``): ``local`` fits the per-site labels themselves; ``totals`` fits each frame's sum of them (its
+total energy, shifted as the recipe shifts it) with the sum-of-local-energies kernel
+(:meth:`~ase_cggpr.model.CGGPRModel.fit_totals_maps`), for labellers whose split of the total into per-atom
+energies is not physical (a machine-learned potential such as ACE: issue 30).
+
 Held-out metrics per frame kind (:func:`evaluate`): RMSE per Zn (eV), mean error (bias, eV), and for relaxed
 frames the RMSE, median and worst absolute error and Spearman rank correlation of each framework's mean energy per
 Zn. Everything is seeded.
@@ -45,6 +50,7 @@ from .uncertainty import calibrate
 
 KINDS = ("relaxed", "none", "r-d", "d-r")
 RECIPES = ("rd+none", "rd+relaxed", "rd-shifted+relaxed", "relaxed", "all")
+TARGETS = ("local", "totals")
 #: Frame kinds each recipe trains on.
 RECIPE_KINDS = {"rd+none": {"r-d", "none"}, "rd+relaxed": {"r-d", "relaxed"},
                 "rd-shifted+relaxed": {"r-d", "relaxed"}, "relaxed": {"relaxed"}, "all": set(KINDS)}
@@ -164,14 +170,20 @@ def _maps(model: CGGPRModel, frames: Sequence[Atoms]) -> list[BeadMap]:
 
 
 def fit(rep: str, frames: Sequence[Atoms], labels: Sequence[np.ndarray], *, inducing: int, seed: int,
-        progress: bool = False, basis: dict[str, int] | None = None) -> CGGPRModel:
+        progress: bool = False, basis: dict[str, int] | None = None, target: str = "local") -> CGGPRModel:
     """Streamed sparse GPR of the representation on ``inducing`` inducing environments; reference energy: the
     first frame's ``info['reference_energy']`` (eV per Zn); ``basis``: SOAP ``n_max`` / ``l_max`` (default: the
-    paper's)."""
+    paper's); ``target``: fit the per-site ``labels`` (``local``) or each frame's sum of them (``totals``, eV)."""
+    if target not in TARGETS:
+        raise OptionError(f"unknown target {target!r}; choose from {TARGETS}")
     reference = float(frames[0].info["reference_energy"])
     model = CGGPRModel(representation=rep, reference_energy=reference, solver="sparse",
                        solver_options={"n_inducing": inducing, "seed": seed}, **(basis or {}))
-    model.fit_maps(_maps(model, frames), labels, seed=seed, progress=progress)
+    if target == "totals":
+        model.fit_totals_maps(_maps(model, frames), [float(np.sum(y)) for y in labels], progress=progress)
+    else:
+        model.fit_maps(_maps(model, frames), labels, seed=seed, progress=progress)
+    model.training_["target"] = target
     return model
 
 
@@ -206,7 +218,7 @@ def evaluate(model: CGGPRModel, frames: Sequence[Atoms], *, progress: bool = Fal
 
 def select(frames: Sequence[Atoms], rep: str, recipes: Sequence[str], *, n_rd: int | None, inducing: int,
            n_held: int = 50, seed: int = 0, basis: dict[str, int] | None = None,
-           on_row: Any = None) -> list[dict[str, Any]]:
+           on_row: Any = None, target: str = "local") -> list[dict[str, Any]]:
     """Model selection: each recipe fitted on the training framework types of :func:`held_out_split` and
     evaluated on the held-out ones; one row per recipe (``rep``, ``recipe``, ``inducing``, ``n_train_env``,
     ``seconds``, ``metrics``: the :func:`evaluate` table). ``on_row(row)`` is called as each row is done."""
@@ -216,7 +228,7 @@ def select(frames: Sequence[Atoms], rep: str, recipes: Sequence[str], *, n_rd: i
     for recipe in recipes:
         t = time.perf_counter()
         tr, labels = training_set(train, recipe, shifts, n_rd=n_rd, seed=seed)
-        model = fit(rep, tr, labels, inducing=inducing, seed=seed, basis=basis)
+        model = fit(rep, tr, labels, inducing=inducing, seed=seed, basis=basis, target=target)
         metrics, *_ = evaluate(model, test)
         row = {"rep": rep, "recipe": recipe, "inducing": inducing,
                "n_train_env": model.training_["n_environments"], "seconds": round(time.perf_counter() - t),
@@ -228,8 +240,8 @@ def select(frames: Sequence[Atoms], rep: str, recipes: Sequence[str], *, n_rd: i
 
 
 def train(frames: Sequence[Atoms], rep: str, recipe: str, *, n_rd: int | None, inducing: int, n_held: int = 50,
-          seed: int = 0, final: str = "all", basis: dict[str, int] | None = None, progress: bool = False
-          ) -> tuple[CGGPRModel, dict[str, Any]]:
+          seed: int = 0, final: str = "all", basis: dict[str, int] | None = None, progress: bool = False,
+          target: str = "local") -> tuple[CGGPRModel, dict[str, Any]]:
     """A shipped model: held-out validation (errors per frame kind, uncertainty calibration), then the model
     shipped: ``final="validated"`` the validated model itself (it never saw the held-out framework types),
     ``"all"`` the same recipe retrained on every framework type (``n_rd`` scaled to the larger set).
@@ -242,7 +254,7 @@ def train(frames: Sequence[Atoms], rep: str, recipe: str, *, n_rd: int | None, i
     shifts = linker_relaxation_shift(frames)
     held, train_frames, test = held_out_split(frames, rep, n_held, seed)
     tr, labels = training_set(train_frames, recipe, shifts, n_rd=n_rd, seed=seed)
-    validation = fit(rep, tr, labels, inducing=inducing, seed=seed, progress=progress, basis=basis)
+    validation = fit(rep, tr, labels, inducing=inducing, seed=seed, progress=progress, basis=basis, target=target)
     metrics, maps, _, _ = evaluate(validation, test)
     calibration = calibrate(validation, maps, [site_labels(a) for a in test]).to_dict()
     if final == "validated":  # ship the validated model itself: its held-out errors are its own
@@ -250,7 +262,7 @@ def train(frames: Sequence[Atoms], rep: str, recipe: str, *, n_rd: int | None, i
     else:
         n_rd_all = None if n_rd is None else int(n_rd * len(frames) / max(len(train_frames), 1))
         tr, labels = training_set(frames, recipe, shifts, n_rd=n_rd_all, seed=seed)
-        model = fit(rep, tr, labels, inducing=inducing, seed=seed, progress=progress, basis=basis)
+        model = fit(rep, tr, labels, inducing=inducing, seed=seed, progress=progress, basis=basis, target=target)
     model.calibration_ = calibration
     model.training_.update(
         recipe=recipe, frame_kinds=sorted({a.info["kind"] for a in tr}),

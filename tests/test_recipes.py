@@ -91,6 +91,22 @@ def test_a_tiny_model_has_a_finite_held_out_table_better_than_the_mean(cg_frames
     assert model.training_["recipe"] == "rd+none" and model.training_["frame_kinds"] == ["none", "r-d"]
 
 
+def test_totals_target_fits_each_frames_sum_of_labels(cg_frames):
+    """``target="totals"`` learns from each frame's sum of the recipe's labels (for labellers whose per-atom split
+    is not physical): the held-out energy per Zn of each frame is learnt, and the record says which target."""
+    _, train, test = recipes.held_out_split(cg_frames, "AB2", 50, seed=0)
+    tr, labels = recipes.training_set(train, "rd+none", {}, n_rd=1500, seed=0)
+    model = recipes.fit("AB2", tr, labels, inducing=50, seed=0, basis=SMALL, target="totals")
+    assert model.training_["target"] == "totals" and model.training_["labels"] == "total energies"
+    assert model.training_["n_structures"] == len(tr)
+    means = model.predict_maps([model.bead_map(a) for a in test])
+    pred = np.array([m.mean() + model.reference_energy for m in means])
+    true = np.array([recipes.site_labels(a).mean() for a in test])
+    assert np.sqrt(np.mean((pred - true) ** 2)) < true.std()  # per frame, better than any constant
+    with pytest.raises(OptionError, match="unknown target"):
+        recipes.fit("AB2", tr, labels, inducing=50, seed=0, basis=SMALL, target="sum")
+
+
 def test_the_script_records_no_machine_path_in_the_card(tmp_path):
     build = tmp_path / "build"
     build.mkdir()

@@ -260,7 +260,8 @@ def info(model_path, quiet):
               help="Folder for the ranking table, the figure and the model of the training step.")
 @click.option("--model", "models", multiple=True, metavar="MODEL",
               help="Screen with this model (a shipped name or a file; repeat). Default: AB2, A, atomistic.")
-@click.option("--relaxed", is_flag=True, help="Screen the MOF-FF-relaxed structures instead of the CIFs as given.")
+@click.option("--relaxed", is_flag=True, help="Screen the relaxed structures (MOF-FF's; ACE's for an ACE-grade "
+              "model) instead of the CIFs as given.")
 @click.option("--no-train", is_flag=True, help="Skip the short training step on the built-in data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the training step.")
 @click.option("--n-train", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -269,8 +270,8 @@ def info(model_path, quiet):
 @quiet_option
 @cli_errors
 def demo(output_dir, models, relaxed, no_train, seed, n_train, force, quiet):
-    """Screen the bundled real Zn(Im)2 structures with the shipped models beside MOF-FF's ranking; show the
-    models' held-out accuracy; train a small model on the built-in data."""
+    """Screen the bundled real Zn(Im)2 structures with the shipped models beside the MOF-FF and ACE rankings, say
+    which model to pick for what; show the models' held-out accuracy; train a small model on the built-in data."""
     from ..demo import DEFAULT_MODELS, demo_outputs, run_demo
 
     check_folder(output_dir)

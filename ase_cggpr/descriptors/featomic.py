@@ -273,7 +273,8 @@ def _centre_rows(structures: Sequence[Atoms], selected: Sequence[np.ndarray]):
 def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_species: tuple[int, ...],
             hypers: tuple, gradients: Sequence[str] = (), centres: Sequence[np.ndarray] | None = None,
             calculator=None):
-    """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None, kept).
+    """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None, kept,
+    blocks), ``blocks`` a list of (block, l, species channel, row of each sample's centre) of the TensorMap.
 
     ``coefficients[l]`` has shape (n_centres, n_species * n_max, 2l+1), rows in quippy's order. Atoms of
     other elements than ``species`` and ``centre_species`` cannot change the vectors (quippy ignores them
@@ -302,7 +303,7 @@ def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_specie
     coefficients = [np.zeros((n_centres, n_species * n_max, 2 * ell + 1)) for ell in range(l_max + 1)]
     present = sorted({int(z) for s, atoms in zip(structures, selected, strict=True) for z in s.numbers[atoms]})
     if not present:
-        return coefficients, row_maps, n_centres, None, kept
+        return coefficients, row_maps, n_centres, None, kept, []
     if calculator is None:
         calculator = _calculator(cutoff, atom_sigma, n_max, l_max, width)
     selected_keys = metatensor.Labels(["center_type"], np.array([[z] for z in present], dtype=np.int32))
@@ -317,16 +318,23 @@ def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_specie
     species_index = {int(z): k for k, z in enumerate(species)}
     all_rows = np.concatenate(row_maps)
     first_atom = np.concatenate([[0], np.cumsum([len(s) for s in structures])[:-1]]).astype(np.int64)
-    for key, block in expansion.items():
-        k = species_index.get(int(key["neighbor_type"]))
+    # the keys read as one array and each block's samples once (metatensor's per-access cost is ~20-70 us, more
+    # than the arithmetic of a small block); the gradient contractions reuse this list
+    names = list(expansion.keys.names)
+    key_values = np.asarray(expansion.keys.values)
+    lam, neighbour = names.index("o3_lambda"), names.index("neighbor_type")
+    blocks = []
+    for block, key in zip(expansion.blocks(), key_values, strict=True):
+        k = species_index.get(int(key[neighbour]))
         if k is None:
             continue
-        ell = int(key["o3_lambda"])
+        ell = int(key[lam])
         samples = block.samples.values  # (system, atom)
         rows = all_rows[first_atom[samples[:, 0]] + samples[:, 1]]
         # values (sample, m, n) -> (sample, n, m)
         coefficients[ell][rows, k * n_max:(k + 1) * n_max, :] = block.values.transpose(0, 2, 1)
-    return coefficients, row_maps, n_centres, expansion, kept
+        blocks.append((block, ell, k, rows))
+    return coefficients, row_maps, n_centres, expansion, kept, blocks
 
 
 def _power_spectrum(coefficients: list[np.ndarray], n_species: int, n_max: int) -> np.ndarray:
@@ -386,7 +394,7 @@ def _compute(structures: Sequence[Atoms], species: tuple[int, ...], centre_speci
             batch_centres += counts[stop]
             stop += 1
         if batch_centres:
-            coefficients, _, n_centres, _, _ = _expand(
+            coefficients, _, n_centres, *_ = _expand(
                 structures[start:stop], species, centre_species, hypers,
                 centres=None if centres is None else centres[start:stop], calculator=calculator)
             out[row:row + n_centres] = _normalise(_power_spectrum(coefficients, len(species), n_max))[0]
@@ -443,11 +451,12 @@ class SoapGradients:
             self._strain_of: tuple[np.ndarray, np.ndarray] | None = None
             return
         wanted = (("positions",) if positions else ()) + (("strain",) if strain else ())
-        coefficients, row_maps, _, expansion, kept = _expand([structure], species, centre_species, hypers,
-                                                             gradients=wanted, centres=centres,
-                                                             calculator=calculator)
+        coefficients, row_maps, _, expansion, kept, blocks = _expand([structure], species, centre_species, hypers,
+                                                                     gradients=wanted, centres=centres,
+                                                                     calculator=calculator)
         self._coefficients = coefficients
         self._expansion = expansion
+        self._block_list = blocks
         self._row_map = row_maps[0]
         self._kept = kept[0]
         self._positions = positions
@@ -496,21 +505,15 @@ class SoapGradients:
         cached = self._block_cache.get(parameter)
         if cached is not None:
             return cached
-        species_index = {int(z): k for k, z in enumerate(self._species)}
         out = []
-        for key, block in self._expansion.items():
-            k = species_index.get(int(key["neighbor_type"]))
-            if k is None:
-                continue
+        for block, ell, k, sample_rows in self._block_list:
             gradient = block.gradient(parameter)
             values = gradient.values
             if values.shape[0] == 0:
                 continue
-            sample_rows = self._row_map[block.samples.values[:, 1]]
             grad_samples = gradient.samples.values  # (sample, system, atom) or (sample, system)
             rows = sample_rows[grad_samples[:, 0]]
             atoms = self._kept[grad_samples[:, 2]] if parameter == "positions" else None
-            ell = int(key["o3_lambda"])
             # positions: (g, xyz, m, n); strain: (g, xyz_2, xyz_1, m, n)
             out.append((values.reshape(values.shape[0], -1, values.shape[-2] * values.shape[-1]), ell, k, rows,
                         atoms))

@@ -12,6 +12,33 @@ relaxed energy per Zn. In the same process, the cost of the trained model as a `
 copies of the 272-atom cag cell (as an MD run does): energy and energy + forces + stress, best of ``--repeat`` in
 CPU time (ms), beside ``MOFFFCalculator`` energy + forces (if LAMMPS is installed). The frames are read once; every
 configuration's row is written to ``OUT/basis_heldout.json`` as soon as it is done.
+
+Measured 2026-12-07 (issue 29; 2 shared cores at load 6-12, CPU times) on the frames of the calibration build of
+``scripts/calibrate_shipped.py`` (``/tmp/trust``: cg.extxyz + relaxed_cg.extxyz of the 109 nets, 41 framework types
+held out of the shipped models), since the full build was being rebuilt: ``--n-held 8 --n-rd 20000`` (8 framework
+types held out, ~28,000 training environments), three splits (``--seed 0 1 2``; 34 / 17 / 18 held-out relaxed
+frames, 293 / 141 / 145 r-d). Differences to n_max 16 / l_max 8 (same split, same training frames), meV per Zn,
+mean (per split); CPU ms of the trained model as a calculator on the cag cell, energy and e+f+s (MOF-FF e+f:
+10.1-10.3 ms):
+
+    config                  D     relaxed RMSE per split  d relaxed          d none             d r-d          e   e+f+s
+    c9-s0.2-n16-l8-M2000  4752  32.0 / 24.4 / 29.0       0                  0                  0              24.2  74.1
+    c9-s0.2-n12-l6-M2000  2100  23.6 / 28.1 / 28.9   -1.6 (-8.4..+3.6)  +5.2 (+0.6..+7.6)  +3.1 (-1.8..+6.3) 14.4  39.7
+    c8-s0.5-n8-l4-M2000    680  32.0 / 32.5 / 36.7   +5.3 (-0.0..+8.1)  +5.9 (-1.6..+9.8)  +2.9 (-0.9..+6.0)  7.8  17.9
+    c8-s0.5-n8-l4-M1000    680     - / 32.2 / 37.0   +7.9 (+7.8..+8.0)  +9.8 (+9.7..+9.8)  +5.1 (+4.0..+6.2)  7.0  15.1
+    c9-s0.5-n8-l4-M2000    680  36.7 (split 0)       +4.6               +1.0               +4.4               8.0  18.7
+    c9-s0.5-n8-l4-M1000    680  36.3 (split 0)       +4.3               +0.6               +4.1               7.0  17.2
+    c7-s0.5-n8-l4-M1000    680     - / 63.3 / 29.4  +19.7 (+0.5..+38.9) +17.6 (+4.8..+30.5) +3.9 (-4.5..+12.2) 7.0  13.8
+    c9-s0.4-n10-l6-M2000  1470  56.6 (split 0)      +24.5               +9.7               +4.5              12.5  32.9
+
+M 1000 instead of 2000 costs 0-3 meV at atom_sigma 0.5 and halves the kernel. Dynamics (``benchmarks/bench_md.py``,
+cag beads, NVE after 50 Langevin steps at 300 K) separate the two cheap candidates that the held-out errors do not:
+n12/l6 (split 1's model) runs 10 fs steps (max drift 0.71 meV/bead, linear 0.015 meV/bead/ps), like n16/l8 (0.32,
+-0.077); the atom_sigma 0.5, n8/l4 model (split 1, M 1000) heats to 410 K within 200 steps of 5 fs and two B beads
+collapse to 0.95 Å at 8 and 10 fs (the calculator stops on the short contact): a spurious low-energy region at short
+B-B distance, which the held-out frames never probe. So the next shipped AB2 should use n_max 12 / l_max 6 at the
+shipped cutoff and atom_sigma (1.9x cheaper per call, held-out cost within +-8 meV per split); the 4.8x cheaper
+atom_sigma 0.5 / n8 / l4 basis needs close-contact training frames (or a repulsive prior) before it can run dynamics.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ def main() -> int:
 
     from ase_cggpr.beads import coarse_grain
     from ase_cggpr.calculator import CGGPRCalculator
+    from ase_cggpr.errors import CGGPRError
     from ase_cggpr.model import CGGPRModel
 
     warnings.simplefilter("ignore")
@@ -91,7 +92,11 @@ def main() -> int:
         run = beads.copy()
         run.set_velocities(beads.get_velocities())
         run.calc = CGGPRCalculator(model)
-        row = {"what": f"{args.model} beads ({len(run)})", **nve(run, dt, args.steps)}
+        try:
+            row = {"what": f"{args.model} beads ({len(run)})", **nve(run, dt, args.steps)}
+        except CGGPRError as error:  # e.g. two beads collapse at a too-long time step
+            print(json.dumps({"what": f"{args.model} beads", "timestep_fs": dt, "failed": str(error)}), flush=True)
+            continue
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.mofff_steps:

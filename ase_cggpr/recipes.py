@@ -170,10 +170,10 @@ def _maps(model: CGGPRModel, frames: Sequence[Atoms]) -> list[BeadMap]:
 
 
 def fit(rep: str, frames: Sequence[Atoms], labels: Sequence[np.ndarray], *, inducing: int, seed: int,
-        progress: bool = False, basis: dict[str, int] | None = None, target: str = "local") -> CGGPRModel:
+        progress: bool = False, basis: dict[str, float] | None = None, target: str = "local") -> CGGPRModel:
     """Streamed sparse GPR of the representation on ``inducing`` inducing environments; reference energy: the
-    first frame's ``info['reference_energy']`` (eV per Zn); ``basis``: SOAP ``n_max`` / ``l_max`` (default: the
-    paper's); ``target``: fit the per-site ``labels`` (``local``) or each frame's sum of them (``totals``, eV)."""
+    first frame's ``info['reference_energy']`` (eV per Zn); ``basis``: SOAP ``n_max`` / ``l_max`` / ``cutoff`` (Å) /
+    ``atom_sigma`` (Å) (default: the paper's); ``target``: fit the per-site ``labels`` (``local``) or each frame's sum of them (``totals``, eV)."""
     if target not in TARGETS:
         raise OptionError(f"unknown target {target!r}; choose from {TARGETS}")
     reference = float(frames[0].info["reference_energy"])
@@ -217,7 +217,7 @@ def evaluate(model: CGGPRModel, frames: Sequence[Atoms], *, progress: bool = Fal
 
 
 def select(frames: Sequence[Atoms], rep: str, recipes: Sequence[str], *, n_rd: int | None, inducing: int,
-           n_held: int = 50, seed: int = 0, basis: dict[str, int] | None = None,
+           n_held: int = 50, seed: int = 0, basis: dict[str, float] | None = None,
            on_row: Any = None, target: str = "local") -> list[dict[str, Any]]:
     """Model selection: each recipe fitted on the training framework types of :func:`held_out_split` and
     evaluated on the held-out ones; one row per recipe (``rep``, ``recipe``, ``inducing``, ``n_train_env``,
@@ -240,7 +240,7 @@ def select(frames: Sequence[Atoms], rep: str, recipes: Sequence[str], *, n_rd: i
 
 
 def train(frames: Sequence[Atoms], rep: str, recipe: str, *, n_rd: int | None, inducing: int, n_held: int = 50,
-          seed: int = 0, final: str = "all", basis: dict[str, int] | None = None, progress: bool = False,
+          seed: int = 0, final: str = "all", basis: dict[str, float] | None = None, progress: bool = False,
           target: str = "local") -> tuple[CGGPRModel, dict[str, Any]]:
     """A shipped model: held-out validation (errors per frame kind, uncertainty calibration), then the model
     shipped: ``final="validated"`` the validated model itself (it never saw the held-out framework types),

@@ -31,7 +31,8 @@ from ase_cggpr.errors import CGGPRError
 
 
 def basis_of(args) -> dict:
-    return {k: v for k, v in (("n_max", args.n_max), ("l_max", args.l_max)) if v is not None}
+    return {k: v for k, v in (("n_max", args.n_max), ("l_max", args.l_max), ("cutoff", args.cutoff),
+                              ("atom_sigma", args.atom_sigma)) if v is not None}
 
 
 def recorded_command(argv: list[str]) -> str:
@@ -99,6 +100,8 @@ def main(argv=None) -> int:
         p.add_argument("--inducing", type=int, default=1000)
         p.add_argument("--n-max", type=int, default=None, help="SOAP radial basis (default: the paper's 16)")
         p.add_argument("--l-max", type=int, default=None, help="SOAP angular basis (default: the paper's 8)")
+        p.add_argument("--cutoff", type=float, default=None, help="SOAP cutoff, Å (default: the paper's optimum)")
+        p.add_argument("--atom-sigma", type=float, default=None, help="SOAP atom_sigma, Å (default: the paper's)")
         p.add_argument("--n-held", type=int, default=50)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("-o", "--output", type=Path, required=True)

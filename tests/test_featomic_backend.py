@@ -157,6 +157,35 @@ def test_small_batches_give_the_same_vectors(monkeypatch):
     np.testing.assert_array_equal(fb.compute(frames, **kwargs), whole)
 
 
+def test_gradients_in_batches_of_centres_equal_the_whole(monkeypatch):
+    """A structure with more centres than GRADIENT_CENTRES_PER_BATCH keeps only its vectors and recomputes the
+    gradients batch by batch in each contraction (bounded memory, issue 29): the same numbers."""
+    kwargs = soap_kwargs("AB2")
+    atoms = relabelled_rocksalt(7)
+    key = fb._hypers(kwargs["cutoff"], kwargs["atom_sigma"], 16, 8, 0.5)
+    whole = fb.SoapGradients(atoms, (14, 8), (14,), key, strain=True)
+    monkeypatch.setattr(fb, "GRADIENT_CENTRES_PER_BATCH", 3)
+    batched = fb.SoapGradients(atoms, (14, 8), (14,), key, strain=True)
+    assert batched._batched is not None and whole._batched is None and len(whole.centres) > 3
+    np.testing.assert_array_equal(batched.centres, whole.centres)
+    np.testing.assert_allclose(batched.vectors, whole.vectors, rtol=0, atol=1e-14)
+    rng = np.random.default_rng(1)
+    dE_dx = rng.normal(size=whole.vectors.shape)
+    scale = np.abs(whole.contract(dE_dx)).max()
+    np.testing.assert_allclose(batched.contract(dE_dx), whole.contract(dE_dx), rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(batched.contract_strain(dE_dx), whole.contract_strain(dE_dx), rtol=0,
+                               atol=1e-12 * scale)
+    fresh = fb.SoapGradients(atoms, (14, 8), (14,), key, strain=True)  # strain without a position contraction
+    np.testing.assert_allclose(fresh.contract_strain(2 * dE_dx), 2 * whole.contract_strain(dE_dx), rtol=0,
+                               atol=1e-12 * scale)
+    many = rng.normal(size=(2, *whole.vectors.shape))
+    np.testing.assert_allclose(batched.contract_many(many), whole.contract_many(many), rtol=0, atol=1e-12 * scale)
+    centres = whole.centres[::2]  # selected centres, batched too
+    sub = fb.SoapGradients(atoms, (14, 8), (14,), key, centres=centres)
+    np.testing.assert_array_equal(sub.centres, centres)
+    np.testing.assert_allclose(sub.vectors, whole.vectors[::2], rtol=0, atol=1e-14)
+
+
 @pytest.mark.parametrize("representation", ["AB2", "atomistic"])
 def test_contracted_gradients_match_finite_differences(representation):
     kwargs = soap_kwargs(representation)

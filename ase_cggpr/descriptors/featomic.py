@@ -22,7 +22,10 @@ Position gradients are available through :func:`compute_gradients`, which keeps 
 form of the spherical-expansion gradients and contracts them with ``dE/dx`` per centre (see
 :class:`SoapGradients`), so a force evaluation never materialises the (n_centres, n_atoms, 3, D) array.
 With ``strain=True`` the same featomic call also returns the expansion's strain gradients, contracted
-the same way into ``dE/d(eps)`` (3, 3), from which the model forms the stress.
+the same way into ``dE/d(eps)`` (3, 3), from which the model forms the stress. A structure with more than
+:data:`GRADIENT_CENTRES_PER_BATCH` centres keeps only its vectors; each contraction recomputes the gradients batch
+by batch of centres, so memory stays bounded on large networks (5,174-bead AB2 cell, energy + forces: peak 4.1 ->
+1.2 GB, CPU time 9.0 -> 8.4 s, the values computed once more).
 
 :class:`FeatomicBackend` is the :class:`~ase_cggpr.descriptors.DescriptorBackend` over these functions: it
 builds the ``SphericalExpansion`` calculator (and its splines) once and uses it for every call; the calculator's
@@ -54,6 +57,11 @@ INSTALL_HINT = "reinstall the package: pip install ase-cggpr (featomic is a core
 
 #: Largest number of centres expanded in one featomic call by :func:`compute` (bounds memory).
 CENTRES_PER_BATCH = 512
+
+#: Most centres whose position / strain gradients :class:`SoapGradients` holds at once (bounds memory: the
+#: shipped AB2 basis keeps about 2.3 MB of gradients per centre in a dense ZIF); a structure with more centres
+#: keeps only its vectors and recomputes the gradients batch by batch inside each contraction.
+GRADIENT_CENTRES_PER_BATCH = 192
 
 #: Target accuracy of the radial splines, relative to the largest value of the splined functions.
 SPLINE_RELATIVE_ACCURACY = 1e-8
@@ -264,7 +272,8 @@ def _centre_rows(structures: Sequence[Atoms], selected: Sequence[np.ndarray]):
 def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_species: tuple[int, ...],
             hypers: tuple, gradients: Sequence[str] = (), centres: Sequence[np.ndarray] | None = None,
             calculator=None):
-    """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None, kept).
+    """featomic expansion of the centres: (coefficients per l, row maps, n_centres, TensorMap or None, kept,
+    blocks), ``blocks`` a list of (block, l, species channel, row of each sample's centre) of the TensorMap.
 
     ``coefficients[l]`` has shape (n_centres, n_species * n_max, 2l+1), rows in quippy's order. Atoms of
     other elements than ``species`` and ``centre_species`` cannot change the vectors (quippy ignores them
@@ -293,7 +302,7 @@ def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_specie
     coefficients = [np.zeros((n_centres, n_species * n_max, 2 * ell + 1)) for ell in range(l_max + 1)]
     present = sorted({int(z) for s, atoms in zip(structures, selected, strict=True) for z in s.numbers[atoms]})
     if not present:
-        return coefficients, row_maps, n_centres, None, kept
+        return coefficients, row_maps, n_centres, None, kept, []
     if calculator is None:
         calculator = _calculator(cutoff, atom_sigma, n_max, l_max, width)
     selected_keys = metatensor.Labels(["center_type"], np.array([[z] for z in present], dtype=np.int32))
@@ -308,16 +317,23 @@ def _expand(structures: Sequence[Atoms], species: tuple[int, ...], centre_specie
     species_index = {int(z): k for k, z in enumerate(species)}
     all_rows = np.concatenate(row_maps)
     first_atom = np.concatenate([[0], np.cumsum([len(s) for s in structures])[:-1]]).astype(np.int64)
-    for key, block in expansion.items():
-        k = species_index.get(int(key["neighbor_type"]))
+    # the keys read as one array and each block's samples once (metatensor's per-access cost is ~20-70 us, more
+    # than the arithmetic of a small block); the gradient contractions reuse this list
+    names = list(expansion.keys.names)
+    key_values = np.asarray(expansion.keys.values)
+    lam, neighbour = names.index("o3_lambda"), names.index("neighbor_type")
+    blocks = []
+    for block, key in zip(expansion.blocks(), key_values, strict=True):
+        k = species_index.get(int(key[neighbour]))
         if k is None:
             continue
-        ell = int(key["o3_lambda"])
+        ell = int(key[lam])
         samples = block.samples.values  # (system, atom)
         rows = all_rows[first_atom[samples[:, 0]] + samples[:, 1]]
         # values (sample, m, n) -> (sample, n, m)
         coefficients[ell][rows, k * n_max:(k + 1) * n_max, :] = block.values.transpose(0, 2, 1)
-    return coefficients, row_maps, n_centres, expansion, kept
+        blocks.append((block, ell, k, rows))
+    return coefficients, row_maps, n_centres, expansion, kept, blocks
 
 
 def _power_spectrum(coefficients: list[np.ndarray], n_species: int, n_max: int) -> np.ndarray:
@@ -377,7 +393,7 @@ def _compute(structures: Sequence[Atoms], species: tuple[int, ...], centre_speci
             batch_centres += counts[stop]
             stop += 1
         if batch_centres:
-            coefficients, _, n_centres, _, _ = _expand(
+            coefficients, _, n_centres, *_ = _expand(
                 structures[start:stop], species, centre_species, hypers,
                 centres=None if centres is None else centres[start:stop], calculator=calculator)
             out[row:row + n_centres] = _normalise(_power_spectrum(coefficients, len(species), n_max))[0]
@@ -413,17 +429,33 @@ class SoapGradients:
 
     def __init__(self, structure: Atoms, species: tuple[int, ...], centre_species: tuple[int, ...],
                  hypers: tuple, centres: np.ndarray | None = None, calculator=None, *, positions: bool = True,
-                 strain: bool = False):
+                 strain: bool = False, batch: int | None = None):
         self._species = species
         self._n_max = hypers[2]
         if centres is not None:
             centres = check_centres([structure], centre_species, [centres])
+        batch = GRADIENT_CENTRES_PER_BATCH if batch is None else int(batch)
+        chosen = (np.flatnonzero(np.isin(structure.numbers, centre_species)) if centres is None
+                  else np.asarray(centres[0], dtype=np.int64))
+        self._batched = None
+        if len(chosen) > batch:  # vectors now, gradients batch by batch in the contractions (bounded memory)
+            self._batched = (structure, centre_species, hypers, calculator,
+                             [chosen[k:k + batch] for k in range(0, len(chosen), batch)])
+            self._positions = positions
+            self.has_strain = strain
+            self.n_atoms = len(structure)
+            self.centres = chosen
+            self.vectors = _compute([structure], species, centre_species, hypers, [chosen], None,
+                                    calculator=calculator)
+            self._strain_of: tuple[np.ndarray, np.ndarray] | None = None
+            return
         wanted = (("positions",) if positions else ()) + (("strain",) if strain else ())
-        coefficients, row_maps, _, expansion, kept = _expand([structure], species, centre_species, hypers,
-                                                             gradients=wanted, centres=centres,
-                                                             calculator=calculator)
+        coefficients, row_maps, _, expansion, kept, blocks = _expand([structure], species, centre_species, hypers,
+                                                                     gradients=wanted, centres=centres,
+                                                                     calculator=calculator)
         self._coefficients = coefficients
         self._expansion = expansion
+        self._block_list = blocks
         self._row_map = row_maps[0]
         self._kept = kept[0]
         self._positions = positions
@@ -472,21 +504,15 @@ class SoapGradients:
         cached = self._block_cache.get(parameter)
         if cached is not None:
             return cached
-        species_index = {int(z): k for k, z in enumerate(self._species)}
         out = []
-        for key, block in self._expansion.items():
-            k = species_index.get(int(key["neighbor_type"]))
-            if k is None:
-                continue
+        for block, ell, k, sample_rows in self._block_list:
             gradient = block.gradient(parameter)
             values = gradient.values
             if values.shape[0] == 0:
                 continue
-            sample_rows = self._row_map[block.samples.values[:, 1]]
             grad_samples = gradient.samples.values  # (sample, system, atom) or (sample, system)
             rows = sample_rows[grad_samples[:, 0]]
             atoms = self._kept[grad_samples[:, 2]] if parameter == "positions" else None
-            ell = int(key["o3_lambda"])
             # positions: (g, xyz, m, n); strain: (g, xyz_2, xyz_1, m, n)
             out.append((values.reshape(values.shape[0], -1, values.shape[-2] * values.shape[-1]), ell, k, rows,
                         atoms))
@@ -503,6 +529,8 @@ class SoapGradients:
         """dE/dr (n_atoms, 3) for dE/dx given per centre as (n_centres, D) (derivative w.r.t. normalised x)."""
         if not self._positions:
             raise ValueError("these SOAP gradients were computed without position gradients (positions=False)")
+        if self._batched is not None:
+            return self._contract_batches(dE_dx, positions=True)[0]
         dE_dc = self._coefficient_gradient(dE_dx)
         out = np.zeros((self.n_atoms, 3))
         if self._expansion is None:
@@ -530,6 +558,10 @@ class SoapGradients:
                              f"{self.vectors.shape[1]})")
         n_batch = dE_dx.shape[0]
         out = np.zeros((n_batch, self.n_atoms, 3))
+        if self._batched is not None:
+            for rows, part in self._parts(positions=True, strain=False):
+                out += part.contract_many(dE_dx[:, rows])
+            return out
         if self._expansion is None or n_batch == 0:
             return out
         x = self.vectors
@@ -557,6 +589,34 @@ class SoapGradients:
             flat += jacobian @ w.reshape(-1, n_batch)
         out[:] = flat.T.reshape(n_batch, self.n_atoms, 3)
         return out
+
+    def _parts(self, *, positions: bool, strain: bool):
+        """(rows, SoapGradients of those rows' centres) per batch of centres (a structure with more than
+        ``batch`` centres): the gradients of one batch at a time are in memory."""
+        structure, centre_species, hypers, calculator, batches = self._batched
+        start = 0
+        for centres in batches:
+            rows = np.arange(start, start + len(centres))
+            start += len(centres)
+            yield rows, SoapGradients(structure, self._species, centre_species, hypers, centres=centres,
+                                      calculator=calculator, positions=positions, strain=strain, batch=len(centres))
+
+    def _contract_batches(self, dE_dx: np.ndarray, *, positions: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(dE/dr or None, dE/d(eps) or None) batch by batch; with ``positions`` and strain gradients the strain
+        contraction of the same pass is kept for :meth:`contract_strain` of the same dE/dx."""
+        dE_dx = np.asarray(dE_dx, dtype=float)
+        if dE_dx.shape != self.vectors.shape:
+            raise ValueError(f"dE_dx has shape {dE_dx.shape}, expected {self.vectors.shape}")
+        grad = np.zeros((self.n_atoms, 3)) if positions else None
+        virial = np.zeros((3, 3)) if self.has_strain else None
+        for rows, part in self._parts(positions=positions, strain=self.has_strain):
+            if positions:
+                grad += part.contract(dE_dx[rows])
+            if self.has_strain:
+                virial += part.contract_strain(dE_dx[rows])
+        if virial is not None:
+            self._strain_of = (dE_dx.copy(), virial)
+        return grad, virial
 
     def _sparse_jacobian(self) -> dict:
         """Per l, d c / d r as a sparse (3 n_atoms, n_centres (2l+1) n_species n_max) matrix: the position
@@ -593,6 +653,11 @@ class SoapGradients:
         rotation-invariant energy it is symmetric; the stress is its symmetric part over the volume)."""
         if not self.has_strain:
             raise ValueError("these SOAP gradients were computed without strain gradients (strain=False)")
+        if self._batched is not None:
+            kept = self._strain_of
+            if kept is not None and np.array_equal(kept[0], np.asarray(dE_dx, dtype=float)):
+                return kept[1].copy()  # from the position contraction of the same dE/dx (one featomic pass)
+            return self._contract_batches(dE_dx, positions=False)[1]
         dE_dc = self._coefficient_gradient(dE_dx)
         out = np.zeros((3, 3))
         if self._expansion is None:

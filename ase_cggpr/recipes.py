@@ -173,7 +173,8 @@ def fit(rep: str, frames: Sequence[Atoms], labels: Sequence[np.ndarray], *, indu
         progress: bool = False, basis: dict[str, float] | None = None, target: str = "local") -> CGGPRModel:
     """Streamed sparse GPR of the representation on ``inducing`` inducing environments; reference energy: the
     first frame's ``info['reference_energy']`` (eV per Zn); ``basis``: SOAP ``n_max`` / ``l_max`` / ``cutoff`` (Å) /
-    ``atom_sigma`` (Å) (default: the paper's); ``target``: fit the per-site ``labels`` (``local``) or each frame's sum of them (``totals``, eV)."""
+    ``atom_sigma`` (Å) (default: the paper's); ``target``: fit the per-site ``labels`` (``local``) or each frame's
+    sum of them (``totals``, eV)."""
     if target not in TARGETS:
         raise OptionError(f"unknown target {target!r}; choose from {TARGETS}")
     reference = float(frames[0].info["reference_energy"])

@@ -77,10 +77,8 @@ def model_fingerprint(model) -> str:
     digest = hashlib.sha256(json.dumps({"spec": model.spec.to_dict(), "reference": model.reference_energy,
                                         "training": getattr(model, "training_", None)},
                                        sort_keys=True, default=str).encode())
-    for name in ("alpha_", "mean_"):
-        value = getattr(model.regressor_, name, None)
-        if value is not None:
-            digest.update(np.ascontiguousarray(np.asarray(value, np.float64)).tobytes())
+    for value in model.fitted_weights.values():  # alpha_ then mean_, as before
+        digest.update(np.ascontiguousarray(np.asarray(value, np.float64)).tobytes())
     return digest.hexdigest()[:24]
 
 

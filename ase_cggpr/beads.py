@@ -54,6 +54,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_numbers
 from ase.formula import Formula
 from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
@@ -313,8 +314,6 @@ class Bonds:
 
 def _cutoff_table(atoms: Atoms) -> tuple[np.ndarray, bool]:
     """(119 x 119 table of bond cut-offs (Å) by atomic numbers, 0 = never bonded; coarse-grained input?)."""
-    from ase.data import atomic_numbers
-
     table = np.zeros((119, 119))
     coarse = is_coarse_grained(atoms)
     if coarse:

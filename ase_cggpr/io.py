@@ -23,12 +23,14 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.io import iread
+from ase.data import atomic_masses, chemical_symbols
+from ase.io import iread, read
 from ase.io.formats import filetype
 
 from .beads import BeadMap, Connectivity, coarse_grain, find_connectivity, structure_name
@@ -116,9 +118,6 @@ def read_lammps_data(path: str | os.PathLike) -> Atoms:
     would be unknown), or a type's mass further than :data:`LAMMPS_MASS_TOLERANCE` amu from any element's
     (united atoms, coarse-grained beads).
     """
-    from ase.data import atomic_masses, chemical_symbols
-    from ase.io import read
-
     path = Path(path)
     if re.search(rb"^\s*Masses\s*(#.*)?$", path.read_bytes(), re.MULTILINE) is None:
         raise StructureError("a LAMMPS data file without a Masses section: the elements of its atom types are "
@@ -165,8 +164,6 @@ def iter_structures(patterns: Iterable[str | os.PathLike], *, index: str = ":") 
     Frames are read one at a time, so memory stays flat in the number of structures. A file that cannot
     be read, or that holds no structure (e.g. a CIF with a cell but no atom sites), is an error naming it.
     """
-    import warnings
-
     for path in expand_paths(patterns):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # ASE's CIF setting warnings for P1 cells

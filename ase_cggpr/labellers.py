@@ -29,6 +29,10 @@ from typing import Any, Literal
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.filters import FrechetCellFilter
+from ase.io import read
+from ase.optimize import FIRE, LBFGS
 
 from .errors import OptionError, StructureError
 from .labels import local_energies
@@ -312,10 +316,6 @@ def ase_relax(atoms: Atoms, calc: Any, *, cell: bool = True, fmax: float = 1e-3,
     |stress component| in atm, 0 for fixed-cell relaxations) and whose atoms carry a single-point calculator
     (energy, per-atom energies, forces, stress).
     """
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.filters import FrechetCellFilter
-    from ase.optimize import FIRE, LBFGS
-
     t0 = time.perf_counter()
     work = atoms.copy()
     work.calc = calc
@@ -363,8 +363,6 @@ def zni_reference_energy(labeller: Labeller, path: str | Path | None = None) -> 
     ``path``: the zni structure (default: the package's bundled ``data/real_zifs/zni.cif``, the DFT-optimised
     structure of Dürholt et al.).
     """
-    from ase.io import read
-
     if path is None:
         path = Path(__file__).parent / "data" / "real_zifs" / "zni.cif"
     with warnings.catch_warnings():

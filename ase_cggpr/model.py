@@ -402,6 +402,14 @@ class CGGPRModel:
         """Seconds of the last fit's phases (kernel, Cholesky, solve, ...; empty when unknown)."""
         return dict(getattr(getattr(self, "regressor_", None), "timings_", {}) or {})
 
+    @property
+    def fitted_weights(self) -> dict[str, np.ndarray]:
+        """The fitted regressor's weights that decide its predictions, by name (``alpha_``: the weights, eV per
+        kernel unit; ``mean_``: the prior mean, eV), those the solver has; what a screen's fingerprint hashes."""
+        self._check_fitted()
+        return {name: value for name in ("alpha_", "mean_")
+                if (value := getattr(self.regressor_, name, None)) is not None}
+
     def _predict_rows(self, X: np.ndarray, *, return_std: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """(mean, std or None) of descriptor rows, the regressor's blocked ``predict``."""
         out = self.regressor_.predict(X, return_std=return_std)

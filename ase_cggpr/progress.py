@@ -6,6 +6,8 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 
+import click
+
 
 @contextlib.contextmanager
 def progress_bar(total: int, label: str, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
@@ -13,7 +15,5 @@ def progress_bar(total: int, label: str, *, enabled: bool = True) -> Iterator[Ca
     if not enabled or total <= 0:
         yield lambda n: None
         return
-    import click
-
     with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
         yield bar.update

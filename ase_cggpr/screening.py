@@ -63,8 +63,14 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from .applicability import trust as applicability_trust  # shown (calibrated) std, why not trusted
 from .beads import check_defects_mode
 from .errors import CGGPRError, ModelError, OptionError
+from .io import expand_paths, no_structure_reason, read_frames
+from .model import CGGPRModel
+from .outputs import atomic_output, check_output
+from .progress import progress_bar
+from .relax import relax as relax_structure
 from .screening_output import (  # noqa: F401  (re-exported: the screen's rows and files)
     CSV_COLUMNS,
     PROGRESS_FORMAT,
@@ -157,8 +163,6 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
             warnings.simplefilter("ignore")
             relax_converged = True  # nothing to converge without ``relax``
             if relax:
-                from .relax import relax as relax_structure
-
                 relaxed = relax_structure(atoms, model, fmax=RELAX_FMAX, max_steps=RELAX_MAX_STEPS, cell=True,
                                           name=name, defects=defects)
                 atoms, relax_converged = relaxed.atoms, relaxed.converged
@@ -178,8 +182,6 @@ def screen_structure(model, atoms: Atoms, *, threshold: float, symmetry: bool = 
                              f"for {int(bad.sum())} of {mean.size} Zn); the model file may be corrupt; not "
                              "ranked, not trusted")
         row.n_Zn, row.n_unique_Zn = len(mean), int(n_unique)
-        from .applicability import trust as applicability_trust  # shown (calibrated) std, why not trusted
-
         std, row.trust_reason = applicability_trust(model, atoms, bead_map.connectivity, std, threshold,
                                       relax_converged=relax_converged)
         row.energy_per_Zn, row.max_std = float(mean.mean()), float(std.max())
@@ -222,8 +224,6 @@ def iter_sources(patterns: Iterable[str | os.PathLike], *, file_done=None
     Every file gives at least one item: a file without any structure (e.g. a CIF with a cell and no atom
     sites) gives an error. ``file_done()`` is called after each file (or unmatched pattern) has been read.
     """
-    from .io import expand_paths, no_structure_reason, read_frames
-
     for pattern in patterns:
         try:
             files = expand_paths([pattern])
@@ -346,9 +346,6 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
         defects: ``"flag"`` (default: coordination defects counted, such rows untrusted) or ``"refuse"`` (an
             error row); see :func:`screen_structure`.
     """
-    from .model import CGGPRModel
-    from .progress import progress_bar
-
     workers = check_workers(workers)
     symprec = check_symprec(symprec)
     if threshold is not None:
@@ -370,8 +367,6 @@ def screen(model, structures: Iterable[str | os.PathLike | Atoms], *, threshold:
             n_files += 1
         else:
             try:
-                from .io import expand_paths
-
                 n_files += len(expand_paths([item]))
             except Exception:
                 n_files += 1
@@ -432,8 +427,6 @@ def screen_to_csv(model, structures: Iterable[str | os.PathLike | Atoms], output
     file (an interrupted screen) needs ``resume=True`` (continue it) or ``force=True`` (start over).
     ``options`` are those of :func:`screen`.
     """
-    from .outputs import atomic_output, check_output
-
     for name, check in (("threshold", check_threshold), ("symprec", check_symprec), ("workers", check_workers)):
         if options.get(name) is not None:
             check(options[name])

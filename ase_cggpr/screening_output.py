@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from .errors import OptionError
+from .evaluation.tables import write_csv as write_table
+from .evaluation.tables import write_rows
 from .tasks import WORKER_DIED
 
 CSV_COLUMNS = ("rank", "id", "framework_type", "n_Zn", "energy_per_Zn_eV", "max_std_eV", "trusted", "trust_reason",
@@ -75,10 +77,8 @@ def model_fingerprint(model) -> str:
     digest = hashlib.sha256(json.dumps({"spec": model.spec.to_dict(), "reference": model.reference_energy,
                                         "training": getattr(model, "training_", None)},
                                        sort_keys=True, default=str).encode())
-    for name in ("alpha_", "mean_"):
-        value = getattr(model.regressor_, name, None)
-        if value is not None:
-            digest.update(np.ascontiguousarray(np.asarray(value, np.float64)).tobytes())
+    for value in model.fitted_weights.values():  # alpha_ then mean_, as before
+        digest.update(np.ascontiguousarray(np.asarray(value, np.float64)).tobytes())
     return digest.hexdigest()[:24]
 
 
@@ -263,8 +263,6 @@ def sort_rows(rows: list[ScreenRow]) -> list[ScreenRow]:
 
 
 def _write_rows(path: Path, rows: Sequence[ScreenRow]) -> None:
-    from .evaluation.tables import write_rows
-
     write_rows(path, (row.csv_row() for row in rows), CSV_COLUMNS)
 
 
@@ -272,8 +270,6 @@ def write_csv(path: str | os.PathLike, rows: Sequence[ScreenRow], *, overwrite: 
     """Write the ranking (columns :data:`CSV_COLUMNS`) atomically; never overwrites unless asked.
 
     Path first, then rows, as every ``write_csv`` of the package (:func:`ase_cggpr.evaluation.write_csv`)."""
-    from .evaluation.tables import write_csv as write_table
-
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"write_csv(path, rows, ...): the path comes first, got {type(path).__name__}")
     path = Path(path)

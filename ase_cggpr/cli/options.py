@@ -32,6 +32,9 @@ from pathlib import Path
 import click
 
 from ..errors import CGGPRError
+from ..outputs import OutputError, check_output, output_lock
+from ..pretrained import available, resolve, shadowing
+from ..tasks import Runner, check_available
 from ..version import __version__
 
 # -- errors -------------------------------------------------------------------------------------------------------
@@ -159,8 +162,6 @@ def claim_outputs(*paths: Path | str | None, force: bool = False) -> list[Path]:
     Returns the paths (``None`` entries dropped). Needs a click context (the locks are released when the
     command's context closes, on any exit).
     """
-    from ..outputs import check_output, output_lock
-
     chosen = [Path(p) for p in paths if p is not None]
     seen = set()
     for path in chosen:
@@ -179,8 +180,6 @@ def claim_outputs(*paths: Path | str | None, force: bool = False) -> list[Path]:
 def hold(ctx: click.Context, lock, path: Path) -> None:
     """Enter ``lock`` (an :func:`~ase_cggpr.outputs.output_lock`) for the command's duration; creating the
     lock file is also the real test that the folder is writable (``os.access`` says yes to root everywhere)."""
-    from ..outputs import OutputError
-
     try:
         ctx.with_resource(lock)
     except OutputError:
@@ -420,8 +419,6 @@ class ModelSource(click.ParamType):
     name = "model"
 
     def convert(self, value, param, ctx):
-        from ..pretrained import available, resolve, shadowing
-
         path = resolve(value)
         if path.is_file():
             return path
@@ -459,8 +456,6 @@ def runner_options(function):
     @functools.wraps(function)
     def wrapper(*args, scheduler, cluster, jobs, cluster_option, **kwargs):
         if scheduler is not None or cluster is not None:
-            from ..tasks import Runner, check_available
-
             kwargs["workers"] = Runner(scheduler=scheduler, cluster=cluster, jobs=jobs, cluster_options=cluster_option)
             check_available(kwargs["workers"])  # the install hint (or no sbatch) before any work
         return function(*args, **kwargs)

@@ -23,6 +23,8 @@ from pathlib import Path
 import click
 
 from ..errors import CGGPRError
+from ..outputs import check_output, output_lock
+from .options import hold
 
 #: failures named in full in the error line (the rest are counted)
 SHOWN = 3
@@ -39,9 +41,6 @@ def partial_path(path: Path) -> Path:
 def claim_partial(*paths: Path | None) -> list[Path]:
     """Check and lock the partial names of ``paths`` for the command's duration (an earlier partial file is
     replaced, so only the folder and the name's kind are checked); returns them (``None`` entries dropped)."""
-    from ..outputs import check_output, output_lock
-    from .options import hold
-
     partial = [partial_path(p) for p in paths if p is not None]
     ctx = click.get_current_context(silent=True)
     for path in partial:

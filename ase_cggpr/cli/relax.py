@@ -7,8 +7,14 @@ import io
 from pathlib import Path
 
 import click
+from ase.io import write
 
+from ..calculator import CGGPRCalculator
 from ..errors import CGGPRError
+from ..io import iter_structures
+from ..model import CGGPRModel
+from ..outputs import atomic_output
+from ..relax import relax
 from ._group import main
 from .options import (
     MODEL_ARGUMENT,
@@ -20,6 +26,7 @@ from .options import (
     force_option,
     quiet_option,
 )
+from .partial import check_structures, claim_partial, finished_with_failures
 
 CSV_COLUMNS = ("name", "energy_per_zn", "std", "converged", "steps", "seconds", "n_defective", "n_untrusted")
 
@@ -57,15 +64,6 @@ def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, o
     computed). A relaxation that fails does not stop the others: the finished ones then go to
     OUT.partial.extxyz and OUT.partial.csv (with an error column and row for each failure), exit code 1.
     """
-    from ase.io import write
-
-    from ..calculator import CGGPRCalculator
-    from ..io import iter_structures
-    from ..model import CGGPRModel
-    from ..outputs import atomic_output
-    from ..relax import relax
-    from .partial import check_structures, claim_partial, finished_with_failures
-
     table = csv_path(output)
     if table == output:
         raise click.BadParameter(f"{output} ends in .csv, the name of the table written next to it; give the "

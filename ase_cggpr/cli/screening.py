@@ -7,6 +7,11 @@ from pathlib import Path
 
 import click
 
+from ..errors import OptionError
+from ..io import iter_structures, load_labelled
+from ..model import CGGPRModel
+from ..screening import Calibration, check_symprec, check_threshold, format_table, progress_path, screen_to_csv
+from ..screening import calibrate as run_calibrate
 from ._group import main
 from .options import MODEL_ARGUMENT, claim_outputs, cli_errors, defects_option, runner_options
 
@@ -14,8 +19,6 @@ from .options import MODEL_ARGUMENT, claim_outputs, cli_errors, defects_option, 
 def _option(check):
     """A click callback running one of the screen's option checks (a bad value is a usage error, exit 2)."""
     def callback(ctx, param, value):
-        from ..errors import OptionError
-
         if value is None:
             return value
         try:
@@ -27,14 +30,10 @@ def _option(check):
 
 
 def _check_threshold(value):
-    from ..screening import check_threshold
-
     return check_threshold(value)
 
 
 def _check_symprec(value):
-    from ..screening import check_symprec
-
     return check_symprec(value)
 
 
@@ -76,9 +75,6 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
     that dies (e.g. out of memory) is replaced and its structure screened again (at most 3 times, then an
     error row). --scheduler/--cluster run the screen on a Dask cluster (README: Running on a cluster).
     """
-    from ..model import CGGPRModel
-    from ..screening import Calibration, format_table, progress_path, screen_to_csv
-
     claim_outputs(output, force=force)  # checked and locked before any work
     if threshold is None and calibration is not None:
         threshold = Calibration.load(calibration).threshold
@@ -115,10 +111,6 @@ def screen(model_path, structures, output, workers, threshold, calibration, no_s
 @cli_errors
 def calibrate(model_path, data, output, label_key, force, quiet):
     """Calibrate MODEL's per-Zn std on held-out labelled DATA: fractions within 1 and 2 sigma, threshold."""
-    from ..io import iter_structures, load_labelled
-    from ..model import CGGPRModel
-    from ..screening import calibrate as run_calibrate
-
     claim_outputs(output, force=force)
     model = CGGPRModel.load(model_path)
     labelled = load_labelled(iter_structures(data), representation=model.spec.representation,

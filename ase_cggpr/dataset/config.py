@@ -10,7 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CGGPRError
-from ..labellers import ZNI_REFERENCE_ENERGY  # noqa: F401 (defined with the MOF-FF labeller; importable from here)
+from ..labellers import (
+    ZNI_REFERENCE_ENERGY,  # noqa: F401 (defined with the MOF-FF labeller; importable from here)
+    Labeller,
+    labeller_from_spec,
+)
 from .decorate import normalise_linker  # noqa: F401 (the one "mixed:F" parser; importable from here)
 from .rattle import ORDERS, RattleLevel, get_level
 
@@ -91,8 +95,6 @@ class BuildConfig:
     def __post_init__(self):
         if self.relax_start not in ("decorated", "mofff"):
             raise ValueError(f"relax_start must be decorated or mofff, got {self.relax_start!r}")
-        from ..labellers import Labeller, labeller_from_spec
-
         chosen = labeller_from_spec(self.labeller)
         object.__setattr__(self, "labeller", chosen.spec if chosen.spec is not None else chosen)
         if self.reference_energy is None:
@@ -122,8 +124,6 @@ class BuildConfig:
 
     def get_labeller(self):
         """The :class:`~ase_cggpr.labellers.Labeller` of this build (one object per process and spec)."""
-        from ..labellers import labeller_from_spec
-
         return labeller_from_spec(self.labeller)
 
     def to_dict(self) -> dict:
@@ -144,8 +144,6 @@ def relaxed_store_folder(linker: str, labeller=None) -> str:
     another's; for a labeller other than MOF-FF (a spec or :class:`~ase_cggpr.labellers.Labeller`) its name and
     the first 12 hex digits of its potential's SHA-256 follow (``relaxed-ace-1a2b3c4d5e6f``,
     ``relaxed-mIm-ace-...``), so relaxations of one labeller or potential never stand in for another's."""
-    from ..labellers import labeller_from_spec
-
     linker = normalise_linker(linker)
     folder = "relaxed" if linker == "Im" else "relaxed-" + safe_name(linker.replace(":", "_"))
     chosen = labeller_from_spec(labeller)

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.neighborlist import neighbor_list
 
 from ..errors import OptionError, StructureError
 from ..metals import FRAMEWORK_METAL
@@ -150,8 +151,6 @@ def choose_methyl_rotamers(atoms: Atoms, starts: np.ndarray, ex: np.ndarray, ey:
     period (ties: its current turn, then the smallest), and sweeps repeat until none turns or
     :data:`ROTAMER_SWEEPS` have run.  Deterministic: the same structure gives the same turns.
     """
-    from ase.neighborlist import neighbor_list
-
     n = len(starts)
     turns = np.zeros(n)
     if n == 0:

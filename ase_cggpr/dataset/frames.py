@@ -8,20 +8,21 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
+from ..beads import Connectivity, coarse_grain
+from ..errors import StructureError
+from ..labels import local_energies
 from .config import (
     BuildConfig,
     frame_seed,
     linker_seed,
 )
-from .decorate import RING, Decorated, coarse_grain_decorated, decorate
+from .decorate import LINKERS, RING, Decorated, coarse_grain_decorated, decorate
 from .nets import Net
 from .rattle import rattle
 
 
 def core_connectivity(dec: Decorated, name: str):
     """The core's :class:`ase_cggpr.beads.Connectivity` built from the decorator's connectivity."""
-    from ..beads import Connectivity
-
     n_b = len(dec.linker_zn)
     linkers = tuple(dec.linker_atoms(k) for k in range(n_b))
     ring = np.array(RING)  # the ring atoms lead both linkers (Na, Nb, C2, Ca, Cb)
@@ -33,15 +34,11 @@ def core_connectivity(dec: Decorated, name: str):
 
 def local_energies_of(atoms: Atoms, connectivity) -> np.ndarray:
     """Per-Zn local energies (eV) from per-atom ``energies`` (core :func:`local_energies`)."""
-    from ..labels import local_energies
-
     return local_energies(atoms, label_key="energies", connectivity=connectivity)
 
 
 def coarse_grained_of(atoms: Atoms, connectivity) -> Atoms:
     """Si/O bead structure (core :func:`coarse_grain`, representation AB2)."""
-    from ..beads import coarse_grain
-
     return coarse_grain(atoms, "AB2", connectivity=connectivity).structure
 
 
@@ -82,9 +79,6 @@ def align_restored(atoms: Atoms, dec: Decorated, name: str = "") -> Atoms:
     small cell, a bead at most a quarter. An aligned file (every one the build stores) comes back bit for bit.
     Raises ``StructureError`` if the atom counts differ or the cells are not bases of one (strained) lattice.
     """
-    from ..errors import StructureError
-    from .decorate import LINKERS
-
     reference = dec.atoms
     if len(atoms) != len(reference):
         raise StructureError(f"the stored relaxation has {len(atoms)} atoms, the decorated net {len(reference)}",

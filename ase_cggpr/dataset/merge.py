@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -67,9 +69,6 @@ def _write_all(path: Path, images: list[Atoms]) -> None:
         a.calc = None
     tmp = path.parent / (path.name + ".tmp")
     if path.suffix == ".gz":
-        import gzip
-        import io
-
         buf = io.StringIO()
         write(buf, images, format="extxyz")
         with gzip.open(tmp, "wt", compresslevel=9) as fh:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import io
 import re
 import warnings
@@ -249,8 +250,6 @@ def framework_type_key(net: Net, depth: int = 10) -> str:
     (ABW and ATN share theirs: 4 10 21 36 54 78 106 136 173 214); equal keys mean "same net or a rare
     look-alike" for grouping (cross-validation folds, build order), not a proof of identity.
     """
-    import hashlib
-
     cs = coordination_sequences(net, depth)
     rows, counts = np.unique(cs, axis=0, return_counts=True)
     g = np.gcd.reduce(counts)

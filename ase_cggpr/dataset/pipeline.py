@@ -51,7 +51,8 @@ import numpy as np
 from ase import Atoms
 from ase.io import read, write
 
-from ..structure_checks import shortest_contact
+from ..errors import OptionError, StructureError
+from ..structure_checks import contact_message, shortest_contact
 from ..tasks import Runner, Task, as_runner, run_tasks
 from .config import (  # noqa: F401  (BuildError ... safe_name: re-exported, imported from here before the split)
     MANIFEST,
@@ -159,16 +160,12 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
     if relaxed is not None:
         dec = decorate_for(net, config)
         if relaxed.get_chemical_symbols() != dec.atoms.get_chemical_symbols():
-            from ..errors import StructureError
-
             raise StructureError(f"{relaxed_path} holds {relaxed.get_chemical_formula()}, not the "
                                  f"{config.linker} decoration {dec.atoms.get_chemical_formula()}: a relaxation "
                                  "of other linkers", structure=net.name)
         made_by = {k: relaxed.info[k] for k in ("labeller", "labeller_potential", "labeller_sha256")
                    if k in relaxed.info} or {"labeller": "mofff"}  # files of earlier builds: MOF-FF
         if made_by != provenance:
-            from ..errors import StructureError
-
             raise StructureError(f"{relaxed_path} was relaxed by {made_by}, not by this build's labeller "
                                  f"{provenance}", structure=net.name)
         relaxed = align_restored(relaxed, dec, net.name)
@@ -180,8 +177,6 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
             dec = decorate_for(net, config)
             start = read(files.start, format="extxyz")
             if start.get_chemical_symbols() != dec.atoms.get_chemical_symbols():
-                from ..errors import StructureError
-
                 raise StructureError(f"{files.start} holds {start.get_chemical_formula()}, not the {config.linker} "
                                      f"decoration {dec.atoms.get_chemical_formula()}", structure=net.name)
             start, start_name = align_restored(start, dec, net.name), "mofff relaxation"
@@ -216,9 +211,6 @@ def _build_net_frames(net: Net, config: BuildConfig, files: NetFiles) -> dict:
         info.update(linker_info, start_contact=_contact_text(dec.atoms))
         relaxed_contact = shortest_contact(relaxed)
         if relaxed_contact is not None:
-            from ..errors import StructureError
-            from ..structure_checks import contact_message
-
             raise StructureError(f"the {labeller.name}-relaxed {config.linker} structure still clashes "
                                  f"({contact_message(relaxed, relaxed_contact)}; before relaxation: "
                                  f"{info['start_contact'] or 'no short contact'})", structure=net.name)
@@ -437,8 +429,6 @@ def build_dataset(nets: Sequence[Net], out_dir: str | Path, config: BuildConfig 
     out_dir = Path(out_dir)
     config.get_labeller().check_available()  # stop at once, with the install hint, if LAMMPS (pyace) is missing
     if as_runner(workers).parallel and not isinstance(config.labeller, str):
-        from ..errors import OptionError
-
         raise OptionError("a labeller given as a Python calculator object runs in this process only: use workers=1")
     _check_manifest(out_dir, config)
     progress = progress or (lambda n: None)

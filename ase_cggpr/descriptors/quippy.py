@@ -29,6 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 from ase import Atoms
+from quippy.descriptors import Descriptor
 
 from . import DescriptorBackend, check_centres
 from .featomic import FeatomicBackend
@@ -41,8 +42,6 @@ PAIR_BLOCK = 2048
 
 
 def _new_descriptor(args: str):
-    from quippy.descriptors import Descriptor
-
     return Descriptor(args)
 
 

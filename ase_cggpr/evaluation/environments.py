@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ase import Atoms
+from ase.io import read
 
 from ..errors import ModelError
 from ..io import GROUP_KEYS, LabelledSet  # noqa: F401  (GROUP_KEYS re-exported)
@@ -49,8 +50,6 @@ def read_environments(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
 
     ``select`` / ``exclude``: keep only some frames by their ``info`` values (:func:`select_structures`).
     """
-    from ase.io import read
-
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     frames: list[Atoms] = []
     for path in paths:

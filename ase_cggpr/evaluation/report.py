@@ -8,7 +8,9 @@ turns the page into HTML for a ``.html`` output. ``cggpr report`` calls :func:`b
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -206,9 +208,6 @@ def _write_report(output, figures, tables, summaries, lc_rows, grid_rows, paper,
 
 def markdown_to_html(text: str) -> str:
     """Minimal markdown -> HTML for the report's own output (headings, tables, images, paragraphs)."""
-    import html
-    import re
-
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>ase-cggpr report</title>",
            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}</style></head><body>"]
     lines = text.splitlines()

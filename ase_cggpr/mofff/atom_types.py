@@ -21,6 +21,8 @@ from itertools import combinations
 
 import numpy as np
 from ase import Atoms
+from ase.geometry import find_mic
+from ase.neighborlist import neighbor_list
 
 from ..errors import StructureError
 from ..metals import FRAMEWORK_METAL
@@ -102,8 +104,6 @@ def _listed(items: list[str]) -> str:
 def infer_bonds(atoms: Atoms, cutoffs: dict[tuple[str, str], float] | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Bonds (i < j, or i == j across images) and image shifts from interatomic distances (Å cut-offs)."""
-    from ase.neighborlist import neighbor_list
-
     cutoffs = dict(BOND_CUTOFFS if cutoffs is None else cutoffs)
     present = set(atoms.get_chemical_symbols())
     cut = {k: v for k, v in cutoffs.items() if k[0] in present and k[1] in present}
@@ -130,8 +130,6 @@ def _check_images(atoms: Atoms, bonds: np.ndarray, shifts: np.ndarray, name: str
     pos = atoms.positions
     cell = atoms.cell.array
     vec = pos[bonds[:, 1]] + shifts @ cell - pos[bonds[:, 0]]
-    from ase.geometry import find_mic
-
     mic, mic_len = find_mic(vec, atoms.cell, atoms.pbc)
     bad = np.nonzero(np.linalg.norm(vec - mic, axis=1) > 1e-6)[0]
     if len(bad):

@@ -12,7 +12,10 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import StructureError
+from ..structure_checks import check_contacts, check_structure
 from ..tasks import Runner, Task, as_runner, run_tasks
+from .atom_types import mofff_typing
+from .driver import MOFFFEngine, load_lammps
 
 _ENGINE_CACHE_SIZE = 4
 _engines: OrderedDict[bytes, Any] = OrderedDict()
@@ -20,14 +23,9 @@ _engines: OrderedDict[bytes, Any] = OrderedDict()
 
 def _label_one(job: tuple) -> tuple[int, np.ndarray | None, float | None, str | None]:
     """Worker: type one structure, evaluate it with a cached engine of its typing."""
-    from .atom_types import mofff_typing
-    from .driver import MOFFFEngine
-
     index, numbers, positions, cell, info_name, bonds, shifts, errors = job
     atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
     try:
-        from ..structure_checks import check_contacts, check_structure
-
         check_structure(atoms, info_name)  # a degenerate cell, before any neighbour search
         check_contacts(atoms, info_name)  # the build screen's limits: no label for overlapping atoms
         top = mofff_typing(atoms, bonds=bonds, shifts=shifts, name=info_name)
@@ -86,8 +84,6 @@ def label_structures(frames: Sequence[Atoms], *, workers: int | Runner = 1, key:
     are started with "spawn": as usual with multiprocessing, call this from a script under
     ``if __name__ == "__main__":`` (or a notebook), not from code piped to the interpreter.
     """
-    from .driver import load_lammps
-
     load_lammps()  # fail early, with the install hint, if LAMMPS is missing
     n = len(frames)
     if bonds is not None and len(bonds) != n:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from .atom_types import mofff_typing
 from .driver import KCAL_MOL, MOFFFEngine
@@ -47,8 +48,6 @@ def relax_mofff(atoms: Atoms, *, cell: bool = True, fmax: float = 1e-3, pmax_atm
     diagonal strain per quasi-Newton step; ``box_relax_maxiter``: iterations per ``box/relax`` minimisation.
     The input is not modified; ``LabellerRelaxResult.converged`` comes from a final single-point check.
     """
-    from ase.calculators.singlepoint import SinglePointCalculator
-
     t0 = time.perf_counter()
     top = mofff_typing(atoms, bonds=bonds, shifts=shifts)
     eng = MOFFFEngine(top, atoms.positions, atoms.cell.array)

@@ -75,7 +75,10 @@ from .beads import (
 from .defects import SiteTrust
 from .errors import DefectWarning, ModelError
 from .model import CGGPRModel
+from .pretrained import available, canonical_name
+from .rigid_linkers import warn_free_linkers
 from .spec import BACKENDS
+from .uncertainty import calibrated_std
 
 #: The calculator results that hold a std (computed only when asked for, or with ``return_std=True``).
 STD_PROPERTIES = frozenset({"local_energy_std", "local_energy_std_latent"})
@@ -122,7 +125,6 @@ class CGGPRCalculator(Calculator):
     @classmethod
     def pretrained(cls, name: str = "AB2", **kwargs) -> CGGPRCalculator:
         """A calculator with a shipped model (:mod:`ase_cggpr.pretrained`), e.g. ``pretrained("AB2")``."""
-        from .pretrained import available, canonical_name
 
         if canonical_name(name) is None:
             raise ModelError(f"no shipped model named {name!r}; shipped: {', '.join(available()) or 'none'}")
@@ -202,7 +204,6 @@ class CGGPRCalculator(Calculator):
 
     def _std_results(self, latent: np.ndarray, atoms: Atoms, connectivity) -> dict[str, np.ndarray]:
         """The std results from the GP's latent std (eV): calibrated (issue 31) and latent."""
-        from .uncertainty import calibrated_std
 
         return {"local_energy_std": calibrated_std(self.model, latent, atoms, connectivity),
                 "local_energy_std_latent": latent}
@@ -233,7 +234,6 @@ class CGGPRCalculator(Calculator):
                                         stress=stress, return_std=want_std,
                                         descriptor_backend=self.parameters["descriptor_backend"])
         if ("forces" in properties or "stress" in properties) and not self._warned_free_linkers:
-            from .rigid_linkers import warn_free_linkers
 
             self._warned_free_linkers = warn_free_linkers(atoms, prediction.bead_map)
         local = prediction.local_energies

@@ -28,6 +28,7 @@ to a temporary file and moved into place; existing files are kept unless ``overw
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib.util
 import json
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase.io import read
+from scipy.stats import spearmanr
 
 from .errors import CGGPRError
 from .io import default_dataset_path, iter_structures, load_labelled, reference_energy_from_info, split_by_group
@@ -94,7 +97,6 @@ def real_structures(reference: dict[str, Any] | None = None, folder: str | os.Pa
                     relaxed: bool = False, relaxed_file: str = "mofff_relaxed.extxyz") -> list:
     """The bundled real Zn(Im)2 CIFs as Atoms, in the reference's order, with ``info`` name and framework_type;
     with ``relaxed`` their relaxed versions (``relaxed_file``: MOF-FF's, or ``ace_relaxed.extxyz``) instead."""
-    from ase.io import read
 
     reference = reference or mofff_reference()
     folder = Path(folder) if folder is not None else REAL_ZIFS_DIR
@@ -116,7 +118,6 @@ def spearman(a, b) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.size < 3:
         return math.nan
-    from scipy.stats import spearmanr
 
     return float(spearmanr(a, b).statistic)
 
@@ -377,7 +378,6 @@ def run_demo(output_dir: str | os.PathLike = "cggpr-demo", *, models: tuple[str,
 
 
 def _write_csv(path: Path, screens: list[ModelScreen], *, overwrite: bool) -> None:
-    import csv
 
     with atomic_output(path, force=overwrite) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -34,9 +34,14 @@ import warnings
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.filters import FrechetCellFilter
+from ase.optimize import BFGS, FIRE
 
 from .beads import coarse_grain, find_connectivity, is_coarse_grained, structure_name
+from .calculator import CGGPRCalculator
 from .errors import CGGPRError, ModelError, StructureError
+from .model import CGGPRModel
 
 __all__ = ["OPTIMIZERS", "RelaxResult", "relax"]
 
@@ -108,8 +113,6 @@ class RelaxResult:
 
 
 def _calculator(calculator_or_model, defects: str | None = None):
-    from .calculator import CGGPRCalculator
-    from .model import CGGPRModel
 
     options = {} if defects is None else {"defects": defects}
     if isinstance(calculator_or_model, CGGPRCalculator):
@@ -150,7 +153,6 @@ def _start_structure(atoms: Atoms, model, name: str, defects: str = "refuse") ->
 def _optimizer(optimizer, coarse_grained: bool = True) -> tuple[type, dict]:
     """(ase.optimize class, its keyword options) for a name of :data:`OPTIMIZERS` or a class; BFGS on bead
     structures starts from the initial Hessian :data:`BFGS_ALPHA`, on atoms from ASE's."""
-    from ase.optimize import BFGS, FIRE
 
     if isinstance(optimizer, str):
         table = {"BFGS": (BFGS, {"alpha": BFGS_ALPHA} if coarse_grained else {}), "FIRE": (FIRE, {})}
@@ -187,7 +189,6 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
         ModelError / StructureError (one line naming the structure) for bad options, a structure the model cannot
         describe, a calculator without stress for ``cell=True``, or a relaxation that breaks the bead net.
     """
-    from ase.calculators.singlepoint import SinglePointCalculator
 
     t0 = time.perf_counter()
     for what, value in (("fmax", fmax), ("smax", smax)):
@@ -223,7 +224,6 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
             e0 = float(np.mean(state()[0]))
             target = structure
             if cell:
-                from ase.filters import FrechetCellFilter
 
                 target = FrechetCellFilter(structure)
             opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None,

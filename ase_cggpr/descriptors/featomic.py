@@ -45,15 +45,31 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+from scipy import sparse
+from scipy.special import erf, ive
 
 from ..cachedir import cache_dir
 from . import DescriptorBackend, check_centres
 
 INSTALL_HINT = "reinstall the package: pip install ase-cggpr (featomic is a core dependency)"
+
+try:  # core dependencies; a broken installation gets the fix in one line
+    import featomic
+    import metatensor
+    from featomic._hypers import hypers_to_json
+    from featomic.basis import Explicit
+    from featomic.calculator_base import CalculatorBase
+    from featomic.cutoff import Cutoff, ShiftedCosine
+    from featomic.density import DiracDelta
+    from featomic.splines import Spline, SplinedRadialBasis
+except ImportError as _error:  # pragma: no cover - a broken installation
+    raise ImportError("the featomic SOAP backend needs featomic and metatensor-core: reinstall the package: "
+                      "pip install ase-cggpr (featomic is a core dependency)") from _error
 
 #: Largest number of centres expanded in one featomic call by :func:`compute` (bounds memory).
 CENTRES_PER_BATCH = 512
@@ -68,11 +84,7 @@ SPLINE_RELATIVE_ACCURACY = 1e-8
 
 
 def _import_featomic():
-    try:
-        import featomic
-        import metatensor
-    except ImportError as error:  # pragma: no cover - a broken installation
-        raise ImportError(f"the featomic SOAP backend needs featomic: {INSTALL_HINT}") from error
+    """featomic and metatensor (core dependencies, imported at the module top)."""
     return featomic, metatensor
 
 
@@ -82,7 +94,6 @@ def _import_featomic():
 
 def gap_radial_basis(cutoff: float, atom_sigma: float, n_max: int) -> tuple[float, np.ndarray, np.ndarray]:
     """(alpha, Gaussian centres r_a, transform Cov^-1 L) of quippy's default SOAP radial basis."""
-    from scipy.special import erf
 
     alpha = 0.5 / atom_sigma**2
     basis_cutoff = cutoff + atom_sigma * math.sqrt(20.0 * math.log(10.0))
@@ -101,7 +112,6 @@ def gap_radial_basis(cutoff: float, atom_sigma: float, n_max: int) -> tuple[floa
 
 def _scaled_bessel(order: int, z: np.ndarray) -> np.ndarray:
     """exp(-z) i_order(z) for z >= 0, without overflow."""
-    from scipy.special import ive
 
     safe = np.where(z == 0.0, 1.0, z)
     value = np.sqrt(0.5 * math.pi / safe) * ive(order + 0.5, safe)
@@ -130,7 +140,6 @@ def gap_radial_functions(ell: int, r: np.ndarray, alpha: float, centres: np.ndar
 
 def _spline_points(ell: int, cutoff: float, alpha: float, centres: np.ndarray, transform: np.ndarray):
     """Equispaced spline knots on [0, cutoff], doubled until cubic Hermite interpolation is accurate."""
-    from featomic.splines import Spline
 
     n_intervals = 64
     while True:
@@ -151,10 +160,6 @@ def featomic_hypers(*, cutoff: float, atom_sigma: float, n_max: int, l_max: int,
                     cutoff_transition_width: float = 0.5) -> dict:
     """Hyperparameters of a featomic ``SphericalExpansion`` matching quippy's SOAP expansion."""
     featomic, _ = _import_featomic()
-    from featomic.basis import Explicit
-    from featomic.cutoff import Cutoff, ShiftedCosine
-    from featomic.density import DiracDelta
-    from featomic.splines import SplinedRadialBasis
 
     alpha, centres, transform = gap_radial_basis(cutoff, atom_sigma, n_max)
     by_angular = {
@@ -173,9 +178,7 @@ def calculator_parameters(cutoff: float, atom_sigma: float, n_max: int, l_max: i
                           cutoff_transition_width: float) -> str:
     """The JSON parameter string of featomic's ``spherical_expansion`` calculator for these hyperparameters:
     exactly what ``featomic.SphericalExpansion(**featomic_hypers(...))`` passes to featomic."""
-    import json
 
-    from featomic._hypers import hypers_to_json
 
     hypers = featomic_hypers(cutoff=cutoff, atom_sigma=atom_sigma, n_max=n_max, l_max=l_max,
                              cutoff_transition_width=cutoff_transition_width)
@@ -183,7 +186,6 @@ def calculator_parameters(cutoff: float, atom_sigma: float, n_max: int, l_max: i
 
 
 def _parameters_path(key: tuple) -> Path | None:
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         featomic_version = version("featomic")
@@ -229,7 +231,6 @@ def _calculator(cutoff: float, atom_sigma: float, n_max: int, l_max: int, cutoff
     """featomic's ``SphericalExpansion`` (as a ``CalculatorBase`` built from the same JSON parameter string),
     one per setting in this process and its parameters cached on disk (:func:`cached_calculator_parameters`)."""
     featomic, _ = _import_featomic()
-    from featomic.calculator_base import CalculatorBase
 
     parameters = cached_calculator_parameters(cutoff, atom_sigma, n_max, l_max, cutoff_transition_width)
     try:
@@ -625,7 +626,6 @@ class SoapGradients:
         cached = self._block_cache.get("positions-sparse")
         if cached is not None:
             return cached
-        from scipy import sparse
 
         size = len(self._species) * self._n_max
         parts: dict[int, list] = {}

@@ -15,6 +15,12 @@ optimiser steps than from the decorated net; the relaxed structures are labelled
     OPENBLAS_NUM_THREADS=1 python scripts/build_full_dataset.py -o runs/ace --workers 1 --seed 0 \
         --labeller ace:../shared/data/ace/zif-ace-24.yaml --stop-after 100
 
+ZIF-8-family build (issue 33; ``--linker mIm`` or ``mixed:FRACTION``, store ``datasets/mim-build``): the 70 CHIC-1 ZIF
+nets and the 50 smallest IZA nets (``--selection zif8``), MOF-FF's CH3 set, linkers as relaxed:
+
+    OPENBLAS_NUM_THREADS=1 python scripts/build_full_dataset.py -o runs/mim --workers 1 --seed 0 --linker mIm \
+        --stop-after 100
+
 ``--status -o OUT`` reports how far the build in OUT has come (without reading the nets again).
 ``--zni`` re-derives the zni reference energy (mean MOF-FF local energy per Zn of relaxed zni).
 Relaxations of another build folder are taken over through the store, which checks that they were

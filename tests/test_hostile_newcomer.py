@@ -96,9 +96,9 @@ def test_relax_keeps_the_finished_structures_when_one_fails_during_the_work(inpu
     with open(tmp_path / "relaxed.partial.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["name"] for r in rows] == ["good", "stretched"]
-    assert rows[0]["error"] == "" and float(rows[0]["energy_per_zn"]) == pytest.approx(
+    assert rows[0]["error"] == "" and float(rows[0]["energy_per_Zn_eV"]) == pytest.approx(
         done.info["cggpr_energy_per_metal"], abs=1e-6)
-    assert rows[1]["energy_per_zn"] == "" and "bead" in rows[1]["error"]
+    assert rows[1]["energy_per_Zn_eV"] == "" and "bead" in rows[1]["error"]
     # all good: the complete names, exit 0, no error column
     result = invoke(["relax", inputs / "m.npz", inputs / "good.extxyz", "-o", out, "--fixed-cell", "--max-steps", "5",
                      "-q"])

@@ -97,10 +97,10 @@ def test_cli_relax_writes_structures_and_csv(bound_model, rattled, tmp_path):
     (relaxed,) = read(out, ":")
     rows = list(csv.DictReader((tmp_path / "relaxed.csv").open()))
     assert [r["name"] for r in rows] == ["YUG-rattled"]
-    assert list(rows[0]) == ["name", "energy_per_zn", "std", "converged", "steps", "seconds", "n_defective",
+    assert list(rows[0]) == ["name", "energy_per_Zn_eV", "std", "converged", "steps", "seconds", "n_defective",
                              "n_untrusted"]
     assert rows[0]["converged"] == str(int(relaxed.info["relax_converged"])) and int(rows[0]["steps"]) <= 40
-    assert float(rows[0]["energy_per_zn"]) == pytest.approx(
+    assert float(rows[0]["energy_per_Zn_eV"]) == pytest.approx(
         relaxed.info["cggpr_energy_per_metal"], abs=1e-5)
     # bad input: one line, exit 1, no output left behind
     (tmp_path / "junk.extxyz").write_text("not a structure\n")

@@ -28,7 +28,7 @@ from .options import (
 )
 from .partial import check_structures, claim_partial, finished_with_failures
 
-CSV_COLUMNS = ("name", "energy_per_zn", "std", "converged", "steps", "seconds", "n_defective", "n_untrusted")
+CSV_COLUMNS = ("name", "energy_per_Zn_eV", "std", "converged", "steps", "seconds", "n_defective", "n_untrusted")
 
 
 def csv_path(output: Path) -> Path:
@@ -57,7 +57,7 @@ def relax_command(model_path, structures, output, fmax, smax, cell, max_steps, o
 
     Coarse-grained models relax bead structures (atomistic input is coarse-grained first); atomistic models
     relax every atom. OUT gets the relaxed structures (info: cggpr_energy_per_metal, relax_converged, ...);
-    OUT.csv gets name, energy_per_zn (eV, relative to the model's reference), std, converged, steps, seconds,
+    OUT.csv gets name, energy_per_Zn_eV (eV, relative to the model's reference), std, converged, steps, seconds,
     n_defective and n_untrusted (coordination-defective metal sites, and those plus the sites with a defect
     within the model's cutoff, of the relaxed state; their local energies are extrapolations).
     Every structure is read and mapped before any relaxation (one that cannot be stops the command, nothing

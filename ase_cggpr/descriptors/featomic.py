@@ -54,7 +54,7 @@ from scipy import sparse
 from scipy.special import erf, ive
 
 from ..cachedir import cache_dir
-from . import DescriptorBackend, check_centres
+from . import DescriptorBackend, check_centres, dimension
 
 INSTALL_HINT = "reinstall the package: pip install ase-cggpr (featomic is a core dependency)"
 
@@ -253,12 +253,6 @@ def _pair_layout(n_species: int, n_max: int) -> tuple[np.ndarray, np.ndarray, np
     return ia, jb, weights
 
 
-def soap_dimension(n_species: int, n_max: int, l_max: int) -> int:
-    """Length of a SOAP vector: (n_species n_max)(n_species n_max + 1)/2 (l_max + 1)."""
-    n = n_species * n_max
-    return n * (n + 1) // 2 * (l_max + 1)
-
-
 def _centre_rows(structures: Sequence[Atoms], selected: Sequence[np.ndarray]):
     """Per structure, an array mapping atom index -> row among the selected centres (-1 if not selected)."""
     maps, row = [], 0
@@ -386,7 +380,7 @@ def _compute(structures: Sequence[Atoms], species: tuple[int, ...], centre_speci
         centres = check_centres(structures, centre_species, centres)
     counts = ([int(np.isin(s.numbers, centre_species).sum()) for s in structures] if centres is None
               else [len(c) for c in centres])
-    out = np.empty((sum(counts), soap_dimension(len(species), n_max, l_max)))
+    out = np.empty((sum(counts), dimension(len(species), n_max, l_max)))
     row = start = 0
     while start < len(structures):
         stop, batch_centres = start, 0

@@ -17,6 +17,9 @@ places are searched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from ase import Atoms
 
@@ -136,6 +139,21 @@ def reference_energy(structures: list[Atoms], *, label_key: str = "energies", **
     return float(np.mean(np.concatenate([local_energies(a, label_key=label_key) for a in structures])))
 
 
+def _stored_label(atoms: Atoms, own: dict, key: str, *, name: str, what: str, where: str, listed: str,
+                  keep: Callable[[str, Any], bool]) -> Any:
+    """``own[key]`` (the structure's ``info`` or ``arrays``), else ``atoms.calc.results[key]`` (where ASE's extxyz
+    reader moves ``energy`` and ``forces``). Raises :class:`LabelError` naming the structure and listing the entries
+    of both that ``keep`` accepts when neither has ``key``."""
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    if key in own:
+        return own[key]
+    if key in results:
+        return results[key]
+    present = sorted(k for k, v in list(own.items()) + list(results.items()) if keep(k, v))
+    raise LabelError(f"structure {name!r}: no {what} {key!r} in its {where} or calculator results; "
+                     f"{listed} present: {present or 'none'}")
+
+
 def total_energy(atoms: Atoms, key: str = "energy", *, name: str | None = None) -> float:
     """The total energy (eV) of a structure, one number: ``atoms.info[key]`` or ``atoms.calc.results[key]``.
 
@@ -149,15 +167,8 @@ def total_energy(atoms: Atoms, key: str = "energy", *, name: str | None = None) 
     name = name or structure_name(atoms)
     if not isinstance(key, str) or not key.strip():
         raise LabelError(f"the energy key must be a non-empty name, got {key!r}")
-    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-    if key in atoms.info:
-        raw = atoms.info[key]
-    elif key in results:
-        raw = results[key]
-    else:
-        present = sorted(k for k, v in list(atoms.info.items()) + list(results.items()) if np.ndim(v) == 0)
-        raise LabelError(f"structure {name!r}: no total energy {key!r} in its info or calculator results; "
-                         f"single values present: {present or 'none'}")
+    raw = _stored_label(atoms, atoms.info, key, name=name, what="total energy", where="info",
+                        listed="single values", keep=lambda k, v: np.ndim(v) == 0)
     if isinstance(raw, (bool, np.bool_)) or np.ndim(raw) != 0:
         shape = np.shape(raw)
         hint = " (a per-atom array: train on it with --label-key instead)" if shape == (len(atoms),) else ""
@@ -179,16 +190,9 @@ def atom_forces(atoms: Atoms, key: str = "forces", *, name: str | None = None) -
     name = name or structure_name(atoms)
     if not isinstance(key, str) or not key.strip():
         raise LabelError(f"the forces key must be a non-empty name, got {key!r}")
-    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-    if key in atoms.arrays:
-        raw = atoms.arrays[key]
-    elif key in results:
-        raw = results[key]
-    else:
-        present = sorted(k for k, v in list(atoms.arrays.items()) + list(results.items())
-                         if np.shape(v) == (len(atoms), 3) and k != "positions")
-        raise LabelError(f"structure {name!r}: no forces {key!r} in its arrays or calculator results; "
-                         f"(n_atoms, 3) arrays present: {present or 'none'}")
+    raw = _stored_label(atoms, atoms.arrays, key, name=name, what="forces", where="arrays",
+                        listed="(n_atoms, 3) arrays",
+                        keep=lambda k, v: np.shape(v) == (len(atoms), 3) and k != "positions")
     values = as_label_array(raw, what=f"forces {key!r}", name=name)
     if values.shape != (len(atoms), 3):
         raise LabelError(f"structure {name!r}: forces {key!r} have shape {values.shape}; expected "

@@ -309,9 +309,11 @@ def _check_metadata(path: Path, meta: Any) -> ModelSpec:
                     positive=True)
             _number(path, _field(path, variance, "floor", "calibration.variance.floor"), "calibration.variance.floor",
                     low=0.0)
-            for key in ("distortion", "bead"):
+            for key in ("distortion", "bead", "strain"):
                 if key in variance:
                     _number(path, variance[key], f"calibration.variance.{key}", low=0.0)
+            if "ideal_linkers" in variance:
+                _number(path, variance["ideal_linkers"], "calibration.variance.ideal_linkers", positive=True)
         rule = calibration.get("applicability")
         if rule is not None:
             if not isinstance(rule, dict):

@@ -99,20 +99,29 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
     variance = cal["variance"]
     checked = variance.get("checked_on", {})
     fitted = variance.get("fitted_on", {})
-    term = (f" + ({variance['distortion']:.3g} eV/Å^2 x D^2)^2" if variance.get("distortion") else "")
-    term += (f" + ({variance['bead']:.3g} eV/Å x B)^2" if variance.get("bead") else "")
+    term = f" + ({1000 * variance['strain']:.0f} meV x (T/10 deg)^4)^2" if variance.get("strain") else ""
+    term += f" + ({variance['bead']:.3g} eV/Å x B)^2" if variance.get("bead") else ""
+    term += f" + ({variance['distortion']:.3g} eV/Å^2 x D^2)^2" if variance.get("distortion") else ""
+    factor = variance.get("ideal_linkers", 1.0)
+    lines = [f"  uncertainty: std = {'m x ' if factor != 1.0 else ''}sqrt(({variance['scale']:.3g} x GP latent std)^2 "
+             f"+ ({1000 * variance['floor']:.1f} meV)^2{term})" + (
+                 f", m = {factor:.2f} when the Zn's linkers are at the ideal geometry (decorated, not relaxed) or "
+                 "unknown (bead input), else 1" if factor != 1.0 else "")]
     if term:
-        term += ("; D: the Zn's linker distortion (Å), B: RMS deviation of its Zn-linker-bead distances from the "
-                 "relaxed 3.186 Å")
-    lines = [f"  uncertainty: std = sqrt(({variance['scale']:.3g} x GP latent std)^2 + ({1000 * variance['floor']:.1f} "
-             f"meV)^2{term}), fitted on {fitted.get('framework_types', '?')} held-out framework types, checked on "
-             f"{checked.get('framework_types', '?')} others (never used for any fit); per frame kind on those:",
-             f"    {'kind':8s} {'frames':>6s} {'RMSE':>5s} {'mean err':>8s} {'Spearman':>8s} "
-             f"{'within 1 std':>15s} {'within 2 std':>15s}  (latent -> calibrated)"]
+        lines.append("    T: the structure's mean RMS deviation of bead-Zn-bead angles from 109.47 deg; B: RMS "
+                     "deviation of the Zn's Zn-linker-bead distances from the relaxed 3.186 Å; D: the Zn's linker "
+                     "distortion (Å)")
+    lines += [f"    fitted on {fitted.get('framework_types', '?')} held-out framework types, checked on "
+              f"{checked.get('framework_types', '?')} others (never used for any fit); per frame kind on those:",
+              f"    {'kind':8s} {'frames':>6s} {'RMSE':>5s} {'mean err':>8s} {'Spearman':>8s} "
+              f"{'within 1 std':>15s} {'within 2 std':>15s}  (latent -> calibrated; Gaussian 68%, 95%)"]
     for kind, m in (cal.get("held_out_table") or {}).items():
         lines.append(f"    {kind:8s} {m['frames']:6d} {1000 * m['rmse']:5.0f} {1000 * m['bias']:+8.0f} "
                      f"{m['spearman']:8.2f} {m['within_1sigma_latent']:6.0%} -> {m['within_1sigma']:4.0%} "
                      f"{m['within_2sigma_latent']:6.0%} -> {m['within_2sigma']:4.0%}")
+    for split in cal.get("other_splits") or []:
+        lines.append(f"    other split (seed {split['seed']}, fitted on its own half): within 1/2 std " + ", ".join(
+            f"{kind} {w[0]:.0%}/{w[1]:.0%}" for kind, w in split.get("within", {}).items()))
     diagram = cal.get("reliability") or {}
     if diagram:
         ks = [p["k"] for p in next(iter(diagram.values()))]
@@ -124,12 +133,12 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
                  f"({cal.get('threshold_rule')})")
     rule = cal.get("applicability")
     if isinstance(rule, dict):
-        checked = rule.get("checked_on", {}).get("per_frame", {})
-        per_zn = rule.get("checked_on", {}).get("per_Zn", {})
         lines.append(f"  applicability (atomistic input): not trusted when a Zn's linker distortion > "
                      f"{rule['threshold']:.4f} Å (RMS difference of its linkers' intra-linker distances from the ideal "
                      "imidazolate): energy in linker distortions the beads cannot see")
-        for what, numbers in (("frame", checked), ("Zn", per_zn)):
+        checked = rule.get("checked_on", {})
+        for what, key in (("structure (the screen's prediction)", "per_frame"), ("Zn", "per_Zn")):
+            numbers = checked.get(key, {})
             if numbers:
                 lines.append(f"    atom-rattled frames of the check framework types, per {what}: "
                              f"{numbers.get('flagged_error_above_100meV', float('nan')):.0%} of "

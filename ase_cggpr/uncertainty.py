@@ -176,56 +176,134 @@ def default_threshold(model) -> tuple[float, str]:
 
 
 # -- variance calibration (issue 31) ----------------------------------------------------------------------------
-# std' = sqrt((scale std)^2 + floor^2 + (distortion D^2)^2 + (bead B)^2), D and B per Zn from the input's geometry
+# std' = m x sqrt((scale s)^2 + floor^2 + (strain (T/10 deg)^4)^2 + (bead B)^2 + (distortion D^2)^2), per Zn:
+# s the latent std, T the structure's bead-angle strain, B the bead distortion, D the linker distortion, m the
+# ideal-linker factor (see VARIANCE_RULE)
 
 #: Coverage of |error| <= k std for a calibrated Gaussian, k = 1, 2.
 GAUSSIAN_COVERAGE = {1: 0.6827, 2: 0.9545}
-VARIANCE_RULE = ("std = sqrt((scale x latent std)^2 + floor^2 + (distortion x D^2)^2 + (bead x B)^2), D the Zn's "
-                 "linker distortion (Å, atomistic input; 0 otherwise), B the RMS deviation of its Zn-linker-bead "
-                 "distances from the relaxed 3.186 Å; fitted on held-out framework types")
+#: A Zn whose linker distortion is below this (Å) has linkers at the ideal geometry: decorated, not relaxed.
+IDEAL_LINKER_DISTORTION = 1e-4
+#: Reference angle of the strain term (degrees): T / STRAIN_ANGLE is raised to the 4th power.
+STRAIN_ANGLE = 10.0
+VARIANCE_RULE = (
+    "std = m x sqrt((scale x s)^2 + floor^2 + (strain x (T / 10 deg)^4)^2 + (bead x B)^2 + (distortion x D^2)^2) "
+    "per Zn: s the GP latent std (eV); T the structure's bead-angle strain (mean over its Zn of the RMS deviation of "
+    "the linker-bead-Zn-linker-bead angles from 109.47 deg, degrees; strain in eV); B the Zn's bead distortion (RMS "
+    "deviation of its Zn-linker-bead distances from the relaxed 3.186 Å; bead in eV/Å); D the Zn's linker "
+    "distortion (Å, atomistic input, 0 for beads; distortion in eV/Å^2); m = ideal_linkers when the Zn's linkers are "
+    "at the ideal geometry (D < 1e-4 Å: decorated, not relaxed) or unknown (bead input), else 1; fitted on held-out "
+    "framework types")
+#: Keys of ``calibration.variance`` and their defaults (a file written before a term existed lacks it).
+VARIANCE_TERMS = {"scale": None, "floor": None, "strain": 0.0, "bead": 0.0, "distortion": 0.0, "ideal_linkers": 1.0}
 
 
-def variance_transform(model) -> tuple[float, float, float, float] | None:
-    """(scale, floor in eV, distortion coefficient in eV/Å^2, bead coefficient in eV/Å) of the model's stored
-    variance calibration (``calibration.variance``), or None. A model file without one (written before issue 31,
-    or by ``cggpr train``) reports its latent std; missing coefficients are 0."""
+def variance_transform(model) -> dict[str, float] | None:
+    """The model's stored variance calibration (``calibration.variance``; see :data:`VARIANCE_RULE`) as
+    {scale, floor (eV), strain (eV), bead (eV/Å), distortion (eV/Å^2), ideal_linkers (factor)}, or None.
+    A model file without one (written before issue 31, or by ``cggpr train``) reports its latent std; missing
+    terms take their neutral value (0, or 1 for the factor)."""
     calibration = getattr(model, "calibration_", None) or {}
     variance = calibration.get("variance") if isinstance(calibration, dict) else None
     if not isinstance(variance, dict):
         return None
-    values = [variance.get("scale"), variance.get("floor"), variance.get("distortion", 0.0), variance.get("bead", 0.0)]
-    if not (all(is_number(v) and math.isfinite(v) and v >= 0 for v in values) and values[0] > 0):
-        raise ModelError(f"the model's calibration.variance must hold a finite scale > 0 and floor, distortion and "
-                         f"bead >= 0, got {variance!r}")
-    return tuple(float(v) for v in values)
+    values = {k: variance.get(k, default) for k, default in VARIANCE_TERMS.items()}
+    good = all(is_number(v) and math.isfinite(v) and v >= 0 for v in values.values())
+    if not (good and values["scale"] > 0 and values["ideal_linkers"] > 0):
+        raise ModelError(f"the model's calibration.variance must hold a finite scale > 0, ideal_linkers > 0 and "
+                         f"floor, strain, bead and distortion >= 0, got {variance!r}")
+    return {k: float(v) for k, v in values.items()}
+
+
+def bead_angle_strain(atoms, connectivity) -> np.ndarray:
+    """Per metal site (metal order): RMS deviation (degrees) of its linker-bead-metal-linker-bead angles from the
+    tetrahedral 109.47 deg (the bead: the centroid of the linker's ring atoms, or the B bead of bead input); NaN for a
+    metal without 2 linkers. About 4-7 deg in MOF-FF-relaxed frameworks, 10-15 deg in strained ones."""
+    n = connectivity.n_metals
+    out = np.full(n, math.nan)
+    if not len(connectivity.rings):
+        return out
+    positions = atoms.get_positions()
+    metals = np.asarray(connectivity.linker_metals, dtype=int).reshape(-1, 2)
+    metal_index = np.asarray(connectivity.metal_indices, dtype=int)
+    vectors: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for k, ring in enumerate(connectivity.rings):
+        ring = np.asarray(ring, dtype=int)
+        centroid = positions[ring[0]] + _mic(positions[ring] - positions[ring[0]], atoms).mean(axis=0)
+        for side in (0, 1):
+            m = metals[k, side]
+            vectors[m].append(_mic(centroid - positions[metal_index[m]], atoms))
+    for m, vs in enumerate(vectors):
+        if len(vs) < 2:
+            continue
+        u = np.array(vs) / np.linalg.norm(vs, axis=1)[:, None]
+        i, j = np.triu_indices(len(u), k=1)
+        angles = np.degrees(np.arccos(np.clip(np.sum(u[i] * u[j], axis=1), -1.0, 1.0)))
+        out[m] = float(np.sqrt(np.mean((angles - TETRAHEDRAL_ANGLE) ** 2)))
+    return out
+
+
+#: The tetrahedral angle (degrees).
+TETRAHEDRAL_ANGLE = math.degrees(math.acos(-1.0 / 3.0))
+
+
+def _mic(vectors: np.ndarray, atoms) -> np.ndarray:
+    if not atoms.pbc.any():
+        return vectors
+    from ase.geometry import find_mic
+
+    return find_mic(vectors.reshape(-1, 3), atoms.cell, atoms.pbc)[0].reshape(vectors.shape)
+
+
+def variance_features(atoms, connectivity, *, distortion: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per Zn, what the variance calibration needs from the input's geometry: ``strain`` (the structure's mean
+    :func:`bead_angle_strain`, degrees, the same for every Zn), ``bead`` (:func:`bead_distortion`, Å),
+    ``distortion`` (:func:`linker_distortion`, Å; 0 for bead input) and ``ideal`` (bool: linkers at the ideal
+    geometry, or bead input). ``distortion``: the per-Zn linker distortion if already measured."""
+    n = connectivity.n_metals
+    angle = bead_angle_strain(atoms, connectivity)
+    strain = float(np.nanmean(angle)) if np.isfinite(angle).any() else 0.0
+    bead = np.nan_to_num(bead_distortion(atoms, connectivity), nan=0.0)
+    if connectivity.coarse_grained_input:
+        d = np.zeros(n)
+        ideal = np.ones(n, bool)
+    else:
+        d = linker_distortion(atoms, connectivity) if distortion is None else np.asarray(distortion, float)
+        ideal = ~(np.nan_to_num(d, nan=0.0) >= IDEAL_LINKER_DISTORTION)
+        d = np.nan_to_num(d, nan=0.0)
+    return {"strain": np.full(n, strain), "bead": bead, "distortion": d, "ideal": ideal}
+
+
+def _variance(p: dict[str, float], std: np.ndarray, features: dict[str, np.ndarray]) -> np.ndarray:
+    """The calibrated variance (eV^2) of :data:`VARIANCE_RULE` for parameters ``p`` and per-Zn ``features``."""
+    variance = (p["scale"] * std) ** 2 + p["floor"] ** 2
+    if p.get("strain", 0.0) and "strain" in features:
+        variance = variance + (p["strain"] * (features["strain"] / STRAIN_ANGLE) ** 4) ** 2
+    if p.get("bead", 0.0) and "bead" in features:
+        variance = variance + (p["bead"] * features["bead"]) ** 2
+    if p.get("distortion", 0.0) and "distortion" in features:
+        variance = variance + (p["distortion"] * features["distortion"] ** 2) ** 2
+    if p.get("ideal_linkers", 1.0) != 1.0 and "ideal" in features:
+        variance = variance * np.where(features["ideal"], p["ideal_linkers"] ** 2, 1.0)
+    return variance
 
 
 def calibrated_std(model, std: np.ndarray, atoms=None, connectivity=None, *,
-                   distortion: np.ndarray | None = None, bead: np.ndarray | None = None) -> np.ndarray:
+                   distortion: np.ndarray | None = None, features: dict[str, np.ndarray] | None = None
+                   ) -> np.ndarray:
     """The per-Zn std a user is shown (eV): the latent GP std through the model's variance calibration
-    (:func:`variance_transform`), or the latent std itself when the model has none.
+    (:func:`variance_transform`, :data:`VARIANCE_RULE`), or the latent std itself when the model has none.
 
-    The geometry terms need, per Zn, the linker distortion and the bead distortion (Å): given, or measured on
-    ``atoms`` with ``connectivity`` (:mod:`ase_cggpr.linker_geometry`); what cannot be measured counts 0."""
+    The geometry terms are measured on ``atoms`` with ``connectivity`` (:func:`variance_features`; ``distortion``:
+    the per-Zn linker distortion if already measured) or given as ``features``; without either, only the scale
+    and floor apply."""
     std = np.asarray(std, dtype=float)
     transform = variance_transform(model)
     if transform is None:
         return std
-    scale, floor, coefficient, bead_coefficient = transform
-    variance = (scale * std) ** 2 + floor**2
-    measurable = atoms is not None and connectivity is not None
-    if coefficient > 0:
-        if distortion is None and measurable:
-            distortion = linker_distortion(atoms, connectivity)
-        if distortion is not None:
-            d = np.nan_to_num(np.asarray(distortion, dtype=float), nan=0.0)
-            variance = variance + (coefficient * d**2) ** 2
-    if bead_coefficient > 0:
-        if bead is None and measurable:
-            bead = bead_distortion(atoms, connectivity)
-        if bead is not None:
-            variance = variance + (bead_coefficient * np.nan_to_num(np.asarray(bead, dtype=float), nan=0.0)) ** 2
-    return np.sqrt(variance)
+    if features is None and atoms is not None and connectivity is not None:
+        features = variance_features(atoms, connectivity, distortion=distortion)
+    return np.sqrt(_variance(transform, std, features or {}))
 
 
 def coverage(errors: np.ndarray, std: np.ndarray, k: float) -> float:
@@ -234,64 +312,68 @@ def coverage(errors: np.ndarray, std: np.ndarray, k: float) -> float:
     return float(np.mean(errors <= k * std)) if errors.size else math.nan
 
 
-def _coverage_loss(errors: np.ndarray, base: np.ndarray, floors: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-    """Per floor: sum over groups of the squared misses of the coverage at 1 and 2 std, the std being
-    sqrt(base + floor^2)."""
-    s = np.sqrt(base[None, :] + floors[:, None] ** 2)  # (floors, points)
-    loss = np.zeros(len(floors))
-    for sel in masks:
-        e, t = errors[sel][None, :], s[:, sel]
-        loss += ((np.mean(e <= t, axis=1) - GAUSSIAN_COVERAGE[1]) ** 2
-                 + (np.mean(e <= 2 * t, axis=1) - GAUSSIAN_COVERAGE[2]) ** 2)
-    return loss
-
-
 def fit_variance(errors: np.ndarray, std: np.ndarray, groups: np.ndarray | None = None, *,
-                 distortion: np.ndarray | None = None, bead: np.ndarray | None = None, max_points: int = 4000,
-                 seed: int = 0) -> tuple[float, float, float, float]:
-    """(scale, floor in eV, distortion coefficient in eV/Å^2, bead coefficient in eV/Å) making
-    ``sqrt((scale std)^2 + floor^2 + (distortion D^2)^2 + (bead B)^2)`` a calibrated Gaussian std for held-out
-    ``errors`` (prediction - truth, eV) with latent ``std`` (eV), linker distortion ``D`` and bead distortion ``B``
-    (Å; None: no such term).
+                 features: dict[str, np.ndarray] | None = None, terms: Sequence[str] = (), max_points: int = 20000,
+                 seed: int = 0) -> dict[str, float]:
+    """The parameters of :data:`VARIANCE_RULE` ({scale, floor, strain, bead, distortion, ideal_linkers}) making it a
+    calibrated Gaussian std for held-out ``errors`` (prediction - truth, eV) with latent ``std`` (eV) and per-point
+    ``features`` (:func:`variance_features`' keys); ``terms``: which of strain, bead, distortion, ideal_linkers are
+    fitted (the others stay neutral).
 
     Minimises the sum over ``groups`` (e.g. frame kinds; each weighs the same whatever its size) of the squared
-    misses of the coverage at 1 and 2 std (68.3% and 95.4%): a log grid, then a finer grid about its best point.
-    At most ``max_points`` points per group are used (drawn with ``seed``)."""
+    misses of the coverage at 1 and 2 std (68.3% and 95.4%; and, weighted 1/4, at 0.5 and 1.5 std, which pins scale
+    and floor apart): Nelder-Mead on the log parameters, started from the
+    Gaussian maximum-likelihood fit (itself smooth), the best of a few restarts. At most ``max_points`` points per
+    group are used (drawn with ``seed``)."""
+    from scipy.optimize import minimize
+
     errors, std = np.abs(np.asarray(errors, float)), np.asarray(std, float)
     if errors.size == 0 or errors.shape != std.shape or not (np.isfinite(errors).all() and np.isfinite(std).all()):
         raise CGGPRError(f"need matching, finite, non-empty errors and std, got {errors.shape} and {std.shape}")
+    unknown = set(terms) - set(VARIANCE_TERMS)
+    if unknown:
+        raise CGGPRError(f"unknown variance terms {sorted(unknown)}; known: {list(VARIANCE_TERMS)}")
+    features = {k: np.asarray(v) for k, v in (features or {}).items()}
     groups = np.zeros(errors.size, int) if groups is None else np.asarray(groups)
-    d2 = np.zeros(errors.size) if distortion is None else np.nan_to_num(np.asarray(distortion, float), nan=0.0) ** 2
-    b = np.zeros(errors.size) if bead is None else np.nan_to_num(np.asarray(bead, float), nan=0.0)
     rng = np.random.default_rng(seed)
     keep = np.concatenate([rng.permutation(np.flatnonzero(groups == g))[:max_points] for g in np.unique(groups)])
-    errors, std, groups, d2, b = errors[keep], std[keep], groups[keep], d2[keep], b[keep]
+    errors, std, groups = errors[keep], std[keep], groups[keep]
+    features = {k: v[keep] for k, v in features.items()}
     masks = [groups == g for g in np.unique(groups)]
+    names = ["scale", "floor", *[t for t in VARIANCE_TERMS if t in terms and t not in ("scale", "floor")]]
     top = max(float(np.quantile(errors, 0.99)), 1e-6)
-    scales = np.geomspace(0.05, 50.0, 30)
-    floors = np.concatenate([[0.0], np.geomspace(top / 1000, top, 30)])
-    coefficients = np.zeros(1) if distortion is None else np.concatenate([[0.0], np.geomspace(1.0, 3000.0, 16)])
-    beads = np.zeros(1) if bead is None else np.concatenate([[0.0], np.geomspace(0.01, 30.0, 16)])
-    best, best_loss = (1.0, 0.0, 0.0, 0.0), math.inf
-    for refine in range(2):
-        for coefficient in coefficients:
-            for bead_coefficient in beads:
-                extra = (coefficient * d2) ** 2 + (bead_coefficient * b) ** 2
-                for scale in scales:
-                    loss = _coverage_loss(errors, (scale * std) ** 2 + extra, floors, masks)
-                    k = int(np.argmin(loss))
-                    if loss[k] < best_loss:
-                        best = (float(scale), float(floors[k]), float(coefficient), float(bead_coefficient))
-                        best_loss = float(loss[k])
-        if refine == 0:  # a finer grid about the best point
-            scale, floor, coefficient, bead_coefficient = best
-            scales = scale * np.geomspace(0.8, 1.25, 9)
-            floors = np.unique(np.concatenate([[0.0], max(floor, top / 1000) * np.geomspace(0.7, 1.4, 13)]))
-            if distortion is not None:
-                coefficients = np.unique(np.concatenate([[0.0], max(coefficient, 1.0) * np.geomspace(0.7, 1.4, 7)]))
-            if bead is not None:
-                beads = np.unique(np.concatenate([[0.0], max(bead_coefficient, 0.01) * np.geomspace(0.7, 1.4, 7)]))
-    return best
+    start = {"scale": 1.5, "floor": 0.1 * top, "strain": 0.1 * top, "bead": 10 * top, "distortion": 1000 * top,
+             "ideal_linkers": 1.5}
+
+    def params(x: np.ndarray) -> dict[str, float]:
+        return dict(zip(names, np.exp(np.clip(x, -60, 60)), strict=True))
+
+    def nll(x: np.ndarray) -> float:
+        variance = _variance(params(x), std, features) + 1e-30
+        return float(sum(np.mean(errors[m] ** 2 / variance[m] + np.log(variance[m])) for m in masks))
+
+    levels = [(k, math.erf(k / math.sqrt(2)), 1.0 if k in (1.0, 2.0) else 0.25) for k in (0.5, 1.0, 1.5, 2.0)]
+
+    def loss(x: np.ndarray) -> float:
+        s = np.sqrt(_variance(params(x), std, features))
+        return float(sum(w * (np.mean(errors[m] <= k * s[m]) - g) ** 2 for m in masks for k, g, w in levels))
+
+    x0 = np.log([start[n] for n in names])
+    x0 = minimize(nll, x0, method="Nelder-Mead", options={"maxiter": 400 * len(names), "xatol": 1e-4,
+                                                          "fatol": 1e-9}).x
+    best, best_loss = x0, loss(x0)
+    for step in (0.3, 0.6, 0.15):  # restarts with simplexes of other sizes about the best point so far
+        simplex = best + step * np.vstack([np.zeros(len(names)), np.eye(len(names))])
+        result = minimize(loss, best, method="Nelder-Mead",
+                          options={"maxiter": 300 * len(names), "initial_simplex": simplex})
+        if result.fun < best_loss:
+            best, best_loss = result.x, float(result.fun)
+    out = {k: (1.0 if k == "ideal_linkers" else 0.0) for k in VARIANCE_TERMS}
+    out.update(params(best))
+    for k in ("floor", "strain", "bead", "distortion"):  # negligible terms are written as 0
+        if out[k] < 1e-9:
+            out[k] = 0.0
+    return {k: float(v) for k, v in out.items()}
 
 
 def reliability(errors: np.ndarray, std: np.ndarray, levels: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)

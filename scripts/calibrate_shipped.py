@@ -161,10 +161,12 @@ def site_labels(atoms) -> np.ndarray:
 
 
 def predict_frames(model, frames, *, distortion: bool):
-    """Per-Zn rows: error (eV), latent std (eV), linker distortion (Å, NaN without atoms), frame index, label (eV)."""
+    """Per-Zn rows: error (eV), latent std (eV), linker distortion (Å, NaN without atoms), frame index, label (eV),
+    bead distortion (Å), bead-angle strain (degrees)."""
     from ase_cggpr.applicability import bead_distortion, linker_distortion
+    from ase_cggpr.uncertainty import bead_angle_strain
 
-    err, std, dist, frame, truth, bead = [], [], [], [], [], []
+    err, std, dist, frame, truth, bead, angle = [], [], [], [], [], [], []
     for k, atoms in enumerate(frames):
         bead_map = model.bead_map(atoms, name=f"{atoms.info['net']}/{atoms.info['kind']}")
         p = model.compute(bead_map, return_std=True)
@@ -174,8 +176,9 @@ def predict_frames(model, frames, *, distortion: bool):
         truth.append(y)
         dist.append(linker_distortion(atoms, bead_map.connectivity) if distortion else np.full(len(y), np.nan))
         bead.append(bead_distortion(atoms, bead_map.connectivity))
+        angle.append(bead_angle_strain(atoms, bead_map.connectivity))
         frame.append(np.full(len(y), k))
-    return [np.concatenate(x) for x in (err, std, dist, frame, truth, bead)]
+    return [np.concatenate(x) for x in (err, std, dist, frame, truth, bead, angle)]
 
 
 def cmd_evaluate(args) -> int:
@@ -200,12 +203,13 @@ def cmd_evaluate(args) -> int:
                     best[t] = min(best.get(t, size[a.info["net"]]), size[a.info["net"]])
                 keep = {v[1] for v in best.values()}
                 frames = [a for a in frames if a.info["net"] in keep]
-            err, std, dist, frame, truth, bead = predict_frames(model, frames, distortion=which == "atomistic")
+            err, std, dist, frame, truth, bead, angle = predict_frames(model, frames,
+                                                                       distortion=which == "atomistic")
             kinds = np.array([frames[k].info["kind"] for k in frame])
             types = np.array([str(frames[k].info["framework_type"]) for k in frame])
             nets = np.array([str(frames[k].info["net"]) for k in frame])
             record.update({f"{which}_{key}": value for key, value in dict(
-                error=err, std=std, distortion=dist, bead=bead, frame=frame, truth=truth, kind=kinds,
+                error=err, std=std, distortion=dist, bead=bead, bead_angle=angle, frame=frame, truth=truth, kind=kinds,
                 framework_type=types, net=nets).items()})
             print(f"{name} on {which}: {len(frames)} frames, {err.size} Zn ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
@@ -215,25 +219,30 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_distortion(args) -> int:
-    """Recompute the per-Zn linker and bead distortions of the cached predictions (same frames, same order)."""
+    """Recompute the per-Zn linker distortion, bead distortion and bead-angle strain of cached predictions (same
+    frames, same order: give the part's evaluate options), for every model's file of that part."""
     from ase_cggpr.applicability import bead_distortion, linker_distortion
     from ase_cggpr.beads import find_connectivity
+    from ase_cggpr.uncertainty import bead_angle_strain
 
-    frames = read_frames(args.output, "atomistic", args.batches, max_zn=args.max_zn, part=args.part)
-    dist, bead = [], []
+    frames = read_frames(args.output, "atomistic", args.batches, max_zn=args.max_zn, part=args.part,
+                         min_zn=args.min_zn)
+    dist, bead, angle = [], [], []
     for atoms in frames:
-        connectivity = find_connectivity(atoms)
+        connectivity = find_connectivity(atoms, defects="flag")
         dist.append(linker_distortion(atoms, connectivity))
         bead.append(bead_distortion(atoms, connectivity))
-    dist, bead = np.concatenate(dist), np.concatenate(bead)
-    suffix = "" if args.part == "all" else "_" + args.part
+        angle.append(bead_angle_strain(atoms, connectivity))
+    dist, bead, angle = np.concatenate(dist), np.concatenate(bead), np.concatenate(angle)
+    suffix = ("" if args.part == "all" else "_" + args.part) + (f"_{args.tag}" if args.tag else "")
     for name in MODELS:
         path = args.output / f"predictions_{name}{suffix}.npz"
+        if not path.exists():
+            continue
         record = dict(np.load(path, allow_pickle=False))
         if record["atomistic_distortion"].shape != dist.shape:
             raise SystemExit(f"{path}: other frames ({record['atomistic_distortion'].shape} vs {dist.shape})")
-        record["atomistic_distortion"] = dist
-        record["atomistic_bead"] = bead
+        record.update(atomistic_distortion=dist, atomistic_bead=bead, atomistic_bead_angle=angle)
         np.savez(path, **record)
     print(f"{len(frames)} frames, {dist.size} Zn", flush=True)
     return 0
@@ -260,12 +269,16 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--batches", type=int, default=None)
     p.add_argument("--max-zn", type=int, default=None)
+    p.add_argument("--min-zn", type=int, default=0)
+    p.add_argument("--tag", default="")
     p.add_argument("--part", choices=["all", "built", "relaxed"], default="all")
     p = sub.add_parser("fit")
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
+                   help="splits of the held-out framework types (the first one's fit is the one written)")
     p.add_argument("--models", nargs="+", default=list(MODELS))
-    p.add_argument("--bead-term", action="store_true", help="fit the bead-distortion term too (see cmd_fit)")
+    p.add_argument("--terms", nargs="*", default=None,
+                   help="variance terms besides scale and floor (default per model: TERMS)")
     p.add_argument("--write", action="store_true", help="store the calibration in ase_cggpr/models/*.npz")
     args = parser.parse_args(argv)
     commands = {"build": cmd_build, "evaluate": cmd_evaluate, "distortion": cmd_distortion, "fit": cmd_fit}
@@ -309,30 +322,29 @@ def kind_table(data: dict, prefix: str, rows: np.ndarray, shown: np.ndarray) -> 
 
 
 def pick_applicability(data: dict, rows: np.ndarray) -> tuple[float, dict]:
-    """Linker-distortion threshold (Å), chosen per Zn on the atom-rattled (d-r) frames in ``rows``: the 90th
-    percentile of the distortion of the Zn whose |error| < 30 meV (so at most 10% of them flagged), and at least
-    1.5 x the largest distortion in a relaxed frame (MOF-FF-relaxed linkers are what the model was trained on).
-    With fewer than 20 such Zn: the 10th percentile of the distortion of those with |error| > 100 meV."""
+    """Linker-distortion threshold (Å), chosen per Zn on the atom-rattled (d-r) frames in ``rows`` (the fit half):
+    the 5th percentile of the distortion of the Zn whose |error| > 100 meV (95% of them flagged there: a margin
+    for the >= 90% asked on frameworks never seen), and at least 1.5 x the largest distortion in a relaxed frame
+    of ``rows`` (MOF-FF-relaxed linkers are what the model was trained on: never flagged)."""
     err, dist, kind = (data[f"atomistic_{k}"] for k in ("error", "distortion", "kind"))
     dr = rows & (kind == "d-r")
     small, big = dr & (np.abs(err) < 0.03), dr & (np.abs(err) > 0.1)
     relaxed = rows & (kind == "relaxed") & np.isfinite(dist)
     floor = 1.5 * float(dist[relaxed].max()) if relaxed.any() else 0.0
-    if small.sum() >= 20:
-        threshold = float(np.quantile(dist[small], 0.9))
-    else:
-        threshold = float(np.quantile(dist[big], 0.1))
-    threshold = max(threshold, floor)
+    threshold = max(float(np.quantile(dist[big], 0.05)), floor)
     return threshold, {"zn": int(dr.sum()), "zn_error_below_30meV": int(small.sum()),
-                       "zn_error_above_100meV": int(big.sum()), "relaxed_max_distortion": floor / 1.5}
+                       "zn_error_above_100meV": int(big.sum()), "relaxed_max_distortion": floor / 1.5,
+                       "rule": "5th percentile of the linker distortion of the d-r Zn with |error| > 100 meV, at "
+                               "least 1.5 x the largest in a relaxed frame (fit half)"}
 
 
 def flag_numbers(data: dict, rows: np.ndarray, threshold: float, shown: np.ndarray | None = None,
                  std_threshold: float | None = None) -> dict:
     """On atom-rattled (d-r) atomistic frames in ``rows``: the fraction flagged among |error| > 100 meV and among
-    |error| < 30 meV, per Zn and per frame (a frame is flagged when any Zn is; its error is its mean per Zn); and
-    the fraction flagged among the other kinds' frames. With ``shown`` and ``std_threshold``, "flagged" is "not
-    trusted": linker distortion above ``threshold`` or calibrated std above ``std_threshold`` (as the screen)."""
+    |error| < 30 meV, per Zn (a Zn is flagged when its linker distortion exceeds ``threshold``) and per frame (the
+    screen's prediction: a frame is flagged when any Zn is; its error is its mean per Zn); and the fraction flagged
+    among the other kinds' frames. With ``shown`` and ``std_threshold``, "flagged" is "not trusted": linker
+    distortion above ``threshold`` or calibrated std above ``std_threshold`` (as the screen)."""
     err, dist, kind, frame = (data[f"atomistic_{k}"] for k in ("error", "distortion", "kind", "frame"))
     flagged = dist > threshold
     if shown is not None:
@@ -399,39 +411,93 @@ def load_predictions(build: Path, name: str) -> dict:
     if np.any((stored != "") & (stored != computed)):
         raise SystemExit("framework types from the bead frames differ from the build's")
     data["atomistic_framework_type"] = computed
+    if "atomistic_bead_angle" not in data:
+        raise SystemExit(f"the predictions of {name} in {build} lack the bead-angle strain: run evaluate again, or "
+                         "distortion with each part's options")
     return data
+
+
+def features_of(data: dict) -> dict[str, np.ndarray]:
+    """The variance features (:func:`ase_cggpr.uncertainty.variance_features`) of the cached rows: the strain is the
+    mean bead-angle strain of each row's frame (degrees); the distortion is measured on the atomistic frames."""
+    from ase_cggpr.uncertainty import IDEAL_LINKER_DISTORTION
+
+    frame = data["atomistic_frame"]
+    angle = data["atomistic_bead_angle"]
+    ok = np.isfinite(angle)
+    _, inverse = np.unique(frame, return_inverse=True)
+    total = np.bincount(inverse[ok], angle[ok], minlength=inverse.max() + 1)
+    count = np.bincount(inverse[ok], minlength=inverse.max() + 1)
+    strain = (total / np.maximum(count, 1))[inverse]
+    distortion = data["atomistic_distortion"]
+    return {"strain": strain, "bead": np.nan_to_num(data["atomistic_bead"], nan=0.0),
+            "distortion": np.nan_to_num(distortion, nan=0.0),
+            "ideal": ~(np.nan_to_num(distortion, nan=0.0) >= IDEAL_LINKER_DISTORTION)}
+
+
+#: The variance terms fitted per model (besides scale and floor), chosen by measurement on the fit halves of 4 splits
+#: (see the module docstring): coarse-grained models cannot see the linkers, so no distortion term (they flag
+#: atom-rattled input instead, applicability); the atomistic model gets every term.
+TERMS = {"AB2": ("strain", "bead", "ideal_linkers"), "A": ("strain", "bead", "ideal_linkers"),
+         "atomistic": ("strain", "bead", "distortion", "ideal_linkers")}
+
+
+def coverage_cells(table: dict) -> str:
+    return " ".join(f"{k} {m['within_1sigma']:.0%}/{m['within_2sigma']:.0%}" for k, m in table.items())
 
 
 def cmd_fit(args) -> int:
     from ase_cggpr.applicability import MEASURE, RULE
-    from ase_cggpr.uncertainty import THRESHOLD_QUANTILE, VARIANCE_RULE, fit_variance, reliability
+    from ase_cggpr.uncertainty import THRESHOLD_QUANTILE, VARIANCE_RULE, _variance, fit_variance, reliability
 
     report = {}
     for name in args.models:
+        t0 = time.perf_counter()
         data = load_predictions(args.output, name)
         prefix = "atomistic"  # every model was evaluated on the atomistic frames (coarse-grained: their beads)
         types = data[f"{prefix}_framework_type"]
-        fit_types, check_types = split_types(types, args.seed)
-        in_fit, in_check = np.isin(types, list(fit_types)), np.isin(types, list(check_types))
         err, std, kind = data[f"{prefix}_error"], data[f"{prefix}_std"], data[f"{prefix}_kind"]
+        features = features_of(data)
         # the kinds a model is meant for: coarse-grained models never saw atom-rattled (d-r) frames; given
         # atomistic input, those are flagged by the applicability rule (below), not covered by the std
         meant = np.ones(len(kind), bool) if name == "atomistic" else kind != "d-r"
+        terms = tuple(args.terms) if args.terms else TERMS[name]
+        splits = {}
+        for seed in args.seeds:
+            fit_types, check_types = split_types(types, seed)
+            in_fit, in_check = np.isin(types, list(fit_types)), np.isin(types, list(check_types))
+            fit_rows, check_rows = in_fit & meant, in_check & meant
+            params = fit_variance(err[fit_rows], std[fit_rows], kind[fit_rows], terms=terms,
+                                  features={k: v[fit_rows] for k, v in features.items()})
+            shown = np.sqrt(_variance(params, std, features))
+            threshold = float(np.quantile(shown[fit_rows], THRESHOLD_QUANTILE))
+            split = {"seed": seed, "variance": params, "threshold": threshold,
+                     "fit_types": sorted(fit_types), "check_types": sorted(check_types),
+                     "table": kind_table(data, prefix, in_check, shown),
+                     "fit_table": kind_table(data, prefix, in_fit, shown)}
+            if name != "atomistic":
+                t, why = pick_applicability(data, in_fit)
+                split["applicability"] = {"threshold": t, "chosen_on": why,
+                                          "checked_on": flag_numbers(data, in_check, t),
+                                          "fit_numbers": flag_numbers(data, in_fit, t),
+                                          "not_trusted_checked_on": flag_numbers(data, in_check, t, shown, threshold)}
+            split["shown"] = shown
+            splits[seed] = split
+            a = split.get("applicability", {}).get("checked_on", {})
+            flags = "" if not a else (
+                f"; flagged (check, d-r) per Zn {a['per_Zn']['flagged_error_above_100meV']:.0%} of >100 meV, "
+                f"{a['per_Zn']['flagged_error_below_30meV']:.0%} of {a['per_Zn']['n_error_below_30meV']} <30 meV; "
+                f"per frame {a['per_frame']['flagged_error_above_100meV']:.0%}, "
+                f"{a['per_frame']['flagged_error_below_30meV']:.0%} of {a['per_frame']['n_error_below_30meV']}")
+            print(f"{name} split {seed}: check within 1/2 std: {coverage_cells(split['table'])}{flags}", flush=True)
+        ship = splits[args.seeds[0]]
+        shown, threshold = ship.pop("shown"), ship["threshold"]
+        for split in splits.values():
+            split.pop("shown", None)
+        fit_types, check_types = set(ship["fit_types"]), set(ship["check_types"])
+        in_fit, in_check = np.isin(types, list(fit_types)), np.isin(types, list(check_types))
         fit_rows, check_rows = in_fit & meant, in_check & meant
-        # the atomistic model sees the linkers: its variance gets the linker-distortion term (it barely raises its
-        # latent std on atom-rattled frames); coarse-grained models flag such input instead (applicability)
-        # --bead-term: also the bead-distortion term (rattled beads). Measured (seed 0): it fits the fit half
-        # better but the check half worse (AB2 within 1/2 std: relaxed 66/83%, none 52/80% against 99/100%, 64/95%
-        # without it): 4 parameters on 11 framework types do not generalise, so the shipped models do without
-        dist = np.nan_to_num(data[f"{prefix}_distortion"], nan=0.0)
-        bead = np.nan_to_num(data.get(f"{prefix}_bead", np.zeros(len(dist))), nan=0.0)
-        scale, floor, coefficient, bead_coefficient = fit_variance(
-            err[fit_rows], std[fit_rows], kind[fit_rows], bead=bead[fit_rows] if args.bead_term else None,
-            distortion=dist[fit_rows] if name == "atomistic" else None)
-        shown = np.sqrt((scale * std) ** 2 + floor**2 + (coefficient * dist**2) ** 2 + (bead_coefficient * bead) ** 2)
-        threshold = float(np.quantile(shown[fit_rows], THRESHOLD_QUANTILE))
-        table = kind_table(data, prefix, in_check, shown)
-        fit_table = kind_table(data, prefix, in_fit, shown)
+        table = ship["table"]
         diagram = {k: reliability(err[in_check & (kind == k)], shown[in_check & (kind == k)]) for k in table}
         calibration = {
             "n_environments": int(check_rows.sum()), "rmse": float(np.sqrt(np.mean(err[check_rows] ** 2))),
@@ -443,29 +509,29 @@ def cmd_fit(args) -> int:
             "threshold": threshold,
             "threshold_rule": ("99th percentile of the calibrated per-Zn std of the held-out environments the "
                                "variance was fitted on: trusted when every Zn's calibrated std is at most it"),
-            "variance": {"scale": scale, "floor": floor, "distortion": coefficient, "bead": bead_coefficient,
-                         "rule": VARIANCE_RULE,
+            "variance": {**ship["variance"], "rule": VARIANCE_RULE, "terms": list(terms),
                          "fitted_on": {"framework_types": len(fit_types), "environments": int(fit_rows.sum()),
                                        "kinds": sorted(set(kind[fit_rows].tolist()))},
                          "checked_on": {"framework_types": len(check_types), "environments": int(check_rows.sum())},
-                         "fit_table": fit_table},
+                         "fit_table": ship["fit_table"]},
             "held_out_table": table, "reliability": diagram,
-            "split": {"seed": args.seed, "fit_framework_types": sorted(fit_types),
+            "split": {"seed": ship["seed"], "fit_framework_types": sorted(fit_types),
                       "check_framework_types": sorted(check_types)},
+            "other_splits": [{"seed": sp["seed"], "variance": {k: sp["variance"][k] for k in sp["variance"]},
+                              "within": {k: [m["within_1sigma"], m["within_2sigma"]] for k, m in sp["table"].items()},
+                              **({"applicability": {"threshold": sp["applicability"]["threshold"],
+                                                    "checked_on": sp["applicability"]["checked_on"]}}
+                                 if "applicability" in sp else {})}
+                             for sp in splits.values() if sp is not ship],
             "made_by": "python scripts/calibrate_shipped.py " + " ".join(sys.argv[1:]),
         }
         if name != "atomistic":
-            afit, acheck = in_fit, in_check
-            t, why = pick_applicability(data, afit)
-            calibration["applicability"] = {
-                "measure": MEASURE, "threshold": t, "rule": RULE,
-                "chosen_on": {"framework_types": len(fit_types), **why},
-                "checked_on": flag_numbers(data, acheck, t), "fit_numbers": flag_numbers(data, afit, t),
-                "not_trusted_checked_on": flag_numbers(data, acheck, t, shown, threshold)}
+            calibration["applicability"] = {"measure": MEASURE, "rule": RULE, **ship["applicability"],
+                                            "chosen_on": {"framework_types": len(fit_types),
+                                                          **ship["applicability"]["chosen_on"]}}
         report[name] = calibration
-        print(json.dumps({name: {k: calibration[k] for k in ("variance", "threshold", "held_out_table")
-                                 } | ({"applicability": calibration["applicability"]}
-                                      if "applicability" in calibration else {})}, indent=1), flush=True)
+        print(f"{name}: fitted {len(args.seeds)} splits in {time.perf_counter() - t0:.0f} s; shipped split "
+              f"{ship['seed']}: {json.dumps(ship['variance'])}", flush=True)
     (args.output / "calibration.json").write_text(json.dumps(report, indent=1))
     if args.write:
         for name, calibration in report.items():

@@ -14,16 +14,23 @@ from ase_cggpr.beads import find_connectivity
 from ase_cggpr.errors import ModelError
 from ase_cggpr.model import CGGPRModel
 from ase_cggpr.screening import screen_to_csv
-from ase_cggpr.uncertainty import calibrated_std, coverage, fit_variance, variance_transform
+from ase_cggpr.uncertainty import (
+    bead_angle_strain,
+    calibrated_std,
+    coverage,
+    fit_variance,
+    variance_features,
+    variance_transform,
+)
 
 
 def test_fit_variance_recovers_a_known_scale_and_floor():
     rng = np.random.default_rng(0)
     std = rng.uniform(0.005, 0.05, 20000)
     errors = rng.normal(0.0, np.sqrt((3.0 * std) ** 2 + 0.02**2))
-    scale, floor, coefficient, bead = fit_variance(errors, std)
-    assert scale == pytest.approx(3.0, rel=0.15) and floor == pytest.approx(0.02, abs=0.006)
-    assert coefficient == 0 and bead == 0
+    p = fit_variance(errors, std)
+    assert p["scale"] == pytest.approx(3.0, rel=0.15) and p["floor"] == pytest.approx(0.02, abs=0.006)
+    assert p["distortion"] == 0 and p["bead"] == 0 and p["strain"] == 0 and p["ideal_linkers"] == 1
 
 
 def test_fit_variance_with_the_distortion_term():
@@ -33,9 +40,10 @@ def test_fit_variance_with_the_distortion_term():
     distortion = np.where(rng.random(20000) < 0.5, 0.0, rng.uniform(0.01, 0.05, 20000))
     errors = rng.normal(0.0, np.sqrt((2.0 * std) ** 2 + 0.01**2 + (300.0 * distortion**2) ** 2))
     groups = (distortion > 0).astype(int)
-    scale, floor, coefficient, _ = fit_variance(errors, std, groups, distortion=distortion, max_points=1500)
-    assert coefficient == pytest.approx(300.0, rel=0.3) and scale == pytest.approx(2.0, rel=0.3)
-    shown = np.sqrt((scale * std) ** 2 + floor**2 + (coefficient * distortion**2) ** 2)
+    p = fit_variance(errors, std, groups, features={"distortion": distortion}, terms=("distortion",),
+                     max_points=1500)
+    assert p["distortion"] == pytest.approx(300.0, rel=0.3) and p["scale"] == pytest.approx(2.0, rel=0.3)
+    shown = np.sqrt((p["scale"] * std) ** 2 + p["floor"] ** 2 + (p["distortion"] * distortion**2) ** 2)
     for g in (0, 1):
         assert coverage(errors[groups == g], shown[groups == g], 1) == pytest.approx(0.683, abs=0.03)
 
@@ -63,8 +71,8 @@ def test_calibration_fitted_on_half_the_held_out_nets_covers_the_other_half(held
     errors, std, net = held_out
     nets = sorted(set(net.tolist()))
     fit = np.isin(net, nets[::2])
-    scale, floor, _, _ = fit_variance(errors[fit], std[fit])
-    shown = np.sqrt((scale * std[~fit]) ** 2 + floor**2)
+    p = fit_variance(errors[fit], std[fit])
+    shown = np.sqrt((p["scale"] * std[~fit]) ** 2 + p["floor"] ** 2)
     before = coverage(errors[~fit], std[~fit], 1)
     within1, within2 = coverage(errors[~fit], shown, 1), coverage(errors[~fit], shown, 2)
     assert abs(within1 - 0.683) <= 0.1 and abs(within2 - 0.954) <= 0.05, (before, within1, within2)
@@ -92,6 +100,56 @@ def test_bead_distortion_tells_rattled_beads():
             median = np.median(bead_distortion(atoms, find_connectivity(atoms)))
             spread.setdefault(atoms.info["order"], []).append(median)
         assert max(spread["d"]) < 0.03 < min(spread["r-d"]), spread
+
+
+def test_fit_variance_with_the_ideal_linker_factor():
+    """Errors three times larger where the linkers are ideal (decorated, not relaxed), the latent std the same."""
+    rng = np.random.default_rng(2)
+    std = rng.uniform(0.005, 0.05, 20000)
+    ideal = rng.random(20000) < 0.5
+    errors = rng.normal(0.0, np.sqrt((1.5 * std) ** 2 + 0.005**2) * np.where(ideal, 3.0, 1.0))
+    p = fit_variance(errors, std, ideal.astype(int), features={"ideal": ideal}, terms=("ideal_linkers",))
+    assert p["ideal_linkers"] == pytest.approx(3.0, rel=0.2) and p["scale"] == pytest.approx(1.5, rel=0.2)
+
+
+def test_bead_angle_strain_is_the_same_on_atoms_and_beads_and_grows_when_beads_are_rattled():
+    angles = {}
+    for kind in ("atomistic", "cg"):
+        for atoms in builtin_frames(kind, net="YUG"):
+            strain = bead_angle_strain(atoms, find_connectivity(atoms))
+            assert np.isfinite(strain).all() and (strain >= 0).all()
+            angles.setdefault((kind, atoms.info["order"]), []).append(float(strain.mean()))
+    for order in ("d", "r-d"):  # the beads of the atomistic frame are the ring centroids: the same angles
+        assert angles[("atomistic", order)] == pytest.approx(angles[("cg", order)], abs=1e-3)
+    assert np.mean(angles[("cg", "r-d")]) > np.mean(angles[("cg", "d")])
+
+
+def test_variance_features_and_the_ideal_linker_factor(small_models):
+    """Ideal linkers (d frames) and bead input get the factor m, atom-rattled linkers do not; the strain term is
+    one number per structure."""
+    model = small_models["AB2"]
+    std = None
+    try:
+        model.calibration_ = {"threshold": 10.0, "variance": {"scale": 2.0, "floor": 0.01, "ideal_linkers": 3.0,
+                                                              "strain": 0.0, "bead": 0.0, "distortion": 0.0}}
+        for kind in ("atomistic", "cg"):
+            for atoms in builtin_frames(kind, net="YUG"):
+                connectivity = find_connectivity(atoms)
+                features = variance_features(atoms, connectivity)
+                assert np.ptp(features["strain"]) == 0 and features["strain"][0] > 0
+                std = np.full(connectivity.n_metals, 0.01)
+                base = np.sqrt((2 * std) ** 2 + 0.01**2)
+                factor = 1.0 if (kind == "atomistic" and atoms.info["order"] == "d-r") else 3.0
+                assert calibrated_std(model, std, atoms, connectivity) == pytest.approx(factor * base)
+        model.calibration_["variance"].update(ideal_linkers=1.0, strain=0.1)
+        atoms = builtin_frames("cg", net="YUG")[0]
+        connectivity = find_connectivity(atoms)
+        strain = variance_features(atoms, connectivity)["strain"]
+        std = np.full(connectivity.n_metals, 0.01)
+        expected = np.sqrt((2 * std) ** 2 + 0.01**2 + (0.1 * (strain / 10) ** 4) ** 2)
+        assert calibrated_std(model, std, atoms, connectivity) == pytest.approx(expected)
+    finally:
+        model.calibration_ = None
 
 
 def _with_rule(model, threshold: float = 0.008):

@@ -107,10 +107,12 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
              f"+ ({1000 * variance['floor']:.1f} meV)^2{term})" + (
                  f", m = {factor:.2f} when the Zn's linkers are at the ideal geometry (decorated, not relaxed) or "
                  "unknown (bead input), else 1" if factor != 1.0 else "")]
-    if term:
-        lines.append("    T: the structure's mean RMS deviation of bead-Zn-bead angles from 109.47 deg; B: RMS "
-                     "deviation of the Zn's Zn-linker-bead distances from the relaxed 3.186 Å; D: the Zn's linker "
-                     "distortion (Å)")
+    legend = [text for key, text in (
+        ("strain", "T: the structure's mean RMS deviation of bead-Zn-bead angles from 109.47 deg"),
+        ("bead", "B: RMS deviation of the Zn's Zn-linker-bead distances from the relaxed 3.186 Å"),
+        ("distortion", "D: the Zn's linker distortion (Å)")) if variance.get(key)]
+    if legend:
+        lines.append("    " + "; ".join(legend))
     lines += [f"    fitted on {fitted.get('framework_types', '?')} held-out framework types, checked on "
               f"{checked.get('framework_types', '?')} others (never used for any fit); per frame kind on those:",
               f"    {'kind':8s} {'frames':>6s} {'RMSE':>5s} {'mean err':>8s} {'Spearman':>8s} "
@@ -122,6 +124,14 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
     for split in cal.get("other_splits") or []:
         lines.append(f"    other split (seed {split['seed']}, fitted on its own half): within 1/2 std " + ", ".join(
             f"{kind} {w[0]:.0%}/{w[1]:.0%}" for kind, w in split.get("within", {}).items()))
+    for label, before in (("previous calibration (scale, floor)", (cal.get("previous") or {}).get("held_out_table")),):
+        if before:
+            lines.append(f"    {label}: within 1/2 std " + ", ".join(
+                f"{kind} {w[0]:.0%}/{w[1]:.0%}" for kind, w in before.items() if None not in w))
+    original = cal.get("before_issue_31") or {}
+    if original.get("within_1sigma") is not None:
+        lines.append(f"    before issue 31 (latent std, all kinds): {original['within_1sigma']:.0%} within 1 std, "
+                     f"{original['within_2sigma']:.0%} within 2")
     diagram = cal.get("reliability") or {}
     if diagram:
         ks = [p["k"] for p in next(iter(diagram.values()))]

@@ -461,7 +461,7 @@ def cmd_fit(args) -> int:
         # the kinds a model is meant for: coarse-grained models never saw atom-rattled (d-r) frames; given
         # atomistic input, those are flagged by the applicability rule (below), not covered by the std
         meant = np.ones(len(kind), bool) if name == "atomistic" else kind != "d-r"
-        terms = tuple(args.terms) if args.terms else TERMS[name]
+        terms = tuple(args.terms) if args.terms is not None else TERMS[name]
         splits = {}
         for seed in args.seeds:
             fit_types, check_types = split_types(types, seed)
@@ -552,16 +552,23 @@ def write_calibration(name: str, calibration: dict) -> None:
         arrays = {k: handle[k] for k in handle.files}
     meta = json.loads(str(arrays.pop("metadata")))
     old = meta.get("calibration") or {}
-    calibration = dict(calibration, noise=meta["spec"]["noise"], before_issue_31={
-        k: old.get(k) for k in ("within_1sigma", "within_2sigma", "threshold", "threshold_rule")})
+    original = old.get("before_issue_31") or {  # kept from the first calibration written over the original one
+        k: old.get(k) for k in ("within_1sigma", "within_2sigma", "threshold", "threshold_rule")}
+    previous = {k: old.get(k) for k in ("within_1sigma", "within_2sigma", "threshold")} | {
+        "variance": {k: v for k, v in (old.get("variance") or {}).items() if not isinstance(v, dict | list)},
+        "held_out_table": {kind: [m.get("within_1sigma"), m.get("within_2sigma")]
+                           for kind, m in (old.get("held_out_table") or {}).items()}}
+    calibration = dict(calibration, noise=meta["spec"]["noise"], before_issue_31=original, previous=previous)
     meta["calibration"] = calibration
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, metadata=np.array(json.dumps(meta, indent=1, allow_nan=False)), **arrays)
     with zipfile.ZipFile(tmp) as archive:
         names = sorted(archive.namelist())
+    after = CGGPRModel.load(tmp)  # checked before it replaces the shipped file
+    if not np.array_equal(after.regressor_.alpha_, before.regressor_.alpha_):
+        tmp.unlink()
+        raise SystemExit(f"{path}: the rewritten file's arrays differ ({names}); nothing replaced")
     tmp.replace(path)
-    after = CGGPRModel.load(path)
-    assert np.array_equal(after.regressor_.alpha_, before.regressor_.alpha_), names
     print(f"wrote the calibration into {path} ({path.stat().st_size:,} bytes)", flush=True)
 
 

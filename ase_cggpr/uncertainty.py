@@ -9,8 +9,10 @@ the training data than 99% of the environments the model was validated on. Witho
 threshold is the model's noise sigma (an environment whose latent uncertainty exceeds the label noise is
 one the model is guessing about).
 
-Variance calibration (issue 31): a model may carry ``calibration.variance`` (:func:`variance_transform`), fitted on
-held-out framework types (``scripts/calibrate_shipped.py`` for the shipped models, :func:`fit_variance`); the std
+Variance calibration (issue 31): a model may carry ``calibration.variance`` (:func:`variance_transform`,
+:data:`VARIANCE_RULE`: the latent std scaled, with a floor and terms that grow with the input's distortion, known at
+prediction time: the structure's bead-angle strain, the Zn's bead distortion and linker distortion, and a factor
+for ideal (unrelaxed) or unknown linkers), fitted on held-out framework types (``scripts/calibrate_shipped.py`` for the shipped models, :func:`fit_variance`); the std
 a user is shown (calculator ``local_energy_std``, ``cggpr predict``, the screen's ``max_std_eV``) is then
 :func:`calibrated_std`, and the stored trust threshold is on that std. Models without it report the latent std.
 """

@@ -14,28 +14,38 @@ saw the 132 nets (50 framework types) listed in their cards (``training.held_out
 
        python scripts/calibrate_shipped.py evaluate -o /tmp/trust [--batches 2]
 
-3. ``fit``: splits the held-out framework types in two halves (seeded): the variance transform
-   ``std' = sqrt(a^2 std^2 + b^2)`` of each model is fitted on the first half
-   (:func:`ase_cggpr.uncertainty.fit_variance`) and checked on the second (never used for any fit); the
-   applicability threshold is chosen on the first half too; prints the held-out table per model x frame kind
-   (before / after calibration), the reliability curve, and with ``--write`` stores the
-   calibration and the applicability rule in the shipped model files' metadata (arrays unchanged):
+3. ``fit``: splits the held-out framework types in two halves (seeded; ``--seeds 0 1 2 3``, the first is the one
+   written): the variance transform of :data:`ase_cggpr.uncertainty.VARIANCE_RULE` (terms per model: ``TERMS``) is
+   fitted on the first half (:func:`ase_cggpr.uncertainty.fit_variance`) and checked on the second (never used for
+   any fit); the applicability threshold is chosen on the first half too (:func:`pick_applicability`); prints, per
+   split, the coverage per model x frame kind and the flagging numbers; writes ``OUT/calibration.json`` and, with
+   ``--write``, stores the calibration of the first split (with the others' check numbers) and the applicability
+   rule in the shipped model files' metadata (arrays unchanged, checked before the file is replaced):
 
        python scripts/calibrate_shipped.py fit -o /tmp/trust [--write]
 
-The shipped calibration (2026-12-07; nets of at most 80 Zn, rattled batch 1, 109 nets of 41 framework types: 20 fit,
-21 check, seed 0) was made by
+4. ``recalibrate``: 2 and 3 for some models in one process (the 4 parts of the shipped calibration below), e.g. after
+   a shipped model is replaced (its card's held-out validation nets must be the ones built in step 1: evaluate
+   refuses nets the model may have seen). From the cached frames, per model about 11-13 min wall at load 13 on this
+   2-core machine, < 0.6 GB:
+
+       OPENBLAS_NUM_THREADS=1 python scripts/calibrate_shipped.py recalibrate -o /tmp/trust --models AB2 --write
+
+The shipped calibration (2026-12-07, second version; nets of at most 80 Zn, rattled batch 1, 109 nets of 41 framework
+types: 20 fit / 21 check per split, 4 splits) was made by
 
     python scripts/calibrate_shipped.py build -o /tmp/trust --workers 2                       # 41 min (loaded)
     python scripts/calibrate_shipped.py evaluate -o /tmp/trust --models M --batches 1 --max-zn 32 --part built
     python scripts/calibrate_shipped.py evaluate -o /tmp/trust --models M --max-zn 32 --part relaxed
-    python scripts/calibrate_shipped.py distortion -o /tmp/trust --batches 1 --max-zn 32 --part built
-    python scripts/calibrate_shipped.py distortion -o /tmp/trust --max-zn 32 --part relaxed
     python scripts/calibrate_shipped.py evaluate -o /tmp/trust --models M --batches 1 --min-zn 33 --max-zn 48 \
         --tag zn33-48                                         # and --min-zn 49 --max-zn 80 --tag zn49-80
     python scripts/calibrate_shipped.py fit -o /tmp/trust --write
 
-for M in AB2, A, atomistic (each evaluate 1-7 min, < 0.4 GB; fit 1 min, 0.5 GB).
+for M in AB2, A, atomistic (each evaluate 1-7 min, < 0.4 GB; fit 2 min for the 3 models x 4 splits, 0.5 GB); the
+predictions cached before the bead-angle strain existed got it with ``distortion`` and each part's options
+(``--batches 1 --max-zn 32 --part built``, ``--max-zn 32 --part relaxed``, ``--batches 1 --min-zn 33 --max-zn 48
+--tag zn33-48``, ``--batches 1 --min-zn 49 --max-zn 80 --tag zn49-80``; 2-3 min each); ``recalibrate`` does all
+of it for new models.
 
 Frame kinds (``info['order']``): ``relaxed`` (MOF-FF relaxation), ``d`` (= ``none``: ideal linkers on the relaxed
 beads), ``r-d`` (beads rattled, then ideal linkers), ``d-r`` (decorated, then every atom rattled: the energy is in
@@ -187,6 +197,7 @@ def cmd_evaluate(args) -> int:
     for name in args.models:
         t0 = time.perf_counter()
         model = CGGPRModel.load(name)
+        held = set(((model.metadata_ or {}).get("training") or {}).get("held_out_validation", {}).get("nets") or [])
         # coarse-grained models too are given the atomistic frames: their beads are those of the cg frames, and
         # the linker distortion is measured on the atoms
         record = {}
@@ -203,6 +214,11 @@ def cmd_evaluate(args) -> int:
                     best[t] = min(best.get(t, size[a.info["net"]]), size[a.info["net"]])
                 keep = {v[1] for v in best.values()}
                 frames = [a for a in frames if a.info["net"] in keep]
+            seen = sorted({str(a.info["net"]) for a in frames} - held)
+            if seen:
+                raise SystemExit(f"{name}: {len(seen)} of these nets are not among the model's held-out validation "
+                                 f"nets (training.held_out_validation.nets), e.g. {', '.join(seen[:5])}: its "
+                                 "calibration must be made on nets it never saw (rebuild the frames with build)")
             err, std, dist, frame, truth, bead, angle = predict_frames(model, frames,
                                                                        distortion=which == "atomistic")
             kinds = np.array([frames[k].info["kind"] for k in frame])
@@ -248,6 +264,23 @@ def cmd_distortion(args) -> int:
     return 0
 
 
+#: The parts of the shipped calibration's predictions (evaluate options; one predictions file each).
+PARTS = ({"batches": 1, "max_zn": 32, "min_zn": 0, "part": "built", "tag": ""},
+         {"batches": None, "max_zn": 32, "min_zn": 0, "part": "relaxed", "tag": ""},
+         {"batches": 1, "max_zn": 48, "min_zn": 33, "part": "all", "tag": "zn33-48"},
+         {"batches": 1, "max_zn": 80, "min_zn": 49, "part": "all", "tag": "zn49-80"})
+
+
+def cmd_recalibrate(args) -> int:
+    """evaluate (the 4 parts of the shipped calibration) then fit, for the given models, in one process."""
+    t0 = time.perf_counter()
+    for part in PARTS:
+        cmd_evaluate(argparse.Namespace(output=args.output, models=args.models, smallest_per_type=False, **part))
+        print(f"part {part}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return cmd_fit(argparse.Namespace(output=args.output, models=args.models, seeds=args.seeds, terms=None,
+                                      write=args.write))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -280,8 +313,14 @@ def main(argv=None) -> int:
     p.add_argument("--terms", nargs="*", default=None,
                    help="variance terms besides scale and floor (default per model: TERMS)")
     p.add_argument("--write", action="store_true", help="store the calibration in ase_cggpr/models/*.npz")
+    p = sub.add_parser("recalibrate", help="evaluate (the shipped calibration's 4 parts) and fit, in one go")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    p.add_argument("--write", action="store_true", help="store the calibration in ase_cggpr/models/*.npz")
     args = parser.parse_args(argv)
-    commands = {"build": cmd_build, "evaluate": cmd_evaluate, "distortion": cmd_distortion, "fit": cmd_fit}
+    commands = {"build": cmd_build, "evaluate": cmd_evaluate, "distortion": cmd_distortion, "fit": cmd_fit,
+                "recalibrate": cmd_recalibrate}
     return commands[args.command](args)
 
 

@@ -12,8 +12,8 @@ one the model is guessing about).
 Variance calibration (issue 31): a model may carry ``calibration.variance`` (:func:`variance_transform`,
 :data:`VARIANCE_RULE`: the latent std scaled, with a floor and terms that grow with the input's distortion, known at
 prediction time: the structure's bead-angle strain, the Zn's bead distortion and linker distortion, and a factor
-for ideal (unrelaxed) or unknown linkers), fitted on held-out framework types (``scripts/calibrate_shipped.py`` for the shipped models, :func:`fit_variance`); the std
-a user is shown (calculator ``local_energy_std``, ``cggpr predict``, the screen's ``max_std_eV``) is then
+for ideal (unrelaxed) or unknown linkers), fitted on held-out framework types (``scripts/calibrate_shipped.py``
+for the shipped models, :func:`fit_variance`); the std a user is shown (calculator ``local_energy_std``, ``cggpr predict``, the screen's ``max_std_eV``) is then
 :func:`calibrated_std`, and the stored trust threshold is on that std. Models without it report the latent std.
 """
 
@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase.geometry import find_mic
+from scipy.optimize import minimize
 
 from .beads import BeadMap
 from .errors import CGGPRError, ModelError, OptionError
@@ -252,8 +254,6 @@ TETRAHEDRAL_ANGLE = math.degrees(math.acos(-1.0 / 3.0))
 def _mic(vectors: np.ndarray, atoms) -> np.ndarray:
     if not atoms.pbc.any():
         return vectors
-    from ase.geometry import find_mic
-
     return find_mic(vectors.reshape(-1, 3), atoms.cell, atoms.pbc)[0].reshape(vectors.shape)
 
 
@@ -327,8 +327,6 @@ def fit_variance(errors: np.ndarray, std: np.ndarray, groups: np.ndarray | None 
     and floor apart): Nelder-Mead on the log parameters, started from the
     Gaussian maximum-likelihood fit (itself smooth), the best of a few restarts. At most ``max_points`` points per
     group are used (drawn with ``seed``)."""
-    from scipy.optimize import minimize
-
     errors, std = np.abs(np.asarray(errors, float)), np.asarray(std, float)
     if errors.size == 0 or errors.shape != std.shape or not (np.isfinite(errors).all() and np.isfinite(std).all()):
         raise CGGPRError(f"need matching, finite, non-empty errors and std, got {errors.shape} and {std.shape}")

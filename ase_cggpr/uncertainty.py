@@ -13,8 +13,9 @@ Variance calibration (issue 31): a model may carry ``calibration.variance`` (:fu
 :data:`VARIANCE_RULE`: the latent std scaled, with a floor and terms that grow with the input's distortion, known at
 prediction time: the structure's bead-angle strain, the Zn's bead distortion and linker distortion, and a factor
 for ideal (unrelaxed) or unknown linkers), fitted on held-out framework types (``scripts/calibrate_shipped.py``
-for the shipped models, :func:`fit_variance`); the std a user is shown (calculator ``local_energy_std``, ``cggpr predict``, the screen's ``max_std_eV``) is then
-:func:`calibrated_std`, and the stored trust threshold is on that std. Models without it report the latent std.
+for the shipped models, :func:`fit_variance`); the std a user is shown (calculator ``local_energy_std``,
+``cggpr predict``, the screen's ``max_std_eV``) is then :func:`calibrated_std`, and the stored trust threshold is
+on that std. Models without it report the latent std.
 """
 
 from __future__ import annotations

@@ -22,16 +22,16 @@ Steps:
 3. **Bead position** (AB2): the mIm B bead (its own species, S) at the ring centroid or at the linker's centre of
    mass (:func:`ase_cggpr.beads.bead_positions`; Im beads stay at the ring centroid), each trained on the same
    split and compared on held-out mIm relaxed frameworks (per-framework RMSE, then Spearman).
-4. **Models** (:func:`ase_cggpr.recipes.train`, recipe ``rd-shifted+relaxed``, the validated model is the one
-   kept, as for the shipped AB2): held-out table per linker (relaxed frameworks RMSE per Zn, |mean error|,
-   Spearman; targets <= 25 meV, <= 10 meV, >= 0.9); on pure Im input the same held-out Im frames also with an
-   Im-only model of the same recipe and split, and with the shipped Im model.
+4. **Models** (:func:`ase_cggpr.recipes.train`, the shipped recipes: ``rd-shifted+relaxed`` for AB2, ``all`` for
+   atomistic; the validated model is the one kept, as for the shipped models): held-out table per linker (relaxed
+   frameworks RMSE per Zn, |mean error|, Spearman; targets <= 25 meV, <= 10 meV, >= 0.9); on pure Im input the
+   same held-out Im frames also with an Im-only model of the same recipe and split, and with the shipped Im model.
 5. **ZIF-8** (``ase_cggpr/data/real_zifs/zif8_mofff_relaxed.extxyz`` / ``zif8_mofff_reference.json``, made by
    ``scripts/relax_zif8.py --store-reference``): the model's energy per Zn against MOF-FF's (target within 30
    meV), the ranking of every relaxed Zn(mIm)2 net with ZIF-8 against MOF-FF's (Spearman; held-out nets and all),
    and dia - sod (calorimetry: sod -> dia downhill by 48 +- 23 meV per Zn).
 6. **Save** (``--save-dir``): ``AB2-mIm.npz`` / ``atomistic-mIm.npz`` with their cards, only when every target is
-   met (``--save-anyway`` to write them elsewhere for inspection). Report: ``OUT/mim_models.json``.
+   met (``--save-anyway`` to write them elsewhere for inspection). Report: ``OUT/mim_models_<reps>.json``.
 """
 
 from __future__ import annotations
@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nets", type=Path, default=SHARED_NETS, help="the shared nets (iza/, chic1/)")
     parser.add_argument("--im-build", type=Path, required=True, help="MOF-FF Im build folder (read only)")
     parser.add_argument("--rep", nargs="+", default=["AB2"], choices=["AB2", "atomistic"])
-    parser.add_argument("--recipe", default="rd-shifted+relaxed")
+    parser.add_argument("--recipe", default=None, help="default: the shipped models' (rd-shifted+relaxed for AB2, "
+                        "all for atomistic)")
     parser.add_argument("--n-rd", type=int, default=None, help="about this many r-d environments (default: all)")
     parser.add_argument("--inducing", type=int, default=1000)
     parser.add_argument("--n-held", type=int, default=50)
@@ -275,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     from ase_cggpr.model import CGGPRModel
 
     report: dict = {"stored_nets": len(names), "build_seconds": round(t_build), "models": {}}
+    recipe_given = args.recipe
     for rep in args.rep:
+        args.recipe = recipe_given or ("all" if rep == "atomistic" else "rd-shifted+relaxed")
         t = time.perf_counter()
         try:
             mim = read_mim_frames(build, rep)
@@ -371,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.save_dir is not None:
             print(f"not saved: {rep}-mIm misses a target (see above)", flush=True)
     report["seconds"] = round(time.perf_counter() - t0)
-    (args.output / "mim_models.json").write_text(json.dumps(report, indent=1, default=str))
-    print(f"report: {args.output / 'mim_models.json'} ({report['seconds']} s)", flush=True)
+    path = args.output / f"mim_models_{'_'.join(args.rep)}.json"
+    path.write_text(json.dumps(report, indent=1, default=str))
+    print(f"report: {path} ({report['seconds']} s)", flush=True)
     return 0
 
 

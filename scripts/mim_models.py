@@ -230,6 +230,21 @@ def print_table(name: str, table: dict) -> None:
                   f"{1000 * m['rmse']:.1f} meV, mean error {1000 * m['bias']:+.1f}{extra}", flush=True)
 
 
+def recorded_command(argv: list[str]) -> str:
+    """The command as a card records it (no machine path): the run folder OUT, the Im build BUILD, other folders
+    by their last component."""
+    out = []
+    for prev, word in zip([""] + argv[:-1], argv, strict=True):
+        if prev in ("-o", "--output"):
+            word = "OUT"
+        elif prev == "--im-build":
+            word = "BUILD"
+        elif prev in ("--store", "--nets", "--save-dir"):
+            word = Path(word).name
+        out.append(word)
+    return "python scripts/mim_models.py " + " ".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -366,9 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 labeller={"labeller": "mofff", "energy": "MOF-FF local energy per Zn (eV): H set for Im, CH3 set "
                           "for mIm (Dürholt et al. 2019), relative to Im-relaxed zni"},
                 checks={"zif8": z, "targets": met},
-                command="python scripts/mim_models.py " + " ".join(
-                    "OUT" if prev in ("-o", "--output") else ("BUILD" if prev == "--im-build" else w)
-                    for prev, w in zip([""] + argv[:-1], argv, strict=True)))
+                command=recorded_command(argv))
             path = model.save(args.save_dir / f"{rep}-mIm.npz", overwrite=args.overwrite)
             print(f"saved {path} ({path.stat().st_size} bytes)", flush=True)
         elif args.save_dir is not None:

@@ -14,6 +14,13 @@ the number the issue asks for (energy per Zn relative to its own Im analogue).
 
     python scripts/relax_zif8.py                       # uses ../shared/data
     python scripts/relax_zif8.py --cif ZIF8_CH3.cif -o zif8_relax.json --im-cif ZIF8_H.cif
+    python scripts/relax_zif8.py --store-reference [--force]   # the package's ZIF-8 reference (issue 33)
+
+``--store-reference`` writes ZIF-8 relaxed with MOF-FF and its MOF-FF energy into the package, beside the Im
+references: ``ase_cggpr/data/real_zifs/zif8_mofff_relaxed.extxyz`` (info: name, framework_type, labeller,
+mofff_energy_per_zn, reference_energy, relax_converged; arrays: e_local on the Zn, the MOF-FF CH3 set's local
+energy per Zn) and ``zif8_mofff_reference.json`` (energy per Zn as the dataset labels are: mean local energy per
+Zn minus ``BuildConfig().reference_energy``, the Im-relaxed zni; source, command, commit, date, convergence).
 
 Measured (2026-12-02, cubic cells, fmax 1e-3 eV/Å, pmax 50 atm; 22 s, 140 MB): ZIF-8 -7.764209 eV/Zn
 (a = 17.0907 Å, from 17.0291), its Im analogue -0.431710 eV/Zn (a = 16.9716 Å), difference -7.332499 eV/Zn;
@@ -120,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--primitive", action="store_true", help="relax the CIF's cell as given (not the cubic one)")
     ap.add_argument("--force", action="store_true", help="overwrite existing outputs")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--store-reference", action="store_true",
+                    help="write ZIF-8 relaxed with MOF-FF and its reference energy into ase_cggpr/data/real_zifs "
+                         "(zif8_mofff_relaxed.extxyz, zif8_mofff_reference.json)")
     args = ap.parse_args(argv)
     from ase_cggpr.outputs import atomic_output, check_output
 
@@ -158,7 +168,77 @@ def main(argv: list[str] | None = None) -> int:
             write(tmp, [r["_atoms"] for r in results], format="extxyz")
         with atomic_output(args.output, force=args.force) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    if args.store_reference:
+        store_reference(results[0], args, argv)
     return 0 if all(r["converged"] for r in results) else 2
+
+
+REAL_ZIFS = Path(__file__).resolve().parents[1] / "ase_cggpr" / "data" / "real_zifs"
+
+
+def store_reference(result: dict, args, argv: list[str] | None) -> None:
+    """Write ``zif8_mofff_relaxed.extxyz`` and ``zif8_mofff_reference.json`` (see the module docstring)."""
+    import datetime
+    import subprocess
+
+    from ase.io import write
+
+    from ase_cggpr.dataset import BuildConfig
+    from ase_cggpr.labels import local_energies
+    from ase_cggpr.mofff import MOFFFCalculator
+    from ase_cggpr.outputs import atomic_output, check_output
+
+    xyz, ref = REAL_ZIFS / "zif8_mofff_relaxed.extxyz", REAL_ZIFS / "zif8_mofff_reference.json"
+    for path in (xyz, ref):
+        check_output(path, force=args.force)
+    atoms = result["_atoms"].copy()
+    calc = MOFFFCalculator()
+    atoms.calc = calc
+    energies = np.array(atoms.get_potential_energies(), dtype=float)
+    total = float(atoms.get_potential_energy())
+    atoms.calc = None
+    labelled = atoms.copy()
+    labelled.arrays["energies"] = energies
+    e_local = local_energies(labelled, name="ZIF-8")
+    reference = float(BuildConfig().reference_energy)
+    zn = np.flatnonzero(atoms.numbers == 30)
+    out = atoms.copy()
+    out.info = dict(name="ZIF8_CH3", framework_type="sod", labeller="mofff", linker="mIm",
+                    mofff_energy_per_zn=total / len(zn), reference_energy=reference,
+                    relax_converged=bool(result["converged"]))
+    per_atom = np.full(len(out), np.nan)
+    per_atom[zn] = e_local
+    out.arrays["e_local"] = per_atom
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=REAL_ZIFS).stdout.strip()
+    except OSError:
+        commit = ""
+    data = {
+        "description": "MOF-FF (CH3 set) energy per Zn (eV) of ZIF-8, Zn(mIm)2 sod, after MOF-FF relaxation of "
+                       "positions and cell lengths (cubic cell, 12 Zn), as the dataset labels are: mean local "
+                       "energy per Zn minus reference_energy_eV (Im-relaxed zni; the CH3 set's zero lies about "
+                       "7.3 eV per Zn below the H set's)",
+        "source": "ZIF8_CH3.cif: Dürholt, Fraux, Coudert, Schmid, J. Chem. Theory Comput. 2019, 15, 2420, supporting "
+                  "information (DFT-optimised structures), CC BY 4.0; relaxed here with MOF-FF (ase_cggpr.mofff)",
+        "command": "python scripts/relax_zif8.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "package_commit": commit,
+        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "reference_energy_eV": reference, "fmax_eV_A": args.fmax, "pmax_atm": args.pmax,
+        "name": "ZIF8_CH3", "framework_type": "sod", "n_atoms": len(out), "n_zn": int(len(zn)),
+        "formula": out.get_chemical_formula(),
+        "energy_per_zn_relaxed_eV": float(np.mean(e_local)) - reference,
+        "mofff_total_energy_per_zn_eV": total / len(zn),
+        "local_energy_std_relaxed_eV": float(np.std(e_local)),
+        **{k: result[k] for k in ("converged", "max_force_eV_A", "max_pressure_atm", "n_steps", "message",
+                                  "seconds", "cell_lengths_A", "cell_lengths_start_A")},
+    }
+    with atomic_output(xyz, force=args.force) as tmp:
+        write(tmp, out, format="extxyz")
+    with atomic_output(ref, force=args.force) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {xyz.name} and {ref.name}: {data['energy_per_zn_relaxed_eV']:.6f} eV per Zn above Im zni "
+          f"(MOF-FF total {data['mofff_total_energy_per_zn_eV']:.6f} eV per Zn)")
 
 
 if __name__ == "__main__":

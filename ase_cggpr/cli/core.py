@@ -12,7 +12,7 @@ import numpy as np
 from ase.io import write
 
 from ..beads import coarse_grain, find_connectivity
-from ..demo import DEFAULT_MODELS, demo_outputs, run_demo
+from ..demo import DEFAULT_MODELS, demo_outputs, run_demo, run_mim_demo
 from ..errors import CGGPRError
 from ..io import iter_structures
 from ..model import CGGPRModel
@@ -255,11 +255,21 @@ def info(model_path, quiet):
 @click.option("--n-train", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Training environments of the training step.")
 @click.option("--force", is_flag=True, help="Overwrite files in an existing output folder.")
+@click.option("--linker", type=click.Choice(["Im", "mIm"]), default="Im", show_default=True,
+              help="mIm: screen ZIF-8 and relaxed Zn(mIm)2 polymorphs with the shipped Zn(mIm)2 models (AB2-mIm) "
+                   "against MOF-FF instead (ranking_mIm.csv); an error saying what to run if none ships.")
 @quiet_option
 @cli_errors
-def demo(output_dir, models, relaxed, no_train, seed, n_train, force, quiet):
+def demo(output_dir, models, relaxed, no_train, seed, n_train, force, linker, quiet):
     """Screen the bundled real Zn(Im)2 structures with the shipped models beside the MOF-FF and ACE rankings, say
-    which model to pick for what; show the models' held-out accuracy; train a small model on the built-in data."""
+    which model to pick for what; show the models' held-out accuracy; train a small model on the built-in data.
+    With --linker mIm: ZIF-8 and relaxed Zn(mIm)2 polymorphs with the Zn(mIm)2 models."""
+    if linker == "mIm":
+        check_folder(output_dir)
+        result = run_mim_demo(output_dir, models=tuple(models), overwrite=force)
+        click.echo(result.table())
+        sys.stdout.flush()
+        return
     check_folder(output_dir)
     created = not output_dir.exists()
     output_dir.mkdir(exist_ok=True)

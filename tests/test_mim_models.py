@@ -1,0 +1,117 @@
+"""Zn(mIm)2 (issue 33): the mIm bead (its own species, at the ring centroid; the centre of mass for comparison),
+the bundled ZIF-8 MOF-FF reference and relaxed Zn(mIm)2 nets, and ``cggpr demo --linker mIm``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.geometry import find_mic
+from ase.io import read
+
+from ase_cggpr.beads import B_BEADS, bead_positions, coarse_grain, find_connectivity
+from ase_cggpr.demo import (
+    MIM_POLYMORPHS_FILE,
+    ZIF8_REFERENCE_FILE,
+    ZIF8_RELAXED_FILE,
+    mim_structures,
+    shipped_mim_models,
+)
+from ase_cggpr.model import CGGPRModel
+
+CLI = [sys.executable, "-c", "from ase_cggpr.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def zif8():
+    return read(ZIF8_RELAXED_FILE)
+
+
+def test_mim_bead_is_its_own_species_at_the_ring_centroid(zif8):
+    conn = find_connectivity(zif8)
+    assert set(conn.linker_formulas) == {"C4H5N2"}
+    beads = coarse_grain(zif8, "AB2", connectivity=conn).structure
+    assert beads.get_chemical_symbols().count("Si") == 12
+    assert beads.get_chemical_symbols().count(B_BEADS["C4H5N2"]) == 24 == beads.get_chemical_symbols().count("S")
+    ring = bead_positions(zif8, conn)
+    assert np.allclose(beads.positions[12:], ring)
+    # the ring centroid: mean of the 5 ring atoms (minimum image), for one linker by hand
+    members = conn.rings[0]
+    offsets, _ = find_mic(zif8.positions[members] - zif8.positions[members[0]], zif8.cell)
+    by_hand = zif8.positions[members[0]] + offsets.mean(axis=0)
+    d, _ = find_mic(by_hand - ring[0], zif8.cell)
+    assert np.linalg.norm(d) < 1e-8
+    # the centre of mass lies ~0.48 Å from it, towards the methyl carbon (the ring's C2 neighbour outside the ring)
+    mass = coarse_grain(zif8, "AB2", connectivity=conn, centre="mass").structure.positions[12:]
+    shift, _ = find_mic(mass - ring, zif8.cell)
+    assert np.allclose(np.linalg.norm(shift, axis=1), 0.48, atol=0.03)
+    methyl = [i for i in conn.linkers[0] if zif8[i].symbol == "C" and i not in set(conn.rings[0])]
+    towards, _ = find_mic(zif8.positions[methyl[0]] - ring[0], zif8.cell)
+    assert np.dot(shift[0], towards) / (np.linalg.norm(shift[0]) * np.linalg.norm(towards)) > 0.99
+    with pytest.raises(ValueError, match="centre must be one of"):
+        bead_positions(zif8, conn, "middle")
+
+
+def test_bundled_zif8_reference_is_its_mofff_relaxation(zif8):
+    ref = json.loads(ZIF8_REFERENCE_FILE.read_text())
+    assert ref["converged"] and ref["max_force_eV_A"] < 1e-3 and ref["max_pressure_atm"] < 50
+    assert "CC BY 4.0" in ref["source"] and "relax_zif8.py" in ref["command"]
+    assert ref["mofff_total_energy_per_zn_eV"] == pytest.approx(-7.764209, abs=2e-6)
+    assert np.nanmean(zif8.arrays["e_local"]) - ref["reference_energy_eV"] == pytest.approx(
+        ref["energy_per_zn_relaxed_eV"], abs=1e-9)
+    assert zif8.cell.lengths() == pytest.approx([17.0907] * 3, abs=2e-4)
+
+
+def test_bundled_mim_polymorphs():
+    structures = mim_structures()
+    assert [a.info["name"] for a in structures][0] == "ZIF-8"
+    assert {a.info["framework_type"] for a in structures} == {"sod", "dia", "qtz", "crb", "abw", "gis"}
+    for a in read(MIM_POLYMORPHS_FILE, ":"):
+        assert set(find_connectivity(a).linker_formulas) == {"C4H5N2"}
+        e = a.arrays["e_local"]
+        assert a.info["mofff_energy_per_zn"] == pytest.approx(np.nanmean(e) - a.info["reference_energy"], abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def tiny_mim_model(tmp_path_factory):
+    """An exact AB2 model fitted on the bundled relaxed Zn(mIm)2 nets (not ZIF-8): a real model, seconds to fit."""
+    frames = read(MIM_POLYMORPHS_FILE, ":")
+    model = CGGPRModel(representation="AB2", reference_energy=frames[0].info["reference_energy"])
+    model.fit([a for a in frames], [a.arrays["e_local"][a.numbers == 30] for a in frames])
+    path = tmp_path_factory.mktemp("mim") / "tiny-mIm.npz"
+    model.save(path)
+    return path
+
+
+def test_demo_mim_with_a_model_file(tiny_mim_model, tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(CLI + ["demo", "--linker", "mIm", "--model", str(tiny_mim_model), "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ZIF-8" in proc.stdout and "Spearman" in proc.stdout and "dia - ZIF-8" in proc.stdout
+    rows = list(csv.DictReader(open(out / "ranking_mIm.csv")))
+    assert len(rows) == 7 and {r["structure"] for r in rows} >= {"ZIF-8", "SOD", "ZIFs:46_XASGON"}
+    assert sorted(int(r["rank"]) for r in rows) == list(range(1, 8))
+    for r in rows:  # the table's error is the prediction minus MOF-FF
+        assert float(r["error_meV"]) == pytest.approx(float(r["predicted_meV_per_Zn"])
+                                                      - float(r["mofff_relaxed_meV_per_Zn"]), abs=2e-3)
+    again = subprocess.run(CLI + ["demo", "--linker", "mIm", "--model", str(tiny_mim_model), "-o", str(out)],
+                           capture_output=True, text=True)
+    assert again.returncode == 1 and "exists" in again.stderr
+
+
+def test_demo_mim_without_a_shipped_model_says_what_to_run(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(CLI + ["demo", "--linker", "mIm", "-o", str(out)], capture_output=True, text=True)
+    if shipped_mim_models():
+        assert proc.returncode == 0, proc.stderr
+        assert (out / "ranking_mIm.csv").is_file() and "AB2-mIm" in proc.stdout
+    else:
+        assert proc.returncode == 1
+        assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+        assert "no Zn(mIm)2 model ships" in proc.stderr and "scripts/mim_models.py" in proc.stderr
+        assert not out.exists()

@@ -33,6 +33,7 @@ Steps:
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import gzip
 import json
 import re
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--final", choices=["all", "validated"], default="all")
     parser.add_argument("--no-build", action="store_true", help="use OUT/build as it is (already labelled)")
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
+                        help="leave out the nets matching these shell patterns (e.g. 'other_AB2:*', the pathological "
+                             "2-4 Zn ICSD nets), from training and held-out tests alike; the card lists them")
     parser.add_argument("--save", type=Path, default=None, help="write the model here (e.g. "
                         "ase_cggpr/models/AB2-ace.npz)")
     parser.add_argument("--overwrite", action="store_true")
@@ -256,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         frames = recipes.prepare_frames(list(iread(build / "cg.extxyz", index=":", format="extxyz")))
+        excluded = sorted({a.info["net"] for a in frames
+                           if any(fnmatch.fnmatchcase(a.info["net"], p) for p in args.exclude)})
+        frames = [a for a in frames if a.info["net"] not in set(excluded)]
+        if excluded:
+            print(f"left out {len(excluded)} nets: {', '.join(excluded)}", flush=True)
         nets_used = sorted({a.info["net"] for a in frames})
         print(f"{len(frames)} labelled frames of {len(nets_used)} nets ({t_build:.0f} s)", flush=True)
         t = time.perf_counter()
@@ -267,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     report.update(train_seconds=round(train_seconds), nets=len(nets_used), stored_nets=len(names),
-                  frames=len(frames))
+                  frames=len(frames), excluded_nets=excluded)
     report["targets"] = targets(report)
     if args.mofff_control is not None:
         control = mofff_control_frames(*args.mofff_control, frames)
@@ -290,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             labeller={"labeller": "ace", "potential": args.potential.name, "sha256": sha,
                       "energy": "ACE energy per Zn(Im)2 unit (eV), relative to ACE-relaxed zni"},
             citation=ACE_CITATION, licence=ACE_LICENCE,
-            checks={"real_zifs": report["real_zifs"], "targets": report["targets"]},
+            checks={"real_zifs": report["real_zifs"], "targets": report["targets"]}, excluded_nets=excluded,
             command=recorded_command(argv))
         path = model.save(args.save, overwrite=args.overwrite)
         print(f"saved {path} ({path.stat().st_size} bytes)", flush=True)

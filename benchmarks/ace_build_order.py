@@ -21,6 +21,7 @@ Run under ``/usr/bin/time -v`` for the peak memory.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import gzip
 import json
 import re
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--n-rd", type=int, default=30000)
     parser.add_argument("--inducing", type=int, default=1000)
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
+                        help="leave out the nets matching these shell patterns (as scripts/ace_models.py --exclude)")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args(argv)
     nets = json.loads((args.build / "nets.json").read_text())
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     n_zn = {n["name"]: n["n_zn"] for n in nets}
     result: dict = {"command": " ".join(sys.argv), "rows": []}
     for spec in args.subsets:
-        names = subset(nets, spec)
+        names = [n for n in subset(nets, spec) if not any(fnmatch.fnmatchcase(n, p) for p in args.exclude)]
         t = time.perf_counter()
         frames = load(args.build, args.relaxed, names, framework_type)
         load_seconds = time.perf_counter() - t
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
             _, report = recipes.train(frames, "AB2", "rd-shifted+relaxed", n_rd=args.n_rd, inducing=args.inducing,
                                       seed=seed, final="validated")
             relaxed = report["held_out"]["relaxed"]
-            row = {"subset": spec, "seed": seed, "nets": len(names), "zn": int(sum(n_zn[n] for n in names)),
+            row = {"subset": spec, "excluded": args.exclude, "seed": seed, "nets": len(names),
+                   "zn": int(sum(n_zn[n] for n in names)),
                    "types": len({framework_type[n] for n in names}), "frames": len(frames),
                    "relaxed_rmse_per_framework_meV": round(1000 * relaxed["rmse_per_framework"], 1),
                    "relaxed_median_abs_meV": round(1000 * relaxed["median_abs_per_framework"], 1),

@@ -357,22 +357,31 @@ def ase_relax(atoms: Atoms, calc: Any, *, cell: bool = True, fmax: float = 1e-3,
                        message=message)
 
 
-def zni_reference_energy(labeller: Labeller, path: str | Path | None = None) -> float:
-    """Mean local energy per Zn (eV) of zni Zn(Im)2 relaxed (positions and cell) with ``labeller``.
+def relaxed_zni(labeller: Labeller, path: str | Path | None = None) -> Atoms:
+    """zni Zn(Im)2 relaxed (positions and cell) with ``labeller``, its per-atom energies in ``arrays['energies']``
+    (eV); one relaxation per labeller object and file (kept on the object).
 
     ``path``: the zni structure (default: the package's bundled ``data/real_zifs/zni.cif``, the DFT-optimised
     structure of Dürholt et al.).
     """
     if path is None:
         path = Path(__file__).parent / "data" / "real_zifs" / "zni.cif"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the CIF reader's triclinic-setting warning
-        atoms = read(path)
-    result = labeller.relax(atoms, cell=True)
-    relaxed = result.atoms
-    relaxed.arrays["energies"] = np.asarray(relaxed.calc.results["energies"], dtype=float)
-    relaxed.calc = None
-    return float(np.mean(local_energies(relaxed, label_key="energies")))
+    cache = labeller.__dict__.setdefault("_relaxed_zni", {})
+    if str(path) not in cache:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the CIF reader's triclinic-setting warning
+            atoms = read(path)
+        relaxed = labeller.relax(atoms, cell=True).atoms
+        relaxed.arrays["energies"] = np.asarray(relaxed.calc.results["energies"], dtype=float)
+        relaxed.calc = None
+        cache[str(path)] = relaxed
+    return cache[str(path)].copy()
+
+
+def zni_reference_energy(labeller: Labeller, path: str | Path | None = None) -> float:
+    """Mean local energy per Zn (eV) of zni Zn(Im)2 relaxed (positions and cell) with ``labeller``
+    (:func:`relaxed_zni`)."""
+    return float(np.mean(local_energies(relaxed_zni(labeller, path), label_key="energies")))
 
 
 def _threads_one() -> None:

@@ -49,9 +49,19 @@ def _sorted_distances(numbers: np.ndarray, xyz: np.ndarray) -> tuple[np.ndarray,
     return np.sort(key), combined - np.sort(rank)[None, :] * 1000.0
 
 
-def linker_rmsd(atoms: Atoms, connectivity) -> np.ndarray:
+def _im_reference(ideal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pair-key order, sorted reference distances) of an Im geometry given as in-plane coordinates (8, 2)."""
+    symbols = LINKERS["Im"][0]
+    xyz = np.column_stack([ideal, np.zeros(len(ideal))])
+    return _sorted_distances(np.array([atomic_numbers[s] for s in symbols]), xyz[None])
+
+
+def linker_rmsd(atoms: Atoms, connectivity, ideal: np.ndarray | None = None) -> np.ndarray:
     """Per linker: RMS difference (Å) of its sorted intra-linker distances from the ideal linker's (NaN when the
-    linker has no reference geometry). Linkers are made whole with the minimum-image convention."""
+    linker has no reference geometry). Linkers are made whole with the minimum-image convention. ``ideal``:
+    in-plane coordinates (8, 2) of the imidazolate to compare Im linkers with (default MOF-FF's
+    :data:`~ase_cggpr.dataset.decorate.IDEAL_LINKER`), e.g. a labeller's own
+    (:func:`ase_cggpr.dataset.config.im_geometry_of`)."""
     out = np.full(len(connectivity.linkers), math.nan)
     if connectivity.coarse_grained_input or not len(connectivity.linkers):
         return out
@@ -60,7 +70,8 @@ def linker_rmsd(atoms: Atoms, connectivity) -> np.ndarray:
         by_formula.setdefault(formula, []).append(k)
     positions = atoms.get_positions()
     for formula, ks in by_formula.items():
-        reference = _reference(formula)
+        reference = (_im_reference(ideal) if ideal is not None and formula == LINKERS["Im"][2]
+                     else _reference(formula))
         if reference is None:
             continue
         index = np.array([connectivity.linkers[k] for k in ks])  # (n, n_atoms) of one formula
@@ -90,11 +101,11 @@ def _mic(vectors: np.ndarray, atoms: Atoms) -> np.ndarray:
     return find_mic(vectors.reshape(-1, 3), atoms.cell, atoms.pbc)[0].reshape(vectors.shape)
 
 
-def linker_distortion(atoms: Atoms, connectivity) -> np.ndarray:
-    """Per metal site (metal order): root mean square over its linkers of :func:`linker_rmsd` (Å); NaN for
-    coarse-grained input or when no linker of the site has a reference geometry."""
+def linker_distortion(atoms: Atoms, connectivity, ideal: np.ndarray | None = None) -> np.ndarray:
+    """Per metal site (metal order): root mean square over its linkers of :func:`linker_rmsd` (Å, against
+    ``ideal`` as there); NaN for coarse-grained input or when no linker of the site has a reference geometry."""
     n = connectivity.n_metals
-    per_linker = linker_rmsd(atoms, connectivity)
+    per_linker = linker_rmsd(atoms, connectivity, ideal)
     total, count = np.zeros(n), np.zeros(n)
     metals = np.asarray(connectivity.linker_metals, dtype=int).reshape(-1, 2)
     ok = np.isfinite(per_linker)

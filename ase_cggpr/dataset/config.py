@@ -3,22 +3,71 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import zlib
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from ..beads import find_connectivity
 from ..errors import CGGPRError
 from ..labellers import (
     ZNI_REFERENCE_ENERGY,  # noqa: F401 (defined with the MOF-FF labeller; importable from here)
     Labeller,
     labeller_from_spec,
+    relaxed_zni,
 )
-from .decorate import normalise_linker  # noqa: F401 (the one "mixed:F" parser; importable from here)
+from .decorate import (
+    IDEAL_LINKER,
+    IM_GEOMETRY,
+    ideal_linker,
+    measure_im_geometry,
+    normalise_linker,  # noqa: F401 (the one "mixed:F" parser; importable from here)
+)
 from .rattle import ORDERS, RattleLevel, get_level
 
 MANIFEST = "manifest.json"
+
+#: Each known potential's own ideal imidazolate (``scripts/ideal_linker.py``), keyed by its file's SHA-256.
+IDEAL_LINKERS_FILE = Path(__file__).resolve().parents[1] / "data" / "ideal_linkers.json"
+
+
+@cache
+def _known_ideal_linkers() -> dict:
+    return json.loads(IDEAL_LINKERS_FILE.read_text())["potentials"]
+
+
+def im_geometry_of(labeller) -> dict:
+    """The ideal imidazolate a build decorates nets with for ``labeller`` (a spec or
+    :class:`~ase_cggpr.labellers.Labeller`): ``{"geometry": keyword arguments of
+    :func:`~ase_cggpr.dataset.decorate.ideal_linker` (Å, degrees), "source": ...}``.
+
+    MOF-FF: the package's constants (:data:`~ase_cggpr.dataset.decorate.IM_GEOMETRY`, MOF-FF's ideal linker, as
+    every MOF-FF build). A potential file listed in ``data/ideal_linkers.json`` (by SHA-256; zif-ace-24: the mean
+    imidazolate of zni relaxed with it): the stored geometry. Any other labeller: the mean imidazolate of zni
+    relaxed with it (:func:`~ase_cggpr.labellers.relaxed_zni`, the relaxation its zni reference energy uses),
+    so frames carry the labeller's own linker, not MOF-FF's (ACE's is 0.038 Å RMS from MOF-FF's).
+    """
+    chosen = labeller_from_spec(labeller)
+    if chosen.name == "mofff":
+        return {"geometry": dict(IM_GEOMETRY), "source": "mofff: package constants (decorate.IM_GEOMETRY)"}
+    if "_im_geometry" not in chosen.__dict__:  # once per labeller object (one per spec and process)
+        sha = chosen.provenance().get("sha256")
+        known = _known_ideal_linkers()
+        if sha in known:
+            found = {"geometry": dict(known[sha]["geometry"]),
+                     "source": f"data/ideal_linkers.json ({known[sha]['source']})"}
+        else:
+            zni = relaxed_zni(chosen)
+            measured = measure_im_geometry(zni, find_connectivity(zni, name="zni"))
+            found = {"geometry": {k: round(measured[k], 6) for k in IM_GEOMETRY},
+                     "source": f"mean over the {measured['n_linkers']} imidazolates of zni relaxed with "
+                               f"{chosen.name}"}
+        chosen.__dict__["_im_geometry"] = found
+    return {"geometry": dict(chosen.__dict__["_im_geometry"]["geometry"]),
+            "source": chosen.__dict__["_im_geometry"]["source"]}
 
 
 class BuildError(CGGPRError, ValueError):
@@ -73,6 +122,10 @@ class BuildConfig:
             file records its start (``info['relax_start']``).
         include_relaxed: also label the net's relaxed structure itself (a frame with ``rattle`` and ``order``
             "relaxed", batch 0), before the ``d`` frame; off by default (the hZIF recipe has no such frame).
+
+    Im linkers are placed as the labeller's own ideal imidazolate (:func:`im_geometry_of`, :meth:`ideal_im`):
+    MOF-FF's for MOF-FF (frames as before), the labeller's relaxed one for any other; the manifest of a
+    non-MOF-FF build records it (``ideal_linker``).
     """
 
     batches: int = 4
@@ -126,9 +179,19 @@ class BuildConfig:
         """The :class:`~ase_cggpr.labellers.Labeller` of this build (one object per process and spec)."""
         return labeller_from_spec(self.labeller)
 
+    def ideal_im(self) -> np.ndarray:
+        """In-plane coordinates (8, 2), Å, of the imidazolate this build places on Im B sites: MOF-FF's
+        :data:`~ase_cggpr.dataset.decorate.IDEAL_LINKER` for MOF-FF, the labeller's own (:func:`im_geometry_of`)
+        otherwise."""
+        if self.get_labeller().name == "mofff":
+            return IDEAL_LINKER
+        return ideal_linker(**im_geometry_of(self.labeller)["geometry"])
+
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["labeller"] = self.get_labeller().provenance()
+        if self.get_labeller().name != "mofff":  # (MOF-FF manifests as before: no key means MOF-FF's linker)
+            d["ideal_linker"] = im_geometry_of(self.labeller)["geometry"]
         if self.relax_start == "decorated":  # as every build before the option: the manifest unchanged
             del d["relax_start"]
         if not self.include_relaxed:

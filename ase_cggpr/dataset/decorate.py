@@ -31,6 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_numbers
+from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 
 from ..errors import OptionError, StructureError
@@ -73,37 +75,89 @@ LINKERS: dict[str, tuple[tuple[str, ...], tuple[tuple[int, int], ...], str]] = {
 }
 
 
-def _ideal_linker() -> np.ndarray:
-    """In-plane coordinates (8, 2) of the ideal imidazolate, ring centroid at the origin.
+#: The ideal imidazolate's internal geometry (Å, degrees) as keyword arguments of :func:`ideal_linker`: MOF-FF's
+#: (the constants above). Another labeller's own geometry (its relaxed imidazolate, e.g. ACE's) has the same keys
+#: (:func:`ase_cggpr.dataset.config.im_geometry_of`).
+IM_GEOMETRY: dict[str, float] = dict(d_c2n=D_C2N, d_nc4=D_NC4, d_c4c5=D_C4C5, d_c2h=D_C2H, d_c4h=D_C4H,
+                                     angle_nc2n=ANGLE_NC2N, angle_nc4h=ANGLE_NC4H)
+
+
+def ideal_linker(d_c2n: float = D_C2N, d_nc4: float = D_NC4, d_c4c5: float = D_C4C5, d_c2h: float = D_C2H,
+                 d_c4h: float = D_C4H, angle_nc2n: float = ANGLE_NC2N, angle_nc4h: float = ANGLE_NC4H) -> np.ndarray:
+    """In-plane coordinates (8, 2), Å, of a planar C2v imidazolate, ring centroid at the origin, from its bond
+    lengths (Å) and angles (degrees); the defaults are :data:`IM_GEOMETRY` (MOF-FF's ideal linker).
 
     x runs from Nb to Na (the "a" side is +x), y along the C2 axis towards C2.
     """
-    half = np.radians(ANGLE_NC2N) / 2
+    half = np.radians(angle_nc2n) / 2
     c2 = np.array([0.0, 0.0])
-    na = np.array([D_C2N * np.sin(half), -D_C2N * np.cos(half)])
-    x_c = D_C4C5 / 2
-    dy = np.sqrt(D_NC4**2 - (na[0] - x_c) ** 2)
+    na = np.array([d_c2n * np.sin(half), -d_c2n * np.cos(half)])
+    x_c = d_c4c5 / 2
+    dy = np.sqrt(d_nc4**2 - (na[0] - x_c) ** 2)
     ca = np.array([x_c, na[1] - dy])
     flip = np.array([-1.0, 1.0])
     ring = np.array([na, na * flip, c2, ca, ca * flip])
-    h2 = c2 + np.array([0.0, D_C2H])
-    # H on Ca: rotate the Ca->Na unit vector by ANGLE_NC4H away from the ring
+    h2 = c2 + np.array([0.0, d_c2h])
+    # H on Ca: rotate the Ca->Na unit vector by angle_nc4h away from the ring
     u = (na - ca) / np.linalg.norm(na - ca)
-    t = np.radians(ANGLE_NC4H)
+    t = np.radians(angle_nc4h)
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     outward = ca - ring.mean(axis=0)
     ha_dir = max((rot @ u, rot.T @ u), key=lambda v: v @ outward)
-    ha = ca + D_C4H * ha_dir
+    ha = ca + d_c4h * ha_dir
     xy = np.vstack([ring, h2, ha, ha * flip])
     return xy - ring.mean(axis=0)
 
 
-#: Ideal linker coordinates (8, 2), Å; see :func:`_ideal_linker`.
-IDEAL_LINKER = _ideal_linker()
+def measure_im_geometry(atoms: Atoms, connectivity) -> dict[str, float]:
+    """Mean internal geometry of the imidazolates (C3H3N2) of ``atoms``: the keyword arguments of
+    :func:`ideal_linker` (bond lengths in Å, angles in degrees; each side's C4/C5, H and
+    N-C4 value averaged with the other's, as the planar C2v ideal linker has one of each), plus ``n_linkers`` and
+    ``<key>_std`` (the spread over linkers and sides). Raises ValueError when there is no Im linker.
+    ``connectivity``: its :func:`ase_cggpr.beads.find_connectivity` (``linkers``, ``linker_formulas``)."""
+    positions = atoms.get_positions()
+    values: dict[str, list[float]] = {k: [] for k in IM_GEOMETRY}
+    n = 0
+    for index, formula in zip(connectivity.linkers, connectivity.linker_formulas, strict=True):
+        if formula != LINKERS["Im"][2]:
+            continue
+        index = np.asarray(index, dtype=int)
+        xyz = positions[index[0]] + find_mic(positions[index] - positions[index[0]], atoms.cell, atoms.pbc)[0]
+        symbols = atoms.numbers[index]
+        n_at, c_at, h_at = (np.where(symbols == atomic_numbers[e])[0] for e in ("N", "C", "H"))
+        d = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)
+        c2 = c_at[np.argmin(d[np.ix_(c_at, n_at)].max(axis=1))]  # the C bonded to both N
+        c45 = [c for c in c_at if c != c2]
+        n_of = {c: n_at[np.argmin(d[c, n_at])] for c in c45}
+        h_of = {c: h_at[np.argmin(d[c, h_at])] for c in (c2, *c45)}
+        values["d_c2n"] += [d[c2, m] for m in n_at]
+        values["d_nc4"] += [d[n_of[c], c] for c in c45]
+        values["d_c4c5"].append(d[c45[0], c45[1]])
+        values["d_c2h"].append(d[c2, h_of[c2]])
+        values["d_c4h"] += [d[c, h_of[c]] for c in c45]
+        values["angle_nc2n"].append(_angle(xyz[n_at[0]], xyz[c2], xyz[n_at[1]]))
+        values["angle_nc4h"] += [_angle(xyz[n_of[c]], xyz[c], xyz[h_of[c]]) for c in c45]
+        n += 1
+    if not n:
+        raise ValueError("no imidazolate (C3H3N2) linker to measure")
+    out: dict[str, float] = {k: float(np.mean(v)) for k, v in values.items()}
+    out.update({f"{k}_std": float(np.std(v)) for k, v in values.items()})
+    out["n_linkers"] = n
+    return out
+
+
+def _angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+    """Angle a-b-c in degrees."""
+    u, v = a - b, c - b
+    return float(np.degrees(np.arccos(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1.0, 1.0))))
+
+
+#: Ideal linker coordinates (8, 2), Å: MOF-FF's (:data:`IM_GEOMETRY`); see :func:`ideal_linker`.
+IDEAL_LINKER = ideal_linker()
 
 
 def _ideal_mim_linker() -> np.ndarray:
-    """Coordinates (11, 3) of the ideal mIm in the linker frame (x, y as :func:`_ideal_linker`, z = x cross y)."""
+    """Coordinates (11, 3) of the ideal mIm in the linker frame (x, y as :func:`ideal_linker`, z = x cross y)."""
     xy = IDEAL_LINKER
     c2 = np.array([*xy[2], 0.0])
     cm = c2 + np.array([0.0, D_C2CM, 0.0])
@@ -336,7 +390,8 @@ def linker_frames(vectors: np.ndarray, name: str = "net") -> tuple[np.ndarray, n
 
 def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
              linker: str | list[str] | tuple[str, ...] = "Im", seed: int = 0,
-             methyl_rotamers: bool = True, shapes: Sequence[np.ndarray] | None = None) -> Decorated:
+             methyl_rotamers: bool = True, shapes: Sequence[np.ndarray] | None = None,
+             ideal: np.ndarray | None = None) -> Decorated:
     """Decorate an AB2 net with Zn on A sites and ideal imidazolate (or 2-methylimidazolate) on B sites.
 
     Args:
@@ -357,6 +412,10 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
             (:func:`linker_shapes`), placed instead of the ideal linkers (needs a non-Im ``linker``: the Im path
             is the hZIF recipe and is left as it is). ``decorate(net, beads_of(relaxed), shapes=linker_shapes(
             dec, relaxed, net))`` gives back the relaxed structure.
+        ideal: in-plane coordinates (8, 2), Å, of the imidazolate placed on every Im B site (default
+            :data:`IDEAL_LINKER`, MOF-FF's); a labeller's own relaxed imidazolate is
+            ``ideal_linker(**geometry)`` (:func:`ideal_linker`; a build takes it from its labeller, see
+            :meth:`ase_cggpr.dataset.config.BuildConfig.ideal_im`). mIm linkers are unaffected.
 
     Returns:
         A :class:`Decorated` structure: Zn exactly on the A sites, every ring centroid
@@ -372,13 +431,18 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
     vec = bond_vectors(cg, net.b_neighbours, net.b_shifts)
     ex, ey = linker_frames(vec, name)
     centres = cg.positions[n_a:]
+    ideal = IDEAL_LINKER if ideal is None else np.asarray(ideal, dtype=float)
+    if ideal.shape != IDEAL_LINKER.shape or not np.isfinite(ideal).all():
+        raise ValueError(f"ideal imidazolate coordinates must be finite, shape {IDEAL_LINKER.shape}; "
+                         f"got shape {ideal.shape}")
     if not (isinstance(linker, str) and linker == "Im"):
         return _decorate_kinds(net, cg, linker_assignment(n_b, linker, seed=seed, name=name),
-                               linker if isinstance(linker, str) else "custom", ex, ey, methyl_rotamers, shapes)
+                               linker if isinstance(linker, str) else "custom", ex, ey, methyl_rotamers, shapes,
+                               ideal)
     if shapes is not None:
         raise ValueError("linker shapes are for mIm and mixed decorations; the Im path places ideal linkers")
-    linkers = (centres[:, None, :] + IDEAL_LINKER[None, :, 0, None] * ex[:, None, :]
-               + IDEAL_LINKER[None, :, 1, None] * ey[:, None, :])
+    linkers = (centres[:, None, :] + ideal[None, :, 0, None] * ex[:, None, :]
+               + ideal[None, :, 1, None] * ey[:, None, :])
     positions = np.vstack([cg.positions[:n_a], linkers.reshape(-1, 3)])
     symbols = [METAL] * n_a + list(LINKER_SYMBOLS) * n_b
     atoms = Atoms(symbols, positions=positions, cell=cg.cell.array, pbc=True)
@@ -393,12 +457,12 @@ def decorate(net: Net, cg: Atoms | None = None, *, name: str | None = None,
 
 def _decorate_kinds(net: Net, cg: Atoms, kinds: tuple[str, ...], spec: str, ex: np.ndarray,
                     ey: np.ndarray, methyl_rotamers: bool = True,
-                    shapes: Sequence[np.ndarray] | None = None) -> Decorated:
-    """:func:`decorate` with a linker per B site (Im and/or mIm)."""
+                    shapes: Sequence[np.ndarray] | None = None, ideal_im: np.ndarray = IDEAL_LINKER) -> Decorated:
+    """:func:`decorate` with a linker per B site (Im and/or mIm; Im as ``ideal_im``)."""
     n_a = net.n_a
     ez = np.cross(ex, ey)
     centres = cg.positions[n_a:]
-    ideal = {"Im": np.column_stack([IDEAL_LINKER, np.zeros(len(IDEAL_LINKER))]), "mIm": IDEAL_MIM_LINKER}
+    ideal = {"Im": np.column_stack([ideal_im, np.zeros(len(ideal_im))]), "mIm": IDEAL_MIM_LINKER}
     positions, symbols, intra = [cg.positions[:n_a]], [METAL] * n_a, []
     start = n_a
     starts = []

@@ -157,5 +157,7 @@ def make_frames(net: Net, relaxed_cg: Atoms, config: BuildConfig,
 def decorate_for(net: Net, config: BuildConfig, cg: Atoms | None = None,
                  shapes: Sequence[np.ndarray] | None = None) -> Decorated:
     """:func:`decorate` with the build's linker (the net's seeded assignment for a mix), with ``shapes``
-    (:func:`~ase_cggpr.dataset.decorate.linker_shapes`) instead of ideal linkers when given."""
-    return decorate(net, cg, linker=config.linker, seed=linker_seed(config.seed, net.name), shapes=shapes)
+    (:func:`~ase_cggpr.dataset.decorate.linker_shapes`) instead of ideal linkers when given; Im as the build
+    labeller's own ideal imidazolate (:meth:`BuildConfig.ideal_im`)."""
+    return decorate(net, cg, linker=config.linker, seed=linker_seed(config.seed, net.name), shapes=shapes,
+                    ideal=config.ideal_im())

@@ -323,6 +323,10 @@ def _check_manifest(out_dir: Path, config: BuildConfig) -> None:
             old.setdefault("linker", "Im")
             old.setdefault("linker_geometry", "ideal")
             old.setdefault("labeller", {"labeller": "mofff"})  # folders started before labellers: MOF-FF
+        if isinstance(old, dict) and "ideal_linker" in wanted and "ideal_linker" not in old:
+            raise ValueError(f"{out_dir} holds frames decorated with MOF-FF's ideal imidazolate ({path}); this "
+                             f"build decorates with its labeller's own, so give a new output folder (relaxations "
+                             f"are restored from the store, frames are remade in seconds per net)")
         if old != json.loads(json.dumps(wanted)):
             raise ValueError(f"{out_dir} holds a build with other settings ({path}); resume it with "
                              "the same settings or choose another output folder")

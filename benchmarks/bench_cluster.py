@@ -1,16 +1,18 @@
 """Benchmark of running a screen on a Dask cluster (ase_cggpr.tasks) against local worker processes.
 
 Screens ``--n`` structures (default 2,000: rattled, renamed copies of the built-in atomistic frames, written to one
-extxyz file) with the shipped AB2 model, back to back in this one process:
+extxyz file) with the shipped AB2 model, in ``--rounds`` rounds back to back in this one process, each:
 
 1. locally with ``-j 2`` (the default local worker processes);
 2. through a ``distributed.LocalCluster`` of 2 single-threaded worker processes on loopback (the scheduler in this
-   process, as ``cggpr screen --scheduler`` would reach a separate one); then 1 worker, for the throughput curve;
-3. per-task overhead: ``--noop`` tasks that do nothing, through the local pool and through the cluster
-   (scheduler round trip, serialisation, result stream back); a screen on Dask sends ``DASK_CHUNK`` structures
-   per task;
-4. the local run again (the two local runs bracket the cluster runs on this shared machine; their mean is the
-   reference).
+   process, as ``cggpr screen --scheduler`` would reach a separate one), with our Dask settings
+   (``ase_cggpr.tasks.DASK_CONFIG``, as README's ``dask worker`` commands get them); with ``--dask-defaults`` also
+   through one with Dask's default settings. Cluster start-up is not timed.
+
+Then the per-task overhead (``--noop`` tasks that do nothing, through the local pool and the cluster: scheduler
+round trip, serialisation, result stream back; a screen on Dask sends ``DASK_CHUNK`` structures per task), and
+unless ``--skip-one-worker`` a 1-worker cluster against ``-j 1``. Every run's rows must be the first local run's
+(same rows, energies within 1e-9 eV, same ranks). Ratios Dask / local are per round (same load).
 
 The machine is shared (the load average is reported before and after each run), so CPU time is reported too:
 this process's and its children's (``resource``), and on the cluster the workers' own CPU time (their
@@ -23,7 +25,7 @@ the workers alone could finish 100 c / t structures per second; the single sched
 the CPU time of this process, which holds the LocalCluster's scheduler and the client, per task: an upper bound
 of the scheduler's own cost). The smaller of the two bounds the throughput.
 
-Run:  python benchmarks/bench_cluster.py [--n 2000] [--noop 500] [--cores-per-node 32] [--skip-one-worker]
+Run:  python benchmarks/bench_cluster.py [--n 2000] [--rounds 3] [--noop 500] [--dask-defaults] [--skip-one-worker]
 """
 
 from __future__ import annotations

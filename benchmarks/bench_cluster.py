@@ -16,8 +16,8 @@ unless ``--skip-one-worker`` a 1-worker cluster against ``-j 1``. Every run's ro
 
 The machine is shared (the load average is reported before and after each run), so CPU time is reported too:
 this process's and its children's (``resource``), and on the cluster the workers' own CPU time (their
-``getrusage``). The overhead of the cluster is (cluster - local) / local, for wall and for total CPU time. The
-numbers of the two runs must agree (checked: same rows, energies within 1e-9 eV).
+``getrusage``). The overhead of the cluster is (cluster - local) / local of the same round, for wall and for total
+CPU time.
 
 Extrapolation to 100 nodes: with ``c`` cores per node and a task time ``t`` (CPU s per structure measured here),
 the workers alone could finish 100 c / t structures per second; the single scheduler handles at most

@@ -40,12 +40,14 @@ import dataclasses
 import functools
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing.connection import wait
 from typing import Any
@@ -61,9 +63,21 @@ WORKER_DIED = "worker died"
 DASK_CHUNK = 8
 #: Seconds to wait for a Dask scheduler (its scheduler file to appear, then the connection).
 CONNECT_TIMEOUT = 30
+#: Seconds between two counts of a Dask cluster's worker threads (workers join and leave during a run).
+THREADS_REFRESH = 5.0
 #: Job schedulers reachable through dask-jobqueue.
 CLUSTERS = ("slurm", "pbs")
 INSTALL_HINT = "pip install 'ase-cggpr[cluster]' (or pip install '.[cluster]' in a checkout)"
+#: Dask settings for our tasks (CPU-bound, seconds each): Dask's diagnostics sampled every 10-20 ms cost a worker
+#: several % of a core (benchmarks/bench_cluster.py; docs/cluster.md): the statistical profiler (a stack sample of
+#: every thread each 10 ms), the event-loop health check (each 20 ms) and the system monitor (psutil each 500 ms).
+#: Set by a Runner for the clusters it starts (and in the calling process); give them to workers you start
+#: yourself as environment variables (:func:`dask_environment`).
+DASK_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "1s",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,6 +433,13 @@ def check_available(runner: Runner) -> None:
         _jobqueue_class(runner)
 
 
+def dask_environment() -> dict[str, str]:
+    """:data:`DASK_CONFIG` as Dask's environment variables (``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``,
+    ...), for ``dask worker`` / ``dask scheduler`` processes started by hand or by a batch job."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+            for key, value in DASK_CONFIG.items()}
+
+
 def _jobqueue_class(runner: Runner):
     try:
         import dask_jobqueue
@@ -441,9 +462,14 @@ def dask_client(runner: Runner):
         import dask
 
         kind = _jobqueue_class(runner)
-        with dask.config.set({"distributed.scheduler.allowed-failures": runner.retries}):
+        options = dict(runner.cluster_options)
+        prologue = (options.pop("job_script_prologue", None)
+                    or dask.config.get(f"jobqueue.{runner.cluster}.job-script-prologue", None) or [])
+        prologue = [prologue] if isinstance(prologue, str) else list(prologue)  # --cluster-option: one line
+        options["job_script_prologue"] = [f"export {k}={v}" for k, v in dask_environment().items()] + prologue
+        with dask.config.set({**DASK_CONFIG, "distributed.scheduler.allowed-failures": runner.retries}):
             try:
-                cluster = kind(**dict(runner.cluster_options))
+                cluster = kind(**options)
             except (ValueError, TypeError) as error:
                 raise OptionError(f"--cluster {runner.cluster}: {' '.join(str(error).split())} (set it with "
                                   "--cluster-option KEY=VALUE or dask-jobqueue's configuration file)") from None
@@ -451,7 +477,14 @@ def dask_client(runner: Runner):
                 cluster.scale(jobs=runner.jobs)
                 yield client
         return
-    address = str(runner.scheduler)
+    import dask
+
+    with dask.config.set(DASK_CONFIG), _connect(distributed, str(runner.scheduler)) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _connect(distributed, address: str):
     try:
         if "://" not in address and (os.path.isfile(address) or address.endswith(".json")):  # a scheduler file
             client = distributed.Client(scheduler_file=_scheduler_file(address), timeout=f"{CONNECT_TIMEOUT}s")
@@ -490,23 +523,53 @@ def _total_threads(client) -> int:
     return 1
 
 
+class _SyncCancelRace(logging.Filter):
+    """Drops the one log record of a race in ``distributed.utils.sync`` (distributed 2026.11): a Ctrl-C while this
+    process waits on the scheduler makes the event loop run ``sync``'s ``cancel`` before the future it cancels
+    exists, and tornado logs the NameError with its traceback. Harmless (the run stops as it should): not shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, NameError):
+            return True
+        frames = traceback.extract_tb(error.__traceback__)
+        return not (frames and frames[-1].name == "cancel"
+                    and frames[-1].filename.replace(os.sep, "/").endswith("distributed/utils.py"))
+
+
+@contextlib.contextmanager
+def _quiet_interrupts():
+    log = logging.getLogger("tornado.application")
+    race = _SyncCancelRace()
+    log.addFilter(race)
+    try:
+        yield
+    finally:
+        log.removeFilter(race)
+
+
 def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death) -> Iterator[Outcome]:
     distributed = _import_distributed()
     from distributed.scheduler import KilledWorker
 
-    with dask_client(runner) as client:
+    with _quiet_interrupts(), dask_client(runner) as client:
         if not client.scheduler_info()["workers"]:  # e.g. batch jobs still queued: wait (Ctrl-C stops)
             print(f"waiting for the first Dask worker of {runner.describe()} ...", file=sys.stderr, flush=True)
             client.wait_for_workers(1)
         shared = client.scatter(context, broadcast=True, hash=False) if context is not None else None
         todo = iter(tasks)
         running: dict[Any, Task] = {}
-        pending = distributed.as_completed()
+        # results (or errors) are gathered by the client's event loop as they finish: no round trip per task here
+        pending = distributed.as_completed(with_results=True, raise_errors=False)
         exhausted = False
         try:
+            threads, counted = 1, -float("inf")
+
             def fill() -> None:
-                nonlocal exhausted
-                limit = max(4, 4 * _total_threads(client))  # a few per worker: lazily read inputs
+                nonlocal exhausted, threads, counted
+                if time.monotonic() - counted > THREADS_REFRESH:  # a round trip to the scheduler: not per task
+                    threads, counted = _total_threads(client), time.monotonic()
+                limit = max(4, 4 * threads)  # a few per worker: lazily read inputs
                 while not exhausted and len(running) < limit:
                     task = next(todo, None)
                     if task is None:
@@ -518,18 +581,23 @@ def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death
 
             fill()
             while running:
-                future = next(pending)
+                future, result = next(pending)
                 task = running.pop(future)
                 outcome = Outcome(task)
-                try:
-                    outcome.value = future.result()
-                except KilledWorker as error:
+                error = None
+                if future.status == "error":  # result: (type, exception, traceback)
+                    error = result[1]
+                elif future.status == "cancelled":  # by someone else (not by this run)
+                    error = CGGPRError(f"the task was cancelled on the Dask cluster ({type(result).__name__})")
+                else:
+                    outcome.value = result
+                if isinstance(error, KilledWorker):
                     outcome.deaths = 1 + runner.retries if runner.cluster is not None else 1
                     outcome.error = (f"{WORKER_DIED} on every attempt the Dask scheduler allowed "
                                      f"(distributed.scheduler.allowed-failures): {' '.join(str(error).split())}")
                     if on_death is not None:
                         on_death(task, outcome.error, False)
-                except Exception as error:
+                elif error is not None:
                     outcome.exception = error
                 future.release()
                 yield outcome

@@ -1,21 +1,23 @@
 """Benchmark of running a screen on a Dask cluster (ase_cggpr.tasks) against local worker processes.
 
 Screens ``--n`` structures (default 2,000: rattled, renamed copies of the built-in atomistic frames, written to one
-extxyz file) with the shipped AB2 model, back to back in this one process:
+extxyz file) with the shipped AB2 model, in ``--rounds`` rounds back to back in this one process, each:
 
 1. locally with ``-j 2`` (the default local worker processes);
 2. through a ``distributed.LocalCluster`` of 2 single-threaded worker processes on loopback (the scheduler in this
-   process, as ``cggpr screen --scheduler`` would reach a separate one); then 1 worker, for the throughput curve;
-3. per-task overhead: ``--noop`` tasks that do nothing, through the local pool and through the cluster
-   (scheduler round trip, serialisation, result stream back); a screen on Dask sends ``DASK_CHUNK`` structures
-   per task;
-4. the local run again (the two local runs bracket the cluster runs on this shared machine; their mean is the
-   reference).
+   process, as ``cggpr screen --scheduler`` would reach a separate one), with our Dask settings
+   (``ase_cggpr.tasks.DASK_CONFIG``, as README's ``dask worker`` commands get them); with ``--dask-defaults`` also
+   through one with Dask's default settings. Cluster start-up is not timed.
+
+Then the per-task overhead (``--noop`` tasks that do nothing, through the local pool and the cluster: scheduler
+round trip, serialisation, result stream back; a screen on Dask sends ``DASK_CHUNK`` structures per task), and
+unless ``--skip-one-worker`` a 1-worker cluster against ``-j 1``. Every run's rows must be the first local run's
+(same rows, energies within 1e-9 eV, same ranks). Ratios Dask / local are per round (same load).
 
 The machine is shared (the load average is reported before and after each run), so CPU time is reported too:
 this process's and its children's (``resource``), and on the cluster the workers' own CPU time (their
-``getrusage``). The overhead of the cluster is (cluster - local) / local, for wall and for total CPU time. The
-numbers of the two runs must agree (checked: same rows, energies within 1e-9 eV).
+``getrusage``). The overhead of the cluster is (cluster - local) / local of the same round, for wall and for total
+CPU time.
 
 Extrapolation to 100 nodes: with ``c`` cores per node and a task time ``t`` (CPU s per structure measured here),
 the workers alone could finish 100 c / t structures per second; the single scheduler handles at most
@@ -23,12 +25,13 @@ the workers alone could finish 100 c / t structures per second; the single sched
 the CPU time of this process, which holds the LocalCluster's scheduler and the client, per task: an upper bound
 of the scheduler's own cost). The smaller of the two bounds the throughput.
 
-Run:  python benchmarks/bench_cluster.py [--n 2000] [--noop 500] [--cores-per-node 32] [--skip-one-worker]
+Run:  python benchmarks/bench_cluster.py [--n 2000] [--rounds 3] [--noop 500] [--dask-defaults] [--skip-one-worker]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -88,19 +91,37 @@ def _timed(label: str, run, client=None) -> dict:
     return {**out, "value": value}
 
 
+@contextlib.contextmanager
+def _cluster(n_workers: int, tuned: bool):
+    """A LocalCluster of single-threaded worker processes on loopback, with our Dask settings (DASK_CONFIG, as
+    README's ``dask worker`` commands get them) or Dask's defaults."""
+    import dask
+    import distributed
+
+    from ase_cggpr.tasks import DASK_CONFIG
+
+    config = {**(DASK_CONFIG if tuned else {}), "distributed.scheduler.allowed-failures": 3}
+    with dask.config.set(config), \
+            distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None,
+                                     env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}) as cluster, \
+            distributed.Client(cluster) as client:
+        client.run(lambda: __import__("ase_cggpr.screening"))  # imports: part of a worker's start-up
+        yield cluster, client
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="structures to screen")
+    parser.add_argument("--rounds", type=int, default=3, help="local / Dask pairs, back to back")
     parser.add_argument("--noop", type=int, default=500, help="no-op tasks for the per-task overhead")
     parser.add_argument("--cores-per-node", type=int, default=32, help="for the extrapolation to 100 nodes")
+    parser.add_argument("--dask-defaults", action="store_true",
+                        help="also run each round on a cluster with Dask's default settings (not DASK_CONFIG)")
     parser.add_argument("--skip-one-worker", action="store_true", help="no 1-worker cluster run")
     args = parser.parse_args()
     for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(key, "1")
-
-    import dask
-    import distributed
-
     from ase_cggpr.model import CGGPRModel
     from ase_cggpr.pretrained import resolve
     from ase_cggpr.screening import screen
@@ -108,68 +129,90 @@ def main() -> None:
 
     model = CGGPRModel.load(resolve("AB2"))
     results: dict = {"n": args.n, "cpu_count": os.cpu_count()}
+    rounds = []
     with tempfile.TemporaryDirectory() as folder:
         data = _structures(args.n, Path(folder) / "structures.extxyz")
 
         def run_screen(workers):
             return screen(model, [data], threshold=1.0, workers=workers)
 
-        local = _timed("local -j 2", lambda: run_screen(2))
+        reference = None
+        for k in range(args.rounds):
+            one = {"local": _timed(f"round {k + 1}: local -j 2", lambda: run_screen(2))}
+            reference = reference or one["local"]["value"]
+            kinds = [("dask", True)] + ([("dask_defaults", False)] if args.dask_defaults else [])
+            for name, tuned in kinds:
+                with _cluster(2, tuned) as (cluster, client):
+                    one[name] = _timed(f"round {k + 1}: Dask 2 workers{'' if tuned else ' (Dask defaults)'}",
+                                       lambda c=cluster: run_screen(Runner(scheduler=c.scheduler_address)), client)
+                _check_same(reference, one[name]["value"], args.n)
+            rounds.append(one)
         noop_local = _timed(f"local -j 2, {args.noop} no-op tasks",
                             lambda: sum(1 for _ in run_tasks(_noop, (Task(k, k) for k in range(args.noop)), 2)))
-        runs = {}
-        for n_workers in ([2] if args.skip_one_worker else [2, 1]):
-            with dask.config.set({"distributed.scheduler.allowed-failures": 3}), \
-                    distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                             host="127.0.0.1", dashboard_address=None,
-                                             env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}) as cluster, \
-                    distributed.Client(cluster) as client:
-                runner = Runner(scheduler=cluster.scheduler_address)
-                client.run(lambda: __import__("ase_cggpr.screening"))  # imports: part of a worker's start-up
-                runs[n_workers] = _timed(f"Dask LocalCluster, {n_workers} worker(s)", lambda r=runner: run_screen(r),
-                                         client)
-                if n_workers == 2:
-                    runs["noop"] = _timed(f"Dask 2 workers, {args.noop} no-op tasks", lambda r=runner: sum(
-                        1 for _ in run_tasks(_noop, (Task(k, k) for k in range(args.noop)), r)), client)
-        again = _timed("local -j 2 (again, after the cluster runs)", lambda: run_screen(2))
+        with _cluster(2, True) as (cluster, client):
+            runner = Runner(scheduler=cluster.scheduler_address)
+            noop = _timed(f"Dask 2 workers, {args.noop} no-op tasks", lambda: sum(
+                1 for _ in run_tasks(_noop, (Task(k, k) for k in range(args.noop)), runner)), client)
+        one_worker = None
+        if not args.skip_one_worker:
+            with _cluster(1, True) as (cluster, client):
+                one_worker = _timed("Dask 1 worker", lambda: run_screen(Runner(scheduler=cluster.scheduler_address)),
+                                    client)
+            one_local = _timed("local -j 1", lambda: run_screen(1))
 
-    cluster2 = runs[2]
-    a = {r.id: r for r in local["value"].rows}
-    b = {r.id: r for r in cluster2["value"].rows}
-    assert a.keys() == b.keys() and len(a) == args.n
-    worst = max(abs(a[k].energy_per_Zn - b[k].energy_per_Zn) for k in a)
-    assert worst <= 1e-9, worst
-    assert all(a[k].rank == b[k].rank for k in a)
-    local_wall = (local["wall_s"] + again["wall_s"]) / 2  # the two local runs bracket the cluster runs
-    local_cpu = (local["cpu_s"] + again["cpu_s"]) / 2
+    def ratios(name: str, key: str) -> list[float]:
+        return [round(r[name][key] / r["local"][key], 3) for r in rounds]
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 3)
+
+    local_cpu = sum(r["local"]["cpu_s"] for r in rounds) / len(rounds)
+    dask_cpu = sum(r["dask"]["cpu_s"] for r in rounds) / len(rounds)
     per_structure_cpu = local_cpu / args.n
-    noop_ms = 1000 * runs["noop"]["wall_s"] / args.noop
+    noop_ms = 1000 * noop["wall_s"] / args.noop
     noop_local_ms = 1000 * noop_local["wall_s"] / args.noop
     # the scheduler (and client) run in this process: their CPU per no-op task bounds the tasks per second one
     # scheduler can take; a task of a screen on Dask holds DASK_CHUNK structures
-    scheduler_ms = 1000 * runs["noop"]["cpu_this_process_s"] / args.noop
+    scheduler_ms = 1000 * noop["cpu_this_process_s"] / args.noop
     scheduler_rate = 1000 / scheduler_ms * DASK_CHUNK
     nodes = 100
     worker_rate = nodes * args.cores_per_node / per_structure_cpu
     expected = min(worker_rate, scheduler_rate)
     results.update(
-        same_numbers=f"{args.n} rows, max |dE| {worst:.1e} eV, identical ranks",
-        local_wall_s=round(local_wall, 2), local_cpu_s=round(local_cpu, 2),
-        cluster_wall_s=cluster2["wall_s"], cluster_cpu_s=cluster2["cpu_s"],
-        overhead_wall_percent=round(100 * (cluster2["wall_s"] - local_wall) / local_wall, 1),
-        overhead_cpu_percent=round(100 * (cluster2["cpu_s"] - local_cpu) / local_cpu, 1),
-        overhead_cpu_ms_per_structure=round(1000 * (cluster2["cpu_s"] - local_cpu) / args.n, 2),
+        same_numbers=f"{args.n} rows in every run, max |dE| <= 1e-9 eV, identical ranks",
+        wall_ratio_dask_over_local=ratios("dask", "wall_s"), wall_ratio_mean=mean(ratios("dask", "wall_s")),
+        cpu_ratio_dask_over_local=ratios("dask", "cpu_s"), cpu_ratio_mean=mean(ratios("dask", "cpu_s")),
+        overhead_cpu_ms_per_structure=round(1000 * (dask_cpu - local_cpu) / args.n, 2),
         per_task_round_trip_ms_cluster=round(noop_ms, 2), per_task_round_trip_ms_local=round(noop_local_ms, 2),
         scheduler_and_client_cpu_ms_per_task=round(scheduler_ms, 2),
         cpu_s_per_structure=round(per_structure_cpu, 4), structures_per_dask_task=DASK_CHUNK,
-        throughput_per_s={f"{k} worker(s)": round(args.n / runs[k]["wall_s"], 1) for k in runs if k != "noop"},
         extrapolation_100_nodes=dict(
             cores=nodes * args.cores_per_node, workers_bound_per_s=round(worker_rate),
             scheduler_bound_per_s=round(scheduler_rate), expected_per_s=round(expected),
             bound="scheduler" if scheduler_rate < worker_rate else "workers",
             hours_per_million=round(1e6 / expected / 3600, 2)),
         load_average_end=[round(x, 2) for x in os.getloadavg()])
+    if args.dask_defaults:
+        results.update(wall_ratio_dask_defaults_over_local=ratios("dask_defaults", "wall_s"),
+                       wall_ratio_dask_defaults_mean=mean(ratios("dask_defaults", "wall_s")),
+                       cpu_ratio_dask_defaults_over_local=ratios("dask_defaults", "cpu_s"),
+                       cpu_ratio_dask_defaults_mean=mean(ratios("dask_defaults", "cpu_s")))
+    if one_worker is not None:
+        results.update(one_worker_wall_ratio=round(one_worker["wall_s"] / one_local["wall_s"], 3),
+                       one_worker_cpu_ratio=round(one_worker["cpu_s"] / one_local["cpu_s"], 3),
+                       throughput_per_s={"Dask 1 worker": round(args.n / one_worker["wall_s"], 1),
+                                         "Dask 2 workers": round(args.n / rounds[-1]["dask"]["wall_s"], 1)})
     print(json.dumps(results, indent=1))
+
+
+def _check_same(reference, result, n: int) -> None:
+    """The cluster's rows are the local run's: same ids, energies within 1e-9 eV, same ranks."""
+    a = {r.id: r for r in reference.rows}
+    b = {r.id: r for r in result.rows}
+    assert a.keys() == b.keys() and len(a) == n
+    worst = max(abs(a[k].energy_per_Zn - b[k].energy_per_Zn) for k in a)
+    assert worst <= 1e-9, worst
+    assert all(a[k].rank == b[k].rank for k in a)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,14 @@ row, with the numbers of the local run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -155,6 +159,59 @@ def test_screen_command_resumes_on_the_cluster(cluster, model, structures, local
     for row in table:
         assert float(row["energy_per_Zn_eV"]) == pytest.approx(local_rows[row["id"]].energy_per_Zn, abs=2e-6)
         assert row["rank"] == str(local_rows[row["id"]].rank or "")
+
+
+def test_ctrl_c_on_the_cluster_then_resume(cluster, model, structures, local_rows, tmp_path):
+    """A real Ctrl-C (SIGINT) to `cggpr screen --scheduler` after its first rows: exit code 130, no CSV (only the
+    progress file); `--resume` then takes those rows and screens the rest: every structure exactly once, with the
+    numbers of the local run."""
+    model_path = model.save(tmp_path / "tiny.npz")
+    n = 64  # structures: 8 Dask tasks of 8
+    inputs = tmp_path / "inputs.extxyz"
+    write(inputs, read(structures, f":{n}"))
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "ranking.csv"
+    command = [sys.executable, "-c", "import sys; from ase_cggpr.cli import main; sys.exit(main())", "screen",
+               str(model_path), str(inputs), "-o", str(out), "--threshold", "1.0",
+               "--scheduler", cluster.scheduler_address]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = progress_path(out)
+    end = time.monotonic() + 120
+    while (not log.exists() or len(_whole_lines(log)) < 1 + 8) and process.poll() is None \
+            and time.monotonic() < end:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in work.iterdir()) == [log.name]  # no CSV, no temporary file, no lock
+    done = len(_whole_lines(log)) - 1  # its first line is the screen's header
+    assert 0 < done < n, done
+    resumed = subprocess.run([*command, "--resume"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{done} taken from the interrupted screen" in resumed.stdout + resumed.stderr
+    with open(out, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == n and len({row["id"] for row in table}) == n  # every structure exactly once
+    for row in table:
+        assert float(row["energy_per_Zn_eV"]) == pytest.approx(local_rows[row["id"]].energy_per_Zn, abs=2e-6)
+        assert bool(row["rank"]) == (local_rows[row["id"]].rank is not None)  # ranked: the same structures
+    ranked = sorted((int(row["rank"]), float(row["energy_per_Zn_eV"])) for row in table if row["rank"])
+    assert [rank for rank, _ in ranked] == list(range(1, len(ranked) + 1))  # ranks of this subset, by energy
+    assert all(a[1] <= b[1] for a, b in zip(ranked, ranked[1:], strict=False))
+    assert not log.exists()
+
+
+def _whole_lines(path: Path) -> list[str]:
+    """The lines of a progress file that are complete JSON (an interrupted write may leave a partial last one)."""
+    out = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            json.loads(line)
+            out.append(line)
+    return out
 
 
 def test_unreachable_scheduler_is_one_line_and_no_file(model, structures, tmp_path):

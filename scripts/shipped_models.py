@@ -32,7 +32,8 @@ from ase_cggpr.errors import CGGPRError
 
 def basis_of(args) -> dict:
     return {k: v for k, v in (("n_max", args.n_max), ("l_max", args.l_max), ("cutoff", args.cutoff),
-                              ("atom_sigma", args.atom_sigma)) if v is not None}
+                              ("atom_sigma", args.atom_sigma),
+                              ("noise", args.noise)) if v is not None}
 
 
 def recorded_command(argv: list[str]) -> str:
@@ -74,7 +75,7 @@ def cmd_train(args, argv: list[str]) -> int:
     t = time.perf_counter()
     model, report = recipes.train(frames, args.rep, args.recipe, n_rd=args.n_rd, inducing=args.inducing,
                                   n_held=args.n_held, seed=args.seed, final=args.final, basis=basis_of(args),
-                                  progress=args.progress)
+                                  progress=args.progress, n_test_rd=args.n_test_rd)
     print(json.dumps(report | {"seconds": round(time.perf_counter() - t)}), flush=True)
     model.training_.update(
         data_files=recipes.describe_build_files(args.build, args.rep),
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
         p.add_argument("--l-max", type=int, default=None, help="SOAP angular basis (default: the paper's 8)")
         p.add_argument("--cutoff", type=float, default=None, help="SOAP cutoff, Å (default: the paper's optimum)")
         p.add_argument("--atom-sigma", type=float, default=None, help="SOAP atom_sigma, Å (default: the paper's)")
+        p.add_argument("--noise", type=float, default=None, help="GPR noise, eV (default: the paper's 0.2)")
         p.add_argument("--n-held", type=int, default=50)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("-o", "--output", type=Path, required=True)
@@ -112,6 +114,9 @@ def main(argv=None) -> int:
         else:
             p.add_argument("--recipe", default="rd-shifted+relaxed", choices=recipes.RECIPES)
             p.add_argument("--overwrite", action="store_true")
+            p.add_argument("--n-test-rd", type=int, default=None,
+                           help="evaluate on about this many held-out r-d and d-r environments each (default: "
+                                "all; an atomistic model's ~185,000 cost more than its training)")
             p.add_argument("--final", choices=["all", "validated"], default="all",
                            help="ship a model retrained on every framework type (all), or the validated model "
                                 "itself, which never saw the held-out types (validated: half the cost)")

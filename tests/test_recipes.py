@@ -72,6 +72,21 @@ def test_training_set_follows_the_recipe_and_is_seeded(cg_frames):
         recipes.training_set(train, "rd", {}, n_rd=None, seed=0)
 
 
+def test_no_dr_recipe_and_rattled_test_subsample(cg_frames):
+    _, train, test = recipes.held_out_split(cg_frames, "atomistic", 50, seed=0)
+    frames, labels = recipes.training_set(train, "rd+none+relaxed", {}, n_rd=None, seed=0)
+    assert {a.info["kind"] for a in frames} == {"r-d", "none"}  # no d-r; (no relaxed frames in the built-in data)
+    assert all(np.array_equal(y, recipes.site_labels(a)) for a, y in zip(frames, labels, strict=True))  # unshifted
+    sub = recipes.subsample_rattled(test, 100, seed=0)
+    assert sub == recipes.subsample_rattled(test, 100, seed=0)
+    assert [a for a in sub if a.info["kind"] == "none"] == [a for a in test if a.info["kind"] == "none"]
+    largest = max(len(recipes.site_labels(a)) for a in test)
+    for kind in ("r-d", "d-r"):
+        n = sum(len(recipes.site_labels(a)) for a in sub if a.info["kind"] == kind)
+        assert 100 <= n < 100 + largest
+    assert recipes.subsample_rattled(test, None, seed=0) == list(test)
+
+
 def test_a_tiny_model_has_a_finite_held_out_table_better_than_the_mean(cg_frames):
     model, report = recipes.train(cg_frames, "AB2", "rd+none", n_rd=1500, inducing=50, seed=0, final="validated",
                                   basis=SMALL)

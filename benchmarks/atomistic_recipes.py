@@ -67,11 +67,18 @@ def _env_table(frames: list, kind: str) -> tuple[list, np.ndarray]:
     return chosen, owner
 
 
-def _describe(model: CGGPRModel, frames: list, rows: np.ndarray, out: np.ndarray, start: int) -> None:
-    """SOAP vectors of the environments ``rows`` (sorted) of ``frames`` into ``out[start:]`` (float32)."""
-    maps = [model.bead_map(a, name=f"{a.info['net']}/{a.info['kind']}") for a in frames]
-    for begin in range(0, len(rows), 2000):
-        block = rows[begin:begin + 2000]
+def _describe(model: CGGPRModel, frames: list, owner: np.ndarray, rows: np.ndarray, out: np.ndarray,
+              start: int) -> None:
+    """SOAP vectors of the environments ``rows`` (sorted; ``owner``: each environment's frame) of ``frames`` into
+    ``out[start:]`` (float32); only the frames holding a selected environment are mapped."""
+    starts = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(frames)))])
+    needed = np.unique(owner[rows])
+    maps = [model.bead_map(frames[k], name=f"{frames[k].info['net']}/{frames[k].info['kind']}") for k in needed]
+    sizes = starts[needed + 1] - starts[needed]
+    new_starts = np.concatenate([[0], np.cumsum(sizes)])
+    local = new_starts[np.searchsorted(needed, owner[rows])] + rows - starts[owner[rows]]
+    for begin in range(0, len(local), 2000):
+        block = local[begin:begin + 2000]
         out[start + begin:start + begin + len(block)] = model.selected_vectors(maps, block).astype(np.float32)
 
 
@@ -113,13 +120,13 @@ def cmd_prepare(args) -> int:
                                      and len(delta) == starts[owner[r] + 1] - starts[owner[r]] else float("nan"))
                 meta["net"].append(str(a.info["net"]))
                 meta["frame"].append(f"{role}/{kind}/{owner[r]}")
-            plan.append((chosen, rows))
+            plan.append((chosen, owner, rows))
     n_rows = len(meta["label"])
     dim = len(model.selected_vectors([model.bead_map(train[0])], np.array([0]))[0])
     X = np.lib.format.open_memmap(out / "soap.npy", mode="w+", dtype=np.float32, shape=(n_rows, dim))
     filled, c1 = 0, time.process_time()
-    for chosen, rows in plan:
-        _describe(model, chosen, rows, X, filled)
+    for chosen, owner, rows in plan:
+        _describe(model, chosen, owner, rows, X, filled)
         filled += len(rows)
         print(f"  SOAP {filled}/{n_rows} ({time.process_time() - c1:.0f} CPU s)", flush=True)
     soap_cpu = time.process_time() - c1

@@ -89,6 +89,27 @@ def cmd_train(args, argv: list[str]) -> int:
     return 0
 
 
+def cmd_use(args) -> int:
+    """Store what a model is good for (``training.use``, shown on its card) in a model file; arrays unchanged."""
+    import numpy as np
+
+    from ase_cggpr.model import CGGPRModel
+
+    before = CGGPRModel.load(args.output)
+    with np.load(args.output, allow_pickle=False) as handle:
+        arrays = {k: handle[k] for k in handle.files}
+    meta = json.loads(str(arrays.pop("metadata")))
+    meta["training"]["use"] = args.text
+    tmp = args.output.with_name(args.output.stem + ".tmp.npz")
+    np.savez(tmp, metadata=np.array(json.dumps(meta, indent=1, allow_nan=False)), **arrays)
+    tmp.replace(args.output)
+    after = CGGPRModel.load(args.output)
+    if not np.array_equal(after.regressor_.alpha_, before.regressor_.alpha_):
+        raise CGGPRError(f"{args.output}: the weights changed while writing the card note")
+    print(f"wrote training.use into {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,8 +141,13 @@ def main(argv=None) -> int:
             p.add_argument("--final", choices=["all", "validated"], default="all",
                            help="ship a model retrained on every framework type (all), or the validated model "
                                 "itself, which never saw the held-out types (validated: half the cost)")
+    p = sub.add_parser("use", help="store what a model is good for in its card (training.use)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the model file")
+    p.add_argument("--text", required=True)
     args = parser.parse_args(argv)
     try:
+        if args.command == "use":
+            return cmd_use(args)
         return cmd_select(args) if args.command == "select" else cmd_train(args, argv)
     except (CGGPRError, OSError) as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -142,6 +142,12 @@ def test_the_script_records_no_machine_path_in_the_card(tmp_path):
                                    "--inducing 20 --n-max 4 --l-max 2 --final validated -o m.npz")
     assert [f["path"] for f in training["data_files"]] == ["BUILD/cg.extxyz", "BUILD/relaxed_cg.extxyz"]
     assert CGGPRModel.load(out).training_["recipe"] == "rd+none"
+    before = CGGPRModel.load(out).regressor_.alpha_
+    note = subprocess.run([sys.executable, str(ROOT / "scripts" / "shipped_models.py"), "use", "-o", str(out),
+                           "--text", "ranking only"], capture_output=True, text=True, env=env, timeout=300)
+    assert note.returncode == 0, note.stderr
+    noted = CGGPRModel.load(out)
+    assert noted.training_["use"] == "ranking only" and np.array_equal(noted.regressor_.alpha_, before)
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "shipped_models.py"), "train", "--build",
                           str(tmp_path / "missing"), "-o", str(tmp_path / "x.npz")],
                          capture_output=True, text=True, env=env, timeout=300)

@@ -7,7 +7,7 @@ labelled MOF-FF build (``scripts/build_full_dataset.py`` + ``scripts/label_relax
     #    (the shipped atomistic basis, or --n-max/--l-max/--cutoff), and the two kernel matrices
     #    pool x pool and test x pool, cached in OUT (float32 .npy, memory-mapped afterwards)
     python benchmarks/atomistic_recipes.py prepare --build BUILD -o OUT \
-        --pool relaxed=10000 none=6000 r-d=8000 d-r=4000 --test none=3000 r-d=4000 d-r=3000
+        --pool relaxed=4000 none=2000 r-d=3000 d-r=1500 --test none=1500 r-d=1500 d-r=1500
 
     # 2. candidates fitted from the cached kernels (exact GPR on N pool environments, or the projected-process
     #    sparse GPR on M of them), each evaluated on the held-out sample: the table per frame kind
@@ -176,17 +176,14 @@ def _candidates(spec: list[str]) -> list[dict]:
     return out
 
 
-DEFAULT_CANDIDATES = [
+DEFAULT_CANDIDATES = [  # for the default pool (relaxed 4000, none 2000, r-d 3000, d-r 1500), most telling first
     # recipes at equal N (exact)
-    "relaxed:8000", "rd+relaxed:8000", "rd-shifted+relaxed:8000", "rd+none:8000", "rd+none+relaxed:8000",
-    "all:8000",
-    # noise
-    "rd+none+relaxed:8000:noise=0.05", "rd+none+relaxed:8000:noise=0.1", "rd+none+relaxed:8000:noise=0.4",
-    # learning curve
-    "rd+none+relaxed:2000", "rd+none+relaxed:4000", "rd+none+relaxed:16000", "all:16000",
-    # sparse against exact at N 16000
-    "rd+none+relaxed:16000:sparse=1000", "rd+none+relaxed:16000:sparse=2000", "rd+none+relaxed:16000:sparse=4000",
-    "all:16000:sparse=1000",
+    "rd+none+relaxed:4000", "all:4000", "rd-shifted+relaxed:4000", "relaxed:4000", "rd+relaxed:4000",
+    # learning curve of the best recipe, and the whole pool
+    "rd+none+relaxed:1000", "rd+none+relaxed:2000", "rd+none+relaxed:9000", "all:10500",
+    # sparse against exact at the same N, and the noise
+    "rd+none+relaxed:9000:sparse=1000", "rd+none+relaxed:9000:sparse=3000",
+    "rd+none+relaxed:9000:noise=0.1", "rd+none+relaxed:9000:noise=0.05",
 ]
 
 
@@ -295,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--build", type=Path, required=True)
-    p.add_argument("--pool", nargs="+", default=["relaxed=10000", "none=6000", "r-d=8000", "d-r=4000"])
-    p.add_argument("--test", nargs="+", default=["none=3000", "r-d=4000", "d-r=3000"])
+    p.add_argument("--pool", nargs="+", default=["relaxed=4000", "none=2000", "r-d=3000", "d-r=1500"])
+    p.add_argument("--test", nargs="+", default=["none=1500", "r-d=1500", "d-r=1500"])
     p.add_argument("--n-max", type=int)
     p.add_argument("--l-max", type=int)
     p.add_argument("--cutoff", type=float)

@@ -49,6 +49,7 @@ def card(name: str) -> dict[str, Any]:
         "calibration": meta.get("calibration"),
         "reference_energy_eV_per_Zn": meta["reference_energy"],
         "command": training.get("command"),
+        "use": training.get("use"),  # what the model is good for, when its held-out table limits it
         "citation": training.get("citation", CITATION),  # a model labelled by another potential names it
         "licence": training.get("licence", LICENCE),
     }
@@ -89,6 +90,8 @@ def format_card(c: dict[str, Any]) -> str:
         lines.append(f"  calibration (held out): trust threshold {cal.get('threshold', 0):.3f} eV; "
                      f"{cal.get('within_1sigma', 0):.0%} of errors within 1 sigma, "
                      f"{cal.get('within_2sigma', 0):.0%} within 2")
+    if c.get("use"):
+        lines.append(f"  use: {c['use']}")
     lines.append(f"  made by: {c['command']}")
     lines.append(f"  cite: {c['citation']}; licence: {c['licence']}")
     return "\n".join(lines)

@@ -72,6 +72,21 @@ def test_training_set_follows_the_recipe_and_is_seeded(cg_frames):
         recipes.training_set(train, "rd", {}, n_rd=None, seed=0)
 
 
+def test_no_dr_recipe_and_rattled_test_subsample(cg_frames):
+    _, train, test = recipes.held_out_split(cg_frames, "atomistic", 50, seed=0)
+    frames, labels = recipes.training_set(train, "rd+none+relaxed", {}, n_rd=None, seed=0)
+    assert {a.info["kind"] for a in frames} == {"r-d", "none"}  # no d-r; (no relaxed frames in the built-in data)
+    assert all(np.array_equal(y, recipes.site_labels(a)) for a, y in zip(frames, labels, strict=True))  # unshifted
+    sub = recipes.subsample_rattled(test, 100, seed=0)
+    assert sub == recipes.subsample_rattled(test, 100, seed=0)
+    assert [a for a in sub if a.info["kind"] == "none"] == [a for a in test if a.info["kind"] == "none"]
+    largest = max(len(recipes.site_labels(a)) for a in test)
+    for kind in ("r-d", "d-r"):
+        n = sum(len(recipes.site_labels(a)) for a in sub if a.info["kind"] == kind)
+        assert 100 <= n < 100 + largest
+    assert recipes.subsample_rattled(test, None, seed=0) == list(test)
+
+
 def test_a_tiny_model_has_a_finite_held_out_table_better_than_the_mean(cg_frames):
     model, report = recipes.train(cg_frames, "AB2", "rd+none", n_rd=1500, inducing=50, seed=0, final="validated",
                                   basis=SMALL)
@@ -127,6 +142,12 @@ def test_the_script_records_no_machine_path_in_the_card(tmp_path):
                                    "--inducing 20 --n-max 4 --l-max 2 --final validated -o m.npz")
     assert [f["path"] for f in training["data_files"]] == ["BUILD/cg.extxyz", "BUILD/relaxed_cg.extxyz"]
     assert CGGPRModel.load(out).training_["recipe"] == "rd+none"
+    before = CGGPRModel.load(out).regressor_.alpha_
+    note = subprocess.run([sys.executable, str(ROOT / "scripts" / "shipped_models.py"), "use", "-o", str(out),
+                           "--text", "ranking only"], capture_output=True, text=True, env=env, timeout=300)
+    assert note.returncode == 0, note.stderr
+    noted = CGGPRModel.load(out)
+    assert noted.training_["use"] == "ranking only" and np.array_equal(noted.regressor_.alpha_, before)
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "shipped_models.py"), "train", "--build",
                           str(tmp_path / "missing"), "-o", str(tmp_path / "x.npz")],
                          capture_output=True, text=True, env=env, timeout=300)

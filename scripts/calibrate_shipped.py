@@ -578,6 +578,17 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def json_safe(value):
+    """``value`` with every non-finite float (an undefined share, e.g. "of 0 frames") replaced by None (JSON null)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def write_calibration(name: str, calibration: dict) -> None:
     """Store ``calibration`` in the shipped model file's metadata; every array is written back unchanged."""
     import zipfile
@@ -598,7 +609,7 @@ def write_calibration(name: str, calibration: dict) -> None:
         "held_out_table": {kind: [m.get("within_1sigma"), m.get("within_2sigma")]
                            for kind, m in (old.get("held_out_table") or {}).items()}}
     calibration = dict(calibration, noise=meta["spec"]["noise"], before_issue_31=original, previous=previous)
-    meta["calibration"] = calibration
+    meta["calibration"] = json_safe(calibration)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, metadata=np.array(json.dumps(meta, indent=1, allow_nan=False)), **arrays)
     with zipfile.ZipFile(tmp) as archive:

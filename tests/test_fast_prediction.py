@@ -98,7 +98,7 @@ def test_compute_equals_the_reference_route(small_models, rep):
 
 
 def test_shipped_ab2_equals_the_reference_route():
-    """The shipped sparse AB2 model (M = 2,000 inducing vectors, n_max 16, l_max 8) on a built-in frame."""
+    """The shipped sparse AB2 model (M = 2,000 inducing vectors, n_max 12, l_max 6) on a built-in frame."""
     model = CGGPRModel.load("AB2")
     atoms = net_frames("atomistic")[1]  # YUG, beads rattled (small)
     energies, forces, stress = _reference_route(model, atoms)

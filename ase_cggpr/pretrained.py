@@ -97,6 +97,11 @@ def format_card(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _share(value: float | None) -> str:
+    """A fraction as a percentage; "n/a" when it is undefined (a share of no frames is stored as null)."""
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def calibration_lines(cal: dict[str, Any]) -> list[str]:
     """The card's lines for a variance calibration and applicability rule (issue 31; meV per Zn)."""
     variance = cal["variance"]
@@ -154,8 +159,8 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
             numbers = checked.get(key, {})
             if numbers:
                 lines.append(f"    atom-rattled frames of the check framework types, per {what}: "
-                             f"{numbers.get('flagged_error_above_100meV', float('nan')):.0%} of "
+                             f"{_share(numbers.get('flagged_error_above_100meV'))} of "
                              f"{numbers.get('n_error_above_100meV')} with |error| > 100 meV per Zn flagged, "
-                             f"{numbers.get('flagged_error_below_30meV', float('nan')):.0%} of "
+                             f"{_share(numbers.get('flagged_error_below_30meV'))} of "
                              f"{numbers.get('n_error_below_30meV')} with |error| < 30 meV")
     return lines

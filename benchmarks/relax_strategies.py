@@ -8,6 +8,13 @@ relax the idealised net (positions and cell, ``FrechetCellFilter`` unless the st
 strategy and print per net and strategy: wall and CPU seconds, model evaluations, the relaxed energy per Zn and its
 error against the stored MOF-FF relaxation; then per strategy the median time, median |error| and the Spearman
 rank correlation over the nets. A strategy is ``NAME-FMAX`` with NAME one of :data:`STRATEGIES`.
+
+n12/l6 AB2 (issue 29), ``AB2 --n 4 --max-zn 28 --strategies relax-0.01 pos-then-cell-0.01 bfgs-a5-0.01 relax-0.03``
+(load 4-7; model evaluations / CPU s): relax-0.01 MTW 256 / 21.7, SBN 22 / 0.9, MON 28 / 1.5, AFI 37 / 2.5;
+pos-then-cell 204 (MTW not converged) / 42 / 47 / 76; bfgs-a5 176 / 28 / 29 / 50 (MTW stays in the start's basin,
++84 meV/Zn above relax's minimum); relax-0.03 240 / 21 / 28 / 37 at the same energies (within 0.3 meV/Zn). The
+current relax (BFGS, initial Hessian 10, fmax 0.01) stays the default; precon (PreconLBFGS + FrechetCellFilter) on
+the n16/l8 model stalled on MTW ("not downhill").
 """
 
 from __future__ import annotations

@@ -72,11 +72,16 @@ def test_issue_run_zif4_cell_relaxation_keeps_linkers(calculators):
     """The issue's run, verbatim: BFGS(FrechetCellFilter(atoms)).run(fmax=0.05) on ZIF-4 with the AB2 model."""
     atoms, connectivity, start = constrained("ZIF4", "AB2", calculators)
     e0 = atoms.get_potential_energy()
-    volume = atoms.get_volume()
+    cell, stress = atoms.cell.copy(), np.abs(atoms.get_stress()).max()
     assert BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=0.05, steps=300)
     assert_linkers_intact(atoms, connectivity, start)
-    assert atoms.get_potential_energy() < e0 - 16 * 0.1  # 0.26 -> ~0.05 eV per Zn
-    assert abs(atoms.get_volume() / volume - 1) > 0.01  # the cell did relax
+    # n12/l6 AB2 (issue 29): 0.207 -> 0.170 eV per Zn (MOF-FF's relaxed ZIF-4: 0.224 above zni); the n16/l8
+    # model went 0.26 -> ~0.05, so this bound was 0.1 eV per Zn before
+    assert atoms.get_potential_energy() < e0 - 16 * 0.02
+    # the cell did relax (the n16/l8 model changed the volume by > 1%; the n12/l6 one's ZIF-4 cell is within 0.04% of
+    # its minimum volume, so the check is that the cell moved and its stress fell)
+    assert not np.allclose(atoms.cell, cell, atol=1e-3)
+    assert np.abs(atoms.get_stress()).max() < stress
 
 
 @pytest.mark.parametrize("name", ["ZIF8_H"])

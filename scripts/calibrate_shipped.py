@@ -67,7 +67,7 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 KIND = {"relaxed": "relaxed", "d": "none", "r-d": "r-d", "d-r": "d-r"}
-MODELS = ("AB2", "A", "atomistic")
+MODELS = ("AB2", "A", "atomistic", "AB2-fast")
 
 
 def held_out_nets() -> list[str]:
@@ -478,6 +478,7 @@ def features_of(data: dict) -> dict[str, np.ndarray]:
 #: (see the module docstring): coarse-grained models cannot see the linkers, so no distortion term (they flag
 #: atom-rattled input instead, applicability); the atomistic model gets every term.
 TERMS = {"AB2": ("strain", "bead", "ideal_linkers"), "A": ("strain", "bead", "ideal_linkers"),
+         "AB2-fast": ("strain", "bead", "ideal_linkers"),
          "atomistic": ("strain", "bead", "distortion", "ideal_linkers")}
 
 

@@ -1,5 +1,8 @@
 """The numbers of the core stay bit-identical across refactorings (issue 32).
 
+Rewritten since: the ``A/*`` arrays on 2026-12-07 (the shipped A model retrained on relaxed frames, issue 31;
+every other array unchanged, checked with ``np.array_equal`` against the previous file).
+
 ``tests/data/core_numbers.npz`` holds what the code of commit 9df9dc1 (before issue 32's restructuring)
 predicted, on this repository's built-in frames, for: the three shipped models (``compute`` with std, forces and
 stress; ``predict_maps``; the screen's symmetry-unique prediction), a freshly fitted exact model, a streamed

@@ -96,7 +96,9 @@ def test_unknown_name_says_what_ships(tmp_path):
 def test_the_shipped_models_are_there_and_small():
     assert set(SHIPPED) <= set(available())
     total = sum(p.stat().st_size for p in MODELS_DIR.glob("*.npz"))
-    assert total <= 25e6
+    # four models (AB2-fast added 9.9 MB: a sparse model's file is mostly its M x M factor); the wheel must stay far
+    # below PyPI's 100 MB default upload limit
+    assert total <= 40e6
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from ace_models import stored_nets, write_net_subset  # noqa: E402 (the same net subset as the ACE models)
+from ace_models import label_stored_nets, stored_nets  # noqa: E402 (the same net subset as the ACE models)
 
 SHARED_NETS = ROOT.parent / "shared" / "data" / "nets"
 REAL_ZIFS = ROOT / "ase_cggpr" / "data" / "real_zifs"
@@ -273,16 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     build = args.output / "build"
     names = stored_nets(args.store)
-    if not args.no_build:
-        n = write_net_subset(names, args.nets, args.output / "nets")
-        print(f"{len(names)} nets in {args.store}; {n} nets written to {args.output / 'nets'}", flush=True)
-        command = [sys.executable, str(ROOT / "scripts" / "build_full_dataset.py"), "-o", str(build), "--nets",
-                   str(args.output / "nets"), "--workers", "1", "--seed", str(args.seed), "--linker", "mIm",
-                   "--selection", "all", "--store", str(args.store), "--stop-after", "0"]
-        print(" ".join(command), flush=True)
-        if subprocess.run(command).returncode != 0:
-            print("Error: the mIm build failed (see above)", file=sys.stderr)
-            return 1
+    if not args.no_build and not label_stored_nets(names, args.store, args.nets, args.output, args.seed,
+                                                   ["--linker", "mIm", "--selection", "all"], what="mIm"):
+        return 1
     t_build = time.perf_counter() - t0
     if args.demo_data:
         write_demo_polymorphs(build, REAL_ZIFS / "mim_polymorphs_mofff.extxyz", args.overwrite)

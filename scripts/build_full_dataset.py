@@ -257,7 +257,7 @@ def main() -> int:
         print(json.dumps(summary, indent=1))
         return 0
     t0 = time.perf_counter()
-    nets, rejected = read_nets(args.nets)
+    nets, rejected = read_nets(args.nets, cache=True)
     if args.selection == "zif8":
         nets = zif8_selection(nets)
     nets = unique_topologies_first(nets)

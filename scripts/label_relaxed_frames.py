@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     from ase_cggpr.dataset import BuildConfig, read_nets
 
     t0 = time.perf_counter()
-    nets, _ = read_nets(args.nets)
+    nets, _ = read_nets(args.nets, cache=True)
     nets.sort(key=lambda n: (n.n_a, n.name))
     reference = BuildConfig().reference_energy
     print(f"{len(nets)} nets read in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -82,7 +82,7 @@ def build(nets, out_dir, batches, levels, orders, workers, seed, max_zn, compres
                              labeller=labeller)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    nets_ok, rejected = read_nets(nets)
+    nets_ok, rejected = read_nets(nets, cache=True)
     if not quiet:
         click.echo(f"{len(nets_ok)} clean AB2 nets, {len(rejected)} rejected", err=True)
         for name, why in rejected.items():

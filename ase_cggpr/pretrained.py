@@ -151,9 +151,15 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
                  f"({cal.get('threshold_rule')})")
     rule = cal.get("applicability")
     if isinstance(rule, dict):
-        lines.append(f"  applicability (atomistic input): not trusted when a Zn's linker distortion > "
-                     f"{rule['threshold']:.4f} Å (RMS difference of its linkers' intra-linker distances from the ideal "
-                     "imidazolate): energy in linker distortions the beads cannot see")
+        if rule.get("measure") == "linker_strain_energy":
+            lines.append(f"  applicability (atomistic input): not trusted when a Zn's unseen linker strain energy > "
+                         f"{1000 * rule['threshold']:.0f} meV (MOF-FF harmonic estimate of the energy in its linkers' "
+                         "internal distortion from the relaxed imidazolate, half of each linker's): energy the beads "
+                         "cannot see")
+        else:
+            lines.append(f"  applicability (atomistic input): not trusted when a Zn's linker distortion > "
+                         f"{rule['threshold']:.4f} Å (RMS difference of its linkers' intra-linker distances from the "
+                         "ideal imidazolate): energy in linker distortions the beads cannot see")
         checked = rule.get("checked_on", {})
         for what, key in (("structure (the screen's prediction)", "per_frame"), ("Zn", "per_Zn")):
             numbers = checked.get(key, {})

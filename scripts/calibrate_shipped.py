@@ -399,8 +399,8 @@ def flag_numbers(data: dict, rows: np.ndarray, threshold: float, shown: np.ndarr
                  std_threshold: float | None = None) -> dict:
     """On atom-rattled (d-r) atomistic frames in ``rows``: the fraction flagged among |error| > 100 meV and among
     |error| < 30 meV, per Zn (a Zn is flagged when its unseen linker strain energy exceeds ``threshold``, eV) and per
-    frame (the screen's prediction: a frame is flagged when any Zn is; its error is its mean per Zn); and the fraction flagged
-    among the other kinds' frames. With ``shown`` and ``std_threshold``, "flagged" is "not trusted": linker
+    frame (the screen's prediction: a frame is flagged when any Zn is; its error is its mean per Zn); and the fraction
+    flagged among the other kinds' frames. With ``shown`` and ``std_threshold``, "flagged" is "not trusted": linker
     strain energy above ``threshold`` or calibrated std above ``std_threshold`` (as the screen)."""
     err, measure, kind, frame = (data[f"atomistic_{k}"] for k in ("error", APPLICABILITY_MEASURE, "kind", "frame"))
     flagged = measure > threshold

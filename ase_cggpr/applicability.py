@@ -9,9 +9,13 @@ distortions that the beads cannot see: the model's prediction, and its std, say 
 mean-square difference (Å) between its sorted intra-linker interatomic distances (grouped by element pair, so no atom
 labelling is needed) and those of the ideal linker of the same formula
 (:data:`ase_cggpr.dataset.decorate.IDEAL_LINKER`: bond lengths and angles of the relaxed imidazolate); for each metal,
-the root mean square over the linkers bonded to it. A prediction is *outside what the model was trained on* when that
-measure exceeds the model's applicability threshold (chosen by measurement on held-out nets:
-``scripts/calibrate_shipped.py``; stored in the model's ``calibration.applicability``).
+the root mean square over the linkers bonded to it. :func:`strain_energy_per_metal` estimates the energy in those
+distortions (meV per Zn, MOF-FF's harmonic intra-linker terms; half of each linker's to each of its two metals).
+
+A prediction is *outside what the model was trained on* when the measure named by the model's rule (``calibration.
+applicability``: :data:`MEASURE_ENERGY`, the unseen energy in eV, since issue 31's second calibration; or
+:data:`MEASURE`, the RMS distortion in Å, in files written before) exceeds its threshold (chosen by measurement on
+held-out nets: ``scripts/calibrate_shipped.py``).
 Coarse-grained input (beads) and linkers without a reference geometry cannot be measured (NaN): they are not flagged.
 """
 
@@ -22,41 +26,70 @@ import math
 import numpy as np
 from ase import Atoms
 
-from .linker_geometry import RELAXED_METAL_BEAD, bead_distortion, linker_distortion, linker_rmsd
+from .linker_geometry import (
+    RELAXED_METAL_BEAD,
+    bead_distortion,
+    linker_distortion,
+    linker_rmsd,
+    linker_strain_energy,
+    strain_energy_per_metal,
+)
 from .uncertainty import calibrated_std
 
-__all__ = ["MEASURE", "RELAXED_METAL_BEAD", "RULE", "applicability_threshold", "bead_distortion",
-           "linker_distortion", "linker_rmsd", "outside_reason", "trust"]
+__all__ = ["MEASURE", "MEASURE_ENERGY", "RELAXED_METAL_BEAD", "RULE", "RULE_ENERGY", "applicability_rule",
+           "applicability_threshold", "bead_distortion", "linker_distortion", "linker_rmsd", "linker_strain_energy",
+           "outside_reason", "strain_energy_per_metal", "trust"]
 
 #: Name of the per-Zn measure of :func:`linker_distortion`, recorded with a threshold in a model's calibration.
 MEASURE = "linker_distortion"
 RULE = ("not trusted when any Zn's linker distortion (RMS difference of its linkers' sorted intra-linker "
         "distances from the ideal imidazolate, Å) exceeds the threshold: energy in linker distortions the beads "
         "cannot see")
+#: Name of the per-Zn measure of :func:`strain_energy_per_metal` (eV), recorded with a threshold in eV.
+MEASURE_ENERGY = "linker_strain_energy"
+RULE_ENERGY = ("not trusted when any Zn's unseen linker strain energy (MOF-FF harmonic estimate of the energy in its "
+               "linkers' internal distortion from the relaxed imidazolate, half of each linker's, meV per Zn) exceeds "
+               "the threshold: energy the beads cannot see")
+MEASURES = (MEASURE, MEASURE_ENERGY)
 
 
-def applicability_threshold(model) -> float | None:
-    """The model's linker-distortion threshold (Å) from its calibration, or None (no rule: nothing flagged).
-
-    Atomistic models see the linkers: they have no such rule."""
+def applicability_rule(model) -> tuple[str, float] | None:
+    """(measure, threshold) of the model's applicability rule: :data:`MEASURE_ENERGY` with a threshold in eV per Zn,
+    or :data:`MEASURE` in Å; None when it has none (nothing flagged). Atomistic models see the linkers: no rule."""
     if model.spec.representation == "atomistic":
         return None
     calibration = getattr(model, "calibration_", None) or {}
     rule = calibration.get("applicability") if isinstance(calibration, dict) else None
-    if not isinstance(rule, dict) or rule.get("measure") != MEASURE:
+    if not isinstance(rule, dict) or rule.get("measure") not in MEASURES:
         return None
     value = rule.get("threshold")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         return None
-    return float(value)
+    return str(rule["measure"]), float(value)
+
+
+def applicability_threshold(model) -> float | None:
+    """The threshold of the model's applicability rule (:func:`applicability_rule`; eV for the energy measure, Å for
+    the distortion), or None."""
+    rule = applicability_rule(model)
+    return None if rule is None else rule[1]
 
 
 def outside_reason(model, atoms: Atoms, connectivity, *, distortion: np.ndarray | None = None) -> str:
     """Why a prediction of ``model`` for ``atoms`` is outside what it was trained on ("" when it is not);
     ``distortion``: the per-Zn :func:`linker_distortion` if already measured."""
-    threshold = applicability_threshold(model)
-    if threshold is None or connectivity.coarse_grained_input:
+    rule = applicability_rule(model)
+    if rule is None or connectivity.coarse_grained_input:
         return ""
+    measure, threshold = rule
+    if measure == MEASURE_ENERGY:
+        energy = strain_energy_per_metal(atoms, connectivity)
+        over = np.isfinite(energy) & (energy > threshold)
+        if not over.any():
+            return ""
+        return (f"linker geometry outside training: unseen linker strain energy up to {1000 * np.nanmax(energy):.0f} "
+                f"meV > {1000 * threshold:.0f} meV per Zn on {int(over.sum())} of {len(energy)} Zn (energy the "
+                f"{model.spec.representation} beads cannot see)")
     if distortion is None:
         distortion = linker_distortion(atoms, connectivity)
     over = np.isfinite(distortion) & (distortion > threshold)

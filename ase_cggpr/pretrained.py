@@ -121,8 +121,14 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
         ("distortion", "D: the Zn's linker distortion (Å)")) if variance.get(key)]
     if legend:
         lines.append("    " + "; ".join(legend))
-    lines += [f"    fitted on {fitted.get('framework_types', '?')} held-out framework types, checked on "
-              f"{checked.get('framework_types', '?')} others (never used for any fit); per frame kind on those:",
+    if checked.get("protocol", "").startswith("fitted on every"):  # k-fold cross-validation by framework type
+        where = (f"    fitted on {fitted.get('framework_types', '?')} held-out framework types; checked by "
+                 f"cross-validation by framework type (each type against a calibration fitted without it); per "
+                 "frame kind, pooled over the types:")
+    else:
+        where = (f"    fitted on {fitted.get('framework_types', '?')} held-out framework types, checked on "
+                 f"{checked.get('framework_types', '?')} others (never used for any fit); per frame kind on those:")
+    lines += [where,
               f"    {'kind':8s} {'frames':>6s} {'RMSE':>5s} {'mean err':>8s} {'Spearman':>8s} "
               f"{'within 1 std':>15s} {'within 2 std':>15s}  (latent -> calibrated; Gaussian 68%, 95%)"]
     for kind, m in (cal.get("held_out_table") or {}).items():
@@ -130,7 +136,9 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
                      f"{m['spearman']:8.2f} {m['within_1sigma_latent']:6.0%} -> {m['within_1sigma']:4.0%} "
                      f"{m['within_2sigma_latent']:6.0%} -> {m['within_2sigma']:4.0%}")
     for split in cal.get("other_splits") or []:
-        lines.append(f"    other split (seed {split['seed']}, fitted on its own half): within 1/2 std " + ", ".join(
+        what = "fitted on its own half" if cal.get("split", {}).get("protocol", "halves") == "halves" else \
+            "another draw of the folds"
+        lines.append(f"    other split (seed {split['seed']}, {what}): within 1/2 std " + ", ".join(
             f"{kind} {w[0]:.0%}/{w[1]:.0%}" for kind, w in split.get("within", {}).items()))
     for label, before in (("previous calibration (scale, floor)", (cal.get("previous") or {}).get("held_out_table")),):
         if before:
@@ -151,14 +159,20 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
                  f"({cal.get('threshold_rule')})")
     rule = cal.get("applicability")
     if isinstance(rule, dict):
-        lines.append(f"  applicability (atomistic input): not trusted when a Zn's linker distortion > "
-                     f"{rule['threshold']:.4f} Å (RMS difference of its linkers' intra-linker distances from the ideal "
-                     "imidazolate): energy in linker distortions the beads cannot see")
+        if rule.get("measure") == "linker_strain_energy":
+            lines.append(f"  applicability (atomistic input): not trusted when a Zn's unseen linker strain energy > "
+                         f"{1000 * rule['threshold']:.0f} meV (MOF-FF harmonic estimate of the energy in its linkers' "
+                         "internal distortion from the relaxed imidazolate, half of each linker's): energy the beads "
+                         "cannot see")
+        else:
+            lines.append(f"  applicability (atomistic input): not trusted when a Zn's linker distortion > "
+                         f"{rule['threshold']:.4f} Å (RMS difference of its linkers' intra-linker distances from the "
+                         "ideal imidazolate): energy in linker distortions the beads cannot see")
         checked = rule.get("checked_on", {})
         for what, key in (("structure (the screen's prediction)", "per_frame"), ("Zn", "per_Zn")):
             numbers = checked.get(key, {})
             if numbers:
-                lines.append(f"    atom-rattled frames of the check framework types, per {what}: "
+                lines.append(f"    atom-rattled frames of framework types the threshold was not chosen on, per {what}: "
                              f"{_share(numbers.get('flagged_error_above_100meV'))} of "
                              f"{numbers.get('n_error_above_100meV')} with |error| > 100 meV per Zn flagged, "
                              f"{_share(numbers.get('flagged_error_below_30meV'))} of "

@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 from conftest import SMALL, builtin_frames
 
-from ase_cggpr.applicability import MEASURE, bead_distortion, linker_distortion, outside_reason, trust
+from ase_cggpr.applicability import (
+    MEASURE,
+    MEASURE_ENERGY,
+    applicability_rule,
+    bead_distortion,
+    linker_distortion,
+    linker_strain_energy,
+    outside_reason,
+    strain_energy_per_metal,
+    trust,
+)
 from ase_cggpr.beads import find_connectivity
 from ase_cggpr.errors import ModelError
 from ase_cggpr.model import CGGPRModel
@@ -22,6 +32,20 @@ from ase_cggpr.uncertainty import (
     variance_features,
     variance_transform,
 )
+
+
+def test_fit_variance_tail_weight_puts_the_two_std_coverage_first():
+    """Heavy-tailed errors (Student t, 3 dof) cannot be matched at 1 and 2 std at once; weighting the 2-std miss
+    more brings that coverage nearer 95.4% (at the cost of the 1-std one)."""
+    rng = np.random.default_rng(1)
+    std = rng.uniform(0.01, 0.03, 20000)
+    errors = std * rng.standard_t(3, std.size)
+    misses = {}
+    for weight in (1.0, 4.0):
+        p = fit_variance(errors, std, tail_weight=weight)
+        shown = np.sqrt((p["scale"] * std) ** 2 + p["floor"] ** 2)
+        misses[weight] = abs(coverage(errors, shown, 2) - 0.954)
+    assert misses[4.0] < misses[1.0], misses
 
 
 def test_fit_variance_recovers_a_known_scale_and_floor():
@@ -89,6 +113,48 @@ def test_linker_distortion_marks_atom_rattled_frames_only():
     assert min(float(d.min()) for d in by_kind["d-r"]) > 0.005  # every atom rattled
     cg = builtin_frames("cg", net="YUG")[0]
     assert np.isnan(linker_distortion(cg, find_connectivity(cg))).all()  # beads: nothing to measure
+
+
+def test_linker_strain_energy_is_zero_for_ideal_linkers_and_grows_with_the_rattle():
+    """The unseen energy (eV): 0 on ideal linkers, positive on atom-rattled ones (a few tens to hundreds of meV per
+    Zn), the same whatever the atom order; beads: nothing to measure."""
+    frames = builtin_frames("atomistic", net="YUG")
+    by_kind = {}
+    for atoms in frames:
+        connectivity = find_connectivity(atoms)
+        by_kind.setdefault(atoms.info["order"], []).append(strain_energy_per_metal(atoms, connectivity))
+    assert max(float(np.abs(e).max()) for e in by_kind["d"] + by_kind["r-d"]) < 1e-9
+    assert min(float(e.min()) for e in by_kind["d-r"]) > 0.01
+    rattled = next(a for a in frames if a.info["order"] == "d-r")
+    order = np.random.default_rng(0).permutation(len(rattled))
+    shuffled = rattled[order]
+    assert np.allclose(np.sort(linker_strain_energy(shuffled, find_connectivity(shuffled))),
+                       np.sort(linker_strain_energy(rattled, find_connectivity(rattled))))
+    cg = builtin_frames("cg", net="YUG")[0]
+    assert np.isnan(strain_energy_per_metal(cg, find_connectivity(cg))).all()
+
+
+def test_linker_strain_energy_of_one_stretched_c_h_bond_is_mof_ff_s():
+    """One C4-H moved 0.05 Å along its bond (in plane, angles unchanged): K2 x dr^2 with MOF-FF's K2 for that bond
+    (387.35 kcal/mol/Å^2), half of it on each of the linker's two Zn."""
+    atoms = next(a for a in builtin_frames("atomistic", net="YUG") if a.info["order"] == "d").copy()
+    connectivity = find_connectivity(atoms)
+    linker = np.asarray(connectivity.linkers[0])
+    positions = atoms.get_positions()
+    hydrogens = [i for i in linker if atoms.numbers[i] == 1]
+    nitrogens = [i for i in linker if atoms.numbers[i] == 7]
+    # a C4/C5: bonded to one N only (C2 is bonded to both)
+    c = next(i for i in linker if atoms.numbers[i] == 6
+             and sum(atoms.get_distance(i, n, mic=True) < 1.45 for n in nitrogens) == 1)
+    h = min(hydrogens, key=lambda i: atoms.get_distance(c, i, mic=True))
+    bond = atoms.get_distance(c, h, mic=True, vector=True)
+    positions[h] += 0.05 * bond / np.linalg.norm(bond)
+    atoms.set_positions(positions)
+    energy = linker_strain_energy(atoms, connectivity)
+    assert energy[0] == pytest.approx(387.353267 * 0.05**2 * 0.0433641, rel=1e-3)
+    assert np.abs(energy[1:]).max() < 1e-9
+    per_metal = strain_energy_per_metal(atoms, connectivity)
+    assert sorted(per_metal[per_metal > 1e-9]) == pytest.approx([energy[0] / 2] * 2, rel=1e-6)
 
 
 def test_bead_distortion_tells_rattled_beads():
@@ -174,6 +240,20 @@ def test_trust_gives_the_calibrated_std_and_the_reason(small_models, frames):
         model.calibration_ = None
 
 
+def test_the_energy_rule_flags_rattled_linkers_with_the_energy_in_mev(small_models, frames):
+    model = small_models["AB2"]
+    model.calibration_ = {"threshold": 10.0, "variance": {"scale": 2.0, "floor": 0.01},
+                          "applicability": {"measure": MEASURE_ENERGY, "threshold": 0.005}}
+    try:
+        assert applicability_rule(model) == (MEASURE_ENERGY, 0.005)
+        for atoms in frames:
+            reason = outside_reason(model, atoms, find_connectivity(atoms))
+            assert ("unseen linker strain energy up to" in reason) == (atoms.info["order"] == "d-r"), reason
+            assert (" meV > 5 meV per Zn" in reason) == (atoms.info["order"] == "d-r")
+    finally:
+        model.calibration_ = None
+
+
 def test_screen_csv_carries_the_trust_reason(small_models, frames, tmp_path):
     model = _with_rule(small_models["AB2"])
     try:
@@ -208,7 +288,7 @@ def test_old_and_new_model_files_load(small_models, tmp_path):
         CGGPRModel.load(bad)
 
 
-@pytest.mark.parametrize("name", ["AB2", "A", "atomistic"])
+@pytest.mark.parametrize("name", ["AB2", "A", "atomistic", "AB2-fast"])
 def test_shipped_models_carry_the_calibration_and_rule(name):
     model = CGGPRModel.load(name)
     calibration = model.calibration_

@@ -171,15 +171,67 @@ def meets(row: dict) -> dict[str, bool]:
             "relaxed Spearman >= 0.9": r.get("spearman", -1.0) >= TARGETS["spearman"]}
 
 
+def linker_training_set(frames: list, all_frames: list, args, recipe: str) -> tuple[list, list]:
+    """(frames, labels in eV) of the recipe, built per linker: each linker's r-d labels lowered by its own
+    linker-relaxation shift (:func:`ase_cggpr.recipes.linker_relaxation_shift` keys nets by name, so one call on
+    Im + mIm frames of the same nets would give every net the Im shift). The mIm build has no ideal-linker frame
+    (its ``d`` frame is the relaxation, shift 0): ``--mim-rd-shift im`` lowers a mIm r-d label by the same net's Im
+    shift (the closest measured estimate of what its linkers would gain by relaxing), ``none`` leaves it. Relaxed
+    frames are repeated ``--relaxed-weight`` times (the same as dividing their noise by its square root).
+    ``all_frames``: every frame (the shifts come from each net's own none and relaxed frames)."""
+    from ase_cggpr import recipes
+
+    im_shift = recipes.linker_relaxation_shift([a for a in all_frames if linker_of(a) == "Im"])
+    tr, labels = [], []
+    for linker in ("mIm", "Im"):
+        chosen = [a for a in frames if linker_of(a) == linker]
+        if not chosen:
+            continue
+        shifts = im_shift if linker == "Im" or args.mim_rd_shift == "im" else \
+            recipes.linker_relaxation_shift([a for a in all_frames if linker_of(a) == linker])
+        t, y = recipes.training_set(chosen, recipe, shifts, n_rd=args.n_rd, seed=args.seed)
+        tr += t
+        labels += y
+    relaxed = [(a, y) for a, y in zip(tr, labels, strict=True) if a.info["kind"] == "relaxed"]
+    for _ in range(int(args.relaxed_weight) - 1):
+        tr += [a for a, _ in relaxed]
+        labels += [y for _, y in relaxed]
+    return tr, labels
+
+
 def fit_split(frames: list, rep: str, args) -> tuple:
     """(model, held-out types, test frames): the recipe fitted on the training types of the seeded split."""
     from ase_cggpr import recipes
 
-    shifts = recipes.linker_relaxation_shift(frames)
     held, train, test = recipes.held_out_split(frames, rep, args.n_held, args.seed)
-    tr, labels = recipes.training_set(train, args.recipe, shifts, n_rd=args.n_rd, seed=args.seed)
+    tr, labels = linker_training_set(train, frames, args, args.recipe)
     model = recipes.fit(rep, tr, labels, inducing=args.inducing, seed=args.seed)
     return model, held, test
+
+
+def train_validated(frames: list, rep: str, args) -> tuple:
+    """(model, test frames, calibration): :func:`fit_split`, calibrated on the held-out frames
+    (:func:`ase_cggpr.uncertainty.calibrate`), with the card's training record, as
+    :func:`ase_cggpr.recipes.train` with ``final="validated"`` does (the validated model is the one kept)."""
+    from ase_cggpr import recipes
+    from ase_cggpr.uncertainty import calibrate
+
+    model, held, test = fit_split(frames, rep, args)
+    metrics, maps, _, _ = recipes.evaluate(model, test)
+    calibration = calibrate(model, maps, [recipes.site_labels(a) for a in test]).to_dict()
+    model.calibration_ = calibration
+    tr, _ = linker_training_set([a for a in frames if a.info["framework_type"] not in held], frames, args,
+                                args.recipe)
+    unique = list({id(a): a for a in tr}.values())
+    model.training_.update(
+        recipe=args.recipe, linker_shifts=f"per linker; mIm r-d: {args.mim_rd_shift}",
+        relaxed_weight=int(args.relaxed_weight), frame_kinds=sorted({a.info["kind"] for a in unique}),
+        rattle_levels=sorted({a.info["rattle"] for a in unique}), nets=len({a.info["net"] for a in unique}),
+        framework_types=len({a.info["framework_type"] for a in unique}), frames=len(unique),
+        held_out_validation={"framework_types": len(held), "seed": args.seed, "n_test_rd": None,
+                             "nets": sorted({a.info["net"] for a in test}), "metrics": metrics,
+                             "model": "this model"})
+    return model, test, calibration
 
 
 def zif8_checks(model, mim_frames: list, held_nets: set[str]) -> dict:
@@ -258,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inducing", type=int, default=1000)
     parser.add_argument("--n-held", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--relaxed-weight", type=int, default=1,
+                        help="repeat each relaxed training frame this many times (its noise / sqrt(W))")
+    parser.add_argument("--mim-rd-shift", choices=["im", "none"], default="im",
+                        help="lower mIm r-d labels by the same net's Im linker-relaxation shift (im) or not")
     parser.add_argument("--bead", choices=["study", "ring", "mass"], default="study",
                         help="mIm bead position: compare both on held-out accuracy (study) or use one")
     parser.add_argument("--no-build", action="store_true", help="use OUT/build as it is (already labelled)")
@@ -321,20 +377,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mIm bead: {bead} (lower held-out relaxed per-framework RMSE on mIm)", flush=True)
         frames = (mim_mass if bead == "mass" else mim) + im
         t = time.perf_counter()
-        model, result = recipes.train(frames, rep, args.recipe, n_rd=args.n_rd, inducing=args.inducing,
-                                      n_held=args.n_held, seed=args.seed, final="validated")
+        model, test, calibration = train_validated(frames, rep, args)
         held = set(model.training_["held_out_validation"]["nets"])
-        _, _, test = recipes.held_out_split(frames, rep, args.n_held, args.seed)
         table = per_linker_table(model, test)
         entry.update(bead=bead, train_seconds=round(time.perf_counter() - t), held_out=table,
-                     calibration=result["calibration"], held_out_nets=sorted(held))
+                     calibration=calibration, held_out_nets=sorted(held))
         print_table(f"{rep}-mIm", table)
         # pure Im input: an Im-only model of the same recipe and split, and the shipped Im model
         t = time.perf_counter()
         held_types = recipes.split_types(frames, args.n_held, args.seed)
-        shifts = recipes.linker_relaxation_shift(im)
-        tr, labels = recipes.training_set([a for a in im if a.info["framework_type"] not in held_types],
-                                          args.recipe, shifts, n_rd=args.n_rd, seed=args.seed)
+        tr, labels = linker_training_set([a for a in im if a.info["framework_type"] not in held_types], im, args,
+                                         args.recipe)
         im_only = recipes.fit(rep, tr, labels, inducing=args.inducing, seed=args.seed)
         im_test = [a for a in test if linker_of(a) == "Im"]
         entry["im_only_model"] = {"Im": recipes.evaluate(im_only, im_test)[0]}

@@ -623,10 +623,10 @@ def _coarse_grained_connectivity(atoms: Atoms, name: str, bonds: Bonds, *, flag:
 
 #: Where a B bead sits (:func:`bead_positions`): ``"ring"``, the centroid of the linker's ring atoms (the shipped
 #: models, Im and mIm alike), or ``"mass"``, the linker's centre of mass (H included; for mIm it lies ~0.5 Å from
-#: the ring centroid towards the methyl). Issue 33 kept ``"ring"`` for mIm: on held-out Zn(mIm)2 frameworks (62 nets
-#: so far) it gave the lower per-framework RMSE (49 vs 53 meV per Zn; the centre of mass a higher Spearman, 0.72 vs
-#: 0.67: not decisive), and forces map onto the ring atoms as for Im (``scripts/mim_models.py``;
-#: ``datasets/mim-build/README.md``).
+#: the ring centroid towards the methyl). Issue 33 kept ``"ring"`` for mIm: on 5 held-out splits of the Zn(mIm)2
+#: frameworks (91 nets) it gave the lower per-framework RMSE (mean 62 vs 87 meV per Zn with the relaxed frames
+#: weighted, 77 vs 99 without) and the higher Spearman (0.71 vs 0.61; 0.68 vs 0.43), and forces map onto the ring
+#: atoms as for Im (``scripts/mim_study.py``; ``datasets/mim-build/README.md``).
 BEAD_CENTRES = ("ring", "mass")
 
 

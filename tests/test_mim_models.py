@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from ase_cggpr.demo import (
 )
 from ase_cggpr.model import CGGPRModel
 
+ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from ase_cggpr.cli import main; main()"]
 
 
@@ -115,3 +117,46 @@ def test_demo_mim_without_a_shipped_model_says_what_to_run(tmp_path):
         assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
         assert "no Zn(mIm)2 model ships" in proc.stderr and "scripts/mim_models.py" in proc.stderr
         assert not out.exists()
+
+
+def test_training_labels_are_shifted_per_linker_and_relaxed_frames_weighted():
+    """``scripts/mim_models.py`` builds the training set per linker: a net's Im and mIm frames share its name, and
+    one ``linker_relaxation_shift`` call on both would give every mIm *and* Im r-d label whichever linker came
+    last. Im r-d labels: their own shift; mIm r-d labels: the same net's Im shift (``--mim-rd-shift im``) or none
+    (``none``: the mIm build's d frame is its relaxation, shift 0); relaxed frames repeated ``--relaxed-weight``."""
+    import argparse
+    import importlib.util
+
+    from conftest import builtin_frames
+
+    from ase_cggpr import recipes
+
+    spec = importlib.util.spec_from_file_location("mim_models", ROOT / "scripts" / "mim_models.py")
+    mim_models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mim_models)
+    nets = sorted({a.info["net"] for a in builtin_frames("cg")})[:3]
+    im = [a for a in builtin_frames("cg") if a.info["net"] in nets and a.info["order"] in ("d", "r-d")]
+    im += [a.copy() for a in im if a.info["order"] == "d"]
+    for a in im[-len(nets):]:  # Im relaxed frames: the none labels lowered by 0.05 eV per Zn
+        a.info.update(order="relaxed", rattle="relaxed")
+        a.arrays["e_local"] = a.arrays["e_local"] - 0.05
+    mim = [a.copy() for a in im if a.info["order"] in ("d", "r-d")]
+    for a in mim:
+        a.info["linker"] = "mIm"
+        a.arrays["e_local"] = a.arrays["e_local"] - 7.0
+    mim += [a.copy() for a in mim if a.info["order"] == "d"]
+    for a in mim[-len(nets):]:  # as read_mim_frames: the d frame is the relaxation (shift 0)
+        a.info.update(order="relaxed", rattle="relaxed")
+    frames = recipes.prepare_frames(mim + im)
+    raw = {id(a): recipes.site_labels(a) for a in frames}
+    for shift, weight in (("im", 1), ("none", 3)):
+        args = argparse.Namespace(mim_rd_shift=shift, relaxed_weight=weight, n_rd=None, seed=0)
+        tr, labels = mim_models.linker_training_set(frames, frames, args, "rd-shifted+relaxed")
+        rd = [(a, y) for a, y in zip(tr, labels, strict=True) if a.info["kind"] == "r-d"]
+        assert len(rd) == sum(a.info["kind"] == "r-d" for a in frames) > 0
+        for a, y in rd:
+            lowered = 0.05 if mim_models.linker_of(a) == "Im" or shift == "im" else 0.0
+            assert np.allclose(raw[id(a)] - y, lowered, atol=1e-9)
+        assert sum(a.info["kind"] == "relaxed" for a in tr) == weight * 2 * len(nets)
+    # the collision a single call makes: every net gets the last linker's (Im) shift, mIm r-d included
+    assert all(np.allclose(d, 0.05) for d in recipes.linker_relaxation_shift(frames).values())

@@ -143,6 +143,25 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     model = CGGPRModel.load(args.model)
     calc = CGGPRCalculator(model)  # relax() asks for the std of the final state only
+    calls = [0]  # model evaluations (calculator calls) of the current relaxation
+    original_calculate = calc.calculate
+
+    def counting_calculate(*a, **k):
+        calls[0] += 1
+        return original_calculate(*a, **k)
+
+    calc.calculate = counting_calculate
+    from ase_cggpr import relax as relax_module
+
+    symmetric_class = getattr(relax_module, "SymmetricCalculator", None)
+    if symmetric_class is not None:  # the symmetric relaxation's calls (one Zn per orbit) are model calls too
+        symmetric_calculate = symmetric_class.calculate
+
+        def counting_symmetric(self, *a, **k):
+            calls[0] += 1
+            return symmetric_calculate(self, *a, **k)
+
+        symmetric_class.calculate = counting_symmetric
     cell = "stress" in calc.implemented_properties
     files = net_files(args.nets_dir)
     excluded_names: set[str] = set()
@@ -196,7 +215,7 @@ def main(argv=None) -> int:
         if len(chosen) == args.n:
             break
     header = (f"{'net':<28} {'n_Zn':>4} {'MOF-FF E/Zn':>11} {'CG@MOF-FF':>10} {'CG-relaxed':>10} {'std':>6} "
-              f"{'error':>7} {'conv':>4} {'steps':>5} {'MOF-FF s':>8} {'CG s':>6} {'CG cpu':>6}")
+              f"{'error':>7} {'conv':>4} {'steps':>5} {'calls':>5} {'MOF-FF s':>8} {'CG s':>6} {'CG cpu':>6}")
     print(header)
     errors, pairs, times = [], [], []
     for name in chosen:
@@ -208,6 +227,7 @@ def main(argv=None) -> int:
             at_min = float(np.mean(model.compute(relaxed).local_energies))
             start = nets[name].atoms.copy()
             start.info = {"name": name}
+            calls[0] = 0
             cpu = time.process_time()
             result = relax(start, calc, cell=cell, fmax=args.fmax, max_steps=args.max_steps,
                            optimizer=args.optimizer)
@@ -218,10 +238,11 @@ def main(argv=None) -> int:
         err = result.energy_per_metal - e_mofff
         errors.append(err)
         pairs.append((result.energy_per_metal, e_mofff))
-        times.append((result.seconds, cpu))
+        times.append((result.seconds, cpu, calls[0]))
         print(f"{name[:28]:<28} {result.n_metals:>4d} {e_mofff:>+11.4f} {at_min:>+10.4f} "
               f"{result.energy_per_metal:>+10.4f} {result.energy_std:>6.3f} {err:>+7.4f} "
-              f"{'yes' if result.converged else 'no':>4} {result.n_steps:>5d} {t_mofff:>8.1f} {result.seconds:>6.1f} "
+              f"{'yes' if result.converged else 'no':>4} {result.n_steps:>5d} {calls[0]:>5d} {t_mofff:>8.1f} "
+              f"{result.seconds:>6.1f} "
               f"{cpu:>6.1f}",
               flush=True)
     if errors:
@@ -232,11 +253,12 @@ def main(argv=None) -> int:
         from scipy.stats import spearmanr
 
         cg, ref = np.array(pairs).T
-        wall, cpu = np.array(times).T
+        wall, cpu, n_calls = np.array(times).T
         rho = float(spearmanr(cg, ref).statistic) if len(e) > 2 else float("nan")
         print(f"median |error| {1000 * np.median(np.abs(e)):.1f} meV/Zn, Spearman {rho:+.2f} (CG-relaxed vs MOF-FF "
               f"relaxed E/Zn); CG relaxation median {np.median(wall):.2f} s wall, {np.median(cpu):.2f} s CPU "
-              f"(max {wall.max():.1f} s, {cpu.max():.1f} s) per net")
+              f"(max {wall.max():.1f} s, {cpu.max():.1f} s) per net, median {np.median(n_calls):.0f} model calls "
+              f"per net (total CPU {cpu.sum():.0f} s)")
     if len(chosen) < args.n:
         print(f"only {len(chosen)} held-out nets found of {args.n} asked for", file=sys.stderr)
     return 0

@@ -421,7 +421,7 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
         s = float(np.abs(structure.get_stress()).max()) if cell else None
         return energy_local, forces, f, s
 
-    steps, opt = 0, None
+    steps, opt, setup = 0, None, None
     every_call_std = calc.parameters.get("return_std", False)
     calc.parameters["return_std"] = False  # the std of the final state only (asked for below), not every step
     with warnings.catch_warnings():  # FrechetCellFilter's scipy logm warns of ~1e-13 errors at every step
@@ -493,6 +493,9 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
     stress_text = f", max |stress| {s:.2e} eV/Å^3 ({'<' if s < smax else 'NOT <'} {smax:g})" if cell else ""
     message = (f"{status} in {steps} steps, {seconds:.1f} s: energy {e0:+.4f} -> {e:+.4f} eV per metal, "
                f"max force {f:.2e} eV/Å ({'<' if f < fmax else 'NOT <'} {fmax:g}){stress_text}")
+    if setup is not None:
+        message += (f"; relaxed in its space group first ({len(setup[1].representatives)} of {setup[1].n_metals} "
+                    "metal sites computed per step)")
     trust = getattr(calc, "site_trust", None)
     n_defective, n_untrusted = (trust.n_defective, trust.n_untrusted) if trust is not None else (0, 0)
     if n_untrusted:

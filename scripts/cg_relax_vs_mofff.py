@@ -42,6 +42,10 @@ MOF-FF minima (column CG@MOF-FF): median |error| 9.9 meV/Zn, Spearman +0.89: the
 on the model's surface (its minima lie 30-140 meV/Zn below its energy at the MOF-FF minima, by a different amount
 per net; relaxing from the MOF-FF beads gives Spearman 0.89 on 7 nets but 87 meV/Zn lower energies), and SOD stays
 at its idealised high-symmetry stationary point (+185 meV/Zn; the full-space relaxation stops there too).
+AB2-fast after (same state): median 2.89 s CPU, 76 calls per net, median |error| 27.2 meV/Zn, Spearman +0.31 (at the
+MOF-FF minima 10.3 meV/Zn, +0.84). Breaking the symmetry does not help the ranking: the full-space relaxation from the
+idealised net rattled by 0.05 Å (like MOF-FF's pre-rattle) ends still lower on the model's surface (MTW -73, AFI -68,
+BIK -103 meV/Zn against MOF-FF; 2-10 x the CPU).
 """
 
 from __future__ import annotations

@@ -43,9 +43,11 @@ on the model's surface (its minima lie 30-140 meV/Zn below its energy at the MOF
 per net; relaxing from the MOF-FF beads gives Spearman 0.89 on 7 nets but 87 meV/Zn lower energies), and SOD stays
 at its idealised high-symmetry stationary point (+185 meV/Zn; the full-space relaxation stops there too).
 AB2-fast after (same state): median 2.89 s CPU, 76 calls per net, median |error| 27.2 meV/Zn, Spearman +0.31 (at the
-MOF-FF minima 10.3 meV/Zn, +0.84). Breaking the symmetry does not help the ranking: the full-space relaxation from the
-idealised net rattled by 0.05 Å (like MOF-FF's pre-rattle) ends still lower on the model's surface (MTW -73, AFI -68,
-BIK -103 meV/Zn against MOF-FF; 2-10 x the CPU).
+MOF-FF minima 10.3 meV/Zn, +0.84).
+Open question: the full-space relaxation from the idealised net rattled by 0.05 Å (like
+MOF-FF's pre-rattle; ``symmetry=False``) ends lower on the model's surface (MTW -73, AFI -68, BIK -103 meV/Zn against
+MOF-FF; SOD escapes its saddle: -34 instead of +185) at 2-10 x the CPU; over the first 17 held-out nets of at most 32 Zn
+(not the 20 above) it gives median |error| 33.9 meV/Zn, Spearman +0.56: not yet compared on the same nets.
 """
 
 from __future__ import annotations

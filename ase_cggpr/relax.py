@@ -14,11 +14,19 @@ structures, or ``FIRE``); with ``cell=True`` the cell too, through
 ``ase.filters.FrechetCellFilter`` (needs ``'stress'`` in the calculator's ``implemented_properties``; a
 calculator without it is refused with a :class:`~ase_cggpr.errors.ModelError` before any work).
 
-Convergence is decided by an explicit single-point check of the final state, as in
-:func:`ase_cggpr.mofff.relax_mofff`: max atomic force norm < ``fmax`` (eV/Å) and, for cell relaxations,
-max |stress component| < ``smax`` (eV/Å^3). The optimiser is run with ``fmax`` and, if it stops without the
-check passing (a cell filter's generalised forces scale stress by volume per atom), restarted with a halved
-criterion until the check passes or ``max_steps`` optimiser steps are spent.
+Symmetric relaxation (``symmetry=True``, the default; issue 29, chosen by measurement): a coarse-grained structure
+with a space group (spglib, tolerance ``symprec``; an idealised net has its net's) is relaxed in that group first:
+``ase.constraints.FixSymmetry`` keeps it, and :class:`SymmetricCalculator` computes the energy, forces and stress
+from one metal site per symmetry orbit (3-5 x fewer SOAP centres and kernel rows on the held-out IZA nets; the same
+numbers as the full calculation for a symmetric structure). BFGS from a symmetric start stays symmetric anyway (its
+forces are symmetric), so this changes the cost per step, not the path, except that numerical noise can no longer
+break the symmetry. With at most :data:`MAX_NUMERICAL_HESSIAN_DOF` symmetric degrees of freedom, BFGS starts from
+the model's numerical Hessian in the symmetric subspace (:func:`numerical_hessian`, one model call per degree of
+freedom) instead of ``BFGS_ALPHA`` times the identity: 1.3-3 x fewer steps (BEC 91 -> 28, ITW 82 -> 35, BIK 48 ->
+26 with the shipped AB2). The end of the symmetric phase is checked by the full calculation without the constraint
+(the convergence check below); if it fails, the relaxation goes on in the full space. A symmetric stationary point
+can be a saddle of the full surface (the symmetry then traps the relaxation where the full-space one might escape
+through noise): ``symmetry=False`` relaxes in the full space from the start.
 
 Energies are per metal (eV, relative to the model's reference energy, like every prediction of the model).
 The reported std of the energy per metal is the mean of the per-metal GP standard deviations: an upper bound
@@ -34,14 +42,18 @@ import warnings
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixSymmetry
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE
+from ase.spacegroup.symmetrize import symmetrize_rank1, symmetrize_rank2
 
 from .beads import coarse_grain, find_connectivity, is_coarse_grained, structure_name
 from .calculator import CGGPRCalculator
 from .errors import CGGPRError, ModelError, StructureError
 from .model import CGGPRModel
+from .prediction import bead_to_atom_gradient, check_prediction
 
 __all__ = ["OPTIMIZERS", "RelaxResult", "relax"]
 
@@ -49,6 +61,8 @@ __all__ = ["OPTIMIZERS", "RelaxResult", "relax"]
 OPTIMIZERS = ("BFGS", "FIRE")
 #: Default stress criterion (eV/Å^3): 1e-4 eV/Å^3 = 16 MPa = 158 atm.
 DEFAULT_SMAX = 1e-4
+#: Default spglib tolerance (Å) of the symmetric relaxation (``symmetry=True``; the screen's default too).
+DEFAULT_SYMPREC = 1e-3
 #: Initial Hessian (eV/Å^2) of ``optimizer="BFGS"`` (ASE's default is 70, for stiff atomistic bonds). Chosen by
 #: measurement (issue 29, ``benchmarks/relax_strategies.py``) on held-out idealised nets relaxed with the shipped
 #: AB2 model, positions and cell, fmax 0.01: 10 takes about half the steps of ASE's 70 (MTW, 28 Zn: 176 -> 78
@@ -112,6 +126,191 @@ class RelaxResult:
         return self.energy_per_metal
 
 
+class SymmetricCalculator(Calculator):
+    """Energy, forces and stress of a symmetric coarse-grained structure from one metal site per symmetry orbit.
+
+    For a structure with the space-group operations g (spglib, through :class:`ase.constraints.FixSymmetry`,
+    which keeps the relaxed structure in that group), the local energy of every metal in an orbit o equals that of
+    its representative r_o, so the energy is ``E = sum_o m_o e(r_o)`` (m_o metals in the orbit) and its gradient
+    is ``sum_o m_o Sym(grad e(r_o))``, ``Sym`` the average over the group's operations (the images of a site's
+    gradient are its gradient transformed by the operations); likewise the virial. So one descriptor and kernel
+    evaluation of the representatives (3-5 x fewer centres on the held-out IZA nets) gives the energy, forces and
+    stress of the whole cell, equal to the full calculation's for a symmetric structure (to the symmetry
+    tolerance). Only valid while the structure keeps the symmetry: use it with the :class:`FixSymmetry` it was
+    built from.
+
+    Results: ``energy``, ``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (eV/Å^3, ASE's Voigt order),
+    ``local_energies`` (eV, per metal, each its representative's). The connectivity of every call is checked by
+    the full calculator (:meth:`CGGPRCalculator.connectivity`), as in a full call.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "local_energies"]
+
+    def __init__(self, full: CGGPRCalculator, atoms: Atoms, constraint: FixSymmetry):
+        super().__init__()
+        self.full = full
+        self.model = full.model
+        self.rotations = np.asarray(constraint.rotations)
+        self.translations = np.asarray(constraint.translations)
+        self.symm_map = [np.asarray(m) for m in constraint.symm_map]
+        bead_map = self.model.bead_map(atoms, connectivity=full.connectivity(atoms),
+                                       defects=full.parameters.get("defects", "flag"))
+        metals = np.asarray(bead_map.centre_indices)  # descriptor-structure atom indices, metal order
+        images = np.stack(self.symm_map)  # (n_ops, n_atoms): op k sends atom i to images[k, i]
+        orbit = images.min(axis=0)  # the smallest index of each atom's orbit
+        n_atoms = len(atoms)
+        if any(np.unique(m).size != n_atoms for m in self.symm_map) or not np.isin(orbit[metals], metals).all():
+            raise ValueError("the symmetry operations are not permutations of the atoms that keep metal sites")
+        self.representatives = np.unique(orbit[metals])  # sorted atom indices
+        self.site_of = np.searchsorted(self.representatives, orbit[metals])  # metal k -> its representative's row
+        self.multiplicity = np.bincount(self.site_of, minlength=len(self.representatives)).astype(float)
+        self.n_metals = len(metals)
+
+    @property
+    def reduction(self) -> float:
+        """Metal sites per representative (1: no symmetry to exploit)."""
+        return self.n_metals / max(len(self.representatives), 1)
+
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        full = self.full
+        bead_map = self.model.bead_map(atoms, connectivity=full.connectivity(atoms),
+                                       defects=full.parameters.get("defects", "flag"))
+        structure = bead_map.structure
+        backend = self.model.descriptor_backend(full.parameters.get("descriptor_backend"))
+        gradients = backend.gradients(structure, centres=self.representatives, strain=True)
+        if not np.array_equal(np.asarray(gradients.centres), self.representatives):
+            raise ModelError(f"structure {bead_map.name!r}: descriptor centres do not match the symmetry orbits")
+        energies, _, dE_dx = self.model._predict(gradients.vectors, gradient=True, return_std=False, precision=None)
+        check_prediction(bead_map.name, energies, None)
+        weighted = self.multiplicity[:, None] * dE_dx
+        cell = np.asarray(structure.cell[:])
+        inverse = np.linalg.inv(cell)
+        gradient = symmetrize_rank1(cell, inverse, gradients.contract(weighted), self.rotations, self.translations,
+                                    self.symm_map)
+        forces = -bead_to_atom_gradient(bead_map, gradient, len(atoms))
+        virial = gradients.contract_strain(weighted)
+        sigma = symmetrize_rank2(cell, inverse, 0.5 * (virial + virial.T), self.rotations) / abs(structure.cell.volume)
+        stress = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        if not (np.isfinite(forces).all() and np.isfinite(stress).all()):
+            raise ModelError(f"structure {bead_map.name!r}: the model predicted non-finite forces or stress")
+        local = np.asarray(energies)[self.site_of]
+        total = float(local.sum())
+        self.results = {"energy": total, "free_energy": total, "forces": forces, "stress": stress,
+                        "local_energies": local}
+
+
+class _CellFilter(FrechetCellFilter):
+    """``FrechetCellFilter`` whose generalised forces are kept while positions and cell are unchanged: an ASE
+    optimiser asks for them about three times per step (convergence test, log, step), and each time the filter
+    recomputes the matrix logarithm and exponential Fréchet derivatives of the deformation (about 15% of a
+    symmetric relaxation's time before this cache)."""
+
+    _kept: tuple[bytes, np.ndarray] | None = None
+
+    def get_forces(self, **kwargs) -> np.ndarray:
+        key = self.atoms.positions.tobytes() + self.atoms.cell.array.tobytes()
+        if self._kept is not None and self._kept[0] == key and not kwargs:
+            return self._kept[1].copy()
+        forces = super().get_forces(**kwargs)
+        self._kept = (key, forces.copy())
+        return forces
+
+
+#: Largest number of symmetric degrees of freedom (positions and cell) for which the symmetric relaxation starts
+#: BFGS from a numerical Hessian of the model in the symmetric subspace (one model call per degree of freedom)
+#: instead of :data:`BFGS_ALPHA` times the identity.
+MAX_NUMERICAL_HESSIAN_DOF = 60
+#: Finite-difference step (in the optimiser's coordinates: Å for positions) of that numerical Hessian.
+HESSIAN_STEP = 0.01
+
+
+def symmetric_basis(atoms: Atoms, constraint: FixSymmetry, cell: bool) -> np.ndarray:
+    """Orthonormal basis (n_dof, k) of the displacements that keep the space group, in the coordinates of
+    ``FrechetCellFilter`` (3 per atom, then 9 for the cell's log-deformation) or, without ``cell``, of the atoms.
+
+    The positions part is the range of the group average ``P = (1/|G|) sum_g Pi_g (x) R_g`` (atom permutation
+    times Cartesian rotation), an orthogonal projector; the cell part the symmetric 3 x 3 matrices the group's
+    rotations leave unchanged."""
+    n = len(atoms)
+    lattice = atoms.cell.array
+    inverse = np.linalg.inv(lattice)
+    projector = np.zeros((n, 3, n, 3))
+    index = np.arange(n)
+    for rotation, image in zip(constraint.rotations, constraint.symm_map, strict=True):
+        projector[np.asarray(image), :, index, :] += lattice.T @ rotation @ inverse.T
+    projector = projector.reshape(3 * n, 3 * n) / len(constraint.rotations)
+    values, vectors = np.linalg.eigh(0.5 * (projector + projector.T))
+    positions = vectors[:, values > 0.5]
+    if not cell:
+        return positions
+    strains = []
+    for a, b in ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)):
+        unit = np.zeros((3, 3))
+        unit[a, b] = unit[b, a] = 1.0
+        strains.append(symmetrize_rank2(lattice, inverse.T, unit, constraint.rotations).ravel())
+    u, singular, _ = np.linalg.svd(np.array(strains).T, full_matrices=False)
+    strain_basis = u[:, singular > 1e-8 * singular.max()]
+    basis = np.zeros((3 * n + 9, positions.shape[1] + strain_basis.shape[1]))
+    basis[:3 * n, :positions.shape[1]] = positions
+    basis[3 * n:, positions.shape[1]:] = strain_basis
+    return basis
+
+
+def numerical_hessian(target, basis: np.ndarray, alpha: float, step: float = HESSIAN_STEP) -> np.ndarray:
+    """Initial Hessian (n_dof, n_dof) for BFGS: the model's Hessian in the span of ``basis`` by forward
+    differences of the forces (``basis.shape[1] + 1`` model calls), made positive definite (absolute eigenvalues,
+    at least 5% of the largest), and ``alpha`` times the identity on the rest. ``target``: the atoms or the cell
+    filter (positions restored afterwards)."""
+    start = target.get_positions().copy()
+    gradient0 = -target.get_forces().ravel()
+    columns = []
+    for q in basis.T:
+        target.set_positions(start + step * q.reshape(start.shape))
+        columns.append(basis.T @ ((-target.get_forces().ravel() - gradient0) / step))
+    target.set_positions(start)
+    sub = np.array(columns).T
+    values, vectors = np.linalg.eigh(0.5 * (sub + sub.T))
+    values = np.abs(values)
+    values = np.maximum(values, 0.05 * values.max()) if len(values) and values.max() > 0 else values + alpha
+    hessian = alpha * (np.eye(basis.shape[0]) - basis @ basis.T)
+    reduced = basis @ vectors
+    return hessian + (reduced * values) @ reduced.T
+
+
+class _HessianBFGS(BFGS):
+    """ASE's BFGS from a given initial Hessian matrix (eV/Å^2 in the optimiser's coordinates)."""
+
+    def __init__(self, atoms, hessian: np.ndarray, **kwargs):
+        self._initial_hessian = hessian
+        super().__init__(atoms, **kwargs)
+
+    def initialize(self):
+        super().initialize()
+        self.H0 = self._initial_hessian.copy()
+
+
+def _symmetric_setup(structure: Atoms, calc: CGGPRCalculator, symprec: float):
+    """(FixSymmetry, SymmetricCalculator) for a coarse-grained structure with a symmetry worth exploiting (fewer
+    representatives than metal sites), else None. ``structure`` is symmetrised to ``symprec`` (Å) in place
+    (:func:`ase.spacegroup.symmetrize.refine_symmetry`, moving atoms by less than ``symprec``)."""
+
+    if calc.model.spec.representation == "atomistic" or not bool(np.all(structure.pbc)):
+        return None
+    trial = structure.copy()
+    try:
+        constraint = FixSymmetry(trial, symprec=symprec)
+        symmetric = SymmetricCalculator(calc, trial, constraint)
+    except (RuntimeError, ValueError, TypeError):  # spglib finds no dataset, or a map that is not a permutation
+        return None
+    if symmetric.reduction < 1.5:
+        return None
+    structure.set_cell(trial.cell, scale_atoms=False)
+    structure.positions = trial.positions
+    return constraint, symmetric
+
+
 def _calculator(calculator_or_model, defects: str | None = None):
 
     options = {} if defects is None else {"defects": defects}
@@ -164,7 +363,8 @@ def _optimizer(optimizer, coarse_grained: bool = True) -> tuple[type, dict]:
 
 def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool = True, max_steps: int = 500,
           smax: float = DEFAULT_SMAX, optimizer: str | type = "BFGS", trajectory: str | os.PathLike | None = None,
-          logfile: str | None = None, name: str | None = None, defects: str | None = None) -> RelaxResult:
+          logfile: str | None = None, name: str | None = None, defects: str | None = None,
+          symmetry: bool = True, symprec: float = DEFAULT_SYMPREC) -> RelaxResult:
     """Relax ``atoms`` on the model's energy surface; positions and, with ``cell=True``, the cell.
 
     Args:
@@ -181,6 +381,12 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
         name: the structure's name (default: from ``atoms.info`` or the formula).
         defects: ``"flag"`` or ``"refuse"`` coordination defects (default: the calculator's setting, ``"flag"``
             for a new one): flagged defects are relaxed like every site and counted in the result.
+        symmetry: relax coarse-grained structures in their space group first (spglib to ``symprec``;
+            :class:`SymmetricCalculator`: one metal site per symmetry orbit, ``ase.constraints.FixSymmetry``), then
+            check the result with the full calculation and, if it fails, go on without the constraint (see the
+            module docstring). ``False``: every step is a full calculation in the full space (the relaxation may
+            then break the symmetry through numerical noise and end in a lower, less symmetric minimum).
+        symprec: spglib tolerance (Å) of ``symmetry``; the start is symmetrised to it (atoms move by less).
 
     Returns:
         a :class:`RelaxResult`; ``converged`` comes from a final single-point check (see the module docstring).
@@ -191,7 +397,7 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
     """
 
     t0 = time.perf_counter()
-    for what, value in (("fmax", fmax), ("smax", smax)):
+    for what, value in (("fmax", fmax), ("smax", smax), ("symprec", symprec)):
         if not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
             raise ModelError(f"{what} must be a positive number, got {value!r}")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 0:
@@ -210,40 +416,65 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
 
     def state() -> tuple[np.ndarray, np.ndarray, float, float | None]:
         forces = structure.get_forces()  # the energies come with the forces (one descriptor call)
-        energy_local = np.asarray(calc.get_property("local_energies", structure))
+        energy_local = np.asarray(structure.calc.get_property("local_energies", structure))
         f = float(np.linalg.norm(forces, axis=1).max()) if len(forces) else 0.0
         s = float(np.abs(structure.get_stress()).max()) if cell else None
         return energy_local, forces, f, s
 
-    steps, opt = 0, None
+    steps, opt, setup = 0, None, None
     every_call_std = calc.parameters.get("return_std", False)
     calc.parameters["return_std"] = False  # the std of the final state only (asked for below), not every step
     with warnings.catch_warnings():  # FrechetCellFilter's scipy logm warns of ~1e-13 errors at every step
         warnings.filterwarnings("ignore", message="logm result may be inaccurate", category=RuntimeWarning)
         try:
             e0 = float(np.mean(state()[0]))
-            target = structure
-            if cell:
-
-                target = FrechetCellFilter(structure)
-            opt = opt_class(target, logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None,
-                            **opt_options)
-            criterion = float(fmax)
             local, forces, f, s = state()
             converged = f < fmax and (not cell or s < smax)
-            while not converged and steps < max_steps:
-                opt.run(fmax=criterion, steps=max_steps - steps)
-                taken = opt.get_number_of_steps() - steps
-                steps = opt.get_number_of_steps()
+            # phases: the symmetric subspace first (one site per orbit), then, if the full check fails, the full
+            # calculation without the constraint; None is the full phase
+            setup = _symmetric_setup(structure, calc, symprec) if symmetry and not converged else None
+            for phase in ([setup] if setup is not None else []) + [None]:
+                if converged or steps >= max_steps:
+                    break
+                structure.set_constraint(None if phase is None else phase[0])
+                structure.calc = calc if phase is None else phase[1]
+                target = _CellFilter(structure) if cell else structure
+                if opt is not None and getattr(opt, "trajectory", None) is not None:
+                    opt.trajectory.close()
+                options = dict(logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None,
+                               append_trajectory=steps > 0, **opt_options)
+                basis = symmetric_basis(structure, phase[0], cell) if phase is not None and opt_class is BFGS \
+                    else None
+                if basis is not None and 0 < basis.shape[1] <= MAX_NUMERICAL_HESSIAN_DOF:
+                    hessian = numerical_hessian(target, basis, float(opt_options.get("alpha", BFGS_ALPHA)))
+                    opt = _HessianBFGS(target, hessian, **options)
+                else:
+                    opt = opt_class(target, **options)
+                first, criterion = steps, float(fmax)
                 local, forces, f, s = state()
                 converged = f < fmax and (not cell or s < smax)
-                if not converged and taken == 0:
-                    criterion *= 0.5  # the optimiser thinks it is done; the explicit check does not
-                if criterion < 1e-6 * fmax:
-                    break
+                try:
+                    while not converged and steps < max_steps:
+                        opt.run(fmax=criterion, steps=max_steps - steps)
+                        taken = first + opt.get_number_of_steps() - steps
+                        steps = first + opt.get_number_of_steps()
+                        local, forces, f, s = state()
+                        converged = f < fmax and (not cell or s < smax)
+                        if not converged and taken == 0:
+                            criterion *= 0.5  # the optimiser thinks it is done; the explicit check does not
+                        if criterion < 1e-6 * fmax:
+                            break
+                except RuntimeError:  # FixSymmetry refuses a cell step too large to symmetrise: go on without it
+                    if phase is None:
+                        raise
+                    steps = first + opt.get_number_of_steps()
+                if phase is not None:  # the final check: the full calculation, without the constraint
+                    structure.set_constraint()
+                    structure.calc = calc
+                    local, forces, f, s = state()
+                    converged = f < fmax and (not cell or s < smax)
             std = np.asarray(calc.get_property("local_energy_std", structure))  # reuses the last call's vectors
         except CGGPRError as error:
-            steps = int(getattr(opt, "nsteps", steps)) if opt is not None else steps
             text, named = str(error), f"structure {name!r}: "
             text = text[len(named):] if text.startswith(named) else text
             raise ModelError(f"{named}the relaxation stopped after {steps} optimiser steps: {text}") from None
@@ -262,6 +493,9 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
     stress_text = f", max |stress| {s:.2e} eV/Å^3 ({'<' if s < smax else 'NOT <'} {smax:g})" if cell else ""
     message = (f"{status} in {steps} steps, {seconds:.1f} s: energy {e0:+.4f} -> {e:+.4f} eV per metal, "
                f"max force {f:.2e} eV/Å ({'<' if f < fmax else 'NOT <'} {fmax:g}){stress_text}")
+    if setup is not None:
+        message += (f"; relaxed in its space group first ({len(setup[1].representatives)} of {setup[1].n_metals} "
+                    "metal sites computed per step)")
     trust = getattr(calc, "site_trust", None)
     n_defective, n_untrusted = (trust.n_defective, trust.n_untrusted) if trust is not None else (0, 0)
     if n_untrusted:

@@ -15,6 +15,16 @@ pos-then-cell 204 (MTW not converged) / 42 / 47 / 76; bfgs-a5 176 / 28 / 29 / 50
 +84 meV/Zn above relax's minimum); relax-0.03 240 / 21 / 28 / 37 at the same energies (within 0.3 meV/Zn). The
 current relax (BFGS, initial Hessian 10, fmax 0.01) stays the default; precon (PreconLBFGS + FrechetCellFilter) on
 the n16/l8 model stalled on MTW ("not downhill").
+
+Issue 29 item 2 (n16/l8 AB2, symmetric relaxation; per-net runs under load 10-20): relaxing in the space group
+(``relax(symmetry=True)``: ``SymmetricCalculator``, one Zn per orbit) takes the same steps to the same energies
+(MTW 78 -> 76 steps, 10.6 -> 6.8 s CPU; AFR 93 -> 91, 13.4 -> 6.4 s) at 3-5 x fewer SOAP centres per call. BFGS from
+the numerical Hessian in the symmetric subspace (k <= 60 degrees of freedom, k model calls): steps AEN 80 -> 63,
+BEC 91 -> 28, BIK 48 -> 26, ITW 82 -> 35, AWW 33 -> 20, SBN 17 -> 9, CPU -30% to +10% (the k calls cost what the
+saved steps did on some nets). FrechetCellFilter exp_cell_factor sqrt(N) or 3 instead of N: SBN 17 -> 11, AFR 91 -> 60,
+MTW 76 -> 172 steps (a lower minimum): not adopted; 1 breaks (cell steps too large). Looser fmax does not improve
+the ranking (20 nets, energy where the logged fmax first drops below: 0.1 -> Spearman 0.21, 0.05 -> 0.20, 0.02 ->
+0.25, converged at 0.01 -> 0.39): fmax stays 0.01.
 """
 
 from __future__ import annotations

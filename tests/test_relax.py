@@ -124,3 +124,57 @@ def test_relaxation_computes_the_std_once_for_the_final_state(bound_model, rattl
     assert calc.parameters["return_std"] is True  # restored
     _, std = bound_model.predict(result.atoms, return_std=True)
     assert result.energy_std == pytest.approx(float(np.mean(std)), abs=1e-10)
+
+
+def test_symmetric_relaxation_matches_the_full_one(shared_data):
+    """Shipped AB2 model, idealised SBN net (10 Zn, P6_3/m, 2 Zn orbits; held out of the model's training): the
+    default relaxation (in the space group, one Zn per orbit) reaches the full-space relaxation's energy and keeps
+    the space group, and the full model is computed only for the start and the final check."""
+    import spglib
+
+    from ase_cggpr.dataset.nets import read_nets
+    from ase_cggpr.model import CGGPRModel
+    from ase_cggpr.relax import SymmetricCalculator, _symmetric_setup
+
+    nets, _ = read_nets([shared_data / "nets" / "iza" / "SBN.cif"])
+    start = nets[0].atoms.copy()
+    start.info = {"name": "SBN"}
+    model = CGGPRModel.load("AB2")
+
+    def space_group(atoms):
+        return spglib.get_symmetry_dataset((atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers),
+                                           symprec=1e-3).number
+
+    # the symmetric calculator's energy, forces and stress are the full calculation's on a symmetric structure
+    full = CGGPRCalculator(model)
+    symmetric_start = start.copy()
+    constraint, symmetric = _symmetric_setup(symmetric_start, full, 1e-3)
+    assert isinstance(symmetric, SymmetricCalculator) and len(symmetric.representatives) == 2
+    strained = symmetric_start.copy()
+    strained.set_cell(strained.cell.array * 1.03, scale_atoms=True)  # off the minimum: real forces and stress
+    for calc in (full, symmetric):
+        calc.calculate(strained, ["energy", "forces", "stress"])
+    assert symmetric.results["energy"] == pytest.approx(full.results["energy"], abs=1e-8)
+    assert np.abs(full.results["forces"]).max() > 1e-3
+    assert np.allclose(symmetric.results["forces"], full.results["forces"], atol=1e-6)
+    assert np.allclose(symmetric.results["stress"], full.results["stress"], atol=1e-8)
+
+    results, calls = {}, {}
+    for symmetry in (True, False):
+        calc = CGGPRCalculator(model)
+        count, original = [0], calc.calculate
+
+        def counting(*args, _count=count, _original=original, **kwargs):
+            _count[0] += 1
+            return _original(*args, **kwargs)
+
+        calc.calculate = counting
+        results[symmetry] = relax(start, calc, symmetry=symmetry)
+        calls[symmetry] = count[0]
+    sym, plain = results[True], results[False]
+    assert sym.converged and plain.converged and sym.n_steps > 5
+    assert sym.energy_per_metal == pytest.approx(plain.energy_per_metal, abs=1e-3)
+    assert sym.energy_per_metal < sym.initial_energy_per_metal - 0.01
+    assert calls[True] <= 4 < sym.n_steps <= calls[False]
+    assert space_group(sym.atoms) == space_group(start) == 176
+    assert not sym.atoms.constraints  # the symmetry constraint is not left on the result

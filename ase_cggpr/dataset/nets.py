@@ -28,6 +28,7 @@ from ase import Atoms
 from ase.io import read
 from ase.neighborlist import neighbor_list
 
+from ..cachedir import cache_dir
 from ..errors import StructureError
 from ..metals import FRAMEWORK_METAL
 
@@ -324,8 +325,6 @@ def _nets_cache_key(files: list[Path], scale: float | None) -> str:
 
 
 def _nets_cache_path(key: str) -> Path:
-    from ..cachedir import cache_dir
-
     return cache_dir() / "nets" / f"{key[:32]}.npz"
 
 

@@ -179,7 +179,7 @@ def test_screen_command_resumes_on_the_cluster(cluster, model, structures, local
     local_rows, lines = local_run
     progress_path(out).write_text("\n".join(lines[:1 + N // 2]) + "\n")  # interrupted after half the rows
     run = CliRunner().invoke(main, ["screen", str(model_path), str(structures), "-o", str(out), "--threshold", "1.0",
-                                    "--scheduler", cluster.scheduler_address, "--resume"])
+                                    "--scheduler", cluster.scheduler_address, "--resume", "--chunk-size", "7"])
     assert run.exit_code == 0, run.output
     assert f"{N // 2} taken from the interrupted screen" in run.output
     with open(out, newline="") as handle:
@@ -241,6 +241,13 @@ def _whole_lines(path: Path) -> list[str]:
             json.loads(line)
             out.append(line)
     return out
+
+
+def test_bad_chunk_size_is_a_usage_error(model, structures, tmp_path):
+    out = tmp_path / "ranking.csv"
+    for bad in ("0", "many"):
+        run = CliRunner().invoke(main, ["screen", "AB2", str(structures), "-o", str(out), "--chunk-size", bad])
+        assert run.exit_code == 2 and "--chunk-size" in run.output and "'auto'" in run.output and not out.exists()
 
 
 def test_unreachable_scheduler_is_one_line_and_no_file(model, structures, tmp_path):

@@ -94,7 +94,7 @@ from .screening_symmetry import (  # noqa: F401  (re-exported: symmetry helpers)
     predict_symmetric,
     space_group,
 )
-from .tasks import DASK_CHUNK, WORKER_DIED, Runner, Task, as_runner, run_tasks  # noqa: F401  (WORKER_DIED: re-exported)
+from .tasks import WORKER_DIED, Runner, Task, as_runner, run_tasks  # noqa: F401  (WORKER_DIED: re-exported)
 from .uncertainty import (  # noqa: F401  (re-exported: the screen's trust threshold)
     THRESHOLD_QUANTILE,
     THRESHOLD_RULE,
@@ -300,7 +300,7 @@ def _rows(model, tasks: Iterable[_Task], kwargs: dict, runner: Runner) -> Iterat
             print(f"warning: {message} while screening {task.key.name}"
                   f"{'; screening it again' if retried else '; not retried again (an error row)'}", file=sys.stderr)
 
-    chunk = runner.chunk_size or (DASK_CHUNK if runner.distributed else 1)
+    chunk = runner.chunk_size or "auto"  # chunks of ~1 s on a worker (ase_cggpr.tasks.ChunkSizer)
     with contextlib.closing(run_tasks(_screen_task, to_run(), runner, context=(model, kwargs), on_death=warn,
                                       chunk_size=chunk)) as outcomes:
         for outcome in outcomes:

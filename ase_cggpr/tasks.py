@@ -36,6 +36,7 @@ Guarantees (both backends)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import itertools
@@ -43,9 +44,11 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -59,8 +62,14 @@ from .worker_lifeline import die_with_parent
 RETRIES = 3
 #: Outcome errors of tasks lost to dead workers start with this.
 WORKER_DIED = "worker died"
-#: Structures per task of a screen on Dask (the scheduler's round trip costs milliseconds, a structure ~50 ms).
+#: Structures per task of a screen on Dask with a fixed chunk size (``--chunk-size 8``; the default is ``"auto"``).
 DASK_CHUNK = 8
+#: ``chunk_size="auto"``: consecutive tasks are sent to a worker together so that one chunk takes about this many
+#: seconds there (measured on the workers as the run goes): the scheduler's round trip (milliseconds) is then
+#: < 1% of a chunk, and a dead worker or a Ctrl-C loses about this much work per worker.
+CHUNK_SECONDS = 1.0
+#: ``chunk_size="auto"``: at most this many tasks per chunk (progress and retries stay fine-grained).
+MAX_CHUNK = 64
 #: Seconds to wait for a Dask scheduler (its scheduler file to appear, then the connection).
 CONNECT_TIMEOUT = 30
 #: Seconds between two counts of a Dask cluster's worker threads (workers join and leave during a run).
@@ -91,8 +100,9 @@ class Runner:
         jobs: batch jobs to start with ``cluster``.
         cluster_options: keyword arguments of dask-jobqueue's cluster class (cores, memory, walltime, ...).
         retries: more runs of a task whose worker died (local runs and clusters started here).
-        chunk_size: short tasks (one structure of a screen) sent to a worker together; None: the caller's
-            default (a screen: :data:`DASK_CHUNK` on Dask, 1 locally).
+        chunk_size: short tasks (one structure of a screen) sent to a worker together: a number, or ``"auto"``
+            (chunks of about :data:`CHUNK_SECONDS` on a worker, from the measured task times); None: the
+            caller's default (a screen: ``"auto"``).
     """
 
     workers: int = 1
@@ -101,7 +111,7 @@ class Runner:
     jobs: int = 1
     cluster_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     retries: int = RETRIES
-    chunk_size: int | None = None
+    chunk_size: int | str | None = None
 
     def __post_init__(self):
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
@@ -112,9 +122,8 @@ class Runner:
             raise OptionError(f"--cluster must be one of {', '.join(CLUSTERS)}, got {self.cluster!r}")
         if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 1:
             raise OptionError(f"jobs must be an integer >= 1, got {self.jobs!r}")
-        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool)
-                                            or self.chunk_size < 1):
-            raise OptionError(f"chunk_size must be an integer >= 1, got {self.chunk_size!r}")
+        if self.chunk_size is not None:
+            check_chunk_size(self.chunk_size)
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
             raise OptionError(f"retries must be an integer >= 0, got {self.retries!r}")
 
@@ -133,6 +142,13 @@ class Runner:
         if self.cluster is not None:
             return f"{self.jobs} {self.cluster.upper()} job(s) of Dask workers"
         return f"{self.workers} local process(es)"
+
+
+def check_chunk_size(value: int | str) -> int | str:
+    """``value`` if it is a chunk size: an integer >= 1 or ``"auto"``; else :class:`OptionError`."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise OptionError(f"chunk size must be an integer >= 1 or 'auto', got {value!r}")
 
 
 def as_runner(workers: int | Runner) -> Runner:
@@ -166,35 +182,26 @@ class Outcome:
 
 def run_tasks(function: Callable[[Any, Any], Any], tasks: Iterable[Task], runner: int | Runner = 1, *,
               context: Any = None, on_death: Callable[[Task, str, bool], None] | None = None,
-              chunk_size: int = 1) -> Iterator[Outcome]:
+              chunk_size: int | str = 1) -> Iterator[Outcome]:
     """Run ``function(context, task.payload)`` for every task; yield :class:`Outcome` s as they finish.
 
     ``function`` must be importable by name (a module-level function); ``tasks`` is consumed lazily (a few per
     worker in flight), so it may stream from files. ``on_death(task, message, retried)`` is called in this process
     for each worker death seen (e.g. to print a warning; locally every death, on Dask the last one), ``retried``
-    saying whether the task is run again (see the module notes). ``chunk_size`` > 1 sends that many consecutive
-    tasks to a worker as one (fewer round trips for short tasks: the scheduler's cost per task is milliseconds);
-    each still has its own outcome, and a worker's death is then a death for each task of its chunk.
+    saying whether the task is run again (see the module notes).
+
+    ``chunk_size`` > 1 sends that many consecutive tasks to a worker as one (fewer round trips for short tasks:
+    the scheduler's cost per task is milliseconds); ``"auto"`` chooses it from the task times measured on the
+    workers (:class:`ChunkSizer`: chunks of about :data:`CHUNK_SECONDS`, at most :data:`MAX_CHUNK` tasks). Each
+    task still has its own outcome. A worker's death is a death for each task of its chunk; a chunk whose
+    workers died on every attempt is split, and each of its tasks is run once more alone (on Dask: as often as
+    the scheduler allows), so one task that kills its workers does not take the others of its chunk with it.
     """
     runner = as_runner(runner)
-    if chunk_size > 1 and runner.parallel:
-        chunks = (Task(list(chunk), [task.payload for task in chunk]) for chunk in _batched(tasks, chunk_size))
-
-        def chunk_death(chunk: Task, message: str, retried: bool) -> None:
-            for task in chunk.key:
-                on_death(task, message, retried)
-
-        for outcome in run_tasks(functools.partial(_apply_chunk, function), chunks, runner, context=context,
-                                 on_death=None if on_death is None else chunk_death):
-            for k, task in enumerate(outcome.task.key):
-                if outcome.ok:
-                    ok, value = outcome.value[k]
-                    yield Outcome(task, value=value if ok else None, exception=None if ok else value,
-                                  deaths=outcome.deaths)
-                else:
-                    yield Outcome(task, exception=outcome.exception, error=outcome.error, deaths=outcome.deaths)
-        return
-    if runner.distributed:
+    check_chunk_size(chunk_size)
+    if chunk_size != 1 and runner.parallel:
+        yield from _chunked_run(function, tasks, runner, context, on_death, ChunkSizer(chunk_size))
+    elif runner.distributed:
         yield from _dask_run(function, tasks, runner, context, on_death)
     elif runner.workers == 1:
         for task in tasks:
@@ -206,21 +213,82 @@ def run_tasks(function: Callable[[Any, Any], Any], tasks: Iterable[Task], runner
         yield from _local_run(function, tasks, runner, context, on_death)
 
 
-def _batched(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
-    iterator = iter(tasks)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+class ChunkSizer:
+    """The size of the next chunk: fixed, or (``"auto"``) about :data:`CHUNK_SECONDS` of work on a worker.
+
+    ``"auto"`` starts at 1 task per chunk; once chunks have come back, the size is :data:`CHUNK_SECONDS` over the
+    mean time of a task so far (seconds measured on the workers, ``time.perf_counter`` around the tasks), between
+    1 and :data:`MAX_CHUNK`, and it at most doubles from one chunk to the next (a short run still spreads over
+    every worker)."""
+
+    def __init__(self, size: int | str):
+        self.fixed = None if size == "auto" else int(size)
+        self.tasks, self.seconds, self.last = 0, 0.0, 1
+
+    def record(self, tasks: int, seconds: float) -> None:
+        """A chunk of ``tasks`` tasks took ``seconds`` on its worker."""
+        self.tasks += tasks
+        self.seconds += seconds
+
+    @property
+    def per_task(self) -> float | None:
+        """Mean seconds per task so far (None before the first chunk came back)."""
+        return self.seconds / self.tasks if self.tasks else None
+
+    def next_size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if self.per_task is None:
+            return 1
+        target = max(1, min(MAX_CHUNK, round(CHUNK_SECONDS / max(self.per_task, 1e-6))))
+        self.last = min(target, 2 * self.last)
+        return self.last
 
 
-def _apply_chunk(function, context, payloads: list) -> list[tuple[bool, Any]]:
-    """A chunk of tasks on a worker: (ok, value or exception) of each."""
+def _chunked_run(function, tasks: Iterable[Task], runner: Runner, context, on_death,
+                 sizer: ChunkSizer) -> Iterator[Outcome]:
+    def chunks() -> Iterator[Task]:
+        iterator = iter(tasks)
+        while chunk := list(itertools.islice(iterator, sizer.next_size())):
+            yield Task(chunk, [task.payload for task in chunk])
+
+    def chunk_death(chunk: Task, message: str, retried: bool) -> None:
+        for task in chunk.key:
+            on_death(task, message, retried)
+
+    def split(chunk: Task) -> list[Task]:
+        return [Task([task], [task.payload]) for task in chunk.key] if len(chunk.key) > 1 else []
+
+    for outcome in _run_chunks(functools.partial(_apply_chunk, function), chunks(), runner, context,
+                               None if on_death is None else chunk_death, split):
+        if outcome.ok:
+            seconds, values = outcome.value
+            sizer.record(len(values), seconds)
+        for k, task in enumerate(outcome.task.key):
+            if outcome.ok:
+                ok, value = values[k]
+                yield Outcome(task, value=value if ok else None, exception=None if ok else value,
+                              deaths=outcome.deaths)
+            else:
+                yield Outcome(task, exception=outcome.exception, error=outcome.error, deaths=outcome.deaths)
+
+
+def _run_chunks(function, chunks, runner: Runner, context, on_death, split):
+    if runner.distributed:
+        return _dask_run(function, chunks, runner, context, on_death, split)
+    return _local_run(function, chunks, runner, context, on_death, split)
+
+
+def _apply_chunk(function, context, payloads: list) -> tuple[float, list[tuple[bool, Any]]]:
+    """A chunk of tasks on a worker: its time (s, wall) and (ok, value or exception) of each task."""
+    start = time.perf_counter()
     out = []
     for payload in payloads:
         try:
             out.append((True, function(context, payload)))
         except Exception as error:
             out.append((False, error))
-    return out
+    return time.perf_counter() - start, out
 
 
 # -- local worker processes --------------------------------------------------------------------------------
@@ -320,7 +388,9 @@ def single_threaded_children():
                 os.environ[k] = v
 
 
-def _local_run(function, tasks: Iterable[Task], runner: Runner, context, on_death) -> Iterator[Outcome]:
+def _local_run(function, tasks: Iterable[Task], runner: Runner, context, on_death,
+               split: Callable[[Task], list[Task]] | None = None) -> Iterator[Outcome]:
+    """``split(task)``: the tasks to run instead of one whose workers died on every attempt (each once more)."""
     ctx = multiprocessing.get_context("spawn")
     pool: list[_Worker] = []
     todo = iter(tasks)
@@ -383,10 +453,17 @@ def _local_run(function, tasks: Iterable[Task], runner: Runner, context, on_deat
                     if reply is None:
                         message = lost(worker)
                         outcome.deaths += 1
+                        parts = split(outcome.task) if split is not None and outcome.deaths > runner.retries else []
                         if on_death is not None:
-                            on_death(outcome.task, message, outcome.deaths <= runner.retries)
+                            on_death(outcome.task, message, outcome.deaths <= runner.retries or bool(parts))
                         if outcome.deaths <= runner.retries:
                             retry.append(number)
+                            continue
+                        if parts:  # each part once more (its deaths so far: the chunk's)
+                            del held[number]
+                            for part in parts:
+                                held[part_number := next(numbers)] = Outcome(part, deaths=outcome.deaths)
+                                retry.append(part_number)
                             continue
                         outcome.error = f"{message} on each of {outcome.deaths} attempts"
                     else:
@@ -414,14 +491,55 @@ def _import_distributed():
     return distributed
 
 
-def _call(function, context, payload):
-    """What a Dask worker runs: ``function(context, payload)`` (the context is the worker's scattered copy).
+#: On a Dask worker: the context of the current run (key of its scattered copy -> this process's own copy).
+_CONTEXTS: dict[str, Any] = {}
+_CONTEXTS_LOCK = threading.Lock()
+#: glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MALLOC_DONE = False
 
-    Rayon (featomic's thread pool) is limited to one thread unless the worker's environment says otherwise, as
-    the local workers are (:func:`single_threaded_children`): the worker processes already use the cores (Dask's
-    nanny sets the OpenMP/BLAS variables itself, not Rayon's)."""
-    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+
+def _call(function, key: str | None, context, payload):
+    """What a Dask worker runs: ``function(context, payload)``, with this worker process's own copy of the context.
+
+    The context arrives once per worker (scattered, ``broadcast=True``), but the scattered object is not used as
+    is: it is copied once per worker process (a pickle round trip in this process, as a local worker receives
+    it). Measured (benchmarks/bench_cluster.py, docs/cluster.md): the model's inducing-point matrix (AB2:
+    2000 x 4752, 76 MB, read in full by every prediction) as received by a worker that got it from the other
+    worker (Dask replicates a broadcast scatter worker to worker) made each kernel product 2.5x slower in CPU
+    time on that worker than on a copy; the copy costs ~0.1 s once.
+
+    Also once per process (:func:`_worker_setup`): Rayon (featomic's thread pool) limited to one thread unless the
+    worker's environment says otherwise, and glibc's malloc tuned back from Dask's ``MALLOC_TRIM_THRESHOLD_``."""
+    _worker_setup()
+    if key is not None:
+        with _CONTEXTS_LOCK:
+            own = _CONTEXTS.get(key)
+            if own is None:
+                _CONTEXTS.clear()  # a previous run's context
+                own = _CONTEXTS[key] = pickle.loads(pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL))
+        context = own
     return function(context, payload)
+
+
+def _worker_setup() -> None:
+    """Once per Dask worker process: one Rayon thread (as local workers, :func:`single_threaded_children`: the
+    worker processes already use the cores; Dask's nanny sets the OpenMP/BLAS variables itself, not Rayon's),
+    and malloc's thresholds raised if the nanny set ``MALLOC_TRIM_THRESHOLD_`` (Dask's default 64 KiB, to give
+    memory back to the system at once): that variable also fixes glibc's mmap threshold at 128 KiB, so every
+    array above it (a structure's descriptors and kernel rows) is a fresh mmap with its pages faulted in again:
+    4x the page faults and +9% CPU per structure, measured with local workers given the same variable. With
+    the thresholds at 32 MiB (mmap) and 64 MiB (trim) at most ~64 MiB more stay with the process."""
+    global _MALLOC_DONE
+    if _MALLOC_DONE:
+        return
+    _MALLOC_DONE = True
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") and sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # not glibc: nothing to undo
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+            libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
 
 
 def check_available(runner: Runner) -> None:
@@ -548,7 +666,8 @@ def _quiet_interrupts():
         log.removeFilter(race)
 
 
-def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death) -> Iterator[Outcome]:
+def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death,
+              split: Callable[[Task], list[Task]] | None = None) -> Iterator[Outcome]:
     distributed = _import_distributed()
     from distributed.scheduler import KilledWorker
 
@@ -556,9 +675,12 @@ def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death
         if not client.scheduler_info()["workers"]:  # e.g. batch jobs still queued: wait (Ctrl-C stops)
             print(f"waiting for the first Dask worker of {runner.describe()} ...", file=sys.stderr, flush=True)
             client.wait_for_workers(1)
-        shared = client.scatter(context, broadcast=True, hash=False) if context is not None else None
+        # the context as one object, once per worker (each worker copies it once: _call)
+        shared = client.scatter([context], broadcast=True, hash=False)[0] if context is not None else None
+        key = None if shared is None else str(shared.key)
         todo = iter(tasks)
-        running: dict[Any, Task] = {}
+        running: dict[Any, tuple[Task, int]] = {}  # future -> its task, and the task's worker deaths before it
+        parts: list[tuple[Task, int]] = []  # tasks split from a task whose workers died, to run first
         # results (or errors) are gathered by the client's event loop as they finish: no round trip per task here
         pending = distributed.as_completed(with_results=True, raise_errors=False)
         exhausted = False
@@ -570,20 +692,23 @@ def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death
                 if time.monotonic() - counted > THREADS_REFRESH:  # a round trip to the scheduler: not per task
                     threads, counted = _total_threads(client), time.monotonic()
                 limit = max(4, 4 * threads)  # a few per worker: lazily read inputs
-                while not exhausted and len(running) < limit:
-                    task = next(todo, None)
-                    if task is None:
+                while len(running) < limit:
+                    if parts:
+                        task, deaths = parts.pop(0)
+                    elif not exhausted and (task := next(todo, None)) is not None:
+                        deaths = 0
+                    else:
                         exhausted = True
                         return
-                    future = client.submit(_call, function, shared, task.payload, pure=False)
-                    running[future] = task
+                    future = client.submit(_call, function, key, shared, task.payload, pure=False)
+                    running[future] = task, deaths
                     pending.add(future)
 
             fill()
             while running:
                 future, result = next(pending)
-                task = running.pop(future)
-                outcome = Outcome(task)
+                task, deaths = running.pop(future)
+                outcome = Outcome(task, deaths=deaths)
                 error = None
                 if future.status == "error":  # result: (type, exception, traceback)
                     error = result[1]
@@ -592,11 +717,17 @@ def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death
                 else:
                     outcome.value = result
                 if isinstance(error, KilledWorker):
-                    outcome.deaths = 1 + runner.retries if runner.cluster is not None else 1
+                    outcome.deaths += 1 + runner.retries if runner.cluster is not None else 1
                     outcome.error = (f"{WORKER_DIED} on every attempt the Dask scheduler allowed "
                                      f"(distributed.scheduler.allowed-failures): {' '.join(str(error).split())}")
+                    split_into = split(task) if split is not None else []
                     if on_death is not None:
-                        on_death(task, outcome.error, False)
+                        on_death(task, outcome.error, bool(split_into))
+                    if split_into:  # each part again, alone
+                        parts.extend((part, outcome.deaths) for part in split_into)
+                        future.release()
+                        fill()
+                        continue
                 elif error is not None:
                     outcome.exception = error
                 future.release()

@@ -10,7 +10,8 @@ extxyz file) with the shipped AB2 model, in ``--rounds`` rounds back to back in 
    through one with Dask's default settings. Cluster start-up is not timed.
 
 Then the per-task overhead (``--noop`` tasks that do nothing, through the local pool and the cluster: scheduler
-round trip, serialisation, result stream back; a screen on Dask sends ``DASK_CHUNK`` structures per task), and
+round trip, serialisation, result stream back; a screen sends chunks of structures per task: ``--chunk-size``,
+default ``auto``, about ``CHUNK_SECONDS`` of work per chunk, the same locally and on Dask), and
 unless ``--skip-one-worker`` a 1-worker cluster against ``-j 1``. Every run's rows must be the first local run's
 (same rows, energies within 1e-9 eV, same ranks). Ratios Dask / local are per round (same load).
 
@@ -21,17 +22,22 @@ CPU time.
 
 Extrapolation to 100 nodes: with ``c`` cores per node and a task time ``t`` (CPU s per structure measured here),
 the workers alone could finish 100 c / t structures per second; the single scheduler handles at most
-1 / (its CPU per task) tasks per second, each of ``DASK_CHUNK`` structures (measured here with the no-op tasks:
+1 / (its CPU per task) tasks per second, each of one chunk of structures (measured here with the no-op tasks:
 the CPU time of this process, which holds the LocalCluster's scheduler and the client, per task: an upper bound
 of the scheduler's own cost). The smaller of the two bounds the throughput.
 
-Run:  python benchmarks/bench_cluster.py [--n 2000] [--rounds 3] [--noop 500] [--dask-defaults] [--skip-one-worker]
+The LocalCluster's nannies set ``MALLOC_TRIM_THRESHOLD_`` in this process's environment (Dask sets it before it
+starts a worker and leaves it); it is removed before each local run, whose workers would inherit it.
+
+Run:  python benchmarks/bench_cluster.py [--n 2000] [--rounds 3] [--noop 500] [--chunk-size auto|N]
+      [--dask-defaults] [--skip-one-worker]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -108,6 +114,7 @@ def _cluster(n_workers: int, tuned: bool):
             distributed.Client(cluster) as client:
         client.run(lambda: __import__("ase_cggpr.screening"))  # imports: part of a worker's start-up
         yield cluster, client
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # set here by the nannies: not for the local workers
 
 
 def main() -> None:
@@ -119,13 +126,17 @@ def main() -> None:
     parser.add_argument("--dask-defaults", action="store_true",
                         help="also run each round on a cluster with Dask's default settings (not DASK_CONFIG)")
     parser.add_argument("--skip-one-worker", action="store_true", help="no 1-worker cluster run")
+    parser.add_argument("--chunk-size", default="auto", help="structures per task (N or auto), local and Dask")
     args = parser.parse_args()
     for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(key, "1")
     from ase_cggpr.model import CGGPRModel
     from ase_cggpr.pretrained import resolve
     from ase_cggpr.screening import screen
-    from ase_cggpr.tasks import DASK_CHUNK, Runner, Task, run_tasks
+    from ase_cggpr.tasks import CHUNK_SECONDS, MAX_CHUNK, Runner, Task, check_chunk_size, run_tasks
+
+    chunk = check_chunk_size(args.chunk_size if args.chunk_size == "auto" else int(args.chunk_size))
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
 
     model = CGGPRModel.load(resolve("AB2"))
     results: dict = {"n": args.n, "cpu_count": os.cpu_count()}
@@ -134,7 +145,10 @@ def main() -> None:
         data = _structures(args.n, Path(folder) / "structures.extxyz")
 
         def run_screen(workers):
-            return screen(model, [data], threshold=1.0, workers=workers)
+            runner = Runner(workers=workers) if isinstance(workers, int) else workers
+            if runner.parallel:
+                runner = dataclasses.replace(runner, chunk_size=chunk)
+            return screen(model, [data], threshold=1.0, workers=runner)
 
         reference = None
         for k in range(args.rounds):
@@ -172,9 +186,10 @@ def main() -> None:
     noop_ms = 1000 * noop["wall_s"] / args.noop
     noop_local_ms = 1000 * noop_local["wall_s"] / args.noop
     # the scheduler (and client) run in this process: their CPU per no-op task bounds the tasks per second one
-    # scheduler can take; a task of a screen on Dask holds DASK_CHUNK structures
+    # scheduler can take; a task of a screen holds a chunk of structures (auto: about CHUNK_SECONDS of work)
     scheduler_ms = 1000 * noop["cpu_this_process_s"] / args.noop
-    scheduler_rate = 1000 / scheduler_ms * DASK_CHUNK
+    per_task = chunk if chunk != "auto" else max(1, min(MAX_CHUNK, round(CHUNK_SECONDS / per_structure_cpu)))
+    scheduler_rate = 1000 / scheduler_ms * per_task
     nodes = 100
     worker_rate = nodes * args.cores_per_node / per_structure_cpu
     expected = min(worker_rate, scheduler_rate)
@@ -185,7 +200,8 @@ def main() -> None:
         overhead_cpu_ms_per_structure=round(1000 * (dask_cpu - local_cpu) / args.n, 2),
         per_task_round_trip_ms_cluster=round(noop_ms, 2), per_task_round_trip_ms_local=round(noop_local_ms, 2),
         scheduler_and_client_cpu_ms_per_task=round(scheduler_ms, 2),
-        cpu_s_per_structure=round(per_structure_cpu, 4), structures_per_dask_task=DASK_CHUNK,
+        cpu_s_per_structure=round(per_structure_cpu, 4), chunk_size=args.chunk_size,
+        structures_per_task=per_task,
         extrapolation_100_nodes=dict(
             cores=nodes * args.cores_per_node, workers_bound_per_s=round(worker_rate),
             scheduler_bound_per_s=round(scheduler_rate), expected_per_s=round(expected),
@@ -197,11 +213,14 @@ def main() -> None:
                        wall_ratio_dask_defaults_mean=mean(ratios("dask_defaults", "wall_s")),
                        cpu_ratio_dask_defaults_over_local=ratios("dask_defaults", "cpu_s"),
                        cpu_ratio_dask_defaults_mean=mean(ratios("dask_defaults", "cpu_s")))
+    throughput = {"local -j 2": round(args.n / rounds[-1]["local"]["wall_s"], 1),
+                  "Dask 2 workers": round(args.n / rounds[-1]["dask"]["wall_s"], 1)}
     if one_worker is not None:
+        throughput = {"local -j 1": round(args.n / one_local["wall_s"], 1),
+                      "Dask 1 worker": round(args.n / one_worker["wall_s"], 1), **throughput}
         results.update(one_worker_wall_ratio=round(one_worker["wall_s"] / one_local["wall_s"], 3),
-                       one_worker_cpu_ratio=round(one_worker["cpu_s"] / one_local["cpu_s"], 3),
-                       throughput_per_s={"Dask 1 worker": round(args.n / one_worker["wall_s"], 1),
-                                         "Dask 2 workers": round(args.n / rounds[-1]["dask"]["wall_s"], 1)})
+                       one_worker_cpu_ratio=round(one_worker["cpu_s"] / one_local["cpu_s"], 3))
+    results["throughput_structures_per_s"] = throughput
     print(json.dumps(results, indent=1))
 
 

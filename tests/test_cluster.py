@@ -101,6 +101,35 @@ def test_run_tasks_on_the_cluster(cluster):
     assert bad.task.key == "bad" and isinstance(bad.exception, ValueError)
 
 
+def _poison(context, payload):
+    """``payload`` squared; "poison" kills its worker (SIGKILL, as the out-of-memory killer would)."""
+    if payload == "poison":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return payload * payload
+
+
+def test_a_chunk_that_kills_its_workers_is_split():
+    """Chunks of 3 on a cluster whose scheduler allows no worker death per task: the chunk holding a task that
+    kills every worker is lost, then split and each of its tasks run alone: the poison is lost a second time
+    (an error after 2 deaths), every other task has one outcome, a value or (when Dask had it queued on the
+    same worker at a death: Dask charges the death to every task the worker held) a "worker died" error."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None) as small:
+        deaths = []
+        tasks = [Task(k, k) for k in range(4)] + [Task("poison", "poison")] + [Task(k, k) for k in range(4, 7)]
+        outcomes = [o for o in run_tasks(_poison, tasks, Runner(scheduler=small.scheduler_address), chunk_size=3,
+                                         on_death=lambda task, message, retried: deaths.append(retried))]
+    by_key = {o.task.key: o for o in outcomes}
+    assert len(outcomes) == len(by_key) == 8
+    poison = by_key.pop("poison")
+    assert poison.error.startswith("worker died on every attempt") and poison.deaths == 2
+    assert all(o.value == k * k if o.ok else o.error.startswith("worker died") for k, o in by_key.items())
+    assert deaths.count(True) >= 3 and deaths.count(False) >= 1  # the chunk run again; the poison alone not
+
+
 def test_screen_with_a_killed_worker(cluster, model, structures, local_rows, tmp_path):
     """A worker SIGKILLed mid-screen: the nanny restarts it, its structures are screened again; every structure
     has exactly one row, and the numbers and ranks are those of the local run."""
@@ -150,7 +179,7 @@ def test_screen_command_resumes_on_the_cluster(cluster, model, structures, local
     local_rows, lines = local_run
     progress_path(out).write_text("\n".join(lines[:1 + N // 2]) + "\n")  # interrupted after half the rows
     run = CliRunner().invoke(main, ["screen", str(model_path), str(structures), "-o", str(out), "--threshold", "1.0",
-                                    "--scheduler", cluster.scheduler_address, "--resume"])
+                                    "--scheduler", cluster.scheduler_address, "--resume", "--chunk-size", "7"])
     assert run.exit_code == 0, run.output
     assert f"{N // 2} taken from the interrupted screen" in run.output
     with open(out, newline="") as handle:
@@ -212,6 +241,13 @@ def _whole_lines(path: Path) -> list[str]:
             json.loads(line)
             out.append(line)
     return out
+
+
+def test_bad_chunk_size_is_a_usage_error(model, structures, tmp_path):
+    out = tmp_path / "ranking.csv"
+    for bad in ("0", "many"):
+        run = CliRunner().invoke(main, ["screen", "AB2", str(structures), "-o", str(out), "--chunk-size", bad])
+        assert run.exit_code == 2 and "--chunk-size" in run.output and "'auto'" in run.output and not out.exists()
 
 
 def test_unreachable_scheduler_is_one_line_and_no_file(model, structures, tmp_path):

@@ -17,6 +17,7 @@ duration, so a second command writing the same file fails at once instead of aft
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import io
@@ -31,10 +32,10 @@ from pathlib import Path
 
 import click
 
-from ..errors import CGGPRError
+from ..errors import CGGPRError, OptionError
 from ..outputs import OutputError, check_output, output_lock
 from ..pretrained import available, resolve, shadowing
-from ..tasks import Runner, check_available
+from ..tasks import Runner, as_runner, check_available, check_chunk_size
 from ..version import __version__
 
 # -- errors -------------------------------------------------------------------------------------------------------
@@ -446,6 +447,31 @@ def _cluster_option_value(ctx, param, values) -> dict:
                 break
         options[key.strip().replace("-", "_")] = value
     return options
+
+
+def _chunk_size_value(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return check_chunk_size("auto" if value.strip().lower() == "auto" else int(value))
+    except (ValueError, OptionError):
+        raise click.BadParameter(f"{value!r} is not an integer >= 1 or 'auto'", ctx, param) from None
+
+
+def chunk_size_option(function):
+    """``--chunk-size N|auto``: structures sent to a worker as one task (ase_cggpr.tasks); the command receives
+    ``workers`` as a :class:`~ase_cggpr.tasks.Runner` with that ``chunk_size`` when it is given. Apply it under
+    :func:`runner_options` (it reads the Runner that one builds)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, chunk_size, **kwargs):
+        if chunk_size is not None:
+            kwargs["workers"] = dataclasses.replace(as_runner(kwargs["workers"]), chunk_size=chunk_size)
+        return function(*args, **kwargs)
+
+    return click.option("--chunk-size", metavar="N|auto", callback=_chunk_size_value,
+                        help="Structures per task sent to a worker (-j > 1 or a Dask cluster). Default auto: chunks "
+                             "of about 1 s of work, sized from the measured times (docs/cluster.md).")(wrapper)
 
 
 def runner_options(function):

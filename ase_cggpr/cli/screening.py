@@ -13,7 +13,7 @@ from ..model import CGGPRModel
 from ..screening import Calibration, check_symprec, check_threshold, format_table, progress_path, screen_to_csv
 from ..screening import calibrate as run_calibrate
 from ._group import main
-from .options import MODEL_ARGUMENT, claim_outputs, cli_errors, defects_option, runner_options
+from .options import MODEL_ARGUMENT, chunk_size_option, claim_outputs, cli_errors, defects_option, runner_options
 
 
 def _option(check):
@@ -60,6 +60,7 @@ def _check_symprec(value):
 @click.option("--relax", is_flag=True, help="Relax every structure (positions and cell) on MODEL's energy surface "
                                             "before ranking it (ase_cggpr.relax; fmax 0.05 eV/Å, <= 200 steps).")
 @runner_options
+@chunk_size_option
 @defects_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or table.")
 @cli_errors

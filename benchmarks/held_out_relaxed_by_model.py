@@ -3,7 +3,9 @@
 Predicts the MOF-FF-relaxed frames of the nets a shipped model's card lists as held out
 (``training.held_out_validation.nets``) from a build folder (``relaxed_cg.extxyz`` or ``relaxed_atomistic.extxyz``)
 and prints the RMSE per Zn (meV), mean error (meV) and Spearman over frameworks: on all of them, without the nets of
-``--without``, and without those ``flagged`` in an ``atomistic_recipes.py outliers`` JSON (``--flagged``):
+``--without``, without those ``flagged`` in an ``atomistic_recipes.py outliers`` JSON (``--flagged``), and on the
+frameworks the model itself trusts (:func:`ase_cggpr.applicability.trust` with the model's stored threshold, as
+``cggpr screen``; the nets it does not trust are listed with their error):
 
     python benchmarks/held_out_relaxed_by_model.py --build BUILD --model AB2 \\
         --without other_AB2:3_ICSD92583 other_AB2:2_ICSD291208 --flagged docs/results/atomistic_outliers_pilot.json
@@ -22,7 +24,9 @@ from ase.io import iread
 from scipy.stats import spearmanr
 
 from ase_cggpr import recipes
+from ase_cggpr.applicability import trust
 from ase_cggpr.model import CGGPRModel
+from ase_cggpr.uncertainty import default_threshold
 
 
 def table(errors: dict[str, np.ndarray], labels: dict[str, float], keep: list[str]) -> dict:
@@ -46,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     nets = set(model.training_["held_out_validation"]["nets"])
     which = "atomistic" if model.spec.representation == "atomistic" else "cg"
     frames = [a for a in iread(args.build / f"relaxed_{which}.extxyz", index=":") if a.info["net"] in nets]
-    means = model.predict_maps([model.bead_map(a) for a in frames])
+    maps = [model.bead_map(a) for a in frames]
+    means, stds = model.predict_maps(maps, return_std=True)
+    threshold, _ = default_threshold(model)
+    untrusted = {str(a.info["net"]): trust(model, a, bm.connectivity, std, threshold)[1]
+                 for a, bm, std in zip(frames, maps, stds, strict=True)}
+    untrusted = {net: why for net, why in untrusted.items() if why}
     errors = {str(a.info["net"]): m + model.reference_energy - recipes.site_labels(a)
               for a, m in zip(frames, means, strict=True)}
     labels = {str(a.info["net"]): float(recipes.site_labels(a).mean()) for a in frames}
@@ -60,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         rows["without the flagged"] = table(errors, labels, [n for n in everything if n not in flagged])
         rows["flagged, error per framework (meV)"] = {n: round(1000 * float(errors[n].mean())) for n in sorted(flagged)
                                                        if n in errors}
-    print(json.dumps({"model": args.model, "rows": rows, "cpu_s": round(time.process_time() - c0, 1)}, indent=1))
+    rows["trusted by the model"] = table(errors, labels, [n for n in everything if n not in untrusted])
+    rows["not trusted, error per framework (meV)"] = {n: round(1000 * float(errors[n].mean())) for n in untrusted}
+    print(json.dumps({"model": args.model, "threshold_eV": threshold, "rows": rows,
+                      "cpu_s": round(time.process_time() - c0, 1)}, indent=1))
     return 0
 
 

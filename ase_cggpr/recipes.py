@@ -213,8 +213,9 @@ def evaluate(model: CGGPRModel, frames: Sequence[Atoms], *, progress: bool = Fal
     """(held-out table per frame kind, bead maps, predicted means, latent std) on labelled ``frames``.
 
     The table: per kind present, ``frames``, ``environments``, ``rmse`` and ``bias`` (eV per Zn, against the raw
-    labels); for ``relaxed`` frames also the per-framework ``rmse_per_framework``, ``median_abs_per_framework``,
-    ``worst_framework`` (its net), ``worst_framework_error`` (eV per Zn) and ``spearman``."""
+    labels), ``spearman`` (rank correlation of the frames' predicted and labelled energy per Zn, when defined);
+    for ``relaxed`` frames (one per framework) also ``rmse_per_framework``, ``median_abs_per_framework``,
+    ``worst_framework`` (its net) and ``worst_framework_error`` (eV per Zn)."""
     maps = _maps(model, frames)
     means, stds = model.predict_maps(maps, return_std=True, progress=progress)
     out: dict[str, dict[str, Any]] = {}
@@ -225,9 +226,11 @@ def evaluate(model: CGGPRModel, frames: Sequence[Atoms], *, progress: bool = Fal
         err = np.concatenate([means[k] + model.reference_energy - site_labels(frames[k]) for k in idx])
         row: dict[str, Any] = {"frames": len(idx), "environments": int(err.size),
                                "rmse": float(np.sqrt(np.mean(err**2))), "bias": float(err.mean())}
+        pred = np.array([means[k].mean() + model.reference_energy for k in idx])
+        true = np.array([site_labels(frames[k]).mean() for k in idx])
+        if kind != "relaxed" and len(idx) > 2 and np.ptp(true) > 0 and np.ptp(pred) > 0:
+            row["spearman"] = float(spearmanr(pred, true).statistic)  # ranks of the frames' energy per Zn
         if kind == "relaxed":
-            pred = np.array([means[k].mean() + model.reference_energy for k in idx])
-            true = np.array([site_labels(frames[k]).mean() for k in idx])
             row.update(rmse_per_framework=float(np.sqrt(np.mean((pred - true) ** 2))),
                        median_abs_per_framework=float(np.median(np.abs(pred - true))),
                        worst_framework=str(frames[idx[int(np.argmax(np.abs(pred - true)))]].info["net"]),

@@ -13,6 +13,12 @@ labelled MOF-FF build (``scripts/build_full_dataset.py`` + ``scripts/label_relax
     #    sparse GPR on M of them), each evaluated on the held-out sample: the table per frame kind
     python benchmarks/atomistic_recipes.py study -o OUT
 
+    # 3. the held-out relaxed frameworks one sparse candidate gets wrong, and whether its own latent std (the
+    #    projected-process variance) flags them: per-framework errors and max std, the relaxed RMSE with all
+    #    frameworks, without the worst, and on the trusted ones only (std <= the 99th percentile of the test
+    #    environments' std, the shipped trust rule); OUT/outliers.json
+    python benchmarks/atomistic_recipes.py outliers -o OUT --candidate rd+none+relaxed:9000:sparse=3000:noise=0.1
+
 Every held-out relaxed environment is in the test sample (so the per-framework RMSE and Spearman of the relaxed
 frames are those of the shipped cards); none, r-d and d-r test environments are a seeded random sample. The
 training rows of a candidate are the first N of a seeded permutation of the pool rows of the recipe's frame kinds
@@ -287,6 +293,112 @@ def cmd_study(args) -> int:
     return 0
 
 
+# -- outliers --------------------------------------------------------------------------------------------------
+
+def cmd_outliers(args) -> int:
+    """The held-out relaxed frameworks far off for a candidate: its per-framework errors and latent std (the
+    projected-process variance of :mod:`ase_cggpr.regression`'s sparse GPR, from the cached kernels), the relaxed RMSE
+    with and without them, and with a frame flagged when any of its environments' latent std exceeds the 99th
+    percentile of the held-out test environments' (the shipped trust rule,
+    :data:`ase_cggpr.uncertainty.THRESHOLD_RULE`).
+    ``args.candidate``: one ``recipe:N[:sparse=M][:noise=S]`` word (sparse only)."""
+    meta = json.loads((args.output / "pool.json").read_text())
+    K_pool = np.load(args.output / "K_pool.npy", mmap_mode="r")
+    K_test = np.load(args.output / "K_test.npy", mmap_mode="r")
+    cand = _candidates([args.candidate])[0]
+    if cand["m"] is None:
+        raise SystemExit("Error: the outliers table needs a sparse candidate (:sparse=M)")
+    c0 = time.process_time()
+    role = np.array(meta["role"])
+    pool = np.flatnonzero(role == "train")
+    kind_pool = np.array(meta["kind"])[pool]
+    label = np.array(meta["label"])[pool]
+    eligible = np.flatnonzero(np.isin(kind_pool, list(recipes.RECIPE_KINDS[cand["recipe"]])))
+    idx = np.sort(np.random.default_rng([meta["seed"], 31, 2]).permutation(eligible)[: cand["n"]])
+    ind = np.sort(np.random.default_rng([meta["seed"], 31, 3]).choice(idx, size=min(cand["m"], len(idx)),
+                                                                       replace=False))
+    y = label[idx]
+    mean = float(y.mean())
+    noise2 = cand["noise"] ** 2
+    Kmn = np.asarray(K_pool[np.ix_(ind, idx)], dtype=np.float64)
+    Kmm = np.asarray(K_pool[np.ix_(ind, ind)], dtype=np.float64)
+    A = noise2 * Kmm + Kmn @ Kmn.T
+    A.flat[:: len(ind) + 1] += 1e-8 * float(np.mean(np.diag(A)))
+    alpha = scipy.linalg.solve(A, Kmn @ (y - mean), assume_a="pos", check_finite=False)
+    # variance factors as the package's (ase_cggpr.regression.exact.nystrom_variance_factors): Lm = chol(K_mm +
+    # jitter), La = chol(noise^2 I + V V^T), V = Lm^-1 K_mn; the jitter grows until K_mm (float32 here) factors
+    jitter, scale = 1e-10, float(np.mean(np.diag(Kmm)))
+    while True:
+        trial = Kmm.copy()
+        trial.flat[:: len(ind) + 1] += jitter * scale
+        try:
+            L_mm = scipy.linalg.cholesky(trial, lower=True, check_finite=False)
+            break
+        except np.linalg.LinAlgError:
+            jitter *= 10
+    V = scipy.linalg.solve_triangular(L_mm, Kmn, lower=True, check_finite=False)
+    del Kmn, trial
+    B = V @ V.T
+    B.flat[:: len(ind) + 1] += noise2
+    del V
+    L_a = scipy.linalg.cholesky(B, lower=True, check_finite=False)
+    test = np.flatnonzero(role == "test")
+    kind = np.array(meta["kind"])[test]
+    truth = np.array(meta["label"])[test]
+    frame = np.array(meta["frame"])[test]
+    net = np.array(meta["net"])[test]
+    pred, std = np.zeros(len(test)), np.zeros(len(test))
+    k_self = 2.0**4  # (1 + x.x)^4 of a normalised vector
+    for b in range(0, len(test), 4096):
+        Kxm = np.asarray(K_test[b:b + 4096][:, ind], dtype=np.float64)
+        pred[b:b + len(Kxm)] = Kxm @ alpha + mean
+        v1 = scipy.linalg.solve_triangular(L_mm, Kxm.T, lower=True, check_finite=False)
+        v2 = scipy.linalg.solve_triangular(L_a, v1, lower=True, check_finite=False)
+        std[b:b + len(Kxm)] = np.sqrt(np.maximum(k_self - np.sum(v1**2, 0) + noise2 * np.sum(v2**2, 0), 0.0))
+    threshold = float(np.quantile(std, 0.99))
+    err = pred - truth
+    rel = kind == "relaxed"
+    names, inv = np.unique(frame[rel], return_inverse=True)
+    counts = np.bincount(inv)
+    fw_err = np.bincount(inv, err[rel]) / counts
+    fw_std = np.array([std[rel][inv == k].max() for k in range(len(names))])
+    fw_truth = np.bincount(inv, truth[rel]) / counts
+    fw_net = np.array([net[rel][inv == k][0] for k in range(len(names))])
+    order = np.argsort(-np.abs(fw_err))
+
+    def rmse_of(keep_fw: np.ndarray) -> dict:
+        keep = keep_fw[inv]
+        e = err[rel][keep]
+        return {"frameworks": int(keep_fw.sum()), "environments": int(keep.sum()),
+                "rmse_meV": 1000 * float(np.sqrt(np.mean(e**2))), "bias_meV": 1000 * float(e.mean()),
+                "spearman": float(spearmanr(fw_err[keep_fw] + fw_truth[keep_fw], fw_truth[keep_fw]).statistic)}
+
+    worst = {fw_net[k] for k in order[: args.worst]}
+    flagged = fw_std > threshold
+    frame_flag = {f: bool(flagged[k]) for k, f in enumerate(names)}
+    out = {"candidate": cand, "variance_jitter": jitter, "threshold_eV": threshold,
+           "std_median_eV": float(np.median(std)),
+           "relaxed_all": rmse_of(np.ones(len(names), bool)),
+           f"relaxed_without_worst_{args.worst}": rmse_of(~np.isin(fw_net, list(worst))),
+           "relaxed_trusted": rmse_of(~flagged),
+           "flagged": [str(fw_net[k]) for k in np.flatnonzero(flagged)],
+           "per_kind_trusted": {},
+           "worst": [{"net": str(fw_net[k]), "error_eV": float(fw_err[k]), "label_eV": float(fw_truth[k]),
+                      "max_std_eV": float(fw_std[k]), "flagged": bool(flagged[k])} for k in order[:10]],
+           "cpu_s": round(time.process_time() - c0, 1), "peak_gb": _peak_gb()}
+    for k in recipes.KINDS:
+        sel = kind == k
+        if sel.any():
+            f = np.array([frame_flag.get(x, False) for x in frame[sel]]) if k == "relaxed" else std[sel] > threshold
+            e = err[sel][~f]
+            out["per_kind_trusted"][k] = {"environments_flagged": int(f.sum()), "of": int(sel.sum()),
+                                          "rmse_meV": 1000 * float(np.sqrt(np.mean(e**2))),
+                                          "bias_meV": 1000 * float(e.mean())}
+    (args.output / "outliers.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -304,7 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("-o", "--output", type=Path, required=True)
     s.add_argument("--candidates", nargs="+", help="recipe:N[:sparse=M][:noise=S] (default: the study's list)")
     s.add_argument("--fresh", action="store_true", help="ignore the results already in OUT/study.json")
+    o = sub.add_parser("outliers", help="per-framework errors and latent std of one sparse candidate")
+    o.add_argument("-o", "--output", type=Path, required=True)
+    o.add_argument("--candidate", default="rd+none+relaxed:9000:sparse=3000:noise=0.1")
+    o.add_argument("--worst", type=int, default=2, help="also report the RMSE without this many worst frameworks")
     args = parser.parse_args(argv)
+    if args.command == "outliers":
+        return cmd_outliers(args)
     if args.command == "prepare":
         args.pool, args.test = _parse_sizes(args.pool), _parse_sizes(args.test)
         return cmd_prepare(args)

@@ -551,7 +551,8 @@ def cmd_fit(args) -> int:
                                   features={k: v[fit_rows] for k, v in features.items()},
                                   tail_weight=TAIL_WEIGHT.get(name, 1.0))
             shown = np.sqrt(_variance(params, std, features))
-            threshold = float(np.quantile(shown[fit_rows], THRESHOLD_QUANTILE))
+            # atom-rattled (d-r) frames left out of the threshold: their std (distortion term) would set it
+            threshold = float(np.quantile(shown[fit_rows & (kind != "d-r")], THRESHOLD_QUANTILE))
             split = {"seed": seed, "variance": params, "threshold": threshold,
                      "fit_types": sorted(fit_types), "check_types": sorted(check_types),
                      "table": kind_table(data, prefix, in_check, shown),
@@ -615,7 +616,8 @@ def cmd_fit(args) -> int:
             "std_median": float(np.median(shown[check_rows])), "std_q99": threshold, "noise": None,
             "threshold": threshold,
             "threshold_rule": ("99th percentile of the calibrated per-Zn std of the held-out environments the "
-                               "variance was fitted on: trusted when every Zn's calibrated std is at most it"),
+                               "variance was fitted on, atom-rattled (d-r) frames excluded: trusted when every "
+                               "Zn's calibrated std is at most it"),
             "variance": {**ship["variance"], "rule": VARIANCE_RULE, "terms": list(terms),
                          "tail_weight": TAIL_WEIGHT.get(name, 1.0),
                          "fitted_on": {"framework_types": len(fit_types), "environments": int(fit_rows.sum()),

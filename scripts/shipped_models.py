@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -68,8 +70,17 @@ def cmd_select(args) -> int:
     return 0
 
 
+def training_cost(cpu_seconds: float, wall_seconds: float) -> dict:
+    """What training cost, as a card records it: CPU and wall seconds (reading the build, validation fit and
+    held-out evaluation, and the final fit), this process's peak memory (GB) and the machine's 1-minute load."""
+    return {"cpu_seconds": round(cpu_seconds), "wall_seconds": round(wall_seconds),
+            "peak_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+            "load_average": round(os.getloadavg()[0], 1),
+            "includes": "reading the build, the validation fit and its held-out evaluation, the final fit"}
+
+
 def cmd_train(args, argv: list[str]) -> int:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     frames = recipes.read_frames(args.build, args.rep)
     print(f"{len(frames)} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
     t = time.perf_counter()
@@ -77,6 +88,7 @@ def cmd_train(args, argv: list[str]) -> int:
                                   n_held=args.n_held, seed=args.seed, final=args.final, basis=basis_of(args),
                                   progress=args.progress, n_test_rd=args.n_test_rd)
     print(json.dumps(report | {"seconds": round(time.perf_counter() - t)}), flush=True)
+    model.training_["cost"] = training_cost(time.process_time() - c0, time.perf_counter() - t0)
     model.training_.update(
         data_files=recipes.describe_build_files(args.build, args.rep),
         dataset=("datasets/full-build (566 stored MOF-FF relaxations) rebuilt by scripts/build_full_dataset.py "
@@ -90,7 +102,8 @@ def cmd_train(args, argv: list[str]) -> int:
 
 
 def cmd_use(args) -> int:
-    """Store what a model is good for (``training.use``, shown on its card) in a model file; arrays unchanged."""
+    """Store what a model is good for (``training.use``, shown on its card) and/or what training it cost
+    (``training.cost``) in a model file; arrays unchanged."""
     import numpy as np
 
     from ase_cggpr.model import CGGPRModel
@@ -99,14 +112,20 @@ def cmd_use(args) -> int:
     with np.load(args.output, allow_pickle=False) as handle:
         arrays = {k: handle[k] for k in handle.files}
     meta = json.loads(str(arrays.pop("metadata")))
-    meta["training"]["use"] = args.text
+    if args.text is not None:
+        meta["training"]["use"] = args.text
+    if args.cost is not None:  # measured outside this script (e.g. /usr/bin/time -v of the train command)
+        cpu, wall, peak = args.cost
+        meta["training"]["cost"] = {"cpu_seconds": round(cpu), "wall_seconds": round(wall),
+                                    "peak_memory_gb": round(peak, 2), "includes": args.cost_note}
     tmp = args.output.with_name(args.output.stem + ".tmp.npz")
     np.savez(tmp, metadata=np.array(json.dumps(meta, indent=1, allow_nan=False)), **arrays)
     tmp.replace(args.output)
     after = CGGPRModel.load(args.output)
     if not np.array_equal(after.regressor_.alpha_, before.regressor_.alpha_):
         raise CGGPRError(f"{args.output}: the weights changed while writing the card note")
-    print(f"wrote training.use into {args.output}")
+    print(f"wrote {'training.use ' if args.text is not None else ''}"
+          f"{'training.cost ' if args.cost is not None else ''}into {args.output}")
     return 0
 
 
@@ -141,10 +160,16 @@ def main(argv=None) -> int:
             p.add_argument("--final", choices=["all", "validated"], default="all",
                            help="ship a model retrained on every framework type (all), or the validated model "
                                 "itself, which never saw the held-out types (validated: half the cost)")
-    p = sub.add_parser("use", help="store what a model is good for in its card (training.use)")
+    p = sub.add_parser("use", help="store what a model is good for (training.use) and/or what it cost to train "
+                                   "(training.cost) in its card")
     p.add_argument("-o", "--output", type=Path, required=True, help="the model file")
-    p.add_argument("--text", required=True)
+    p.add_argument("--text", help="what the model is good for (training.use)")
+    p.add_argument("--cost", type=float, nargs=3, metavar=("CPU_S", "WALL_S", "PEAK_GB"),
+                   help="what training cost (training.cost), if the train command did not record it")
+    p.add_argument("--cost-note", default="the whole train command", help="what --cost covers")
     args = parser.parse_args(argv)
+    if args.command == "use" and args.text is None and args.cost is None:
+        parser.error("use: give --text and/or --cost")
     try:
         if args.command == "use":
             return cmd_use(args)

@@ -96,9 +96,10 @@ def test_unknown_name_says_what_ships(tmp_path):
 def test_the_shipped_models_are_there_and_small():
     assert set(SHIPPED) <= set(available())
     total = sum(p.stat().st_size for p in MODELS_DIR.glob("*.npz"))
-    # four models (AB2-fast added 9.9 MB: a sparse model's file is mostly its M x M factor); the wheel must stay far
-    # below PyPI's 100 MB default upload limit
-    assert total <= 40e6
+    # four models (AB2-fast added 9.9 MB: a sparse model's file is mostly its M x M factor; the atomistic model at
+    # M = 3,000 inducing environments is about 24 MB: an 18 MB float32 factor and its inducing clusters, issue 31);
+    # the wheel must stay far below PyPI's 100 MB default upload limit
+    assert total <= 50e6
 
 
 @pytest.mark.parametrize("name", SHIPPED)

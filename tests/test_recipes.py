@@ -142,12 +142,19 @@ def test_the_script_records_no_machine_path_in_the_card(tmp_path):
                                    "--inducing 20 --n-max 4 --l-max 2 --final validated -o m.npz")
     assert [f["path"] for f in training["data_files"]] == ["BUILD/cg.extxyz", "BUILD/relaxed_cg.extxyz"]
     assert CGGPRModel.load(out).training_["recipe"] == "rd+none"
+    assert training["cost"]["cpu_seconds"] > 0 and training["cost"]["peak_memory_gb"] > 0
+    assert "spearman" in training["held_out_validation"]["metrics"]["r-d"]  # every kind ranks its frames
     before = CGGPRModel.load(out).regressor_.alpha_
     note = subprocess.run([sys.executable, str(ROOT / "scripts" / "shipped_models.py"), "use", "-o", str(out),
                            "--text", "ranking only"], capture_output=True, text=True, env=env, timeout=300)
     assert note.returncode == 0, note.stderr
     noted = CGGPRModel.load(out)
     assert noted.training_["use"] == "ranking only" and np.array_equal(noted.regressor_.alpha_, before)
+    cost = subprocess.run([sys.executable, str(ROOT / "scripts" / "shipped_models.py"), "use", "-o", str(out),
+                           "--cost", "1400", "3600", "3.5"], capture_output=True, text=True, env=env, timeout=300)
+    assert cost.returncode == 0, cost.stderr
+    costed = CGGPRModel.load(out).training_
+    assert costed["cost"]["cpu_seconds"] == 1400 and costed["use"] == "ranking only"
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "shipped_models.py"), "train", "--build",
                           str(tmp_path / "missing"), "-o", str(tmp_path / "x.npz")],
                          capture_output=True, text=True, env=env, timeout=300)

@@ -589,7 +589,7 @@ def cmd_fit(args) -> int:
                                   features={k: v[meant] for k, v in features.items()},
                                   tail_weight=TAIL_WEIGHT.get(name, 1.0))
             final = np.sqrt(_variance(params, std, features))
-            threshold = float(np.quantile(final[meant], THRESHOLD_QUANTILE))
+            threshold = float(np.quantile(final[meant & (kind != "d-r")], THRESHOLD_QUANTILE))  # as in the halves
             ship.update(variance=params, threshold=threshold, fit_table=kind_table(data, prefix, every, final))
             if name != "atomistic":
                 t, why = pick_applicability(data, every)
@@ -685,7 +685,7 @@ def crossfit(data: dict, name: str, meant: np.ndarray, terms: tuple, seed: int, 
         fold_params.append(params)
         s = np.sqrt(_variance(params, std, features))
         shown[own] = s[own]
-        std_threshold[own] = float(np.quantile(s[rows], THRESHOLD_QUANTILE))
+        std_threshold[own] = float(np.quantile(s[rows & (kind != "d-r")], THRESHOLD_QUANTILE))  # d-r: see cmd_fit
         if name != "atomistic":
             t, _ = pick_applicability(data, others)
             flag_threshold[own] = t

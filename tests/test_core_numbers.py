@@ -1,7 +1,9 @@
 """The numbers of the core stay bit-identical across refactorings (issue 32).
 
 Rewritten since: the ``A/*`` arrays on 2026-12-07 (the shipped A model retrained on relaxed frames, issue 31;
-every other array unchanged, checked with ``np.array_equal`` against the previous file).
+every other array unchanged, checked with ``np.array_equal`` against the previous file); the ``atomistic/*`` arrays
+on 2026-12-07 (the shipped atomistic model retrained, recipe rd+none+relaxed, M 3,000, issue 31; the other 43
+arrays unchanged, checked the same way).
 
 ``tests/data/core_numbers.npz`` holds what the code of commit 9df9dc1 (before issue 32's restructuring)
 predicted, on this repository's built-in frames, for: the three shipped models (``compute`` with std, forces and

@@ -101,17 +101,23 @@ def _mic(vectors: np.ndarray, atoms: Atoms) -> np.ndarray:
     return find_mic(vectors.reshape(-1, 3), atoms.cell, atoms.pbc)[0].reshape(vectors.shape)
 
 
-def linker_distortion(atoms: Atoms, connectivity, ideal: np.ndarray | None = None) -> np.ndarray:
-    """Per metal site (metal order): root mean square over its linkers of :func:`linker_rmsd` (Å, against
-    ``ideal`` as there); NaN for coarse-grained input or when no linker of the site has a reference geometry."""
+def _sum_over_metals(per_linker: np.ndarray, connectivity) -> tuple[np.ndarray, np.ndarray]:
+    """Per metal site (metal order): the sum of the finite ``per_linker`` values over the linkers it bonds to, and
+    how many there were."""
     n = connectivity.n_metals
-    per_linker = linker_rmsd(atoms, connectivity, ideal)
     total, count = np.zeros(n), np.zeros(n)
     metals = np.asarray(connectivity.linker_metals, dtype=int).reshape(-1, 2)
     ok = np.isfinite(per_linker)
     for side in (0, 1):
-        np.add.at(total, metals[ok, side], per_linker[ok] ** 2)
+        np.add.at(total, metals[ok, side], per_linker[ok])
         np.add.at(count, metals[ok, side], 1.0)
+    return total, count
+
+
+def linker_distortion(atoms: Atoms, connectivity, ideal: np.ndarray | None = None) -> np.ndarray:
+    """Per metal site (metal order): root mean square over its linkers of :func:`linker_rmsd` (Å, against
+    ``ideal`` as there); NaN for coarse-grained input or when no linker of the site has a reference geometry."""
+    total, count = _sum_over_metals(linker_rmsd(atoms, connectivity, ideal) ** 2, connectivity)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, np.sqrt(total / np.maximum(count, 1)), math.nan)
 
@@ -245,12 +251,5 @@ def strain_energy_per_metal(atoms: Atoms, connectivity, ideal: np.ndarray | None
     """Per metal site (metal order): half the sum of :func:`linker_strain_energy` (eV) over the linkers it bonds to
     (each linker's energy shared by its two metals); NaN for coarse-grained input or when none of its linkers is
     measured."""
-    n = connectivity.n_metals
-    per_linker = linker_strain_energy(atoms, connectivity, ideal)
-    total, count = np.zeros(n), np.zeros(n)
-    metals = np.asarray(connectivity.linker_metals, dtype=int).reshape(-1, 2)
-    ok = np.isfinite(per_linker)
-    for side in (0, 1):
-        np.add.at(total, metals[ok, side], 0.5 * per_linker[ok])
-        np.add.at(count, metals[ok, side], 1.0)
+    total, count = _sum_over_metals(0.5 * linker_strain_energy(atoms, connectivity, ideal), connectivity)
     return np.where(count > 0, total, math.nan)

@@ -15,11 +15,18 @@ Two sources of data:
 from __future__ import annotations
 
 import os
+import signal
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The tests send real Ctrl-Cs (SIGINT) to the commands they start, which must react as in a terminal. A test run
+# started in the background by a non-interactive shell (`pytest ... &`, nohup) has SIGINT ignored, and a child keeps
+# an ignored signal across exec, so its Python would never see the Ctrl-C: give the run Python's own handler back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_DATA = Path(os.environ.get("CGGPR_SHARED_DATA")
                    or Path(__file__).resolve().parents[1].parent / "shared" / "data")

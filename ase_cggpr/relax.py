@@ -294,7 +294,10 @@ class ReducedCoordinates:
     coordinates scaled by the number of atoms like ``FrechetCellFilter``'s, so a cell "force" is the virial per
     atom). Every displacement of ``q`` keeps the group, so no constraint is needed, and the gradient is the
     projection of the full one (exact for a symmetric structure, whose forces and stress are symmetric).
-    :meth:`evaluate` computes the calculator's energy, forces and stress once per ``q``."""
+    :meth:`evaluate` computes the calculator's energy, forces and stress once per ``q``. ``pressure`` (eV/Å^3,
+    default 0) adds ``p V`` to the function whose gradient is returned (an enthalpy; the stress returned includes
+    it): tried against the model-surface limit of the ranking (issue 29) and not adopted, so :func:`relax` never
+    sets it."""
 
     def __init__(self, atoms: Atoms, calculator: Calculator, positions: np.ndarray, strains: np.ndarray | None,
                  pressure: float = 0.0):
@@ -371,7 +374,8 @@ def reduced_bfgs(problem: ReducedCoordinates, hessian: np.ndarray, *, fmax: floa
                  max_steps: int, maxstep: float = MAX_STEP, max_strain: float | None = MAX_STRAIN_STEP,
                  logfile=None, trajectory=None, initial: tuple | None = None) -> tuple[int, bool]:
     """BFGS in the reduced coordinates (ASE's update and step: the Hessian's eigenvalues taken in absolute value,
-    the step scaled so no atom or cell row moves more than ``maxstep``), from ``q = 0`` and the initial Hessian
+    the step scaled so no atom moves more than ``maxstep`` (Å) and no strain component changes by more than
+    ``max_strain``; see :meth:`ReducedCoordinates.step_length`), from ``q = 0`` and the initial Hessian
     ``hessian`` (k, k). Stops when the largest atomic force is below ``fmax`` (eV/Å) and, with a cell, the largest
     |stress| below ``smax`` (eV/Å^3), or after ``max_steps`` steps. ``initial``: :meth:`evaluate` at ``q = 0``
     if already done. ``logfile``: an open text file; ``trajectory``: an :class:`ase.io.Trajectory` open for

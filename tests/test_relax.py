@@ -216,3 +216,22 @@ def test_reduced_coordinates_gradient_is_the_energy_derivative(shared_data):
     number = spglib.get_symmetry_dataset((moved.cell[:], moved.get_scaled_positions(), moved.numbers),
                                          symprec=1e-3).number
     assert number == 176
+
+
+def test_symmetric_relaxation_writes_its_trajectory_and_log(shared_data, tmp_path):
+    """The reduced-coordinate phase writes the trajectory (one frame per step and the start, energies, forces and
+    stress of the symmetric structure) and the log the options ask for, as ASE's optimisers do."""
+    from ase_cggpr.dataset.nets import read_nets
+
+    nets, _ = read_nets([shared_data / "nets" / "iza" / "SBN.cif"])
+    start = nets[0].atoms.copy()
+    start.info = {"name": "SBN"}
+    result = relax(start, "AB2", fmax=0.05, trajectory=tmp_path / "sbn.traj", logfile=str(tmp_path / "sbn.log"))
+    assert result.converged and 0 < result.n_steps < 30
+    frames = read(tmp_path / "sbn.traj", ":")
+    assert len(frames) == result.n_steps + 1
+    energies = [f.get_potential_energy() / 10 for f in frames]
+    assert energies[0] == pytest.approx(result.initial_energy_per_metal, abs=1e-6)
+    assert energies[-1] == pytest.approx(result.energy_per_metal, abs=1e-5) and energies[-1] < energies[0] - 0.01
+    assert frames[-1].get_stress().shape == (6,)
+    assert len((tmp_path / "sbn.log").read_text().splitlines()) == result.n_steps + 1

@@ -48,7 +48,8 @@ BFGS in the space group's reduced coordinates (issue 29, this session; ``--befor
 both versions, alternating, in one process, load ~16): median CPU per net 4.14 -> 2.74 s (total 130 -> 59 s; per-net
 ratio median 0.61, range 0.15-0.85), calls 56 -> 50 per net, median |error| 31.4 -> 32.8 meV/Zn, Spearman 0.38 ->
 0.25; 15 nets within 0.2 meV/Zn of before, FRA +72 meV/Zn (another symmetric stationary point), AEN +6.6, AFR +2.3,
-BEC -9.3, AEL -8.4; 20/20 converged; 1943 s wall for both.
+BEC -9.3, AEL -8.4; 20/20 converged; 1943 s wall for both. AB2-fast after (same command, load ~16): median 1.87 s CPU
+per net (was 2.89 s), 57 calls, median |error| 27.7 meV/Zn, Spearman +0.31 (at the MOF-FF minima 10.3, +0.84).
 Open question: the full-space relaxation from the idealised net rattled by 0.05 Å (like
 MOF-FF's pre-rattle; ``symmetry=False``) ends lower on the model's surface (MTW -73, AFI -68, BIK -103 meV/Zn against
 MOF-FF; SOD escapes its saddle: -34 instead of +185) at 2-10 x the CPU; over the first 17 held-out nets of at most 32 Zn

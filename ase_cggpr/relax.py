@@ -18,13 +18,17 @@ Symmetric relaxation (``symmetry=True``, the default; issue 29, chosen by measur
 with a space group (spglib, tolerance ``symprec``; an idealised net has its net's) is relaxed in that group first:
 ``ase.constraints.FixSymmetry`` keeps it, and :class:`SymmetricCalculator` computes the energy, forces and stress
 from one metal site per symmetry orbit (3-5 x fewer SOAP centres and kernel rows on the held-out IZA nets; the same
-numbers as the full calculation for a symmetric structure). BFGS from a symmetric start stays symmetric anyway (its
-forces are symmetric), so this changes the cost per step, not the path, except that numerical noise can no longer
-break the symmetry. With at most :data:`MAX_NUMERICAL_HESSIAN_DOF` symmetric degrees of freedom, BFGS starts from
-the model's numerical Hessian in the symmetric subspace (:func:`numerical_hessian`, one model call per degree of
-freedom) instead of ``BFGS_ALPHA`` times the identity: 1.3-3 x fewer steps (BEC 91 -> 28, ITW 82 -> 35, BIK 48 ->
-26 with the shipped AB2). The end of the symmetric phase is checked by the full calculation without the constraint
-(the convergence check below); if it fails, the relaxation goes on in the full space. A symmetric stationary point
+numbers as the full calculation for a symmetric structure). With ``optimizer="BFGS"`` the relaxation runs in the
+group's reduced coordinates (:class:`ReducedCoordinates`: symmetric atomic displacements and cell strains, a few
+to ~130 numbers instead of 3 per bead + 9; no ``FixSymmetry`` or ``FrechetCellFilter`` at each step) with ASE's BFGS
+update and step rule (:func:`reduced_bfgs`; its eigendecomposition is of a k x k matrix, not 3N x 3N), strain steps
+limited to :data:`MAX_STRAIN_STEP` instead of the cell filter's 0.2 / N, and, with at most
+:data:`MAX_NUMERICAL_HESSIAN_DOF` coordinates, from the model's numerical Hessian in them (:func:`reduced_hessian`,
+one model call per coordinate) instead of ``BFGS_ALPHA`` times the identity: 1.3-3 x fewer steps (BEC 91 -> 28,
+ITW 82 -> 35, BIK 48 -> 26 with the shipped AB2). The start is evaluated by the symmetric calculator too; the end
+is checked by the full calculation without the constraint (the convergence check below); if it fails, the
+relaxation goes on in the full space (ASE's BFGS). ``optimizer="FIRE"`` keeps ``FixSymmetry`` on the atoms with the
+cell filter for its symmetric phase. A symmetric stationary point
 can be a saddle of the full surface (the symmetry then traps the relaxation where the full-space one might escape
 through noise): ``symmetry=False`` relaxes in the full space from the start.
 
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 import warnings
 
@@ -46,6 +51,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixSymmetry
 from ase.filters import FrechetCellFilter
+from ase.io import Trajectory
 from ase.optimize import BFGS, FIRE
 from ase.spacegroup.symmetrize import symmetrize_rank1, symmetrize_rank2
 
@@ -222,17 +228,23 @@ class _CellFilter(FrechetCellFilter):
 #: BFGS from a numerical Hessian of the model in the symmetric subspace (one model call per degree of freedom)
 #: instead of :data:`BFGS_ALPHA` times the identity.
 MAX_NUMERICAL_HESSIAN_DOF = 60
-#: Finite-difference step (in the optimiser's coordinates: Å for positions) of that numerical Hessian.
+#: Finite-difference step (in the reduced coordinates: Å for positions) of that numerical Hessian.
 HESSIAN_STEP = 0.01
+#: Largest step (Å) of the reduced-space BFGS, per atom (and per cell row in the cell coordinates), like ASE's BFGS.
+MAX_STEP = 0.2
+#: Largest strain step (|component| of the deformation's change) of the reduced-space BFGS. The cell filter's rule
+#: (cell rows in its coordinates N log F limited to 0.2) allows only 0.2 / N (0.14% for 144 beads) per step, so the
+#: cell, which grows by 1-2% on the model's surface, took most of the steps. Measured (issue 29, 6-20 held-out nets,
+#: shipped AB2): 0.005-0.03 all cut steps (AEN 64 -> 24, AFR 63 -> 18, MON 18 -> 11; same energies within 0.5
+#: meV/Zn on 16 of 20 nets; AEN, AFR, BEC end in another minimum 4-9 meV/Zn away); 0.01 chosen.
+MAX_STRAIN_STEP = 0.01
 
 
-def symmetric_basis(atoms: Atoms, constraint: FixSymmetry, cell: bool) -> np.ndarray:
-    """Orthonormal basis (n_dof, k) of the displacements that keep the space group, in the coordinates of
-    ``FrechetCellFilter`` (3 per atom, then 9 for the cell's log-deformation) or, without ``cell``, of the atoms.
+def positions_basis(atoms: Atoms, constraint: FixSymmetry) -> np.ndarray:
+    """Orthonormal basis (3 n_atoms, k) of the atomic displacements (Cartesian, Å) that keep the space group.
 
-    The positions part is the range of the group average ``P = (1/|G|) sum_g Pi_g (x) R_g`` (atom permutation
-    times Cartesian rotation), an orthogonal projector; the cell part the symmetric 3 x 3 matrices the group's
-    rotations leave unchanged."""
+    The range of the group average ``P = (1/|G|) sum_g Pi_g (x) R_g`` (atom permutation times Cartesian rotation),
+    an orthogonal projector."""
     n = len(atoms)
     lattice = atoms.cell.array
     inverse = np.linalg.inv(lattice)
@@ -242,53 +254,168 @@ def symmetric_basis(atoms: Atoms, constraint: FixSymmetry, cell: bool) -> np.nda
         projector[np.asarray(image), :, index, :] += lattice.T @ rotation @ inverse.T
     projector = projector.reshape(3 * n, 3 * n) / len(constraint.rotations)
     values, vectors = np.linalg.eigh(0.5 * (projector + projector.T))
-    positions = vectors[:, values > 0.5]
-    if not cell:
-        return positions
+    return vectors[:, values > 0.5]
+
+
+def strain_basis(atoms: Atoms, constraint: FixSymmetry) -> np.ndarray:
+    """Orthonormal basis (9, k) of the symmetric Cartesian strains (flattened 3 x 3) the group's rotations leave
+    unchanged (the range of :func:`ase.spacegroup.symmetrize.symmetrize_rank2`, an orthogonal projection)."""
+    lattice = atoms.cell.array
+    inverse = np.linalg.inv(lattice)
     strains = []
     for a, b in ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)):
         unit = np.zeros((3, 3))
         unit[a, b] = unit[b, a] = 1.0
-        strains.append(symmetrize_rank2(lattice, inverse.T, unit, constraint.rotations).ravel())
+        strains.append(symmetrize_rank2(lattice, inverse, unit, constraint.rotations).ravel())
     u, singular, _ = np.linalg.svd(np.array(strains).T, full_matrices=False)
-    strain_basis = u[:, singular > 1e-8 * singular.max()]
-    basis = np.zeros((3 * n + 9, positions.shape[1] + strain_basis.shape[1]))
+    return u[:, singular > 1e-8 * singular.max()]
+
+
+def symmetric_basis(atoms: Atoms, constraint: FixSymmetry, cell: bool) -> np.ndarray:
+    """Orthonormal basis (n_dof, k) of the displacements that keep the space group, in the coordinates of
+    ``FrechetCellFilter`` (3 per atom, then 9 for the cell's deformation) or, without ``cell``, of the atoms:
+    :func:`positions_basis` and :func:`strain_basis`, block-diagonal."""
+    positions = positions_basis(atoms, constraint)
+    if not cell:
+        return positions
+    strains = strain_basis(atoms, constraint)
+    n = len(atoms)
+    basis = np.zeros((3 * n + 9, positions.shape[1] + strains.shape[1]))
     basis[:3 * n, :positions.shape[1]] = positions
-    basis[3 * n:, positions.shape[1]:] = strain_basis
+    basis[3 * n:, positions.shape[1]:] = strains
     return basis
 
 
-def numerical_hessian(target, basis: np.ndarray, alpha: float, step: float = HESSIAN_STEP) -> np.ndarray:
-    """Initial Hessian (n_dof, n_dof) for BFGS: the model's Hessian in the span of ``basis`` by forward
-    differences of the forces (``basis.shape[1] + 1`` model calls), made positive definite (absolute eigenvalues,
-    at least 5% of the largest), and ``alpha`` times the identity on the rest. ``target``: the atoms or the cell
-    filter (positions restored afterwards)."""
-    start = target.get_positions().copy()
-    gradient0 = -target.get_forces().ravel()
+class ReducedCoordinates:
+    """A symmetric structure's energy as a function of the reduced coordinates ``q`` of its space group.
+
+    ``q = (q_p, q_c)``: the positions are ``(x0 + P q_p) F^T`` and the cell ``cell0 F^T`` with the deformation
+    ``F = I + reshape(S q_c) / n_atoms`` (P: :func:`positions_basis`, Å; S: :func:`strain_basis`; the cell
+    coordinates scaled by the number of atoms like ``FrechetCellFilter``'s, so a cell "force" is the virial per
+    atom). Every displacement of ``q`` keeps the group, so no constraint is needed, and the gradient is the
+    projection of the full one (exact for a symmetric structure, whose forces and stress are symmetric).
+    :meth:`evaluate` computes the calculator's energy, forces and stress once per ``q``. ``pressure`` (eV/Å^3,
+    default 0) adds ``p V`` to the function whose gradient is returned (an enthalpy; the stress returned includes
+    it): tried against the model-surface limit of the ranking (issue 29) and not adopted, so :func:`relax` never
+    sets it."""
+
+    def __init__(self, atoms: Atoms, calculator: Calculator, positions: np.ndarray, strains: np.ndarray | None,
+                 pressure: float = 0.0):
+        self.pressure = float(pressure)
+        self.atoms = atoms
+        self.calculator = calculator
+        self.P = positions
+        self.S = strains if strains is not None else np.zeros((9, 0))
+        self.x0 = atoms.positions.copy()
+        self.cell0 = atoms.cell.array.copy()
+        self.scale = float(len(atoms))
+        self.size = self.P.shape[1] + self.S.shape[1]
+
+    def deformation(self, q: np.ndarray) -> np.ndarray:
+        return np.eye(3) + (self.S @ q[self.P.shape[1]:]).reshape(3, 3) / self.scale
+
+    def step_length(self, dq: np.ndarray, maxstep: float, max_strain: float | None) -> float:
+        """The largest ratio of the step ``dq``'s atomic displacement norm to ``maxstep`` (Å) and of its strain
+        (largest |component| of ``F - I``'s change) to ``max_strain`` (None: the cell rows in the cell
+        coordinates to ``maxstep``, as ASE's BFGS limits steps in ``FrechetCellFilter``'s coordinates)."""
+        k = self.P.shape[1]
+        atoms = float(np.linalg.norm((self.P @ dq[:k]).reshape(-1, 3), axis=1).max(initial=0.0)) / maxstep
+        strain = (self.S @ dq[k:]).reshape(3, 3)
+        if max_strain is None:
+            cell = float(np.linalg.norm(strain, axis=1).max(initial=0.0)) / maxstep
+        else:
+            cell = float(np.abs(strain).max(initial=0.0)) / self.scale / max_strain
+        return max(atoms, cell)
+
+    def evaluate(self, q: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(energy eV, gradient d E / d q, forces eV/Å, stress eV/Å^3 or None) at ``q``; the atoms are moved there."""
+        k = self.P.shape[1]
+        deformation = self.deformation(q)
+        atoms = self.atoms
+        atoms.set_cell(self.cell0 @ deformation.T, scale_atoms=False)
+        atoms.positions = (self.x0 + (self.P @ q[:k]).reshape(-1, 3)) @ deformation.T
+        properties = ["energy", "forces"] + (["stress"] if self.S.shape[1] else [])
+        self.calculator.calculate(atoms, properties, all_changes)
+        results = self.calculator.results
+        forces = np.asarray(results["forces"])
+        gradient = np.empty(self.size)
+        gradient[:k] = self.P.T @ (-forces @ deformation).ravel()
+        stress = None
+        if self.S.shape[1]:
+            stress = np.asarray(results["stress"])
+            sigma = np.array([[stress[0], stress[5], stress[4]], [stress[5], stress[1], stress[3]],
+                              [stress[4], stress[3], stress[2]]])
+            sigma = sigma + self.pressure * np.eye(3)  # the enthalpy E + p V under an external pressure p
+            virial = abs(atoms.cell.volume) * sigma @ np.linalg.inv(deformation).T  # d E / d F
+            gradient[k:] = self.S.T @ virial.ravel() / self.scale
+            if self.pressure:
+                stress = stress + self.pressure * np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+        return float(results["energy"]), gradient, forces, stress
+
+
+def reduced_hessian(problem: ReducedCoordinates, q: np.ndarray, gradient: np.ndarray,
+                    step: float = HESSIAN_STEP) -> np.ndarray:
+    """The model's Hessian (k, k) in the reduced coordinates at ``q`` by forward differences of the gradient
+    (k model calls; ``gradient`` is the one at ``q``), symmetrised and made positive definite (absolute
+    eigenvalues, at least 5% of the largest). The atoms are left at ``q``'s geometry."""
     columns = []
-    for q in basis.T:
-        target.set_positions(start + step * q.reshape(start.shape))
-        columns.append(basis.T @ ((-target.get_forces().ravel() - gradient0) / step))
-    target.set_positions(start)
-    sub = np.array(columns).T
-    values, vectors = np.linalg.eigh(0.5 * (sub + sub.T))
+    for j in range(problem.size):
+        shifted = q.copy()
+        shifted[j] += step
+        columns.append((problem.evaluate(shifted)[1] - gradient) / step)
+    problem.evaluate(q)
+    values, vectors = np.linalg.eigh(0.5 * (np.array(columns) + np.array(columns).T))
     values = np.abs(values)
-    values = np.maximum(values, 0.05 * values.max()) if len(values) and values.max() > 0 else values + alpha
-    hessian = alpha * (np.eye(basis.shape[0]) - basis @ basis.T)
-    reduced = basis @ vectors
-    return hessian + (reduced * values) @ reduced.T
+    values = np.maximum(values, 0.05 * values.max()) if values.max() > 0 else np.ones_like(values)
+    return (vectors * values) @ vectors.T
 
 
-class _HessianBFGS(BFGS):
-    """ASE's BFGS from a given initial Hessian matrix (eV/Å^2 in the optimiser's coordinates)."""
+def reduced_bfgs(problem: ReducedCoordinates, hessian: np.ndarray, *, fmax: float, smax: float | None,
+                 max_steps: int, maxstep: float = MAX_STEP, max_strain: float | None = MAX_STRAIN_STEP,
+                 logfile=None, trajectory=None, initial: tuple | None = None) -> tuple[int, bool]:
+    """BFGS in the reduced coordinates (ASE's update and step: the Hessian's eigenvalues taken in absolute value,
+    the step scaled so no atom moves more than ``maxstep`` (Å) and no strain component changes by more than
+    ``max_strain``; see :meth:`ReducedCoordinates.step_length`), from ``q = 0`` and the initial Hessian
+    ``hessian`` (k, k). Stops when the largest atomic force is below ``fmax`` (eV/Å) and, with a cell, the largest
+    |stress| below ``smax`` (eV/Å^3), or after ``max_steps`` steps. ``initial``: :meth:`evaluate` at ``q = 0``
+    if already done. ``logfile``: an open text file; ``trajectory``: an :class:`ase.io.Trajectory` open for
+    writing. Returns (steps taken, converged); the atoms end at the last evaluated geometry."""
 
-    def __init__(self, atoms, hessian: np.ndarray, **kwargs):
-        self._initial_hessian = hessian
-        super().__init__(atoms, **kwargs)
+    def done(forces: np.ndarray, stress: np.ndarray | None) -> bool:
+        f = float(np.linalg.norm(forces, axis=1).max()) if len(forces) else 0.0
+        return f < fmax and (stress is None or float(np.abs(stress).max()) < smax)
 
-    def initialize(self):
-        super().initialize()
-        self.H0 = self._initial_hessian.copy()
+    q = np.zeros(problem.size)
+    energy, gradient, forces, stress = initial if initial is not None else problem.evaluate(q)
+    H = np.array(hessian, dtype=float)
+    steps = 0
+    while True:
+        if logfile is not None:
+            f = float(np.linalg.norm(forces, axis=1).max()) if len(forces) else 0.0
+            logfile.write(f"reduced-BFGS {steps:4d} {energy:+.6f} eV fmax {f:.4f}\n")
+            logfile.flush()
+        if trajectory is not None:
+            frame = problem.atoms.copy()
+            frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces,
+                                               **({} if stress is None else {"stress": stress}))
+            trajectory.write(frame)
+        if done(forces, stress) or steps >= max_steps or problem.size == 0:
+            return steps, done(forces, stress)
+        omega, V = np.linalg.eigh(H)
+        dq = -V @ ((V.T @ gradient) / np.abs(omega))
+        longest = problem.step_length(dq, maxstep, max_strain)
+        if longest > 1.0:
+            dq /= longest
+        new = problem.evaluate(q + dq)
+        steps += 1
+        dg = new[1] - gradient
+        a = float(dq @ dg)
+        Hdq = H @ dq
+        b = float(dq @ Hdq)
+        if abs(a) > 1e-12 and abs(b) > 1e-12:  # ASE's BFGS update (with the gradient difference for -df)
+            H += np.outer(dg, dg) / a - np.outer(Hdq, Hdq) / b
+        q = q + dq
+        energy, gradient, forces, stress = new
 
 
 def _symmetric_setup(structure: Atoms, calc: CGGPRCalculator, symprec: float):
@@ -309,6 +436,38 @@ def _symmetric_setup(structure: Atoms, calc: CGGPRCalculator, symprec: float):
     structure.set_cell(trial.cell, scale_atoms=False)
     structure.positions = trial.positions
     return constraint, symmetric
+
+
+def _reduced_phase(structure: Atoms, setup, cell: bool, fmax: float, smax: float, max_steps: int, alpha: float,
+                   logfile, trajectory) -> tuple[int, float]:
+    """The symmetric phase of :func:`relax` with BFGS: :func:`reduced_bfgs` in the space group's reduced coordinates
+    (:class:`ReducedCoordinates`) with the :class:`SymmetricCalculator` of ``setup``, from the model's numerical
+    Hessian (:func:`reduced_hessian`) when there are at most :data:`MAX_NUMERICAL_HESSIAN_DOF` coordinates, else
+    ``alpha`` times the identity. Moves ``structure`` (no constraint left on it); returns the steps taken and the
+    energy (eV) of the start."""
+    constraint, symmetric = setup
+    structure.set_constraint()
+    problem = ReducedCoordinates(structure, symmetric, positions_basis(structure, constraint),
+                                 strain_basis(structure, constraint) if cell else None)
+    initial = problem.evaluate(np.zeros(problem.size))
+    if 0 < problem.size <= MAX_NUMERICAL_HESSIAN_DOF:
+        hessian = reduced_hessian(problem, np.zeros(problem.size), initial[1])
+    else:
+        hessian = alpha * np.eye(problem.size)
+    log = None
+    if logfile is not None:
+        log = sys.stdout if logfile == "-" else (open(logfile, "a") if isinstance(logfile, str | os.PathLike)  # noqa: SIM115
+                                                 else logfile)
+    traj = Trajectory(os.fspath(trajectory), "w") if trajectory else None
+    try:
+        steps, _ = reduced_bfgs(problem, hessian, fmax=fmax, smax=smax if cell else None, max_steps=max_steps,
+                                max_strain=MAX_STRAIN_STEP, logfile=log, trajectory=traj, initial=initial)
+    finally:
+        if traj is not None:
+            traj.close()
+        if log is not None and log is not sys.stdout and log is not logfile:
+            log.close()
+    return steps, initial[0]
 
 
 def _calculator(calculator_or_model, defects: str | None = None):
@@ -427,13 +586,26 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
     with warnings.catch_warnings():  # FrechetCellFilter's scipy logm warns of ~1e-13 errors at every step
         warnings.filterwarnings("ignore", message="logm result may be inaccurate", category=RuntimeWarning)
         try:
-            e0 = float(np.mean(state()[0]))
-            local, forces, f, s = state()
-            converged = f < fmax and (not cell or s < smax)
-            # phases: the symmetric subspace first (one site per orbit), then, if the full check fails, the full
-            # calculation without the constraint; None is the full phase
-            setup = _symmetric_setup(structure, calc, symprec) if symmetry and not converged else None
-            for phase in ([setup] if setup is not None else []) + [None]:
+            # BFGS on a symmetric structure: in the space group's reduced coordinates with one site per orbit
+            # (the start too), then the full check; otherwise (FIRE) the symmetric phase under FixSymmetry if the
+            # start is not converged, then, if the full check fails, the full calculation without constraint
+            setup = _symmetric_setup(structure, calc, symprec) if symmetry and opt_class is BFGS else None
+            if setup is not None:
+                taken, initial_energy = _reduced_phase(structure, setup, cell, fmax, smax, max_steps,
+                                                       float(opt_options.get("alpha", BFGS_ALPHA)), logfile,
+                                                       trajectory)
+                steps += taken
+                e0 = initial_energy / n_metals
+                local, forces, f, s = state()  # the full calculation, without constraint
+                converged = f < fmax and (not cell or s < smax)
+                phases = [None]
+            else:
+                e0 = float(np.mean(state()[0]))
+                local, forces, f, s = state()
+                converged = f < fmax and (not cell or s < smax)
+                setup = _symmetric_setup(structure, calc, symprec) if symmetry and not converged else None
+                phases = ([setup] if setup is not None else []) + [None]
+            for phase in phases:
                 if converged or steps >= max_steps:
                     break
                 structure.set_constraint(None if phase is None else phase[0])
@@ -443,13 +615,7 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
                     opt.trajectory.close()
                 options = dict(logfile=logfile, trajectory=os.fspath(trajectory) if trajectory else None,
                                append_trajectory=steps > 0, **opt_options)
-                basis = symmetric_basis(structure, phase[0], cell) if phase is not None and opt_class is BFGS \
-                    else None
-                if basis is not None and 0 < basis.shape[1] <= MAX_NUMERICAL_HESSIAN_DOF:
-                    hessian = numerical_hessian(target, basis, float(opt_options.get("alpha", BFGS_ALPHA)))
-                    opt = _HessianBFGS(target, hessian, **options)
-                else:
-                    opt = opt_class(target, **options)
+                opt = opt_class(target, **options)
                 first, criterion = steps, float(fmax)
                 local, forces, f, s = state()
                 converged = f < fmax and (not cell or s < smax)
@@ -464,7 +630,7 @@ def relax(atoms: Atoms, calculator_or_model, *, fmax: float = 0.01, cell: bool =
                             criterion *= 0.5  # the optimiser thinks it is done; the explicit check does not
                         if criterion < 1e-6 * fmax:
                             break
-                except RuntimeError:  # FixSymmetry refuses a cell step too large to symmetrise: go on without it
+                except RuntimeError:  # FixSymmetry refuses a cell step too large to symmetrise: go on without
                     if phase is None:
                         raise
                     steps = first + opt.get_number_of_steps()

@@ -22,6 +22,13 @@ Shipped AB2 retrained at n_max 12 / l_max 6 (issue 29), measured 2026-12-07 at l
 -> n12/l6 ``model.compute`` energy 32.9-36.3 -> 23.6-25.7 ms, e+f 73.5-76.8 -> 44.1-44.8, e+f+s 86.8-87.4 -> 52.0-54.5
 (8.4 -> 5.0-5.3x MOF-FF e+f); calculator following an MD run: energy 25.0-25.2 -> 14.8-17.0 ms, e+f+s 76.3-76.5 ->
 41.9-46.6 (4.0-4.5x MOF-FF); first call on a new structure (wall, loaded) 0.55 -> 0.41 s.
+
+Floors (issue 29, 2026-12-08, load ~16, ``--models AB2 AB2-fast --cpu-time --repeat 11 --breakdown``): MOF-FF e+f 10.2
+ms; featomic SOAP of the 48-bead cell (16 centres) values 8.0 / 5.6 ms (AB2 / AB2-fast), values + position + strain
+gradients 37.9 / 20.1 ms; kernel energy 13.9 / 6.6 ms, energy + gradient 25.6 / 11.8 ms (4,752 / 2,100 features x
+2,000 inducing vectors, ~0.8 / 0.4 ms per centre per pass: arithmetic, not memory); variance 6.4 / 6.0 ms. So e+f+s
+cannot go below descriptor gradients + kernel gradient = 63 / 32 ms = 6.2x / 3.1x MOF-FF e+f (target 0.5x; measured
+calculator e+f+s 75.3 / 39.5 ms), nor energy below 22 / 12 ms = 2.1x / 1.2x (target 0.1x; measured 24.5 / 13.5 ms).
 """
 
 from __future__ import annotations

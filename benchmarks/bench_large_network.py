@@ -30,6 +30,11 @@ cag supercells (``--remove 0 --add 0 --forces --calls 5``), best e+f CPU: 1x 0.0
 Shipped AB2 retrained at n12/l6 (issue 29), 6 x 6 x 3 defaults, ``--forces --calls 2``, load ~20, old file then new
 file (separate processes, back to back): energy 2.5 -> 1.3 s CPU, energy + forces best CPU 8.57 -> 4.18 s (4.96 ->
 2.42 ms per Zn), peak RSS (``/usr/bin/time -v``) 1.20 -> 0.68 GB.
+
+Issue 29 (2026-12-08, load ~16, ``--models AB2-fast AB2 --forces --calls 2``, calculator unchanged this session):
+5,174 beads energy + forces best CPU AB2-fast 4.50 s (2.61 ms per Zn), peak RSS 0.66 GB; AB2 10.4 s (6.02 ms per
+Zn), 1.33 GB. Floor from the 48-bead cell's per-centre costs (bench_calculator.py): featomic gradients + kernel
+gradient ~2.0 / ~4.0 ms per Zn = ~3.5 / ~6.9 s for 1,728 Zn, against the target of 1 s.
 """
 
 from __future__ import annotations

@@ -44,6 +44,12 @@ per net; relaxing from the MOF-FF beads gives Spearman 0.89 on 7 nets but 87 meV
 at its idealised high-symmetry stationary point (+185 meV/Zn; the full-space relaxation stops there too).
 AB2-fast after (same state): median 2.89 s CPU, 76 calls per net, median |error| 27.2 meV/Zn, Spearman +0.31 (at the
 MOF-FF minima 10.3 meV/Zn, +0.84).
+BFGS in the space group's reduced coordinates (issue 29, this session; ``--before 1a1f85b``: each net relaxed with
+both versions, alternating, in one process, load ~16): median CPU per net 4.14 -> 2.74 s (total 130 -> 59 s; per-net
+ratio median 0.61, range 0.15-0.85), calls 56 -> 50 per net, median |error| 31.4 -> 32.8 meV/Zn, Spearman 0.38 ->
+0.25; 15 nets within 0.2 meV/Zn of before, FRA +72 meV/Zn (another symmetric stationary point), AEN +6.6, AFR +2.3,
+BEC -9.3, AEL -8.4; 20/20 converged; 1943 s wall for both. AB2-fast after (same command, load ~16): median 1.87 s CPU
+per net (was 2.89 s), 57 calls, median |error| 27.7 meV/Zn, Spearman +0.31 (at the MOF-FF minima 10.3, +0.84).
 Open question: the full-space relaxation from the idealised net rattled by 0.05 Å (like
 MOF-FF's pre-rattle; ``symmetry=False``) ends lower on the model's surface (MTW -73, AFI -68, BIK -103 meV/Zn against
 MOF-FF; SOD escapes its saddle: -34 instead of +185) at 2-10 x the CPU; over the first 17 held-out nets of at most 32 Zn
@@ -129,6 +135,31 @@ def training_exclusions(paths, files) -> tuple[set[str], set[str]]:
     return names, types
 
 
+def _counting(method, calls: list[int]):
+    def counting(self, *a, **k):
+        calls[0] += 1
+        return method(self, *a, **k)
+
+    return counting
+
+
+def _relax_of_revision(rev: str):
+    """``ase_cggpr.relax.relax`` as it was at git revision ``rev`` (loaded as a module of the package)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:ase_cggpr/relax.py"], check=True,
+                          capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "relax_before.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("ase_cggpr._relax_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.relax
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model file or shipped name")
@@ -146,6 +177,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-steps", type=int, default=500)
     parser.add_argument("--optimizer", default="BFGS", choices=["BFGS", "FIRE"],
                         help="BFGS: ase_cggpr.relax's (initial Hessian relax.BFGS_ALPHA for beads)")
+    parser.add_argument("--before", metavar="REV",
+                        help="also relax each net with ase_cggpr/relax.py of git revision REV (same process, "
+                             "alternating) and print the per-net CPU ratio after / before")
     args = parser.parse_args(argv)
 
     from ase.io import read
@@ -156,6 +190,7 @@ def main(argv=None) -> int:
     from ase_cggpr.relax import relax
 
     t0 = time.perf_counter()
+    relax_before = _relax_of_revision(args.before) if args.before else None
     model = CGGPRModel.load(args.model)
     calc = CGGPRCalculator(model)  # relax() asks for the std of the final state only
     calls = [0]  # model evaluations (calculator calls) of the current relaxation
@@ -168,15 +203,10 @@ def main(argv=None) -> int:
     calc.calculate = counting_calculate
     from ase_cggpr import relax as relax_module
 
-    symmetric_class = getattr(relax_module, "SymmetricCalculator", None)
-    if symmetric_class is not None:  # the symmetric relaxation's calls (one Zn per orbit) are model calls too
-        symmetric_calculate = symmetric_class.calculate
-
-        def counting_symmetric(self, *a, **k):
-            calls[0] += 1
-            return symmetric_calculate(self, *a, **k)
-
-        symmetric_class.calculate = counting_symmetric
+    for module in (relax_module, sys.modules.get("ase_cggpr._relax_before")):
+        symmetric_class = getattr(module, "SymmetricCalculator", None)
+        if symmetric_class is not None:  # the symmetric relaxation's calls (one Zn per orbit) are model calls too
+            symmetric_class.calculate = _counting(symmetric_class.calculate, calls)
     cell = "stress" in calc.implemented_properties
     files = net_files(args.nets_dir)
     excluded_names: set[str] = set()
@@ -232,7 +262,7 @@ def main(argv=None) -> int:
     header = (f"{'net':<28} {'n_Zn':>4} {'MOF-FF E/Zn':>11} {'CG@MOF-FF':>10} {'CG-relaxed':>10} {'std':>6} "
               f"{'error':>7} {'conv':>4} {'steps':>5} {'calls':>5} {'MOF-FF s':>8} {'CG s':>6} {'CG cpu':>6}")
     print(header)
-    errors, pairs, times, at_minimum = [], [], [], []
+    errors, pairs, times, at_minimum, compared = [], [], [], [], []
     for name in chosen:
         with gzip.open(stored[name], "rt") as handle:
             relaxed = read(handle, format="extxyz")
@@ -250,6 +280,17 @@ def main(argv=None) -> int:
         except CGGPRError as error:
             print(f"{name[:28]:<28} error: {error}")
             continue
+        if relax_before is not None:
+            n_new = calls[0]
+            calls[0] = 0
+            cpu_before = time.process_time()
+            before = relax_before(start, calc, cell=cell, fmax=args.fmax, max_steps=args.max_steps,
+                                  optimizer=args.optimizer)
+            cpu_before = time.process_time() - cpu_before
+            compared.append((cpu, cpu_before, result.energy_per_metal, before.energy_per_metal, e_mofff))
+            print(f"  before ({args.before}): {before.energy_per_metal:+.4f} eV/Zn, {before.n_steps} steps, "
+                  f"{calls[0]} calls, {cpu_before:.2f} s CPU; after / before CPU {cpu / cpu_before:.2f}")
+            calls[0] = n_new
         err = result.energy_per_metal - e_mofff
         errors.append(err)
         pairs.append((result.energy_per_metal, e_mofff))
@@ -278,6 +319,18 @@ def main(argv=None) -> int:
         at = np.array(at_minimum)
         print(f"the model at the MOF-FF minimum (no CG relaxation): median |error| "
               f"{1000 * np.median(np.abs(at - ref)):.1f} meV/Zn, Spearman {float(spearmanr(at, ref).statistic):+.2f}")
+    if compared:
+        from scipy.stats import spearmanr
+
+        after, before, e_after, e_before, ref = np.array(compared).T
+        ratio = after / before
+        print(f"before ({args.before}) -> after, same process: median CPU per net {np.median(before):.2f} -> "
+              f"{np.median(after):.2f} s (total {before.sum():.0f} -> {after.sum():.0f} s); per-net ratio median "
+              f"{np.median(ratio):.2f} (range {ratio.min():.2f}-{ratio.max():.2f}); median |error| "
+              f"{1000 * np.median(np.abs(e_before - ref)):.1f} -> {1000 * np.median(np.abs(e_after - ref)):.1f} "
+              f"meV/Zn; Spearman {float(spearmanr(e_before, ref).statistic):+.2f} -> "
+              f"{float(spearmanr(e_after, ref).statistic):+.2f}; nets whose energy moved by > 2 meV/Zn: "
+              f"{int(np.sum(np.abs(e_after - e_before) > 0.002))}")
     if len(chosen) < args.n:
         print(f"only {len(chosen)} held-out nets found of {args.n} asked for", file=sys.stderr)
     return 0

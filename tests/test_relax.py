@@ -178,3 +178,60 @@ def test_symmetric_relaxation_matches_the_full_one(shared_data):
     assert calls[True] <= 4 < sym.n_steps <= calls[False]
     assert space_group(sym.atoms) == space_group(start) == 176
     assert not sym.atoms.constraints  # the symmetry constraint is not left on the result
+
+
+def test_reduced_coordinates_gradient_is_the_energy_derivative(shared_data):
+    """Shipped AB2 model, idealised SBN net strained off its minimum: the gradient of the energy in the space
+    group's reduced coordinates (positions and cell, ReducedCoordinates, from the symmetric calculator's forces and
+    stress) equals central differences of the full model's energy, and every reduced displacement keeps the
+    space group (same spglib number)."""
+    import spglib
+
+    from ase_cggpr.dataset.nets import read_nets
+    from ase_cggpr.model import CGGPRModel
+    from ase_cggpr.relax import ReducedCoordinates, _symmetric_setup, positions_basis, strain_basis
+
+    nets, _ = read_nets([shared_data / "nets" / "iza" / "SBN.cif"])
+    atoms = nets[0].atoms.copy()
+    atoms.info = {"name": "SBN"}
+    atoms.set_cell(atoms.cell.array * 1.03, scale_atoms=True)
+    full = CGGPRCalculator(CGGPRModel.load("AB2"))
+    constraint, symmetric = _symmetric_setup(atoms, full, 1e-3)
+    problem = ReducedCoordinates(atoms, symmetric, positions_basis(atoms, constraint),
+                                 strain_basis(atoms, constraint))
+    assert problem.size == 10 and problem.S.shape == (9, 2)  # P6_3/m: 8 position and 2 cell coordinates
+    rng = np.random.default_rng(0)
+    q = 0.05 * rng.standard_normal(problem.size)
+    _, gradient, _, stress = problem.evaluate(q)
+    assert np.abs(gradient).max() > 1e-2 and np.abs(stress).max() > 1e-5  # off the minimum
+
+    def energy(x):
+        problem.evaluate(x)
+        return full.get_potential_energy(problem.atoms)
+
+    h = 1e-4
+    numerical = [(energy(q + h * e) - energy(q - h * e)) / (2 * h) for e in np.eye(problem.size)]
+    assert np.allclose(gradient, numerical, atol=2e-4 * np.abs(gradient).max())
+    moved = problem.atoms
+    number = spglib.get_symmetry_dataset((moved.cell[:], moved.get_scaled_positions(), moved.numbers),
+                                         symprec=1e-3).number
+    assert number == 176
+
+
+def test_symmetric_relaxation_writes_its_trajectory_and_log(shared_data, tmp_path):
+    """The reduced-coordinate phase writes the trajectory (one frame per step and the start, energies, forces and
+    stress of the symmetric structure) and the log the options ask for, as ASE's optimisers do."""
+    from ase_cggpr.dataset.nets import read_nets
+
+    nets, _ = read_nets([shared_data / "nets" / "iza" / "SBN.cif"])
+    start = nets[0].atoms.copy()
+    start.info = {"name": "SBN"}
+    result = relax(start, "AB2", fmax=0.05, trajectory=tmp_path / "sbn.traj", logfile=str(tmp_path / "sbn.log"))
+    assert result.converged and 0 < result.n_steps < 30
+    frames = read(tmp_path / "sbn.traj", ":")
+    assert len(frames) == result.n_steps + 1
+    energies = [f.get_potential_energy() / 10 for f in frames]
+    assert energies[0] == pytest.approx(result.initial_energy_per_metal, abs=1e-6)
+    assert energies[-1] == pytest.approx(result.energy_per_metal, abs=1e-5) and energies[-1] < energies[0] - 0.01
+    assert frames[-1].get_stress().shape == (6,)
+    assert len((tmp_path / "sbn.log").read_text().splitlines()) == result.n_steps + 1

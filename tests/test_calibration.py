@@ -353,3 +353,23 @@ def test_a_card_without_a_recorded_cost_says_unknown():
     assert cost_line(None).startswith("unknown")
     line = cost_line({"cpu_seconds": None, "wall_seconds": 882, "peak_memory_gb": 1.85, "includes": "x"})
     assert line == "unknown, 882 s wall, peak memory 1.85 GB (x)"
+
+
+def test_acceptance_table_prints_every_kind_the_cost_and_the_flagging_numbers():
+    """scripts/acceptance_table.py (issue 31's acceptance table, from the cards alone)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "acceptance_table.py"
+    out = subprocess.run([sys.executable, str(script), "--models", "atomistic", "AB2"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for model in ("atomistic", "AB2"):
+        for kind in ("relaxed", "none", "r-d"):
+            assert any(line.split()[:2] == [model, kind] for line in out.stdout.splitlines()), (model, kind)
+    assert out.stdout.count("training cost: ") == 2
+    assert "d-r per Zn: flagged" in out.stdout and "calibration cells in target" in out.stdout
+    bad = subprocess.run([sys.executable, str(script), "--models", "no-such-model"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "Traceback" not in bad.stderr

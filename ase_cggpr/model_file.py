@@ -323,6 +323,8 @@ def _check_metadata(path: Path, meta: Any) -> ModelSpec:
                                  f"{_shown(rule.get('measure'))}")
             _number(path, _field(path, rule, "threshold", "calibration.applicability.threshold"),
                     "calibration.applicability.threshold", positive=True)
+            if "std_margin" in rule:
+                _number(path, rule["std_margin"], "calibration.applicability.std_margin", low=0.0)
     return spec
 
 

@@ -50,6 +50,7 @@ def card(name: str) -> dict[str, Any]:
         "reference_energy_eV_per_Zn": meta["reference_energy"],
         "command": training.get("command"),
         "use": training.get("use"),  # what the model is good for, when its held-out table limits it
+        "training_cost": training.get("cost"),  # CPU / wall seconds, peak GB (None: not recorded)
         "citation": training.get("citation", CITATION),  # a model labelled by another potential names it
         "licence": training.get("licence", LICENCE),
     }
@@ -92,9 +93,25 @@ def format_card(c: dict[str, Any]) -> str:
                      f"{cal.get('within_2sigma', 0):.0%} within 2")
     if c.get("use"):
         lines.append(f"  use: {c['use']}")
+    lines.append(f"  training cost: {cost_line(c.get('training_cost'))}")
     lines.append(f"  made by: {c['command']}")
     lines.append(f"  cite: {c['citation']}; licence: {c['licence']}")
     return "\n".join(lines)
+
+
+def cost_line(cost: dict[str, Any] | None) -> str:
+    """What training a model cost (``training.cost``), as one line; "unknown" for what was not recorded."""
+    if not isinstance(cost, dict):
+        return "unknown (not recorded when the model was trained)"
+
+    def value(key: str, unit: str, digits: int = 0) -> str:
+        v = cost.get(key)
+        return "unknown" if v is None else f"{v:,.{digits}f} {unit}"
+
+    load = f", machine load {cost['load_average']}" if cost.get("load_average") is not None else ""
+    what = f" ({cost['includes']})" if cost.get("includes") else ""
+    return (f"{value('cpu_seconds', 'CPU s')}, {value('wall_seconds', 's wall')}, peak memory "
+            f"{value('peak_memory_gb', 'GB', 2)}{load}{what}")
 
 
 def _share(value: float | None) -> str:
@@ -160,10 +177,12 @@ def calibration_lines(cal: dict[str, Any]) -> list[str]:
     rule = cal.get("applicability")
     if isinstance(rule, dict):
         if rule.get("measure") == "linker_strain_energy":
+            margin = rule.get("std_margin") or 0.0
+            plus = f" + {margin:g} x its calibrated std" if margin else ""
             lines.append(f"  applicability (atomistic input): not trusted when a Zn's unseen linker strain energy > "
-                         f"{1000 * rule['threshold']:.0f} meV (MOF-FF harmonic estimate of the energy in its linkers' "
-                         "internal distortion from the relaxed imidazolate, half of each linker's): energy the beads "
-                         "cannot see")
+                         f"{1000 * rule['threshold']:.0f} meV{plus} (MOF-FF harmonic estimate of the energy in its "
+                         "linkers' internal distortion from the relaxed imidazolate, half of each linker's): energy "
+                         "the beads cannot see")
         else:
             lines.append(f"  applicability (atomistic input): not trusted when a Zn's linker distortion > "
                          f"{rule['threshold']:.4f} Å (RMS difference of its linkers' intra-linker distances from the "

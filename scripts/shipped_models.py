@@ -115,9 +115,11 @@ def cmd_use(args) -> int:
     if args.text is not None:
         meta["training"]["use"] = args.text
     if args.cost is not None:  # measured outside this script (e.g. /usr/bin/time -v of the train command)
-        cpu, wall, peak = args.cost
-        meta["training"]["cost"] = {"cpu_seconds": round(cpu), "wall_seconds": round(wall),
-                                    "peak_memory_gb": round(peak, 2), "includes": args.cost_note}
+        cpu, wall, peak = (cost_value(v) for v in args.cost)
+        meta["training"]["cost"] = {"cpu_seconds": None if cpu is None else round(cpu),
+                                    "wall_seconds": None if wall is None else round(wall),
+                                    "peak_memory_gb": None if peak is None else round(peak, 2),
+                                    "includes": args.cost_note}
     tmp = args.output.with_name(args.output.stem + ".tmp.npz")
     np.savez(tmp, metadata=np.array(json.dumps(meta, indent=1, allow_nan=False)), **arrays)
     tmp.replace(args.output)
@@ -127,6 +129,19 @@ def cmd_use(args) -> int:
     print(f"wrote {'training.use ' if args.text is not None else ''}"
           f"{'training.cost ' if args.cost is not None else ''}into {args.output}")
     return 0
+
+
+def cost_value(text: str) -> float | None:
+    """A ``use --cost`` value: a finite number >= 0, or "unknown" (stored as null: not recorded when it was trained)."""
+    if text.strip().lower() == "unknown":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CGGPRError(f"--cost values must be numbers >= 0 or 'unknown', got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise CGGPRError(f"--cost values must be numbers >= 0 or 'unknown', got {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -164,8 +179,9 @@ def main(argv=None) -> int:
                                    "(training.cost) in its card")
     p.add_argument("-o", "--output", type=Path, required=True, help="the model file")
     p.add_argument("--text", help="what the model is good for (training.use)")
-    p.add_argument("--cost", type=float, nargs=3, metavar=("CPU_S", "WALL_S", "PEAK_GB"),
-                   help="what training cost (training.cost), if the train command did not record it")
+    p.add_argument("--cost", nargs=3, metavar=("CPU_S", "WALL_S", "PEAK_GB"),
+                   help="what training cost (training.cost), if the train command did not record it; a value not "
+                        "measured then: unknown")
     p.add_argument("--cost-note", default="the whole train command", help="what --cost covers")
     args = parser.parse_args(argv)
     if args.command == "use" and args.text is None and args.cost is None:

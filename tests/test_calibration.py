@@ -12,6 +12,7 @@ from conftest import SMALL, builtin_frames
 from ase_cggpr.applicability import (
     MEASURE,
     MEASURE_ENERGY,
+    applicability_margin,
     applicability_rule,
     bead_distortion,
     linker_distortion,
@@ -254,6 +255,32 @@ def test_the_energy_rule_flags_rattled_linkers_with_the_energy_in_mev(small_mode
         model.calibration_ = None
 
 
+def test_the_std_margin_raises_each_zn_s_threshold_by_its_calibrated_std(small_models, frames, tmp_path):
+    """Rule ``std_margin`` c: a Zn is outside when its unseen energy > threshold + c x calibrated std; a std larger
+    than the energy keeps a rattled frame in, a small one does not; without the std, the threshold alone."""
+    model = small_models["AB2"]
+    model.calibration_ = {"threshold": 10.0, "variance": {"scale": 2.0, "floor": 0.01},
+                          "applicability": {"measure": MEASURE_ENERGY, "threshold": 0.005, "std_margin": 1.0}}
+    try:
+        assert applicability_margin(model) == 1.0
+        rattled = next(a for a in frames if a.info["order"] == "d-r")
+        connectivity = find_connectivity(rattled)
+        energy = strain_energy_per_metal(rattled, connectivity)
+        big = np.full(len(energy), float(np.nanmax(energy)))  # threshold + std above every Zn's energy
+        assert outside_reason(model, rattled, connectivity, std=big) == ""
+        reason = outside_reason(model, rattled, connectivity, std=np.zeros(len(energy)))
+        assert "> 5 meV + 1 x its calibrated std per Zn" in reason, reason
+        assert "> 5 meV per Zn" in outside_reason(model, rattled, connectivity)  # no std given: the threshold
+        path = model.save(tmp_path / "margin.npz")
+        assert applicability_margin(CGGPRModel.load(path)) == 1.0
+        model.calibration_["applicability"]["std_margin"] = -1.0
+        bad = model.save(tmp_path / "bad.npz")
+    finally:
+        model.calibration_ = None
+    with pytest.raises(ModelError, match="std_margin must be a finite number >= 0"):
+        CGGPRModel.load(bad)
+
+
 def test_screen_csv_carries_the_trust_reason(small_models, frames, tmp_path):
     model = _with_rule(small_models["AB2"])
     try:
@@ -297,3 +324,52 @@ def test_shipped_models_carry_the_calibration_and_rule(name):
     assert {"relaxed", "none", "r-d"} <= set(table)
     assert (model.spec.representation == "atomistic") == ("applicability" not in calibration)
     json.dumps(calibration, allow_nan=False)
+
+
+def test_cggpr_models_shows_the_held_out_table_calibration_rule_and_training_cost():
+    """Issue 31 item 4: every shipped card, as `cggpr models` prints it, has the held-out table per frame kind, the
+    calibration (within 1 / 2 std per kind), the trust rule, the applicability rule (coarse-grained models) and what
+    training cost (a number, or "unknown" for what was not recorded)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from ase_cggpr.cli import main; main()", "models"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    cards = out.stdout.split("\n\n")
+    assert len(cards) == 4
+    for text in cards:
+        name = text.split(":", 1)[0]
+        assert "held out (" in text and "relaxed" in text and "within 1 std" in text, name
+        assert "  trust: every Zn's calibrated std <=" in text, name
+        assert ("applicability (atomistic input)" in text) == (name != "atomistic"), name
+        cost = next(line for line in text.splitlines() if line.startswith("  training cost: "))
+        assert "CPU s" in cost or "unknown" in cost, cost
+
+
+def test_a_card_without_a_recorded_cost_says_unknown():
+    from ase_cggpr.pretrained import cost_line
+
+    assert cost_line(None).startswith("unknown")
+    line = cost_line({"cpu_seconds": None, "wall_seconds": 882, "peak_memory_gb": 1.85, "includes": "x"})
+    assert line == "unknown, 882 s wall, peak memory 1.85 GB (x)"
+
+
+def test_acceptance_table_prints_every_kind_the_cost_and_the_flagging_numbers():
+    """scripts/acceptance_table.py (issue 31's acceptance table, from the cards alone)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "acceptance_table.py"
+    out = subprocess.run([sys.executable, str(script), "--models", "atomistic", "AB2"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for model in ("atomistic", "AB2"):
+        for kind in ("relaxed", "none", "r-d"):
+            assert any(line.split()[:2] == [model, kind] for line in out.stdout.splitlines()), (model, kind)
+    assert out.stdout.count("training cost: ") == 2
+    assert "d-r per Zn: flagged" in out.stdout and "calibration cells in target" in out.stdout
+    bad = subprocess.run([sys.executable, str(script), "--models", "no-such-model"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: ") and "Traceback" not in bad.stderr

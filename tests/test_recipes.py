@@ -155,6 +155,10 @@ def test_the_script_records_no_machine_path_in_the_card(tmp_path):
     assert cost.returncode == 0, cost.stderr
     costed = CGGPRModel.load(out).training_
     assert costed["cost"]["cpu_seconds"] == 1400 and costed["use"] == "ranking only"
+    unknown = subprocess.run([sys.executable, str(ROOT / "scripts" / "shipped_models.py"), "use", "-o", str(out),
+                              "--cost", "unknown", "3600", "3.5"], capture_output=True, text=True, env=env, timeout=300)
+    assert unknown.returncode == 0, unknown.stderr
+    assert CGGPRModel.load(out).training_["cost"]["cpu_seconds"] is None  # not recorded: the card says unknown
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "shipped_models.py"), "train", "--build",
                           str(tmp_path / "missing"), "-o", str(tmp_path / "x.npz")],
                          capture_output=True, text=True, env=env, timeout=300)

@@ -293,7 +293,8 @@ def demo(output_dir, models, relaxed, no_train, seed, n_train, force, linker, qu
 @cli_errors
 def models(names, as_json):
     """List the models that ship with the package, with a model card each (training data, hyperparameters,
-    solver, held-out errors per frame kind, calibration, citation, licence). NAMES: only these."""
+    solver, held-out errors per frame kind, calibration, applicability rule, training cost, citation, licence).
+    NAMES: only these."""
     chosen = list(names) or available()
     if not chosen:
         click.echo("no shipped models in this installation")

@@ -30,17 +30,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-def prepare(args) -> None:
-    """Describe the relaxed and r-d frames of both linkers; save labels, metadata and dot products (float32)."""
-    from ase.io import iread
-    from mim_models import mass_centred, read_im_frames, read_mim_frames
+def read_study_frames(args) -> list:
+    """The relaxed and r-d frames of both linkers (atomistic: also the Im ``none`` frames; a mIm ``d`` frame is its
+    relaxation, kept once as ``relaxed``), r-d frames thinned to ``--rd-share`` (seeded, whole frames), and the
+    extra test-only frames (``info['extra']``: ZIF-8 relaxed with MOF-FF, for ``--rep atomistic`` or ring beads)."""
+    from ase.io import iread, read
+    from mim_models import REAL_ZIFS, mass_centred, read_im_frames, read_mim_frames
 
     from ase_cggpr import recipes
-    from ase_cggpr.model import CGGPRModel
 
-    t0 = time.perf_counter()
-    if args.centre == "ring":
-        mim = read_mim_frames(args.build, "AB2")
+    if args.rep == "atomistic" or args.centre == "ring":
+        mim = read_mim_frames(args.build, args.rep)
     else:
         atomistic = [a for a in iread(args.build / "atomistic.extxyz", index=":") if a.info.get("order") != "d-r"]
         relaxed = []
@@ -51,26 +51,59 @@ def prepare(args) -> None:
                 relaxed.append(r)
         mim = recipes.prepare_frames(mass_centred(recipes.prepare_frames(atomistic + relaxed)))
     nets = sorted({a.info["net"] for a in mim})
-    im = read_im_frames(args.im_build, nets, "AB2")
-    frames = mim + im
-    shifts = {}
+    im = read_im_frames(args.im_build, nets, args.rep)
     for linker, fr in (("mIm", mim), ("Im", im)):
         for net, d in recipes.linker_relaxation_shift(fr).items():
-            shifts[(linker, net)] = d
-    frames = [a for a in frames if a.info["kind"] in ("relaxed", "r-d")]
+            args.shifts[(linker, net)] = d
+    kinds = {"Im": {"relaxed", "r-d", "none"} if args.rep == "atomistic" else {"relaxed", "r-d"},
+             "mIm": {"relaxed", "r-d"}}
+    frames = [a for a in mim if a.info["kind"] in kinds["mIm"]] + [a for a in im if a.info["kind"] in kinds["Im"]]
+    if args.rd_share < 1:
+        rng = np.random.default_rng([args.seed, 5])
+        frames = [a for a in frames if a.info["kind"] != "r-d" or rng.random() < args.rd_share]
+    if args.rep == "atomistic" or args.centre == "ring":
+        zif8 = read(REAL_ZIFS / "zif8_mofff_relaxed.extxyz")
+        if args.rep != "atomistic":
+            from ase_cggpr.beads import coarse_grain
+
+            cg = coarse_grain(zif8, "AB2").structure
+            e = np.full(len(cg), np.nan)
+            e[: int(np.sum(zif8.numbers == 30))] = zif8.arrays["e_local"][zif8.numbers == 30]
+            cg.info = dict(zif8.info)
+            cg.arrays["e_local"] = e
+            zif8 = cg
+        zif8.info.update(net="ZIF-8", order="relaxed", rattle="relaxed", framework_type="ZIF-8", extra=True)
+        frames += recipes.prepare_frames([zif8])
+    return frames
+
+
+def prepare(args) -> None:
+    """Describe the study's frames (:func:`read_study_frames`); save labels, metadata and dot products (float32)
+    with a seeded pool of candidate inducing environments (drawn from non-extra frames)."""
+    from ase_cggpr.model import CGGPRModel
+    from ase_cggpr.recipes import site_labels
+
+    t0 = time.perf_counter()
+    args.shifts = {}
+    frames = read_study_frames(args)
+    shifts = args.shifts
     print(f"{len(frames)} frames read in {time.perf_counter() - t0:.0f} s", flush=True)
     basis = {k: v for k, v in (("cutoff", args.cutoff), ("atom_sigma", args.atom_sigma)) if v is not None}
-    model = CGGPRModel(representation="AB2", **basis)
+    model = CGGPRModel(representation=args.rep, **basis)
     maps = [model.bead_map(a, name=f"{a.info['net']}/{a.info['kind']}") for a in frames]
     model._training_species_of(maps)
     meta: dict[str, list] = {k: [] for k in ("frame", "label", "shifted")}
-    finfo: dict[str, list] = {k: [] for k in ("net", "type", "linker", "kind", "converged", "n_zn", "rattle")}
+    finfo: dict[str, list] = {k: [] for k in ("net", "type", "linker", "kind", "converged", "n_zn", "rattle",
+                                              "extra")}
     for k, a in enumerate(frames):
-        y = recipes.site_labels(a)
+        y = site_labels(a)
         linker = str(a.info.get("linker", "Im"))
         delta = shifts.get((linker, a.info["net"]))
-        shifted = y - delta if a.info["kind"] == "r-d" and delta is not None and delta.shape == y.shape else \
-            (y if a.info["kind"] == "relaxed" else np.full_like(y, np.nan))
+        if args.rep == "atomistic":  # each frame's label is the energy of its own atoms: nothing to shift
+            shifted = y
+        else:
+            shifted = y - delta if a.info["kind"] == "r-d" and delta is not None and delta.shape == y.shape else \
+                (y if a.info["kind"] == "relaxed" else np.full_like(y, np.nan))
         meta["frame"].append(np.full(len(y), k))
         meta["label"].append(y)
         meta["shifted"].append(shifted)
@@ -81,10 +114,12 @@ def prepare(args) -> None:
         finfo["converged"].append(bool(a.info.get("relax_converged", True)))
         finfo["n_zn"].append(len(y))
         finfo["rattle"].append(str(a.info.get("rattle", "")))
+        finfo["extra"].append(bool(a.info.get("extra", False)))
     counts = np.array([len(m.centre_indices) for m in maps])
     starts = np.concatenate([[0], np.cumsum(counts)])
     rng = np.random.default_rng([args.seed, 33])
-    pool_frames = np.sort(rng.choice(len(frames), size=min(args.pool_frames, len(frames)), replace=False))
+    regular = np.flatnonzero(~np.array(finfo["extra"]))
+    pool_frames = np.sort(rng.choice(regular, size=min(args.pool_frames, len(regular)), replace=False))
     rows = np.concatenate([np.arange(starts[f], starts[f + 1]) for f in pool_frames])
     pool = np.sort(rng.choice(rows, size=min(args.pool, len(rows)), replace=False))
     t = time.perf_counter()
@@ -315,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build", type=Path, required=True, help="labelled mIm build folder (mim_models.py OUT/build)")
     p.add_argument("--im-build", type=Path, required=True)
     p.add_argument("--centre", choices=["ring", "mass"], default="ring")
+    p.add_argument("--rep", choices=["AB2", "atomistic"], default="AB2")
+    p.add_argument("--rd-share", type=float, default=1.0, help="keep this share of the r-d frames (seeded)")
     p.add_argument("--pool", type=int, default=3000, help="candidate inducing environments")
     p.add_argument("--pool-frames", type=int, default=600, help="frames the pool is drawn from")
     p.add_argument("--chunk", type=int, default=64)

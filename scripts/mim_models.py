@@ -24,12 +24,15 @@ Steps:
    trains both on the same split and keeps the lower held-out mIm per-framework RMSE. Measured on 5 held-out
    splits at 91 nets (``scripts/mim_study.py``): the centre of mass is worse on every recipe (mean per-framework
    RMSE 87-99 vs 62-77 meV per Zn, Spearman 0.43-0.61 vs 0.68-0.71): the ring centroid is kept.
-4. **Models** (the shipped recipes: ``rd-shifted+relaxed`` for AB2, ``all`` for atomistic; the validated model is
-   the one kept, as for the shipped models). The training set is built per linker (:func:`linker_training_set`):
+4. **Models** (the shipped recipes: ``rd-shifted+relaxed`` for AB2, ``rd+none+relaxed`` for atomistic, whose mIm
+   ``none`` frame is its relaxed frame and is kept once; the validated model is the one kept, as for the shipped
+   models). The training set is built per linker (:func:`linker_training_set`):
    Im r-d labels lowered by their net's Im linker-relaxation shift, mIm r-d labels by the same net's Im shift
    (``--mim-rd-shift im``: the mIm build has no ideal-linker frame; unshifted they bias the relaxed mIm
-   predictions by about +50 meV per Zn), relaxed frames repeated ``--relaxed-weight`` (16) times (mean held-out
-   mIm RMSE 77 -> 65 meV per Zn over 5 splits). Held-out table per linker (relaxed frameworks RMSE per Zn, |mean
+   predictions by about +50 meV per Zn), relaxed frames weighted ``--relaxed-weight`` (16; their noise divided
+   by its square root, exactly what repeating them did, at the cost of one copy: per-row weights of
+   :mod:`ase_cggpr.streaming`; mean held-out mIm RMSE 77 -> 65 meV per Zn over 5 splits at 91 nets).
+   Held-out table per linker (relaxed frameworks RMSE per Zn, |mean
    error|, Spearman; targets <= 25 meV, <= 10 meV, >= 0.9); on pure Im input the same held-out Im frames also
    with an Im-only model of the same recipe and split, and with the shipped Im model.
 5. **ZIF-8** (``ase_cggpr/data/real_zifs/zif8_mofff_relaxed.extxyz`` / ``zif8_mofff_reference.json``, made by

@@ -144,8 +144,7 @@ class Accumulator:
         check_labels(y)
         w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
         if w.shape != y.shape or not (np.isfinite(w).all() and (w > 0).all()):
-            raise ModelError(f"row weights must be {y.size} finite positive numbers, got shape {w.shape}"
-                             + ("" if w.shape != y.shape else f" (min {w.min() if w.size else 0:g})"))
+            raise ModelError(f"row weights must be {y.size} finite positive numbers, got shape {w.shape}")
         root = np.sqrt(w)
         for start in range(0, X.shape[0], self.block_size):
             rows, yb = X[start:start + self.block_size], y[start:start + self.block_size]
@@ -156,15 +155,19 @@ class Accumulator:
             K = np.ascontiguousarray(K)  # V (m, b), C order; V.T is F-ordered (b, m)
             # syrk(trans=1) gives V V^T, added into G in place
             self.G = blas.dsyrk(1.0, K.T, beta=1.0, c=self.G, trans=1, lower=1, overwrite_c=1)
-            self.Ky += K @ (yb * rb)
-            self.K1 += K @ rb
+            if weights is None:  # the unweighted sums exactly as before weights existed (bit for bit)
+                self.Ky += K @ yb
+                self.K1 += K.sum(axis=1)
+            else:
+                self.Ky += K @ (yb * rb)
+                self.K1 += K @ rb
             if progress is not None:
                 progress(rows.shape[0])
         self.n += y.size
-        self.weight_sum += float(w.sum())
+        self.weight_sum += float(y.size) if weights is None else float(w.sum())
         if y.size:
-            self.sum_y += float(w @ y)
-            self.sum_y2 += float(w @ (y * y))
+            self.sum_y += float(y.sum()) if weights is None else float(w @ y)
+            self.sum_y2 += float(y @ y) if weights is None else float(w @ (y * y))
             self.min_y = min(self.min_y, float(y.min()))
             self.max_y = max(self.max_y, float(y.max()))
 

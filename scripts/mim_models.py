@@ -293,7 +293,8 @@ def print_table(name: str, table: dict) -> None:
         for kind, m in rows.items():
             extra = (f"; per framework RMSE {1000 * m['rmse_per_framework']:.1f}, median |err| "
                      f"{1000 * m['median_abs_per_framework']:.1f}, Spearman {m['spearman']:.3f}, worst "
-                     f"{m['worst_framework']} {1000 * m['worst_framework_error']:.0f}" if "spearman" in m else "")
+                     f"{m['worst_framework']} {1000 * m['worst_framework_error']:.0f}" if "rmse_per_framework" in m
+                     else f"; Spearman {m['spearman']:.3f}" if "spearman" in m else "")
             print(f"  {name:22s} {linker:3s} {kind:8s} {m['frames']:4d} frames {m['environments']:6d} Zn: RMSE "
                   f"{1000 * m['rmse']:.1f} meV, mean error {1000 * m['bias']:+.1f}{extra}", flush=True)
 

@@ -203,11 +203,20 @@ class CGGPRModel:
         return self.fit_maps(maps, labels, n_train=n_train, seed=seed, progress=progress)
 
     def fit_maps(self, maps: Sequence[BeadMap], labels: Sequence[np.ndarray], *, n_train: int | None = None,
-                 seed: int = 0, progress: bool = False) -> CGGPRModel:
-        """Fit to bead maps (from :meth:`bead_map` or :func:`~ase_cggpr.beads.coarse_grain`) and labels (eV)."""
+                 seed: int = 0, progress: bool = False, weights: Sequence[float] | None = None) -> CGGPRModel:
+        """Fit to bead maps (from :meth:`bead_map` or :func:`~ase_cggpr.beads.coarse_grain`) and labels (eV).
+        ``weights`` (sparse solver only): one positive weight per map; its sites' noise variance is ``noise^2 / w``
+        (the same as repeating the map w times, at the cost of one)."""
         if not len(maps):
             raise ModelError("no training structures given")
         y = _stack_labels(maps, labels)
+        w = None
+        if weights is not None:
+            if self.solver != "sparse":
+                raise ModelError("per-structure weights need the sparse solver")
+            if len(weights) != len(maps):
+                raise ModelError(f"need one weight per structure ({len(maps)}), got {len(weights)}")
+            w = np.repeat(np.asarray(weights, dtype=float), [len(m.centre_indices) for m in maps])
         # the descriptor's species come from the training data (species a user put in the spec are kept)
         metals, linkers = self._training_species_of(maps)
         rows = np.arange(len(y))
@@ -218,8 +227,11 @@ class CGGPRModel:
                 rows = np.sort(np.random.default_rng(seed).choice(len(y), size=n_train, replace=False))
         if self.solver == "sparse":  # streamed: never all N x D descriptors at once (ase_cggpr.streaming)
             fitted = fit_streamed(self.spec, self.solver_options, maps, y, rows,
-                                  reference_energy=self.reference_energy, progress=progress)
+                                  reference_energy=self.reference_energy, progress=progress, weights=w)
             fitted.training.update(n_candidate_environments=int(len(y)), n_train=n_train, seed=seed)
+            if w is not None:
+                fitted.training["weights"] = {"min": float(w.min()), "max": float(w.max()),
+                                              "weighted_environments": float(w[rows].sum())}
             return self._set_fitted(fitted.regressor, metals=sorted(metals), linkers=sorted(linkers),
                                     training=fitted.training, clusters=fitted.clusters)
         X = self.selected_vectors(maps, rows, progress=progress)

@@ -190,20 +190,24 @@ def _maps(model: CGGPRModel, frames: Sequence[Atoms]) -> list[BeadMap]:
 
 
 def fit(rep: str, frames: Sequence[Atoms], labels: Sequence[np.ndarray], *, inducing: int, seed: int,
-        progress: bool = False, basis: dict[str, float] | None = None, target: str = "local") -> CGGPRModel:
+        progress: bool = False, basis: dict[str, float] | None = None, target: str = "local",
+        weights: Sequence[float] | None = None) -> CGGPRModel:
     """Streamed sparse GPR of the representation on ``inducing`` inducing environments; reference energy: the
     first frame's ``info['reference_energy']`` (eV per Zn); ``basis``: SOAP ``n_max`` / ``l_max`` / ``cutoff`` (Å) /
     ``atom_sigma`` (Å) (default: the paper's); ``target``: fit the per-site ``labels`` (``local``) or each frame's
-    sum of them (``totals``, eV)."""
+    sum of them (``totals``, eV); ``weights``: one per frame (local target; its noise variance ``noise^2 / w``,
+    as repeating the frame w times)."""
     if target not in TARGETS:
         raise OptionError(f"unknown target {target!r}; choose from {TARGETS}")
     reference = float(frames[0].info["reference_energy"])
     model = CGGPRModel(representation=rep, reference_energy=reference, solver="sparse",
                        solver_options={"n_inducing": inducing, "seed": seed}, **(basis or {}))
     if target == "totals":
+        if weights is not None:
+            raise OptionError("per-frame weights are for the local target")
         model.fit_totals_maps(_maps(model, frames), [float(np.sum(y)) for y in labels], progress=progress)
     else:
-        model.fit_maps(_maps(model, frames), labels, seed=seed, progress=progress)
+        model.fit_maps(_maps(model, frames), labels, seed=seed, progress=progress, weights=weights)
     model.training_["target"] = target
     return model
 

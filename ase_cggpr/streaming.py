@@ -121,6 +121,7 @@ class Accumulator:
         self.Ky = np.zeros(m)
         self.K1 = np.zeros(m)
         self.n = 0
+        self.weight_sum = 0.0  # sum of the row weights (= n for unweighted rows)
         self.sum_y = 0.0
         self.sum_y2 = 0.0
         self.min_y = np.inf
@@ -128,7 +129,11 @@ class Accumulator:
         self.per_site: list[float] = []  # totals only: each structure's total per site
         self.n_force_components = 0
 
-    def add(self, X: np.ndarray, y: np.ndarray, progress: Progress = None) -> None:
+    def add(self, X: np.ndarray, y: np.ndarray, progress: Progress = None, *,
+            weights: np.ndarray | None = None) -> None:
+        """Add labelled rows. ``weights`` (n,), positive: row i counts as ``weights[i]`` identical rows (its noise
+        variance ``noise^2 / w_i``); the result equals repeating a row w times when w is an integer, for the
+        cost of one row (the label mean is the weighted mean, as with repeats)."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64).ravel()
         if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[1] != self.Z.shape[1]:
@@ -137,20 +142,32 @@ class Accumulator:
         if not np.isfinite(X).all():
             raise ModelError("training vectors contain NaN or inf")
         check_labels(y)
+        w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+        if w.shape != y.shape or not (np.isfinite(w).all() and (w > 0).all()):
+            raise ModelError(f"row weights must be {y.size} finite positive numbers, got shape {w.shape}")
+        root = np.sqrt(w)
         for start in range(0, X.shape[0], self.block_size):
             rows, yb = X[start:start + self.block_size], y[start:start + self.block_size]
+            rb = root[start:start + self.block_size]
             K = _lower_solve(self.Lm, self.kernel(self.Z, rows))
+            if weights is not None:
+                K *= rb[None, :]  # the row's whitened kernel row scaled by sqrt(w): w copies of it in V V^T
             K = np.ascontiguousarray(K)  # V (m, b), C order; V.T is F-ordered (b, m)
             # syrk(trans=1) gives V V^T, added into G in place
             self.G = blas.dsyrk(1.0, K.T, beta=1.0, c=self.G, trans=1, lower=1, overwrite_c=1)
-            self.Ky += K @ yb
-            self.K1 += K.sum(axis=1)
+            if weights is None:  # the unweighted sums exactly as before weights existed (bit for bit)
+                self.Ky += K @ yb
+                self.K1 += K.sum(axis=1)
+            else:
+                self.Ky += K @ (yb * rb)
+                self.K1 += K @ rb
             if progress is not None:
                 progress(rows.shape[0])
         self.n += y.size
+        self.weight_sum += float(y.size) if weights is None else float(w.sum())
         if y.size:
-            self.sum_y += float(y.sum())
-            self.sum_y2 += float(y @ y)
+            self.sum_y += float(y.sum()) if weights is None else float(w @ y)
+            self.sum_y2 += float(y @ y) if weights is None else float(w @ (y * y))
             self.min_y = min(self.min_y, float(y.min()))
             self.max_y = max(self.max_y, float(y.max()))
 
@@ -201,6 +218,7 @@ class Accumulator:
         self.K1 += U @ root
         per_site = totals / counts
         self.n += int(counts.sum())
+        self.weight_sum += float(counts.sum())
         self.sum_y += float(totals.sum())
         self.per_site.extend(per_site.tolist())
         self.min_y = min(self.min_y, float(per_site.min()))
@@ -235,14 +253,14 @@ class Accumulator:
 
     @property
     def mean(self) -> float:
-        return self.sum_y / self.n
+        return self.sum_y / self.weight_sum
 
     @property
     def std(self) -> float:
         """Standard deviation of the labels (per site; from totals: of the structures' totals per site)."""
         if self.per_site:
             return float(np.std(self.per_site))
-        return float(np.sqrt(max(self.sum_y2 / self.n - self.mean**2, 0.0)))
+        return float(np.sqrt(max(self.sum_y2 / self.weight_sum - self.mean**2, 0.0)))
 
 
 def kernel_position_gradient(gradients, Z: np.ndarray, kernel, *, batch: int = 32) -> np.ndarray:
@@ -294,7 +312,9 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
                       sample_progress: Progress = None,
                       inducing_vectors: Callable[[np.ndarray], np.ndarray] | None = None,
                       totals: bool = False, extra: Callable[[Accumulator], None] | None = None) -> SparseGPR:
-    """Fit a :class:`~ase_cggpr.regression.SparseGPR` from a stream of (X chunk (n, D), y chunk (n,)).
+    """Fit a :class:`~ase_cggpr.regression.SparseGPR` from a stream of (X chunk (n, D), y chunk (n,)), or of
+    (X, y, w) with per-row weights w (n,) (:meth:`Accumulator.add`: a row of weight w counts as w copies, its
+    noise variance ``noise^2 / w``).
 
     ``chunks()`` is called once and must yield the whole training set; ``sample()`` (default ``chunks``)
     yields the stream the inducing environments are drawn from (only X is used). ``reservoir`` (default
@@ -353,8 +373,8 @@ def fit_sparse_stream(chunks: Chunks, *, sample: Chunks | None = None, zeta: int
     for item in chunks():
         if totals:
             acc.add_totals(*item, progress=progress)
-        else:
-            acc.add(*item, progress)
+        else:  # (X, y) or (X, y, row weights)
+            acc.add(item[0], item[1], progress, weights=item[2] if len(item) > 2 else None)
     if extra is not None:
         extra(acc)
     if acc.n == 0:
@@ -415,12 +435,15 @@ def total_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, tot
 
 def map_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, y: np.ndarray, rows: np.ndarray, *,
                structures: Sequence[int] | None = None, chunk: int = 64, chunk_rows: int = 4096,
-               progress: Progress = None, with_ids: bool = False) -> Chunks:
+               progress: Progress = None, with_ids: bool = False, weights: np.ndarray | None = None) -> Chunks:
     """A chunk stream over bead maps: up to ``chunk`` structures, and no more than ``chunk_rows``
     environments unless one structure has more, described at a time by ``describe(maps)`` ((n, D), all
     centres in map order), keeping only the environments ``rows`` (sorted global indices; ``y`` the labels of
     all environments). ``structures``: only these map indices (sorted), e.g. a sample. ``with_ids``: yield
-    (X, y, ids), ids the global environment indices of the rows."""
+    (X, y, ids), ids the global environment indices of the rows. ``weights`` (per environment, like ``y``; not
+    with ``with_ids``): yield (X, y, w), the rows' weights (:meth:`Accumulator.add`)."""
+    if weights is not None and with_ids:
+        raise ModelError("map_chunks: weights and with_ids cannot be combined")
     counts = np.array([len(m.centre_indices) for m in maps])
     starts = np.concatenate([[0], np.cumsum(counts)])
     keep = np.zeros(starts[-1], dtype=bool)
@@ -440,6 +463,8 @@ def map_chunks(describe: Callable[[Sequence], np.ndarray], maps: Sequence, y: np
             if mask.any():
                 if with_ids:
                     yield (X if mask.all() else X[mask]), y[index[mask]], index[mask]
+                elif weights is not None:
+                    yield (X if mask.all() else X[mask]), y[index[mask]], weights[index[mask]]
                 else:
                     yield (X if mask.all() else X[mask]), y[index[mask]]
     return gen
@@ -475,7 +500,7 @@ class StreamedFit:
 def fit_streamed(spec, solver_options: dict[str, Any], maps: Sequence, y: np.ndarray, rows: np.ndarray, *,
                  reference_energy: float = 0.0, chunk: int = 64, chunk_rows: int = 4096, progress: bool = False,
                  totals: np.ndarray | None = None, forces: Sequence[np.ndarray | None] | None = None,
-                 force_noise: float = 0.1) -> StreamedFit:
+                 force_noise: float = 0.1, weights: np.ndarray | None = None) -> StreamedFit:
     """Fit a sparse GPR (``solver_options``: :class:`~ase_cggpr.regression.SparseGPR` options) on ``spec``'s SOAP
     vectors of the environments ``rows`` of ``maps`` without ever holding their N x D descriptors: ``chunk``
     structures (at most ``chunk_rows`` environments unless one structure has more) are described at a time, twice
@@ -489,7 +514,16 @@ def fit_streamed(spec, solver_options: dict[str, Any], maps: Sequence, y: np.nda
     sum-of-local-energies rows of :meth:`Accumulator.add_totals`, each total less ``reference_energy`` per
     site. The inducing environments are drawn as for local labels. ``forces`` (with ``totals``; atomistic
     models only): per map, its (n_atoms, 3) forces in eV/Å or None, added as gradient rows with noise
-    ``force_noise`` eV/Å per component (:meth:`Accumulator.add_forces`)."""
+    ``force_noise`` eV/Å per component (:meth:`Accumulator.add_forces`). ``weights`` (one per environment, like
+    ``y``; local labels only): each environment's weight, its noise variance ``noise^2 / w`` (w = 16: as if it
+    were repeated 16 times, for the cost of one row; the inducing sample is unweighted)."""
+    if weights is not None:
+        if totals is not None:
+            raise ModelError("per-environment weights are for local labels, not totals")
+        weights = np.asarray(weights, dtype=float)
+        if weights.shape != np.shape(y) or not (np.isfinite(weights).all() and (weights > 0).all()):
+            raise ModelError(f"need one finite positive weight per environment ({np.shape(y)[0]}), got "
+                             f"shape {weights.shape}")
     options = {k: v for k, v in solver_options.items() if k in _SPARSE_OPTIONS}
     unknown = sorted(set(solver_options) - set(_SPARSE_OPTIONS))
     if unknown:
@@ -529,7 +563,7 @@ def fit_streamed(spec, solver_options: dict[str, Any], maps: Sequence, y: np.nda
 
         if totals is None:
             stream = map_chunks(describe, maps, y_shifted, rows, structures=owners, chunk=chunk,
-                                chunk_rows=chunk_rows)
+                                chunk_rows=chunk_rows, weights=weights)
         else:
             shifted = np.asarray(totals, dtype=float) - reference_energy * counts
             stream = total_chunks(describe, maps, shifted, chunk=chunk, chunk_rows=chunk_rows)

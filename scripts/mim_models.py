@@ -24,12 +24,15 @@ Steps:
    trains both on the same split and keeps the lower held-out mIm per-framework RMSE. Measured on 5 held-out
    splits at 91 nets (``scripts/mim_study.py``): the centre of mass is worse on every recipe (mean per-framework
    RMSE 87-99 vs 62-77 meV per Zn, Spearman 0.43-0.61 vs 0.68-0.71): the ring centroid is kept.
-4. **Models** (the shipped recipes: ``rd-shifted+relaxed`` for AB2, ``all`` for atomistic; the validated model is
-   the one kept, as for the shipped models). The training set is built per linker (:func:`linker_training_set`):
+4. **Models** (the shipped recipes: ``rd-shifted+relaxed`` for AB2, ``rd+none+relaxed`` for atomistic, whose mIm
+   ``none`` frame is its relaxed frame and is kept once; the validated model is the one kept, as for the shipped
+   models). The training set is built per linker (:func:`linker_training_set`):
    Im r-d labels lowered by their net's Im linker-relaxation shift, mIm r-d labels by the same net's Im shift
    (``--mim-rd-shift im``: the mIm build has no ideal-linker frame; unshifted they bias the relaxed mIm
-   predictions by about +50 meV per Zn), relaxed frames repeated ``--relaxed-weight`` (16) times (mean held-out
-   mIm RMSE 77 -> 65 meV per Zn over 5 splits). Held-out table per linker (relaxed frameworks RMSE per Zn, |mean
+   predictions by about +50 meV per Zn), relaxed frames weighted ``--relaxed-weight`` (16; their noise divided
+   by its square root, exactly what repeating them did, at the cost of one copy: per-row weights of
+   :mod:`ase_cggpr.streaming`; mean held-out mIm RMSE 77 -> 65 meV per Zn over 5 splits at 91 nets).
+   Held-out table per linker (relaxed frameworks RMSE per Zn, |mean
    error|, Spearman; targets <= 25 meV, <= 10 meV, >= 0.9); on pure Im input the same held-out Im frames also
    with an Im-only model of the same recipe and split, and with the shipped Im model.
 5. **ZIF-8** (``ase_cggpr/data/real_zifs/zif8_mofff_relaxed.extxyz`` / ``zif8_mofff_reference.json``, made by
@@ -177,20 +180,24 @@ def meets(row: dict) -> dict[str, bool]:
             "relaxed Spearman >= 0.9": r.get("spearman", -1.0) >= TARGETS["spearman"]}
 
 
-def linker_training_set(frames: list, all_frames: list, args, recipe: str) -> tuple[list, list]:
-    """(frames, labels in eV) of the recipe, built per linker: each linker's r-d labels lowered by its own
+def linker_training_set(frames: list, all_frames: list, args, recipe: str) -> tuple[list, list, list]:
+    """(frames, labels in eV, weights) of the recipe, built per linker: each linker's r-d labels lowered by its own
     linker-relaxation shift (:func:`ase_cggpr.recipes.linker_relaxation_shift` keys nets by name, so one call on
     Im + mIm frames of the same nets would give every net the Im shift). The mIm build has no ideal-linker frame
     (its ``d`` frame is the relaxation, shift 0): ``--mim-rd-shift im`` lowers a mIm r-d label by the same net's Im
-    shift (the closest measured estimate of what its linkers would gain by relaxing), ``none`` leaves it. Relaxed
-    frames are repeated ``--relaxed-weight`` times (the same as dividing their noise by its square root).
+    shift (the closest measured estimate of what its linkers would gain by relaxing), ``none`` leaves it. A mIm
+    ``none`` frame is its ``relaxed`` frame (the same atoms): a recipe with both keeps it once, as relaxed.
+    Relaxed frames get the weight ``--relaxed-weight`` (their noise divided by its square root: what repeating them
+    that many times did, for the cost of one; ``ase_cggpr.streaming``), every other frame 1.
     ``all_frames``: every frame (the shifts come from each net's own none and relaxed frames)."""
     from ase_cggpr import recipes
 
     im_shift = recipes.linker_relaxation_shift([a for a in all_frames if linker_of(a) == "Im"])
+    kinds = recipes.RECIPE_KINDS[recipe]
     tr, labels = [], []
     for linker in ("mIm", "Im"):
-        chosen = [a for a in frames if linker_of(a) == linker]
+        chosen = [a for a in frames if linker_of(a) == linker
+                  and not (linker == "mIm" and a.info["kind"] == "none" and "relaxed" in kinds)]
         if not chosen:
             continue
         shifts = im_shift if linker == "Im" or args.mim_rd_shift == "im" else \
@@ -198,11 +205,8 @@ def linker_training_set(frames: list, all_frames: list, args, recipe: str) -> tu
         t, y = recipes.training_set(chosen, recipe, shifts, n_rd=args.n_rd, seed=args.seed)
         tr += t
         labels += y
-    relaxed = [(a, y) for a, y in zip(tr, labels, strict=True) if a.info["kind"] == "relaxed"]
-    for _ in range(int(args.relaxed_weight) - 1):
-        tr += [a for a, _ in relaxed]
-        labels += [y for _, y in relaxed]
-    return tr, labels
+    weights = [float(args.relaxed_weight) if a.info["kind"] == "relaxed" else 1.0 for a in tr]
+    return tr, labels, weights
 
 
 def fit_split(frames: list, rep: str, args) -> tuple:
@@ -210,9 +214,16 @@ def fit_split(frames: list, rep: str, args) -> tuple:
     from ase_cggpr import recipes
 
     held, train, test = recipes.held_out_split(frames, rep, args.n_held, args.seed)
-    tr, labels = linker_training_set(train, frames, args, args.recipe)
-    model = recipes.fit(rep, tr, labels, inducing=args.inducing, seed=args.seed)
+    test = recipes.subsample_rattled(test, args.n_test_rd, args.seed)
+    tr, labels, weights = linker_training_set(train, frames, args, args.recipe)
+    model = recipes.fit(rep, tr, labels, inducing=args.inducing, seed=args.seed, basis=basis_of(args),
+                        weights=weights, progress=args.progress)
     return model, held, test
+
+
+def basis_of(args) -> dict | None:
+    """The model spec options given on the command line (``--noise``, eV)."""
+    return None if args.noise is None else {"noise": args.noise}
 
 
 def train_validated(frames: list, rep: str, args) -> tuple:
@@ -226,15 +237,15 @@ def train_validated(frames: list, rep: str, args) -> tuple:
     metrics, maps, _, _ = recipes.evaluate(model, test)
     calibration = calibrate(model, maps, [recipes.site_labels(a) for a in test]).to_dict()
     model.calibration_ = calibration
-    tr, _ = linker_training_set([a for a in frames if a.info["framework_type"] not in held], frames, args,
-                                args.recipe)
+    tr, _, _ = linker_training_set([a for a in frames if a.info["framework_type"] not in held], frames, args,
+                                   args.recipe)
     unique = list({id(a): a for a in tr}.values())
     model.training_.update(
         recipe=args.recipe, linker_shifts=f"per linker; mIm r-d: {args.mim_rd_shift}",
-        relaxed_weight=int(args.relaxed_weight), frame_kinds=sorted({a.info["kind"] for a in unique}),
+        relaxed_weight=float(args.relaxed_weight), frame_kinds=sorted({a.info["kind"] for a in unique}),
         rattle_levels=sorted({a.info["rattle"] for a in unique}), nets=len({a.info["net"] for a in unique}),
         framework_types=len({a.info["framework_type"] for a in unique}), frames=len(unique),
-        held_out_validation={"framework_types": len(held), "seed": args.seed, "n_test_rd": None,
+        held_out_validation={"framework_types": len(held), "seed": args.seed, "n_test_rd": args.n_test_rd,
                              "nets": sorted({a.info["net"] for a in test}), "metrics": metrics,
                              "model": "this model"})
     return model, test, calibration
@@ -282,7 +293,8 @@ def print_table(name: str, table: dict) -> None:
         for kind, m in rows.items():
             extra = (f"; per framework RMSE {1000 * m['rmse_per_framework']:.1f}, median |err| "
                      f"{1000 * m['median_abs_per_framework']:.1f}, Spearman {m['spearman']:.3f}, worst "
-                     f"{m['worst_framework']} {1000 * m['worst_framework_error']:.0f}" if "spearman" in m else "")
+                     f"{m['worst_framework']} {1000 * m['worst_framework_error']:.0f}" if "rmse_per_framework" in m
+                     else f"; Spearman {m['spearman']:.3f}" if "spearman" in m else "")
             print(f"  {name:22s} {linker:3s} {kind:8s} {m['frames']:4d} frames {m['environments']:6d} Zn: RMSE "
                   f"{1000 * m['rmse']:.1f} meV, mean error {1000 * m['bias']:+.1f}{extra}", flush=True)
 
@@ -316,8 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inducing", type=int, default=1000)
     parser.add_argument("--n-held", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--relaxed-weight", type=int, default=16,
-                        help="repeat each relaxed training frame this many times (its noise / sqrt(W))")
+    parser.add_argument("--relaxed-weight", type=float, default=16,
+                        help="weight of each relaxed training frame (its noise / sqrt(W), as W repeats)")
+    parser.add_argument("--noise", type=float, default=None, help="GPR noise, eV (default: the spec's 0.2)")
+    parser.add_argument("--n-test-rd", type=int, default=None,
+                        help="evaluate on about this many held-out r-d and d-r environments each (default: all)")
+    parser.add_argument("--skip-im-only", action="store_true",
+                        help="skip the Im-only comparison model (saves one fit)")
+    parser.add_argument("--progress", action="store_true")
     parser.add_argument("--mim-rd-shift", choices=["im", "none"], default="im",
                         help="lower mIm r-d labels by the same net's Im linker-relaxation shift (im) or not")
     parser.add_argument("--bead", choices=["study", "ring", "mass"], default="ring",
@@ -347,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"stored_nets": len(names), "build_seconds": round(t_build), "models": {}}
     recipe_given = args.recipe
     for rep in args.rep:
-        args.recipe = recipe_given or ("all" if rep == "atomistic" else "rd-shifted+relaxed")
+        args.recipe = recipe_given or ("rd+none+relaxed" if rep == "atomistic" else "rd-shifted+relaxed")
         t = time.perf_counter()
         try:
             mim = read_mim_frames(build, rep)
@@ -392,16 +410,18 @@ def main(argv: list[str] | None = None) -> int:
         # pure Im input: an Im-only model of the same recipe and split, and the shipped Im model
         t = time.perf_counter()
         held_types = recipes.split_types(frames, args.n_held, args.seed)
-        tr, labels = linker_training_set([a for a in im if a.info["framework_type"] not in held_types], im, args,
-                                         args.recipe)
-        im_only = recipes.fit(rep, tr, labels, inducing=args.inducing, seed=args.seed)
         im_test = [a for a in test if linker_of(a) == "Im"]
-        entry["im_only_model"] = {"Im": recipes.evaluate(im_only, im_test)[0]}
+        if not args.skip_im_only:
+            tr, labels, weights = linker_training_set(
+                [a for a in im if a.info["framework_type"] not in held_types], im, args, args.recipe)
+            im_only = recipes.fit(rep, tr, labels, inducing=args.inducing, seed=args.seed, basis=basis_of(args),
+                                  weights=weights)
+            entry["im_only_model"] = {"Im": recipes.evaluate(im_only, im_test)[0]}
+            print_table(f"Im-only ({rep})", entry["im_only_model"])
         shipped = CGGPRModel.load(ROOT / "ase_cggpr" / "models" / f"{rep}.npz")
         entry["shipped_im_model"] = {"Im": recipes.evaluate(shipped, im_test)[0]}
         shipped_held = set(shipped.training_.get("held_out_validation", {}).get("nets", []))
         entry["shipped_im_model_saw"] = sorted({a.info["net"] for a in im_test} - shipped_held)
-        print_table(f"Im-only ({rep})", entry["im_only_model"])
         print_table(f"shipped {rep}", entry["shipped_im_model"])
         print(f"  (the shipped {rep} was trained on {len(entry['shipped_im_model_saw'])} of these held-out Im nets; "
               f"{time.perf_counter() - t:.0f} s)", flush=True)

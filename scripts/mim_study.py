@@ -14,6 +14,11 @@ frames, not from the package's reservoir), so a chosen recipe is then trained an
 
     python scripts/mim_study.py prepare --build RUN/build --im-build runs/full --centre ring -o RUN/cache_ring.npz
     python scripts/mim_study.py study RUN/cache_ring.npz -o RUN/study_ring.json
+    python scripts/mim_study.py spread RUN/cache_ring.npz --study RUN/study_ring.json   # same-type spread
+
+``prepare --rep atomistic`` does the same for the atomistic model (Zn-centred SOAP of the relaxed, Im none and r-d
+frames; labels unshifted: recipe ``rd+none+relaxed``), ``--rd-share`` thinning the r-d frames. ZIF-8 (MOF-FF
+relaxed, ``ase_cggpr/data/real_zifs``) is kept as a test-only frame: every fit predicts it.
 """
 
 from __future__ import annotations
@@ -30,17 +35,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-def prepare(args) -> None:
-    """Describe the relaxed and r-d frames of both linkers; save labels, metadata and dot products (float32)."""
-    from ase.io import iread
-    from mim_models import mass_centred, read_im_frames, read_mim_frames
+def read_study_frames(args) -> list:
+    """The relaxed and r-d frames of both linkers (atomistic: also the Im ``none`` frames; a mIm ``d`` frame is its
+    relaxation, kept once as ``relaxed``), r-d frames thinned to ``--rd-share`` (seeded, whole frames), and the
+    extra test-only frames (``info['extra']``: ZIF-8 relaxed with MOF-FF, for ``--rep atomistic`` or ring beads)."""
+    from ase.io import iread, read
+    from mim_models import REAL_ZIFS, mass_centred, read_im_frames, read_mim_frames
 
     from ase_cggpr import recipes
-    from ase_cggpr.model import CGGPRModel
 
-    t0 = time.perf_counter()
-    if args.centre == "ring":
-        mim = read_mim_frames(args.build, "AB2")
+    if args.rep == "atomistic" or args.centre == "ring":
+        mim = read_mim_frames(args.build, args.rep)
     else:
         atomistic = [a for a in iread(args.build / "atomistic.extxyz", index=":") if a.info.get("order") != "d-r"]
         relaxed = []
@@ -51,26 +56,59 @@ def prepare(args) -> None:
                 relaxed.append(r)
         mim = recipes.prepare_frames(mass_centred(recipes.prepare_frames(atomistic + relaxed)))
     nets = sorted({a.info["net"] for a in mim})
-    im = read_im_frames(args.im_build, nets, "AB2")
-    frames = mim + im
-    shifts = {}
+    im = read_im_frames(args.im_build, nets, args.rep)
     for linker, fr in (("mIm", mim), ("Im", im)):
         for net, d in recipes.linker_relaxation_shift(fr).items():
-            shifts[(linker, net)] = d
-    frames = [a for a in frames if a.info["kind"] in ("relaxed", "r-d")]
+            args.shifts[(linker, net)] = d
+    kinds = {"Im": {"relaxed", "r-d", "none"} if args.rep == "atomistic" else {"relaxed", "r-d"},
+             "mIm": {"relaxed", "r-d"}}
+    frames = [a for a in mim if a.info["kind"] in kinds["mIm"]] + [a for a in im if a.info["kind"] in kinds["Im"]]
+    if args.rd_share < 1:
+        rng = np.random.default_rng([args.seed, 5])
+        frames = [a for a in frames if a.info["kind"] != "r-d" or rng.random() < args.rd_share]
+    if args.rep == "atomistic" or args.centre == "ring":
+        zif8 = read(REAL_ZIFS / "zif8_mofff_relaxed.extxyz")
+        if args.rep != "atomistic":
+            from ase_cggpr.beads import coarse_grain
+
+            cg = coarse_grain(zif8, "AB2").structure
+            e = np.full(len(cg), np.nan)
+            e[: int(np.sum(zif8.numbers == 30))] = zif8.arrays["e_local"][zif8.numbers == 30]
+            cg.info = dict(zif8.info)
+            cg.arrays["e_local"] = e
+            zif8 = cg
+        zif8.info.update(net="ZIF-8", order="relaxed", rattle="relaxed", framework_type="ZIF-8", extra=True)
+        frames += recipes.prepare_frames([zif8])
+    return frames
+
+
+def prepare(args) -> None:
+    """Describe the study's frames (:func:`read_study_frames`); save labels, metadata and dot products (float32)
+    with a seeded pool of candidate inducing environments (drawn from non-extra frames)."""
+    from ase_cggpr.model import CGGPRModel
+    from ase_cggpr.recipes import site_labels
+
+    t0 = time.perf_counter()
+    args.shifts = {}
+    frames = read_study_frames(args)
+    shifts = args.shifts
     print(f"{len(frames)} frames read in {time.perf_counter() - t0:.0f} s", flush=True)
     basis = {k: v for k, v in (("cutoff", args.cutoff), ("atom_sigma", args.atom_sigma)) if v is not None}
-    model = CGGPRModel(representation="AB2", **basis)
+    model = CGGPRModel(representation=args.rep, **basis)
     maps = [model.bead_map(a, name=f"{a.info['net']}/{a.info['kind']}") for a in frames]
     model._training_species_of(maps)
     meta: dict[str, list] = {k: [] for k in ("frame", "label", "shifted")}
-    finfo: dict[str, list] = {k: [] for k in ("net", "type", "linker", "kind", "converged", "n_zn", "rattle")}
+    finfo: dict[str, list] = {k: [] for k in ("net", "type", "linker", "kind", "converged", "n_zn", "rattle",
+                                              "extra")}
     for k, a in enumerate(frames):
-        y = recipes.site_labels(a)
+        y = site_labels(a)
         linker = str(a.info.get("linker", "Im"))
         delta = shifts.get((linker, a.info["net"]))
-        shifted = y - delta if a.info["kind"] == "r-d" and delta is not None and delta.shape == y.shape else \
-            (y if a.info["kind"] == "relaxed" else np.full_like(y, np.nan))
+        if args.rep == "atomistic":  # each frame's label is the energy of its own atoms: nothing to shift
+            shifted = y
+        else:
+            shifted = y - delta if a.info["kind"] == "r-d" and delta is not None and delta.shape == y.shape else \
+                (y if a.info["kind"] == "relaxed" else np.full_like(y, np.nan))
         meta["frame"].append(np.full(len(y), k))
         meta["label"].append(y)
         meta["shifted"].append(shifted)
@@ -81,10 +119,12 @@ def prepare(args) -> None:
         finfo["converged"].append(bool(a.info.get("relax_converged", True)))
         finfo["n_zn"].append(len(y))
         finfo["rattle"].append(str(a.info.get("rattle", "")))
+        finfo["extra"].append(bool(a.info.get("extra", False)))
     counts = np.array([len(m.centre_indices) for m in maps])
     starts = np.concatenate([[0], np.cumsum(counts)])
     rng = np.random.default_rng([args.seed, 33])
-    pool_frames = np.sort(rng.choice(len(frames), size=min(args.pool_frames, len(frames)), replace=False))
+    regular = np.flatnonzero(~np.array(finfo["extra"]))
+    pool_frames = np.sort(rng.choice(regular, size=min(args.pool_frames, len(regular)), replace=False))
     rows = np.concatenate([np.arange(starts[f], starts[f + 1]) for f in pool_frames])
     pool = np.sort(rng.choice(rows, size=min(args.pool, len(rows)), replace=False))
     t = time.perf_counter()
@@ -135,7 +175,8 @@ class Cache:
         """The package's split (:func:`ase_cggpr.recipes.split_types` on the union of framework types)."""
         from ase_cggpr.io import held_out_groups
 
-        types = sorted(set(self.f["type"].tolist()))
+        extra = self.f["extra"] if "extra" in self.f else np.zeros(len(self.f["type"]), dtype=bool)
+        types = sorted(set(self.f["type"][~extra].tolist()))
         return set(held_out_groups(types, min(n_held, len(types) // 5), seed=seed).tolist())
 
 
@@ -156,8 +197,9 @@ def fit_eval(c: Cache, held: set[str], *, noise: float = 0.2, relaxed_weight: fl
     from ase_cggpr.regression.selection import farthest_point_sampling
 
     f = c.f
-    is_held = np.isin(f["type"], list(held))
-    ok_frame = ~is_held & ~np.isin(f["net"], list(exclude_nets)) & np.isin(f["linker"], train_linkers)
+    extra = f["extra"] if "extra" in f else np.zeros(len(f["type"]), dtype=bool)
+    is_held = np.isin(f["type"], list(held)) & ~extra
+    ok_frame = ~is_held & ~extra & ~np.isin(f["net"], list(exclude_nets)) & np.isin(f["linker"], train_linkers)
     if rd_levels is not None:
         ok_frame &= (f["kind"] == "relaxed") | np.isin(f["rattle"], list(rd_levels))
     if im_share < 1:
@@ -231,7 +273,32 @@ def fit_eval(c: Cache, held: set[str], *, noise: float = 0.2, relaxed_weight: fl
         out[linker] = {"n": len(fr), "rmse": float(np.sqrt(np.mean(err**2))), "bias": float(err.mean()),
                        "spearman": float(spearmanr(pred, true).statistic)}
     out["per_net"] = per_net
+    named = {}  # ZIF-8 (an extra frame) and the sod / dia nets, whether held out or not: (predicted, MOF-FF) eV/Zn
+    for k in np.flatnonzero((f["kind"] == "relaxed") & (f["linker"] == "mIm")
+                            & np.isin(f["net"], list(NAMED))):
+        r = np.flatnonzero(c.frame == k)
+        named[str(f["net"][k])] = (float((mean + kernel(c.dots[r][:, S]) @ alpha).mean()), float(c.label[r].mean()))
+    out["named"] = named
     return out
+
+
+#: The frames :func:`fit_eval` always predicts: ZIF-8 (MOF-FF relaxed; an extra frame), the build's SOD net and the
+#: converged dia net.
+NAMED = ("ZIF-8", "SOD", "ZIFs:46_XASGON")
+
+
+def named_summary(rows: list[dict]) -> str:
+    """ZIF-8's error and dia - ZIF-8 (meV per Zn; model vs MOF-FF), mean over the rows (splits)."""
+    out = []
+    z = [1000 * (r["named"]["ZIF-8"][0] - r["named"]["ZIF-8"][1]) for r in rows if "ZIF-8" in r.get("named", {})]
+    if z:
+        out.append(f"ZIF-8 err {np.mean(z):+.1f} [{min(z):+.0f}..{max(z):+.0f}]")
+    gaps = [(1000 * (r["named"]["ZIFs:46_XASGON"][0] - r["named"]["ZIF-8"][0]),
+             1000 * (r["named"]["ZIFs:46_XASGON"][1] - r["named"]["ZIF-8"][1])) for r in rows
+            if {"ZIF-8", "ZIFs:46_XASGON"} <= set(r.get("named", {}))]
+    if gaps:
+        out.append(f"dia-ZIF8 {np.mean([g[0] for g in gaps]):+.0f} (MOF-FF {gaps[0][1]:+.0f})")
+    return "; ".join(out)
 
 
 def summary(rows: list[dict], linker: str = "mIm") -> str:
@@ -301,11 +368,66 @@ def study(args) -> None:
         for seed in args.seeds:
             held = c.split(seed)
             rows.append(fit_eval(c, held, seed=seed, **opts) | {"seed": seed, "held_types": sorted(held)})
-        line = f"{name:18s} {summary(rows)} | {summary(rows, 'Im')} ({time.perf_counter() - t:.0f} s)"
+        line = (f"{name:18s} {summary(rows)} | {summary(rows, 'Im')} | {named_summary(rows)} "
+                f"({time.perf_counter() - t:.0f} s)")
         print(line, flush=True)
         report["variants"][name] = {"options": {k: (sorted(v) if isinstance(v, set) else v) for k, v in opts.items()},
                                     "rows": rows, "line": line}
         args.output.write_text(json.dumps(report, indent=1))
+
+
+def spread(args) -> None:
+    """Nets of one framework type: the spread of their relaxed energies per Zn per linker (meV; std and range), and,
+    with ``--study`` (a study report), how much of the held-out mIm per-framework error is within-type (each
+    type's mean error removed): the part a model that sees only what nets of one type share cannot remove."""
+    c = Cache(args.cache)
+    f = c.f
+    energy = {}
+    for k in np.flatnonzero(f["kind"] == "relaxed"):
+        if "extra" in f and f["extra"][k]:
+            continue
+        energy[(str(f["linker"][k]), str(f["net"][k]))] = float(c.label[c.frame == k].mean())
+    nets_of: dict[str, list[str]] = {}
+    for k in np.flatnonzero((f["kind"] == "relaxed") & (f["linker"] == "mIm")):
+        nets_of.setdefault(str(f["type"][k]), []).append(str(f["net"][k]))
+    report: dict = {"types": {}}
+    for t, nets in sorted(nets_of.items(), key=lambda kv: -len(kv[1])):
+        if len(nets) < 2:
+            continue
+        row = {"nets": len(nets)}
+        for linker in ("Im", "mIm"):
+            e = np.array([energy[(linker, n)] for n in nets if (linker, n) in energy])
+            if len(e) > 1:
+                row[linker] = {"n": len(e), "std_meV": 1000 * float(e.std()), "range_meV": 1000 * float(np.ptp(e))}
+        report["types"][t] = row
+        row["example_nets"] = sorted(nets)[:3]
+        print(f"{t:12s} {len(nets):2d} nets (e.g. {', '.join(sorted(nets)[:2])}): " + "; ".join(
+            f"{lk} std {row[lk]['std_meV']:5.1f} range {row[lk]['range_meV']:5.1f} meV" for lk in ("Im", "mIm")
+            if lk in row), flush=True)
+    if args.study is not None:
+        study = json.loads(args.study.read_text())
+        for name, v in study["variants"].items():
+            total, within, truth = [], [], []
+            for r in v["rows"]:
+                err = {n.split(":", 1)[1]: e for n, e in r["per_net"].items() if n.startswith("mIm:")}
+                by_type: dict[str, list[tuple[float, float]]] = {}
+                for k in np.flatnonzero((f["kind"] == "relaxed") & (f["linker"] == "mIm")):
+                    if str(f["net"][k]) in err:
+                        by_type.setdefault(str(f["type"][k]), []).append(
+                            (err[str(f["net"][k])], energy[("mIm", str(f["net"][k]))]))
+                groups = [np.array(v_) for v_ in by_type.values()]
+                n = sum(len(g) for g in groups)
+                total.append(float(np.sqrt(sum(np.sum(g[:, 0] ** 2) for g in groups) / n)))
+                within.append(float(np.sqrt(sum(np.sum((g[:, 0] - g[:, 0].mean()) ** 2) for g in groups) / n)))
+                truth.append(float(np.sqrt(sum(np.sum((g[:, 1] - g[:, 1].mean()) ** 2) for g in groups) / n)))
+            report[name] = {"rmse_meV": 1000 * np.array(total), "within_type_error_meV": 1000 * np.array(within),
+                            "within_type_spread_meV": 1000 * np.array(truth)}
+            print(f"{name}: held-out mIm RMSE {1000 * np.mean(total):.1f} meV per Zn, of it within-type "
+                  f"{1000 * np.mean(within):.1f}; MOF-FF's own within-type spread of those nets "
+                  f"{1000 * np.mean(truth):.1f} (each sqrt(sum over types of squares / N), mean over splits)",
+                  flush=True)
+    if args.output is not None:
+        args.output.write_text(json.dumps(report, indent=1, default=lambda a: np.asarray(a).tolist()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build", type=Path, required=True, help="labelled mIm build folder (mim_models.py OUT/build)")
     p.add_argument("--im-build", type=Path, required=True)
     p.add_argument("--centre", choices=["ring", "mass"], default="ring")
+    p.add_argument("--rep", choices=["AB2", "atomistic"], default="AB2")
+    p.add_argument("--rd-share", type=float, default=1.0, help="keep this share of the r-d frames (seeded)")
     p.add_argument("--pool", type=int, default=3000, help="candidate inducing environments")
     p.add_argument("--pool-frames", type=int, default=600, help="frames the pool is drawn from")
     p.add_argument("--chunk", type=int, default=64)
@@ -328,8 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--variants", nargs="*", default=None)
     s.add_argument("--im-build", type=Path, default=None, help="for the mim_shift=im variants")
     s.add_argument("-o", "--output", type=Path, required=True)
+    d = sub.add_parser("spread")
+    d.add_argument("cache", type=Path)
+    d.add_argument("--study", type=Path, default=None, help="a study report: split its errors within / between types")
+    d.add_argument("-o", "--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    prepare(args) if args.command == "prepare" else study(args)
+    {"prepare": prepare, "study": study, "spread": spread}[args.command](args)
     return 0
 
 

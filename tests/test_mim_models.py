@@ -123,7 +123,7 @@ def test_training_labels_are_shifted_per_linker_and_relaxed_frames_weighted():
     """``scripts/mim_models.py`` builds the training set per linker: a net's Im and mIm frames share its name, and
     one ``linker_relaxation_shift`` call on both would give every mIm *and* Im r-d label whichever linker came
     last. Im r-d labels: their own shift; mIm r-d labels: the same net's Im shift (``--mim-rd-shift im``) or none
-    (``none``: the mIm build's d frame is its relaxation, shift 0); relaxed frames repeated ``--relaxed-weight``."""
+    (``none``: the mIm build's d frame is its relaxation, shift 0); relaxed frames weighted ``--relaxed-weight``."""
     import argparse
     import importlib.util
 
@@ -151,12 +151,18 @@ def test_training_labels_are_shifted_per_linker_and_relaxed_frames_weighted():
     raw = {id(a): recipes.site_labels(a) for a in frames}
     for shift, weight in (("im", 1), ("none", 3)):
         args = argparse.Namespace(mim_rd_shift=shift, relaxed_weight=weight, n_rd=None, seed=0)
-        tr, labels = mim_models.linker_training_set(frames, frames, args, "rd-shifted+relaxed")
+        tr, labels, weights = mim_models.linker_training_set(frames, frames, args, "rd-shifted+relaxed")
         rd = [(a, y) for a, y in zip(tr, labels, strict=True) if a.info["kind"] == "r-d"]
         assert len(rd) == sum(a.info["kind"] == "r-d" for a in frames) > 0
         for a, y in rd:
             lowered = 0.05 if mim_models.linker_of(a) == "Im" or shift == "im" else 0.0
             assert np.allclose(raw[id(a)] - y, lowered, atol=1e-9)
-        assert sum(a.info["kind"] == "relaxed" for a in tr) == weight * 2 * len(nets)
+        assert sum(a.info["kind"] == "relaxed" for a in tr) == 2 * len(nets)  # each once, weighted
+        assert [w for a, w in zip(tr, weights, strict=True) if a.info["kind"] == "relaxed"] == [weight] * 2 * len(nets)
+        assert all(w == 1 for a, w in zip(tr, weights, strict=True) if a.info["kind"] != "relaxed")
+    # the atomistic recipe: a mIm none frame is its relaxed frame (same atoms), kept once, as relaxed
+    tr, _, weights = mim_models.linker_training_set(frames, frames, args, "rd+none+relaxed")
+    kinds = {(mim_models.linker_of(a), a.info["kind"]) for a in tr}
+    assert ("mIm", "none") not in kinds and {("Im", "none"), ("mIm", "relaxed"), ("mIm", "r-d")} <= kinds
     # the collision a single call makes: every net gets the last linker's (Im) shift, mIm r-d included
     assert all(np.allclose(d, 0.05) for d in recipes.linker_relaxation_shift(frames).values())

@@ -145,3 +145,42 @@ def test_map_chunks_bound_environments_per_chunk(ab2):
     assert all(len(c[0]) <= max(100, largest) for c in chunks)
     np.testing.assert_array_equal(np.vstack([c[0] for c in chunks]), X[rows])
     np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), y[rows])
+
+
+def test_row_weights_equal_repeated_rows(ab2):
+    """A row of weight w (noise variance noise^2 / w) is exactly w copies of it, for the cost of one row: the
+    same inducing environments (drawn from the unrepeated rows), the same alpha, mean and variance; through the
+    model, per-structure weights equal repeating the structure's map."""
+    model, frames, maps, X, y = ab2
+    w = np.where(np.arange(len(y)) % 5 == 0, 3.0, 1.0)
+    repeated = np.repeat(np.arange(len(y)), w.astype(int))
+    common = dict(n_inducing=40, seed=1, block_size=97, reservoir=len(y), sample=array_chunks(X, y, rows=200))
+
+    def weighted_chunks():
+        for start in range(0, len(y), 211):
+            yield X[start:start + 211], y[start:start + 211], w[start:start + 211]
+
+    a = fit_sparse_stream(weighted_chunks, **common)
+    b = fit_sparse_stream(array_chunks(X[repeated], y[repeated], rows=300), **common)
+    np.testing.assert_array_equal(a.Z_, b.Z_)
+    assert a.mean_ == pytest.approx(b.mean_, abs=1e-12) and a.mean_ != pytest.approx(y.mean(), abs=1e-6)
+    test = X[::7]
+    (ma, sa), (mb, sb) = a.predict(test, return_std=True), b.predict(test, return_std=True)
+    assert np.abs(ma - mb).max() < 1e-9 and np.abs(sa - sb).max() < 1e-9
+    assert np.abs(ma - fit_sparse_stream(array_chunks(X, y, rows=300), **common).predict(test)).max() > 1e-4
+    with pytest.raises(ModelError, match="weights"):
+        fit_sparse_stream(lambda: iter([(X[:10], y[:10], -np.ones(10))]), n_inducing=5)
+    # model.fit_maps: per-structure weights reach the solver (its mean is the weighted label mean, as with repeats)
+    labels = [a.arrays["e_local"][a.symbols == "Si"] for a in frames]
+    fw = [2.0 if k % 3 == 0 else 1.0 for k in range(len(maps))]
+    options = {"solver": "sparse", "solver_options": {"n_inducing": 30, "seed": 0}}
+    weighted = CGGPRModel(ModelSpec(representation="AB2", **SMALL), **options).fit_maps(maps, labels, weights=fw)
+    plain = CGGPRModel(ModelSpec(representation="AB2", **SMALL), **options).fit_maps(maps, labels)
+    per_site = np.concatenate([np.full(len(y_), f) for y_, f in zip(labels, fw, strict=True)])
+    flat = np.concatenate(labels) - weighted.reference_energy
+    assert weighted.regressor_.mean_ == pytest.approx(per_site @ flat / per_site.sum(), abs=1e-12)
+    assert plain.regressor_.mean_ == pytest.approx(flat.mean(), abs=1e-12)
+    np.testing.assert_array_equal(weighted.regressor_.Z_, plain.regressor_.Z_)  # the sample is unweighted
+    assert weighted.training_["weights"]["max"] == 2.0 and "weights" not in plain.training_
+    with pytest.raises(ModelError, match="one weight per structure"):
+        CGGPRModel(ModelSpec(representation="AB2", **SMALL), **options).fit_maps(maps, labels, weights=[1.0])

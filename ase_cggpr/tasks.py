@@ -862,6 +862,6 @@ def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death
             if running:
                 with contextlib.suppress(Exception):
                     client.cancel(list(running))
-            if shared is not None:
+            if shared is not None:  # released (not cancelled: the scheduler's answer would find the client closed)
                 with contextlib.suppress(Exception):
-                    client.cancel(shared)
+                    shared.release()

@@ -27,6 +27,11 @@ Guarantees (both backends)
   scheduler reschedules it until it has killed ``distributed.scheduler.allowed-failures`` workers (Dask's
   default: 3; a cluster started by a :class:`Runner` is given :data:`RETRIES`). After that the task's outcome is
   a ``worker died ...`` error (:attr:`Outcome.error`), and the run goes on.
+- Only the task a worker was running is charged with its death. Dask charges a death to every task the worker
+  held (queued ones too): so the queue stays here: at most :data:`PER_THREAD` tasks per worker thread are on the
+  cluster, one after the first worker death of the run; and a task that Dask ends with ``KilledWorker``
+  although it never was a dead worker's only task (its deaths were shared with other tasks: it may never have
+  run) is run again (:class:`_Deaths`).
 - Many local worker deaths in a row (no task finishing between them) mean the workers cannot run at all: the run
   stops with a :class:`~ase_cggpr.errors.CGGPRError`.
 - Ctrl-C (KeyboardInterrupt) or any error in the caller stops the workers (local) or cancels the outstanding
@@ -35,6 +40,7 @@ Guarantees (both backends)
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
@@ -51,6 +57,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing.connection import wait
 from typing import Any
@@ -72,8 +79,12 @@ CHUNK_SECONDS = 1.0
 MAX_CHUNK = 64
 #: Seconds to wait for a Dask scheduler (its scheduler file to appear, then the connection).
 CONNECT_TIMEOUT = 30
-#: Seconds between two counts of a Dask cluster's worker threads (workers join and leave during a run).
-THREADS_REFRESH = 5.0
+#: Seconds between two counts of a Dask cluster's worker threads (workers join and leave during a run), and in
+#: the 10 x THREADS_SOON seconds after a worker died (its replacement joins).
+THREADS_REFRESH, THREADS_SOON = 5.0, 0.5
+#: Tasks per Dask worker thread on the cluster at a time (one running, one waiting on the worker) until a worker
+#: dies during the run; then 1 (see :class:`_Deaths`).
+PER_THREAD = 2
 #: Job schedulers reachable through dask-jobqueue.
 CLUSTERS = ("slurm", "pbs")
 INSTALL_HINT = "pip install 'ase-cggpr[cluster]' (or pip install '.[cluster]' in a checkout)"
@@ -196,6 +207,9 @@ def run_tasks(function: Callable[[Any, Any], Any], tasks: Iterable[Task], runner
     task still has its own outcome. A worker's death is a death for each task of its chunk; a chunk whose
     workers died on every attempt is split, and each of its tasks is run once more alone (on Dask: as often as
     the scheduler allows), so one task that kills its workers does not take the others of its chunk with it.
+    Locally every worker holds one task; on Dask at most two tasks per worker thread are submitted at a time, one
+    after a worker died (the rest wait here), and a task charged only with deaths it shared with other tasks is
+    run again: a death is not charged to the tasks queued on the dead worker (see the module notes).
     """
     runner = as_runner(runner)
     check_chunk_size(chunk_size)
@@ -635,10 +649,12 @@ def _scheduler_file(path: str) -> str:
     return path
 
 
-def _total_threads(client) -> int:
+def _workers(client) -> dict[str, int]:
+    """The cluster's workers: address -> threads (empty if the scheduler cannot say)."""
     with contextlib.suppress(Exception):
-        return sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1)["workers"].values())
-    return 1
+        return {address: int(w.get("nthreads", 1))
+                for address, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+    return {}
 
 
 class _SyncCancelRace(logging.Filter):
@@ -666,8 +682,77 @@ def _quiet_interrupts():
         log.removeFilter(race)
 
 
+class _Deaths:
+    """Worker deaths on the cluster as the scheduler announces them (events pushed to the client, no polling): which
+    of this run's task keys each unexpected death held (the event's ``processing-tasks``), and whether a key was the
+    worker's only task then (it was running: the death is its own) or shared the worker with other tasks (it may
+    have been queued there behind the task that killed it). The events are those of each worker's own topic (its
+    address; subscribed as workers are counted): the scheduler's ``"all"`` topic is not used, as its ``replicate``
+    event (any client's broadcast scatter) holds objects the scheduler cannot send (distributed 2026.11), which
+    breaks the subscriber's connection. The handler runs in the client's event-loop thread, before the dead task's
+    result arrives (one ordered stream)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.lock = threading.Lock()
+        self.changed = False
+        self.topics: set[str] = set()  # the worker addresses subscribed to
+        self.ours: set = set()  # the keys of this run's running tasks
+        self.alone: dict[Any, int] = {}  # our key -> deaths it was the worker's only task
+        self.shared: dict[Any, int] = {}  # our key -> deaths it shared the worker with other tasks
+        self.lost: set = set()  # scattered keys lost with the workers that held them
+        self.died = False  # a worker died holding one of our tasks
+
+    def __call__(self, event) -> None:
+        _, message = event
+        if not isinstance(message, dict) or message.get("action") != "remove-worker":
+            return
+        with self.lock:
+            self.changed = True  # count the workers again (and subscribe to the one that replaces it)
+            self.lost.update(message.get("lost-scattered-tasks") or ())
+            if not message.get("expected"):
+                held = list(message.get("processing-tasks") or ())
+                counts = self.alone if len(held) == 1 else self.shared
+                for key in held:
+                    if key in self.ours:
+                        counts[key] = counts.get(key, 0) + 1
+                        self.died = True
+
+    def follow(self, addresses: Iterable[str]) -> None:
+        """Subscribe to the events of these workers (not yet followed)."""
+        for address in set(addresses) - self.topics:
+            with contextlib.suppress(Exception):
+                self.client.subscribe_topic(address, self)
+                self.topics.add(address)
+
+    def close(self) -> None:
+        for address in self.topics:
+            with contextlib.suppress(Exception):
+                self.client.unsubscribe_topic(address)
+
+    def take_changed(self) -> bool:
+        with self.lock:
+            changed, self.changed = self.changed, False
+            return changed
+
+    def was_lost(self, key) -> bool:
+        with self.lock:
+            return key in self.lost
+
+    def watch(self, key) -> None:
+        with self.lock:
+            self.ours.add(key)
+
+    def pop(self, key) -> tuple[int, int]:
+        """(alone, shared) deaths of ``key``, forgotten here."""
+        with self.lock:
+            self.ours.discard(key)
+            return self.alone.pop(key, 0), self.shared.pop(key, 0)
+
+
 def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death,
               split: Callable[[Task], list[Task]] | None = None) -> Iterator[Outcome]:
+    """Tasks on Dask, a few per worker thread at a time (the queue stays here, see :func:`run_tasks`)."""
     distributed = _import_distributed()
     from distributed.scheduler import KilledWorker
 
@@ -675,68 +760,108 @@ def _dask_run(function, tasks: Iterable[Task], runner: Runner, context, on_death
         if not client.scheduler_info()["workers"]:  # e.g. batch jobs still queued: wait (Ctrl-C stops)
             print(f"waiting for the first Dask worker of {runner.describe()} ...", file=sys.stderr, flush=True)
             client.wait_for_workers(1)
+        deaths_seen = _Deaths(client)  # without its events, every KilledWorker counts as the task's own
         # the context as one object, once per worker (each worker copies it once: _call)
-        shared = client.scatter([context], broadcast=True, hash=False)[0] if context is not None else None
+        def scatter():
+            return client.scatter([context], broadcast=True, hash=False)[0] if context is not None else None
+
+        shared = scatter()
         key = None if shared is None else str(shared.key)
+        scatters = 1
         todo = iter(tasks)
-        running: dict[Any, tuple[Task, int]] = {}  # future -> its task, and the task's worker deaths before it
-        parts: list[tuple[Task, int]] = []  # tasks split from a task whose workers died, to run first
-        # results (or errors) are gathered by the client's event loop as they finish: no round trip per task here
-        pending = distributed.as_completed(with_results=True, raise_errors=False)
+        # future -> its task, the task's deaths before it, its resubmissions after deaths it shared, its context key
+        running: dict[Any, tuple[Task, int, int, str | None]] = {}
+        again: list[tuple[Task, int, int]] = []  # tasks to run (again) first: split parts, shared deaths
+        # tasks as they finish; the freed thread gets its next task before this one's result is fetched
+        pending = distributed.as_completed(raise_errors=False)
         exhausted = False
         try:
-            threads, counted = 1, -float("inf")
+            threads, counted, soon = 1, -float("inf"), -float("inf")
 
             def fill() -> None:
-                nonlocal exhausted, threads, counted
-                if time.monotonic() - counted > THREADS_REFRESH:  # a round trip to the scheduler: not per task
-                    threads, counted = _total_threads(client), time.monotonic()
-                limit = max(4, 4 * threads)  # a few per worker: lazily read inputs
-                while len(running) < limit:
-                    if parts:
-                        task, deaths = parts.pop(0)
+                nonlocal exhausted, threads, counted, soon
+                now = time.monotonic()
+                if deaths_seen.take_changed():  # a worker died: count (and follow) its replacement soon
+                    counted, soon = -float("inf"), now + 10 * THREADS_SOON
+                if now - counted > (THREADS_SOON if now < soon else THREADS_REFRESH):
+                    workers = _workers(client)  # a round trip: not per task
+                    threads, counted = sum(workers.values()), time.monotonic()
+                    deaths_seen.follow(workers)
+                # two tasks per worker thread (one waiting on the worker: it never idles between tasks) until a
+                # worker dies; then one: the scheduler gives each task an idle thread, and a worker that dies holds
+                # only the task it was running (Dask charges a death to every task the worker holds)
+                while len(running) < max(1, threads) * (1 if deaths_seen.died else PER_THREAD):
+                    if again:
+                        task, deaths, reruns = again.pop(0)
                     elif not exhausted and (task := next(todo, None)) is not None:
-                        deaths = 0
+                        deaths, reruns = 0, 0
                     else:
                         exhausted = True
                         return
-                    future = client.submit(_call, function, key, shared, task.payload, pure=False)
-                    running[future] = task, deaths
+                    name = f"cggpr-{uuid.uuid4().hex}"
+                    deaths_seen.watch(name)  # before the scheduler can have it
+                    future = client.submit(_call, function, key, shared, task.payload, key=name, pure=False)
+                    running[future] = task, deaths, reruns, key
                     pending.add(future)
 
             fill()
             while running:
-                future, result = next(pending)
-                task, deaths = running.pop(future)
-                outcome = Outcome(task, deaths=deaths)
-                error = None
-                if future.status == "error":  # result: (type, exception, traceback)
-                    error = result[1]
-                elif future.status == "cancelled":  # by someone else (not by this run)
-                    error = CGGPRError(f"the task was cancelled on the Dask cluster ({type(result).__name__})")
-                else:
-                    outcome.value = result
-                if isinstance(error, KilledWorker):
-                    outcome.deaths += 1 + runner.retries if runner.cluster is not None else 1
-                    outcome.error = (f"{WORKER_DIED} on every attempt the Dask scheduler allowed "
-                                     f"(distributed.scheduler.allowed-failures): {' '.join(str(error).split())}")
-                    split_into = split(task) if split is not None else []
-                    if on_death is not None:
-                        on_death(task, outcome.error, bool(split_into))
-                    if split_into:  # each part again, alone
-                        parts.extend((part, outcome.deaths) for part in split_into)
+                future = next(pending)
+                task, deaths, reruns, its_key = running.pop(future)
+                fill()
+                alone, shared_deaths = deaths_seen.pop(future.key)
+                outcome = Outcome(task, deaths=deaths + alone + shared_deaths)  # the scheduler's retries included
+                error, cancelled = None, future.status == "cancelled"
+                if future.status == "error":
+                    error = future.exception()
+                elif not cancelled:
+                    try:  # a round trip (the freed thread already has its next task)
+                        outcome.value = future.result()
+                    except Exception as lost:  # its worker died before it was fetched
+                        cancelled = isinstance(lost, concurrent.futures.CancelledError)
+                        error = None if cancelled else lost
+                if cancelled:
+                    if its_key is not None and deaths_seen.was_lost(its_key) and scatters <= 1 + runner.retries:
+                        # the context was lost (every worker holding it died, e.g. a replacement worker had not
+                        # fetched it yet), and the tasks needing it were cancelled: send it again, run them again
+                        if its_key == key:
+                            shared, scatters = scatter(), scatters + 1
+                            key = str(shared.key)
+                        again.append((task, outcome.deaths, reruns))
                         future.release()
                         fill()
                         continue
+                    error = CGGPRError("the task was cancelled on the Dask cluster")  # by someone else
+                if isinstance(error, KilledWorker):
+                    seen = alone + shared_deaths
+                    if not seen:  # no events from this scheduler
+                        outcome.deaths += 1 + runner.retries if runner.cluster is not None else 1
+                    message = (f"{WORKER_DIED} on every attempt the Dask scheduler allowed "
+                               f"(distributed.scheduler.allowed-failures): {' '.join(str(error).split())}")
+                    split_into = split(task) if split is not None else []
+                    # never the worker's only task when it died: perhaps queued behind the task that killed it
+                    innocent = bool(not split_into and seen and not alone and reruns <= runner.retries)
+                    if on_death is not None:
+                        on_death(task, message, bool(split_into) or bool(innocent))
+                    if split_into:  # each part again, alone
+                        again.extend((part, outcome.deaths, 0) for part in split_into)
+                    elif innocent:
+                        again.append((task, outcome.deaths, reruns + 1))
+                    if split_into or innocent:
+                        future.release()
+                        fill()
+                        continue
+                    outcome.error = message
                 elif error is not None:
                     outcome.exception = error
                 future.release()
                 yield outcome
                 fill()
         finally:
+            deaths_seen.close()
             if running:
                 with contextlib.suppress(Exception):
                     client.cancel(list(running))
-            if shared is not None:
+            if shared is not None:  # released (not cancelled: the scheduler's answer would find the client closed)
                 with contextlib.suppress(Exception):
-                    client.cancel(shared)
+                    shared.release()

@@ -33,6 +33,14 @@ On the ACE build (2026-12-07, 76 nets with ACE's own Im, ``--build runs/ace-mode
 framework types held out, seed 0; load 15-25 on 2 cores): totals only, fit 132 s: held-out force RMSE 0.408 eV/Å,
 cell energy per Zn 193 meV, relaxed frameworks 218 meV (median 151, mean error +83, Spearman 0.24): no
 ``atomistic-ace``. The totals + forces fit was stopped unfinished after 20 min wall (2.3 min of CPU at that load).
+
+Force noise 0.1 against 0.4 eV/Å (2026-12-08, the built-in frames, every training frame: ``--orders d,r-d --n-max 8
+--l-max 4 --inducing 400 --noise 0.01 --fits totals+forces --force-noise 0.1 0.4``; 133 training frames, 88,842
+force components, 45 held-out frames of 8 nets, ACE force RMS 0.501 eV/Å; 35 min wall / 136 s CPU at load 15-22 on
+2 cores, 0.49 GB peak): force RMSE 0.114 and 0.121 eV/Å (MAE 0.077, 0.082), cell energy per Zn RMSE 44.7 and 38.3
+meV. 0.4 trades 6% on the forces for 14% on the energies (and its fit is faster); the energies are what a screen
+ranks, so 0.4 is the choice for an ``atomistic-ace``. Not rerun on the 141-net ACE build this session (the machine
+gave each process 5-30% of a core).
 """
 
 from __future__ import annotations

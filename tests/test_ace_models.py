@@ -132,3 +132,22 @@ def test_the_rmse_target_is_judged_per_framework(ace_models):
     gaps["dft_gaps_below_ZIF4"]["coi"]["model_minus_dft"] = 0.016
     assert not ace_models.targets({"held_out": {"relaxed": relaxed}, "real_zifs": gaps})[
         "DFT gaps below ZIF-4 within 15 meV"]
+
+
+def test_the_report_prints_a_held_out_kind_with_a_spearman_but_no_per_framework_rmse(ace_models, capsys):
+    """``recipes.evaluate`` gives non-relaxed kinds a Spearman too; the report prints them (a KeyError there once
+    lost a finished 141-net training) and the relaxed row's per-framework RMSE, median and worst net."""
+    relaxed = {"frames": 2, "environments": 8, "rmse": 0.03, "bias": 0.004, "rmse_per_framework": 0.019,
+               "median_abs_per_framework": 0.011, "worst_framework": "SOD", "worst_framework_error": 0.025,
+               "spearman": 0.9}
+    none = {"frames": 3, "environments": 12, "rmse": 0.14, "bias": -0.05, "spearman": 0.5}
+    gaps = {name: {"dft": 0.061, "ace": 0.051, "model": 0.1, "model_minus_dft": 0.039} for name in ("zni", "coi")}
+    report = {"held_out": {"relaxed": relaxed, "none": none}, "calibration": {},
+              "real_zifs": {"structures": {"zni": {"ace": 0.0, "model": 0.01}}, "spearman": 0.5, "rmse": 0.04,
+                            "bias": 0.01, "dft_gaps_below_ZIF4": gaps},
+              "targets": {"held-out relaxed Spearman >= 0.95": False}}
+    ace_models.print_report(report)
+    out = capsys.readouterr().out
+    assert "per framework RMSE 19.0, median 11.0, worst SOD 25, Spearman 0.900" in out
+    assert "none        3 frames     12 Zn: RMSE 140.0 meV, mean error -50.0 meV, Spearman 0.500" in out
+    assert "target held-out relaxed Spearman >= 0.95: MISSED" in out

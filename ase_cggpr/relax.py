@@ -271,21 +271,6 @@ def strain_basis(atoms: Atoms, constraint: FixSymmetry) -> np.ndarray:
     return u[:, singular > 1e-8 * singular.max()]
 
 
-def symmetric_basis(atoms: Atoms, constraint: FixSymmetry, cell: bool) -> np.ndarray:
-    """Orthonormal basis (n_dof, k) of the displacements that keep the space group, in the coordinates of
-    ``FrechetCellFilter`` (3 per atom, then 9 for the cell's deformation) or, without ``cell``, of the atoms:
-    :func:`positions_basis` and :func:`strain_basis`, block-diagonal."""
-    positions = positions_basis(atoms, constraint)
-    if not cell:
-        return positions
-    strains = strain_basis(atoms, constraint)
-    n = len(atoms)
-    basis = np.zeros((3 * n + 9, positions.shape[1] + strains.shape[1]))
-    basis[:3 * n, :positions.shape[1]] = positions
-    basis[3 * n:, positions.shape[1]:] = strains
-    return basis
-
-
 class ReducedCoordinates:
     """A symmetric structure's energy as a function of the reduced coordinates ``q`` of its space group.
 
